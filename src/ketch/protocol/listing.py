@@ -1,0 +1,123 @@
+"""Directory listings for LIST, NLST and MDTM.
+
+LIST output has no standard; the de facto one is ``/bin/ls -l`` output, which
+is what curl, lftp, FileZilla and Python's ftplib users know how to parse. It
+is produced here in UTC with English month names regardless of locale, so the
+output does not depend on how the server process was started.
+"""
+
+from __future__ import annotations
+
+import functools
+import stat
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from ketch.protocol.commands import encode_text
+
+__all__ = [
+    "FileFacts",
+    "format_list_line",
+    "format_listing",
+    "format_mdtm",
+    "format_nlst_line",
+]
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# ls shows the time of day for files from about the last six months.
+_RECENT = 180 * 86400
+_FUTURE_SLACK = 86400  # tolerate clocks slightly ahead, as ls does
+# gmtime's four-digit-year range: 0001-01-01 .. 9999-12-31 23:59:59 UTC.
+_EARLIEST = -62135596800.0
+_LATEST = 253402300799.0
+_KIND_CHARS = {"file": "-", "dir": "d", "link": "l", "other": "?"}
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a listing needs to know about one directory entry.
+
+    A plain value rather than an os.stat_result, so the server's filesystem
+    layer can be virtual and tests can build entries directly.
+    """
+
+    name: str  # may contain surrogate escapes for non-UTF-8 names
+    kind: Literal["file", "dir", "link", "other"]
+    size: int
+    mtime: float  # POSIX seconds, UTC
+    mode: int  # st_mode: permission bits and file type
+    nlink: int = 1
+    owner: str = "ftp"
+    group: str = "ftp"
+    link_target: str | None = None
+
+
+@functools.lru_cache(maxsize=512)
+def _permissions(mode: int, kind: str) -> str:
+    """``drwxr-xr-x`` style text; falls back to ``kind`` when mode has no type bits."""
+    text = stat.filemode(mode)
+    if stat.S_IFMT(mode) == 0:
+        text = _KIND_CHARS.get(kind, "?") + text[1:]
+    return text
+
+
+def _utc(mtime: float) -> time.struct_time:
+    """gmtime that cannot fail: NaN counts as the epoch, extremes are clamped."""
+    if mtime != mtime:  # NaN
+        mtime = 0.0
+    return time.gmtime(min(max(mtime, _EARLIEST), _LATEST))
+
+
+def _one_line(name: str) -> str:
+    """Replace CR and LF in a name so it cannot break the listing into fake lines."""
+    if "\n" in name or "\r" in name:
+        return name.replace("\r", "?").replace("\n", "?")
+    return name
+
+
+def format_list_line(facts: FileFacts, now: float) -> str:
+    """One ``ls -l`` style line, e.g. ``-rw-r--r--   1 ftp      ftp   1234 Nov 21 08:17 a``."""
+    tm = _utc(facts.mtime)
+    if now - _RECENT <= facts.mtime <= now + _FUTURE_SLACK:
+        clock = f"{tm.tm_hour:02d}:{tm.tm_min:02d}"
+    else:
+        clock = f"{tm.tm_year:>5}"
+    name = _one_line(facts.name)
+    if facts.kind == "link" and facts.link_target is not None:
+        name = f"{name} -> {_one_line(facts.link_target)}"
+    return (
+        f"{_permissions(facts.mode, facts.kind)} {facts.nlink:>3} "
+        f"{facts.owner:<8} {facts.group:<8} {facts.size:>8} "
+        f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:>2} {clock} {name}"
+    )
+
+
+def format_nlst_line(facts: FileFacts) -> str:
+    """NLST sends bare names, one per line (CR/LF in a name become "?")."""
+    return _one_line(facts.name)
+
+
+def format_listing(entries: Iterable[FileFacts], now: float, *, names_only: bool = False) -> bytes:
+    """The whole data-connection payload for LIST (or NLST with ``names_only``).
+
+    Every line is CRLF-terminated; encoding once at the end keeps it fast.
+    """
+    if names_only:
+        lines = [format_nlst_line(facts) for facts in entries]
+    else:
+        lines = [format_list_line(facts, now) for facts in entries]
+    if not lines:
+        return b""
+    lines.append("")
+    return encode_text("\r\n".join(lines))
+
+
+def format_mdtm(mtime: float) -> str:
+    """RFC 3659 time-val "YYYYMMDDHHMMSS" in UTC, fractions of a second dropped (rounded down)."""
+    tm = _utc(mtime)
+    return (
+        f"{tm.tm_year:04d}{tm.tm_mon:02d}{tm.tm_mday:02d}"
+        f"{tm.tm_hour:02d}{tm.tm_min:02d}{tm.tm_sec:02d}"
+    )
