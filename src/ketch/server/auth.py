@@ -1,0 +1,182 @@
+"""Who may log in, and what they may do once in.
+
+Passwords are stored only as argon2id hashes. Verifying one costs tens of
+milliseconds of CPU by design, so it runs in a worker thread: a burst of
+logins must not freeze every other session on the event loop. Unknown user
+names are checked against a dummy hash of the same cost, so a client cannot
+tell "no such user" from "wrong password" by timing the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import enum
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
+
+if TYPE_CHECKING:
+    from ketch.config import ServerConfig
+
+__all__ = [
+    "ANONYMOUS_NAMES",
+    "Account",
+    "Authenticator",
+    "Permission",
+    "hash_password",
+    "parse_permissions",
+]
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_NAMES = frozenset({"anonymous", "ftp"})
+
+
+class Permission(enum.Flag):
+    """One flag per kind of command a user may be allowed to run."""
+
+    NONE = 0
+    LIST = 1
+    READ = 2
+    WRITE = 4
+    APPEND = 8
+    DELETE = 16
+    RENAME = 32
+    MKDIR = 64
+    RMDIR = 128
+    READ_ONLY = LIST | READ
+    ALL = LIST | READ | WRITE | APPEND | DELETE | RENAME | MKDIR | RMDIR
+
+
+_PERMISSION_WORDS: dict[str, Permission] = {
+    "list": Permission.LIST,
+    "read": Permission.READ,
+    "write": Permission.WRITE,
+    "append": Permission.APPEND,
+    "delete": Permission.DELETE,
+    "rename": Permission.RENAME,
+    "mkdir": Permission.MKDIR,
+    "rmdir": Permission.RMDIR,
+    "all": Permission.ALL,
+    "read-only": Permission.READ_ONLY,
+}
+
+PERMISSION_WORDS: tuple[str, ...] = tuple(_PERMISSION_WORDS)
+"""The words ``parse_permissions`` accepts, in documentation order."""
+
+
+def parse_permissions(names: Iterable[str]) -> Permission:
+    """Combine permission words from the configuration into one flag set.
+
+    Words are case-insensitive. An unknown word is an error rather than
+    being ignored, since a typo would otherwise silently withhold access.
+    """
+    granted = Permission.NONE
+    for name in names:
+        flag = _PERMISSION_WORDS.get(name.strip().lower())
+        if flag is None:
+            close = difflib.get_close_matches(name.lower(), PERMISSION_WORDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown permission {name!r}; {hint}"
+                f"allowed words are: {', '.join(PERMISSION_WORDS)}"
+            )
+        granted |= flag
+    return granted
+
+
+@dataclass(frozen=True)
+class Account:
+    """A logged-in identity: where it lives and what it may do."""
+
+    name: str
+    home: Path
+    permissions: Permission
+    anonymous: bool = False
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password`` with argon2-cffi's default cost."""
+    return argon2.PasswordHasher().hash(password)
+
+
+class Authenticator:
+    """Checks user names and passwords against the configuration."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._config = config
+        self._users = {user.name: user for user in config.users}
+        self._verifier = argon2.PasswordHasher()
+        # Same parameters as the users' hashes, so an unknown name costs the
+        # same time as a wrong password. Built now (one hash, once) so even the
+        # first unknown name is not slower; with no users there is nobody to
+        # enumerate, and it is built on first need instead.
+        self._dummy_hash: str | None = self._make_dummy_hash() if self._users else None
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` could log in at all; for log messages only."""
+        if name.lower() in ANONYMOUS_NAMES:
+            return self._config.anonymous.enabled
+        return name in self._users
+
+    async def authenticate(self, name: str, password: str) -> Account | None:
+        """The account for ``name`` if ``password`` is right, else None."""
+        if name.lower() in ANONYMOUS_NAMES:
+            return self._anonymous_account(name) if self._config.anonymous.enabled else None
+
+        user = self._users.get(name)
+        if user is None:
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(self._make_dummy_hash)
+            await asyncio.to_thread(self._verify, self._dummy_hash, password)
+            return None
+
+        if not await asyncio.to_thread(self._verify, user.password_hash, password):
+            return None
+        return Account(
+            name=user.name,
+            home=user.home,
+            permissions=parse_permissions(user.permissions),
+        )
+
+    def _anonymous_account(self, name: str) -> Account:
+        # Any password is accepted: by convention it is the user's e-mail address.
+        return Account(
+            name=name.lower(),
+            home=self._config.anonymous_home(),
+            permissions=parse_permissions(self._config.anonymous.permissions),
+            anonymous=True,
+        )
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        """Runs in a worker thread; blocking for the hash's full cost is the point."""
+        try:
+            return self._verifier.verify(password_hash, password)
+        except VerificationError:
+            return False
+        except InvalidHashError:
+            log.warning(
+                "a password_hash in the configuration is not a valid argon2 hash; "
+                "create a new one with `ketch user hash`"
+            )
+            return False
+
+    def _make_dummy_hash(self) -> str:
+        """A hash of a random secret with the same parameters as a real user's."""
+        hasher = argon2.PasswordHasher()
+        for user in self._users.values():
+            try:
+                hasher = argon2.PasswordHasher.from_parameters(
+                    argon2.extract_parameters(user.password_hash)
+                )
+                break
+            except InvalidHashError:
+                continue
+        return hasher.hash(secrets.token_hex(16))

@@ -1,0 +1,135 @@
+"""Confine a user to their home directory.
+
+Two steps keep a client inside its home. ``resolve_virtual`` turns whatever
+the client typed into a clean absolute *virtual* path, clipping ``..`` at
+"/" the way chroot does, so no path the server handles ever names a parent
+of the home. ``Jail.real_path`` then maps that virtual path onto the disk
+and checks, after resolving symlinks, that the result is still inside the
+home: a symlink placed by a local user must not become a way out.
+
+The filesystem errors live here rather than in ``filesystem`` because the
+jail is the lower layer and raises them; ``filesystem`` re-exports them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["FilesystemError", "Jail", "PathEscapeError", "resolve_virtual"]
+
+
+class FilesystemError(Exception):
+    """A file operation failed; ``str(error)`` is the text for the 550 reply.
+
+    The text names the *virtual* path only, never a real one, so it can be
+    sent to the client as it is.
+    """
+
+
+class PathEscapeError(FilesystemError):
+    """The path leads outside the user's home, usually through a symlink."""
+
+    def __init__(self, virtual: str) -> None:
+        super().__init__(f"{virtual}: Permission denied (outside your home directory)")
+        self.virtual = virtual
+
+
+def _check_encodable(virtual: str) -> None:
+    """Refuse names the OS cannot take, as a FilesystemError rather than a ValueError.
+
+    A NUL byte ends a C string, and a lone surrogate that did not come from
+    surrogateescape decoding has no byte form; ``os`` raises ValueError for
+    both, which would otherwise escape as a crash instead of a 550 reply.
+    """
+    try:
+        encoded = os.fsencode(virtual)
+    except UnicodeEncodeError:
+        encoded = None
+    if encoded is None or b"\0" in encoded:
+        # Shown escaped: the reply must not carry the very characters refused.
+        shown = virtual.encode("utf-8", "backslashreplace").decode().replace("\0", "\\x00")
+        raise FilesystemError(
+            f"{shown}: invalid file name "
+            "(NUL bytes and unpaired surrogates cannot be stored); choose another name"
+        )
+
+
+def _components(path: str) -> list[str]:
+    """The meaningful parts of a path; "", "." and ".." are applied, not kept."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            # Clipping at the root is what makes ".." harmless.
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return parts
+
+
+def resolve_virtual(cwd: str, argument: str) -> str:
+    """The normalized absolute virtual path ``argument`` names, seen from ``cwd``.
+
+    ``..`` never climbs above "/", an empty argument means ``cwd`` and "~"
+    is an ordinary name: FTP has no notion of a home-relative path.
+    """
+    combined = argument if argument.startswith("/") else f"{cwd}/{argument}"
+    return "/" + "/".join(_components(combined))
+
+
+class Jail:
+    """Maps virtual paths to real ones inside ``home`` and refuses the rest."""
+
+    def __init__(self, home: Path) -> None:
+        real_home = os.path.realpath(home)
+        if not os.path.isdir(real_home):
+            # A server-side misconfiguration, so the real path may be named.
+            raise NotADirectoryError(
+                f"home directory {str(home)!r} does not exist or is not a directory; "
+                "create it or fix the 'home'/'root' setting in the configuration"
+            )
+        self._home = real_home
+        # The prefix every path inside the home starts with ("/" is special).
+        self._prefix = real_home if real_home.endswith(os.sep) else real_home + os.sep
+
+    @property
+    def home(self) -> Path:
+        """The real, symlink-free home directory."""
+        return Path(self._home)
+
+    def contains(self, real: str) -> bool:
+        """Whether an already resolved real path lies inside the home."""
+        return real == self._home or real.startswith(self._prefix)
+
+    def real_path(self, virtual: str, *, follow_final: bool = True) -> str:
+        """The real path for ``virtual``, checked to stay inside the home.
+
+        With ``follow_final=False`` a symlink in the last component is not
+        followed, so the link itself can be removed, renamed or lstat'ed even
+        when it points outside. Missing trailing components are allowed
+        (they are about to be created); ``os.path.realpath`` resolves the
+        existing part and appends the rest. The returned path is the resolved
+        one, which narrows the window for symlink swaps between check and use.
+        """
+        _check_encodable(virtual)
+        parts = _components(virtual)  # re-normalize: never trust the caller blindly
+        if not parts:
+            return self._home
+        if follow_final:
+            resolved = os.path.realpath(os.path.join(self._home, *parts))
+        else:
+            parent = os.path.realpath(os.path.join(self._home, *parts[:-1]))
+            resolved = os.path.join(parent, parts[-1])
+        if not self.contains(resolved):
+            raise PathEscapeError(virtual)
+        return resolved
+
+    def virtual_path(self, real: str) -> str | None:
+        """The virtual path of a real path inside the home, or None if outside."""
+        normalized = os.path.normpath(real)
+        if not self.contains(normalized):
+            return None
+        return "/" + normalized[len(self._home) :].strip("/")

@@ -1,0 +1,365 @@
+"""Configuration loading and validation: every message names key, value and what is allowed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import argon2
+import pydantic
+import pytest
+
+from ketch.config import (
+    DEFAULT_CONFIG_TOML,
+    RULES,
+    AnonymousConfig,
+    ConfigError,
+    PortRange,
+    ServerConfig,
+    UserConfig,
+    load_config,
+)
+
+_HASH = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
+
+
+def _problems_in(path: Path, text: str) -> list[str]:
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value).splitlines()
+
+
+def _override_problem(key: str, value: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={key: value})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# -- defaults and the example file ---------------------------------------------------
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.port == 2121
+    assert config.root == tmp_path.resolve()
+    assert config.root.is_absolute()
+    assert config.passive_ports == PortRange(50000, 50999)
+    assert config.active_source_port == "auto"
+    assert config.anonymous.enabled
+    assert config.users == []
+    assert config.anonymous_home() == config.root
+
+
+def test_default_config_toml_loads_with_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "ketch.toml"
+    path.write_text(DEFAULT_CONFIG_TOML)
+    loaded = load_config(path)
+    defaults = ServerConfig(root=loaded.root)
+    assert loaded == defaults
+
+
+def test_default_config_toml_mentions_every_key() -> None:
+    keys = set(ServerConfig.model_fields) | set(AnonymousConfig.model_fields)
+    keys |= set(UserConfig.model_fields)
+    for key in keys:
+        pattern = rf"^#? ?({key} = |\[{key}\]|\[\[{key}\]\])"
+        assert re.search(pattern, DEFAULT_CONFIG_TOML, re.MULTILINE), key
+
+
+def test_every_key_has_an_allowed_values_rule() -> None:
+    keys = set(ServerConfig.model_fields)
+    keys |= {f"anonymous.{key}" for key in AnonymousConfig.model_fields}
+    keys |= {f"users.{key}" for key in UserConfig.model_fields}
+    assert keys <= set(RULES)
+
+
+def test_config_is_immutable() -> None:
+    config = ServerConfig()
+    with pytest.raises(pydantic.ValidationError):
+        config.port = 21
+
+
+# -- one message per key --------------------------------------------------------------
+
+
+def test_bad_passive_range_names_key_value_and_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("ketch.toml").write_text('passive_ports = "70000-70010"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("ketch.toml"))
+    assert str(caught.value) == (
+        "ketch.toml: passive_ports = '70000-70010': each port must be between 1 and 65535, "
+        "written 'LOW-HIGH' with LOW <= HIGH"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown", "allowed"),
+    [
+        ("listen_address", "localhost", "'localhost'", "must be an IP address"),
+        ("port", 70000, "70000", "from 0 to 65535"),
+        ("port", -1, "-1", "from 0 to 65535"),
+        ("port", True, "true", "whole number"),
+        ("port", "21", "'21'", "whole number"),
+        ("banner", "hi\rthere", "'hi\\rthere'", "without control characters"),
+        ("passive_ports", "50010-50000", "'50010-50000'", "LOW <= HIGH"),
+        ("passive_ports", "0-10", "'0-10'", "between 1 and 65535"),
+        ("passive_ports", [1, 2, 3], "[1, 2, 3]", "'LOW-HIGH'"),
+        ("passive_ports", "50000", "'50000'", "'LOW-HIGH'"),
+        ("masquerade_address", "bad host!", "'bad host!'", "IP address or a host name"),
+        ("masquerade_address", "-x.example.com", "'-x.example.com'", "host name"),
+        ("active_source_port", "sometimes", "'sometimes'", "'auto', 'ephemeral' or a port"),
+        ("active_source_port", 0, "0", "from 1 to 65535"),
+        ("active_source_port", True, "true", "'auto', 'ephemeral'"),
+        ("allow_foreign_addresses", "yes", "'yes'", "true or false"),
+        ("max_connections", 0, "0", "at least 1"),
+        ("max_connections_per_ip", 0, "0", "at least 1"),
+        ("idle_timeout", 0, "0", "greater than 0"),
+        ("idle_timeout", float("inf"), "inf", "greater than 0"),
+        ("data_connect_timeout", -1.5, "-1.5", "greater than 0"),
+        ("data_stall_timeout", "fast", "'fast'", "greater than 0"),
+        ("login_failure_delay", -1, "-1", "0 or more"),
+        ("max_line_length", 511, "511", "from 512 to 65536"),
+        ("max_line_length", 65537, "65537", "from 512 to 65536"),
+        ("log_level", "loud", "'loud'", "'debug', 'info', 'warning', 'error'"),
+        ("root", "/definitely/not/here", "'/definitely/not/here'", "no such directory"),
+        ("root", "", "''", "existing directory"),
+        ("anonymous", 5, "5", "[anonymous] table"),
+        ("users", 5, "5", "[[users]] tables"),
+    ],
+)
+def test_each_key_reports_key_value_and_what_is_allowed(
+    key: str, value: Any, shown: str, allowed: str
+) -> None:
+    problem = _override_problem(key, value)
+    assert problem.startswith(f"command line: {key} = {shown}: "), problem
+    assert allowed in problem
+    assert "pydantic" not in problem and "further information" not in problem
+
+
+def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    problem = _override_problem("root", str(tmp_path / "file"))
+    assert "is not a directory" in problem
+
+
+def test_valid_values_are_accepted_and_normalized(tmp_path: Path) -> None:
+    config = load_config(
+        overrides={
+            "listen_address": "127.0.0.1",
+            "passive_ports": [40000, 40009],
+            "masquerade_address": "ftp.example.com",
+            "active_source_port": 20,
+            "log_level": "DEBUG",
+            "banner": "Welcome\r\nto ketch",
+            "root": tmp_path,
+        }
+    )
+    assert config.resolved_listen_address() == "127.0.0.1"
+    assert config.passive_ports == PortRange(40000, 40009)
+    assert config.masquerade_address == "ftp.example.com"
+    assert config.active_source_port == 20
+    assert config.log_level == "debug"
+    assert config.banner == "Welcome\nto ketch"
+    assert load_config(overrides={"active_source_port": "Ephemeral"}).active_source_port == (
+        "ephemeral"
+    )
+    assert load_config(overrides={"masquerade_address": "203.0.113.5"}).masquerade_address == (
+        "203.0.113.5"
+    )
+
+
+def test_listen_address_defaults_to_all_addresses() -> None:
+    assert ServerConfig().resolved_listen_address() in ("::", "0.0.0.0")
+
+
+def test_port_range_is_a_range() -> None:
+    ports = PortRange(50000, 50009)
+    assert ports.size == 10
+    assert 50000 in ports and 50009 in ports and 50005 in ports
+    assert 49999 not in ports and 50010 not in ports
+    assert str(ports) == "50000-50009"
+
+
+# -- unknown keys and syntax -----------------------------------------------------------
+
+
+def test_unknown_key_suggests_close_matches(tmp_path: Path) -> None:
+    problems = _problems_in(tmp_path / "ketch.toml", 'pasive_ports = "1-2"\n')
+    assert problems == [
+        f"{tmp_path / 'ketch.toml'}: pasive_ports: unknown key; did you mean 'passive_ports' "
+        "or 'active_source_port'?"
+    ]
+
+
+def test_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path) -> None:
+    (problem,) = _problems_in(tmp_path / "k.toml", "[anonymous]\nzzz = 1\n")
+    assert "anonymous.zzz: unknown key; allowed keys here are: enabled, home, permissions" in (
+        problem
+    )
+
+
+def test_top_level_key_after_a_table_header_is_explained(tmp_path: Path) -> None:
+    (problem,) = _problems_in(tmp_path / "k.toml", "[anonymous]\nenabled = true\nport = 21\n")
+    assert "anonymous.port: unknown key; 'port' is a top-level key" in problem
+    assert "above the first [table] header" in problem
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "ketch.toml"
+    (problem,) = _problems_in(path, "port = 2121\nbanner = \n")
+    assert problem.startswith(f"{path}:2: invalid TOML")
+    assert "fix the syntax" in problem
+
+
+def test_unreadable_or_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_config(tmp_path / "missing.toml")
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'banner = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
+    problems = _problems_in(tmp_path / "k.toml", "port = -5\nmax_connections = 0\nfoo = 1\n")
+    assert len(problems) == 3
+    assert [line.split(": ")[1].split(" ")[0] for line in problems] == [
+        "port",
+        "max_connections",
+        "foo",
+    ]
+
+
+# -- paths -----------------------------------------------------------------------------
+
+
+def test_relative_paths_in_file_resolve_against_its_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = tmp_path / "conf"
+    for directory in ("data", "pub", "alice"):
+        (conf / directory).mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (conf / "ketch.toml").write_text(
+        'root = "data"\n[anonymous]\nhome = "pub"\n'
+        f'[[users]]\nname = "alice"\npassword_hash = "{_HASH}"\nhome = "alice"\n'
+    )
+    config = load_config(conf / "ketch.toml")
+    assert config.root == (conf / "data").resolve()
+    assert config.anonymous_home() == (conf / "pub").resolve()
+    assert config.users[0].home == (conf / "alice").resolve()
+
+
+def test_relative_paths_in_overrides_resolve_against_cwd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "ketch.toml").write_text('root = "."\n')
+    (tmp_path / "served").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(tmp_path / "conf" / "ketch.toml", {"root": "served"})
+    assert config.root == (tmp_path / "served").resolve()
+
+
+def test_overrides_win_over_the_file_and_are_blamed_on_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "ketch.toml"
+    path.write_text("port = 2000\nmax_connections = 7\n")
+    config = load_config(path, {"port": 3000})
+    assert (config.port, config.max_connections) == (3000, 7)
+    with pytest.raises(ConfigError, match=r"^command line: port = 99999: "):
+        load_config(path, {"port": 99999})
+
+
+# -- users and anonymous ------------------------------------------------------------
+
+
+def _users_problems(tmp_path: Path, *users: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"root": tmp_path, "users": list(users)})
+    return str(caught.value).splitlines()
+
+
+def _user(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    return {"name": "alice", "password_hash": _HASH, "home": str(tmp_path), **fields}
+
+
+def test_valid_user_loads_with_default_permissions(tmp_path: Path) -> None:
+    config = load_config(overrides={"users": [_user(tmp_path)]})
+    assert config.users[0].permissions == ["list", "read"]
+    assert config.users[0].home == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"name": ""}, "users[0].name = '': is empty"),
+        ({"name": "bob smith"}, "users[0].name = 'bob smith': contains spaces"),
+        ({"name": "a\tb"}, "contains spaces or control characters"),
+        ({"name": "FTP"}, "users[0].name = 'FTP': is reserved for anonymous login"),
+        ({"home": "/definitely/not/here"}, "users[0].home = '/definitely/not/here': no such"),
+        ({"permissions": ["read", "wrte"]}, "unknown permission 'wrte'; did you mean 'write'?"),
+        ({"permissions": "all"}, "users[0].permissions = 'all': must be a list of permission"),
+        ({"extra": 1}, "users[0].extra: unknown key"),
+    ],
+)
+def test_bad_user_fields_are_explained(
+    tmp_path: Path, fields: dict[str, Any], expected: str
+) -> None:
+    (problem,) = _users_problems(tmp_path, _user(tmp_path, **fields))
+    assert expected in problem
+
+
+def test_password_hash_must_be_argon2_and_is_never_echoed(tmp_path: Path) -> None:
+    (problem,) = _users_problems(tmp_path, _user(tmp_path, password_hash="hunter2"))
+    assert "users[0].password_hash (value not shown)" in problem
+    assert "`ketch user hash`" in problem
+    assert "hunter2" not in problem
+    (problem,) = _users_problems(tmp_path, _user(tmp_path, password_hash="$argon2id$v=19$"))
+    assert "not a complete argon2 hash" in problem
+
+
+def test_missing_user_keys_are_named(tmp_path: Path) -> None:
+    problems = _users_problems(tmp_path, {"name": "alice"})
+    assert any(
+        line.endswith(
+            "users[0].password_hash is missing; it must be an argon2 hash "
+            "starting with '$argon2'; create one with `ketch user hash`"
+        )
+        for line in problems
+    )
+    assert any("users[0].home is missing" in line for line in problems)
+
+
+def test_duplicate_user_names_name_the_duplicate(tmp_path: Path) -> None:
+    problems = _users_problems(
+        tmp_path, _user(tmp_path), _user(tmp_path, name="bob"), _user(tmp_path)
+    )
+    assert problems == [
+        "command line: users[2].name = 'alice': duplicate user name (also users[0]); "
+        "give every user a different name"
+    ]
+
+
+def test_anonymous_settings_are_validated(tmp_path: Path) -> None:
+    problem = _override_problem("anonymous", {"enabled": "no"})
+    assert problem == "command line: anonymous.enabled = 'no': must be true or false"
+    problem = _override_problem("anonymous", {"home": "/definitely/not/here"})
+    assert "anonymous.home = '/definitely/not/here': no such directory" in problem
+    problem = _override_problem("anonymous", {"permissions": ["reed"]})
+    assert "anonymous.permissions = ['reed']: unknown permission 'reed'" in problem
+
+
+def test_anonymous_home_overrides_root(tmp_path: Path) -> None:
+    (tmp_path / "pub").mkdir()
+    config = load_config(overrides={"root": tmp_path, "anonymous": {"home": tmp_path / "pub"}})
+    assert config.anonymous_home() == (tmp_path / "pub").resolve()
+    assert config.root == tmp_path.resolve()

@@ -1,0 +1,207 @@
+"""Path resolution and the home-directory jail, on real temporary directories."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ketch.server.filesystem import FilesystemError, PathEscapeError
+from ketch.server.jail import Jail, resolve_virtual
+
+# -- resolve_virtual -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cwd", "argument", "expected"),
+    [
+        ("/", "a.txt", "/a.txt"),
+        ("/docs", "a.txt", "/docs/a.txt"),
+        ("/docs", "/a.txt", "/a.txt"),  # absolute ignores cwd
+        ("/docs", "", "/docs"),  # empty means here
+        ("/docs", ".", "/docs"),
+        ("/docs/sub", "..", "/docs"),
+        ("/docs", "sub/", "/docs/sub"),  # trailing slash dropped
+        ("/docs", "a//b///c", "/docs/a/b/c"),
+        ("/docs", "//etc//passwd", "/etc/passwd"),
+        ("/", "./a/./b/.", "/a/b"),
+        ("/docs", "~", "/docs/~"),  # no home expansion in FTP
+        ("/docs", "~/x", "/docs/~/x"),
+        ("/docs", "a..b", "/docs/a..b"),  # dots inside a name are just a name
+        ("/docs", "...", "/docs/..."),
+    ],
+)
+def test_resolves_relative_absolute_and_messy_paths(cwd: str, argument: str, expected: str) -> None:
+    assert resolve_virtual(cwd, argument) == expected
+
+
+@pytest.mark.parametrize(
+    ("cwd", "argument"),
+    [("/", ".."), ("/", "../../.."), ("/a", "../../etc"), ("/a/b", "/../../x/.."), ("/", "/..")],
+)
+def test_dotdot_never_climbs_above_home(cwd: str, argument: str) -> None:
+    result = resolve_virtual(cwd, argument)
+    assert ".." not in result.split("/")
+    # Clipped at "/", like chroot: "../../etc" from /a is /etc, not above it.
+    assert result in ("/", "/etc")
+
+
+_segments = st.lists(
+    st.sampled_from(["", ".", "..", "a", "b", "~", "é", "x y", "\udcff", "a..b"]),
+    max_size=8,
+)
+
+
+@st.composite
+def _paths(draw: st.DrawFn) -> str:
+    text = "/".join(draw(_segments))
+    return ("/" + text) if draw(st.booleans()) else text
+
+
+@given(cwd_argument=_paths(), argument=_paths())
+def test_resolve_virtual_is_absolute_clean_and_idempotent(cwd_argument: str, argument: str) -> None:
+    cwd = resolve_virtual("/", cwd_argument)
+    result = resolve_virtual(cwd, argument)
+
+    assert result.startswith("/")
+    assert result == "/" or not result.endswith("/")
+    parts = result.split("/")[1:]
+    assert result == "/" or all(part not in ("", ".", "..") for part in parts)
+    # Idempotent: resolving a result again, from anywhere, changes nothing.
+    assert resolve_virtual(result, "") == result
+    assert resolve_virtual(cwd, result) == result
+    assert resolve_virtual("/", result) == result
+
+
+@given(cwd_argument=_paths(), argument=_paths())
+def test_resolve_virtual_matches_posix_normalization_clipped_at_root(
+    cwd_argument: str, argument: str
+) -> None:
+    cwd = resolve_virtual("/", cwd_argument)
+    combined = argument if argument.startswith("/") else f"{cwd}/{argument}"
+    # normpath clips ".." at "/" too; one leading slash avoids its "//" rule.
+    expected = posixpath.normpath("/" + combined.lstrip("/"))
+    assert resolve_virtual(cwd, argument) == expected
+
+
+# -- Jail ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "a.txt").write_text("a")
+    return home
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret")
+    return outside
+
+
+def test_root_maps_to_home_realpath(home: Path) -> None:
+    assert Jail(home).real_path("/") == os.path.realpath(home)
+
+
+def test_virtual_path_maps_inside_home(home: Path) -> None:
+    assert Jail(home).real_path("/docs/a.txt") == str(home.resolve() / "docs" / "a.txt")
+
+
+def test_home_given_through_a_symlink_is_stored_resolved(home: Path, tmp_path: Path) -> None:
+    alias = tmp_path / "alias"
+    alias.symlink_to(home)
+    jail = Jail(alias)
+    assert jail.home == home.resolve()
+    assert jail.real_path("/docs") == str(home.resolve() / "docs")
+
+
+def test_missing_home_is_refused_with_advice(tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError, match="create it or fix"):
+        Jail(tmp_path / "nope")
+
+
+def test_unnormalized_input_is_normalized_not_trusted(home: Path) -> None:
+    # Even if a caller skipped resolve_virtual, ".." cannot leave the home.
+    assert Jail(home).real_path("/../../docs/../docs") == str(home.resolve() / "docs")
+
+
+def test_missing_tail_is_allowed_for_creation(home: Path) -> None:
+    jail = Jail(home)
+    assert jail.real_path("/docs/new/deeper.txt") == str(
+        home.resolve() / "docs" / "new" / "deeper.txt"
+    )
+
+
+def test_symlink_to_outside_escapes(home: Path, outside: Path) -> None:
+    (home / "out").symlink_to(outside)
+    jail = Jail(home)
+    with pytest.raises(PathEscapeError):
+        jail.real_path("/out")
+    with pytest.raises(PathEscapeError):
+        jail.real_path("/out/secret.txt")
+    with pytest.raises(PathEscapeError):
+        jail.real_path("/out/not-yet-created.txt")
+
+
+def test_not_following_the_final_link_allows_the_link_itself(home: Path, outside: Path) -> None:
+    (home / "out").symlink_to(outside)
+    jail = Jail(home)
+    assert jail.real_path("/out", follow_final=False) == str(home.resolve() / "out")
+    # ...but a link in the middle of the path is always followed.
+    with pytest.raises(PathEscapeError):
+        jail.real_path("/out/secret.txt", follow_final=False)
+
+
+def test_dangling_symlink_to_outside_escapes(home: Path, tmp_path: Path) -> None:
+    (home / "dangling").symlink_to(tmp_path / "does-not-exist")
+    with pytest.raises(PathEscapeError):
+        Jail(home).real_path("/dangling")
+
+
+def test_relative_symlink_climbing_out_escapes(home: Path, outside: Path) -> None:
+    (home / "docs" / "up").symlink_to("../../outside/secret.txt")
+    with pytest.raises(PathEscapeError):
+        Jail(home).real_path("/docs/up")
+
+
+def test_symlink_inside_home_is_followed(home: Path) -> None:
+    (home / "shortcut").symlink_to(home / "docs")
+    assert Jail(home).real_path("/shortcut/a.txt") == str(home.resolve() / "docs" / "a.txt")
+
+
+def test_sibling_with_home_as_prefix_is_outside(tmp_path: Path, home: Path) -> None:
+    # "/tmp/x/home2" starts with "/tmp/x/home" as a string but is not inside it.
+    sibling = tmp_path / "home2"
+    sibling.mkdir()
+    (home / "sib").symlink_to(sibling)
+    with pytest.raises(PathEscapeError):
+        Jail(home).real_path("/sib")
+
+
+def test_escape_error_names_virtual_path_only(home: Path, outside: Path) -> None:
+    (home / "out").symlink_to(outside)
+    with pytest.raises(PathEscapeError) as caught:
+        Jail(home).real_path("/out/secret.txt")
+    message = str(caught.value)
+    assert message == "/out/secret.txt: Permission denied (outside your home directory)"
+    assert str(outside) not in message and str(home) not in message
+
+
+def test_nul_byte_is_a_filesystem_error_not_a_crash(home: Path) -> None:
+    with pytest.raises(FilesystemError, match="invalid file name"):
+        Jail(home).real_path("/docs/a\0b")
+
+
+def test_virtual_path_inverts_real_path(home: Path, outside: Path) -> None:
+    jail = Jail(home)
+    assert jail.virtual_path(jail.real_path("/docs/a.txt")) == "/docs/a.txt"
+    assert jail.virtual_path(str(home.resolve())) == "/"
+    assert jail.virtual_path(str(outside)) is None
