@@ -1,0 +1,264 @@
+"""The ``ketch`` command: ``ketch serve``, ``ketch user hash``, ``ketch config example``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ketch import __version__
+from ketch.config import DEFAULT_CONFIG_TOML, ConfigError, ServerConfig, load_config
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ketch")
+def main() -> None:
+    """ketch: an FTP server and tools that work through NAT and firewalls."""
+
+
+# -- serve ----------------------------------------------------------------------
+
+
+def _parse_user(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name or not password:
+        raise click.BadParameter(f"{value!r}: write it as NAME:PASSWORD")
+    return name, password
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file with every setting (see `ketch config example`).",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to serve. [default: the current directory]",
+)
+@click.option("--port", type=int, help="Control port. [default: 2121]")
+@click.option(
+    "--listen", "listen_address", help="Address to listen on. [default: :: (IPv4 and IPv6)]"
+)
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="NAME:PASSWORD",
+    help="Add an account whose home is the served directory (repeatable).",
+)
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Allow uploads, deletes and renames: for --user accounts, or for anonymous "
+    "when no --user is given.",
+)
+@click.option("--no-anonymous", is_flag=True, help="Refuse anonymous logins.")
+@click.option(
+    "--passive-ports", metavar="LOW-HIGH", help="Passive port range. [default: 50000-50999]"
+)
+@click.option(
+    "--masquerade-address",
+    metavar="ADDR",
+    help="Address PASV advertises (the public address when behind NAT).",
+)
+@click.option(
+    "--active-source-port",
+    metavar="auto|ephemeral|N",
+    help="Source port for active connections. [default: auto, i.e. control port - 1]",
+)
+@click.option(
+    "--allow-foreign-addresses",
+    is_flag=True,
+    default=None,
+    help="Let PORT/EPRT name another host than the client (FXP; unsafe, RFC 2577).",
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    config_file: Path | None, users: tuple[str, ...], write: bool, no_anonymous: bool, **flags: Any
+) -> None:
+    """Serve a directory over FTP (anonymous read-only unless told otherwise)."""
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if "active_source_port" in overrides and overrides["active_source_port"].isdigit():
+        overrides["active_source_port"] = int(overrides["active_source_port"])
+    try:
+        config = load_config(config_file, overrides)
+        config = _apply_quick_accounts(config, config_file, overrides, users, write, no_anonymous)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    except click.BadParameter:
+        raise
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_serve(config))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on port {config.port}: {error.strerror}; pick another with --port"
+        ) from None
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _apply_quick_accounts(
+    config: ServerConfig,
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    users: tuple[str, ...],
+    write: bool,
+    no_anonymous: bool,
+) -> ServerConfig:
+    """Fold --user/--write/--no-anonymous into the configuration (validated again)."""
+    if not users and not write and not no_anonymous:
+        return config
+    from ketch.server.auth import hash_password
+
+    permissions = ["all"] if write else ["list", "read"]
+    accounts = [
+        *(
+            {
+                "name": u.name,
+                "password_hash": u.password_hash,
+                "home": str(u.home),
+                "permissions": list(u.permissions),
+            }
+            for u in config.users
+        ),
+        *(
+            {
+                "name": name,
+                "password_hash": hash_password(password),
+                "home": str(config.root),
+                "permissions": permissions,
+            }
+            for name, password in map(_parse_user, users)
+        ),
+    ]
+    anonymous = config.anonymous.model_dump(mode="json")
+    if no_anonymous:
+        anonymous["enabled"] = False
+    if write and not users:
+        anonymous["permissions"] = ["all"]
+    return load_config(config_file, {**overrides, "users": accounts, "anonymous": anonymous})
+
+
+async def _serve(config: ServerConfig) -> None:
+    from ketch.server import FtpServer
+
+    server = FtpServer(config)
+    await server.start()
+    click.echo(_describe(config, server.address))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    serving = asyncio.create_task(server.serve_forever())
+    await stop.wait()
+    click.echo("ketch: stopping", err=True)
+    serving.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+    await server.close()
+
+
+def _describe(config: ServerConfig, address: tuple[str, int]) -> str:
+    """The start-up summary: where, who, how data connections are made, how to try it."""
+    host, port = address
+    families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
+    anonymous = config.anonymous
+    if anonymous.enabled:
+        writable = any(p in ("all", "write") for p in anonymous.permissions)
+        who = f"anonymous {'read-write' if writable else 'read-only'}"
+    else:
+        who = "no anonymous access"
+    if config.users:
+        who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
+    low, high = config.passive_ports
+    advertised = config.masquerade_address or "the control connection's local address"
+    source = config.active_source_port
+    source_text = {
+        "auto": f"auto ({port - 1} when permitted, else ephemeral)",
+        "ephemeral": "ephemeral",
+    }.get(str(source), str(source))
+    client_host = (
+        "127.0.0.1" if host in ("::", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
+    )
+    credentials = (
+        "" if anonymous.enabled or not config.users else f"{config.users[0].name}:PASSWORD@"
+    )
+    return "\n".join(
+        [
+            f"ketch {__version__} serving {config.root} ({who})",
+            f"  control  {host} port {port} ({families})",
+            f"  passive  ports {low}-{high} ({high - low + 1} simultaneous passive transfers), "
+            f"advertising {advertised}",
+            f"  active   source port {source_text}; "
+            + (
+                "foreign addresses allowed (unsafe)"
+                if config.allow_foreign_addresses
+                else "connects only back to the client"
+            ),
+            f"  try      curl ftp://{credentials}{client_host}:{port}/",
+        ]
+    )
+
+
+# -- user -----------------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Manage virtual-user credentials."""
+
+
+@user.command("hash")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_hash(password_stdin: bool) -> None:
+    """Print an argon2 hash for a user's password_hash in the config file."""
+    from ketch.server.auth import hash_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.ClickException("empty password: give a non-empty one")
+    click.echo(hash_password(password))
+
+
+# -- config ---------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Work with configuration files."""
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print a commented configuration file with every setting and its default."""
+    click.echo(DEFAULT_CONFIG_TOML, nl=False)
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(path: Path) -> None:
+    """Validate a configuration file and report every problem."""
+    try:
+        load_config(path)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{path}: ok")

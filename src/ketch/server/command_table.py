@@ -1,0 +1,85 @@
+"""The one table of FTP commands: dispatch, HELP, FEAT and permission checks read it.
+
+Adding a command is one decorated function in a handler module::
+
+    @command("MKD", "XMKD", argument=Argument.REQUIRED, permission=Permission.MKDIR,
+             help="MKD <path>: create a directory")
+    async def make_directory(session: Session, argument: str) -> None: ...
+
+so HELP and FEAT cannot drift from what is implemented.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ketch.server.auth import Permission
+
+if TYPE_CHECKING:
+    from ketch.server.session import Session
+
+__all__ = ["COMMANDS", "Argument", "CommandSpec", "command", "feature_lines"]
+
+Handler = Callable[["Session", str], Awaitable[None]]
+
+
+class Argument(enum.Enum):
+    NONE = "none"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    verb: str
+    handler: Handler
+    help: str
+    needs_login: bool = True
+    argument: Argument = Argument.OPTIONAL
+    permission: Permission = Permission.NONE
+    #: The line this command adds to FEAT (RFC 2389), if it is an extension.
+    feature: str | None = None
+
+
+COMMANDS: dict[str, CommandSpec] = {}
+
+
+def command(
+    *verbs: str,
+    help: str,
+    needs_login: bool = True,
+    argument: Argument = Argument.OPTIONAL,
+    permission: Permission = Permission.NONE,
+    feature: str | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` under each verb (the first is canonical, the rest aliases)."""
+
+    def register(handler: Handler) -> Handler:
+        for index, verb in enumerate(verbs):
+            if verb in COMMANDS:
+                raise RuntimeError(f"command {verb} registered twice")
+            COMMANDS[verb] = CommandSpec(
+                verb=verb,
+                handler=handler,
+                help=help,
+                needs_login=needs_login,
+                argument=argument,
+                permission=permission,
+                feature=feature if index == 0 else None,
+            )
+        return handler
+
+    return register
+
+
+def feature_lines() -> list[str]:
+    """The FEAT body: one line per implemented extension, sorted as clients expect."""
+    from ketch.server import commands  # noqa: F401  (fills the table)
+
+    features = {spec.feature for spec in COMMANDS.values() if spec.feature}
+    # TVFS: paths are one slash-separated tree rooted at "/" (RFC 3659 §6).
+    features.add("TVFS")
+    return sorted(features)

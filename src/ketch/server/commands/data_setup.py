@@ -1,0 +1,195 @@
+"""PORT, EPRT, PASV, EPSV: preparing the next data connection (RFC 959, RFC 2428, RFC 2577)."""
+
+from __future__ import annotations
+
+import logging
+
+from ketch.protocol.addresses import (
+    AddressSyntaxError,
+    HostPort,
+    UnsupportedFamilyError,
+    format_epsv_reply,
+    format_pasv_reply,
+    parse_eprt_argument,
+    parse_epsv_argument,
+    parse_port_argument,
+)
+from ketch.server.command_table import Argument, command
+from ketch.server.data_channel import ActiveOffer, PassiveOffer
+from ketch.server.netaddr import is_ipv6, plain_ip
+from ketch.server.passive_ports import PassivePortsExhausted
+from ketch.server.session import Session
+
+log = logging.getLogger("ketch.server")
+
+
+# -- active -----------------------------------------------------------------
+
+
+@command(
+    "PORT",
+    argument=Argument.REQUIRED,
+    help="PORT h1,h2,h3,h4,p1,p2: the server connects to you (active mode)",
+)
+async def port(session: Session, argument: str) -> None:
+    if is_ipv6(session.peer_ip):
+        await session.reply(522, "PORT cannot describe an IPv6 address: use EPRT (or EPSV).")
+        return
+    try:
+        target = parse_port_argument(argument)
+    except AddressSyntaxError as error:
+        await session.reply(501, f"Bad PORT argument: {error}.")
+        return
+    await _prepare_active(session, "PORT", target)
+
+
+@command(
+    "EPRT",
+    argument=Argument.REQUIRED,
+    feature="EPRT",
+    help="EPRT |family|address|port|: the server connects to you (active mode, IPv4 or IPv6)",
+)
+async def extended_port(session: Session, argument: str) -> None:
+    try:
+        target = parse_eprt_argument(argument)
+    except UnsupportedFamilyError:
+        await session.reply(522, "Network protocol not supported, use (1,2)")
+        return
+    except AddressSyntaxError as error:
+        await session.reply(501, f"Bad EPRT argument: {error}.")
+        return
+    await _prepare_active(session, "EPRT", target)
+
+
+async def _prepare_active(session: Session, verb: str, target: HostPort) -> None:
+    if not session.state.data_setup_allowed(verb):
+        await session.reply(501, f"{verb} is refused after EPSV ALL: use EPSV.")
+        return
+    if refusal := _active_refusal(session, target):
+        session.context.counters["active_refused"] += 1
+        log.warning(
+            "refused %s to %s port %d from client=%s: %s",
+            verb,
+            target.host,
+            target.port,
+            session.peer_ip,
+            refusal,
+        )
+        await session.reply(501, refusal)
+        return
+    source = session.config.active_source_port
+    if source == "ephemeral":
+        source_port, required = None, False
+    elif source == "auto":
+        source_port, required = session.local_port - 1, False
+    else:
+        source_port, required = source, True
+    session.replace_offer(
+        ActiveOffer(
+            target,
+            local_ip=session.local_ip,
+            source_port=source_port if source_port and source_port > 0 else None,
+            source_port_required=required,
+            mode=verb,
+            timeout=session.config.data_connect_timeout,
+        )
+    )
+    await session.reply(
+        200, f"{verb} accepted: the server will connect to {target.host} port {target.port}."
+    )
+
+
+def _active_refusal(session: Session, target: HostPort) -> str | None:
+    """RFC 2577 bounce protection: only the client's own address, only unprivileged ports."""
+    if plain_ip(target.host) != session.peer_ip and not session.config.allow_foreign_addresses:
+        return (
+            f"Refusing to connect to {target.host}: active mode may only connect back to your "
+            f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
+        )
+    if target.port < 1024:
+        return (
+            f"Refusing to connect to port {target.port}: ports below 1024 are privileged "
+            "(RFC 2577); listen on a port of 1024 or more, or use passive mode"
+        )
+    return None
+
+
+# -- passive ----------------------------------------------------------------
+
+
+@command(
+    "PASV", argument=Argument.NONE, help="PASV: the server listens and you connect (passive mode)"
+)
+async def passive(session: Session, _: str) -> None:
+    if not session.state.data_setup_allowed("PASV"):
+        await session.reply(501, "PASV is refused after EPSV ALL: use EPSV.")
+        return
+    if is_ipv6(session.peer_ip):
+        await session.reply(425, "PASV cannot describe an IPv6 address: use EPSV.")
+        return
+    offer = await _open_passive(session, "PASV")
+    if offer is not None:
+        advertised = _advertised_address(session)
+        await session.reply(227, format_pasv_reply(HostPort(advertised, offer.port)))
+
+
+@command(
+    "EPSV",
+    feature="EPSV",
+    help="EPSV [1|2|ALL]: passive mode for IPv4 and IPv6; ALL refuses other data commands",
+)
+async def extended_passive(session: Session, argument: str) -> None:
+    try:
+        family = parse_epsv_argument(argument)
+    except AddressSyntaxError as error:
+        own = 2 if is_ipv6(session.peer_ip) else 1
+        reply = 522 if isinstance(error, UnsupportedFamilyError) else 501
+        await session.reply(
+            reply,
+            f"Network protocol not supported, use ({own})"
+            if reply == 522
+            else f"Bad EPSV argument: {error}.",
+        )
+        return
+    if family == "ALL":
+        session.state.epsv_all = True
+        await session.reply(
+            200, "EPSV ALL accepted: from now on only EPSV sets up data connections."
+        )
+        return
+    own = 2 if is_ipv6(session.peer_ip) else 1
+    if family is not None and family != own:
+        await session.reply(522, f"Network protocol not supported, use ({own})")
+        return
+    offer = await _open_passive(session, "EPSV")
+    if offer is not None:
+        await session.reply(229, format_epsv_reply(offer.port))
+
+
+async def _open_passive(session: Session, verb: str) -> PassiveOffer | None:
+    session.replace_offer(None)  # free our previous port before taking another
+    pool = session.context.passive_ports
+    try:
+        offer = PassiveOffer(
+            pool,
+            session.local_ip,
+            client_ip=session.peer_ip,
+            mode=verb,
+            timeout=session.config.data_connect_timeout,
+            advertised=_advertised_address(session) if verb == "PASV" else session.local_ip,
+        )
+    except PassivePortsExhausted as error:
+        session.context.counters["passive_exhausted"] += 1
+        log.warning("passive port range exhausted: %s (client=%s)", error, session.peer_ip)
+        await session.reply(425, f"Cannot open passive connection: {error}.")
+        return None
+    session.data_offer = offer
+    return offer
+
+
+def _advertised_address(session: Session) -> str:
+    """The address a PASV reply names: the masquerade address, except for local clients."""
+    masquerade = session.context.masquerade_ip
+    if masquerade is None or session.peer_is_loopback:
+        return session.local_ip
+    return masquerade

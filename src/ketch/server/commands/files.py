@@ -1,0 +1,135 @@
+"""DELE, RNFR/RNTO, SIZE, MDTM, SITE: operations on single files."""
+
+from __future__ import annotations
+
+import logging
+
+from ketch.protocol.listing import format_mdtm
+from ketch.server.auth import Permission
+from ketch.server.command_table import Argument, command
+from ketch.server.session import Session
+
+log = logging.getLogger("ketch.server")
+
+
+@command(
+    "DELE",
+    argument=Argument.REQUIRED,
+    permission=Permission.DELETE,
+    help="DELE <path>: delete a file",
+)
+async def delete(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    if session.filesystem.is_dir(path):
+        await session.reply(550, f"{path}: is a directory; use RMD to remove directories.")
+        return
+    session.filesystem.remove(path)
+    log.info("delete user=%s client=%s path=%s", session.state.user_name, session.peer_ip, path)
+    await session.reply(250, f"{path}: deleted.")
+
+
+@command(
+    "RNFR",
+    argument=Argument.REQUIRED,
+    permission=Permission.RENAME,
+    help="RNFR <path>: name the file to rename (then RNTO)",
+)
+async def rename_from(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    session.filesystem.lstat(path)  # 550 now if it does not exist
+    session.state.rename_from = path
+    await session.reply(350, f"{path}: ready; send RNTO with the new name.")
+
+
+@command(
+    "RNTO",
+    argument=Argument.REQUIRED,
+    permission=Permission.RENAME,
+    help="RNTO <path>: the new name for the file named by RNFR",
+)
+async def rename_to(session: Session, argument: str) -> None:
+    source = session.state.rename_from
+    session.state.rename_from = None
+    if source is None:
+        await session.reply(503, "Send RNFR first, immediately followed by RNTO.")
+        return
+    target = session.resolve(argument)
+    session.filesystem.rename(source, target)
+    log.info(
+        "rename user=%s client=%s from=%s to=%s",
+        session.state.user_name,
+        session.peer_ip,
+        source,
+        target,
+    )
+    await session.reply(250, f"Renamed {source} to {target}.")
+
+
+@command(
+    "SIZE",
+    argument=Argument.REQUIRED,
+    permission=Permission.LIST,
+    feature="SIZE",
+    help="SIZE <path>: size of a file in bytes (in TYPE I)",
+)
+async def size(session: Session, argument: str) -> None:
+    if session.state.transfer_type == "A":
+        # An ASCII size needs a full read to count line endings; RFC 3659 §4.2 lets us refuse.
+        await session.reply(550, "SIZE is only answered in binary mode: send TYPE I first.")
+        return
+    path = session.resolve(argument)
+    facts = session.filesystem.stat(path)
+    if facts.kind != "file":
+        await session.reply(550, f"{path}: not a regular file.")
+        return
+    await session.reply(213, str(facts.size))
+
+
+@command(
+    "MDTM",
+    argument=Argument.REQUIRED,
+    permission=Permission.LIST,
+    feature="MDTM",
+    help="MDTM <path>: modification time of a file (UTC, YYYYMMDDHHMMSS)",
+)
+async def modification_time(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    facts = session.filesystem.stat(path)
+    if facts.kind != "file":
+        await session.reply(550, f"{path}: not a regular file.")
+        return
+    await session.reply(213, format_mdtm(facts.mtime))
+
+
+_SITE_HELP = ["SITE commands:", " CHMOD <octal mode> <path>", " HELP", "End of SITE help."]
+
+
+@command(
+    "SITE", argument=Argument.REQUIRED, help="SITE <command>: server-specific commands (SITE HELP)"
+)
+async def site(session: Session, argument: str) -> None:
+    verb, _, rest = argument.partition(" ")
+    verb = verb.upper()
+    if verb == "HELP":
+        await session.reply(214, _SITE_HELP)
+    elif verb == "CHMOD":
+        await _site_chmod(session, rest)
+    else:
+        await session.reply(500, f"Unknown SITE command {verb!r}; SITE HELP lists them.")
+
+
+async def _site_chmod(session: Session, argument: str) -> None:
+    mode_text, _, target = argument.strip().partition(" ")
+    try:
+        mode = int(mode_text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777 or not target:
+        await session.reply(501, "Usage: SITE CHMOD <octal mode, e.g. 644> <path>.")
+        return
+    if not session.permits(Permission.WRITE):
+        await session.reply(550, "Permission denied: SITE CHMOD needs the 'write' permission.")
+        return
+    path = session.resolve(target)
+    session.filesystem.chmod(path, mode)
+    await session.reply(200, f"{path}: mode set to {mode:04o}.")

@@ -1,0 +1,85 @@
+"""USER, PASS, ACCT, REIN, QUIT: getting in and out (RFC 959 §4.1.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ketch.server.auth import ANONYMOUS_NAMES, Permission
+from ketch.server.command_table import Argument, command
+from ketch.server.session import Session
+
+log = logging.getLogger("ketch.server")
+
+
+@command(
+    "USER",
+    argument=Argument.REQUIRED,
+    needs_login=False,
+    help="USER <name>: start logging in (anonymous or ftp for anonymous access)",
+)
+async def user(session: Session, name: str) -> None:
+    session.log_out()
+    session.state.begin_login(name)
+    if name.lower() in ANONYMOUS_NAMES:
+        await session.reply(331, "Anonymous login: send your e-mail address as the password.")
+    else:
+        # The same reply for known and unknown names: no user enumeration.
+        await session.reply(331, f"Password required for {name}.")
+
+
+@command("PASS", needs_login=False, help="PASS <password>: finish logging in")
+async def password(session: Session, secret: str) -> None:
+    state = session.state
+    if state.logged_in:
+        await session.reply(230, "Already logged in.")
+        return
+    if state.user_name is None:
+        await session.reply(503, "Send USER first, then PASS.")
+        return
+    name = state.user_name
+    account = await session.context.authenticator.authenticate(name, secret)
+    if account is None:
+        state.login_failed()
+        session.context.counters["login_failed"] += 1
+        log.warning("login failed user=%s client=%s", name, session.peer_ip)
+        await asyncio.sleep(session.config.login_failure_delay)
+        await session.reply(530, "Login incorrect: check the user name and password.")
+        return
+    try:
+        session.log_in(account)
+    except NotADirectoryError as error:
+        state.login_failed()
+        log.error("login refused user=%s client=%s: %s", name, session.peer_ip, error)
+        await session.reply(530, "Your home directory is unavailable; ask the admin to check it.")
+        return
+    session.context.counters["login_ok"] += 1
+    log.info("login ok user=%s client=%s anonymous=%s", name, session.peer_ip, account.anonymous)
+    if account.anonymous:
+        access = "read-only" if not account.permissions & Permission.WRITE else "read-write"
+        await session.reply(230, f"Anonymous access granted ({access}).")
+    else:
+        await session.reply(230, f"Logged in as {account.name}.")
+
+
+@command("ACCT", needs_login=False, help="ACCT <account>: not needed on this server")
+async def account(session: Session, _: str) -> None:
+    await session.reply(202, "ACCT is not needed on this server.")
+
+
+@command(
+    "REIN",
+    argument=Argument.NONE,
+    needs_login=False,
+    help="REIN: log out and start a new login on this connection",
+)
+async def reinitialize(session: Session, _: str) -> None:
+    session.log_out()
+    session.state.reset()
+    await session.reply(220, "Session reset: log in again with USER and PASS.")
+
+
+@command("QUIT", argument=Argument.NONE, needs_login=False, help="QUIT: close the connection")
+async def quit_session(session: Session, _: str) -> None:
+    await session.reply(221, "Goodbye.")
+    session.closing = True

@@ -1,0 +1,76 @@
+"""PWD, CWD, CDUP, MKD, RMD: the working directory and directories (RFC 959 §4.1.1, §4.1.3)."""
+
+from __future__ import annotations
+
+from ketch.server.auth import Permission
+from ketch.server.command_table import Argument, command
+from ketch.server.session import Session
+
+
+def quote_path(path: str) -> str:
+    """RFC 959 Appendix II: a quote inside a 257 pathname is doubled."""
+    return '"' + path.replace('"', '""') + '"'
+
+
+@command("PWD", "XPWD", argument=Argument.NONE, help="PWD: print the working directory")
+async def print_directory(session: Session, _: str) -> None:
+    await session.reply(257, f"{quote_path(session.cwd)} is the current directory.")
+
+
+@command(
+    "CWD",
+    "XCWD",
+    argument=Argument.REQUIRED,
+    permission=Permission.LIST,
+    help="CWD <path>: change the working directory",
+)
+async def change_directory(session: Session, argument: str) -> None:
+    await _enter(session, session.resolve(argument))
+
+
+@command(
+    "CDUP",
+    "XCUP",
+    argument=Argument.NONE,
+    permission=Permission.LIST,
+    help="CDUP: change to the parent directory",
+)
+async def change_to_parent(session: Session, _: str) -> None:
+    await _enter(session, session.resolve(".."))
+
+
+async def _enter(session: Session, path: str) -> None:
+    if not session.filesystem.is_dir(path):
+        await session.reply(550, f"{path}: no such directory, or not accessible.")
+        return
+    session.cwd = path
+    await session.reply(250, f"Working directory is now {path}.")
+
+
+@command(
+    "MKD",
+    "XMKD",
+    argument=Argument.REQUIRED,
+    permission=Permission.MKDIR,
+    help="MKD <path>: create a directory",
+)
+async def make_directory(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    session.filesystem.mkdir(path)
+    await session.reply(257, f"{quote_path(path)} created.")
+
+
+@command(
+    "RMD",
+    "XRMD",
+    argument=Argument.REQUIRED,
+    permission=Permission.RMDIR,
+    help="RMD <path>: remove an empty directory",
+)
+async def remove_directory(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    if path == "/":
+        await session.reply(550, "/: the home directory itself cannot be removed.")
+        return
+    session.filesystem.rmdir(path)
+    await session.reply(250, f"{path}: directory removed.")

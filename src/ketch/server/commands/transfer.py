@@ -1,0 +1,179 @@
+"""RETR, STOR, STOU, APPE, LIST, NLST, REST, ALLO, ABOR: commands that use the data connection."""
+
+from __future__ import annotations
+
+import posixpath
+import time
+
+from ketch.protocol.listing import FileFacts, format_listing
+from ketch.server.auth import Permission
+from ketch.server.command_table import Argument, command
+from ketch.server.session import Session
+from ketch.server.transfers import receive_file, send_bytes, send_file
+
+
+def mode_name(session: Session) -> str:
+    return "ASCII" if session.state.transfer_type == "A" else "BINARY"
+
+
+@command(
+    "RETR",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    help="RETR <path>: download a file",
+)
+async def retrieve(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    offset = session.state.take_restart_offset("RETR")
+    facts = session.filesystem.stat(path)
+    if facts.kind != "file":
+        await session.reply(550, f"{path}: not a regular file.")
+        return
+    if offset > facts.size:
+        await session.reply(
+            554, f"Restart offset {offset} is beyond the end of {path} ({facts.size} bytes)."
+        )
+        return
+    file = session.filesystem.open_read(path)
+    ascii = session.state.transfer_type == "A"
+    await session.start_transfer(
+        "RETR",
+        path,
+        lambda channel: send_file(channel, file, offset, ascii=ascii),
+        opening=f"Opening {mode_name(session)} mode data connection for {path} "
+        f"({facts.size} bytes).",
+        cleanup=file.close,
+    )
+
+
+@command(
+    "STOR",
+    argument=Argument.REQUIRED,
+    permission=Permission.WRITE,
+    help="STOR <path>: upload a file (replaces it; after REST, from that offset)",
+)
+async def store(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    offset = session.state.take_restart_offset("STOR")
+    await _receive(session, "STOR", path, offset=offset, append=False)
+
+
+@command(
+    "APPE",
+    argument=Argument.REQUIRED,
+    permission=Permission.APPEND,
+    help="APPE <path>: upload, appending to the file if it exists",
+)
+async def append(session: Session, argument: str) -> None:
+    await _receive(session, "APPE", session.resolve(argument), offset=0, append=True)
+
+
+async def _receive(session: Session, verb: str, path: str, *, offset: int, append: bool) -> None:
+    if session.filesystem.is_dir(path):
+        await session.reply(550, f"{path}: is a directory.")
+        return
+    file = session.filesystem.open_write(path, offset=offset, append=append)
+    ascii = session.state.transfer_type == "A"
+    await session.start_transfer(
+        verb,
+        path,
+        lambda channel: receive_file(channel, file, ascii=ascii),
+        opening=f"Opening {mode_name(session)} mode data connection to receive {path}.",
+        cleanup=file.close,
+    )
+
+
+@command(
+    "STOU",
+    permission=Permission.WRITE,
+    help="STOU [name]: upload under a new unique name the server chooses",
+)
+async def store_unique(session: Session, argument: str) -> None:
+    stem = posixpath.basename(argument.strip()) or "upload"
+    path, file = session.filesystem.create_unique(session.cwd, stem)
+    name = posixpath.basename(path)
+    ascii = session.state.transfer_type == "A"
+    await session.start_transfer(
+        "STOU",
+        path,
+        lambda channel: receive_file(channel, file, ascii=ascii),
+        opening=f"FILE: {name}",  # RFC 1123 §4.1.2.9 form, which clients parse
+        done=f"Transfer complete; stored as {name}.",
+        cleanup=file.close,
+    )
+
+
+# -- listings ---------------------------------------------------------------
+
+
+def split_list_argument(argument: str) -> str:
+    """Drop the ``ls`` options clients send (``LIST -la``, ``LIST -a dir``) and keep the path."""
+    rest = argument.strip()
+    while rest.startswith("-"):
+        _, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+    return rest
+
+
+def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
+    path = session.resolve(split_list_argument(argument))
+    facts = session.filesystem.stat(path)
+    if facts.kind == "dir":
+        return path, session.filesystem.list_dir(path)
+    return path, [session.filesystem.lstat(path)]
+
+
+@command("LIST", permission=Permission.LIST, help="LIST [path]: detailed listing (ls -l format)")
+async def list_directory(session: Session, argument: str) -> None:
+    await _send_listing(session, "LIST", argument, names_only=False)
+
+
+@command("NLST", permission=Permission.LIST, help="NLST [path]: names only")
+async def name_list(session: Session, argument: str) -> None:
+    await _send_listing(session, "NLST", argument, names_only=True)
+
+
+async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
+    path, entries = listing_entries(session, argument)
+    data = format_listing(entries, time.time(), names_only=names_only)
+    await session.start_transfer(
+        verb,
+        path,
+        lambda channel: send_bytes(channel, data),
+        opening=f"Here comes the listing of {path}.",
+    )
+
+
+# -- transfer parameters and control ------------------------------------------
+
+
+@command(
+    "REST",
+    argument=Argument.REQUIRED,
+    feature="REST STREAM",
+    help="REST <offset>: start the next RETR or STOR at this byte offset",
+)
+async def restart(session: Session, argument: str) -> None:
+    if not argument.isdigit():
+        await session.reply(501, "REST needs a byte offset: a whole number of 0 or more.")
+        return
+    session.state.restart_offset = int(argument)
+    await session.reply(
+        350, f"Restarting at {int(argument)}: send RETR or STOR to start the transfer."
+    )
+
+
+@command("ALLO", help="ALLO <bytes>: not needed on this server")
+async def allocate(session: Session, _: str) -> None:
+    await session.reply(202, "ALLO is not needed on this server; go ahead.")
+
+
+@command("ABOR", argument=Argument.NONE, help="ABOR: abort the running transfer")
+async def abort(session: Session, _: str) -> None:
+    if await session.abort_transfer():
+        await session.reply(226, "ABOR successful; the data connection is closed.")
+    elif session.data_offer is not None:
+        session.replace_offer(None)
+        await session.reply(225, "No transfer was running; the prepared data connection is closed.")
+    else:
+        await session.reply(225, "No transfer to abort.")

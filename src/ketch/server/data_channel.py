@@ -1,0 +1,277 @@
+"""Data connections: prepared by PASV/EPSV/PORT/EPRT, used by one transfer.
+
+A *data offer* is what a data-setup command leaves behind: a passive
+listener waiting for the client, or an active target to connect to. The
+next transfer command turns the offer into a :class:`DataChannel` (one
+connected socket) and the offer is spent.
+
+Both directions enforce RFC 2577: a passive listener only accepts the
+control connection's own IP (a stranger racing for the port is refused and
+logged), and active connections only go where the session policy allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from ketch.protocol.addresses import HostPort
+from ketch.server.netaddr import plain_ip
+from ketch.server.passive_ports import PassivePortPool
+
+__all__ = ["ActiveOffer", "DataChannel", "DataConnectionError", "DataOffer", "PassiveOffer"]
+
+log = logging.getLogger("ketch.server.data")
+
+# Largest piece handed to one os.sendfile call; the kernel sends what fits.
+_SENDFILE_PIECE = 1 << 30
+
+
+class DataConnectionError(Exception):
+    """The data connection could not be made; the text is for the 425 reply."""
+
+
+class DataChannel:
+    """One connected data socket, plus a byte counter the stall watchdog reads."""
+
+    def __init__(self, sock: socket.socket, mode: str, on_close: Callable[[], None]) -> None:
+        self.sock = sock
+        self.mode = mode
+        self.bytes_moved = 0
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+
+    async def send_file(self, fd: int, offset: int) -> None:
+        """Send a regular file from ``offset`` to its end with ``os.sendfile``.
+
+        A hand-written loop rather than ``loop.sock_sendfile`` so that
+        progress is visible after every kernel call (the stall watchdog
+        needs it) without splitting the file into many awaited pieces.
+        """
+        out = self.sock.fileno()
+        while True:
+            try:
+                sent = os.sendfile(out, fd, offset, _SENDFILE_PIECE)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            if sent == 0:
+                return
+            offset += sent
+            self.bytes_moved += sent
+
+    async def send_all(self, data: bytes) -> None:
+        await self._loop.sock_sendall(self.sock, data)
+        self.bytes_moved += len(data)
+
+    async def receive_into(self, buffer: bytearray) -> int:
+        count = await self._loop.sock_recv_into(self.sock, buffer)
+        self.bytes_moved += count
+        return count
+
+    def close(self) -> None:
+        """Close after flushing: shutdown first so unread input cannot turn it into a reset."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        self.sock.close()
+        self._on_close()
+
+    async def _writable(self) -> None:
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        fd = self.sock.fileno()
+        self._loop.add_writer(fd, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._loop.remove_writer(fd)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class DataOffer:
+    """What PASV/EPSV/PORT/EPRT prepared; ``connect`` makes the data channel once."""
+
+    mode: str
+
+    async def connect(self) -> DataChannel:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release whatever the offer holds if it is never used."""
+
+
+class PassiveOffer(DataOffer):
+    """A listener in the passive range, accepting exactly one connection from the client.
+
+    Accepting starts at once, because clients connect right after the 227/229
+    reply and before sending RETR; the listener closes after the first
+    legitimate connection or after ``timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        pool: PassivePortPool,
+        bind_ip: str,
+        *,
+        client_ip: str,
+        mode: str,
+        timeout: float,
+        advertised: str,
+    ) -> None:
+        self.mode = mode
+        self._pool = pool
+        self._listener = pool.open_listener(bind_ip)
+        self.port: int = self._listener.getsockname()[1]
+        self._client_ip = plain_ip(client_ip)
+        self._timeout = timeout
+        self._advertised = advertised
+        self._port_released = False
+        self._accepting = asyncio.get_running_loop().create_task(self._accept())
+        # The timeout is logged in _accept; mark it retrieved so asyncio does not log it again.
+        self._accepting.add_done_callback(_retrieve)
+
+    async def _accept(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    conn, peer = await loop.sock_accept(self._listener)
+                    if plain_ip(peer[0]) == self._client_ip:
+                        conn.setblocking(False)
+                        return conn
+                    # RFC 2577 port theft: someone else raced the client to the port.
+                    log.warning(
+                        "refused passive data connection on port %d from %s: the control "
+                        "connection is from %s (possible port theft, RFC 2577)",
+                        self.port,
+                        peer[0],
+                        self._client_ip,
+                    )
+                    conn.close()
+        except TimeoutError:
+            log.warning(
+                "passive data connection not made: advertised %s port %d to client %s, "
+                "no connection arrived in %g s; a firewall or NAT is probably dropping it "
+                "(open passive ports %d-%d in the firewall, or set masquerade_address "
+                "if the server is behind NAT)",
+                self._advertised,
+                self.port,
+                self._client_ip,
+                self._timeout,
+                self._pool.ports.low,
+                self._pool.ports.high,
+            )
+            raise
+        finally:
+            self._listener.close()
+
+    async def connect(self) -> DataChannel:
+        try:
+            conn = await self._accepting
+        except TimeoutError:
+            self._release_port()
+            raise DataConnectionError(
+                f"no data connection arrived on port {self.port} within {self._timeout:g} s; "
+                "check that your firewall allows outgoing connections to it, or use active mode"
+            ) from None
+        return DataChannel(conn, self.mode, self._release_port)
+
+    def close(self) -> None:
+        if not self._accepting.done():
+            self._accepting.cancel()
+        elif not self._accepting.cancelled() and self._accepting.exception() is None:
+            # Accepted but never used for a transfer.
+            self._accepting.result().close()
+        self._release_port()
+
+    def _release_port(self) -> None:
+        if not self._port_released:
+            self._port_released = True
+            self._pool.release(self.port)
+
+
+class ActiveOffer(DataOffer):
+    """A PORT/EPRT target; the server connects when the transfer starts."""
+
+    def __init__(
+        self,
+        target: HostPort,
+        *,
+        local_ip: str,
+        source_port: int | None,
+        source_port_required: bool,
+        mode: str,
+        timeout: float,
+    ) -> None:
+        self.mode = mode
+        self.target = target
+        self._local_ip = plain_ip(local_ip)
+        self._source_port = source_port
+        self._source_port_required = source_port_required
+        self._timeout = timeout
+
+    async def connect(self) -> DataChannel:
+        family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            self._bind_source(sock)
+            async with asyncio.timeout(self._timeout):
+                await asyncio.get_running_loop().sock_connect(
+                    sock, (self.target.host, self.target.port)
+                )
+        except TimeoutError:
+            sock.close()
+            raise DataConnectionError(
+                f"could not connect to {self.target.host} port {self.target.port} within "
+                f"{self._timeout:g} s; if you are behind NAT or a firewall, use passive mode"
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise DataConnectionError(
+                f"could not connect to {self.target.host} port {self.target.port}: "
+                f"{error.strerror or error}; if you are behind NAT or a firewall, use passive mode"
+            ) from None
+        return DataChannel(sock, self.mode, _nothing)
+
+    def _bind_source(self, sock: socket.socket) -> None:
+        """Bind the source port (L-1 by tradition) so client firewalls can recognise us."""
+        if self._source_port is None:
+            return
+        local_ip = (
+            self._local_ip if sock.family == socket.AF_INET or ":" in self._local_ip else "::"
+        )
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((local_ip, self._source_port))
+        except OSError as error:
+            if self._source_port_required:
+                raise DataConnectionError(
+                    f"cannot use source port {self._source_port} for active mode "
+                    f"({error.strerror}); the admin should change active_source_port"
+                ) from None
+            log.debug(
+                "active source port %d unavailable (%s); using an ephemeral port",
+                self._source_port,
+                error.strerror,
+            )
+
+
+def _nothing() -> None:
+    pass
+
+
+def _retrieve(task: asyncio.Task[socket.socket]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,79 @@
+"""The pool of passive-mode ports, shared by every session of one server.
+
+Admins open exactly ``passive_ports`` in their firewall, so a listener is
+only ever bound inside that range: when every port is busy the session gets
+425 and the admin a log line, never a port the firewall would drop.
+
+A port stays *reserved* from PASV until its data connection closes, not just
+while it listens, so the range size is the number of simultaneous passive
+transfers; ``ketch serve`` prints that figure at start-up.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+
+from ketch.config import PortRange
+
+__all__ = ["PassivePortPool", "PassivePortsExhausted"]
+
+
+class PassivePortsExhausted(Exception):
+    """Every port of the configured range is in use."""
+
+    def __init__(self, ports: PortRange) -> None:
+        super().__init__(
+            f"all {ports.high - ports.low + 1} passive ports ({ports.low}-{ports.high}) are busy; "
+            "try again shortly, or ask the admin to widen passive_ports"
+        )
+        self.ports = ports
+
+
+class PassivePortPool:
+    """Hands out listening sockets bound to ports inside one range."""
+
+    def __init__(self, ports: PortRange) -> None:
+        self.ports = ports
+        self._reserved: set[int] = set()
+        # Start at a random place and go round, so a port just released (and
+        # possibly still reachable by a late packet) is the last to be reused.
+        self._cursor = random.randint(ports.low, ports.high)
+
+    @property
+    def size(self) -> int:
+        return self.ports.high - self.ports.low + 1
+
+    @property
+    def in_use(self) -> int:
+        return len(self._reserved)
+
+    def open_listener(self, bind_ip: str) -> socket.socket:
+        """A non-blocking socket listening on ``bind_ip`` at a free port of the range.
+
+        Ports another process holds (EADDRINUSE) are skipped like our own busy ones.
+        """
+        family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
+        for _ in range(self.size):
+            port = self._cursor
+            self._cursor = self.ports.low if port >= self.ports.high else port + 1
+            if port in self._reserved:
+                continue
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((bind_ip, port))
+                sock.listen(8)
+                sock.setblocking(False)
+            except OSError as error:
+                sock.close()
+                if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            self._reserved.add(port)
+            return sock
+        raise PassivePortsExhausted(self.ports)
+
+    def release(self, port: int) -> None:
+        self._reserved.discard(port)

@@ -1,0 +1,335 @@
+"""One control connection: read command lines, dispatch them from the table, reply.
+
+The session owns what is I/O-bound: the control stream, the prepared data
+offer and the running transfer task. Protocol facts (login stage, pending
+RNFR/REST) live in :class:`~ketch.protocol.session_state.SessionState`.
+
+Transfers run as a separate task so that the control connection keeps
+reading: ABOR, STAT and NOOP are served while bytes flow (RFC 959 §4.1.3);
+any other command waits for the transfer to end, which keeps replies in
+order for clients that pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ketch.protocol.commands import Command, CommandLineReader, LineTooLong
+from ketch.protocol.replies import format_reply
+from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
+from ketch.server.auth import Account, Permission
+from ketch.server.command_table import COMMANDS, Argument, CommandSpec
+from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
+from ketch.server.filesystem import Filesystem, FilesystemError, LocalFilesystem
+from ketch.server.jail import resolve_virtual
+from ketch.server.netaddr import plain_ip
+from ketch.server.transfers import StallWatchdog
+
+if TYPE_CHECKING:
+    from ketch.server.context import ServerContext
+
+__all__ = ["Session"]
+
+log = logging.getLogger("ketch.server")
+
+_READ_SIZE = 8192
+TransferWork = Callable[[DataChannel], Awaitable[None]]
+
+
+class Session:
+    def __init__(
+        self,
+        context: ServerContext,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.context = context
+        self.config = context.config
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        self.peer_ip = plain_ip(peer[0])
+        self.peer_port: int = peer[1]
+        self.local_ip = plain_ip(local[0])
+        self.local_port: int = local[1]
+        self.state = SessionState()
+        self.account: Account | None = None
+        self.fs: Filesystem | None = None
+        self.cwd = "/"
+        self.data_offer: DataOffer | None = None
+        self.transfer: asyncio.Task[None] | None = None
+        self.transfer_status = ""
+        self.aborting = False
+        self.closing = False
+        self._lines = CommandLineReader(self.config.max_line_length)
+        self._last_activity = time.monotonic()
+
+    # -- the control loop ---------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until QUIT, disconnect or idle timeout."""
+        try:
+            await self.reply(220, self.config.banner)
+            while not self.closing:
+                data = await self._read_or_idle()
+                if not data:
+                    break
+                for event in self._lines.feed(data):
+                    if isinstance(event, LineTooLong):
+                        await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
+                    else:
+                        await self._handle(event)
+                    if self.closing:
+                        break
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            await self._end()
+
+    async def _read_or_idle(self) -> bytes:
+        """Read control input; after ``idle_timeout`` without a command or transfer, say 421."""
+        while True:
+            idle_for = time.monotonic() - self._last_activity
+            remaining = self.config.idle_timeout - idle_for
+            if self.transfer is not None:
+                remaining = self.config.idle_timeout
+            if remaining <= 0:
+                log.info("idle timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+                await self.reply(
+                    421, f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
+                )
+                return b""
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await self.reader.read(_READ_SIZE)
+            except TimeoutError:
+                continue
+            self._last_activity = time.monotonic()
+            return data
+
+    async def _handle(self, command: Command) -> None:
+        if self.transfer is not None and command.verb not in URGENT_COMMANDS:
+            # Keep replies in order: this command's answer follows the transfer's 226.
+            await asyncio.wait([self.transfer])
+        await self.dispatch(command)
+        self._last_activity = time.monotonic()
+
+    async def dispatch(self, command: Command) -> None:
+        spec = COMMANDS.get(command.verb)
+        if spec is None:
+            verb = command.verb[:20] or "(empty line)"
+            await self.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
+            return
+        if not self.state.may_run(spec.verb, needs_login=spec.needs_login):
+            await self.reply(530, "Please log in with USER and PASS first.")
+            return
+        self.state.before_command(spec.verb)
+        if refusal := self._argument_refusal(spec, command.argument):
+            await self.reply(501, refusal)
+            return
+        if spec.permission and not self.permits(spec.permission):
+            await self.reply(550, self.permission_refusal(spec))
+            return
+        try:
+            await spec.handler(self, command.argument)
+        except FilesystemError as error:
+            await self.reply(550, str(error))
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # A bug of ours must cost one reply, not the session.
+            log.exception("internal error in %s (client=%s)", spec.verb, self.peer_ip)
+            await self.reply(
+                451, f"Internal error while running {spec.verb}; the server log has details."
+            )
+
+    @staticmethod
+    def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
+        if spec.argument is Argument.REQUIRED and not argument:
+            return f"{spec.verb} needs an argument: {spec.help}"
+        if spec.argument is Argument.NONE and argument:
+            return f"{spec.verb} takes no argument: {spec.help}"
+        return None
+
+    # -- helpers for handlers -------------------------------------------------
+
+    async def reply(self, code: int, text: str | list[str]) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(format_reply(code, text))
+        await self.writer.drain()
+
+    @property
+    def peer_is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.peer_ip).is_loopback
+
+    def permits(self, permission: Permission) -> bool:
+        return self.account is not None and permission in self.account.permissions
+
+    def permission_refusal(self, spec: CommandSpec) -> str:
+        name = spec.permission.name.lower() if spec.permission.name else "this"
+        return f"Permission denied: {spec.verb} needs the {name!r} permission on your account."
+
+    def resolve(self, argument: str) -> str:
+        """The virtual path an argument names, relative to the working directory."""
+        return resolve_virtual(self.cwd, argument)
+
+    @property
+    def filesystem(self) -> Filesystem:
+        if self.fs is None:  # handlers behind needs_login never see this
+            raise FilesystemError("not logged in")
+        return self.fs
+
+    def log_in(self, account: Account) -> None:
+        self.account = account
+        self.fs = LocalFilesystem(account.home)
+        self.cwd = "/"
+        self.state.login_succeeded()
+
+    def log_out(self) -> None:
+        self.account = None
+        self.fs = None
+        self.cwd = "/"
+        self.replace_offer(None)
+
+    def replace_offer(self, offer: DataOffer | None) -> None:
+        """A new PASV/PORT replaces the previous, unused one (and frees its port)."""
+        if self.data_offer is not None:
+            self.data_offer.close()
+        self.data_offer = offer
+
+    # -- transfers ----------------------------------------------------------
+
+    async def start_transfer(
+        self,
+        verb: str,
+        path: str,
+        work: TransferWork,
+        *,
+        opening: str,
+        done: str = "Transfer complete.",
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        """Reply 150, then run ``work`` on the data channel in a task that replies 226/4xx."""
+        offer, self.data_offer = self.data_offer, None
+        if offer is None:
+            if cleanup:
+                cleanup()
+            await self.reply(
+                425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
+            )
+            return
+        await self.reply(150, opening)
+        self.aborting = False
+        self.transfer_status = f"{verb} {path}"
+        self.transfer = asyncio.get_running_loop().create_task(
+            self._run_transfer(offer, verb, path, work, done, cleanup)
+        )
+
+    async def _run_transfer(
+        self,
+        offer: DataOffer,
+        verb: str,
+        path: str,
+        work: TransferWork,
+        done: str,
+        cleanup: Callable[[], None] | None,
+    ) -> None:
+        started = time.monotonic()
+        channel: DataChannel | None = None
+        watchdog: StallWatchdog | None = None
+        outcome = "failed"
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            channel = await offer.connect()
+            watchdog = StallWatchdog(channel, task, self.config.data_stall_timeout)
+            await work(channel)
+            channel.close()  # flush and close before 226, so the client sees EOF first
+            outcome = "ok"
+            await self.reply(226, done)
+        except DataConnectionError as error:
+            await self.reply(425, f"Cannot open data connection: {error}")
+        except asyncio.CancelledError:
+            if watchdog is not None and watchdog.stalled:
+                outcome = "stalled"
+                await self.reply(
+                    426,
+                    f"Transfer aborted: no data moved for {self.config.data_stall_timeout:g} s.",
+                )
+            elif self.aborting:
+                outcome = "aborted"
+                await self.reply(426, "Transfer aborted by ABOR; data connection closed.")
+            else:
+                raise  # the session is ending
+        except ConnectionError:
+            outcome = "interrupted"
+            await self.reply(426, "Data connection closed by the other side; transfer aborted.")
+        except OSError as error:
+            await self._reply_local_error(error)
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            if channel is not None:
+                channel.close()
+            offer.close()
+            if cleanup:
+                cleanup()
+            moved = channel.bytes_moved if channel else 0
+            self._log_transfer(verb, path, offer.mode, moved, time.monotonic() - started, outcome)
+            self.transfer = None
+            self.transfer_status = ""
+            self._last_activity = time.monotonic()
+
+    async def _reply_local_error(self, error: OSError) -> None:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            await self.reply(
+                552, "Transfer aborted: the server's disk is full; ask the admin to free space."
+            )
+        else:
+            await self.reply(451, f"Transfer aborted: local error ({error.strerror or error}).")
+
+    def _log_transfer(
+        self, verb: str, path: str, mode: str, moved: int, seconds: float, outcome: str
+    ) -> None:
+        self.context.counters[f"transfer_{outcome}"] += 1
+        log.info(
+            "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
+            verb,
+            self.state.user_name,
+            self.peer_ip,
+            mode,
+            path,
+            moved,
+            seconds,
+            outcome,
+        )
+
+    async def abort_transfer(self) -> bool:
+        """Cancel the running transfer (it replies 426); False when none runs."""
+        task = self.transfer
+        if task is None or task.done():
+            return False
+        self.aborting = True
+        task.cancel()
+        await asyncio.wait([task])
+        return True
+
+    # -- the end ------------------------------------------------------------
+
+    async def _end(self) -> None:
+        if self.transfer is not None:
+            self.transfer.cancel()
+            await asyncio.wait([self.transfer])
+        self.replace_offer(None)
+        self.writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)

@@ -1,0 +1,289 @@
+"""Every refusal the server must make, on real sockets: RFC 2577, jail, limits, login."""
+
+from __future__ import annotations
+
+import ftplib
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from ketch.protocol.addresses import parse_pasv_reply
+
+from conftest import READER, READER_PASSWORD, RunningServer
+from ftp_helpers import connect, reply_to
+
+# -- RFC 2577: bounce attacks and port theft -----------------------------------
+
+
+def test_port_to_another_host_is_refused_as_bounce(server: RunningServer) -> None:
+    ftp = connect(server)
+    reply = reply_to(ftp, "PORT 127,0,0,2,195,80")
+    assert reply.startswith("501 ")
+    assert "127.0.0.2" in reply and "passive" in reply
+    assert server.counters["active_refused"] == 1
+    # And nothing was prepared: a transfer now has no data connection.
+    assert reply_to(ftp, "LIST").startswith("425 ")
+
+
+def test_eprt_to_another_host_is_refused_as_bounce(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "EPRT |1|127.0.0.2|50000|").startswith("501 ")
+
+
+def test_port_to_privileged_port_is_refused(server: RunningServer) -> None:
+    ftp = connect(server)
+    reply = reply_to(ftp, "PORT 127,0,0,1,0,80")
+    assert reply.startswith("501 ") and "below 1024" in reply
+
+
+def test_foreign_address_allowed_only_when_configured(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(allow_foreign_addresses=True)
+    ftp = connect(server)
+    assert reply_to(ftp, "PORT 127,0,0,2,195,80").startswith("200 ")
+
+
+@pytest.mark.parametrize("argument", ["127,0,0,1,300,1", "1,2,3", "a,b,c,d,e,f", "127,0,0,1,-1,5"])
+def test_malformed_port_gets_501(server: RunningServer, argument: str) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, f"PORT {argument}").startswith("501 ")
+
+
+def test_eprt_unknown_family_gets_522(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "EPRT |3|127.0.0.1|50000|").startswith("522 ")
+
+
+def test_passive_connection_from_foreign_address_is_refused(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    port = parse_pasv_reply(reply_to(ftp, "PASV")).port
+    with caplog.at_level(logging.WARNING, logger="ketch.server.data"):
+        thief = socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+        )
+        thief.settimeout(5)
+        assert thief.recv(10) == b"", "the server must close a stranger's data connection"
+        thief.close()
+        # The legitimate client still gets its listing on the same offer.
+        data = socket.create_connection(("127.0.0.1", port), timeout=5)
+        ftp.putcmd("NLST")
+        assert ftp.getresp().startswith("150")
+        listing = data.makefile("rb").read()
+        data.close()
+        assert ftp.voidresp().startswith("226")
+    assert b"hello.txt" not in listing  # alice's home is empty
+    assert any("127.0.0.2" in r.message and "port theft" in r.message for r in caplog.records)
+
+
+def test_passive_range_exhaustion_gets_425_naming_the_range(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(passive_ports="41500-41501")
+    sessions = [connect(server) for _ in range(3)]
+    ports = [parse_pasv_reply(reply_to(s, "PASV")).port for s in sessions[:2]]
+    assert sorted(ports) == [41500, 41501]
+    reply = reply_to(sessions[2], "PASV")
+    assert reply.startswith("425 ") and "41500-41501" in reply
+    assert reply_to(sessions[2], "EPSV").startswith("425 ")
+    assert server.counters["passive_exhausted"] == 2
+    # A port comes back when its offer is dropped.
+    sessions[0].quit()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        reply = reply_to(sessions[2], "PASV")
+        if reply.startswith("227"):
+            break
+        time.sleep(0.05)
+    assert parse_pasv_reply(reply).port == ports[0]
+
+
+def test_passive_listener_timeout_replies_425_and_logs_cause(
+    make_server,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    server = make_server(data_connect_timeout=0.3)
+    ftp = connect(server)
+    reply_to(ftp, "PASV")
+    with caplog.at_level(logging.WARNING, logger="ketch.server.data"):
+        ftp.putcmd("LIST")
+        assert ftp.getresp().startswith("150")
+        with pytest.raises(ftplib.error_temp, match=r"^425"):
+            ftp.getresp()
+    message = " ".join(r.message for r in caplog.records)
+    assert "no connection arrived" in message and "firewall" in message
+
+
+# -- the jail ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["../outside.txt", "/../outside.txt", "../../pub/hello.txt", "docs/../../outside.txt"]
+)
+def test_paths_never_escape_home(server: RunningServer, path: str) -> None:
+    (server.home.parent / "outside.txt").write_bytes(b"outside alice's home")
+    (server.home / "inside.txt").write_bytes(b"inside")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    assert ftp.size("../inside.txt") == 6  # ".." from / stays at /
+    received: list[bytes] = []
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.retrbinary(f"RETR {path}", received.append)
+    assert received == []
+
+
+def test_dotdot_is_clipped_at_home(server: RunningServer) -> None:
+    ftp = connect(server)
+    ftp.cwd("../../..")
+    assert ftp.pwd() == "/"
+
+
+def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not yours")
+    os.symlink(outside, server.home / "escape")
+    os.symlink(outside / "secret", server.home / "secret-link")
+    ftp = connect(server)
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.cwd("escape")
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.retrbinary("RETR secret-link", lambda _: None)
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.retrbinary("RETR escape/secret", lambda _: None)
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.storbinary("STOR escape/planted", __import__("io").BytesIO(b"x"))
+    assert not (outside / "planted").exists()
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.retrlines("LIST escape", lambda _: None)
+
+
+def test_rename_target_cannot_escape(server: RunningServer, tmp_path: Path) -> None:
+    (server.home / "a.txt").write_bytes(b"a")
+    ftp = connect(server)
+    ftp.rename("a.txt", "../../../moved.txt")
+    assert (server.home / "moved.txt").read_bytes() == b"a"
+    assert not (tmp_path / "moved.txt").exists()
+
+
+# -- the command line and login -------------------------------------------------
+
+
+def test_overlong_line_gets_500_and_connection_survives(server: RunningServer) -> None:
+    ftp = connect(server)
+    reply = reply_to(ftp, "NOOP " + "x" * 10_000)
+    assert reply.startswith("500 ") and "too long" in reply
+    assert ftp.voidcmd("NOOP").startswith("200")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "LIST",
+        "RETR hello.txt",
+        "CWD docs",
+        "PASV",
+        "PORT 127,0,0,1,200,1",
+        "STOR x",
+        "MKD d",
+        "PWD",
+        "STAT",
+        "SIZE hello.txt",
+    ],
+)
+def test_commands_before_login_get_530(server: RunningServer, line: str) -> None:
+    ftp = connect(server, login=False)
+    assert reply_to(ftp, line).startswith("530 ")
+
+
+def test_unknown_command_gets_500(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "XYZZY").startswith("500 ")
+
+
+def test_wrong_password_and_unknown_user_fail_alike(server: RunningServer) -> None:
+    replies = []
+    for user, password in (("alice", "wrong"), ("nobody", "wrong")):
+        ftp = connect(server, login=False)
+        assert reply_to(ftp, f"USER {user}").startswith("331 ")
+        replies.append(reply_to(ftp, f"PASS {password}"))
+    assert replies[0] == replies[1]
+    assert replies[0].startswith("530 ")
+    assert server.counters["login_failed"] == 2
+
+
+def test_failed_login_is_delayed(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(login_failure_delay=0.4)
+    ftp = connect(server, login=False)
+    reply_to(ftp, "USER alice")
+    started = time.monotonic()
+    assert reply_to(ftp, "PASS wrong").startswith("530")
+    assert time.monotonic() - started >= 0.4
+
+
+def test_anonymous_refused_when_disabled(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(anonymous={"enabled": False})
+    ftp = connect(server, login=False)
+    with pytest.raises(ftplib.error_perm, match=r"^530"):
+        ftp.login()
+
+
+def test_anonymous_is_read_only_by_default(server: RunningServer) -> None:
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect(server.host, server.port)
+    ftp.login()
+    assert "hello.txt" in ftp.nlst()
+    for line in ("STOR new.txt", "DELE hello.txt", "MKD d", "RNFR hello.txt", "APPE hello.txt"):
+        assert reply_to(ftp, line).startswith("550 "), line
+    assert (server.root / "hello.txt").exists()
+
+
+def test_read_only_user_cannot_write(server: RunningServer) -> None:
+    ftp = connect(server, user=READER, password=READER_PASSWORD)
+    assert "secret.txt" in ftp.nlst()
+    reply = reply_to(ftp, "DELE secret.txt")
+    assert reply.startswith("550 ") and "delete" in reply
+
+
+# -- connection limits and timeouts ----------------------------------------------
+
+
+def test_connections_per_ip_over_limit_get_421(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(max_connections_per_ip=2)
+    first, second = connect(server, login=False), connect(server, login=False)
+    with pytest.raises(ftplib.error_temp, match=r"^421.*127.0.0.1"):
+        connect(server, login=False)
+    first.quit()
+    deadline = time.monotonic() + 5
+    while server.server.limits.total >= 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    connect(server, login=False).quit()  # the slot came back
+    second.quit()
+
+
+def test_total_connections_over_limit_get_421(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(max_connections=1)
+    first = connect(server, login=False)
+    with pytest.raises(ftplib.error_temp, match=r"^421"):
+        connect(server, login=False, source="127.0.0.3")
+    first.quit()
+
+
+def test_idle_control_connection_gets_421(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(idle_timeout=0.4)
+    ftp = connect(server)
+    time.sleep(0.6)
+    reply = ftp.getline()
+    assert reply.startswith("421") and "Idle" in reply
+    assert ftp.sock.recv(1) == b""
+
+
+def test_login_with_missing_home_gets_clear_530(server: RunningServer) -> None:
+    server.home.rename(server.home.with_name("gone"))
+    ftp = connect(server, login=False)
+    with pytest.raises(ftplib.error_perm, match=r"^530 .*home directory is unavailable"):
+        ftp.login("alice", "s3cret")
+    assert ftp.voidcmd("NOOP").startswith("200")

@@ -1,0 +1,358 @@
+"""Session behaviour users rely on: ABOR, timeouts, active source ports, IPv6, parameters."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from ketch.protocol.addresses import parse_epsv_reply
+
+from conftest import RunningServer
+from ftp_helpers import connect, free_port, reply_to
+
+BIG = 64 * 1024 * 1024
+
+
+@pytest.fixture
+def big_file(server: RunningServer) -> Path:
+    path = server.home / "big.bin"
+    with path.open("wb") as file:
+        file.truncate(BIG)
+    return path
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- aborting and failing transfers ----------------------------------------------
+
+
+def test_abor_during_transfer_answers_426_then_226(server: RunningServer, big_file: Path) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    assert len(data.recv(65536)) > 0
+    ftp.putcmd("ABOR")
+    assert ftp.getmultiline().startswith("426")
+    assert ftp.getmultiline().startswith("226")
+    data.close()
+    assert server.counters["transfer_aborted"] == 1
+    assert ftp.voidcmd("NOOP").startswith("200")  # the session goes on
+
+
+def test_ftplib_abort_with_urgent_data_is_understood(server: RunningServer, big_file: Path) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    data.recv(65536)
+    # ftplib sends ABOR with MSG_OOB; the urgent byte must not be lost from the line.
+    assert ftp.abort().startswith("426")
+    assert ftp.getmultiline().startswith("226")  # RFC 959: 426 for the transfer, then 226
+    data.close()
+    assert wait_for(lambda: server.counters.get("transfer_aborted") == 1)
+    assert ftp.voidcmd("NOOP").startswith("200")
+
+
+def test_abor_without_transfer_answers_225(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "ABOR").startswith("225")
+    reply_to(ftp, "PASV")
+    assert reply_to(ftp, "ABOR").startswith("225")
+
+
+def test_client_vanishing_mid_transfer_leaves_server_healthy(
+    server: RunningServer, big_file: Path
+) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    data.recv(65536)
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    data.close()  # reset, not a clean close
+    ftp.close()
+    assert wait_for(lambda: server.server.limits.total == 0)
+    other = connect(server)
+    assert other.nlst() == ["big.bin"]
+    other.quit()
+
+
+def test_stalled_transfer_is_aborted_with_426(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(data_stall_timeout=0.5)
+    with (server.home / "big.bin").open("wb") as file:
+        file.truncate(BIG)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # Read nothing: the socket buffers fill, sending stops, the watchdog fires.
+    ftp.sock.settimeout(30)
+    reply = ftp.getmultiline()
+    assert reply.startswith("426") and "no data moved" in reply
+    data.close()
+    assert wait_for(lambda: server.counters.get("transfer_stalled") == 1)
+
+
+def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
+    ftp = connect(server)
+    reply = reply_to(ftp, "LIST")
+    assert reply.startswith("425") and "PASV" in reply
+
+
+def test_active_connect_failure_gets_425(server: RunningServer) -> None:
+    ftp = connect(server)
+    port = free_port()  # nobody listens there
+    reply_to(ftp, f"PORT 127,0,0,1,{port >> 8},{port & 255}")
+    ftp.putcmd("LIST")
+    assert ftp.getmultiline().startswith("150")
+    reply = ftp.getmultiline()
+    assert reply.startswith("425") and "passive" in reply
+
+
+# -- active mode source port ---------------------------------------------------
+
+
+def accept_active(ftp: ftplib.FTP, command: str) -> tuple[bytes, int]:
+    """Run ``command`` in active mode and return (data, the server's source port)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        ftp.voidcmd(f"PORT 127,0,0,1,{port >> 8},{port & 255}")
+        ftp.putcmd(command)
+        listener.settimeout(10)
+        conn, peer = listener.accept()
+        with conn:
+            payload = conn.makefile("rb").read()
+        assert ftp.getmultiline().startswith("150")
+        assert ftp.getmultiline().startswith("226")
+    return payload, peer[1]
+
+
+def test_active_source_port_auto_is_control_port_minus_one(server: RunningServer) -> None:
+    ftp = connect(server)
+    payload, source = accept_active(ftp, "NLST")
+    assert source == server.port - 1
+    assert payload == b""  # alice's home is empty
+
+
+def test_active_source_port_fixed_number(make_server) -> None:  # type: ignore[no-untyped-def]
+    wanted = free_port()
+    server = make_server(active_source_port=wanted)
+    ftp = connect(server)
+    (server.home / "f.txt").write_bytes(b"x")
+    payload, source = accept_active(ftp, "NLST")
+    assert source == wanted and payload == b"f.txt\r\n"
+
+
+def test_active_source_port_ephemeral(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(active_source_port="ephemeral")
+    ftp = connect(server)
+    _, source = accept_active(ftp, "NLST")
+    assert source != server.port - 1 and source >= 1024
+
+
+# -- IPv6 and dual stack ---------------------------------------------------------
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback (::1) here")
+
+
+@needs_ipv6
+def test_ipv6_epsv_and_eprt_work_and_pasv_is_refused(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(listen_address="::")
+    (server.home / "v6.txt").write_bytes(b"over IPv6\n")
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect("::1", server.port)
+    ftp.login("alice", "s3cret")
+    assert reply_to(ftp, "PASV").startswith("425")
+    assert reply_to(ftp, "EPSV 1").startswith("522")
+    received = io.BytesIO()
+    ftp.retrbinary("RETR v6.txt", received.write)  # ftplib uses EPSV on IPv6
+    assert received.getvalue() == b"over IPv6\n"
+    ftp.set_pasv(False)  # ftplib uses EPRT on IPv6
+    received = io.BytesIO()
+    ftp.retrbinary("RETR v6.txt", received.write)
+    assert received.getvalue() == b"over IPv6\n"
+
+
+@needs_ipv6
+def test_dual_stack_listener_serves_ipv4_with_pasv(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(listen_address="::")
+    ftp = connect(server)
+    reply = reply_to(ftp, "PASV")
+    assert reply.startswith("227") and "(127,0,0,1," in reply
+    assert ftp.nlst() == []
+
+
+def test_epsv_all_refuses_other_data_setup(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "EPSV ALL").startswith("200")
+    for line in ("PASV", "PORT 127,0,0,1,200,1", "EPRT |1|127.0.0.1|51200|"):
+        assert reply_to(ftp, line).startswith("501"), line
+    port = parse_epsv_reply(reply_to(ftp, "EPSV"))
+    assert 41000 <= port <= 41999
+
+
+# -- transfer parameters and file commands ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        ("TYPE I", "200"),
+        ("TYPE A", "200"),
+        ("TYPE A N", "200"),
+        ("TYPE L 8", "200"),
+        ("TYPE E", "504"),
+        ("TYPE A T", "504"),
+        ("TYPE L 7", "504"),
+        ("TYPE Q", "501"),
+        ("MODE S", "200"),
+        ("MODE B", "504"),
+        ("MODE C", "504"),
+        ("MODE X", "501"),
+        ("STRU F", "200"),
+        ("STRU R", "504"),
+        ("STRU P", "504"),
+        ("STRU Z", "501"),
+        ("ALLO 100", "202"),
+        ("SYST", "215"),
+        ("NOOP", "200"),
+        ("OPTS UTF8 ON", "200"),
+        ("ACCT x", "202"),
+        ("RNTO x", "503"),
+        ("REST abc", "501"),
+        ("REST 10", "350"),
+        ("PWD extra", "501"),
+        ("SITE HELP", "214"),
+        ("SITE NOPE", "500"),
+        ("HELP RETR", "214"),
+    ],
+)
+def test_command_reply_codes(server: RunningServer, line: str, code: str) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, line)[:3] == code
+
+
+def test_feat_lists_implemented_extensions(server: RunningServer) -> None:
+    ftp = connect(server, login=False)
+    lines = reply_to(ftp, "FEAT").splitlines()
+    assert lines[0].startswith("211-") and lines[-1].startswith("211 ")
+    features = {line.strip() for line in lines[1:-1]}
+    assert {"EPRT", "EPSV", "MDTM", "REST STREAM", "SIZE", "UTF8", "TVFS"} <= features
+
+
+def test_size_refused_in_ascii_and_exact_in_binary(server: RunningServer) -> None:
+    (server.home / "lines.txt").write_bytes(b"a\nb\n")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE A")
+    assert reply_to(ftp, "SIZE lines.txt").startswith("550")
+    ftp.voidcmd("TYPE I")
+    assert ftp.size("lines.txt") == 4
+
+
+def test_mdtm_reports_utc_timestamp(server: RunningServer) -> None:
+    path = server.home / "dated.txt"
+    path.write_bytes(b"x")
+    import os
+
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    ftp = connect(server)
+    assert reply_to(ftp, "MDTM dated.txt") == "213 20231114221320"
+
+
+def test_rest_beyond_end_of_file_gets_554(server: RunningServer) -> None:
+    (server.home / "small.txt").write_bytes(b"abc")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    reply_to(ftp, "PASV")
+    reply_to(ftp, "REST 10")
+    assert reply_to(ftp, "RETR small.txt").startswith("554")
+
+
+def test_stat_path_lists_over_control_connection(server: RunningServer) -> None:
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect(server.host, server.port)
+    ftp.login()
+    lines = reply_to(ftp, "STAT docs").splitlines()
+    assert lines[0].startswith("213-") and lines[-1].startswith("213 ")
+    assert any(line.endswith(" readme.md") and line.lstrip().startswith("-rw") for line in lines)
+
+
+def test_stat_during_transfer_reports_it(server: RunningServer, big_file: Path) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    data.recv(1024)
+    reply = reply_to(ftp, "STAT")
+    assert reply.startswith("213") and "RETR /big.bin" in reply
+    ftp.putcmd("ABOR")
+    ftp.getmultiline()
+    ftp.getmultiline()
+    data.close()
+
+
+def test_site_chmod_sets_mode(server: RunningServer) -> None:
+    path = server.home / "script.sh"
+    path.write_bytes(b"#!/bin/sh\n")
+    ftp = connect(server)
+    assert reply_to(ftp, "SITE CHMOD 750 script.sh").startswith("200")
+    assert path.stat().st_mode & 0o777 == 0o750
+    assert reply_to(ftp, "SITE CHMOD 99x script.sh").startswith("501")
+
+
+def test_rein_logs_out(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "REIN").startswith("220")
+    assert reply_to(ftp, "PWD").startswith("530")
+    ftp.login("alice", "s3cret")
+    assert ftp.pwd() == "/"
+
+
+def test_rnfr_is_cancelled_by_another_command(server: RunningServer) -> None:
+    (server.home / "a.txt").write_bytes(b"a")
+    ftp = connect(server)
+    assert reply_to(ftp, "RNFR a.txt").startswith("350")
+    ftp.voidcmd("NOOP")
+    assert reply_to(ftp, "RNTO b.txt").startswith("503")
+    assert (server.home / "a.txt").exists()
+
+
+def test_mkd_reply_quotes_path_with_doubled_quotes(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, 'MKD say "hi"') == '257 "/say ""hi""" created.'
+    assert (server.home / 'say "hi"').is_dir()
+
+
+def test_non_utf8_name_lists_and_downloads(server: RunningServer) -> None:
+    import os
+
+    raw = os.fsencode(str(server.home)) + b"/caf\xe9.txt"
+    with open(raw, "wb") as file:
+        file.write(b"latin-1 name")
+    ftp = ftplib.FTP(timeout=10, encoding="latin-1")  # hand the bytes through unchanged
+    ftp.connect(server.host, server.port)
+    ftp.login("alice", "s3cret")
+    names = ftp.nlst()
+    assert names == ["caf\xe9.txt"]
+    received = io.BytesIO()
+    ftp.retrbinary("RETR caf\xe9.txt", received.write)
+    assert received.getvalue() == b"latin-1 name"
