@@ -117,7 +117,7 @@ def make_server(served_tree: tuple[Path, Path]) -> Iterator[Callable[..., Runnin
             "listen_address": "127.0.0.1",
             "port": 0,
             "root": str(root),
-            "passive_ports": "41000-41999",
+            "passive_ports": "21000-21999",  # below the ephemeral range: no clash with client ports
             "login_failure_delay": 0.05,
             "data_connect_timeout": 5,
             "users": [

@@ -82,12 +82,12 @@ def test_passive_connection_from_foreign_address_is_refused(
 
 
 def test_passive_range_exhaustion_gets_425_naming_the_range(make_server) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(passive_ports="41500-41501")
+    server = make_server(passive_ports="22500-22501")
     sessions = [connect(server) for _ in range(3)]
     ports = [parse_pasv_reply(reply_to(s, "PASV")).port for s in sessions[:2]]
-    assert sorted(ports) == [41500, 41501]
+    assert sorted(ports) == [22500, 22501]
     reply = reply_to(sessions[2], "PASV")
-    assert reply.startswith("425 ") and "41500-41501" in reply
+    assert reply.startswith("425 ") and "22500-22501" in reply
     assert reply_to(sessions[2], "EPSV").startswith("425 ")
     assert server.counters["passive_exhausted"] == 2
     # A port comes back when its offer is dropped.
