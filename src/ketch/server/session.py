@@ -27,7 +27,12 @@ from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import COMMANDS, Argument, CommandSpec
 from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
-from ketch.server.filesystem import Filesystem, FilesystemError, LocalFilesystem
+from ketch.server.filesystem import (
+    Filesystem,
+    FilesystemError,
+    LocalFilesystem,
+    PathEscapeError,
+)
 from ketch.server.jail import resolve_virtual
 from ketch.server.netaddr import plain_ip
 from ketch.server.transfers import StallWatchdog
@@ -136,10 +141,16 @@ class Session:
             await self.reply(501, refusal)
             return
         if spec.permission and not self.permits(spec.permission):
+            log.info("refused %s user=%s client=%s: no %s permission", spec.verb,
+                     self.state.user_name, self.peer_ip, spec.permission.name)
             await self.reply(550, self.permission_refusal(spec))
             return
         try:
             await spec.handler(self, command.argument)
+        except PathEscapeError as error:
+            log.warning("refused %s user=%s client=%s: path outside the home directory (%r)",
+                        spec.verb, self.state.user_name, self.peer_ip, command.argument)
+            await self.reply(550, str(error))
         except FilesystemError as error:
             await self.reply(550, str(error))
         except (ConnectionError, asyncio.CancelledError):

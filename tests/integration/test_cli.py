@@ -1,0 +1,58 @@
+"""The ketch command as people use it: config validation, password hashes, examples."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import argon2
+
+KETCH = [sys.executable, "-m", "ketch"]
+
+
+def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KETCH, *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_bad_config_value_is_one_line_naming_key_value_and_rule(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text('passive_ports = "60000-50000"\n')
+    result = run("serve", "--config", str(config))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "passive_ports" in lines[0] and "60000-50000" in lines[0] and "LOW <= HIGH" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text("pasive_ports = '50000-50010'\n")
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert "pasive_ports" in result.stderr and "passive_ports" in result.stderr
+
+
+def test_bad_flag_value_is_refused_before_listening() -> None:
+    result = run("serve", "--port", "2121", "--active-source-port", "banana")
+    assert result.returncode != 0
+    assert "active_source_port" in result.stderr and "banana" in result.stderr
+
+
+def test_user_hash_prints_a_verifiable_argon2_hash() -> None:
+    result = run("user", "hash", "--password-stdin", stdin="correct horse\n")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert hashed.startswith("$argon2id$")
+    assert argon2.PasswordHasher().verify(hashed, "correct horse")
+
+
+def test_config_example_is_a_valid_config(tmp_path: Path) -> None:
+    example = run("config", "example")
+    assert example.returncode == 0
+    path = tmp_path / "ketch.toml"
+    path.write_text(example.stdout)
+    checked = run("config", "check", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "passive_ports" in example.stdout and "masquerade_address" in example.stdout
