@@ -53,6 +53,8 @@ class RunningServer:
         return f"ftp://{auth}{self.host}:{self.port}{path}"
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         future = asyncio.run_coroutine_threadsafe(self.server.close(), self.loop)
         future.result(timeout=15)
         self.loop.call_soon_threadsafe(self.loop.stop)

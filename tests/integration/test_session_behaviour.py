@@ -64,11 +64,14 @@ def test_ftplib_abort_with_urgent_data_is_understood(server: RunningServer, big_
     assert ftp.voidcmd("NOOP").startswith("200")
 
 
-def test_abor_without_transfer_answers_225(server: RunningServer) -> None:
+def test_abor_without_transfer_answers_226_and_drops_prepared_connection(
+    server: RunningServer,
+) -> None:
     ftp = connect(server)
-    assert reply_to(ftp, "ABOR").startswith("225")
+    assert reply_to(ftp, "ABOR").startswith("226")
     reply_to(ftp, "PASV")
-    assert reply_to(ftp, "ABOR").startswith("225")
+    assert reply_to(ftp, "ABOR").startswith("226")
+    assert reply_to(ftp, "LIST").startswith("425")  # the PASV offer is gone
 
 
 def test_client_vanishing_mid_transfer_leaves_server_healthy(
@@ -356,3 +359,65 @@ def test_non_utf8_name_lists_and_downloads(server: RunningServer) -> None:
     received = io.BytesIO()
     ftp.retrbinary("RETR caf\xe9.txt", received.write)
     assert received.getvalue() == b"latin-1 name"
+
+
+def test_nlst_wildcard_matches_last_component(server: RunningServer) -> None:
+    for name in ("a.txt", "b.txt", "c.log"):
+        (server.home / name).write_bytes(b"x")
+    ftp = connect(server)
+    assert sorted(ftp.nlst("*.txt")) == ["a.txt", "b.txt"]
+    assert ftp.nlst("*.none") == []
+
+
+def test_stor_after_rest_beyond_end_gets_554_and_keeps_file(server: RunningServer) -> None:
+    (server.home / "short.bin").write_bytes(b"abc")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    reply_to(ftp, "PASV")
+    reply_to(ftp, "REST 10")
+    assert reply_to(ftp, "STOR short.bin").startswith("554")
+    assert (server.home / "short.bin").read_bytes() == b"abc"
+
+
+def test_ascii_retr_opening_reply_names_no_byte_count(server: RunningServer) -> None:
+    (server.home / "lf.txt").write_bytes(b"a\nb\n")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE A")
+    data, size = ftp.ntransfercmd("RETR lf.txt")
+    assert data.makefile("rb").read() == b"a\r\nb\r\n"
+    data.close()
+    ftp.voidresp()
+    assert size is None
+
+
+def test_shutdown_tells_connected_clients_421(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server()
+    ftp = connect(server)
+    server.stop()
+    reply = ftp.getline()
+    assert reply.startswith("421") and "shutting down" in reply
+
+
+def test_active_auto_falls_back_when_source_port_cannot_reach_client(server: RunningServer) -> None:
+    # Hold the client's data port's 4-tuple from port L-1 so the server's bind+connect collides.
+    ftp = connect(server)
+    (server.home / "f.txt").write_bytes(b"data")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", server.port - 1))
+        blocker.connect(("127.0.0.1", port))
+        squatter, _ = listener.accept()
+        ftp.voidcmd(f"PORT 127,0,0,1,{port >> 8},{port & 255}")
+        ftp.putcmd("RETR f.txt")
+        listener.settimeout(10)
+        conn, peer = listener.accept()
+        with conn:
+            payload = conn.makefile("rb").read()
+        assert ftp.getmultiline().startswith("150")
+        assert ftp.getmultiline().startswith("226")
+        blocker.close()
+        squatter.close()
+    assert payload == b"data"
+    assert peer[1] != server.port - 1

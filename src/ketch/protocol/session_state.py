@@ -15,7 +15,9 @@ Theory of operation. A session moves through three login stages::
 
 Beside the stage, a few *pending* facts modify what the next command means:
 ``rename_from`` (RNFR waits for RNTO, RFC 959 says "immediately"),
-``restart_offset`` (REST waits for a RETR, STOR or APPE) and ``epsv_all``
+``restart_offset`` (REST waits for the next transfer command, which spends
+it; commands like PASV or TYPE in between keep it, because clients such as
+FileZilla send REST before PASV) and ``epsv_all``
 (after ``EPSV ALL`` only EPSV may set up data connections, RFC 2428 §4).
 Which data connection is prepared (PASV/EPSV/PORT/EPRT) and whether a
 transfer runs are owned by the server, because they are sockets and tasks.
@@ -71,6 +73,8 @@ class SessionState:
     user_name: str | None = None
     rename_from: str | None = None
     restart_offset: int = 0
+    #: The REST offset that applies to the transfer command being run now.
+    transfer_offset: int = 0
     transfer_type: str = "A"  # RFC 959 §3.1.1.1: ASCII until the client says otherwise
     epsv_all: bool = False
 
@@ -90,6 +94,11 @@ class SessionState:
         """
         if verb != "RNTO":
             self.rename_from = None
+        if verb in TRANSFER_COMMANDS:
+            # Every transfer command spends a pending REST, even one refused or not
+            # restartable, so a stale offset can never cut a later STOR or RETR.
+            self.transfer_offset = self.restart_offset if verb in RESTARTABLE_COMMANDS else 0
+            self.restart_offset = 0
 
     def begin_login(self, name: str) -> None:
         """USER: any earlier login is dropped (RFC 959 allows a new USER at any time)."""
@@ -110,14 +119,9 @@ class SessionState:
         self.user_name = None
         self.rename_from = None
         self.restart_offset = 0
+        self.transfer_offset = 0
         self.transfer_type = "A"
         self.epsv_all = False
-
-    def take_restart_offset(self, verb: str) -> int:
-        """The REST offset for this transfer; it applies once, then clears."""
-        offset = self.restart_offset if verb in RESTARTABLE_COMMANDS else 0
-        self.restart_offset = 0
-        return offset
 
     def data_setup_allowed(self, verb: str) -> bool:
         """After ``EPSV ALL`` only EPSV may prepare data connections (RFC 2428 §4)."""

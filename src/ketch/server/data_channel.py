@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -222,48 +223,67 @@ class ActiveOffer(DataOffer):
         self._timeout = timeout
 
     async def connect(self) -> DataChannel:
+        try:
+            return await self._connect_from(self._source_port)
+        except TimeoutError:
+            raise self._failure(f"no answer within {self._timeout:g} s") from None
+        except OSError as error:
+            # Port L-1 can collide with a connection to the same client port still in
+            # TIME_WAIT; in "auto" mode an ephemeral port is fine, so try once more.
+            retry = self._source_port is not None and not self._source_port_required
+            if not retry or error.errno not in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
+                raise self._failure(error.strerror or str(error)) from None
+            log.debug(
+                "active connect from port %s failed (%s); retrying from an ephemeral port",
+                self._source_port,
+                error.strerror,
+            )
+        try:
+            return await self._connect_from(None)
+        except TimeoutError:
+            raise self._failure(f"no answer within {self._timeout:g} s") from None
+        except OSError as error:
+            raise self._failure(error.strerror or str(error)) from None
+
+    def _failure(self, reason: str) -> DataConnectionError:
+        return DataConnectionError(
+            f"could not connect to {self.target.host} port {self.target.port} ({reason}); "
+            "if you are behind NAT or a firewall, use passive mode"
+        )
+
+    async def _connect_from(self, source_port: int | None) -> DataChannel:
         family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
         try:
-            self._bind_source(sock)
+            sock.setblocking(False)
+            if source_port is not None:
+                self._bind_source(sock, source_port)
             async with asyncio.timeout(self._timeout):
                 await asyncio.get_running_loop().sock_connect(
                     sock, (self.target.host, self.target.port)
                 )
-        except TimeoutError:
+        except BaseException:
             sock.close()
-            raise DataConnectionError(
-                f"could not connect to {self.target.host} port {self.target.port} within "
-                f"{self._timeout:g} s; if you are behind NAT or a firewall, use passive mode"
-            ) from None
-        except OSError as error:
-            sock.close()
-            raise DataConnectionError(
-                f"could not connect to {self.target.host} port {self.target.port}: "
-                f"{error.strerror or error}; if you are behind NAT or a firewall, use passive mode"
-            ) from None
+            raise
         return DataChannel(sock, self.mode, _nothing)
 
-    def _bind_source(self, sock: socket.socket) -> None:
+    def _bind_source(self, sock: socket.socket, port: int) -> None:
         """Bind the source port (L-1 by tradition) so client firewalls can recognise us."""
-        if self._source_port is None:
-            return
         local_ip = (
             self._local_ip if sock.family == socket.AF_INET or ":" in self._local_ip else "::"
         )
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((local_ip, self._source_port))
+            sock.bind((local_ip, port))
         except OSError as error:
             if self._source_port_required:
                 raise DataConnectionError(
-                    f"cannot use source port {self._source_port} for active mode "
+                    f"cannot use source port {port} for active mode "
                     f"({error.strerror}); the admin should change active_source_port"
                 ) from None
             log.debug(
                 "active source port %d unavailable (%s); using an ephemeral port",
-                self._source_port,
+                port,
                 error.strerror,
             )
 

@@ -56,7 +56,7 @@ class FtpServer:
         self.context = ServerContext.from_config(config)
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], Session] = {}
 
     async def start(self) -> None:
         sock = _listening_socket(self.config.resolved_listen_address(), self.config.port)
@@ -77,7 +77,8 @@ class FtpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
+        for task, session in list(self._sessions.items()):
+            session.say_goodbye(421, "Server shutting down; try again later.")
             task.cancel()
         if self._sessions:
             await asyncio.wait(self._sessions, timeout=10)
@@ -102,10 +103,11 @@ class FtpServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        session = Session(self.context, reader, writer)
+        self._sessions[task] = session
         log.info("connect client=%s", ip)
         try:
-            await Session(self.context, reader, writer).run()
+            await session.run()
         except asyncio.CancelledError:
             # Server shutdown. End normally: asyncio's stream callback (3.11) logs
             # a cancelled connection task as an error.
@@ -113,7 +115,7 @@ class FtpServer:
         except Exception:
             log.exception("session with %s ended by an internal error", ip)
         finally:
-            self._sessions.discard(task)
+            self._sessions.pop(task, None)
             self.limits.release(ip)
             log.info("disconnect client=%s", ip)
 

@@ -182,6 +182,11 @@ class Session:
     def peer_is_loopback(self) -> bool:
         return ipaddress.ip_address(self.peer_ip).is_loopback
 
+    def say_goodbye(self, code: int, text: str) -> None:
+        """A last reply written without waiting (server shutdown), if the peer still listens."""
+        if not self.writer.is_closing():
+            self.writer.write(format_reply(code, text))
+
     def permits(self, permission: Permission) -> bool:
         return self.account is not None and permission in self.account.permissions
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import time
 
@@ -24,25 +25,32 @@ def mode_name(session: Session) -> str:
 )
 async def retrieve(session: Session, argument: str) -> None:
     path = session.resolve(argument)
-    offset = session.state.take_restart_offset("RETR")
+    offset = session.state.transfer_offset
     facts = session.filesystem.stat(path)
     if facts.kind != "file":
         await session.reply(550, f"{path}: not a regular file.")
         return
     if offset > facts.size:
-        await session.reply(
-            554, f"Restart offset {offset} is beyond the end of {path} ({facts.size} bytes)."
-        )
+        await _reply_offset_beyond_end(session, path, offset, facts.size)
         return
     file = session.filesystem.open_read(path)
     ascii = session.state.transfer_type == "A"
+    # The byte count is only true on the wire in binary mode (ftplib reads it as the size).
+    size = "" if ascii else f" ({facts.size} bytes)"
     await session.start_transfer(
         "RETR",
         path,
         lambda channel: send_file(channel, file, offset, ascii=ascii),
-        opening=f"Opening {mode_name(session)} mode data connection for {path} "
-        f"({facts.size} bytes).",
+        opening=f"Opening {mode_name(session)} mode data connection for {path}{size}.",
         cleanup=file.close,
+    )
+
+
+async def _reply_offset_beyond_end(session: Session, path: str, offset: int, size: int) -> None:
+    await session.reply(
+        554,
+        f"Restart offset {offset} is beyond the end of {path} ({size} bytes); "
+        f"send REST {size} or less.",
     )
 
 
@@ -54,7 +62,7 @@ async def retrieve(session: Session, argument: str) -> None:
 )
 async def store(session: Session, argument: str) -> None:
     path = session.resolve(argument)
-    offset = session.state.take_restart_offset("STOR")
+    offset = session.state.transfer_offset
     await _receive(session, "STOR", path, offset=offset, append=False)
 
 
@@ -72,6 +80,11 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
     if session.filesystem.is_dir(path):
         await session.reply(550, f"{path}: is a directory.")
         return
+    if offset:
+        size = session.filesystem.stat(path).size if session.filesystem.is_file(path) else 0
+        if offset > size:
+            await _reply_offset_beyond_end(session, path, offset, size)
+            return
     file = session.filesystem.open_write(path, offset=offset, append=append)
     ascii = session.state.transfer_type == "A"
     await session.start_transfer(
@@ -116,11 +129,22 @@ def split_list_argument(argument: str) -> str:
 
 
 def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
+    """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
+    fs = session.filesystem
     path = session.resolve(split_list_argument(argument))
-    facts = session.filesystem.stat(path)
+    parent, pattern = posixpath.split(path)
+    if _GLOB_CHARACTERS.intersection(pattern) and not fs.is_file(path) and not fs.is_dir(path):
+        # Classic clients' `mget *.txt` sends NLST *.txt; like vsftpd, only the last
+        # path component may hold wildcards.
+        entries = fs.list_dir(parent)
+        return path, [entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern)]
+    facts = fs.stat(path)
     if facts.kind == "dir":
-        return path, session.filesystem.list_dir(path)
-    return path, [session.filesystem.lstat(path)]
+        return path, fs.list_dir(path)
+    return path, [fs.lstat(path)]
+
+
+_GLOB_CHARACTERS = frozenset("*?[")
 
 
 @command("LIST", permission=Permission.LIST, help="LIST [path]: detailed listing (ls -l format)")
@@ -172,8 +196,7 @@ async def allocate(session: Session, _: str) -> None:
 async def abort(session: Session, _: str) -> None:
     if await session.abort_transfer():
         await session.reply(226, "ABOR successful; the data connection is closed.")
-    elif session.data_offer is not None:
-        session.replace_offer(None)
-        await session.reply(225, "No transfer was running; the prepared data connection is closed.")
     else:
-        await session.reply(225, "No transfer to abort.")
+        # RFC 959 §4.1.3, case 1: nothing running; close any prepared connection and say 226.
+        session.replace_offer(None)
+        await session.reply(226, "No transfer was running; nothing to abort.")
