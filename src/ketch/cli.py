@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from ketch import __version__
-from ketch.config import DEFAULT_CONFIG_TOML, ConfigError, ServerConfig, load_config
+from ketch.config import ConfigError, ServerConfig, load_config
+from ketch.config_example import DEFAULT_CONFIG_TOML
 
 __all__ = ["main"]
 

@@ -11,7 +11,6 @@ import pydantic
 import pytest
 
 from ketch.config import (
-    DEFAULT_CONFIG_TOML,
     RULES,
     AnonymousConfig,
     ConfigError,
@@ -20,6 +19,7 @@ from ketch.config import (
     UserConfig,
     load_config,
 )
+from ketch.config_example import DEFAULT_CONFIG_TOML
 
 _HASH = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
 
