@@ -8,6 +8,7 @@ exactly as users do.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import threading
@@ -21,6 +22,8 @@ import pytest
 
 from ketch.config import load_config
 from ketch.server import FtpServer
+
+from payloads import BIG, MIB, Payload
 
 # Cheap argon2 parameters: the tests measure the server, not the hash.
 _CHEAP_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -162,3 +165,29 @@ def require_program(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# -- payloads for transfer tests ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def big_payload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Payload]:
+    """50 MiB of random bytes, made once for the whole run."""
+    path = tmp_path_factory.mktemp("big") / "big.bin"
+    digest = hashlib.sha256()
+    with path.open("wb") as file:
+        for _ in range(BIG // MIB):
+            chunk = os.urandom(MIB)
+            digest.update(chunk)
+            file.write(chunk)
+    yield Payload(path, digest.hexdigest())
+    path.unlink()
+
+
+@pytest.fixture(autouse=True)
+def _drop_big_files(tmp_path: Path) -> Iterator[None]:
+    """Delete the test's copies of big files afterwards: pytest keeps three runs of tmp dirs."""
+    yield
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.stat().st_size >= MIB:
+            path.unlink()

@@ -11,26 +11,20 @@ and STOU are covered by the curl and ftplib tests.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import PASSWORD, USER, RunningServer, require_program
+from payloads import BIG, SMALL_SIZES, Payload, make_payload, sha256_bytes, sha256_file
 
 pytestmark = pytest.mark.peer
 
-KIB = 1024
-MIB = 1024 * KIB
-BIG = 50 * MIB
-SMALL_SIZES = (0, 1, 64 * KIB)
 SUBPROCESS_TIMEOUT = 90
 RESUME_TOTAL = 300_000
 RESUME_PRESENT = 100_000
@@ -53,56 +47,6 @@ TRANSFER_PARAMS = [
 
 
 # -- helpers ------------------------------------------------------------------
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Payload:
-    path: Path
-    sha256: str
-
-
-@pytest.fixture(scope="module")
-def big_payload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Payload]:
-    """50 MiB of random bytes, made once for the module."""
-    path = tmp_path_factory.mktemp("lftp-big") / "big.bin"
-    digest = hashlib.sha256()
-    with path.open("wb") as file:
-        for _ in range(BIG // MIB):
-            chunk = os.urandom(MIB)
-            digest.update(chunk)
-            file.write(chunk)
-    yield Payload(path, digest.hexdigest())
-    path.unlink()
-
-
-@pytest.fixture(autouse=True)
-def _drop_big_files(tmp_path: Path) -> Iterator[None]:
-    """Delete the test's copies of big files afterwards: pytest keeps three runs of tmp dirs."""
-    yield
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and path.stat().st_size >= MIB:
-            path.unlink()
-
-
-def make_payload(path: Path, size: int, big: Payload) -> str:
-    if size == BIG:
-        shutil.copyfile(big.path, path)
-        return big.sha256
-    data = os.urandom(size)
-    path.write_bytes(data)
-    return sha256_bytes(data)
-
 
 @dataclass(frozen=True)
 class Lftp:
