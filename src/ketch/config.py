@@ -20,12 +20,14 @@ import tomllib
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import argon2
 from argon2.exceptions import InvalidHashError
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -162,6 +164,14 @@ def _is_hostname(text: str) -> bool:
 # -- the models ----------------------------------------------------------------
 
 
+#: A home directory: a non-empty path to a directory that exists.
+HomeDirectory = Annotated[
+    Path, BeforeValidator(_reject_empty_path), AfterValidator(_existing_directory)
+]
+#: Permission words, checked against the ones the server knows.
+PermissionWords = Annotated[list[str], AfterValidator(_permission_words)]
+
+
 class UserConfig(BaseModel):
     """One virtual user: a name, an argon2 password hash and a home directory."""
 
@@ -169,8 +179,8 @@ class UserConfig(BaseModel):
 
     name: str
     password_hash: str
-    home: Path
-    permissions: list[str] = Field(default_factory=lambda: ["list", "read"])
+    home: HomeDirectory
+    permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
 
     @field_validator("name")
     @classmethod
@@ -200,21 +210,6 @@ class UserConfig(BaseModel):
             ) from None
         return password_hash
 
-    @field_validator("home", mode="before")
-    @classmethod
-    def _check_home_text(cls, home: Any) -> Any:
-        return _reject_empty_path(home)
-
-    @field_validator("home")
-    @classmethod
-    def _check_home(cls, home: Path) -> Path:
-        return _existing_directory(home)
-
-    @field_validator("permissions")
-    @classmethod
-    def _check_permissions(cls, words: list[str]) -> list[str]:
-        return _permission_words(words)
-
 
 class AnonymousConfig(BaseModel):
     """Anonymous login ("anonymous" or "ftp" with any password)."""
@@ -222,23 +217,8 @@ class AnonymousConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(default=True, strict=True)
-    home: Path | None = None
-    permissions: list[str] = Field(default_factory=lambda: ["list", "read"])
-
-    @field_validator("home", mode="before")
-    @classmethod
-    def _check_home_text(cls, home: Any) -> Any:
-        return _reject_empty_path(home)
-
-    @field_validator("home")
-    @classmethod
-    def _check_home(cls, home: Path | None) -> Path | None:
-        return None if home is None else _existing_directory(home)
-
-    @field_validator("permissions")
-    @classmethod
-    def _check_permissions(cls, words: list[str]) -> list[str]:
-        return _permission_words(words)
+    home: HomeDirectory | None = None
+    permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
 
 
 class ServerConfig(BaseModel):
