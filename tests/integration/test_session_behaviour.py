@@ -421,3 +421,12 @@ def test_active_auto_falls_back_when_source_port_cannot_reach_client(server: Run
         squatter.close()
     assert payload == b"data"
     assert peer[1] != server.port - 1
+
+
+def test_epsv_family_must_match_the_ipv4_control_connection(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "EPSV 2") == "522 Network protocol not supported, use (1)"
+    assert reply_to(ftp, "EPSV 3") == "522 Network protocol not supported, use (1)"
+    assert reply_to(ftp, "EPSV x").startswith("501")
+    assert reply_to(ftp, "EPSV 1").startswith("229")
+    assert reply_to(ftp, "PORT 127,0,0,1,200,1").startswith("200")  # IPv4 may use PORT

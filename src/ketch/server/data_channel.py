@@ -125,7 +125,7 @@ class PassiveOffer(DataOffer):
         pool: PassivePortPool,
         bind_ip: str,
         *,
-        client_ip: str,
+        client_ip: str,  # plain form (see netaddr.plain_ip), as the session keeps it
         mode: str,
         timeout: float,
         advertised: str,
@@ -134,10 +134,12 @@ class PassiveOffer(DataOffer):
         self._pool = pool
         self._listener = pool.open_listener(bind_ip)
         self.port: int = self._listener.getsockname()[1]
-        self._client_ip = plain_ip(client_ip)
+        self._client_ip = client_ip
         self._timeout = timeout
-        self._advertised = advertised
+        #: The address the 227 reply names (logged when the client never connects).
+        self.advertised = advertised
         self._port_released = False
+        self._handed_over = False
         self._accepting = asyncio.get_running_loop().create_task(self._accept())
         # The timeout is logged in _accept; mark it retrieved so asyncio does not log it again.
         self._accepting.add_done_callback(_retrieve)
@@ -166,7 +168,7 @@ class PassiveOffer(DataOffer):
                 "no connection arrived in %g s; a firewall or NAT is probably dropping it "
                 "(open passive ports %d-%d in the firewall, or set masquerade_address "
                 "if the server is behind NAT)",
-                self._advertised,
+                self.advertised,
                 self.port,
                 self._client_ip,
                 self._timeout,
@@ -186,14 +188,15 @@ class PassiveOffer(DataOffer):
                 f"no data connection arrived on port {self.port} within {self._timeout:g} s; "
                 "check that your firewall allows outgoing connections to it, or use active mode"
             ) from None
+        self._handed_over = True
         return DataChannel(conn, self.mode, self._release_port)
 
     def close(self) -> None:
-        if not self._accepting.done():
-            self._accepting.cancel()
-        elif not self._accepting.cancelled() and self._accepting.exception() is None:
-            # Accepted but never used for a transfer.
-            self._accepting.result().close()
+        accepting = self._accepting
+        if not accepting.done():
+            accepting.cancel()
+        elif not self._handed_over and not accepting.cancelled() and accepting.exception() is None:
+            accepting.result().close()  # accepted, but no transfer ever used it
         self._release_port()
 
     def _release_port(self) -> None:
@@ -217,7 +220,7 @@ class ActiveOffer(DataOffer):
     ) -> None:
         self.mode = mode
         self.target = target
-        self._local_ip = plain_ip(local_ip)
+        self._local_ip = local_ip
         self._source_port = source_port
         self._source_port_required = source_port_required
         self._timeout = timeout

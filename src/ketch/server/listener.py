@@ -11,7 +11,6 @@ from ketch.config import ServerConfig
 from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.context import ServerContext
-from ketch.server.netaddr import plain_ip
 from ketch.server.session import Session
 
 __all__ = ["ConnectionLimits", "FtpServer"]
@@ -88,7 +87,8 @@ class FtpServer:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        ip = plain_ip(writer.get_extra_info("peername")[0])
+        session = Session(self.context, reader, writer)
+        ip = session.peer_ip
         refusal = self.limits.admit(ip)
         if refusal is not None:
             self.context.counters["connection_refused"] += 1
@@ -103,7 +103,6 @@ class FtpServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = asyncio.current_task()
         assert task is not None
-        session = Session(self.context, reader, writer)
         self._sessions[task] = session
         log.info("connect client=%s", ip)
         try:

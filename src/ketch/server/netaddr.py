@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["is_ipv6", "plain_ip"]
+__all__ = ["plain_ip"]
 
 
 def plain_ip(address: str) -> str:
@@ -21,8 +21,3 @@ def plain_ip(address: str) -> str:
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
     return str(parsed)
-
-
-def is_ipv6(address: str) -> bool:
-    """True for a real IPv6 peer (not an IPv4 one seen through a dual-stack socket)."""
-    return ":" in plain_ip(address)

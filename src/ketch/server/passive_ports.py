@@ -45,10 +45,6 @@ class PassivePortPool:
     def size(self) -> int:
         return self.ports.high - self.ports.low + 1
 
-    @property
-    def in_use(self) -> int:
-        return len(self._reserved)
-
     def open_listener(self, bind_ip: str) -> socket.socket:
         """A non-blocking socket listening on ``bind_ip`` at a free port of the range.
 

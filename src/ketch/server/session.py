@@ -62,9 +62,13 @@ class Session:
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
         self.peer_ip = plain_ip(peer[0])
-        self.peer_port: int = peer[1]
         self.local_ip = plain_ip(local[0])
         self.local_port: int = local[1]
+        # Facts of the connection that PASV/EPSV/PORT consult; fixed for the session.
+        peer_address = ipaddress.ip_address(self.peer_ip)
+        self.peer_is_loopback = peer_address.is_loopback
+        #: RFC 2428 network protocol number of the control connection: 1 IPv4, 2 IPv6.
+        self.peer_family = 1 if peer_address.version == 4 else 2
         self.state = SessionState()
         self.account: Account | None = None
         self.fs: Filesystem | None = None
@@ -141,15 +145,25 @@ class Session:
             await self.reply(501, refusal)
             return
         if spec.permission and not self.permits(spec.permission):
-            log.info("refused %s user=%s client=%s: no %s permission", spec.verb,
-                     self.state.user_name, self.peer_ip, spec.permission.name)
+            log.info(
+                "refused %s user=%s client=%s: no %s permission",
+                spec.verb,
+                self.state.user_name,
+                self.peer_ip,
+                spec.permission.name,
+            )
             await self.reply(550, self.permission_refusal(spec))
             return
         try:
             await spec.handler(self, command.argument)
         except PathEscapeError as error:
-            log.warning("refused %s user=%s client=%s: path outside the home directory (%r)",
-                        spec.verb, self.state.user_name, self.peer_ip, command.argument)
+            log.warning(
+                "refused %s user=%s client=%s: path outside the home directory (%r)",
+                spec.verb,
+                self.state.user_name,
+                self.peer_ip,
+                command.argument,
+            )
             await self.reply(550, str(error))
         except FilesystemError as error:
             await self.reply(550, str(error))
@@ -177,10 +191,6 @@ class Session:
             return
         self.writer.write(format_reply(code, text))
         await self.writer.drain()
-
-    @property
-    def peer_is_loopback(self) -> bool:
-        return ipaddress.ip_address(self.peer_ip).is_loopback
 
     def say_goodbye(self, code: int, text: str) -> None:
         """A last reply written without waiting (server shutdown), if the peer still listens."""
@@ -249,6 +259,17 @@ class Session:
         self.transfer = asyncio.get_running_loop().create_task(
             self._run_transfer(offer, verb, path, work, done, cleanup)
         )
+        self.transfer.add_done_callback(self._transfer_finished)
+
+    def _transfer_finished(self, task: asyncio.Task[None]) -> None:
+        """Collect a transfer task's error, which no one awaits: the control loop only waits."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        if isinstance(error, ConnectionError):
+            # The control connection died while the final reply was being sent.
+            log.debug("final transfer reply not delivered to %s: %s", self.peer_ip, error)
+        else:
+            log.error("transfer task failed (client=%s)", self.peer_ip, exc_info=error)
 
     async def _run_transfer(
         self,

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from ketch.protocol.ascii import AsciiDecoder, AsciiEncoder
 from ketch.server.data_channel import DataChannel
 
-__all__ = ["StallWatchdog", "receive_file", "send_bytes", "send_file"]
+__all__ = ["StallWatchdog", "receive_file", "send_file"]
 
 _READ_SIZE = 256 * 1024
 _RECEIVE_BUFFER = 256 * 1024
@@ -53,10 +53,6 @@ async def receive_file(channel: DataChannel, file: BinaryIO, *, ascii: bool) -> 
             file.write(view[:count])
     if decoder:
         file.write(decoder.flush())
-
-
-async def send_bytes(channel: DataChannel, data: bytes) -> None:
-    await channel.send_all(data)
 
 
 class StallWatchdog:

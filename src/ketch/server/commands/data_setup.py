@@ -16,7 +16,7 @@ from ketch.protocol.addresses import (
 )
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import ActiveOffer, PassiveOffer
-from ketch.server.netaddr import is_ipv6, plain_ip
+from ketch.server.netaddr import plain_ip
 from ketch.server.passive_ports import PassivePortsExhausted
 from ketch.server.session import Session
 
@@ -32,7 +32,7 @@ log = logging.getLogger("ketch.server")
     help="PORT h1,h2,h3,h4,p1,p2: the server connects to you (active mode)",
 )
 async def port(session: Session, argument: str) -> None:
-    if is_ipv6(session.peer_ip):
+    if session.peer_family == 2:
         await session.reply(522, "PORT cannot describe an IPv6 address: use EPRT (or EPSV).")
         return
     try:
@@ -124,13 +124,12 @@ async def passive(session: Session, _: str) -> None:
     if not session.state.data_setup_allowed("PASV"):
         await session.reply(501, "PASV is refused after EPSV ALL: use EPSV.")
         return
-    if is_ipv6(session.peer_ip):
+    if session.peer_family == 2:
         await session.reply(425, "PASV cannot describe an IPv6 address: use EPSV.")
         return
-    offer = await _open_passive(session, "PASV")
+    offer = await _open_passive(session, "PASV", advertised=_advertised_address(session))
     if offer is not None:
-        advertised = _advertised_address(session)
-        await session.reply(227, format_pasv_reply(HostPort(advertised, offer.port)))
+        await session.reply(227, format_pasv_reply(HostPort(offer.advertised, offer.port)))
 
 
 @command(
@@ -139,17 +138,15 @@ async def passive(session: Session, _: str) -> None:
     help="EPSV [1|2|ALL]: passive mode for IPv4 and IPv6; ALL refuses other data commands",
 )
 async def extended_passive(session: Session, argument: str) -> None:
+    # RFC 2428 §3: the wrong family gets 522 naming the one this connection uses.
+    unsupported = f"Network protocol not supported, use ({session.peer_family})"
     try:
         family = parse_epsv_argument(argument)
+    except UnsupportedFamilyError:
+        await session.reply(522, unsupported)
+        return
     except AddressSyntaxError as error:
-        own = 2 if is_ipv6(session.peer_ip) else 1
-        reply = 522 if isinstance(error, UnsupportedFamilyError) else 501
-        await session.reply(
-            reply,
-            f"Network protocol not supported, use ({own})"
-            if reply == 522
-            else f"Bad EPSV argument: {error}.",
-        )
+        await session.reply(501, f"Bad EPSV argument: {error}.")
         return
     if family == "ALL":
         session.state.epsv_all = True
@@ -157,16 +154,16 @@ async def extended_passive(session: Session, argument: str) -> None:
             200, "EPSV ALL accepted: from now on only EPSV sets up data connections."
         )
         return
-    own = 2 if is_ipv6(session.peer_ip) else 1
-    if family is not None and family != own:
-        await session.reply(522, f"Network protocol not supported, use ({own})")
+    if family is not None and family != session.peer_family:
+        await session.reply(522, unsupported)
         return
-    offer = await _open_passive(session, "EPSV")
+    # EPSV carries no address; the listener's own address is what the log names.
+    offer = await _open_passive(session, "EPSV", advertised=session.local_ip)
     if offer is not None:
         await session.reply(229, format_epsv_reply(offer.port))
 
 
-async def _open_passive(session: Session, verb: str) -> PassiveOffer | None:
+async def _open_passive(session: Session, verb: str, *, advertised: str) -> PassiveOffer | None:
     session.replace_offer(None)  # free our previous port before taking another
     pool = session.context.passive_ports
     try:
@@ -176,7 +173,7 @@ async def _open_passive(session: Session, verb: str) -> PassiveOffer | None:
             client_ip=session.peer_ip,
             mode=verb,
             timeout=session.config.data_connect_timeout,
-            advertised=_advertised_address(session) if verb == "PASV" else session.local_ip,
+            advertised=advertised,
         )
     except PassivePortsExhausted as error:
         session.context.counters["passive_exhausted"] += 1

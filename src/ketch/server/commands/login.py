@@ -42,7 +42,13 @@ async def password(session: Session, secret: str) -> None:
     if account is None:
         state.login_failed()
         session.context.counters["login_failed"] += 1
-        log.warning("login failed user=%s client=%s", name, session.peer_ip)
+        # Whether the name exists goes to the admin's log only, never to the client.
+        log.warning(
+            "login failed user=%s known=%s client=%s",
+            name,
+            session.context.authenticator.knows(name),
+            session.peer_ip,
+        )
         await asyncio.sleep(session.config.login_failure_delay)
         await session.reply(530, "Login incorrect: check the user name and password.")
         return

@@ -10,7 +10,7 @@ from ketch.protocol.listing import FileFacts, format_listing
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
-from ketch.server.transfers import receive_file, send_bytes, send_file
+from ketch.server.transfers import receive_file, send_file
 
 
 def mode_name(session: Session) -> str:
@@ -163,7 +163,7 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
     await session.start_transfer(
         verb,
         path,
-        lambda channel: send_bytes(channel, data),
+        lambda channel: channel.send_all(data),
         opening=f"Here comes the listing of {path}.",
     )
 
