@@ -34,7 +34,16 @@ from ketch.protocol.listing import (
     format_mdtm,
     format_nlst_line,
 )
+from ketch.protocol.remote_listing import (
+    MlsdSyntaxError,
+    RemoteEntry,
+    parse_list,
+    parse_list_line,
+    parse_mlsd,
+    parse_mlsd_line,
+)
 from ketch.protocol.replies import Reply, ReplyParser, ReplySyntaxError, format_reply
+from ketch.protocol.reply_values import parse_feat, parse_mdtm_value, parse_quoted_path
 
 __all__ = [
     "AddressSyntaxError",
@@ -45,6 +54,8 @@ __all__ = [
     "FileFacts",
     "HostPort",
     "LineTooLong",
+    "MlsdSyntaxError",
+    "RemoteEntry",
     "Reply",
     "ReplyParser",
     "ReplySyntaxError",
@@ -64,6 +75,13 @@ __all__ = [
     "parse_eprt_argument",
     "parse_epsv_argument",
     "parse_epsv_reply",
+    "parse_feat",
+    "parse_list",
+    "parse_list_line",
+    "parse_mdtm_value",
+    "parse_mlsd",
+    "parse_mlsd_line",
     "parse_pasv_reply",
     "parse_port_argument",
+    "parse_quoted_path",
 ]
