@@ -4,8 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROOT   ?= .
-# Debian packages the tests drive as real FTP peers.
-TEST_DEBIAN_PACKAGES := curl lftp
+# Debian packages the tests drive as real FTP peers (curl, lftp) or build network
+# labs with (iproute2, nftables). The FTP servers the client is
+# tested against (vsftpd, pure-ftpd) conflict as packages: scripts/fetch-peer-servers
+# unpacks them under .peers/ and installs the libraries they need.
+TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables
 
 .PHONY: run test check lint typecheck pytest clean
 
@@ -19,6 +22,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/install-debian-packages $(TEST_DEBIAN_PACKAGES)
+	scripts/fetch-peer-servers .peers
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 lint: $(STAMP)
