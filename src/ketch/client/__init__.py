@@ -1,0 +1,43 @@
+"""ketch's FTP client: ``Client`` (asyncio) and ``SyncClient`` (blocking facade).
+
+async with Client("ftp.example.com", user="alice", password="...") as ftp:
+    for entry in await ftp.list():
+        print(entry.name, entry.size)
+    await ftp.download("report.pdf", "report.pdf", resume=True)
+"""
+
+from ketch.client.client import Client
+from ketch.client.data_modes import DataSettings, ModeMemory
+from ketch.client.errors import (
+    ConnectFailed,
+    DataConnectionFailed,
+    FtpError,
+    LocalFileError,
+    LoginFailed,
+    PermanentReplyError,
+    ProtocolError,
+    ReplyError,
+    TransientReplyError,
+)
+from ketch.client.sync import SyncClient
+from ketch.client.transfers import Progress, TransferResult
+from ketch.protocol.remote_listing import RemoteEntry
+
+__all__ = [
+    "Client",
+    "ConnectFailed",
+    "DataConnectionFailed",
+    "DataSettings",
+    "FtpError",
+    "LocalFileError",
+    "LoginFailed",
+    "ModeMemory",
+    "PermanentReplyError",
+    "Progress",
+    "ProtocolError",
+    "RemoteEntry",
+    "ReplyError",
+    "SyncClient",
+    "TransferResult",
+    "TransientReplyError",
+]

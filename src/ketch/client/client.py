@@ -1,0 +1,370 @@
+"""``Client``: an asyncio FTP client session.
+
+One control connection, logged in, with the data-connection mode as a
+first-class setting (see data_modes.py). Commands map one-to-one onto
+methods that return Python values and raise FtpError subclasses whose
+messages say what to do; transfers live in transfers.py.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import posixpath
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Literal
+
+from ketch.client import transfers
+from ketch.client.control import ControlConnection
+from ketch.client.data_modes import (
+    ActiveCommand,
+    DataConnector,
+    DataSettings,
+    Mode,
+    ModeMemory,
+    PassiveCommand,
+)
+from ketch.client.errors import ConnectFailed, LoginFailed, ProtocolError, reply_error
+from ketch.protocol import Reply
+from ketch.protocol.remote_listing import RemoteEntry, parse_list, parse_mlsd, parse_mlsd_line
+from ketch.protocol.reply_values import parse_feat, parse_mdtm_value, parse_quoted_path
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+__all__ = ["Client"]
+
+log = logging.getLogger("ketch.client")
+
+ANONYMOUS_PASSWORD = "anonymous@"
+
+
+class Client:
+    """An FTP session: ``async with Client("host", user=..., password=...) as ftp:``.
+
+    Data-connection settings:
+
+    - ``mode``: ``"auto"`` (passive, falling back to active when the passive
+      connection cannot be made, remembered for the rest of the session),
+      ``"passive"`` or ``"active"``.
+    - ``passive_command``: ``"auto"`` tries EPSV and falls back to PASV when
+      the server refuses it; ``"EPSV"`` or ``"PASV"`` pins one.
+    - ``trust_pasv_address``: connect where a 227 reply says even when that is
+      a private address unlike the server's (off: use the server's address).
+    - ``active_ports`` / ``active_address``: the local ports to listen on and
+      the address to advertise in active mode (a client behind NAT with
+      forwarded ports).
+    - ``mode_memory``: share one ModeMemory between clients of one run.
+
+    Timeouts: ``connect_timeout`` for the control connection,
+    ``data_connect_timeout`` for each data connection, ``timeout`` for every
+    reply and for a stalled transfer.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 21,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        mode: Mode = "auto",
+        passive_command: PassiveCommand = "auto",
+        active_command: ActiveCommand = "auto",
+        trust_pasv_address: bool = False,
+        active_ports: range | None = None,
+        active_address: str | None = None,
+        connect_timeout: float = 30.0,
+        data_connect_timeout: float = 10.0,
+        timeout: float = 60.0,
+        mode_memory: ModeMemory | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.data_settings = DataSettings(
+            mode=mode,
+            passive_command=passive_command,
+            active_command=active_command,
+            trust_pasv_address=trust_pasv_address,
+            active_ports=active_ports,
+            active_address=active_address,
+            connect_timeout=data_connect_timeout,
+        )
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.mode_memory = mode_memory or ModeMemory()
+        self.features: dict[str, str] = {}
+        self.greeting: Reply | None = None
+        self._control: ControlConnection | None = None
+        self._connector: DataConnector | None = None
+        self._binary = False
+
+    # -- session -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        try:
+            await self.login()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.quit()
+
+    async def connect(self) -> Reply:
+        """Open the control connection and read the greeting."""
+        control = await ControlConnection.open(
+            self.host, self.port, connect_timeout=self.connect_timeout, timeout=self.timeout
+        )
+        try:
+            reply = await control.read_reply()
+            if reply.code == 120:  # "ready in nnn minutes": the real greeting follows
+                reply = await control.read_reply()
+            if reply.code != 220:
+                text = " ".join(reply.lines).strip()
+                raise ConnectFailed(
+                    f"{self.host} refused the session: {reply.code} {text}",
+                    "try again later" if reply.code == 421 else "check the server address",
+                )
+        except BaseException:
+            await control.close()
+            raise
+        self._control = control
+        self._connector = DataConnector(
+            control, self.data_settings, self.mode_memory, (self.host, self.port)
+        )
+        self.greeting = reply
+        return reply
+
+    async def login(self, user: str | None = None, password: str | None = None) -> None:
+        """USER/PASS (anonymous when no user is given), then learn the server's features."""
+        user = user or self.user or "anonymous"
+        password = password if password is not None else self.password
+        if password is None:
+            password = ANONYMOUS_PASSWORD if user.lower() in ("anonymous", "ftp") else ""
+        reply = await self._control_connection.command(f"USER {user}")
+        if reply.code == 331:
+            reply = await self._control_connection.command(f"PASS {password}")
+        if reply.code == 332:
+            raise LoginFailed(
+                f"{self.host} wants an account (ACCT) for {user}", "ketch does not send ACCT"
+            )
+        if reply.code not in (230, 202):
+            text = " ".join(reply.lines).strip()
+            raise LoginFailed(
+                f"login as {user!r} refused by {self.host}: {reply.code} {text}",
+                "check the user name and password (in the URL or ~/.netrc)",
+            )
+        self.user = user
+        await self._learn_features()
+
+    async def _learn_features(self) -> None:
+        reply = await self._control_connection.command("FEAT")
+        self.features = parse_feat(reply.lines) if reply.code == 211 else {}
+        if "UTF8" in self.features:
+            # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
+            await self._control_connection.command("OPTS UTF8 ON")
+
+    async def quit(self) -> None:
+        """Say QUIT (politely, bounded) and close; never raises."""
+        control = self._control
+        if control is None:
+            return
+        self._control = None
+        if not control.closed:
+            try:
+                await control.send("QUIT")
+                await control.read_reply(timeout=min(self.timeout, 5.0))
+            except Exception:  # the session is ending either way
+                pass
+        await control.close()
+
+    close = quit
+
+    @property
+    def _control_connection(self) -> ControlConnection:
+        if self._control is None or self._control.closed:
+            raise ProtocolError(f"not connected to {self.host}", "call connect() first")
+        return self._control
+
+    @property
+    def _data_connector(self) -> DataConnector:
+        if self._connector is None:
+            raise ProtocolError(f"not connected to {self.host}", "call connect() first")
+        return self._connector
+
+    # -- simple commands -----------------------------------------------------------
+
+    async def command(self, line: str) -> Reply:
+        """Send any command and return its reply, whatever the code."""
+        return await self._control_connection.command(line)
+
+    async def _expect(self, line: str, *codes: int) -> Reply:
+        reply = await self._control_connection.command(line)
+        if reply.code not in codes:
+            raise reply_error(line.split(" ", 1)[0], reply)
+        return reply
+
+    async def pwd(self) -> str:
+        reply = await self._expect("PWD", 257)
+        path = parse_quoted_path(reply.text)
+        if path is None:
+            raise ProtocolError(f"unreadable PWD reply: {reply.text!r}", "")
+        return path
+
+    async def cwd(self, path: str) -> None:
+        await self._expect(f"CWD {path}", 250, 200)
+
+    async def mkdir(self, path: str) -> str:
+        """Create a directory; returns the path the server reports (or ``path``)."""
+        reply = await self._expect(f"MKD {path}", 257, 250)
+        return parse_quoted_path(reply.text) or path
+
+    async def rmdir(self, path: str) -> None:
+        await self._expect(f"RMD {path}", 250, 200)
+
+    async def delete(self, path: str) -> None:
+        await self._expect(f"DELE {path}", 250, 200)
+
+    async def rename(self, source: str, target: str) -> None:
+        await self._expect(f"RNFR {source}", 350)
+        await self._expect(f"RNTO {target}", 250, 200)
+
+    async def size(self, path: str) -> int:
+        """SIZE in binary mode (the only one in which it is exact)."""
+        await self._ensure_binary()
+        reply = await self._expect(f"SIZE {path}", 213)
+        try:
+            return int(reply.text.strip().split()[-1])
+        except (ValueError, IndexError):
+            raise ProtocolError(f"unreadable SIZE reply: {reply.text!r}", "") from None
+
+    async def mdtm(self, path: str) -> datetime:
+        reply = await self._expect(f"MDTM {path}", 213)
+        moment = parse_mdtm_value(reply.text)
+        if moment is None:
+            raise ProtocolError(f"unreadable MDTM reply: {reply.text!r}", "")
+        return moment
+
+    async def _ensure_binary(self) -> None:
+        if not self._binary:
+            await self._expect("TYPE I", 200)
+            self._binary = True
+
+    # -- listings --------------------------------------------------------------------
+
+    async def list(self, path: str = "") -> builtins.list[RemoteEntry]:
+        """Directory entries (without . and ..); MLSD when offered, else LIST parsed."""
+        if "MLST" in self.features:
+            return parse_mlsd(await self._listing("MLSD", path))
+        return parse_list(await self._listing("LIST", path), datetime.now(UTC))
+
+    async def nlst(self, path: str = "") -> builtins.list[str]:
+        """Names from NLST as the server gives them, without "." and ".." (pure-ftpd sends them)."""
+        text = await self._listing("NLST", path)
+        return [
+            line
+            for line in text.splitlines()
+            if line and posixpath.basename(line) not in (".", "..")
+        ]
+
+    async def stat(self, path: str) -> RemoteEntry:
+        """Facts about one path: MLST when offered, else its parent's listing."""
+        if "MLST" in self.features:
+            reply = await self._expect(f"MLST {path}", 250)
+            if len(reply.lines) >= 3:
+                return parse_mlsd_line(
+                    reply.lines[1][1:] if reply.lines[1][:1] == " " else reply.lines[1]
+                )
+            raise ProtocolError(f"unreadable MLST reply: {reply.text!r}", "")
+        parent, name = posixpath.split(path.rstrip("/"))
+        if not name:
+            return RemoteEntry(
+                name=path or "/", kind="dir", size=None, mtime=None, mtime_precision=None
+            )
+        for entry in await self.list(parent):
+            if entry.name == name:
+                return entry
+        raise reply_error("STAT", Reply(550, (f"{path}: no such file or directory",)))
+
+    async def _listing(self, verb: str, path: str) -> str:
+        line = f"{verb} {path}" if path else verb
+        data = bytearray()
+        await transfers.receive(self, line, data.extend, progress=None)
+        return data.decode("utf-8", "surrogateescape")
+
+    # -- transfers ---------------------------------------------------------------------
+
+    async def download(
+        self,
+        remote: str,
+        destination: str | PathLike[str] | IO[bytes],
+        *,
+        resume: bool = False,
+        offset: int = 0,
+        progress: transfers.Progress | None = None,
+    ) -> transfers.TransferResult:
+        """Download ``remote`` to a local path or a writable binary file object.
+
+        ``resume=True`` continues a partial local file (REST from its size);
+        ``offset`` starts a file object download part-way.
+        """
+        return await transfers.download(
+            self, remote, destination, resume=resume, offset=offset, progress=progress
+        )
+
+    def open_download(
+        self, remote: str, *, offset: int = 0
+    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """``async with ftp.open_download(path) as chunks: async for chunk in chunks``.
+
+        Leaving the block early aborts the transfer cleanly.
+        """
+        return transfers.open_download(self, remote, offset=offset)
+
+    async def upload(
+        self,
+        source: str | PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes],
+        remote: str,
+        *,
+        resume: bool = False,
+        append: bool = False,
+        progress: transfers.Progress | None = None,
+    ) -> transfers.TransferResult:
+        """Upload a local path, binary file object or (async) iterable of chunks.
+
+        ``resume=True`` sends only what the remote file lacks (SIZE, then APPE);
+        ``append=True`` appends the whole source.
+        """
+        return await transfers.upload(
+            self, source, remote, resume=resume, append=append, progress=progress
+        )
+
+    # for transfers.py: the pieces of a session a transfer needs
+
+    @property
+    def control(self) -> ControlConnection:
+        return self._control_connection
+
+    @property
+    def connector(self) -> DataConnector:
+        return self._data_connector
+
+    async def prepare_binary(self) -> None:
+        await self._ensure_binary()
+
+    def __repr__(self) -> str:
+        state: Literal["connected", "closed"] = "connected" if self._control else "closed"
+        return f"<Client {self.user or 'anonymous'}@{self.host}:{self.port} {state}>"

@@ -1,0 +1,180 @@
+"""The client's control connection: send command lines, read complete replies.
+
+Framing and reply parsing are ketch.protocol's; this module adds the socket,
+timeouts and the transcript. The transcript goes to the ``ketch.client.transcript``
+logger at DEBUG level with passwords masked, which is what ``ketch -v`` prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+
+from ketch.client.errors import ConnectFailed, FtpError, ProtocolError
+from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
+
+__all__ = ["ControlConnection", "mask_secrets"]
+
+transcript = logging.getLogger("ketch.client.transcript")
+
+_READ_SIZE = 65536
+_SECRET_VERBS = ("PASS ", "ACCT ")
+_RESYNC_TIMEOUT = 10.0
+
+
+def mask_secrets(line: str) -> str:
+    """The line as it may be shown to people: PASS/ACCT arguments hidden."""
+    if line[:5].upper() in _SECRET_VERBS:
+        return line[:5] + "****"
+    return line
+
+
+class ControlConnection:
+    """One open control connection; every wait on it is bounded by ``timeout``."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        host: str,
+        timeout: float,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._parser = ReplyParser()
+        self._ready: collections.deque[Reply] = collections.deque()
+        self.closed = False
+        self.host = host  # the name the user gave, for messages
+        self.timeout = timeout
+        peer = writer.get_extra_info("peername")
+        local = writer.get_extra_info("sockname")
+        self.peer_ip: str = peer[0]
+        self.local_ip: str = local[0]
+        sock = writer.get_extra_info("socket")
+        self.family: int = sock.family if sock is not None else socket.AF_INET
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float,
+        timeout: float,  # noqa: ASYNC109
+    ) -> ControlConnection:
+        """Connect to ``host:port``; the caller reads the greeting."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=_READ_SIZE), connect_timeout
+            )
+        except TimeoutError:
+            raise ConnectFailed(
+                f"connecting to {host}:{port} timed out after {connect_timeout:g} s",
+                "check the host name and port, and that no firewall drops the connection",
+            ) from None
+        except socket.gaierror as error:
+            raise ConnectFailed(
+                f"cannot resolve host {host!r}: {error.strerror}",
+                "check the spelling of the host name and your DNS",
+            ) from None
+        except OSError as error:
+            raise ConnectFailed(
+                f"cannot connect to {host}:{port}: {error.strerror or error}",
+                "check that an FTP server runs there and that the port is right",
+            ) from None
+        return cls(reader, writer, host=host, timeout=timeout)
+
+    async def send(self, line: str) -> None:
+        """Send one command line; CR or LF inside it would smuggle a second command."""
+        if "\r" in line or "\n" in line:
+            raise ValueError(f"a command may not contain CR or LF: {line!r}")
+        if self.closed:
+            raise ProtocolError(f"the control connection to {self.host} is closed", "connect again")
+        transcript.debug("> %s", mask_secrets(line))
+        self._writer.write(encode_text(line) + b"\r\n")
+        try:
+            await self._writer.drain()
+        except OSError as error:
+            raise self._lost(error) from None
+
+    async def read_reply(self, timeout: float | None = None) -> Reply:  # noqa: ASYNC109
+        """The next complete reply (preliminary 1xx replies included)."""
+        limit = self.timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                while not self._ready:
+                    await self._fill()
+        except TimeoutError:
+            raise ProtocolError(
+                f"no reply from {self.host} within {limit:g} s",
+                "the server or the network stalled; try again, or raise --timeout",
+            ) from None
+        reply = self._ready.popleft()
+        for index, text in enumerate(reply.lines):
+            last = index == len(reply.lines) - 1
+            transcript.debug("< %s%s%s", reply.code, " " if last else "-", text)
+        return reply
+
+    async def command(self, line: str) -> Reply:
+        """Send ``line`` and return the server's first reply to it."""
+        await self.send(line)
+        return await self.read_reply()
+
+    def has_pending_reply(self) -> bool:
+        """Whether a complete reply is already buffered."""
+        return bool(self._ready)
+
+    async def _fill(self) -> None:
+        try:
+            data = await self._reader.read(_READ_SIZE)
+        except OSError as error:
+            raise self._lost(error) from None
+        if not data:
+            raise ProtocolError(
+                f"{self.host} closed the control connection",
+                "the server may have timed out or refused the session; connect again",
+            )
+        try:
+            self._ready.extend(self._parser.feed(data))
+        except ReplySyntaxError as error:
+            raise ProtocolError(
+                f"{self.host} sent something that is not an FTP reply: {error}",
+                "check that the port belongs to an FTP server",
+            ) from None
+
+    def _lost(self, error: OSError) -> ProtocolError:
+        return ProtocolError(
+            f"lost the control connection to {self.host}: {error.strerror or error}",
+            "connect again",
+        )
+
+    async def resync(self) -> None:
+        """Bring the conversation back in step after a transfer was abandoned.
+
+        ABOR stops whatever the server still does for it; replies are then
+        read up to NOOP's 200, so a late 426 or 425 cannot answer the next
+        command. If that fails the connection is closed: a session that is
+        out of step would pair replies with the wrong commands.
+        """
+        try:
+            await self.send("ABOR")
+            await self.send("NOOP")
+            async with asyncio.timeout(_RESYNC_TIMEOUT):
+                while (await self.read_reply()).code != 200:
+                    pass
+        except (FtpError, TimeoutError):
+            transcript.debug("could not resynchronise; closing the control connection")
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the socket without a goodbye (QUIT is the caller's)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), 2)

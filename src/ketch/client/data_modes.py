@@ -1,0 +1,435 @@
+"""How the client gets a data connection: passive, active, or auto with fallback.
+
+Passive (EPSV, else PASV) works through the client's own NAT and firewall, so
+it comes first. When its connection cannot be made, ``auto`` tries active
+mode, and the mode that worked is remembered per server in a ``ModeMemory``
+that every client of one run can share (mirror's parallel sessions). Each
+failure becomes a DataConnectionFailed whose message names the address that
+failed, the likely cause and the fix.
+
+The ordering matters for recovery: in passive mode the data connection is
+made *before* the transfer command is sent, so a failed attempt leaves the
+server with nothing pending and the fallback starts clean. In active mode
+the command has already gone out when the server fails to connect back, so
+the control connection is resynchronised with ABOR and NOOP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import random
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from ketch.client.control import ControlConnection
+from ketch.client.data_stream import DataStream
+from ketch.client.errors import DataConnectionFailed, FtpError, ProtocolError, reply_error
+from ketch.protocol import (
+    AddressSyntaxError,
+    HostPort,
+    Reply,
+    format_eprt_argument,
+    format_port_argument,
+    parse_epsv_reply,
+    parse_pasv_reply,
+)
+
+__all__ = ["DataConnector", "DataSettings", "ModeMemory", "OpenedData", "is_unroutable"]
+
+log = logging.getLogger("ketch.client")
+
+Mode = Literal["auto", "passive", "active"]
+PassiveCommand = Literal["auto", "EPSV", "PASV"]
+ActiveCommand = Literal["auto", "EPRT", "PORT"]
+
+# Any permanent refusal of EPSV/EPRT makes PASV/PORT worth a try: besides the
+# "not implemented" codes, servers that deny the command by policy (vsftpd's
+# cmds_denied) answer 550.
+_NOT_SUPPORTED = frozenset(range(500, 600))
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The data-connection settings of a client (see Client's docstring)."""
+
+    mode: Mode = "auto"
+    passive_command: PassiveCommand = "auto"
+    active_command: ActiveCommand = "auto"
+    trust_pasv_address: bool = False
+    active_ports: range | None = None
+    active_address: str | None = None
+    connect_timeout: float = 10.0
+
+
+class ModeMemory:
+    """Which mode worked for each server, for the rest of a session or run."""
+
+    def __init__(self) -> None:
+        self._modes: dict[tuple[str, int], Literal["passive", "active"]] = {}
+
+    def get(self, server: tuple[str, int]) -> Literal["passive", "active"] | None:
+        return self._modes.get(server)
+
+    def remember(self, server: tuple[str, int], mode: Literal["passive", "active"]) -> None:
+        self._modes[server] = mode
+
+
+@dataclass
+class OpenedData:
+    """A data connection ready to move bytes, and the reply that announced it."""
+
+    stream: DataStream
+    reply: Reply  # 125/150, or a 2xx when the server finished without data
+
+
+def is_unroutable(host: str) -> bool:
+    """Whether ``host`` cannot be reached across the internet (private, loopback, ...)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_reserved
+        or address.is_multicast
+    )
+
+
+def _plain(host: str) -> str:
+    """``::ffff:a.b.c.d`` as ``a.b.c.d``, so one address compares equal to itself."""
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host.split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(address)
+    return host
+
+
+class _PassiveUnreachable(DataConnectionFailed):
+    """Passive mode failed before the transfer command went out (auto may fall back)."""
+
+
+class DataConnector:
+    """Makes the data connection for one transfer command on one control connection."""
+
+    def __init__(
+        self,
+        control: ControlConnection,
+        settings: DataSettings,
+        memory: ModeMemory,
+        server: tuple[str, int],
+    ) -> None:
+        self._control = control
+        self._settings = settings
+        self._memory = memory
+        self._server = server
+        self._epsv_refused = settings.passive_command == "PASV"
+        self._eprt_refused = settings.active_command == "PORT"
+
+    async def open(self, command_line: str) -> OpenedData:
+        """Set up the data connection, send ``command_line`` and connect."""
+        mode = self._settings.mode
+        if mode == "passive":
+            return await self._open_passive(command_line)
+        if mode == "active" or self._memory.get(self._server) == "active":
+            return await self._open_active(command_line)
+        try:
+            opened = await self._open_passive(command_line)
+        except _PassiveUnreachable as passive_error:
+            log.info("passive mode failed: %s; trying active mode", passive_error.what)
+            opened = await self._fall_back_to_active(command_line, passive_error)
+            self._memory.remember(self._server, "active")
+            log.info(
+                "active mode works with %s; using it for the rest of the session",
+                self._control.host,
+            )
+            return opened
+        self._memory.remember(self._server, "passive")
+        return opened
+
+    async def _fall_back_to_active(
+        self, command_line: str, passive_error: DataConnectionFailed
+    ) -> OpenedData:
+        try:
+            return await self._open_active(command_line)
+        except DataConnectionFailed as active_error:
+            raise DataConnectionFailed(
+                f"no data connection to {self._control.host}: {passive_error.what}; "
+                f"then {active_error.what}",
+                "a firewall blocks both directions; ask the server's admin to open its "
+                "passive port range (and set masquerade_address if it is behind NAT)",
+                mode=active_error.mode,
+                address=active_error.address,
+            ) from None
+
+    # -- passive ---------------------------------------------------------------
+
+    async def _open_passive(self, command_line: str) -> OpenedData:
+        target, via = await self._request_passive()
+        sock = await self._connect(target, via)
+        stream = DataStream(sock, mode=via, stall_timeout=self._control.timeout)
+        try:
+            reply = await self._start(command_line)
+        except BaseException:
+            stream.abort()
+            raise
+        return OpenedData(stream, reply)
+
+    async def _request_passive(self) -> tuple[HostPort, str]:
+        """Send EPSV (or PASV) and work out where to connect."""
+        if not self._epsv_refused:
+            reply = await self._control.command("EPSV")
+            if reply.code == 229:
+                try:
+                    port = parse_epsv_reply(reply.text)
+                except AddressSyntaxError as error:
+                    raise ProtocolError(
+                        f"unreadable EPSV reply: {error}", "try --no-epsv"
+                    ) from None
+                return HostPort(self._control.peer_ip, port), "EPSV"
+            if reply.code not in _NOT_SUPPORTED or self._settings.passive_command == "EPSV":
+                raise self._refused_passive("EPSV", reply)
+            log.debug("EPSV refused (%s); using PASV", reply.code)
+            self._epsv_refused = True
+        reply = await self._control.command("PASV")
+        if reply.code != 227:
+            raise self._refused_passive("PASV", reply)
+        try:
+            advertised = parse_pasv_reply(reply.text)
+        except AddressSyntaxError as error:
+            raise ProtocolError(f"unreadable PASV reply: {error}", "try --epsv") from None
+        return self._fix_up(advertised), "PASV"
+
+    def _refused_passive(self, verb: str, reply: Reply) -> DataConnectionFailed:
+        error = reply_error(verb, reply)
+        return _PassiveUnreachable(
+            f"the server refused passive mode: {error.what}",
+            "try --active",
+            mode=verb,
+        )
+
+    def _fix_up(self, advertised: HostPort) -> HostPort:
+        """Replace a private PASV address with the server's own (as curl and FileZilla do)."""
+        peer = self._control.peer_ip
+        if self._settings.trust_pasv_address or _plain(advertised.host) == _plain(peer):
+            return advertised
+        if not is_unroutable(advertised.host):
+            return advertised
+        log.debug(
+            "PASV advertises %s, a private address that differs from the server's %s; "
+            "connecting to %s:%d instead (--trust-pasv-address turns this off)",
+            advertised.host,
+            peer,
+            peer,
+            advertised.port,
+        )
+        return HostPort(peer, advertised.port)
+
+    async def _connect(self, target: HostPort, via: str) -> socket.socket:
+        address = f"{target.host}:{target.port}"
+        family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        timeout = self._settings.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(sock, (target.host, target.port))
+        except TimeoutError:
+            sock.close()
+            reason, hint = self._why_passive_timed_out(target, timeout)
+            raise _PassiveUnreachable(
+                f"passive data connection to {address} timed out: {reason}",
+                hint,
+                mode=via,
+                address=address,
+            ) from None
+        except OSError as error:
+            sock.close()
+            raise _PassiveUnreachable(
+                f"passive data connection to {address} failed: {_describe(error)}",
+                "try --active, or the server's admin should check its passive port range "
+                "and masquerade_address",
+                mode=via,
+                address=address,
+            ) from None
+        return sock
+
+    def _why_passive_timed_out(self, target: HostPort, timeout: float) -> tuple[str, str]:
+        differs = _plain(target.host) != _plain(self._control.peer_ip)
+        if differs and is_unroutable(target.host):
+            return (
+                "the server advertises a private address",
+                "try --active, or the server's admin should set masquerade_address",
+            )
+        return (
+            f"nothing answered within {timeout:g} s, so a firewall or NAT drops it",
+            "try --active, or the server's admin should open its passive port range",
+        )
+
+    # -- active ----------------------------------------------------------------
+
+    async def _open_active(self, command_line: str) -> OpenedData:
+        listener = self._listen()
+        try:
+            port = listener.getsockname()[1]
+            advertised = HostPort(self._settings.active_address or self._control.local_ip, port)
+            via = await self._request_active(advertised)
+            await self._control.send(command_line)
+            sock, reply = await self._await_connect_back(listener, advertised, via)
+        finally:
+            listener.close()
+        return OpenedData(DataStream(sock, mode=via, stall_timeout=self._control.timeout), reply)
+
+    def _listen(self) -> socket.socket:
+        local = self._control.local_ip
+        family = socket.AF_INET6 if ":" in local else socket.AF_INET
+        ports = list(self._settings.active_ports or [0])
+        random.shuffle(ports)  # parallel sessions should not all collide on the first port
+        for port in ports:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.bind((local, port))
+            except OSError:
+                sock.close()
+                continue
+            sock.listen(1)
+            sock.setblocking(False)
+            return sock
+        span = self._settings.active_ports
+        shown = f"{span.start}-{span.stop - 1}" if span else "any port"
+        raise DataConnectionFailed(
+            f"no free local port for active mode in {shown}",
+            "widen --active-ports or use passive mode",
+            mode="EPRT",
+        )
+
+    async def _request_active(self, advertised: HostPort) -> str:
+        """Send EPRT (or PORT) naming ``advertised``; return the verb that worked."""
+        ipv4 = ":" not in advertised.host
+        if not self._eprt_refused or not ipv4:
+            reply = await self._control.command(f"EPRT {format_eprt_argument(advertised)}")
+            if reply.code == 200:
+                return "EPRT"
+            pinned = self._settings.active_command == "EPRT"
+            if reply.code not in _NOT_SUPPORTED or pinned or not ipv4:
+                raise self._refused_active("EPRT", reply)
+            log.debug("EPRT refused (%s); using PORT", reply.code)
+            self._eprt_refused = True
+        reply = await self._control.command(f"PORT {format_port_argument(advertised)}")
+        if reply.code != 200:
+            raise self._refused_active("PORT", reply)
+        return "PORT"
+
+    def _refused_active(self, verb: str, reply: Reply) -> DataConnectionFailed:
+        error = reply_error(verb, reply)
+        hint = "use passive mode (--passive)"
+        if reply.code in (500, 501) and is_unroutable(self._settings.active_address or ""):
+            hint = "the server may refuse private addresses; use passive mode (--passive)"
+        return DataConnectionFailed(
+            f"the server refused active mode: {error.what}", hint, mode=verb
+        )
+
+    async def _await_connect_back(
+        self, listener: socket.socket, advertised: HostPort, via: str
+    ) -> tuple[socket.socket, Reply]:
+        """Wait for the server's connection while watching the control connection.
+
+        Servers differ in whether they connect before or after their 150 reply,
+        and one that cannot connect says so with a 425, so both are awaited.
+        """
+        accept = asyncio.ensure_future(self._accept_from_server(listener))
+        answer = asyncio.ensure_future(self._control.read_reply())
+        try:
+            try:
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await asyncio.wait({accept, answer}, return_when=asyncio.FIRST_COMPLETED)
+                    if answer.done() and not _preliminary(answer.result()):
+                        reply = answer.result()
+                        if reply.code < 300:
+                            return await accept, reply  # finished before we accepted
+                        raise self._connect_back_refused(advertised, via, reply)
+                    sock = await accept
+            except TimeoutError:
+                await self._resync(answer)
+                raise DataConnectionFailed(
+                    f"active mode: the server did not connect back to "
+                    f"{advertised.host}:{advertised.port} within "
+                    f"{self._settings.connect_timeout:g} s",
+                    "a NAT or firewall in front of this client drops inbound connections; "
+                    "use passive mode (--passive)",
+                    mode=via,
+                    address=f"{advertised.host}:{advertised.port}",
+                ) from None
+            try:
+                reply = await answer
+            except BaseException:
+                sock.close()
+                raise
+            if not _preliminary(reply) and reply.code >= 300:
+                sock.close()
+                raise reply_error(via, reply)
+            return sock, reply
+        finally:
+            for task in (accept, answer):
+                task.cancel()
+
+    def _connect_back_refused(self, advertised: HostPort, via: str, reply: Reply) -> FtpError:
+        if reply.code == 425:
+            return DataConnectionFailed(
+                f"active mode: the server could not connect back to "
+                f"{advertised.host}:{advertised.port} ({reply.code} {reply.text.strip()})",
+                "a NAT or firewall in front of this client blocks inbound connections; "
+                "use passive mode (--passive)",
+                mode=via,
+                address=f"{advertised.host}:{advertised.port}",
+            )
+        return reply_error("the transfer command", reply)
+
+    async def _accept_from_server(self, listener: socket.socket) -> socket.socket:
+        """Accept the first connection from the server's own address; drop others."""
+        loop = asyncio.get_running_loop()
+        server_ip = _plain(self._control.peer_ip)
+        while True:
+            sock, peer = await loop.sock_accept(listener)
+            if _plain(peer[0]) == server_ip:
+                return sock
+            log.warning(
+                "refused a data connection from %s:%d: only the server (%s) may connect",
+                peer[0],
+                peer[1],
+                server_ip,
+            )
+            sock.close()
+
+    async def _resync(self, pending: asyncio.Future[Reply]) -> None:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, FtpError):
+            await pending
+        await self._control.resync()
+
+    async def _start(self, command_line: str) -> Reply:
+        """Send the transfer command and read the reply that starts the data."""
+        reply = await self._control.command(command_line)
+        if _preliminary(reply) or reply.code < 300:
+            return reply
+        raise reply_error(command_line.split(" ", 1)[0], reply)
+
+
+def _preliminary(reply: Reply) -> bool:
+    return 100 <= reply.code < 200
+
+
+def _describe(error: OSError) -> str:
+    if error.errno == errno.ECONNREFUSED:
+        return "connection refused (nothing listens on that port)"
+    if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "no route to that address"
+    return error.strerror or str(error)

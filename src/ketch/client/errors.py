@@ -1,0 +1,108 @@
+"""What can go wrong in a client session, as exceptions that explain themselves.
+
+Every exception's ``str()`` is one line a person can act on: what happened,
+then (after " — ") what to try. The CLI prints exactly that line and maps the
+class to an exit code, so scripts can branch on the kind of failure.
+"""
+
+from __future__ import annotations
+
+from ketch.protocol import Reply
+
+__all__ = [
+    "ConnectFailed",
+    "DataConnectionFailed",
+    "FtpError",
+    "LocalFileError",
+    "LoginFailed",
+    "PermanentReplyError",
+    "ProtocolError",
+    "ReplyError",
+    "TransientReplyError",
+    "reply_error",
+]
+
+
+class FtpError(Exception):
+    """Base class: ``str(error)`` is the one-line message for people."""
+
+    def __init__(self, what: str, hint: str = "") -> None:
+        self.what = what
+        self.hint = hint
+        super().__init__(f"{what} — {hint}" if hint else what)
+
+
+class ConnectFailed(FtpError):
+    """The control connection could not be opened (DNS, refused, timeout, closed)."""
+
+
+class LoginFailed(FtpError):
+    """The server refused the user name or password."""
+
+
+class ProtocolError(FtpError):
+    """The server said something that is not valid FTP, or closed the connection."""
+
+
+class LocalFileError(FtpError):
+    """A local file could not be read or written."""
+
+
+class ReplyError(FtpError):
+    """The server answered a command with an error reply."""
+
+    def __init__(self, command: str, reply: Reply, hint: str = "") -> None:
+        self.command = command
+        self.reply = reply
+        text = " ".join(line.strip() for line in reply.lines)
+        super().__init__(f"{command} failed: {reply.code} {text}", hint)
+
+    @property
+    def code(self) -> int:
+        return self.reply.code
+
+
+class TransientReplyError(ReplyError):
+    """A 4xx reply: the command may succeed if tried again later."""
+
+
+class PermanentReplyError(ReplyError):
+    """A 5xx reply: the command will not succeed as sent."""
+
+
+class DataConnectionFailed(FtpError):
+    """No data connection could be made for a transfer or listing.
+
+    ``mode`` is the data-connection command that was tried (EPSV, PASV, EPRT
+    or PORT); ``address`` is ``host:port`` of the far end when known.
+    """
+
+    def __init__(self, what: str, hint: str, *, mode: str, address: str = "") -> None:
+        self.mode = mode
+        self.address = address
+        super().__init__(what, hint)
+
+
+def reply_error(command: str, reply: Reply, hint: str = "") -> ReplyError:
+    """The right ReplyError subclass for ``reply``'s code."""
+    kind = TransientReplyError if reply.code < 500 else PermanentReplyError
+    return kind(command, reply, hint or _hint_for(reply.code))
+
+
+def _hint_for(code: int) -> str:
+    """A generic next step for common error codes; specific callers pass better ones."""
+    if code in (450, 550):
+        return "check that the path exists and that this account may use it"
+    if code == 421:
+        return "the server closed the session; connect again later"
+    if code in (451, 452):
+        return "the server had a local problem; try again later or ask its admin"
+    if code in (530, 532):
+        return "log in with an account that has access"
+    if code == 552:
+        return "the server's storage or quota is full; free space or ask its admin"
+    if code == 553:
+        return "the file name is not allowed on this server; choose another"
+    if code in (500, 502, 504):
+        return "this server does not support the command"
+    return ""

@@ -1,0 +1,424 @@
+"""Moving bytes for a Client: downloads, uploads, listings and streams.
+
+Each transfer is: REST if resuming, the data connection and transfer command
+(data_modes.py), the bytes, then the final reply. Whatever goes wrong in the
+middle (a broken connection, a progress callback that raises, cancellation)
+the data connection is reset and the control connection resynchronised, so
+the session stays usable for the next command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ketch.client.data_stream import DataStream
+from ketch.client.errors import (
+    DataConnectionFailed,
+    FtpError,
+    LocalFileError,
+    ReplyError,
+    reply_error,
+)
+
+if TYPE_CHECKING:
+    from ketch.client.client import Client
+    from ketch.client.data_modes import OpenedData
+
+__all__ = ["Progress", "TransferResult", "download", "open_download", "receive", "upload"]
+
+Progress = Callable[[int, int | None], None]
+"""Called as ``progress(bytes_done, total_or_None)``; bytes_done counts any resumed part."""
+
+_BUFFER_SIZE = 256 * 1024
+_READ_CHUNK = 256 * 1024
+_UPLOAD_REPLY_WAIT = 2.0  # after a broken upload, how long to wait for the server's reason
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What a transfer did: bytes moved now, where it started, how, and how long."""
+
+    remote_path: str
+    bytes: int
+    offset: int
+    seconds: float
+    mode: str  # EPSV, PASV, EPRT, PORT, or "" when nothing had to move
+
+    @property
+    def skipped(self) -> bool:
+        """True when a resume found nothing left to transfer."""
+        return self.mode == ""
+
+
+async def receive(
+    client: Client,
+    command_line: str,
+    write: Callable[[memoryview], Any],
+    *,
+    progress: Progress | None,
+    done_before: int = 0,
+    total: int | None = None,
+) -> tuple[int, str]:
+    """Run a RETR/LIST-like command, passing received bytes to ``write``.
+
+    Returns (bytes received, data-connection command used).
+    """
+    opened = await client.connector.open(command_line)
+    moved = await _receive_all(client, opened, write, progress, done_before, total)
+    await _final_reply(client, command_line)
+    return moved, opened.stream.mode
+
+
+async def _receive_all(
+    client: Client,
+    opened: OpenedData,
+    write: Callable[[memoryview], Any],
+    progress: Progress | None,
+    done_before: int,
+    total: int | None,
+) -> int:
+    stream = opened.stream
+    moved = 0
+    if opened.reply.code >= 200:  # the server finished without sending anything
+        stream.close()
+        return 0
+    view = memoryview(bytearray(_BUFFER_SIZE))
+    try:
+        while count := await stream.recv_into(view):
+            write(view[:count])
+            moved += count
+            if progress is not None:
+                progress(done_before + moved, total)
+    except BaseException:
+        await _abandon(client, stream)
+        raise
+    stream.close()
+    return moved
+
+
+async def _final_reply(client: Client, command_line: str) -> None:
+    reply = await client.control.read_reply()
+    if reply.code not in (226, 250, 200):
+        raise reply_error(command_line.split(" ", 1)[0], reply)
+
+
+async def _abandon(client: Client, stream: DataStream) -> None:
+    stream.abort()
+    await client.control.resync()
+
+
+async def _restart_at(client: Client, offset: int) -> None:
+    reply = await client.control.command(f"REST {offset}")
+    if reply.code != 350:
+        raise reply_error(
+            "REST", reply, "the server cannot resume transfers; transfer the whole file instead"
+        )
+
+
+async def _remote_size(client: Client, remote: str) -> int | None:
+    """SIZE, or None when the server cannot tell (no SIZE, or no such file)."""
+    try:
+        return await client.size(remote)
+    except ReplyError:
+        return None
+
+
+# -- downloads -------------------------------------------------------------------
+
+
+async def download(
+    client: Client,
+    remote: str,
+    destination: str | os.PathLike[str] | IO[bytes],
+    *,
+    resume: bool,
+    offset: int,
+    progress: Progress | None,
+) -> TransferResult:
+    await client.prepare_binary()
+    total = await _remote_size(client, remote)
+    if not isinstance(destination, (str, os.PathLike)):
+        file = destination
+        return await _download_into(client, remote, lambda: file, offset, total, progress)
+    path = Path(destination)
+    if resume:
+        offset = _local_size(path)
+        if total is not None and offset >= total:
+            if offset > total:
+                raise LocalFileError(
+                    f"cannot resume {path}: it has {offset} bytes, more than the "
+                    f"{total} of {remote}",
+                    "remove the local file, or download without -c",
+                )
+            return TransferResult(remote, 0, offset, 0.0, "")
+    opened: list[IO[bytes]] = []
+
+    def open_file() -> IO[bytes]:
+        # Opened only once the server has agreed to send, so a missing remote
+        # file does not leave an empty (or truncated) local one behind.
+        file = _open_local(path, "r+b" if offset else "wb")
+        opened.append(file)
+        file.seek(offset)
+        return file
+
+    try:
+        return await _download_into(client, remote, open_file, offset, total, progress)
+    finally:
+        for file in opened:
+            file.close()
+
+
+async def _download_into(
+    client: Client,
+    remote: str,
+    open_file: Callable[[], IO[bytes]],
+    offset: int,
+    total: int | None,
+    progress: Progress | None,
+) -> TransferResult:
+    started = time.monotonic()
+    if offset:
+        await _restart_at(client, offset)
+    opened = await client.connector.open(f"RETR {remote}")
+    try:
+        file = open_file()
+    except BaseException:
+        await _abandon(client, opened.stream)
+        raise
+
+    def write(chunk: memoryview) -> None:
+        try:
+            file.write(chunk)
+        except OSError as error:
+            raise LocalFileError(f"cannot write: {error.strerror}", _local_hint(error)) from None
+
+    moved = await _receive_all(client, opened, write, progress, offset, total)
+    await _final_reply(client, "RETR")
+    mode = opened.stream.mode
+    if total is not None and offset + moved < total:
+        raise DataConnectionFailed(
+            f"download of {remote} ended after {offset + moved} of {total} bytes",
+            "try again with -c to resume",
+            mode=mode,
+        )
+    return TransferResult(remote, moved, offset, time.monotonic() - started, mode)
+
+
+def open_download(
+    client: Client, remote: str, *, offset: int
+) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    @contextlib.asynccontextmanager
+    async def session() -> AsyncIterator[AsyncIterator[bytes]]:
+        await client.prepare_binary()
+        if offset:
+            await _restart_at(client, offset)
+        opened = await client.connector.open(f"RETR {remote}")
+        stream = opened.stream
+        finished = opened.reply.code >= 200
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal finished
+            view = memoryview(bytearray(_BUFFER_SIZE))
+            while not finished:
+                count = await stream.recv_into(view)
+                if not count:
+                    finished = True
+                    break
+                yield bytes(view[:count])
+
+        try:
+            yield chunks()
+        except BaseException:
+            await _abandon(client, stream)
+            raise
+        if not finished:  # the caller stopped early: abort, as ftplib users wish it did
+            await _abandon(client, stream)
+            return
+        stream.close()
+        if opened.reply.code < 200:
+            await _final_reply(client, "RETR")
+
+    return session()
+
+
+def _open_local(path: Path, mode: str) -> IO[bytes]:
+    """Open a local file, turning OSError into a LocalFileError that says what to do."""
+    try:
+        return path.open(mode)
+    except OSError as error:
+        verb = "read" if mode == "rb" else "write"
+        raise LocalFileError(
+            f"cannot {verb} {path}: {error.strerror}", _local_hint(error)
+        ) from None
+
+
+def _local_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    except OSError as error:
+        raise LocalFileError(f"cannot read {path}: {error.strerror}", _local_hint(error)) from None
+
+
+def _local_hint(error: OSError) -> str:
+    if isinstance(error, PermissionError):
+        return "check the local file's permissions"
+    if isinstance(error, IsADirectoryError):
+        return "name a file, not a directory"
+    return "check the local path and free disk space"
+
+
+# -- uploads ---------------------------------------------------------------------
+
+Source = str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes]
+
+
+async def upload(
+    client: Client,
+    source: Source,
+    remote: str,
+    *,
+    resume: bool,
+    append: bool,
+    progress: Progress | None,
+) -> TransferResult:
+    await client.prepare_binary()
+    if isinstance(source, (str, os.PathLike)):
+        with _open_local(Path(source), "rb") as file:
+            return await _upload_file(client, file, remote, resume, append, progress)
+    if hasattr(source, "read"):
+        return await _upload_file(client, source, remote, resume, append, progress)  # type: ignore[arg-type]
+    if resume:
+        raise ValueError("resume needs a file to seek in, not a stream of chunks")
+    return await _send(
+        client, f"{'APPE' if append else 'STOR'} {remote}", _chunks_of(source), 0, None, progress
+    )
+
+
+async def _upload_file(
+    client: Client,
+    file: IO[bytes],
+    remote: str,
+    resume: bool,
+    append: bool,
+    progress: Progress | None,
+) -> TransferResult:
+    total = _file_size(file)
+    offset = 0
+    if resume:
+        offset = await _remote_size(client, remote) or 0
+        if total is not None and offset > total:
+            raise LocalFileError(
+                f"cannot resume the upload to {remote}: it already has {offset} bytes, "
+                f"more than the local {total}",
+                "upload without resuming to replace it",
+            )
+        if offset == total:
+            return TransferResult(remote, 0, offset, 0.0, "")
+        file.seek(offset)
+    verb = "APPE" if append or offset else "STOR"
+    body = _sendfile_body(file, offset) if _sendfile_ok(file) else _reader_chunks(file)
+    return await _send(client, f"{verb} {remote}", body, offset, total, progress)
+
+
+async def _send(
+    client: Client,
+    command_line: str,
+    body: _Body,
+    offset: int,
+    total: int | None,
+    progress: Progress | None,
+) -> TransferResult:
+    started = time.monotonic()
+    opened = await client.connector.open(command_line)
+    stream = opened.stream
+    moved = 0
+    try:
+        async for count in body(stream):
+            moved += count
+            if progress is not None:
+                progress(offset + moved, total)
+    except DataConnectionFailed:
+        await _explain_broken_upload(client, stream, command_line)
+        raise
+    except BaseException:
+        await _abandon(client, stream)
+        raise
+    stream.close()
+    await _final_reply(client, command_line)
+    remote = command_line.split(" ", 1)[1]
+    return TransferResult(remote, moved, offset, time.monotonic() - started, stream.mode)
+
+
+async def _explain_broken_upload(client: Client, stream: DataStream, command_line: str) -> None:
+    """A server that refuses mid-upload (disk full, quota) closes the data connection
+    and says why on the control connection: report that, not "broken pipe"."""
+    stream.abort()
+    try:
+        reply = await client.control.read_reply(timeout=_UPLOAD_REPLY_WAIT)
+    except FtpError:
+        await client.control.resync()
+        return
+    if reply.code >= 400:
+        await client.control.resync()
+        raise reply_error(command_line.split(" ", 1)[0], reply)
+    await client.control.resync()
+
+
+# A body sends itself through the stream and yields byte counts as it goes.
+_Body = Callable[[DataStream], AsyncIterator[int]]
+
+
+def _sendfile_ok(file: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+def _file_size(file: IO[bytes]) -> int | None:
+    try:
+        return os.fstat(file.fileno()).st_size
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _sendfile_body(file: IO[bytes], offset: int) -> _Body:
+    async def body(stream: DataStream) -> AsyncIterator[int]:
+        position = offset
+        while sent := await stream.send_file_chunk(file, position):
+            position += sent
+            yield sent
+
+    return body
+
+
+def _reader_chunks(file: IO[bytes]) -> _Body:
+    async def body(stream: DataStream) -> AsyncIterator[int]:
+        while chunk := file.read(_READ_CHUNK):
+            await stream.send_all(chunk)
+            yield len(chunk)
+
+    return body
+
+
+def _chunks_of(source: AsyncIterable[bytes] | Iterable[bytes]) -> _Body:
+    async def body(stream: DataStream) -> AsyncIterator[int]:
+        if isinstance(source, AsyncIterable):
+            async for chunk in source:
+                await stream.send_all(chunk)
+                yield len(chunk)
+        else:
+            for chunk in source:
+                await stream.send_all(chunk)
+                yield len(chunk)
+
+    return body

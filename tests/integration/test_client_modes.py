@@ -1,0 +1,197 @@
+"""The client's data-connection choices against real servers on loopback.
+
+EPSV → PASV and EPRT → PORT fallbacks against vsftpd with the extended
+commands denied (``cmds_denied``), the PASV address fix-up against a vsftpd
+that advertises a private address, and active mode's refusal of data
+connections from anyone but the server. Fallbacks that need a blocked or
+unreachable path live in tests/lab (network namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ketch.client import Client, DataConnectionFailed
+
+from conftest import PASSWORD, USER, RunningServer
+from peer_servers import PeerServer
+
+pytestmark = pytest.mark.peer
+
+PRIVATE_ELSEWHERE = "198.18.0.5"  # private (RFC 2544), and not this machine
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def peer_client(peer: PeerServer, **settings: Any) -> Client:
+    return Client(
+        peer.host,
+        peer.port,
+        user=peer.user,
+        password=peer.password,
+        data_connect_timeout=5,
+        timeout=20,
+        **settings,
+    )
+
+
+async def list_workdir(client: Client) -> tuple[list[str], str]:
+    """Names in the writable directory, and the data command the listing used."""
+    async with client as ftp:
+        await ftp.cwd("pub")
+        names = [entry.name for entry in await ftp.list()]
+        result = await ftp.upload([b"x"], "mode-check.txt")
+        return names, result.mode
+
+
+def test_passive_falls_back_to_pasv_when_the_server_refuses_epsv(
+    make_vsftpd: Callable[..., PeerServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = make_vsftpd(extra_config={"cmds_denied": "EPSV"})
+    with caplog.at_level(logging.DEBUG, logger="ketch.client"):
+        _, used = run(list_workdir(peer_client(peer, mode="passive")))
+    assert used == "PASV"
+    # EPSV is asked once, then the session remembers that it is refused.
+    sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> ")]
+    assert sent.count("> EPSV") == 1
+    assert sent.count("> PASV") == 2
+
+
+def test_epsv_pinned_reports_the_refusal_instead_of_falling_back(
+    make_vsftpd: Callable[..., PeerServer],
+) -> None:
+    peer = make_vsftpd(extra_config={"cmds_denied": "EPSV"})
+    with pytest.raises(DataConnectionFailed) as failed:
+        run(list_workdir(peer_client(peer, mode="passive", passive_command="EPSV")))
+    assert "the server refused passive mode: EPSV failed: 550" in str(failed.value)
+
+
+def test_active_falls_back_to_port_when_the_server_refuses_eprt(
+    make_vsftpd: Callable[..., PeerServer],
+) -> None:
+    peer = make_vsftpd(extra_config={"cmds_denied": "EPRT"})
+    _, used = run(list_workdir(peer_client(peer, mode="active")))
+    assert used == "PORT"
+
+
+def test_a_private_pasv_address_is_replaced_by_the_servers_own(
+    make_vsftpd: Callable[..., PeerServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = make_vsftpd(
+        extra_config={
+            "cmds_denied": "EPSV",
+            "pasv_address": PRIVATE_ELSEWHERE,
+            "pasv_addr_resolve": "NO",
+        }
+    )
+    with caplog.at_level(logging.DEBUG, logger="ketch.client"):
+        _, used = run(list_workdir(peer_client(peer, mode="passive")))
+    assert used == "PASV"
+    replies = [r.getMessage() for r in caplog.records if r.getMessage().startswith("< 227")]
+    assert replies and all("198,18,0,5" in reply for reply in replies)
+    fixups = [r.getMessage() for r in caplog.records if "--trust-pasv-address" in r.getMessage()]
+    assert fixups, "the fix-up must be reported at debug level"
+    assert f"PASV advertises {PRIVATE_ELSEWHERE}" in fixups[0]
+    assert "connecting to 127.0.0.1:" in fixups[0]
+
+
+def test_auto_mode_uses_passive_and_remembers_it(
+    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+
+    async def scenario() -> list[str]:
+        async with Client(server.host, server.port, user=USER, password=PASSWORD) as ftp:
+            modes = []
+            for name in ("a.txt", "b.txt"):
+                modes.append((await ftp.upload([b"a"], name)).mode)
+            return modes
+
+    assert run(scenario()) == ["EPSV", "EPSV"]
+
+
+def test_active_mode_accepts_only_the_servers_connection(
+    make_server: Callable[..., RunningServer],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A stranger that races to the client's listening port is turned away."""
+    server = make_server()
+    (server.home / "wanted.txt").write_bytes(b"only from the server\n")
+    intruders: list[socket.socket] = []
+
+    class Intruder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("> EPRT |1|127.0.0.1|") and not intruders:
+                port = int(message.split("|")[3])
+                sock = socket.socket()
+                sock.settimeout(2)
+                sock.bind(("127.0.0.2", 0))
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(b"not the file\n")
+                intruders.append(sock)
+
+    handler = Intruder()
+    transcript = logging.getLogger("ketch.client.transcript")
+    transcript.addHandler(handler)
+    transcript.setLevel(logging.DEBUG)
+    destination = tmp_path / "wanted.txt"
+
+    async def scenario() -> str:
+        async with Client(
+            server.host, server.port, user=USER, password=PASSWORD, mode="active"
+        ) as ftp:
+            return (await ftp.download("wanted.txt", destination)).mode
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="ketch.client"):
+            assert run(scenario()) == "EPRT"
+    finally:
+        transcript.removeHandler(handler)
+        transcript.setLevel(logging.NOTSET)
+        for sock in intruders:
+            sock.close()
+    assert intruders, "the intruder never connected; the test proved nothing"
+    assert destination.read_bytes() == b"only from the server\n"
+    refusals = [
+        r.getMessage() for r in caplog.records if "refused a data connection" in r.getMessage()
+    ]
+    assert refusals and "from 127.0.0.2:" in refusals[0]
+
+
+def test_active_ports_and_address_are_what_the_client_advertises(
+    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    ports = range(23500, 23510)
+
+    async def scenario() -> str:
+        async with Client(
+            server.host,
+            server.port,
+            user=USER,
+            password=PASSWORD,
+            mode="active",
+            active_ports=ports,
+            active_address="127.0.0.1",
+            active_command="PORT",
+        ) as ftp:
+            return (await ftp.upload([b"p"], "p.txt")).mode
+
+    with caplog.at_level(logging.DEBUG, logger="ketch.client.transcript"):
+        assert run(scenario()) == "PORT"
+    port_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> PORT ")]
+    assert len(port_lines) == 1
+    numbers = [int(part) for part in port_lines[0][len("> PORT ") :].split(",")]
+    assert numbers[:4] == [127, 0, 0, 1]
+    assert numbers[4] * 256 + numbers[5] in ports
