@@ -300,6 +300,8 @@ class Client:
         raise reply_error("STAT", Reply(550, (f"{path}: no such file or directory",)))
 
     async def _listing(self, verb: str, path: str) -> str:
+        if verb != "MLSD" and path.startswith("-"):
+            path = "./" + path  # LIST/NLST servers read a leading "-" as ls options
         line = f"{verb} {path}" if path else verb
         data = bytearray()
         await transfers.receive(self, line, data.extend, progress=None)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import socket
 
 from ketch.client.errors import ConnectFailed, FtpError, ProtocolError
@@ -82,8 +83,10 @@ class ControlConnection:
                 "check the spelling of the host name and your DNS",
             ) from None
         except OSError as error:
+            # asyncio's connect errors carry an errno but a message of their own.
+            reason = os.strerror(error.errno) if error.errno else str(error)
             raise ConnectFailed(
-                f"cannot connect to {host}:{port}: {error.strerror or error}",
+                f"cannot connect to {host}:{port}: {reason}",
                 "check that an FTP server runs there and that the port is right",
             ) from None
         return cls(reader, writer, host=host, timeout=timeout)
@@ -155,15 +158,20 @@ class ControlConnection:
     async def resync(self) -> None:
         """Bring the conversation back in step after a transfer was abandoned.
 
-        ABOR stops whatever the server still does for it; replies are then
-        read up to NOOP's 200, so a late 426 or 425 cannot answer the next
-        command. If that fails the connection is closed: a session that is
-        out of step would pair replies with the wrong commands.
+        ABOR stops whatever the server still does for it, and replies are read
+        up to its 2xx. Only then is NOOP sent and replies read up to NOOP's 200,
+        so a late 426 or 425 cannot answer the next command. NOOP must not go
+        out with ABOR: pure-ftpd reads both while aborting and drops the NOOP.
+        If that fails the connection is closed: a session that is out of step
+        would pair replies with the wrong commands.
         """
         try:
-            await self.send("ABOR")
-            await self.send("NOOP")
             async with asyncio.timeout(_RESYNC_TIMEOUT):
+                await self.send("ABOR")
+                # 426/451 end the transfer; a 2xx (or a 5xx refusal) ends ABOR.
+                while (await self.read_reply()).code // 100 not in (2, 5):
+                    pass
+                await self.send("NOOP")
                 while (await self.read_reply()).code != 200:
                     pass
         except (FtpError, TimeoutError):

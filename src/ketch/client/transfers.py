@@ -314,8 +314,13 @@ async def _upload_file(
     total = _file_size(file)
     offset = 0
     if resume:
+        if total is None:
+            raise LocalFileError(
+                "cannot resume an upload from a pipe or stream: it cannot skip what was sent",
+                "upload from a regular file, or upload without resuming",
+            )
         offset = await _remote_size(client, remote) or 0
-        if total is not None and offset > total:
+        if offset > total:
             raise LocalFileError(
                 f"cannot resume the upload to {remote}: it already has {offset} bytes, "
                 f"more than the local {total}",
@@ -385,10 +390,12 @@ def _sendfile_ok(file: IO[bytes]) -> bool:
 
 
 def _file_size(file: IO[bytes]) -> int | None:
+    """The size of a regular file; None for pipes and sockets, whose st_size means nothing."""
     try:
-        return os.fstat(file.fileno()).st_size
+        info = os.fstat(file.fileno())
     except (OSError, AttributeError, ValueError):
         return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def _sendfile_body(file: IO[bytes], offset: int) -> _Body:
