@@ -1,4 +1,4 @@
-"""The ``ketch`` command: ``ketch serve``, ``ketch user hash``, ``ketch config example``."""
+"""``ketch serve``, ``ketch user hash``, ``ketch config example|check``: the server side."""
 
 from __future__ import annotations
 
@@ -8,21 +8,19 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ketch import __version__
-from ketch.config import ConfigError, ServerConfig, load_config
-from ketch.config_example import DEFAULT_CONFIG_TOML
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from ketch.config import ServerConfig
 
+# ketch.config (pydantic) is imported by the commands that need it, so that the
+# client commands start without paying for it.
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ketch")
-def main() -> None:
-    """ketch: an FTP server and tools that work through NAT and firewalls."""
+__all__ = ["config", "serve", "user"]
 
 
 # -- serve ----------------------------------------------------------------------
@@ -35,7 +33,7 @@ def _parse_user(value: str) -> tuple[str, str]:
     return name, password
 
 
-@main.command()
+@click.command()
 @click.option(
     "--config",
     "config_file",
@@ -89,6 +87,8 @@ def serve(
     config_file: Path | None, users: tuple[str, ...], write: bool, no_anonymous: bool, **flags: Any
 ) -> None:
     """Serve a directory over FTP (anonymous read-only unless told otherwise)."""
+    from ketch.config import ConfigError, load_config
+
     overrides = {key: value for key, value in flags.items() if value is not None}
     if "active_source_port" in overrides and overrides["active_source_port"].isdigit():
         overrides["active_source_port"] = int(overrides["active_source_port"])
@@ -125,6 +125,7 @@ def _apply_quick_accounts(
     """Fold --user/--write/--no-anonymous into the configuration (validated again)."""
     if not users and not write and not no_anonymous:
         return config
+    from ketch.config import load_config
     from ketch.server.auth import hash_password
 
     permissions = ["all"] if write else ["list", "read"]
@@ -220,7 +221,7 @@ def _describe(config: ServerConfig, address: tuple[str, int]) -> str:
 # -- user -----------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def user() -> None:
     """Manage virtual-user credentials."""
 
@@ -243,7 +244,7 @@ def user_hash(password_stdin: bool) -> None:
 # -- config ---------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def config() -> None:
     """Work with configuration files."""
 
@@ -251,6 +252,8 @@ def config() -> None:
 @config.command("example")
 def config_example() -> None:
     """Print a commented configuration file with every setting and its default."""
+    from ketch.config_example import DEFAULT_CONFIG_TOML
+
     click.echo(DEFAULT_CONFIG_TOML, nl=False)
 
 
@@ -258,6 +261,8 @@ def config_example() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(path: Path) -> None:
     """Validate a configuration file and report every problem."""
+    from ketch.config import ConfigError, load_config
+
     try:
         load_config(path)
     except ConfigError as error:

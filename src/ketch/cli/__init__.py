@@ -1,0 +1,48 @@
+"""The ``ketch`` command.
+
+Server side: ``ketch serve``, ``ketch user hash``, ``ketch config example|check``
+(serve.py). Client side, in curl's and lftp's manner: ``ketch ls|get|put|rm|
+mkdir|mv`` (transfer.py) and ``ketch mirror`` (mirror.py), sharing the
+options, credentials and exit codes of common.py.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ketch import __version__
+from ketch.cli import mirror as mirror_module
+from ketch.cli import serve as serve_module
+from ketch.cli import transfer as transfer_module
+
+__all__ = ["main"]
+
+_EPILOG = """\b
+Exit codes of the client commands:
+  0 success                        5 the server refused a command
+  1 other failure                  6 data connection failed
+  2 usage error (or a bad URL)     7 temporary server error or protocol error
+  3 cannot connect                 8 local file error
+  4 login refused                  9 mirror finished with some files failed
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
+@click.version_option(__version__, prog_name="ketch")
+def main() -> None:
+    """ketch: an FTP server, client and tools that work through NAT and firewalls."""
+
+
+for _command in (
+    serve_module.serve,
+    serve_module.user,
+    serve_module.config,
+    transfer_module.ls,
+    transfer_module.get,
+    transfer_module.put,
+    transfer_module.rm,
+    transfer_module.mkdir,
+    transfer_module.mv,
+    mirror_module.mirror,
+):
+    main.add_command(_command)

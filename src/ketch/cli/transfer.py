@@ -1,0 +1,345 @@
+"""``ketch ls|get|put|rm|mkdir|mv``: one command, one session, like curl.
+
+URLs name paths relative to the login directory (``ftp://host/dir/file``);
+an absolute path takes a second slash (``ftp://host//etc/motd``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from ketch.cli.common import (
+    EXIT_USAGE,
+    ClientOptions,
+    CommandFailed,
+    Target,
+    client_options,
+    display_for,
+    exit_code_for,
+    parse_url,
+    run,
+    target_for,
+)
+from ketch.cli.output import describe_transfer, safe_text, write_out
+from ketch.client import Client, LocalFileError, RemoteEntry, ReplyError
+from ketch.client.mirror_trees import make_remote_dirs
+
+__all__ = ["get", "ls", "mkdir", "mv", "put", "rm"]
+
+_KIND_CHARACTERS = {"file": "-", "dir": "d", "link": "l"}
+_STDIN_CHUNK = 256 * 1024
+_TIME_FORMATS = {"second": "%Y-%m-%d %H:%M:%S", "minute": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d"}
+
+
+# -- ls --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("url")
+@click.option("--names", is_flag=True, help="Print names only, one a line.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: name, type, size, mtime.")
+@client_options
+def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
+    """List a remote directory: ketch ls ftp://host/dir/
+
+    \b
+    Each line: type (d directory, - file, l link, ? other), size, modification
+    time (UTC, as precise as the server tells it) and name.
+    """
+    if names and as_json:
+        raise click.UsageError("--names and --json contradict each other; pick one")
+    target = target_for(url, options)
+
+    async def work() -> None:
+        async with target.client() as ftp:
+            entries = await ftp.list(target.path)
+        show = _name_shower()
+        if as_json:
+            for entry in entries:
+                write_out(json.dumps(_as_json(entry)))
+        elif names:
+            for entry in entries:
+                write_out(show(entry.name))
+        else:
+            for line in format_entries(entries, show):
+                write_out(line)
+        sys.stdout.flush()
+
+    run(options, work)
+
+
+def _name_shower() -> Callable[[str], str]:
+    """How names are shown: control characters as "?" on a terminal (as ls does), else as-is."""
+    return safe_text if sys.stdout.isatty() else str
+
+
+def format_entries(entries: list[RemoteEntry], render: Callable[[str], str] = str) -> list[str]:
+    """``ls -l``-like lines: kind, size right-aligned, time (as precise as known), name."""
+    sizes = ["-" if entry.size is None else str(entry.size) for entry in entries]
+    times = [_format_time(entry.mtime, entry.mtime_precision) for entry in entries]
+    size_width = max(map(len, sizes), default=1)
+    time_width = max(map(len, times), default=1)
+    lines = []
+    for entry, size, moment in zip(entries, sizes, times, strict=True):
+        name = render(entry.name)
+        if entry.kind == "link" and entry.link_target:
+            name += " -> " + render(entry.link_target)
+        kind = _KIND_CHARACTERS.get(entry.kind, "?")
+        lines.append(f"{kind} {size:>{size_width}} {moment:<{time_width}} {name}")
+    return lines
+
+
+def _format_time(moment: datetime | None, precision: str | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.strftime(_TIME_FORMATS.get(precision or "second", _TIME_FORMATS["second"]))
+
+
+def _as_json(entry: RemoteEntry) -> dict[str, object]:
+    mtime = None
+    if entry.mtime is not None:
+        mtime = entry.mtime.strftime("%Y-%m-%dT%H:%M:%SZ")
+    record: dict[str, object] = {
+        "name": entry.name,
+        "type": entry.kind,
+        "size": entry.size,
+        "mtime": mtime,
+        "mtime_precision": entry.mtime_precision,
+    }
+    if entry.kind == "link":
+        record["target"] = entry.link_target
+    return record
+
+
+# -- get -------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("url")
+@click.argument("dest", required=False)
+@click.option("-c", "--continue", "resume", is_flag=True, help="Resume a partial local file.")
+@client_options
+def get(url: str, dest: str | None, resume: bool, options: ClientOptions) -> None:
+    """Download a file: ketch get ftp://host/dir/file [DEST]
+
+    DEST defaults to the file's name in the current directory; an existing
+    directory receives the file under its own name; "-" writes to stdout.
+    """
+    target = target_for(url, options)
+    name = posixpath.basename(target.path.rstrip("/"))
+    if target.url.is_directory or not name:
+        raise CommandFailed(
+            f"{target.url.display()} names a directory: give a file's URL "
+            "(ketch ls lists it, ketch mirror copies it)",
+            EXIT_USAGE,
+        )
+    to_stdout = dest == "-"
+    if to_stdout and resume:
+        raise CommandFailed("-c cannot resume a download to stdout; name a file", EXIT_USAGE)
+    local = None if to_stdout else _download_destination(dest, name)
+    if local is not None:
+        _check_writable(local)
+    display = display_for(options)
+
+    async def work() -> None:
+        async with target.client() as ftp:
+            with display, display.bar(f"get {name}") as progress:
+                if local is None:
+                    result = await ftp.download(target.path, sys.stdout.buffer, progress=progress)
+                    sys.stdout.flush()
+                else:  # opened once the server agrees to send: a refusal leaves it alone
+                    result = await ftp.download(
+                        target.path, local, resume=resume, progress=progress
+                    )
+        display.line(describe_transfer("get", name, result, verbose=options.verbose))
+
+    run(options, work)
+
+
+def _download_destination(dest: str | None, name: str) -> Path:
+    if dest is None:
+        return Path(name)
+    path = Path(dest)
+    if path.is_dir():
+        return path / name
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before connecting when the download could not be written anyway."""
+    parent = path.parent
+    if path.is_dir():
+        raise LocalFileError(f"cannot write {path}: it is a directory", "name a file")
+    if not parent.is_dir():
+        raise LocalFileError(
+            f"cannot write {path}: {parent} is not a directory",
+            "create the directory first, or name another destination",
+        )
+    if (path.exists() and not os.access(path, os.W_OK)) or not os.access(parent, os.W_OK):
+        raise LocalFileError(
+            f"cannot write {path}: permission denied", "check the local file's permissions"
+        )
+
+
+# -- put -------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("file")
+@click.argument("url")
+@click.option(
+    "-c", "--continue", "resume", is_flag=True, help="Resume a partial upload (SIZE, then APPE)."
+)
+@client_options
+def put(file: str, url: str, resume: bool, options: ClientOptions) -> None:
+    """Upload a file: ketch put FILE ftp://host/dir/[name]
+
+    A URL ending in "/" receives the file under its own name; FILE "-" reads
+    stdin.
+    """
+    target = target_for(url, options)
+    from_stdin = file == "-"
+    remote = target.path
+    if target.url.is_directory:
+        if from_stdin:
+            raise CommandFailed("uploading stdin needs a file name at the end of the URL", 2)
+        remote = posixpath.join(remote, Path(file).name) if remote else Path(file).name
+    if from_stdin and resume:
+        raise CommandFailed("-c cannot resume an upload from stdin; name a file", EXIT_USAGE)
+    if not from_stdin and not Path(file).is_file():
+        why = "it is a directory" if Path(file).is_dir() else "no such file"
+        raise LocalFileError(f"cannot read {file}: {why}", "name an existing local file")
+    display = display_for(options)
+    shown = posixpath.basename(remote)
+
+    async def work() -> None:
+        async with target.client() as ftp:
+            with display, display.bar(f"put {shown}") as progress:
+                if from_stdin:  # chunks, not the file: a pipe's size is unknown, not 0
+                    chunks = iter(lambda: sys.stdin.buffer.read(_STDIN_CHUNK), b"")
+                    result = await ftp.upload(chunks, remote, progress=progress)
+                else:
+                    result = await ftp.upload(file, remote, resume=resume, progress=progress)
+        display.line(describe_transfer("put", remote, result, verbose=options.verbose))
+
+    run(options, work)
+
+
+# -- rm, mkdir, mv ---------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@client_options
+def rm(urls: tuple[str, ...], options: ClientOptions) -> None:
+    """Delete remote files: ketch rm ftp://host/a ftp://host/b
+
+    A URL ending in "/" names an empty directory, which is removed (RMD).
+    A file the server refuses to delete is reported and the rest go on.
+    """
+    targets = [target_for(url, options) for url in urls]
+    for target in targets:
+        if not target.path.strip("/"):
+            raise CommandFailed(f"{target.url.display()}: name a file to delete", EXIT_USAGE)
+    display = display_for(options)
+
+    async def work() -> int:
+        code = 0
+        ftp: Client | None = None
+        current: Target | None = None
+        try:
+            for target in targets:
+                if ftp is None or current is None or not current.same_session(target):
+                    if ftp is not None:
+                        await ftp.quit()
+                    ftp, current = await target.client().__aenter__(), target
+                path = target.path
+                try:
+                    if target.url.is_directory:
+                        await ftp.rmdir(path.rstrip("/"))
+                    else:
+                        await ftp.delete(path)
+                except ReplyError as error:
+                    display.error_line(f"ketch: {error}")
+                    code = code or exit_code_for(error)
+                    continue
+                display.line(f"removed {path}")
+        finally:
+            if ftp is not None:
+                await ftp.quit()
+        return code
+
+    run(options, work)
+
+
+@click.command()
+@click.argument("url")
+@click.option(
+    "-p", "--parents", is_flag=True, help="Create missing parents; no error if it exists."
+)
+@client_options
+def mkdir(url: str, parents: bool, options: ClientOptions) -> None:
+    """Create a remote directory: ketch mkdir [-p] ftp://host/dir/sub"""
+    target = target_for(url, options)
+    path = target.path.rstrip("/")
+    if not path:
+        raise CommandFailed(f"{target.url.display()}: name a directory to create", EXIT_USAGE)
+    display = display_for(options)
+
+    async def work() -> None:
+        async with target.client() as ftp:
+            if parents:
+                created = await make_remote_dirs(ftp, path)
+            else:
+                created = [await ftp.mkdir(path)]
+        for name in created:
+            display.line(f"created {name}")
+
+    run(options, work)
+
+
+@click.command()
+@click.argument("url")
+@click.argument("new_path", metavar="NEWPATH")
+@client_options
+def mv(url: str, new_path: str, options: ClientOptions) -> None:
+    """Rename or move a remote file: ketch mv ftp://host/old NEWPATH
+
+    NEWPATH is a path on the same server, relative to the login directory
+    unless it starts with "/" (an ftp:// URL of the same server works too);
+    one ending in "/" keeps the old name inside that directory.
+    """
+    target = target_for(url, options)
+    source = target.path.rstrip("/")
+    if not source:
+        raise CommandFailed(f"{target.url.display()}: name a file to move", EXIT_USAGE)
+    destination = _same_server_path(target, new_path)
+    if not destination or destination.endswith("/"):
+        destination += posixpath.basename(source)
+    display = display_for(options)
+
+    async def work() -> None:
+        async with target.client() as ftp:
+            await ftp.rename(source, destination)
+        display.line(f"renamed {source} to {destination}")
+
+    run(options, work)
+
+
+def _same_server_path(target: Target, new_path: str) -> str:
+    if "://" not in new_path:
+        return new_path
+    other = parse_url(new_path)
+    if (other.host.lower(), other.port) != (target.url.host.lower(), target.url.port):
+        raise CommandFailed(
+            f"{other.display()} is on another server: FTP renames only within one", EXIT_USAGE
+        )
+    return other.path

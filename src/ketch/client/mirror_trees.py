@@ -1,0 +1,358 @@
+"""The two trees a mirror compares: what each side holds, and when a file is current.
+
+ketch.client.mirror runs a mirror (the plan, the work queue, the sessions); this
+module is what it plans from: walking either tree, refusing names that must not
+cross, creating missing directories on either side (parents first), and the rule
+for a file that needs no transfer. What goes wrong is told to a ``Reporter``.
+
+When a file counts as up to date (and is skipped) -- times are compared no
+finer than the remote listing gives them (``RemoteEntry.mtime_precision``:
+second for MLSD; minute, or day for old files, for LIST):
+
+- download: the local file has the remote size and the remote time. After
+  each download the local file's time is set to the remote one, so the next
+  run finds them equal.
+- upload, when the server offers MFMT: the remote file has the local size
+  and time (each upload is followed by MFMT with the local time).
+- upload without MFMT: a server stamps an upload with the time it arrived,
+  so the file is skipped when the sizes are equal and the remote time is
+  not older than the local one. A local change that keeps the size and comes
+  within the same minute as the last upload goes unnoticed.
+
+A file whose size or time the listing does not give is always transferred.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import posixpath
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from ketch.client.client import Client
+from ketch.client.errors import LocalFileError, PermanentReplyError, ReplyError
+from ketch.protocol.remote_listing import Precision, RemoteEntry
+
+__all__ = [
+    "LocalTree",
+    "RemoteTree",
+    "Reporter",
+    "create_local_dirs",
+    "create_remote_dirs",
+    "download_is_current",
+    "join",
+    "local_time",
+    "lstat",
+    "make_local_dir",
+    "make_remote_dirs",
+    "parent_blocked",
+    "upload_is_current",
+    "walk_local",
+    "walk_remote",
+]
+
+log = logging.getLogger("ketch.client.mirror")
+
+
+class Reporter(Protocol):
+    """Told what the walks and the directory creation find (mirror's run bookkeeping)."""
+
+    def fail(self, path: str, message: str) -> None: ...  # the rest go on
+    def ignore(self, path: str, reason: str) -> None: ...  # neither a file nor a directory
+    def directory(self, path: str) -> None: ...  # created (dry run: to be created)
+
+
+@dataclass
+class RemoteTree:
+    files: dict[str, RemoteEntry] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # every entry seen: "file", "dir", ...
+    dirs: list[str] = field(default_factory=list)  # parents before children
+    missing: bool = False  # the root could not be listed (and missing_ok was given)
+
+
+@dataclass
+class LocalTree:
+    files: dict[str, tuple[Path, os.stat_result]] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)  # parents before children
+
+
+# -- paths and times ---------------------------------------------------------------------
+
+
+def join(root: str, relative: str) -> str:
+    """A remote path: ``relative`` under ``root`` ("" is the login directory)."""
+    if not relative:
+        return root
+    if not root:
+        return relative
+    return root.rstrip("/") + "/" + relative
+
+
+def _listable(path: str) -> str:
+    """A path LIST cannot take for ``ls`` options ("-x" would be read as one)."""
+    return "./" + path if path.startswith("-") else path
+
+
+def _unsafe_name(name: str) -> str | None:
+    """Why a name from a listing must not become a local path, or None if it may."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        return f"refusing the unsafe name {name!r} from the server's listing"
+    return None
+
+
+def _unsendable_name(name: str) -> str | None:
+    if "\r" in name or "\n" in name:
+        return "FTP cannot send a name containing CR or LF"
+    return None
+
+
+def _truncate(moment: datetime, precision: Precision) -> datetime:
+    """``moment`` with what ``precision`` cannot express set to zero."""
+    if precision == "day":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if precision == "minute":
+        return moment.replace(second=0, microsecond=0)
+    return moment.replace(microsecond=0)
+
+
+def local_time(info: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(info.st_mtime, UTC)
+
+
+def download_is_current(info: os.stat_result | None, entry: RemoteEntry) -> bool:
+    """Whether a local file (its lstat) already holds the remote ``entry``."""
+    if info is None or not stat.S_ISREG(info.st_mode):
+        return False
+    if entry.size is None or entry.mtime is None or entry.mtime_precision is None:
+        return False
+    precision = entry.mtime_precision
+    return info.st_size == entry.size and _truncate(local_time(info), precision) == _truncate(
+        entry.mtime, precision
+    )
+
+
+def upload_is_current(info: os.stat_result, entry: RemoteEntry | None, *, mfmt: bool) -> bool:
+    """Whether the remote ``entry`` already holds the local file (see the module's rule)."""
+    if entry is None or entry.kind != "file" or entry.size != info.st_size:
+        return False
+    if entry.mtime is None or entry.mtime_precision is None:
+        return False
+    local = _truncate(local_time(info), entry.mtime_precision)
+    remote = _truncate(entry.mtime, entry.mtime_precision)
+    return remote == local if mfmt else remote >= local
+
+
+def parent_blocked(relative: str, blocked: set[str], run: Reporter, *, report: bool = True) -> bool:
+    """Whether a parent of ``relative`` could not be created (then reported as failed)."""
+    parent = posixpath.dirname(relative)
+    while parent:
+        if parent in blocked:
+            if report:
+                run.fail(relative, f"not transferred: the directory {parent}/ is missing")
+            return True
+        parent = posixpath.dirname(parent)
+    return False
+
+
+# -- the remote side ---------------------------------------------------------------------
+
+
+async def make_remote_dirs(client: Client, path: str) -> list[str]:
+    """``mkdir -p`` on the server: create ``path`` and any missing parents.
+
+    Returns the directories created; existing ones are fine.
+    """
+    absolute = path.startswith("/")
+    parts = [part for part in path.split("/") if part]
+    created = []
+    for count in range(1, len(parts) + 1):
+        prefix = ("/" if absolute else "") + "/".join(parts[:count])
+        if await _make_remote_dir(client, prefix):
+            created.append(prefix)
+    return created
+
+
+async def _make_remote_dir(client: Client, path: str) -> bool:
+    """MKD; a refusal is fine when the directory turns out to exist. True if created."""
+    try:
+        await client.mkdir(path)
+    except PermanentReplyError:
+        if await _remote_dir_exists(client, path):
+            return False
+        raise
+    return True
+
+
+async def _remote_dir_exists(client: Client, path: str) -> bool:
+    parent, name = posixpath.split(path.rstrip("/"))
+    if not name:
+        return True  # "/" or the login directory
+    try:
+        entries = await client.list(_listable(parent))
+    except ReplyError:
+        return False
+    return any(entry.name == name and entry.kind in ("dir", "link") for entry in entries)
+
+
+async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: bool) -> RemoteTree:
+    """List ``root`` recursively; a subdirectory that cannot be listed is a failure.
+
+    Raises when ``root`` itself cannot be listed, unless ``missing_ok`` and the
+    server refused it permanently (then the tree is empty).
+    """
+    tree = RemoteTree()
+    pending = collections.deque([""])
+    while pending:
+        relative = pending.popleft()
+        try:
+            entries = await client.list(_listable(join(root, relative)))
+        except ReplyError as error:
+            if relative:
+                run.fail(relative + "/", f"cannot list it: {error}")
+                continue
+            if missing_ok and isinstance(error, PermanentReplyError):
+                log.debug("%s cannot be listed (%s); taking it to be missing", root, error)
+                tree.missing = True
+                return tree
+            raise
+        for entry in entries:
+            path = join(relative, entry.name)
+            problem = _unsafe_name(entry.name)
+            if problem is not None:
+                run.fail(path, problem)
+                continue
+            tree.kinds[path] = entry.kind
+            if entry.kind == "dir":
+                tree.dirs.append(path)
+                pending.append(path)
+            elif entry.kind == "file":
+                tree.files[path] = entry
+            else:
+                run.ignore(path, "a symbolic link" if entry.kind == "link" else "not a file")
+    return tree
+
+
+async def create_remote_dirs(
+    client: Client,
+    dirs: list[str],
+    tree: RemoteTree,
+    remote_root: str,
+    run: Reporter,
+    dry_run: bool,
+) -> set[str]:
+    """MKD the directories the server lacks, parents first; returns those that failed."""
+    blocked: set[str] = set()
+    for relative in dirs:
+        if tree.kinds.get(relative) == "dir":
+            continue
+        if parent_blocked(relative, blocked, run, report=False):
+            blocked.add(relative)
+            continue
+        if dry_run:
+            run.directory(relative)
+            continue
+        try:
+            created = await _make_remote_dir(client, join(remote_root, relative))
+        except ReplyError as error:
+            run.fail(relative + "/", str(error))
+            blocked.add(relative)
+            continue
+        if created:
+            run.directory(relative)
+    return blocked
+
+
+# -- the local side ----------------------------------------------------------------------
+
+
+def walk_local(root: Path, run: Reporter) -> LocalTree:
+    """Regular files and directories under ``root``; links and devices are ignored."""
+    if not root.is_dir():
+        raise LocalFileError(f"{root} is not a directory", "name the local directory to upload")
+    tree = LocalTree()
+    pending = collections.deque([""])
+    while pending:
+        relative = pending.popleft()
+        directory = root.joinpath(*relative.split("/")) if relative else root
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if not relative:
+                raise LocalFileError(
+                    f"cannot read the directory {root}: {error.strerror}",
+                    "name an existing, readable directory",
+                ) from None
+            run.fail(relative + "/", f"cannot read it: {error.strerror}")
+            continue
+        for entry in entries:
+            path = join(relative, entry.name)
+            problem = _unsendable_name(entry.name)
+            if problem is not None:
+                run.fail(path, problem)
+            elif entry.is_symlink():
+                run.ignore(path, "a symbolic link")
+            elif entry.is_dir(follow_symlinks=False):
+                tree.dirs.append(path)
+                pending.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    tree.files[path] = (Path(entry.path), entry.stat(follow_symlinks=False))
+                except OSError as error:
+                    run.fail(path, f"cannot read it: {error.strerror}")
+            else:
+                run.ignore(path, "not a regular file")
+    return tree
+
+
+def make_local_dir(path: Path, *, parents: bool = False) -> bool:
+    """mkdir; True when created, False when it was there. OSError as LocalFileError."""
+    if path.is_dir():
+        return False
+    try:
+        path.mkdir(parents=parents)
+    except FileExistsError:
+        if path.is_dir():
+            return False
+        raise LocalFileError(
+            f"cannot create the directory {path}: a file is in the way", "move the file away"
+        ) from None
+    except OSError as error:
+        raise LocalFileError(
+            f"cannot create the directory {path}: {error.strerror}",
+            "check the local path and its permissions",
+        ) from None
+    return True
+
+
+def create_local_dirs(dirs: list[str], root: Path, run: Reporter, *, dry_run: bool) -> set[str]:
+    """Create the local directories, parents first; returns those that failed."""
+    blocked: set[str] = set()
+    for relative in dirs:
+        if parent_blocked(relative, blocked, run, report=False):
+            blocked.add(relative)
+            continue
+        path = root.joinpath(*relative.split("/"))
+        if dry_run:
+            if not path.is_dir():
+                run.directory(relative)
+            continue
+        try:
+            if make_local_dir(path):
+                run.directory(relative)
+        except LocalFileError as error:
+            run.fail(relative + "/", str(error))
+            blocked.add(relative)
+    return blocked
+
+
+def lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except OSError:
+        return None

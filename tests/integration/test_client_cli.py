@@ -1,0 +1,428 @@
+"""The client commands (ls, get, put, rm, mkdir, mv) run as users run them.
+
+Each test runs ``python -m ketch`` as a subprocess against ketch's own server
+on loopback, with HOME pointing at an empty directory so that the user's own
+~/.netrc is never read, and checks what a user relies on: the bytes that
+arrive (by sha256), the files on the server's disk, the FTP conversation
+under -v, and the exit code with its one line on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
+from ftp_helpers import free_port
+
+KETCH = [sys.executable, "-m", "ketch"]
+TIMEOUT = 60  # seconds for one command, however it fails
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty HOME: no ~/.netrc unless a test writes one."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The directory the commands run in."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def ketch(
+    home: Path, cwd: Path, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("NETRC", None)
+    return subprocess.run(
+        [*KETCH, *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=TIMEOUT,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[bytes]) -> str:
+    """stderr of a command that must have succeeded."""
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    return stderr
+
+
+def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str:
+    """The single stderr line of a command that must have failed with ``code``."""
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ketch: ")
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sent_commands(stderr: str) -> list[str]:
+    """The commands of a -v transcript, without their arguments."""
+    return [line[2:].split(" ")[0] for line in stderr.splitlines() if line.startswith("> ")]
+
+
+# -- ls ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def listed(server: RunningServer) -> RunningServer:
+    """alice's home with an old file (day precision), a recent one (minutes) and a dir."""
+    old = server.home / "old.txt"
+    old.write_bytes(b"x" * 13)
+    moment = datetime(2020, 5, 17, 10, 20, 30, tzinfo=UTC).timestamp()
+    os.utime(old, (moment, moment))
+    recent = server.home / "recent.bin"
+    recent.write_bytes(b"y" * 123456)
+    (server.home / "sub").mkdir()
+    return server
+
+
+def test_ls_prints_kind_size_time_and_name(listed: RunningServer, home: Path, work: Path) -> None:
+    result = ketch(home, work, "ls", listed.url())
+    ok(result)
+    recent_time = datetime.fromtimestamp((listed.home / "recent.bin").stat().st_mtime, UTC)
+    lines = result.stdout.decode().splitlines()
+    by_name = {line.rsplit(" ", 1)[-1]: line for line in lines}
+    assert set(by_name) == {"old.txt", "recent.bin", "sub"}
+    assert re.fullmatch(r"- +13 2020-05-17 +old\.txt", by_name["old.txt"])
+    assert by_name["recent.bin"] == f"- 123456 {recent_time:%Y-%m-%d %H:%M} recent.bin"
+    assert by_name["sub"].startswith("d ")
+    # Sizes are right-aligned and names start in one column.
+    assert len({line.rindex(" ") for line in lines}) == 1
+    assert len({re.match(r"\S +\S+", line).end() for line in lines}) == 1  # type: ignore[union-attr]
+
+
+def test_ls_names_and_json(listed: RunningServer, home: Path, work: Path) -> None:
+    names = ketch(home, work, "ls", "--names", listed.url())
+    ok(names)
+    assert sorted(names.stdout.decode().splitlines()) == ["old.txt", "recent.bin", "sub"]
+
+    as_json = ketch(home, work, "ls", "--json", listed.url())
+    ok(as_json)
+    records = {r["name"]: r for r in map(json.loads, as_json.stdout.decode().splitlines())}
+    assert records["old.txt"] == {
+        "name": "old.txt",
+        "type": "file",
+        "size": 13,
+        "mtime": "2020-05-17T00:00:00Z",
+        "mtime_precision": "day",
+    }
+    assert records["recent.bin"]["size"] == 123456
+    assert records["recent.bin"]["mtime_precision"] == "minute"
+    assert records["sub"]["type"] == "dir"
+
+
+def test_ls_without_credentials_is_anonymous(server: RunningServer, home: Path, work: Path) -> None:
+    result = ketch(home, work, "ls", "--names", "-v", server.url(user=None))
+    stderr = ok(result)
+    assert "> USER anonymous" in stderr
+    assert sorted(result.stdout.decode().splitlines()) == ["docs", "hello.txt"]
+
+
+# -- get ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def payload(server: RunningServer) -> bytes:
+    data = os.urandom(300_000)
+    (server.home / "payload.bin").write_bytes(data)
+    return data
+
+
+def test_get_to_default_name_into_directory_and_to_stdout(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    url = server.url("/payload.bin")
+    stderr = ok(ketch(home, work, "get", url))
+    assert sha256((work / "payload.bin").read_bytes()) == sha256(payload)
+    assert stderr.startswith("get payload.bin: 300000 bytes")
+
+    (work / "inbox").mkdir()
+    ok(ketch(home, work, "get", url, "inbox"))
+    assert sha256((work / "inbox" / "payload.bin").read_bytes()) == sha256(payload)
+
+    ok(ketch(home, work, "get", url, "renamed.bin"))
+    assert sha256((work / "renamed.bin").read_bytes()) == sha256(payload)
+
+    piped = ketch(home, work, "get", url, "-")
+    ok(piped)
+    assert sha256(piped.stdout) == sha256(payload)
+
+
+def test_get_continue_resumes_a_partial_file(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    half = len(payload) // 2
+    (work / "payload.bin").write_bytes(payload[:half])
+    stderr = ok(ketch(home, work, "get", "-c", "-v", server.url("/payload.bin")))
+    assert f"> REST {half}" in stderr.splitlines()
+    assert f"resumed at byte {half}" in stderr
+    assert sha256((work / "payload.bin").read_bytes()) == sha256(payload)
+
+
+def test_get_of_a_missing_file_leaves_an_existing_local_file_alone(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    (work / "keep.txt").write_bytes(b"precious")
+    result = ketch(home, work, "get", server.url("/missing.txt"), "keep.txt")
+    assert "550" in one_error_line(result, 5)
+    assert (work / "keep.txt").read_bytes() == b"precious"
+
+
+# -- put ------------------------------------------------------------------------------
+
+
+def test_put_to_a_name_and_to_a_directory_url(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    data = os.urandom(200_000)
+    (work / "local.bin").write_bytes(data)
+    stderr = ok(ketch(home, work, "put", "local.bin", server.url("/named.bin")))
+    assert stderr.startswith("put named.bin: 200000 bytes")
+    assert sha256((server.home / "named.bin").read_bytes()) == sha256(data)
+
+    (server.home / "sub").mkdir()
+    ok(ketch(home, work, "put", "local.bin", server.url("/sub/")))
+    assert sha256((server.home / "sub" / "local.bin").read_bytes()) == sha256(data)
+
+
+def test_put_continue_sends_only_the_missing_part(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    data = os.urandom(250_000)
+    (work / "local.bin").write_bytes(data)
+    (server.home / "local.bin").write_bytes(data[:100_000])
+    stderr = ok(ketch(home, work, "put", "-c", "-v", "local.bin", server.url("/")))
+    commands = sent_commands(stderr)
+    assert "SIZE" in commands and "APPE" in commands and "STOR" not in commands
+    assert "put local.bin: 150000 bytes" in stderr
+    assert sha256((server.home / "local.bin").read_bytes()) == sha256(data)
+
+
+# -- rm, mkdir, mv --------------------------------------------------------------------
+
+
+def test_rm_deletes_files_and_reports_the_one_it_cannot(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    for name in ("a.txt", "b.txt"):
+        (server.home / name).write_bytes(b"bye")
+    result = ketch(
+        home, work, "rm", server.url("/a.txt"), server.url("/nope.txt"), server.url("/b.txt")
+    )
+    assert result.returncode == 5, result.stderr
+    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("ketch:")]
+    assert len(errors) == 1 and "nope.txt" in errors[0]
+    assert not (server.home / "a.txt").exists()
+    assert not (server.home / "b.txt").exists()
+
+
+def test_mkdir_p_creates_parents_and_accepts_existing(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    ok(ketch(home, work, "mkdir", "-p", server.url("/x/y/z")))
+    assert (server.home / "x" / "y" / "z").is_dir()
+    ok(ketch(home, work, "mkdir", "-p", server.url("/x/y/z")))
+    one_error_line(ketch(home, work, "mkdir", server.url("/x")), 5)
+    ok(ketch(home, work, "mkdir", server.url("/x/w")))
+    assert (server.home / "x" / "w").is_dir()
+
+
+def test_mv_renames_relative_to_the_login_directory(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    (server.home / "old.txt").write_bytes(b"moving")
+    (server.home / "dir").mkdir()
+    ok(ketch(home, work, "mv", server.url("/old.txt"), "dir/new.txt"))
+    assert not (server.home / "old.txt").exists()
+    assert (server.home / "dir" / "new.txt").read_bytes() == b"moving"
+    ok(ketch(home, work, "mv", server.url("/dir/new.txt"), "/"))  # the root: alice's home
+    assert (server.home / "new.txt").read_bytes() == b"moving"
+
+
+# -- data-connection modes and -v -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "used", "unused"),
+    [
+        (("--active",), "EPRT", {"EPSV", "PASV", "PORT"}),
+        (("--passive",), "EPSV", {"EPRT", "PORT", "PASV"}),
+        (("--passive", "--no-epsv"), "PASV", {"EPSV", "EPRT", "PORT"}),
+    ],
+    ids=["active", "passive", "passive-no-epsv"],
+)
+def test_mode_options_choose_the_data_connection_command(
+    server: RunningServer,
+    payload: bytes,
+    home: Path,
+    work: Path,
+    flags: tuple[str, ...],
+    used: str,
+    unused: set[str],
+) -> None:
+    stderr = ok(ketch(home, work, "get", "-v", *flags, server.url("/payload.bin")))
+    commands = sent_commands(stderr)
+    assert used in commands
+    assert not unused.intersection(commands)
+    assert "get payload.bin: 300000 bytes" in stderr and f"via {used}" in stderr
+    assert sha256((work / "payload.bin").read_bytes()) == sha256(payload)
+
+
+def test_verbose_shows_the_fallback_from_passive_to_active(
+    make_server: Callable[..., RunningServer], home: Path, work: Path
+) -> None:
+    # The server's only passive port is taken, so EPSV gets 425 and auto mode
+    # must fall back to active.
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        port = blocker.getsockname()[1]
+        server = make_server(passive_ports=f"{port}-{port}")
+        (server.home / "f.txt").write_bytes(b"fallback")
+        stderr = ok(ketch(home, work, "get", "-v", server.url("/f.txt")))
+        plain = ok(ketch(home, work, "get", server.url("/f.txt"), "again.txt"))
+    assert "passive mode failed: " in stderr and "trying active mode" in stderr
+    assert "via EPRT" in stderr
+    assert (work / "f.txt").read_bytes() == b"fallback"
+    assert (work / "again.txt").read_bytes() == b"fallback"
+    assert plain.startswith("get f.txt: 8 bytes") and "passive" not in plain  # -v only
+
+
+def test_verbose_shows_the_conversation_with_the_password_masked(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    stderr = ok(ketch(home, work, "ls", "-v", server.url()))
+    lines = stderr.splitlines()
+    assert f"> USER {USER}" in lines
+    assert "> PASS ****" in lines
+    assert any(line.startswith("< 230") for line in lines)
+    assert PASSWORD not in stderr
+
+
+# -- credentials ------------------------------------------------------------------------
+
+
+def write_netrc(home: Path, text: str) -> None:
+    path = home / ".netrc"
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_netrc_supplies_user_and_password(server: RunningServer, home: Path, work: Path) -> None:
+    write_netrc(home, f"machine {server.host} login {USER} password {PASSWORD}\n")
+    (server.home / "mine.txt").write_bytes(b"alice's")
+    result = ketch(home, work, "ls", "--names", "-v", server.url(user=None))
+    stderr = ok(result)
+    assert f"> USER {USER}" in stderr
+    assert result.stdout.decode().splitlines() == ["mine.txt"]
+    # -u without a password takes the password .netrc has for that login.
+    ok(ketch(home, work, "ls", "-u", USER, server.url(user=None)))
+
+
+def test_url_credentials_win_over_netrc(server: RunningServer, home: Path, work: Path) -> None:
+    write_netrc(home, f"machine {server.host} login {USER} password {PASSWORD}\n")
+    url = server.url(user=READER, password=READER_PASSWORD)
+    result = ketch(home, work, "ls", "--names", "-v", url)
+    stderr = ok(result)
+    assert f"> USER {READER}" in stderr and f"> USER {USER}" not in stderr
+    assert result.stdout.decode().splitlines() == ["secret.txt"]
+
+
+# -- exit codes: one line on stderr each -------------------------------------------------
+
+
+def test_wrong_password_exits_4(server: RunningServer, home: Path, work: Path) -> None:
+    line = one_error_line(ketch(home, work, "ls", server.url(password="wrong")), 4)
+    assert "530" in line and "wrong" not in line
+
+
+def test_connection_refused_exits_3(home: Path, work: Path) -> None:
+    line = one_error_line(ketch(home, work, "ls", f"ftp://127.0.0.1:{free_port()}/"), 3)
+    assert "cannot connect" in line
+
+
+def test_missing_remote_file_exits_5(server: RunningServer, home: Path, work: Path) -> None:
+    line = one_error_line(ketch(home, work, "get", server.url("/no-such.bin")), 5)
+    assert "550" in line
+    assert not (work / "no-such.bin").exists()
+
+
+def test_unwritable_local_destination_exits_8(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    (work / "plain-file").write_bytes(b"")
+    # A path "under" a regular file cannot be written, not even by root.
+    dest = str(work / "plain-file" / "payload.bin")
+    line = one_error_line(ketch(home, work, "get", server.url("/payload.bin"), dest), 8)
+    assert "cannot write" in line
+
+
+def test_missing_local_file_for_put_exits_8(server: RunningServer, home: Path, work: Path) -> None:
+    one_error_line(ketch(home, work, "put", "absent.bin", server.url("/")), 8)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/x", "ftp://host:99999/x", "ftp://"])
+def test_bad_url_exits_2(home: Path, work: Path, url: str) -> None:
+    line = one_error_line(ketch(home, work, "ls", url), 2)
+    assert "bad URL" in line
+
+
+def test_piped_output_has_no_terminal_codes(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    results = [
+        ketch(home, work, "get", server.url("/payload.bin")),
+        ketch(home, work, "ls", server.url()),
+        ketch(home, work, "get", server.url("/missing")),
+    ]
+    assert [result.returncode for result in results] == [0, 0, 5]
+    for result in results:
+        assert b"\x1b[" not in result.stdout and b"\x1b[" not in result.stderr
+    assert results[0].stderr.decode().count("\n") == 1  # the one-line summary
+
+
+def test_quiet_prints_nothing_on_success(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    result = ketch(home, work, "get", "-q", server.url("/payload.bin"))
+    assert result.returncode == 0 and result.stderr == b""
+    assert (work / "payload.bin").stat().st_size == len(payload)
+
+
+def test_old_file_listing_uses_the_recent_format_within_a_day(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    # A time a few hours ago is shown to the minute (LIST's "Mon DD HH:MM" form).
+    path = server.home / "hours.txt"
+    path.write_bytes(b"h")
+    moment = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    os.utime(path, (moment.timestamp(), moment.timestamp()))
+    result = ketch(home, work, "ls", server.url())
+    ok(result)
+    assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]

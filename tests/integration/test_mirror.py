@@ -1,0 +1,306 @@
+"""``ketch mirror`` both ways against ketch's own server, as users run it.
+
+A tree of about 200 files (nested several levels deep, some empty, a few KB
+each, two of 1 MiB) is mirrored with parallel sessions and compared file by
+file by sha256. A second run must transfer nothing, and after one file
+changes, a third run must transfer exactly that file: the skip rule at work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import USER, RunningServer
+from peer_servers import PeerServer
+
+KETCH = [sys.executable, "-m", "ketch"]
+TIMEOUT = 90
+SUMMARY = re.compile(
+    r"^mirror: (?P<transferred>\d+) transferred, .*?, (?P<skipped>\d+) skipped, "
+    r"(?P<failed>\d+) failed",
+    re.MULTILINE,
+)
+DIRECTORIES = ("", "a", "a/b", "a/b/c", "a/b/c/d", "e", "e/f", "g", "g/h", "g/h/i", "j k")
+FILE_COUNT = 200
+BIG_FILES = ("a/b/c/big-1.bin", "g/big-2.bin")
+
+
+def make_tree(root: Path, seed: int) -> dict[str, str]:
+    """Write the test tree under ``root``; returns {relative path: sha256}.
+
+    The files' times lie in the past (hours ago, and years ago for a few, which
+    LIST shows to the day only), so that a mirror that failed to carry the
+    time over, or compared times the wrong way, would transfer them again.
+    """
+    rng = random.Random(seed)
+    hours_ago = time.time() - 3 * 3600
+    years_ago = datetime(2019, 3, 4, 5, 6, 7, tzinfo=UTC).timestamp()
+    digests = {}
+    for directory in DIRECTORIES:
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    (root / "empty-dir" / "nested").mkdir(parents=True)
+    for index in range(FILE_COUNT):
+        directory = DIRECTORIES[index % len(DIRECTORIES)]
+        relative = f"{directory}/file-{index:03d}.dat".lstrip("/")
+        size = 0 if index % 25 == 0 else rng.randrange(1, 8192)
+        digests[relative] = write(root / relative, rng.randbytes(size))
+        moment = years_ago if index % 10 == 0 else hours_ago
+        os.utime(root / relative, (moment, moment))
+    for relative in BIG_FILES:
+        digests[relative] = write(root / relative, rng.randbytes(1 << 20))
+        os.utime(root / relative, (hours_ago, hours_ago))
+    return digests
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+def mirror(home: Path, *args: str) -> tuple[dict[str, int], str]:
+    """Run ``ketch mirror``; returns the summary's counts and stderr."""
+    env = {**os.environ, "HOME": str(home)}
+    result = subprocess.run(
+        [*KETCH, "mirror", *args], capture_output=True, env=env, timeout=TIMEOUT
+    )
+    stderr = result.stderr.decode()
+    match = SUMMARY.search(stderr)
+    assert match is not None, stderr
+    counts = {key: int(value) for key, value in match.groupdict().items()}
+    counts["exit"] = result.returncode
+    return counts, stderr
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+TOTAL = FILE_COUNT + len(BIG_FILES)
+
+
+@dataclass
+class Site:
+    """Where a server keeps the user's writable directory, and its URL."""
+
+    user: str
+    disk: Path
+    base_url: str  # ends in "/"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+@pytest.fixture(
+    params=[
+        "ketch",
+        pytest.param("vsftpd", marks=pytest.mark.peer),
+        pytest.param("pure-ftpd", marks=pytest.mark.peer),
+    ]
+)
+def site(request: pytest.FixtureRequest) -> Site:
+    """ketch's own server, vsftpd (anonymous, writable pub/) or pure-ftpd."""
+    if request.param == "ketch":
+        server: RunningServer = request.getfixturevalue("server")
+        return Site(USER, server.home, server.url("/"))
+    peer: PeerServer = request.getfixturevalue(
+        "vsftpd_server" if request.param == "vsftpd" else "pure_ftpd_server"
+    )
+    workdir = f"{peer.workdir}/" if peer.workdir else ""
+    return Site(
+        peer.user,
+        peer.writable,
+        f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}",
+    )
+
+
+def test_mirror_down_in_parallel_then_only_what_changed(
+    site: Site, home: Path, tmp_path: Path
+) -> None:
+    expected = make_tree(site.disk / "tree", seed=1)
+    local = tmp_path / "copy"
+    url = site.url("tree/")
+
+    counts, stderr = mirror(home, "-j", "4", "-v", url, str(local))
+    assert counts == {"transferred": TOTAL, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert stderr.splitlines().count(f"> USER {site.user}") == 4  # four sessions
+    assert tree_digests(local) == expected
+    assert (local / "empty-dir" / "nested").is_dir()
+
+    counts, stderr = mirror(home, "-j", "4", url, str(local))
+    assert counts == {"transferred": 0, "skipped": TOTAL, "failed": 0, "exit": 0}, stderr
+
+    changed = "a/b/file-002.dat"
+    expected[changed] = write(site.disk / "tree" / changed, b"now a different size")
+    counts, stderr = mirror(home, "-j", "4", url, str(local))
+    assert counts == {"transferred": 1, "skipped": TOTAL - 1, "failed": 0, "exit": 0}, stderr
+    assert f"get {changed}: 20 bytes" in stderr
+    assert tree_digests(local) == expected
+
+
+def test_mirror_up_in_parallel_then_only_what_changed(
+    site: Site, home: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    expected = make_tree(local, seed=2)
+    remote = site.disk / "up" / "here"  # its parent is missing too: both are created
+    url = site.url("up/here/")
+
+    counts, stderr = mirror(home, "--reverse", "-j", "4", str(local), url)
+    assert counts == {"transferred": TOTAL, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert tree_digests(remote) == expected
+    assert (remote / "empty-dir" / "nested").is_dir()
+
+    counts, stderr = mirror(home, "--reverse", "-j", "4", str(local), url)
+    assert counts == {"transferred": 0, "skipped": TOTAL, "failed": 0, "exit": 0}, stderr
+
+    changed = "g/h/i/file-009.dat"
+    expected[changed] = write(local / changed, b"grown " * 2000)
+    counts, stderr = mirror(home, "--reverse", "-j", "4", str(local), url)
+    assert counts == {"transferred": 1, "skipped": TOTAL - 1, "failed": 0, "exit": 0}, stderr
+    assert f"put {changed}: 12000 bytes" in stderr
+    assert tree_digests(remote) == expected
+
+
+def test_mirror_in_active_mode(server: RunningServer, home: Path, tmp_path: Path) -> None:
+    source = server.home / "small"
+    source.mkdir()
+    expected = {
+        f"d{n % 3}/f{n}.txt": write_in(source / f"d{n % 3}", f"f{n}.txt", n) for n in range(12)
+    }
+    local = tmp_path / "copy"
+    counts, stderr = mirror(home, "--active", "-v", "-j", "2", server.url("/small/"), str(local))
+    assert counts == {"transferred": 12, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    commands = {line[2:].split(" ")[0] for line in stderr.splitlines() if line.startswith("> ")}
+    assert "EPRT" in commands and not {"EPSV", "PASV"} & commands
+    assert stderr.count(" via EPRT") == 12
+    assert tree_digests(local) == expected
+
+
+def write_in(directory: Path, name: str, size: int) -> str:
+    directory.mkdir(exist_ok=True)
+    return write(directory / name, os.urandom(size * 100))
+
+
+def test_dry_run_lists_without_transferring(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    tree = server.home / "t"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "one.txt").write_bytes(b"1")
+    (tree / "sub" / "two.txt").write_bytes(b"22")
+    local = tmp_path / "copy"
+    env = {**os.environ, "HOME": str(home)}
+    result = subprocess.run(
+        [*KETCH, "mirror", "--dry-run", server.url("/t/"), str(local)],
+        capture_output=True,
+        env=env,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == ["mkdir sub", "get one.txt", "get sub/two.txt"]
+    assert not local.exists()
+
+
+def test_per_file_failures_exit_9_and_the_rest_is_transferred(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    tree = server.home / "t"
+    tree.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tree / name).write_bytes(name.encode())
+    local = tmp_path / "copy"
+    (local / "b.txt").mkdir(parents=True)  # a directory where a file must go
+    counts, stderr = mirror(home, server.url("/t/"), str(local))
+    assert counts == {"transferred": 2, "skipped": 0, "failed": 1, "exit": 9}, stderr
+    failures = [line for line in stderr.splitlines() if line.startswith("ketch: ")]
+    assert len(failures) == 1 and failures[0].startswith("ketch: b.txt: ")
+    assert (local / "a.txt").read_bytes() == b"a.txt"
+    assert (local / "c.txt").read_bytes() == b"c.txt"
+
+
+def test_times_are_compared_no_finer_than_the_listing_gives_them(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    # LIST shows this file's time to the minute; a local copy 15 s later in the
+    # same minute is the same file, one a minute later is not.
+    remote_time = (time.time() // 60 - 120) * 60 + 30  # hh:mm:30, two hours ago
+    tree = server.home / "t"
+    tree.mkdir()
+    local = tmp_path / "copy"
+    local.mkdir()
+    for name, local_offset in (("same-minute.txt", 15), ("next-minute.txt", 60)):
+        write(tree / name, b"same bytes")
+        os.utime(tree / name, (remote_time, remote_time))
+        write(local / name, b"same bytes")
+        os.utime(local / name, (remote_time + local_offset, remote_time + local_offset))
+    counts, stderr = mirror(home, server.url("/t/"), str(local))
+    assert counts == {"transferred": 1, "skipped": 1, "failed": 0, "exit": 0}, stderr
+    assert "get next-minute.txt: 10 bytes" in stderr
+    # The transferred file now carries the remote time (as LIST gives it: to the minute).
+    assert (local / "next-minute.txt").stat().st_mtime == remote_time - 30
+
+
+@pytest.mark.peer
+def test_mirror_both_ways_with_mlsd_and_mfmt_on_pure_ftpd(
+    pure_ftpd_server: PeerServer, home: Path, tmp_path: Path
+) -> None:
+    # pure-ftpd lists with MLSD (times to the second) and sets times with MFMT,
+    # so both directions compare times for equality, to the second.
+    peer = pure_ftpd_server
+    url = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/up/"
+    local = tmp_path / "local"
+    stamp = time.time() // 60 * 60 - 3 * 3600 + 17  # three hours ago, at hh:mm:17
+    expected = {}
+    for n in range(12):
+        relative = f"d{n % 3}/f{n}.bin"
+        (local / f"d{n % 3}").mkdir(parents=True, exist_ok=True)
+        expected[relative] = write(local / relative, os.urandom(1000 + n))
+        os.utime(local / relative, (stamp + n, stamp + n))
+
+    counts, stderr = mirror(home, "--reverse", "-v", "-j", "2", str(local), url)
+    assert counts == {"transferred": 12, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert sum(line.startswith("> MFMT ") for line in stderr.splitlines()) == 12
+    remote = peer.root / "up"
+    assert tree_digests(remote) == expected
+    assert (remote / "d1" / "f4.bin").stat().st_mtime == stamp + 4
+
+    counts, stderr = mirror(home, "--reverse", str(local), url)
+    assert counts == {"transferred": 0, "skipped": 12, "failed": 0, "exit": 0}, stderr
+
+    # Same size, new time: only a time comparison for equality notices it.
+    changed = local / "d2" / "f5.bin"
+    expected["d2/f5.bin"] = write(changed, os.urandom(1005))
+    os.utime(changed, (stamp - 600, stamp - 600))
+    counts, stderr = mirror(home, "--reverse", str(local), url)
+    assert counts == {"transferred": 1, "skipped": 11, "failed": 0, "exit": 0}, stderr
+    assert tree_digests(remote) == expected
+
+    copy = tmp_path / "copy"
+    counts, stderr = mirror(home, "-j", "2", url, str(copy))
+    assert counts == {"transferred": 12, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert tree_digests(copy) == expected
+    assert (copy / "d1" / "f4.bin").stat().st_mtime == stamp + 4  # to the second, via MLSD
+    counts, stderr = mirror(home, url, str(copy))
+    assert counts == {"transferred": 0, "skipped": 12, "failed": 0, "exit": 0}, stderr
