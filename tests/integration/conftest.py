@@ -7,10 +7,12 @@ a failing test, the server's log shows under "Captured stdout teardown".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,54 +67,40 @@ def _show_log(server: PeerServer) -> None:
     print("\n".join(lines))
 
 
+@contextlib.contextmanager
+def _started_peers(
+    tmp_path: Path, name: str, start: Callable[..., PeerServer]
+) -> Iterator[Callable[..., PeerServer]]:
+    """A factory that starts peer servers with ``start`` and stops them all afterwards."""
+    started: list[PeerServer] = []
+
+    def factory(**options: Any) -> PeerServer:
+        server = start(tmp_path / f"{name}-{len(started)}", **options)
+        started.append(server)
+        return server
+
+    try:
+        yield factory
+    finally:
+        for server in started:
+            server.stop()
+            _show_log(server)
+
+
 @pytest.fixture
 def make_vsftpd(tmp_path: Path) -> Iterator[Callable[..., PeerServer]]:
     """Start vsftpd servers, e.g. ``make_vsftpd(extra_config={"cmds_denied": "EPSV"})``."""
     require_peer_binaries(VSFTPD)
-    started: list[PeerServer] = []
-
-    def factory(
-        *,
-        extra_config: dict[str, str] | None = None,
-        passive_ports: tuple[int, int] | None = None,
-    ) -> PeerServer:
-        base = tmp_path / f"vsftpd-{len(started)}"
-        if passive_ports is None:
-            server = start_vsftpd(base, extra_config=extra_config)
-        else:
-            server = start_vsftpd(base, extra_config=extra_config, passive_ports=passive_ports)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-        _show_log(server)
+    with _started_peers(tmp_path, "vsftpd", start_vsftpd) as factory:
+        yield factory
 
 
 @pytest.fixture
 def make_pure_ftpd(tmp_path: Path) -> Iterator[Callable[..., PeerServer]]:
     """Start pure-ftpd servers, e.g. ``make_pure_ftpd(extra_args=["-G"])`` (no renames)."""
     require_peer_binaries(PURE_FTPD, PURE_PW)
-    started: list[PeerServer] = []
-
-    def factory(
-        *,
-        extra_args: list[str] | None = None,
-        passive_ports: tuple[int, int] | None = None,
-    ) -> PeerServer:
-        base = tmp_path / f"pure-ftpd-{len(started)}"
-        if passive_ports is None:
-            server = start_pure_ftpd(base, extra_args=extra_args)
-        else:
-            server = start_pure_ftpd(base, extra_args=extra_args, passive_ports=passive_ports)
-        started.append(server)
-        return server
-
-    yield factory
-    for server in started:
-        server.stop()
-        _show_log(server)
+    with _started_peers(tmp_path, "pure-ftpd", start_pure_ftpd) as factory:
+        yield factory
 
 
 @pytest.fixture

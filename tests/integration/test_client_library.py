@@ -8,7 +8,10 @@ data-connection command that was really used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +20,13 @@ from typing import Any
 
 import pytest
 
-from ketch.client import Client, FtpError, PermanentReplyError, SyncClient
+from ketch.client import (
+    Client,
+    DataConnectionFailed,
+    FtpError,
+    PermanentReplyError,
+    SyncClient,
+)
 
 from conftest import PASSWORD, USER, RunningServer
 from payloads import BIG, MIB, Payload, make_payload, sha256_bytes, sha256_file
@@ -311,3 +320,64 @@ def test_a_wrong_password_says_which_user_and_what_to_check(target: Target) -> N
         run(scenario())
     assert f"login as {target.user!r} refused" in str(failed.value)
     assert "check the user name and password" in str(failed.value)
+
+
+def test_a_stalled_download_fails_after_the_timeout_and_says_so(
+    make_pure_ftpd: Callable[..., PeerServer], tmp_path: Path
+) -> None:
+    """A server that stops sending mid-transfer (here: SIGSTOPped) is a stall, not a hang.
+
+    pure-ftpd, because vsftpd stopped and continued never reads the ABOR that
+    follows (it does after an ordinary interrupted transfer).
+    """
+    peer = make_pure_ftpd()
+    (peer.writable / "slow.bin").write_bytes(os.urandom(64 * MIB))
+    stopped: list[bool] = []
+
+    def freeze_the_server(done: int, total: int | None) -> None:
+        if not stopped:
+            stopped.extend(process_tree(peer.process.pid))
+            signal_all(stopped, signal.SIGSTOP)
+            # Let it go again later, so that the session can be resynchronised.
+            threading.Timer(4.0, signal_all, (stopped, signal.SIGCONT)).start()
+
+    async def scenario() -> tuple[DataConnectionFailed, int]:
+        async with Client(
+            peer.host, peer.port, user=peer.user, password=peer.password, timeout=2
+        ) as ftp:
+            with pytest.raises(DataConnectionFailed) as stalled:
+                await ftp.download("slow.bin", tmp_path / "slow.bin", progress=freeze_the_server)
+            return stalled.value, await ftp.size("slow.bin")
+
+    try:
+        error, size = run(scenario())
+    finally:
+        signal_all(stopped, signal.SIGCONT)
+    assert len(stopped) >= 2  # the listener and the session's processes
+    assert "stalled: nothing received for 2 s" in str(error)
+    assert "-c resumes a download" in str(error)
+    assert size == 64 * MIB  # the session still answers after the stall
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (vsftpd's session processes leave its process group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

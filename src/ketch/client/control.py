@@ -165,14 +165,15 @@ class ControlConnection:
         If that fails the connection is closed: a session that is out of step
         would pair replies with the wrong commands.
         """
+        limit = max(_RESYNC_TIMEOUT, self.timeout)
         try:
-            async with asyncio.timeout(_RESYNC_TIMEOUT):
+            async with asyncio.timeout(limit):
                 await self.send("ABOR")
                 # 426/451 end the transfer; a 2xx (or a 5xx refusal) ends ABOR.
-                while (await self.read_reply()).code // 100 not in (2, 5):
+                while (await self.read_reply(limit)).code // 100 not in (2, 5):
                     pass
                 await self.send("NOOP")
-                while (await self.read_reply()).code != 200:
+                while (await self.read_reply(limit)).code != 200:
                     pass
         except (FtpError, TimeoutError):
             transcript.debug("could not resynchronise; closing the control connection")
