@@ -9,13 +9,16 @@ under -v, and the exit code with its one line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pty
 import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -426,3 +429,43 @@ def test_old_file_listing_uses_the_recent_format_within_a_day(
     result = ketch(home, work, "ls", server.url())
     ok(result)
     assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]
+
+
+def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    """With stderr on a terminal, rich draws a bar there; the data on stdout is untouched."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "HOME": str(home), "COLUMNS": "100", "TERM": "xterm"}
+    try:
+        process = subprocess.Popen(
+            [*KETCH, "get", server.url("/payload.bin"), "-"],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            cwd=work,
+            env=env,
+        )
+        os.close(terminal)
+        terminal = -1
+        drawn = bytearray()
+
+        def read_terminal() -> None:
+            with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
+                while chunk := os.read(controller, 65536):
+                    drawn.extend(chunk)
+
+        reader = threading.Thread(target=read_terminal, daemon=True)
+        reader.start()
+        data, _ = process.communicate(timeout=TIMEOUT)
+        reader.join(timeout=TIMEOUT)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert process.returncode == 0
+    assert sha256(data) == sha256(payload)
+    screen = drawn.decode(errors="replace")
+    assert "\x1b[" in screen  # drawn with terminal codes
+    assert "payload.bin" in screen
+    assert "MiB" in screen or "KiB" in screen  # rich's download column
