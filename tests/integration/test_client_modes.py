@@ -195,3 +195,28 @@ def test_active_ports_and_address_are_what_the_client_advertises(
     numbers = [int(part) for part in port_lines[0][len("> PORT ") :].split(",")]
     assert numbers[:4] == [127, 0, 0, 1]
     assert numbers[4] * 256 + numbers[5] in ports
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("passive", "EPSV"), ("active", "EPRT")])
+def test_ipv6_uses_the_extended_commands(
+    make_server: Callable[..., RunningServer], mode: str, expected: str, tmp_path: Path
+) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 support")
+    try:
+        server = make_server(listen_address="::1")
+    except OSError as error:
+        pytest.skip(f"cannot listen on ::1 here: {error}")
+    (server.home / "six.txt").write_bytes(b"over IPv6\n")
+
+    async def scenario() -> tuple[str, str]:
+        async with Client(
+            "::1", server.port, user=USER, password=PASSWORD, mode=mode  # type: ignore[arg-type]
+        ) as ftp:
+            down = await ftp.download("six.txt", tmp_path / "six.txt")
+            up = await ftp.upload([b"back"], "back.txt")
+            return down.mode, up.mode
+
+    assert run(scenario()) == (expected, expected)
+    assert (tmp_path / "six.txt").read_bytes() == b"over IPv6\n"
+    assert (server.home / "back.txt").read_bytes() == b"back"
