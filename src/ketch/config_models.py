@@ -1,0 +1,353 @@
+"""The server's settings as validated, immutable pydantic models.
+
+Each key's allowed values are written once, in ``RULES``, so that a validator
+and the error message a person sees cannot disagree. Loading files and
+turning pydantic's reports into plain lines is ``ketch.config``'s job.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+import socket
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+
+import argon2
+from argon2.exceptions import InvalidHashError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ketch.server.auth import ANONYMOUS_NAMES, PERMISSION_WORDS, parse_permissions
+
+__all__ = [
+    "RULES",
+    "AnonymousConfig",
+    "PortRange",
+    "ServerConfig",
+    "UserConfig",
+]
+
+
+class PortRange(NamedTuple):
+    """An inclusive range of TCP ports, written "LOW-HIGH" in the configuration."""
+
+    low: int
+    high: int
+
+    @property
+    def size(self) -> int:
+        """How many ports the range holds."""
+        return self.high - self.low + 1
+
+    def __contains__(self, port: object) -> bool:
+        # A range, not a pair: 50500 is "in" 50000-50999.
+        return isinstance(port, int) and self.low <= port <= self.high
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+# -- what each key allows ------------------------------------------------------
+# One sentence per key, used whenever pydantic itself rejects a value (wrong
+# type, out of range) so every message says what would have been accepted.
+
+_DIRECTORY_RULE = "must be the path of an existing directory"
+_PERMISSIONS_RULE = "must be a list of permission words: " + ", ".join(PERMISSION_WORDS)
+_SECONDS_RULE = "must be a number of seconds greater than 0"
+
+RULES: dict[str, str] = {
+    "listen_address": (
+        "must be an IP address such as '0.0.0.0' or '::'; leave it out to listen on all addresses"
+    ),
+    "port": "must be a whole number from 0 to 65535 (0 picks any free port)",
+    "root": _DIRECTORY_RULE,
+    "banner": "must be text without control characters (line breaks are allowed)",
+    "passive_ports": "each port must be between 1 and 65535, written 'LOW-HIGH' with LOW <= HIGH",
+    "masquerade_address": "must be an IP address or a host name such as 'ftp.example.com'",
+    "active_source_port": "must be 'auto', 'ephemeral' or a port number from 1 to 65535",
+    "allow_foreign_addresses": "must be true or false",
+    "max_connections": "must be a whole number, at least 1",
+    "max_connections_per_ip": "must be a whole number, at least 1",
+    "idle_timeout": _SECONDS_RULE,
+    "data_connect_timeout": _SECONDS_RULE,
+    "data_stall_timeout": _SECONDS_RULE,
+    "login_failure_delay": "must be a number of seconds, 0 or more",
+    "max_line_length": "must be a whole number from 512 to 65536",
+    "anonymous": "must be an [anonymous] table with the keys enabled, home and permissions",
+    "anonymous.enabled": "must be true or false",
+    "anonymous.home": _DIRECTORY_RULE + "; leave it out to use root",
+    "anonymous.permissions": _PERMISSIONS_RULE,
+    "users": "must be a list of [[users]] tables, each with name, password_hash and home",
+    "users.name": (
+        "must be a name without spaces or control characters, other than "
+        + " and ".join(repr(name) for name in sorted(ANONYMOUS_NAMES))
+    ),
+    "users.password_hash": (
+        "must be an argon2 hash starting with '$argon2'; create one with `ketch user hash`"
+    ),
+    "users.home": _DIRECTORY_RULE,
+    "users.permissions": _PERMISSIONS_RULE,
+    "log_level": "must be one of 'debug', 'info', 'warning', 'error'",
+}
+
+
+# -- shared checks -------------------------------------------------------------
+
+
+def _reject_empty_path(value: Any) -> Any:
+    """Path("") silently means the current directory; an empty setting is a mistake."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"is empty; {_DIRECTORY_RULE}")
+    return value
+
+
+def _existing_directory(path: Path) -> Path:
+    """``path`` made absolute, or ValueError saying why it cannot be served."""
+    path = path.expanduser()
+    try:
+        is_dir = path.is_dir()
+        exists = is_dir or path.exists()
+    except OSError as error:  # e.g. permission denied on a parent
+        raise ValueError(
+            f"cannot be checked ({os.strerror(error.errno or 0)}); "
+            "choose a directory the server can reach"
+        ) from None
+    if not exists:
+        raise ValueError("no such directory; create it or choose an existing directory")
+    if not is_dir:
+        raise ValueError("is not a directory; choose a directory")
+    return path.resolve()
+
+
+def _permission_words(words: list[str]) -> list[str]:
+    parse_permissions(words)  # its ValueError already lists the allowed words
+    return words
+
+
+def _is_hostname(text: str) -> bool:
+    """RFC 1123 host name syntax; whether it resolves is checked at start-up."""
+    name = text[:-1] if text.endswith(".") else text
+    label = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+    return 0 < len(name) <= 253 and all(label.fullmatch(part) for part in name.split("."))
+
+
+# -- the models ----------------------------------------------------------------
+
+
+#: A home directory: a non-empty path to a directory that exists.
+HomeDirectory = Annotated[
+    Path, BeforeValidator(_reject_empty_path), AfterValidator(_existing_directory)
+]
+#: Permission words, checked against the ones the server knows.
+PermissionWords = Annotated[list[str], AfterValidator(_permission_words)]
+
+
+class UserConfig(BaseModel):
+    """One virtual user: a name, an argon2 password hash and a home directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    password_hash: str
+    home: HomeDirectory
+    permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not name:
+            raise ValueError("is empty; " + RULES["users.name"])
+        if any(char.isspace() or not char.isprintable() for char in name):
+            raise ValueError("contains spaces or control characters; " + RULES["users.name"])
+        if name.lower() in ANONYMOUS_NAMES:
+            raise ValueError(
+                "is reserved for anonymous login (configured under [anonymous]); "
+                "pick another user name"
+            )
+        return name
+
+    @field_validator("password_hash")
+    @classmethod
+    def _check_hash(cls, password_hash: str) -> str:
+        if not password_hash.startswith("$argon2"):
+            raise ValueError(RULES["users.password_hash"])
+        try:
+            argon2.extract_parameters(password_hash)
+        except InvalidHashError:
+            raise ValueError(
+                "is not a complete argon2 hash (was it cut short?); "
+                "create a new one with `ketch user hash`"
+            ) from None
+        return password_hash
+
+
+class AnonymousConfig(BaseModel):
+    """Anonymous login ("anonymous" or "ftp" with any password)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, strict=True)
+    home: HomeDirectory | None = None
+    permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
+
+
+class ServerConfig(BaseModel):
+    """Everything one server instance needs to know; immutable once validated."""
+
+    # Numbers and booleans are strict: TOML values are typed already, and
+    # lax coercion would accept `port = true` or `enabled = "no"` (as true).
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen_address: str | None = None
+    port: int = Field(default=2121, ge=0, le=65535, strict=True)
+    root: Path = Field(default=Path("."), validate_default=True)
+    banner: str = "ketch FTP server ready."
+    passive_ports: PortRange = PortRange(50000, 50999)
+    masquerade_address: str | None = None
+    active_source_port: Literal["auto", "ephemeral"] | int = "auto"
+    allow_foreign_addresses: bool = Field(default=False, strict=True)
+    max_connections: int = Field(default=512, ge=1, strict=True)
+    max_connections_per_ip: int = Field(default=20, ge=1, strict=True)
+    idle_timeout: float = Field(default=300.0, gt=0, strict=True, allow_inf_nan=False)
+    data_connect_timeout: float = Field(default=30.0, gt=0, strict=True, allow_inf_nan=False)
+    data_stall_timeout: float = Field(default=120.0, gt=0, strict=True, allow_inf_nan=False)
+    login_failure_delay: float = Field(default=1.0, ge=0, strict=True, allow_inf_nan=False)
+    max_line_length: int = Field(default=4096, ge=512, le=65536, strict=True)
+    anonymous: AnonymousConfig = Field(default_factory=AnonymousConfig)
+    users: list[UserConfig] = Field(default_factory=list)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def anonymous_home(self) -> Path:
+        """Where anonymous users land: their own home if set, else the served root."""
+        return self.anonymous.home if self.anonymous.home is not None else self.root
+
+    def resolved_listen_address(self) -> str:
+        """The address to bind: the configured one, or every address the system has.
+
+        "::" covers IPv4 as well when the listener clears IPV6_V6ONLY.
+        """
+        if self.listen_address is not None:
+            return self.listen_address
+        return "::" if _ipv6_available() else "0.0.0.0"
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen_address(cls, address: str | None) -> str | None:
+        if address is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(address.strip()))
+        except ValueError:
+            raise ValueError(RULES["listen_address"]) from None
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _check_root_text(cls, root: Any) -> Any:
+        return _reject_empty_path(root)
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, root: Path) -> Path:
+        return _existing_directory(root)
+
+    @field_validator("banner", mode="before")
+    @classmethod
+    def _check_banner(cls, banner: Any) -> Any:
+        if not isinstance(banner, str):
+            return banner  # pydantic reports the type
+        banner = banner.replace("\r\n", "\n")
+        # A CR or other control character would corrupt the 220 reply framing.
+        if any(unicodedata.category(char) == "Cc" and char != "\n" for char in banner):
+            raise ValueError(RULES["banner"])
+        return banner
+
+    @field_validator("passive_ports", mode="before")
+    @classmethod
+    def _check_passive_ports(cls, value: Any) -> PortRange:
+        low = high = None
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*", value)
+            if match:
+                low, high = int(match[1]), int(match[2])
+        elif (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(isinstance(port, int) and not isinstance(port, bool) for port in value)
+        ):
+            low, high = value
+        if low is None or high is None or not 1 <= low <= high <= 65535:
+            raise ValueError(RULES["passive_ports"])
+        return PortRange(low, high)
+
+    @field_validator("masquerade_address")
+    @classmethod
+    def _check_masquerade(cls, address: str | None) -> str | None:
+        if address is None:
+            return None
+        address = address.strip()
+        try:
+            return str(ipaddress.ip_address(address))
+        except ValueError:
+            pass
+        if not _is_hostname(address):
+            raise ValueError(RULES["masquerade_address"])
+        return address
+
+    @field_validator("active_source_port", mode="before")
+    @classmethod
+    def _check_active_source_port(cls, value: Any) -> Any:
+        # Checked here in one go so a bad value gets one clear message rather
+        # than a report from each branch of the union.
+        if isinstance(value, str) and value.lower() in ("auto", "ephemeral"):
+            return value.lower()
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+            return value
+        raise ValueError(RULES["active_source_port"])
+
+    @field_validator("users")
+    @classmethod
+    def _check_unique_names(cls, users: list[UserConfig]) -> list[UserConfig]:
+        first_index: dict[str, int] = {}
+        for index, user in enumerate(users):
+            if user.name in first_index:
+                raise PydanticCustomError(
+                    "ketch_config",
+                    "{message}",
+                    {
+                        "message": f"duplicate user name (also users[{first_index[user.name]}]); "
+                        "give every user a different name",
+                        "key": f"users[{index}].name",
+                        "value": user.name,
+                    },
+                )
+            first_index[user.name] = index
+        return users
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, level: Any) -> Any:
+        return level.lower() if isinstance(level, str) else level
+
+
+@functools.cache
+def _ipv6_available() -> bool:
+    """Whether this host can actually listen on IPv6 (the build flag is not enough)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return False
+    return True
