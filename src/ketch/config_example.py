@@ -52,14 +52,60 @@ idle_timeout = 300.0
 data_connect_timeout = 30.0
 # Seconds a transfer may make no progress before it is aborted.
 data_stall_timeout = 120.0
+
+# Uploads (STOR, STOU) go to a hidden temporary file in the same directory
+# and replace the target only once complete, so a failed or aborted upload
+# never leaves a truncated file. APPE and resumed uploads (REST) write to
+# the file itself.
+atomic_uploads = true
+# Largest file an upload may produce, in bytes (0: no limit).
+max_upload_size = 0
 # Seconds to wait before answering a failed login (slows password guessing).
+# The wait doubles with each further failure from the same IP address, up to
+# login_failure_delay_max; a successful login resets it.
 login_failure_delay = 1.0
+login_failure_delay_max = 8.0
+
+# Temporary ban: after ban_after_failures failed logins from one IP address
+# within ban_window seconds, connections from it get 421 for ban_duration
+# seconds. 0 turns banning off. Unknown users and wrong passwords count alike.
+ban_after_failures = 10
+ban_window = 600.0
+ban_duration = 900.0
+# Networks that are never banned (still delayed), e.g. ["192.0.2.0/24", "::1/128"].
+ban_exempt = []
+
+# Most logged-in sessions of one user at once (0: no limit). A user's own
+# max_sessions overrides it; anonymous has [anonymous] max_sessions.
+max_sessions_per_user = 16
+
+# Commands per second one session may send, sustained, after a burst of
+# command_burst; faster clients are slowed down, not refused (0: no limit).
+# A client that stays faster than the rate for command_flood_timeout seconds
+# is disconnected with 421.
+command_rate = 50.0
+command_burst = 200
+command_flood_timeout = 30.0
+
+# Seconds a client may take to finish a command line it has started
+# (protects against "slowloris" clients that never send the line end).
+line_timeout = 30.0
 
 # Longest command line accepted, in bytes (512 to 65536).
 max_line_length = 4096
 
 # debug, info, warning or error.
 log_level = "info"
+
+# When started as root (to use port 21, and port 20 for active mode), become
+# this user right after binding the ports. It needs read (and, for accounts
+# that may write, write) access to root and the homes. Started as root
+# without it, the server warns and runs as root. Needs a restart to change.
+# run_as = "ftp"
+
+# Seconds running transfers may go on after SIGTERM before they are cut off
+# (idle sessions are closed at once; a second SIGTERM stops at once).
+shutdown_grace = 30.0
 
 # Anonymous login: user "anonymous" or "ftp", any password.
 [anonymous]
@@ -69,6 +115,11 @@ enabled = true
 # Permission words: list, read, write, append, delete, rename, mkdir, rmdir,
 # all, read-only.
 permissions = ["list", "read"]
+# Bytes per second for all anonymous sessions together (0: unlimited).
+download_rate = 0
+upload_rate = 0
+# Most anonymous sessions at once, all counted as one user (0: no limit).
+max_sessions = 0
 
 # Virtual users, one [[users]] table each. Create password_hash with
 # `ketch user hash`; the server never stores passwords themselves.
@@ -77,4 +128,12 @@ permissions = ["list", "read"]
 # password_hash = "$argon2id$v=19$m=65536,t=3,p=4$..."
 # home = "/srv/ftp/alice"
 # permissions = ["all"]
+# Bytes and regular files the home may hold (0: no quota).
+# quota_bytes = 0
+# quota_files = 0
+# Bytes per second for all of this user's sessions together (0: unlimited).
+# download_rate = 0
+# upload_rate = 0
+# Leave max_sessions out to use max_sessions_per_user; 0 means no limit.
+# max_sessions = 4
 """

@@ -65,6 +65,7 @@ class PortRange(NamedTuple):
 _DIRECTORY_RULE = "must be the path of an existing directory"
 _PERMISSIONS_RULE = "must be a list of permission words: " + ", ".join(PERMISSION_WORDS)
 _SECONDS_RULE = "must be a number of seconds greater than 0"
+_RATE_RULE = "must be a whole number of bytes per second, 0 or more (0 means unlimited)"
 
 RULES: dict[str, str] = {
     "listen_address": (
@@ -82,12 +83,29 @@ RULES: dict[str, str] = {
     "idle_timeout": _SECONDS_RULE,
     "data_connect_timeout": _SECONDS_RULE,
     "data_stall_timeout": _SECONDS_RULE,
+    "atomic_uploads": "must be true or false",
+    "max_upload_size": "must be a whole number of bytes, 0 or more (0 means no limit)",
     "login_failure_delay": "must be a number of seconds, 0 or more",
+    "login_failure_delay_max": (
+        "must be a number of seconds, 0 or more (never less than login_failure_delay is used)"
+    ),
+    "ban_after_failures": "must be a whole number, 0 or more (0 turns banning off)",
+    "ban_window": _SECONDS_RULE,
+    "ban_duration": _SECONDS_RULE,
+    "ban_exempt": "must be a list of IP networks such as '192.0.2.0/24' or '2001:db8::/32'",
+    "max_sessions_per_user": "must be a whole number, 0 or more (0 means no limit)",
+    "command_rate": "must be a number of commands per second, 0 or more (0 turns the limit off)",
+    "command_burst": "must be a whole number, at least 1",
+    "command_flood_timeout": _SECONDS_RULE,
+    "line_timeout": _SECONDS_RULE,
     "max_line_length": "must be a whole number from 512 to 65536",
     "anonymous": "must be an [anonymous] table with the keys enabled, home and permissions",
     "anonymous.enabled": "must be true or false",
     "anonymous.home": _DIRECTORY_RULE + "; leave it out to use root",
     "anonymous.permissions": _PERMISSIONS_RULE,
+    "anonymous.download_rate": _RATE_RULE,
+    "anonymous.upload_rate": _RATE_RULE,
+    "anonymous.max_sessions": "must be a whole number, 0 or more (0 means no limit)",
     "users": "must be a list of [[users]] tables, each with name, password_hash and home",
     "users.name": (
         "must be a name without spaces or control characters, other than "
@@ -98,7 +116,20 @@ RULES: dict[str, str] = {
     ),
     "users.home": _DIRECTORY_RULE,
     "users.permissions": _PERMISSIONS_RULE,
+    "users.quota_bytes": "must be a whole number of bytes, 0 or more (0 means no quota)",
+    "users.quota_files": "must be a whole number of files, 0 or more (0 means no quota)",
+    "users.download_rate": _RATE_RULE,
+    "users.upload_rate": _RATE_RULE,
+    "users.max_sessions": (
+        "must be a whole number, 0 or more (0 means no limit); "
+        "leave it out to use max_sessions_per_user"
+    ),
     "log_level": "must be one of 'debug', 'info', 'warning', 'error'",
+    "run_as": (
+        "must be the name of a system user such as 'ftp' (no spaces); "
+        "leave it out to keep the user the server is started as"
+    ),
+    "shutdown_grace": "must be a number of seconds, 0 or more",
 }
 
 
@@ -162,6 +193,11 @@ class UserConfig(BaseModel):
     password_hash: str
     home: HomeDirectory
     permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
+    quota_bytes: int = Field(default=0, ge=0, strict=True)
+    quota_files: int = Field(default=0, ge=0, strict=True)
+    download_rate: int = Field(default=0, ge=0, strict=True)
+    upload_rate: int = Field(default=0, ge=0, strict=True)
+    max_sessions: int | None = Field(default=None, ge=0, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -200,6 +236,9 @@ class AnonymousConfig(BaseModel):
     enabled: bool = Field(default=True, strict=True)
     home: HomeDirectory | None = None
     permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
+    download_rate: int = Field(default=0, ge=0, strict=True)
+    upload_rate: int = Field(default=0, ge=0, strict=True)
+    max_sessions: int = Field(default=0, ge=0, strict=True)
 
 
 class ServerConfig(BaseModel):
@@ -222,11 +261,27 @@ class ServerConfig(BaseModel):
     idle_timeout: float = Field(default=300.0, gt=0, strict=True, allow_inf_nan=False)
     data_connect_timeout: float = Field(default=30.0, gt=0, strict=True, allow_inf_nan=False)
     data_stall_timeout: float = Field(default=120.0, gt=0, strict=True, allow_inf_nan=False)
+    atomic_uploads: bool = Field(default=True, strict=True)
+    max_upload_size: int = Field(default=0, ge=0, strict=True)
     login_failure_delay: float = Field(default=1.0, ge=0, strict=True, allow_inf_nan=False)
+    login_failure_delay_max: float = Field(default=8.0, ge=0, strict=True, allow_inf_nan=False)
+    ban_after_failures: int = Field(default=10, ge=0, strict=True)
+    ban_window: float = Field(default=600.0, gt=0, strict=True, allow_inf_nan=False)
+    ban_duration: float = Field(default=900.0, gt=0, strict=True, allow_inf_nan=False)
+    ban_exempt: list[str] = Field(default_factory=list)
+    max_sessions_per_user: int = Field(default=16, ge=0, strict=True)
+    command_rate: float = Field(default=50.0, ge=0, strict=True, allow_inf_nan=False)
+    command_burst: int = Field(default=200, ge=1, strict=True)
+    command_flood_timeout: float = Field(default=30.0, gt=0, strict=True, allow_inf_nan=False)
+    line_timeout: float = Field(default=30.0, gt=0, strict=True, allow_inf_nan=False)
     max_line_length: int = Field(default=4096, ge=512, le=65536, strict=True)
     anonymous: AnonymousConfig = Field(default_factory=AnonymousConfig)
     users: list[UserConfig] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: The user to become after binding the ports, when started as root.
+    run_as: str | None = None
+    #: Seconds running transfers may go on after SIGTERM before they are cut off.
+    shutdown_grace: float = Field(default=30.0, ge=0, strict=True, allow_inf_nan=False)
 
     def anonymous_home(self) -> Path:
         """Where anonymous users land: their own home if set, else the served root."""
@@ -304,6 +359,19 @@ class ServerConfig(BaseModel):
             raise ValueError(RULES["masquerade_address"])
         return address
 
+    @field_validator("ban_exempt")
+    @classmethod
+    def _check_ban_exempt(cls, networks: list[str]) -> list[str]:
+        checked = []
+        for network in networks:
+            try:
+                checked.append(str(ipaddress.ip_network(network.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not an IP network; {RULES['ban_exempt']}"
+                ) from None
+        return checked
+
     @field_validator("active_source_port", mode="before")
     @classmethod
     def _check_active_source_port(cls, value: Any) -> Any:
@@ -338,6 +406,16 @@ class ServerConfig(BaseModel):
     @classmethod
     def _lower_log_level(cls, level: Any) -> Any:
         return level.lower() if isinstance(level, str) else level
+
+    @field_validator("run_as")
+    @classmethod
+    def _check_run_as(cls, name: str | None) -> str | None:
+        # Whether the user exists is checked at start-up, on the machine that serves.
+        if name is not None and (
+            not name or any(char.isspace() or not char.isprintable() for char in name)
+        ):
+            raise ValueError(RULES["run_as"])
+        return name
 
 
 @functools.cache

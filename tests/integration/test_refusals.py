@@ -287,3 +287,18 @@ def test_login_with_missing_home_gets_clear_530(server: RunningServer) -> None:
     with pytest.raises(ftplib.error_perm, match=r"^530 .*home directory is unavailable"):
         ftp.login("alice", "s3cret")
     assert ftp.voidcmd("NOOP").startswith("200")
+
+
+def test_rest_refuses_digits_that_are_not_ascii(server: RunningServer) -> None:
+    with connect(server) as ftp:
+        for argument in ("\u00b2", "\u0663", "1\u00b2"):  # superscript two, Arabic-Indic three
+            assert reply_to(ftp, f"REST {argument}").startswith("501 ")
+
+
+def test_a_password_that_is_not_utf8_is_checked_not_an_internal_error(
+    server: RunningServer,
+) -> None:
+    with connect(server, login=False) as ftp:
+        ftp.encoding = "latin-1"  # so that these characters go out as single raw bytes
+        assert reply_to(ftp, "USER alice").startswith("331 ")
+        assert reply_to(ftp, "PASS \x80\xfe").startswith("530 ")

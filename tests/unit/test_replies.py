@@ -214,3 +214,28 @@ def test_parser_gives_the_same_replies_for_any_chunking(
     parser = ReplyParser()
     chunked = [r for a, b in itertools.pairwise(bounds) for r in parser.feed(data[a:b])]
     assert chunked == [Reply(code, expected_lines(lines)) for code, lines in replies]
+
+
+def _replies(parser: ReplyParser, pieces: list[bytes]) -> list[Reply]:
+    """Feed pieces, going on after each ReplySyntaxError as documented."""
+    replies: list[Reply] = []
+    for piece in [*pieces, b""]:
+        data = piece
+        while True:
+            try:
+                replies.extend(parser.feed(data))
+                break
+            except ReplySyntaxError:
+                data = b""
+    return replies
+
+
+def test_the_rest_of_an_over_long_line_is_skipped_however_the_stream_is_cut() -> None:
+    stream = b"200-first\r\n" + b"x" * 14 + b"\r\n200 end\r\n"
+    whole = _replies(ReplyParser(10), [stream])
+    cut = _replies(ReplyParser(10), [stream[:23], stream[23:]])
+    assert whole == cut == [Reply(200, ("first", "end"))]
+
+
+def test_a_line_of_exactly_the_limit_survives_a_read_between_cr_and_lf() -> None:
+    assert _replies(ReplyParser(6), [b"200 ok\r", b"\n"]) == [Reply(200, ("ok",))]

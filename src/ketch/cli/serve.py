@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +15,15 @@ from ketch import __version__
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
+    from ketch.server.port20_helper import LowPortHelper
+    from ketch.server.privileges import RunAs
 
 # ketch.config (pydantic) is imported by the commands that need it, so that the
 # client commands start without paying for it.
 
 __all__ = ["config", "serve", "user"]
+
+log = logging.getLogger("ketch.server")
 
 
 # -- serve ----------------------------------------------------------------------
@@ -83,18 +86,32 @@ def _parse_user(value: str) -> tuple[str, str]:
     help="Let PORT/EPRT name another host than the client (FXP; unsafe, RFC 2577).",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--run-as",
+    metavar="USER",
+    help="Started as root: become USER right after binding the ports (see README).",
+)
 def serve(
     config_file: Path | None, users: tuple[str, ...], write: bool, no_anonymous: bool, **flags: Any
 ) -> None:
-    """Serve a directory over FTP (anonymous read-only unless told otherwise)."""
+    """Serve a directory over FTP (anonymous read-only unless told otherwise).
+
+    SIGTERM or SIGINT stops gracefully (a second one at once); SIGHUP reloads --config.
+    """
     from ketch.config import ConfigError, load_config
+    from ketch.server.privileges import PrivilegeError
 
     overrides = {key: value for key, value in flags.items() if value is not None}
     if "active_source_port" in overrides and overrides["active_source_port"].isdigit():
         overrides["active_source_port"] = int(overrides["active_source_port"])
-    try:
+
+    def build_config() -> ServerConfig:
+        """The file with the flags on top; again on every SIGHUP."""
         config = load_config(config_file, overrides)
-        config = _apply_quick_accounts(config, config_file, overrides, users, write, no_anonymous)
+        return _apply_quick_accounts(config, config_file, overrides, users, write, no_anonymous)
+
+    try:
+        config = build_config()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     except click.BadParameter:
@@ -105,7 +122,9 @@ def serve(
         stream=sys.stderr,
     )
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, config_file, build_config))
+    except PrivilegeError as error:
+        raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(
             f"cannot listen on port {config.port}: {error.strerror}; pick another with --port"
@@ -157,26 +176,71 @@ def _apply_quick_accounts(
     return load_config(config_file, {**overrides, "users": accounts, "anonymous": anonymous})
 
 
-async def _serve(config: ServerConfig) -> None:
-    from ketch.server import FtpServer
+async def _serve(
+    config: ServerConfig, config_file: Path | None, build_config: Callable[[], ServerConfig]
+) -> None:
+    """Bind, drop root if told to, serve until SIGTERM/SIGINT; SIGHUP reloads the file."""
+    from ketch.server import FtpServer, port20_helper
+    from ketch.server.lifecycle import Lifecycle, Reloader
+    from ketch.server.privileges import access_problems, drop_privileges, resolve_run_as
 
+    run_as = resolve_run_as(config.run_as)
     server = FtpServer(config)
-    await server.start()
-    click.echo(_describe(config, server.address))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    serving = asyncio.create_task(server.serve_forever())
-    await stop.wait()
-    click.echo("ketch: stopping", err=True)
-    serving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await serving
-    await server.close()
+    host, port = server.bind()
+    helper = _start_port20_helper(config, host, port) if run_as is not None else None
+    try:
+        if run_as is not None:
+            # Bound, helper started: nothing else needs root. No connection accepted yet.
+            drop_privileges(run_as)
+            for problem in access_problems(config, run_as.name, config_file):
+                log.warning("%s", problem)
+            if config.passive_ports.low < 1024:
+                log.warning(
+                    "passive_ports %s starts below 1024, which %s may not bind; "
+                    "use a range above 1023",
+                    config.passive_ports,
+                    run_as.name,
+                )
+        reloader = (
+            Reloader(server, build_config, config_file, run_as) if config_file else None
+        )
+        lifecycle = Lifecycle(server, reloader)
+        lifecycle.install()
+        await server.start()
+        click.echo(_describe(config, server.address, run_as, helper))
+        await lifecycle.run()
+    finally:
+        if helper is not None:
+            port20_helper.install(None)
+            helper.close()
 
 
-def _describe(config: ServerConfig, address: tuple[str, int]) -> str:
+def _start_port20_helper(config: ServerConfig, host: str, port: int) -> LowPortHelper | None:
+    """Start the root helper for active mode's low source port, if that port is below 1024."""
+    from ketch.server import port20_helper
+    from ketch.server.privileges import PrivilegeError
+
+    ports = port20_helper.low_source_ports(config.active_source_port, port)
+    if not ports:
+        return None
+    addresses = None if host in ("::", "0.0.0.0") else [host]
+    try:
+        helper = port20_helper.LowPortHelper.start(ports, addresses)
+    except OSError as error:
+        raise PrivilegeError(
+            f"cannot start the port-20 helper for active mode: {error.strerror or error}; "
+            "set active_source_port = \"ephemeral\" to do without it"
+        ) from None
+    port20_helper.install(helper)
+    return helper
+
+
+def _describe(
+    config: ServerConfig,
+    address: tuple[str, int],
+    run_as: RunAs | None = None,
+    helper: LowPortHelper | None = None,
+) -> str:
     """The start-up summary: where, who, how data connections are made, how to try it."""
     host, port = address
     families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
@@ -201,10 +265,22 @@ def _describe(config: ServerConfig, address: tuple[str, int]) -> str:
     credentials = (
         "" if anonymous.enabled or not config.users else f"{config.users[0].name}:PASSWORD@"
     )
+    privileges = []
+    if run_as is not None:
+        privileges.append(
+            f"  user     {run_as}"
+            + (
+                f"; a root helper (pid {helper.pid}) binds source port "
+                + ", ".join(map(str, sorted(helper.ports)))
+                if helper is not None
+                else ""
+            )
+        )
     return "\n".join(
         [
             f"ketch {__version__} serving {config.root} ({who})",
             f"  control  {host} port {port} ({families})",
+            *privileges,
             f"  passive  ports {low}-{high} ({high - low + 1} simultaneous passive transfers), "
             f"advertising {advertised}",
             f"  active   source port {source_text}; "

@@ -89,6 +89,9 @@ class ReplyParser:
         self._lines: list[str] = []
         # Replies completed before a syntax error, handed out by the next feed.
         self._ready: list[Reply] = []
+        # After an over-long line has been reported, the rest of it is skipped
+        # up to its newline, so that how the stream is cut cannot matter.
+        self._skipping = False
 
     def feed(self, data: bytes) -> list[Reply]:
         """Consume ``data`` and return the replies it completes.
@@ -100,9 +103,18 @@ class ReplyParser:
         ready = self._ready
         while True:
             newline = self._buffer.find(b"\n")
-            if newline < 0:
-                if len(self._buffer) > self._limit:
+            if self._skipping:
+                if newline < 0:
                     self._buffer.clear()
+                    break
+                del self._buffer[: newline + 1]
+                self._skipping = False
+                continue
+            if newline < 0:
+                # limit + 1: the line's CR may arrive before its LF.
+                if len(self._buffer) > self._limit + 1:
+                    self._buffer.clear()
+                    self._skipping = True
                     raise ReplySyntaxError(f"reply line longer than {self._limit} bytes")
                 break
             line = bytes(self._buffer[:newline])

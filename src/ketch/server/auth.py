@@ -94,12 +94,18 @@ def parse_permissions(names: Iterable[str]) -> Permission:
 
 @dataclass(frozen=True)
 class Account:
-    """A logged-in identity: where it lives and what it may do."""
+    """A logged-in identity: where it lives, what it may do, and its limits (0: none)."""
 
     name: str
     home: Path
     permissions: Permission
     anonymous: bool = False
+    #: Bytes and regular files the home may hold (see ketch.server.quota).
+    quota_bytes: int = 0
+    quota_files: int = 0
+    #: Bytes per second for all of this account's sessions together (ketch.server.throttle).
+    download_rate: int = 0
+    upload_rate: int = 0
 
 
 def hash_password(password: str) -> str:
@@ -144,6 +150,10 @@ class Authenticator:
             name=user.name,
             home=user.home,
             permissions=parse_permissions(user.permissions),
+            quota_bytes=user.quota_bytes,
+            quota_files=user.quota_files,
+            download_rate=user.download_rate,
+            upload_rate=user.upload_rate,
         )
 
     def _anonymous_account(self, name: str) -> Account:
@@ -153,12 +163,17 @@ class Authenticator:
             home=self._config.anonymous_home(),
             permissions=parse_permissions(self._config.anonymous.permissions),
             anonymous=True,
+            download_rate=self._config.anonymous.download_rate,
+            upload_rate=self._config.anonymous.upload_rate,
         )
 
     def _verify(self, password_hash: str, password: str) -> bool:
         """Runs in a worker thread; blocking for the hash's full cost is the point."""
+        # A password that is not UTF-8 on the wire holds surrogate escapes;
+        # hash its original bytes so it is checked, not an internal error.
+        secret = password.encode("utf-8", "surrogateescape")
         try:
-            return self._verifier.verify(password_hash, password)
+            return self._verifier.verify(password_hash, secret)
         except VerificationError:
             return False
         except InvalidHashError:

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 
 from ketch.config import ServerConfig
 from ketch.server.auth import Authenticator
+from ketch.server.login_guard import LoginGuard
 from ketch.server.passive_ports import PassivePortPool
+from ketch.server.quota import QuotaBook
+from ketch.server.throttle import RateBook
+from ketch.server.user_sessions import UserSessions
 
 __all__ = ["ServerContext"]
 
@@ -23,6 +27,18 @@ class ServerContext:
     masquerade_ip: str | None = None
     #: Event counters (logins, refusals, transfers...) for STAT and tests.
     counters: Counter[str] = field(default_factory=Counter)
+    #: Disk usage per home, for users with a quota (shared by all their sessions).
+    quotas: QuotaBook = field(default_factory=QuotaBook)
+    #: Bandwidth buckets per account and direction (shared by all its sessions).
+    rates: RateBook = field(default_factory=RateBook)
+    #: Failed logins per client IP: growing delays and temporary bans.
+    login_guard: LoginGuard = field(init=False)
+    #: Logged-in sessions per account, against max_sessions_per_user.
+    user_sessions: UserSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.login_guard = LoginGuard.from_config(self.config)
+        self.user_sessions = UserSessions(self.config)
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ServerContext:
@@ -32,6 +48,22 @@ class ServerContext:
             passive_ports=PassivePortPool(config.passive_ports),
             masquerade_ip=resolve_ipv4(config.masquerade_address),
         )
+
+    def reconfigure(
+        self, config: ServerConfig, authenticator: Authenticator, masquerade_ip: str | None
+    ) -> None:
+        """Swap in a reloaded configuration (SIGHUP), all in one step.
+
+        Whatever reads ``context.config`` or ``context.authenticator`` at use
+        time sees the new values from here on. State that outlives a reload
+        (passive ports in use, counters, failed logins and bans, open sessions
+        per user) is kept, under the new limits.
+        """
+        self.config = config
+        self.authenticator = authenticator
+        self.masquerade_ip = masquerade_ip
+        self.login_guard.reconfigure(config)
+        self.user_sessions.reconfigure(config)
 
 
 def resolve_ipv4(name: str | None) -> str | None:

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable
 
 from ketch.protocol.addresses import HostPort
+from ketch.server import port20_helper
 from ketch.server.netaddr import plain_ip
 from ketch.server.passive_ports import PassivePortPool
 
@@ -43,28 +44,36 @@ class DataChannel:
         self.sock = sock
         self.mode = mode
         self.bytes_moved = 0
+        #: True while a bandwidth limit holds the transfer back: not a stall.
+        self.paused = False
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._closed = False
 
-    async def send_file(self, fd: int, offset: int) -> None:
-        """Send a regular file from ``offset`` to its end with ``os.sendfile``.
+    async def send_file(self, fd: int, offset: int, count: int | None = None) -> int:
+        """Send a regular file from ``offset`` with ``os.sendfile``; return the bytes sent.
 
-        A hand-written loop rather than ``loop.sock_sendfile`` so that
-        progress is visible after every kernel call (the stall watchdog
-        needs it) without splitting the file into many awaited pieces.
+        Sends to the end of the file, or at most ``count`` bytes (a throttled
+        transfer sends bounded pieces). A hand-written loop rather than
+        ``loop.sock_sendfile`` so that progress is visible after every kernel
+        call (the stall watchdog needs it) without splitting the file into
+        many awaited pieces.
         """
         out = self.sock.fileno()
-        while True:
+        total = 0
+        while count is None or total < count:
+            piece = _SENDFILE_PIECE if count is None else count - total
             try:
-                sent = os.sendfile(out, fd, offset, _SENDFILE_PIECE)
+                sent = os.sendfile(out, fd, offset, piece)
             except BlockingIOError:
                 await self._writable()
                 continue
             if sent == 0:
-                return
+                break
             offset += sent
+            total += sent
             self.bytes_moved += sent
+        return total
 
     async def send_all(self, data: bytes) -> None:
         await self._loop.sock_sendall(self.sock, data)
@@ -256,11 +265,9 @@ class ActiveOffer(DataOffer):
 
     async def _connect_from(self, source_port: int | None) -> DataChannel:
         family = socket.AF_INET6 if ":" in self.target.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = await self._source_socket(family, source_port)
         try:
             sock.setblocking(False)
-            if source_port is not None:
-                self._bind_source(sock, source_port)
             async with asyncio.timeout(self._timeout):
                 await asyncio.get_running_loop().sock_connect(
                     sock, (self.target.host, self.target.port)
@@ -270,25 +277,51 @@ class ActiveOffer(DataOffer):
             raise
         return DataChannel(sock, self.mode, _nothing)
 
+    async def _source_socket(
+        self, family: socket.AddressFamily, port: int | None
+    ) -> socket.socket:
+        """A socket bound to the source port (L-1 by tradition) so client firewalls know us.
+
+        After root was dropped (run_as), a port below 1024 comes from the port-20 helper.
+        """
+        helper = port20_helper.installed()
+        if port is not None and helper is not None and helper.serves(port):
+            try:
+                return await helper.bound_socket(family, self._source_ip(family), port)
+            except OSError as error:
+                self._source_unavailable(port, error)
+                return socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if port is not None:
+            try:
+                self._bind_source(sock, port)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def _source_ip(self, family: socket.AddressFamily) -> str:
+        return self._local_ip if family == socket.AF_INET or ":" in self._local_ip else "::"
+
     def _bind_source(self, sock: socket.socket, port: int) -> None:
-        """Bind the source port (L-1 by tradition) so client firewalls can recognise us."""
-        local_ip = (
-            self._local_ip if sock.family == socket.AF_INET or ":" in self._local_ip else "::"
-        )
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((local_ip, port))
+            sock.bind((self._source_ip(sock.family), port))
         except OSError as error:
-            if self._source_port_required:
-                raise DataConnectionError(
-                    f"cannot use source port {port} for active mode "
-                    f"({error.strerror}); the admin should change active_source_port"
-                ) from None
-            log.debug(
-                "active source port %d unavailable (%s); using an ephemeral port",
-                port,
-                error.strerror,
-            )
+            self._source_unavailable(port, error)
+
+    def _source_unavailable(self, port: int, error: OSError) -> None:
+        """Refuse the transfer if the port is required; else go on from an ephemeral port."""
+        if self._source_port_required:
+            raise DataConnectionError(
+                f"cannot use source port {port} for active mode "
+                f"({error.strerror}); the admin should change active_source_port"
+            ) from None
+        log.debug(
+            "active source port %d unavailable (%s); using an ephemeral port",
+            port,
+            error.strerror,
+        )
 
 
 def _nothing() -> None:

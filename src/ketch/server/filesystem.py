@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from ketch.protocol.listing import FileFacts
-from ketch.server.jail import FilesystemError, Jail, PathEscapeError
+from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
+from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError
 
 __all__ = [
     "Filesystem",
@@ -40,6 +41,8 @@ _NEW_FILE_MODE = 0o666
 _NEW_DIR_MODE = 0o777
 # STOU gives up after this many taken names rather than looping for ever.
 _MAX_UNIQUE_ATTEMPTS = 10_000
+# Random temporary names for atomic uploads practically never collide.
+_MAX_TEMPORARY_ATTEMPTS = 100
 # O_NONBLOCK keeps open() from waiting for a FIFO's other end; O_NOFOLLOW
 # makes a symlink swapped in after the jail check fail instead of being used.
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
@@ -78,6 +81,14 @@ class Filesystem(Protocol):
 
     def create_unique(self, directory: str, stem: str) -> tuple[str, BinaryIO]:
         """A new file named ``stem`` or ``stem.N`` and its virtual path."""
+        ...
+
+    def open_atomic_write(self, path: str, *, placeholder: bool = False) -> AtomicFile:
+        """A hidden temporary file that replaces ``path`` when committed.
+
+        ``placeholder``: ``path`` is an empty file this upload created to
+        reserve the name (STOU), removed again if the upload fails.
+        """
         ...
 
     def mkdir(self, path: str) -> None:
@@ -202,6 +213,8 @@ class LocalFilesystem:
         entries: list[FileFacts] = []
         with _mapped(path), os.scandir(real) as scan:
             for entry in scan:
+                if entry.name.startswith(UPLOAD_TEMP_PREFIX):
+                    continue  # an upload in progress (see atomic_file)
                 try:
                     info = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -312,6 +325,42 @@ class LocalFilesystem:
         raise FilesystemError(
             f"{posixpath.join(directory, stem)}: no free name after {_MAX_UNIQUE_ATTEMPTS} "
             "attempts; remove old uploads or choose another name"
+        )
+
+    def open_atomic_write(self, path: str, *, placeholder: bool = False) -> AtomicFile:
+        real = self._jail.real_path(path)
+        with _mapped(path):
+            try:
+                existing: os.stat_result | None = os.stat(real)
+            except FileNotFoundError:
+                existing = None
+        if existing is not None:
+            _check_regular(path, existing.st_mode)
+        directory, name = os.path.split(real)
+        for _ in range(_MAX_TEMPORARY_ATTEMPTS):
+            temp = os.path.join(directory, temporary_name(name))
+            try:
+                fd = self._open_regular(path, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FilesystemError as error:
+                if isinstance(error.__cause__, FileExistsError):
+                    continue
+                raise
+            break
+        else:
+            raise FilesystemError(f"{path}: no free temporary name for the upload; try again")
+        try:
+            if existing is not None and not placeholder:
+                with _mapped(path):
+                    adopt_attributes(fd, existing)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        return AtomicFile(
+            os.fdopen(fd, "wb", buffering=0),
+            temp,
+            real,
+            placeholder=existing if placeholder else None,
         )
 
     # -- changes -----------------------------------------------------------

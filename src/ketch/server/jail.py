@@ -16,7 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["FilesystemError", "Jail", "PathEscapeError", "resolve_virtual"]
+__all__ = ["UPLOAD_TEMP_PREFIX", "FilesystemError", "Jail", "PathEscapeError", "resolve_virtual"]
+
+#: Names of the temporary files of uploads in progress (see ketch.server.atomic_file).
+#: Clients can neither see nor name them, so nobody reads, replaces or deletes a
+#: half-written upload; a name with this prefix is refused in every path.
+UPLOAD_TEMP_PREFIX = ".ketch-upload-"
 
 
 class FilesystemError(Exception):
@@ -116,6 +121,11 @@ class Jail:
         """
         _check_encodable(virtual)
         parts = _components(virtual)  # re-normalize: never trust the caller blindly
+        if any(part.startswith(UPLOAD_TEMP_PREFIX) for part in parts):
+            raise FilesystemError(
+                f"{virtual}: names starting with {UPLOAD_TEMP_PREFIX!r} are reserved "
+                "for uploads in progress; choose another name"
+            )
         if not parts:
             return self._home
         if follow_final:

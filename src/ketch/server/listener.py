@@ -10,7 +10,9 @@ from collections import Counter
 from ketch.config import ServerConfig
 from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
+from ketch.server.auth import Authenticator
 from ketch.server.context import ServerContext
+from ketch.server.login_guard import ban_reply_text
 from ketch.server.session import Session
 
 __all__ = ["ConnectionLimits", "FtpServer"]
@@ -56,17 +58,55 @@ class FtpServer:
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
+        self._socket: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+
+    def bind(self) -> tuple[str, int]:
+        """Make the listening socket without accepting yet, so root can be dropped in between."""
+        if self._socket is None:
+            self._socket = _listening_socket(
+                self.config.resolved_listen_address(), self.config.port
+            )
+            host, port = self._socket.getsockname()[:2]
+            self._address = (host, port)
+        assert self._address is not None
+        return self._address
 
     async def start(self) -> None:
-        sock = _listening_socket(self.config.resolved_listen_address(), self.config.port)
-        self._server = await asyncio.start_server(self._on_connection, sock=sock, limit=1 << 16)
+        """Bind (unless done already) and start accepting connections."""
+        self.bind()
+        self._server = await asyncio.start_server(
+            self._on_connection, sock=self._socket, limit=1 << 16
+        )
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) actually listened on (port 0 in the config picks a free one)."""
-        assert self._server is not None, "start() first"
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return host, port
+        assert self._address is not None, "start() first"
+        return self._address
+
+    @property
+    def sessions(self) -> dict[asyncio.Task[None], Session]:
+        """The sessions running now, by the task that runs each (a copy)."""
+        return dict(self._sessions)
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket: new connections are refused, sessions go on."""
+        if self._server is not None:
+            self._server.close()
+        elif self._socket is not None:
+            self._socket.close()
+
+    def reconfigure(
+        self, config: ServerConfig, authenticator: Authenticator, masquerade_ip: str | None
+    ) -> None:
+        """Use a reloaded configuration from now on, in every session (no await: atomic)."""
+        self.config = config
+        self.context.reconfigure(config, authenticator, masquerade_ip)
+        self.limits.max_total = config.max_connections
+        self.limits.max_per_ip = config.max_connections_per_ip
+        for session in self._sessions.values():
+            session.config = config  # sessions read their limits from here at use time
 
     async def serve_forever(self) -> None:
         assert self._server is not None, "start() first"
@@ -89,6 +129,13 @@ class FtpServer:
     ) -> None:
         session = Session(self.context, reader, writer)
         ip = session.peer_ip
+        banned = self.context.login_guard.ban_remaining(ip)
+        if banned is not None:
+            self.context.counters["connection_banned"] += 1
+            log.info("connection refused client=%s: banned for %.0f s more", ip, banned)
+            writer.write(format_reply(421, ban_reply_text(ip, banned)))
+            writer.close()
+            return
         refusal = self.limits.admit(ip)
         if refusal is not None:
             self.context.counters["connection_refused"] += 1

@@ -34,8 +34,10 @@ from ketch.server.filesystem import (
     PathEscapeError,
 )
 from ketch.server.jail import resolve_virtual
+from ketch.server.line_timer import LineTimer
 from ketch.server.netaddr import plain_ip
-from ketch.server.transfers import StallWatchdog
+from ketch.server.rate_limit import CommandThrottle
+from ketch.server.transfers import StallWatchdog, TransferRefused
 
 if TYPE_CHECKING:
     from ketch.server.context import ServerContext
@@ -80,6 +82,12 @@ class Session:
         self.closing = False
         self._lines = CommandLineReader(self.config.max_line_length)
         self._last_activity = time.monotonic()
+        self._line_timer = LineTimer(self.config.line_timeout)
+        self._throttle = CommandThrottle(
+            self.config.command_rate, self.config.command_burst, self.config.command_flood_timeout
+        )
+        #: The account key counted in context.user_sessions while logged in.
+        self.user_slot: str | None = None
 
     # -- the control loop ---------------------------------------------------
 
@@ -91,7 +99,11 @@ class Session:
                 data = await self._read_or_idle()
                 if not data:
                     break
-                for event in self._lines.feed(data):
+                events = self._lines.feed(data)
+                self._line_timer.received(data, events)
+                for event in events:
+                    if not await self._pace():
+                        break
                     if isinstance(event, LineTooLong):
                         await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
                     else:
@@ -104,7 +116,11 @@ class Session:
             await self._end()
 
     async def _read_or_idle(self) -> bytes:
-        """Read control input; after ``idle_timeout`` without a command or transfer, say 421."""
+        """Read control input; after ``idle_timeout`` without a command or transfer, say 421.
+
+        A line already started must end within ``line_timeout`` (slowloris).
+        """
+        self._line_timer.start_waiting()
         while True:
             idle_for = time.monotonic() - self._last_activity
             remaining = self.config.idle_timeout - idle_for
@@ -116,6 +132,17 @@ class Session:
                     421, f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
                 )
                 return b""
+            line_left = self._line_timer.remaining()
+            if line_left is not None:
+                if line_left <= 0:
+                    log.info("line timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+                    await self.reply(
+                        421,
+                        f"Command line not completed within {self.config.line_timeout:g} s: "
+                        "closing the control connection.",
+                    )
+                    return b""
+                remaining = min(remaining, line_left)
             try:
                 async with asyncio.timeout(remaining):
                     data = await self.reader.read(_READ_SIZE)
@@ -123,6 +150,28 @@ class Session:
                 continue
             self._last_activity = time.monotonic()
             return data
+
+    async def _pace(self) -> bool:
+        """Wait as the command rate limit asks; False (after a 421) when the client floods."""
+        delay = self._throttle.delay()
+        if delay is None:
+            log.warning(
+                "command flood client=%s user=%s: faster than %g commands/s for %g s",
+                self.peer_ip,
+                self.state.user_name,
+                self.config.command_rate,
+                self.config.command_flood_timeout,
+            )
+            await self.reply(
+                421,
+                f"Too many commands: more than {self.config.command_rate:g} per second "
+                f"for {self.config.command_flood_timeout:g} s; closing the control connection.",
+            )
+            self.closing = True
+            return False
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return True
 
     async def _handle(self, command: Command) -> None:
         if self.transfer is not None and command.verb not in URGENT_COMMANDS:
@@ -221,10 +270,17 @@ class Session:
         self.state.login_succeeded()
 
     def log_out(self) -> None:
+        self.release_user_slot()
         self.account = None
         self.fs = None
         self.cwd = "/"
         self.replace_offer(None)
+
+    def release_user_slot(self) -> None:
+        """Stop counting this session against its account's max_sessions."""
+        if self.user_slot is not None:
+            self.context.user_sessions.release(self.user_slot)
+            self.user_slot = None
 
     def replace_offer(self, offer: DataOffer | None) -> None:
         """A new PASV/PORT replaces the previous, unused one (and frees its port)."""
@@ -307,6 +363,9 @@ class Session:
                 await self.reply(426, "Transfer aborted by ABOR; data connection closed.")
             else:
                 raise  # the session is ending
+        except TransferRefused as refusal:  # a limit (upload size, quota) stopped it
+            outcome = "refused"
+            await self.reply(refusal.code, refusal.text)
         except ConnectionError:
             outcome = "interrupted"
             await self.reply(426, "Data connection closed by the other side; transfer aborted.")
@@ -367,6 +426,7 @@ class Session:
             self.transfer.cancel()
             await asyncio.wait([self.transfer])
         self.replace_offer(None)
+        self.release_user_slot()
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(self.writer.wait_closed(), 5)

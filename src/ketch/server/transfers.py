@@ -7,52 +7,106 @@ converts line endings on the wire with the streaming codecs of
 A transfer that moves no byte for ``data_stall_timeout`` seconds is
 cancelled by :class:`StallWatchdog`, which polls the channel's byte counter
 rather than wrapping every chunk in a timeout (a timer per chunk would
-cost more than the chunk at loopback speeds).
+cost more than the chunk at loopback speeds). Time spent waiting for a
+bandwidth limit (:mod:`ketch.server.throttle`) is not a stall.
+
+Without a throttle or a meter the loops are exactly the unlimited ones:
+limits cost nothing per chunk unless they are configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO
 
 from ketch.protocol.ascii import AsciiDecoder, AsciiEncoder
 from ketch.server.data_channel import DataChannel
 
-__all__ = ["StallWatchdog", "receive_file", "send_file"]
+if TYPE_CHECKING:
+    from ketch.server.throttle import Throttle
+
+__all__ = ["StallWatchdog", "TransferRefused", "receive_file", "send_file"]
 
 _READ_SIZE = 256 * 1024
 _RECEIVE_BUFFER = 256 * 1024
 
 
-async def send_file(channel: DataChannel, file: BinaryIO, offset: int, *, ascii: bool) -> None:
-    """Send ``file`` from ``offset``; in ASCII mode LF becomes CRLF on the wire."""
+class TransferRefused(Exception):
+    """A limit stopped the transfer; the session replies ``code`` with ``text``."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+async def send_file(
+    channel: DataChannel,
+    file: BinaryIO,
+    offset: int,
+    *,
+    ascii: bool,
+    throttle: Throttle | None = None,
+) -> None:
+    """Send ``file`` from ``offset``; in ASCII mode LF becomes CRLF on the wire.
+
+    With a ``throttle``, bytes go out in pieces of its chunk size, each
+    followed by the wait the shared bucket asks for.
+    """
     if not ascii:
         try:
             fd = file.fileno()
         except (AttributeError, OSError, io.UnsupportedOperation):
             fd = -1
         if fd >= 0:
-            await channel.send_file(fd, offset)
+            if throttle is None:
+                await channel.send_file(fd, offset)
+                return
+            while sent := await channel.send_file(fd, offset, throttle.chunk_size):
+                offset += sent
+                await throttle.pace(channel, sent)
             return
     file.seek(offset)
     encoder = AsciiEncoder() if ascii else None
-    while chunk := file.read(_READ_SIZE):
-        await channel.send_all(encoder.convert(chunk) if encoder else chunk)
+    read_size = throttle.chunk_size if throttle else _READ_SIZE
+    while chunk := file.read(read_size):
+        data = encoder.convert(chunk) if encoder else chunk
+        await channel.send_all(data)
+        if throttle:
+            await throttle.pace(channel, len(data))
 
 
-async def receive_file(channel: DataChannel, file: BinaryIO, *, ascii: bool) -> None:
-    """Write everything the client sends to ``file``; in ASCII mode CRLF becomes LF."""
-    buffer = bytearray(_RECEIVE_BUFFER)
+async def receive_file(
+    channel: DataChannel,
+    file: BinaryIO,
+    *,
+    ascii: bool,
+    meter: Callable[[int], None] | None = None,
+    throttle: Throttle | None = None,
+) -> None:
+    """Write everything the client sends to ``file``; in ASCII mode CRLF becomes LF.
+
+    ``meter`` is told the size of every piece before it is written and may
+    raise (:class:`TransferRefused`) to stop the upload with nothing of that
+    piece stored. A ``throttle`` paces the reading.
+    """
+    buffer = bytearray(throttle.chunk_size if throttle else _RECEIVE_BUFFER)
     view = memoryview(buffer)
     decoder = AsciiDecoder() if ascii else None
     while count := await channel.receive_into(buffer):
-        if decoder:
-            file.write(decoder.convert(bytes(view[:count])))
-        else:
-            file.write(view[:count])
+        data = decoder.convert(bytes(view[:count])) if decoder else view[:count]
+        if meter:
+            meter(len(data))
+        file.write(data)
+        if throttle:
+            await throttle.pace(channel, count)
     if decoder:
-        file.write(decoder.flush())
+        tail = decoder.flush()
+        if meter:
+            meter(len(tail))
+        file.write(tail)
 
 
 class StallWatchdog:
@@ -71,7 +125,7 @@ class StallWatchdog:
 
     def _check(self) -> None:
         now = self._loop.time()
-        if self._channel.bytes_moved != self._last_count:
+        if self._channel.bytes_moved != self._last_count or self._channel.paused:
             self._last_count = self._channel.bytes_moved
             self._last_progress = now
         elif now - self._last_progress >= self._timeout:

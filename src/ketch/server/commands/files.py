@@ -7,9 +7,16 @@ import logging
 from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.quota import Quota
 from ketch.server.session import Session
 
 log = logging.getLogger("ketch.server")
+
+
+async def _quota(session: Session) -> Quota | None:
+    """The session's quota, measured, when its account has one (DELE and RNTO give back)."""
+    account = session.account
+    return await session.context.quotas.quota_for(account) if account else None
 
 
 @command(
@@ -23,7 +30,11 @@ async def delete(session: Session, argument: str) -> None:
     if session.filesystem.is_dir(path):
         await session.reply(550, f"{path}: is a directory; use RMD to remove directories.")
         return
+    quota = await _quota(session)
+    removed = session.filesystem.lstat(path) if quota else None
     session.filesystem.remove(path)
+    if quota and removed and removed.kind == "file":
+        quota.adjust(-removed.size, -1)
     log.info("delete user=%s client=%s path=%s", session.state.user_name, session.peer_ip, path)
     await session.reply(250, f"{path}: deleted.")
 
@@ -54,7 +65,13 @@ async def rename_to(session: Session, argument: str) -> None:
         await session.reply(503, "Send RNFR first, immediately followed by RNTO.")
         return
     target = session.resolve(argument)
+    quota = await _quota(session)
+    replaced = None
+    if quota and target != source and session.filesystem.is_file(target):
+        replaced = session.filesystem.lstat(target)  # a symlink is replaced, not its target
     session.filesystem.rename(source, target)
+    if quota and replaced and replaced.kind == "file":
+        quota.adjust(-replaced.size, -1)
     log.info(
         "rename user=%s client=%s from=%s to=%s",
         session.state.user_name,

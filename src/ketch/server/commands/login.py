@@ -7,6 +7,7 @@ import logging
 
 from ketch.server.auth import ANONYMOUS_NAMES, Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.login_guard import ban_reply_text
 from ketch.server.session import Session
 
 log = logging.getLogger("ketch.server")
@@ -38,6 +39,14 @@ async def password(session: Session, secret: str) -> None:
         await session.reply(503, "Send USER first, then PASS.")
         return
     name = state.user_name
+    guard = session.context.login_guard
+    banned = guard.ban_remaining(session.peer_ip)
+    if banned is not None:
+        # A connection opened before the ban must not go on guessing.
+        state.login_failed()
+        await session.reply(421, ban_reply_text(session.peer_ip, banned))
+        session.closing = True
+        return
     account = await session.context.authenticator.authenticate(name, secret)
     if account is None:
         state.login_failed()
@@ -49,16 +58,43 @@ async def password(session: Session, secret: str) -> None:
             session.context.authenticator.knows(name),
             session.peer_ip,
         )
-        await asyncio.sleep(session.config.login_failure_delay)
+        # Keyed by address only: unknown names and wrong passwords wait alike.
+        verdict = guard.record_failure(session.peer_ip)
+        await asyncio.sleep(verdict.delay)
+        if verdict.banned_for is not None:
+            await session.reply(421, ban_reply_text(session.peer_ip, verdict.banned_for))
+            session.closing = True
+            return
         await session.reply(530, "Login incorrect: check the user name and password.")
+        return
+    guard.record_success(session.peer_ip)
+    sessions = session.context.user_sessions
+    slot = sessions.acquire(account)
+    if slot is None:
+        # Checked only now, after the password: no hint about accounts to strangers.
+        # The connection stays open at the login stage, so the client can retry later.
+        state.login_failed()
+        limit = sessions.limit(account)
+        session.context.counters["login_too_many_sessions"] += 1
+        log.warning(
+            "login refused user=%s client=%s: already %d sessions (the limit)",
+            name,
+            session.peer_ip,
+            limit,
+        )
+        await session.reply(
+            530, f"Too many sessions for this user ({limit}); close one and log in again."
+        )
         return
     try:
         session.log_in(account)
     except NotADirectoryError as error:
+        sessions.release(slot)
         state.login_failed()
         log.error("login refused user=%s client=%s: %s", name, session.peer_ip, error)
         await session.reply(530, "Your home directory is unavailable; ask the admin to check it.")
         return
+    session.user_slot = slot
     session.context.counters["login_ok"] += 1
     log.info("login ok user=%s client=%s anonymous=%s", name, session.peer_ip, account.anonymous)
     if account.anonymous:

@@ -10,7 +10,8 @@ from ketch.protocol.listing import FileFacts, format_listing
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
-from ketch.server.transfers import receive_file, send_file
+from ketch.server.transfers import TransferRefused, send_file
+from ketch.server.uploads import open_unique_upload, open_upload
 
 
 def mode_name(session: Session) -> str:
@@ -37,10 +38,12 @@ async def retrieve(session: Session, argument: str) -> None:
     ascii = session.state.transfer_type == "A"
     # The byte count is only true on the wire in binary mode (ftplib reads it as the size).
     size = "" if ascii else f" ({facts.size} bytes)"
+    account = session.account
+    throttle = session.context.rates.throttle(account, "download") if account else None
     await session.start_transfer(
         "RETR",
         path,
-        lambda channel: send_file(channel, file, offset, ascii=ascii),
+        lambda channel: send_file(channel, file, offset, ascii=ascii, throttle=throttle),
         opening=f"Opening {mode_name(session)} mode data connection for {path}{size}.",
         cleanup=file.close,
     )
@@ -85,14 +88,17 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
         if offset > size:
             await _reply_offset_beyond_end(session, path, offset, size)
             return
-    file = session.filesystem.open_write(path, offset=offset, append=append)
-    ascii = session.state.transfer_type == "A"
+    try:
+        upload = await open_upload(session, path, offset=offset, append=append)
+    except TransferRefused as refusal:  # over quota before a byte was sent
+        await session.reply(refusal.code, refusal.text)
+        return
     await session.start_transfer(
         verb,
         path,
-        lambda channel: receive_file(channel, file, ascii=ascii),
+        upload.run,
         opening=f"Opening {mode_name(session)} mode data connection to receive {path}.",
-        cleanup=file.close,
+        cleanup=upload.close,
     )
 
 
@@ -103,16 +109,19 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
 )
 async def store_unique(session: Session, argument: str) -> None:
     stem = posixpath.basename(argument.strip()) or "upload"
-    path, file = session.filesystem.create_unique(session.cwd, stem)
-    name = posixpath.basename(path)
-    ascii = session.state.transfer_type == "A"
+    try:
+        upload = await open_unique_upload(session, stem)
+    except TransferRefused as refusal:
+        await session.reply(refusal.code, refusal.text)
+        return
+    name = posixpath.basename(upload.path)
     await session.start_transfer(
         "STOU",
-        path,
-        lambda channel: receive_file(channel, file, ascii=ascii),
+        upload.path,
+        upload.run,
         opening=f"FILE: {name}",  # RFC 1123 §4.1.2.9 form, which clients parse
         done=f"Transfer complete; stored as {name}.",
-        cleanup=file.close,
+        cleanup=upload.close,
     )
 
 
@@ -178,7 +187,8 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
     help="REST <offset>: start the next RETR or STOR at this byte offset",
 )
 async def restart(session: Session, argument: str) -> None:
-    if not argument.isdigit():
+    # isdigit() alone accepts "²" and other digits that int() reads differently or not at all.
+    if not (argument.isascii() and argument.isdigit()):
         await session.reply(501, "REST needs a byte offset: a whole number of 0 or more.")
         return
     session.state.restart_offset = int(argument)

@@ -1,0 +1,327 @@
+"""Signals of a running server: SIGTERM/SIGINT stop it gracefully, SIGHUP reloads.
+
+Graceful stop: the listening socket closes at once (new connections are
+refused), idle sessions get ``421`` right away, running transfers may
+finish for ``shutdown_grace`` seconds (each then gets its ``226`` and a
+``421``), and whatever still runs at the deadline is cut off (``426``,
+then ``421``). A second stop signal cuts off at once.
+
+Reload: the configuration file is read and validated again; if it is
+good, what depends on it (accounts, limits, the masquerade address) is
+swapped in one step, without awaiting in between, so every session sees
+either the old or the new configuration, never a mix. Settings bound to
+sockets or processes made at start-up stay as they are, with one log line
+each. A bad file changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ketch.config import ConfigError, ServerConfig
+from ketch.server.auth import Authenticator
+from ketch.server.context import resolve_ipv4
+from ketch.server.privileges import RunAs, access_problems
+
+if TYPE_CHECKING:
+    from ketch.server.listener import FtpServer
+    from ketch.server.session import Session
+
+__all__ = ["RESTART_ONLY", "Lifecycle", "Reloader", "shut_down"]
+
+log = logging.getLogger("ketch.server")
+
+#: Settings a reload cannot change: they shaped sockets and processes made at start-up.
+#: active_source_port is one because the port-20 helper is told its port when it starts.
+RESTART_ONLY = ("listen_address", "port", "passive_ports", "run_as", "active_source_port")
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_POLL = 0.1
+# How long sessions may take to close after being told to (a peer that reads nothing).
+_CLOSE_TIMEOUT = 6.0
+
+SessionTask = asyncio.Task[None]
+
+
+class Lifecycle:
+    """Installs the signal handlers and runs the server until a stop signal."""
+
+    def __init__(self, server: FtpServer, reloader: Reloader | None = None) -> None:
+        self._server = server
+        self._reloader = reloader
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._reason = ""
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
+        self._finished = False
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    async def run(self) -> None:
+        """Wait for SIGTERM or SIGINT, then shut the server down gracefully."""
+        await self._stop.wait()
+        if self._reloading is not None:
+            self._reloading.cancel()
+        grace = self._server.context.config.shutdown_grace
+        await shut_down(self._server, grace, self._hurry, self._reason)
+        self._finished = True
+
+    def _on_stop_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._finished:
+            return
+        if not self._stop.is_set():
+            self._reason = name
+            self._stop.set()
+        elif not self._hurry.is_set():
+            log.warning("shutdown: %s received again: cutting off every session now", name)
+            self._hurry.set()
+
+    def _on_hangup(self) -> None:
+        if self._stop.is_set():
+            log.info("SIGHUP ignored: the server is shutting down")
+        elif self._reloader is None:
+            log.warning(
+                "SIGHUP ignored: the server was started without --config, "
+                "so there is no configuration file to reload"
+            )
+        elif self._reloading is not None and not self._reloading.done():
+            self._reload_again = True  # the file may have changed after it was read
+        else:
+            self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        assert self._reloader is not None
+        while True:
+            self._reload_again = False
+            try:
+                await self._reloader.reload()
+            except Exception:
+                log.exception("reload failed; the previous configuration stays in force")
+            if not self._reload_again:
+                return
+
+
+# -- graceful shutdown --------------------------------------------------------
+
+
+def _running_transfer(session: Session) -> asyncio.Task[None] | None:
+    transfer = session.transfer
+    return transfer if transfer is not None and not transfer.done() else None
+
+
+class _Closer:
+    """Tells each session once that the server stops, now or when its transfer ends."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.cutting = False
+        self.finished = 0
+        self.cut_off = 0
+        self._seen: set[SessionTask] = set()
+        self._closed: set[SessionTask] = set()
+
+    def take(self, task: SessionTask, session: Session) -> bool:
+        """Handle a session not seen yet; True if it has a transfer to wait for."""
+        if task in self._seen:
+            return False
+        self._seen.add(task)
+        transfer = _running_transfer(session)
+        if transfer is None:
+            self.close(task, session)
+            return False
+        transfer.add_done_callback(functools.partial(self._transfer_done, task, session))
+        if self.cutting:
+            transfer.cancel()
+        return True
+
+    def cut(self, sessions: dict[SessionTask, Session]) -> None:
+        """The deadline: cancel every transfer (its callback says 426) and close the rest."""
+        self.cutting = True
+        for task, session in sessions.items():
+            if task not in self._seen:
+                self.take(task, session)
+            elif (transfer := _running_transfer(session)) is not None:
+                transfer.cancel()
+            else:
+                self.close(task, session)
+
+    def close(self, task: SessionTask, session: Session) -> None:
+        if task in self._closed:
+            return
+        self._closed.add(task)
+        session.say_goodbye(421, "Server shutting down; try again later.")
+        task.cancel()
+
+    def _transfer_done(
+        self, task: SessionTask, session: Session, transfer: asyncio.Task[None]
+    ) -> None:
+        # Runs before the session's own task resumes, so no pipelined command slips in.
+        if transfer.cancelled() and self.cutting:
+            self.cut_off += 1
+            session.say_goodbye(
+                426,
+                f"Transfer cut off: the server is shutting down and its {self.grace:g} s "
+                "grace period is over.",
+            )
+            log.info(
+                "shutdown: transfer cut off client=%s user=%s",
+                session.peer_ip,
+                session.state.user_name,
+            )
+        else:
+            self.finished += 1
+            log.info(
+                "shutdown: transfer ended client=%s user=%s; closing the session",
+                session.peer_ip,
+                session.state.user_name,
+            )
+        self.close(task, session)
+
+
+async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reason: str) -> None:
+    """Stop accepting, let transfers finish for ``grace`` seconds, close every session.
+
+    ``hurry`` set (a second signal) ends the wait at once.
+    """
+    loop = asyncio.get_running_loop()
+    server.stop_accepting()
+    deadline = loop.time() + grace
+    closer = _Closer(grace)
+    sessions = server.sessions
+    waiting = sum(closer.take(task, session) for task, session in sessions.items())
+    log.info(
+        "shutdown (%s): no longer accepting connections; %d session(s): %d idle, told 421; "
+        "waiting up to %g s for %d running transfer(s)",
+        reason or "requested",
+        len(sessions),
+        len(sessions) - waiting,
+        grace,
+        waiting,
+    )
+    cut_at: float | None = None
+    while sessions := server.sessions:
+        for task, session in sessions.items():  # connections accepted just before closing
+            if closer.take(task, session):
+                waiting += 1
+        now = loop.time()
+        if cut_at is None and (hurry.is_set() or now >= deadline):
+            cut_at = now
+            running = sum(_running_transfer(session) is not None for session in sessions.values())
+            log.warning(
+                "shutdown: %s; cutting off %d transfer(s) and closing %d session(s)",
+                "second signal" if hurry.is_set() else f"grace period of {grace:g} s over",
+                running,
+                len(sessions),
+            )
+            closer.cut(sessions)
+        elif cut_at is not None and now - cut_at > _CLOSE_TIMEOUT:
+            log.warning("shutdown: %d session(s) did not close; exiting anyway", len(sessions))
+            break
+        timeout = _POLL if cut_at is not None else min(_POLL, max(deadline - now, 0.0))
+        await asyncio.wait(list(sessions), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    await server.close()
+    log.info(
+        "shutdown complete: %d transfer(s) waited for, %d finished, %d cut off",
+        waiting,
+        closer.finished,
+        closer.cut_off,
+    )
+
+
+# -- reload -------------------------------------------------------------------
+
+
+class Reloader:
+    """Builds a new configuration from the file (and the start-up flags) and swaps it in."""
+
+    def __init__(
+        self,
+        server: FtpServer,
+        load: Callable[[], ServerConfig],
+        source: Path,
+        run_as: RunAs | None = None,
+    ) -> None:
+        self._server = server
+        self._load = load
+        self._source = source
+        self._run_as = run_as
+
+    async def reload(self) -> bool:
+        """Apply the file if it is valid; log why not otherwise. True when applied."""
+        log.info("SIGHUP: reloading the configuration from %s", self._source)
+        try:
+            config = await asyncio.to_thread(self._load)
+        except ConfigError as error:
+            return self._refuse(error.problems)
+        except ValueError as error:
+            return self._refuse([str(error)])
+        current = self._server.context.config
+        kept: dict[str, Any] = {}
+        for key in RESTART_ONLY:
+            old, new = getattr(current, key), getattr(config, key)
+            if new != old:
+                log.warning(
+                    "reload: %s changed from %s to %s, which needs a restart; still using %s",
+                    key,
+                    _show(old),
+                    _show(new),
+                    _show(old),
+                )
+                kept[key] = old
+        if kept:
+            config = config.model_copy(update=kept)
+        try:
+            masquerade_ip = await asyncio.to_thread(resolve_ipv4, config.masquerade_address)
+        except ValueError as error:
+            return self._refuse([f"{self._source}: {error}"])
+        authenticator = await asyncio.to_thread(Authenticator, config)
+
+        # No await from here on: every session sees the old or the new configuration.
+        self._server.reconfigure(config, authenticator, masquerade_ip)
+        if config.log_level != current.log_level:
+            logging.getLogger().setLevel(config.log_level.upper())
+        names = ", ".join(user.name for user in config.users) or "none"
+        log.info(
+            "reload: configuration from %s applied: %d user(s) (%s), anonymous %s; "
+            "%d session(s) keep running, new logins use the new accounts",
+            self._source,
+            len(config.users),
+            names,
+            "enabled" if config.anonymous.enabled else "disabled",
+            len(self._server.sessions),
+        )
+        if self._run_as is not None:
+            for problem in access_problems(config, self._run_as.name, self._source):
+                log.warning("reload: %s", problem)
+        return True
+
+    def _refuse(self, problems: list[str]) -> bool:
+        for problem in problems:
+            log.error("reload: %s", problem)
+        log.error(
+            "reload: %s not applied (%d problem(s)); the previous configuration stays in force",
+            self._source,
+            len(problems),
+        )
+        return False
+
+
+def _show(value: object) -> str:
+    return "(not set)" if value is None else repr(value) if isinstance(value, str) else str(value)

@@ -1,0 +1,199 @@
+"""Giving up root after binding: the ``run_as`` setting.
+
+A server started as root binds its listening socket (port 21 needs root),
+starts the port-20 helper if active mode needs a low source port (see
+:mod:`ketch.server.port20_helper`), and then becomes ``run_as`` for good:
+supplementary groups cleared, then the group, then the user, in that order
+(after setuid the process could no longer change its groups). Afterwards it
+checks that it cannot become root again, and that the directories it serves
+are usable by the user it now is.
+
+Starting as root without ``run_as`` is allowed with a warning: it is how
+``make run`` works in a root-only container or VM, and the jail still
+confines every path to the account's home. Refusing would break that for
+little gain, while the warning tells the admin what to set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ketch.server.auth import Permission, parse_permissions
+
+if TYPE_CHECKING:
+    from ketch.config import ServerConfig
+
+__all__ = [
+    "PrivilegeError",
+    "RunAs",
+    "access_problems",
+    "drop_privileges",
+    "resolve_run_as",
+]
+
+log = logging.getLogger("ketch.server")
+
+#: Permissions that need write access to the home directory.
+_WRITING = Permission.ALL & ~Permission.READ_ONLY
+
+#: Modules the server first imports while serving (worker threads for password
+#: checks and reloads, IDNA for resolving names). Imported before dropping root,
+#: since run_as may not be able to read the Python installation (e.g. pyenv under
+#: /root): an import failing later would break logins, not start-up.
+_PRELOAD = ("concurrent.futures.thread", "encodings.idna")
+
+
+class PrivilegeError(Exception):
+    """The server cannot take on (or keep) the identity it was told to; the text says why."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged identity the server becomes after binding."""
+
+    name: str
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"{self.name} (uid {self.uid}, gid {self.gid})"
+
+
+def resolve_run_as(name: str | None) -> RunAs | None:
+    """Look ``run_as`` up and check it fits who started the server; None: stay as we are.
+
+    Called before anything is bound, so a mistake costs nothing.
+    """
+    euid = os.geteuid()
+    if name is None:
+        if euid == 0:
+            log.warning(
+                "running as root without run_as: every session works with root's rights "
+                "on the file system; set run_as (e.g. run_as = \"ftp\") to drop them right "
+                "after the ports are bound"
+            )
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise PrivilegeError(
+            f"run_as = {name!r}: no such user on this system; name an existing user "
+            "(e.g. create one with `useradd --system --no-create-home ftp`)"
+        ) from None
+    if euid != 0:
+        raise PrivilegeError(
+            f"run_as = {name!r} needs the server to be started as root, but it runs as "
+            f"{_user_name(euid)}; start it as root (it drops to {name} after binding), "
+            "or leave run_as out"
+        )
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise PrivilegeError(
+            f"run_as = {name!r} has user or group id 0 (root): dropping to it keeps root's "
+            "rights; name an unprivileged user"
+        )
+    return RunAs(name, entry.pw_uid, entry.pw_gid)
+
+
+def drop_privileges(target: RunAs) -> None:
+    """Become ``target`` for good (groups, then gid, then uid), and prove it stuck."""
+    for module in _PRELOAD:
+        importlib.import_module(module)
+    try:
+        os.setgroups([])
+        os.setgid(target.gid)
+        os.setuid(target.uid)
+    except OSError as error:
+        raise PrivilegeError(
+            f"cannot switch to run_as {target}: {error.strerror or error}"
+        ) from None
+    _verify_dropped(target)
+    log.info("running as %s from now on; root rights dropped", target)
+
+
+def _verify_dropped(target: RunAs) -> None:
+    """Refuse to serve if any id is still root or root could be regained."""
+    uids, gids = os.getresuid(), os.getresgid()
+    if uids != (target.uid,) * 3 or gids != (target.gid,) * 3:
+        raise PrivilegeError(
+            f"after switching to {target} the ids are uid {uids}, gid {gids}; refusing to serve"
+        )
+    if os.getgroups() not in ([], [target.gid]):
+        raise PrivilegeError(
+            f"after switching to {target} supplementary groups remain: {os.getgroups()}"
+        )
+    for regain in (os.setuid, os.seteuid, os.setgid, os.setegid):
+        try:
+            regain(0)
+        except PermissionError:
+            continue
+        raise PrivilegeError(
+            f"{regain.__name__}(0) succeeded after switching to {target}; refusing to serve"
+        )
+    capabilities = _capabilities()
+    if any(capabilities.values()):
+        held = ", ".join(f"{name} {value:#x}" for name, value in capabilities.items() if value)
+        raise PrivilegeError(f"capabilities remain after switching to {target}: {held}")
+
+
+def _capabilities() -> dict[str, int]:
+    """The permitted, effective and ambient capability sets (Linux; empty elsewhere)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    sets = {}
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("CapPrm", "CapEff", "CapAmb"):
+            sets[name] = int(value.strip(), 16)
+    return sets
+
+
+def access_problems(
+    config: ServerConfig, user: str, config_file: Path | None = None
+) -> list[str]:
+    """What the current identity cannot do with the configured directories, one line each.
+
+    Meant to run after :func:`drop_privileges`: ``os.access`` checks the real
+    ids, which are then the ``run_as`` user's.
+    """
+    directories: list[tuple[str, Path, bool]] = []
+    if config.anonymous.enabled:
+        key = "root" if config.anonymous.home is None else "anonymous.home"
+        writes = bool(parse_permissions(config.anonymous.permissions) & _WRITING)
+        directories.append((f"{key} (anonymous)", config.anonymous_home(), writes))
+    for index, account in enumerate(config.users):
+        writes = bool(parse_permissions(account.permissions) & _WRITING)
+        directories.append((f"users[{index}].home ({account.name})", account.home, writes))
+
+    problems = []
+    for what, path, writes in directories:
+        if not os.access(path, os.R_OK | os.X_OK):
+            problems.append(
+                f"{what} {path}: {user} cannot read it, so logins there will fail; give "
+                f"{user} read and search permission (chmod o+rx, or chgrp to its group)"
+            )
+        elif writes and not os.access(path, os.W_OK):
+            problems.append(
+                f"{what} {path}: the account may write but {user} cannot, so uploads will "
+                f"fail; give {user} write permission (chown, or chgrp and chmod g+w)"
+            )
+    if config_file is not None and not os.access(config_file, os.R_OK):
+        problems.append(
+            f"{config_file}: {user} cannot read it, so SIGHUP cannot reload it; make it "
+            f"readable to {user} (e.g. chgrp to its group and chmod g+r)"
+        )
+    return problems
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

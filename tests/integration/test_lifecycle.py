@@ -1,0 +1,273 @@
+"""Signals to a real `ketch serve`: SIGTERM stops gracefully, SIGHUP reloads --config.
+
+Every server is a subprocess started with a TOML file in tmp_path and stopped
+in teardown. Downloads are kept running by a client that reads slowly: the
+server cannot push 64 MiB into socket buffers that hold a few MiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import hashlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import argon2
+import pytest
+from serve_process import ServeProcess, connection_refused, free_port, ketch_serve
+
+BIG_SIZE = 64 * 1024 * 1024
+CHUNK = 64 * 1024
+HOST = "127.0.0.1"
+PASSIVE_PORTS = "44200-44299"
+_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A directory holding big.bin (64 MiB of random bytes), and its sha256."""
+    root = tmp_path_factory.mktemp("lifecycle-root")
+    path = root / "big.bin"
+    digest = hashlib.sha256()
+    with path.open("wb") as file:
+        for _ in range(BIG_SIZE // (1 << 20)):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            file.write(chunk)
+    yield root, digest.hexdigest()
+    path.unlink()
+
+
+def config_text(port: int, root: Path, users: list[str], **settings: object) -> str:
+    lines = [
+        f'listen_address = "{HOST}"',
+        f"port = {port}",
+        f'root = "{root}"',
+        f'passive_ports = "{PASSIVE_PORTS}"',
+        "login_failure_delay = 0.05",
+    ]
+    lines += [f"{key} = {value}" for key, value in settings.items()]
+    for name in users:
+        lines += [
+            "",
+            "[[users]]",
+            f'name = "{name}"',
+            f'password_hash = "{_HASHER.hash(PASSWORDS[name])}"',
+            f'home = "{root}"',
+            'permissions = ["list", "read"]',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+StartServer = Callable[..., tuple[ServeProcess, int, Path]]
+
+
+@pytest.fixture
+def start_server(
+    tmp_path: Path, big_file: tuple[Path, str]
+) -> Iterator[StartServer]:
+    """Write a config for alice (and whoever else) in tmp_path and start `ketch serve`."""
+    root = big_file[0]
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            users: tuple[str, ...] = ("alice",), **settings: object
+        ) -> tuple[ServeProcess, int, Path]:
+            port = free_port()
+            config = tmp_path / "ketch.toml"
+            config.write_text(config_text(port, root, list(users), **settings))
+            server = stack.enter_context(ketch_serve(["--config", str(config)], tmp_path))
+            return server, port, config
+
+        yield start
+
+
+def login(port: int, user: str = "alice", timeout: float = 10) -> ftplib.FTP:
+    ftp = ftplib.FTP(timeout=timeout)
+    ftp.connect(HOST, port)
+    ftp.login(user, PASSWORDS[user])
+    return ftp
+
+
+def start_download(ftp: ftplib.FTP) -> socket.socket:
+    ftp.voidcmd("TYPE I")
+    return ftp.transfercmd("RETR big.bin")
+
+
+def read_slowly(conn: socket.socket, digest: hashlib._Hash, amount: int) -> int:
+    """Read about ``amount`` bytes in small pieces with pauses: a slow client."""
+    got = 0
+    while got < amount:
+        data = conn.recv(CHUNK)
+        if not data:
+            break
+        digest.update(data)
+        got += len(data)
+        time.sleep(0.005)
+    return got
+
+
+def read_rest(conn: socket.socket, digest: hashlib._Hash) -> int:
+    got = 0
+    while data := conn.recv(1 << 20):
+        digest.update(data)
+        got += len(data)
+    return got
+
+
+def test_sigterm_lets_a_running_download_finish_and_closes_idle_sessions(
+    start_server: StartServer, big_file: tuple[Path, str]
+) -> None:
+    server, port, _ = start_server()
+    idle = login(port)
+    busy = login(port, timeout=30)
+    conn = start_download(busy)
+    digest = hashlib.sha256()
+    received = read_slowly(conn, digest, 1 << 20)
+
+    server.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    # The idle session is told at once; new connections are refused.
+    assert idle.getline().startswith("421 Server shutting down")
+    assert connection_refused(HOST, port)
+    received += read_slowly(conn, digest, 2 << 20)  # still flowing after SIGTERM
+    received += read_rest(conn, digest)
+    conn.close()
+
+    assert received == BIG_SIZE
+    assert digest.hexdigest() == big_file[1]
+    assert busy.voidresp().startswith("226")
+    assert busy.getline().startswith("421 Server shutting down")
+    assert server.wait_exit(timeout=30) == 0, server.output()
+    assert time.monotonic() - signalled < 30
+    server.wait_for("waiting up to 30 s for 1 running transfer(s)")
+    server.wait_for("1 finished, 0 cut off")
+    idle.close()
+    busy.close()
+
+
+def test_sigterm_cuts_off_a_transfer_that_outlasts_the_grace(
+    start_server: StartServer,
+) -> None:
+    server, port, _ = start_server(shutdown_grace=1)
+    busy = login(port)
+    conn = start_download(busy)
+    digest = hashlib.sha256()
+    received = read_slowly(conn, digest, 256 * 1024)
+
+    server.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    # The client stops reading: the transfer cannot end within the 1 s grace.
+    assert busy.getline().startswith("426 Transfer cut off")
+    assert busy.getline().startswith("421 Server shutting down")
+    assert server.wait_exit(timeout=10) == 0, server.output()
+    elapsed = time.monotonic() - signalled
+    assert elapsed < 3.0, f"exited {elapsed:.1f} s after SIGTERM with a 1 s grace"
+    conn.settimeout(10)
+    with contextlib.suppress(ConnectionResetError):
+        received += read_rest(conn, digest)
+    conn.close()
+    assert received < BIG_SIZE  # the data connection was closed early
+    server.wait_for("grace period of 1 s over; cutting off 1 transfer(s)")
+    server.wait_for("0 finished, 1 cut off")
+    busy.close()
+
+
+def test_a_second_signal_stops_at_once(start_server: StartServer) -> None:
+    server, port, _ = start_server()
+    busy = login(port)
+    conn = start_download(busy)
+    read_slowly(conn, hashlib.sha256(), 256 * 1024)
+
+    server.signal(signal.SIGTERM)
+    server.wait_for("waiting up to 30 s for 1 running transfer(s)")
+    server.signal(signal.SIGINT)
+    signalled = time.monotonic()
+    assert busy.getline().startswith("426 Transfer cut off")
+    assert server.wait_exit(timeout=10) == 0, server.output()
+    assert time.monotonic() - signalled < 3.0
+    server.wait_for("SIGINT received again")
+    conn.close()
+    busy.close()
+
+
+def test_sighup_reloads_users_and_sessions_keep_running(start_server: StartServer) -> None:
+    server, port, config = start_server(users=("alice",))
+    old_session = login(port)
+
+    # bob replaces alice; the port change needs a restart and is ignored.
+    new_port = free_port()
+    config.write_text(
+        config_text(new_port, Path(server_root(config)), ["bob"], idle_timeout=600.0)
+    )
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("reload: configuration from", start=mark)
+    line = server.wait_for("reload: port changed", start=mark)
+    assert f"from {port} to {new_port}" in line and "restart" in line
+
+    bob = login(port, "bob")  # new logins use the new accounts, on the old port
+    assert bob.voidcmd("NOOP").startswith("200")
+    with pytest.raises(ftplib.error_perm, match="530"):
+        login(port, "alice")
+    # alice's session from before the reload goes on.
+    assert old_session.voidcmd("NOOP").startswith("200")
+    assert "big.bin" in old_session.nlst()
+    old_session.quit()
+    bob.quit()
+
+
+def test_sighup_with_an_invalid_file_keeps_the_old_configuration(
+    start_server: StartServer,
+) -> None:
+    server, port, config = start_server()
+    before = login(port)
+    good = config.read_text()
+    config.write_text(good.replace(f'passive_ports = "{PASSIVE_PORTS}"',
+                                   'passive_ports = "60000-50000"\nidle_timout = 5'))
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("not applied (2 problem(s))", start=mark)
+    problems = "".join(server.stderr[mark:])
+    assert "passive_ports = '60000-50000'" in problems
+    assert "idle_timout: unknown key; did you mean 'idle_timeout'" in problems
+
+    after = login(port)  # the old accounts still work, old and new sessions alike
+    assert after.voidcmd("NOOP").startswith("200")
+    assert before.voidcmd("NOOP").startswith("200")
+    after.quit()
+    before.quit()
+
+
+def test_sighup_applies_new_limits_to_state_kept_across_the_reload(
+    start_server: StartServer,
+) -> None:
+    """Sessions per user and login bans are limits too: a reload changes them."""
+    server, port, config = start_server(max_sessions_per_user=5)
+    sessions = [login(port), login(port)]
+    config.write_text(
+        config_text(port, Path(server_root(config)), ["alice"], max_sessions_per_user=2)
+    )
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("reload: configuration from", start=mark)
+    # The two sessions from before the reload still count against the new limit.
+    with pytest.raises(ftplib.error_perm, match="530 Too many sessions for this user \\(2\\)"):
+        login(port)
+    sessions.pop().quit()
+    sessions.append(login(port))  # a freed slot can be used again
+    for ftp in sessions:
+        ftp.quit()
+
+
+def server_root(config: Path) -> str:
+    for line in config.read_text().splitlines():
+        if line.startswith("root = "):
+            return line.split('"')[1]
+    raise AssertionError(f"no root in {config}")

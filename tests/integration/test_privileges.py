@@ -1,0 +1,215 @@
+"""run_as: started as root, `ketch serve` binds a low port, then runs as `nobody`.
+
+Needs root (skipped otherwise) and the existing `nobody` user; no user is
+created. The served directory lives under /tmp with mode 0777 rather than
+in tmp_path, which only root can reach. The control port is a free one
+below 1024, which proves it was bound before root was given up; active
+mode's source port (control port - 1, as 20 is for 21) comes from the
+port-20 helper, which stays root and ends with the server.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import argon2
+import pytest
+from serve_process import (
+    KETCH_SERVE,
+    children,
+    command_line,
+    ketch_serve,
+    process_status,
+)
+
+HOST = "127.0.0.1"
+PASSIVE_PORTS = "44300-44399"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="needs root: the server must start as root to bind ports below 1024 and drop to nobody",
+)
+
+
+@pytest.fixture(scope="module")
+def nobody() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("there is no user 'nobody' on this system")
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A served directory every user may read and write, with one file in it."""
+    path = Path(tempfile.mkdtemp(prefix="ketch-run-as-", dir="/tmp"))
+    try:
+        path.chmod(0o777)
+        (path / "hello.txt").write_bytes(b"hello from root\n")
+        (path / "hello.txt").chmod(0o644)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((HOST, port))
+    except OSError:
+        return False
+    return True
+
+
+def low_port_pair() -> int:
+    """A free port P in 901-999 whose P - 1 is free too (the active source port)."""
+    ports = list(range(901, 1000))
+    random.shuffle(ports)
+    for port in ports:
+        if _bindable(port) and _bindable(port - 1):
+            return port
+    pytest.skip("no free pair of ports in 900-999")
+
+
+def serve_args(port: int, root: Path) -> list[str]:
+    return [
+        "--run-as", "nobody", "--port", str(port), "--listen", HOST, "--root", str(root),
+        "--write", "--passive-ports", PASSIVE_PORTS,
+    ]
+
+
+def anonymous(port: int) -> ftplib.FTP:
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect(HOST, port)
+    ftp.login()
+    return ftp
+
+
+def test_server_runs_as_nobody_after_binding_a_low_port(
+    public_dir: Path, nobody: pwd.struct_passwd
+) -> None:
+    port = low_port_pair()
+    with ketch_serve(serve_args(port, public_dir), public_dir) as server:
+        status = process_status(server.pid)
+        # Real, effective, saved and file-system ids: all four.
+        assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, status
+        assert status["Gid"].split() == [str(nobody.pw_gid)] * 4, status
+        assert status["Groups"] == "", status
+        assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+        server.wait_for("running as nobody")
+
+        ftp = anonymous(port)
+        ftp.storbinary("STOR upload.txt", io.BytesIO(b"written by nobody\n"))
+        ftp.quit()
+        uploaded = (public_dir / "upload.txt").stat()
+        assert (uploaded.st_uid, uploaded.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+
+
+def test_active_mode_comes_from_the_low_port_through_the_root_helper(public_dir: Path) -> None:
+    port = low_port_pair()
+    with ketch_serve(serve_args(port, public_dir), public_dir) as server:
+        helpers = [pid for pid in children(server.pid) if "port20_helper" in command_line(pid)]
+        assert len(helpers) == 1, [command_line(pid) for pid in children(server.pid)]
+        helper = helpers[0]
+        assert process_status(helper)["Uid"].split() == ["0"] * 4
+
+        ftp = anonymous(port)
+        ftp.set_pasv(False)
+        ftp.voidcmd("TYPE I")
+        for _ in range(2):  # the port is reusable from one connection to the next
+            conn = ftp.transfercmd("RETR hello.txt")
+            assert conn.getpeername()[1] == port - 1
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+            conn.close()
+            assert data == b"hello from root\n"
+            assert ftp.voidresp().startswith("226")
+        ftp.quit()
+
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0, server.output()
+        deadline = time.monotonic() + 5
+        while (state := process_status(helper).get("State", "Z")) and not state.startswith("Z"):
+            assert time.monotonic() < deadline, f"the helper is still running: {state}"
+            time.sleep(0.05)
+
+
+def test_run_as_is_refused_when_not_started_as_root(
+    public_dir: Path, nobody: pwd.struct_passwd
+) -> None:
+    try:
+        subprocess.run([sys.executable, "-c", "import ketch"], check=True, timeout=60,
+                       capture_output=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                       extra_groups=[], cwd=public_dir)
+    except (PermissionError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"nobody cannot run {sys.executable} with ketch here ({error})")
+    result = subprocess.run(
+        [*KETCH_SERVE, "--run-as", "nobody", "--port", "0", "--listen", HOST,
+         "--root", str(public_dir)],
+        capture_output=True, text=True, timeout=60, cwd=public_dir, stdin=subprocess.DEVNULL,
+        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+    )
+    assert result.returncode != 0
+    assert "run_as = 'nobody' needs the server to be started as root" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_start_up_names_the_directories_run_as_cannot_use(public_dir: Path) -> None:
+    private = public_dir / "private"
+    private.mkdir(mode=0o700)  # root's alone
+    args = ["--run-as", "nobody", "--port", "0", "--listen", HOST, "--root", str(private),
+            "--passive-ports", PASSIVE_PORTS]
+    with ketch_serve(args, public_dir) as server:
+        line = server.wait_for("cannot read it")
+        assert str(private) in line and "nobody" in line
+
+
+def test_logins_and_reloads_work_after_dropping_root(public_dir: Path) -> None:
+    """Password checks and SIGHUP reloads run in worker threads: they must work as nobody."""
+    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    port = low_port_pair()
+
+    def write_config(*names: str) -> None:
+        users = "".join(
+            f'[[users]]\nname = "{name}"\npassword_hash = "{hasher.hash(name + "-pw")}"\n'
+            f'home = "{public_dir}"\n\n'
+            for name in names
+        )
+        config.write_text(
+            f'listen_address = "{HOST}"\nport = {port}\nroot = "{public_dir}"\n'
+            f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\n\n{users}'
+        )
+        config.chmod(0o644)  # nobody reads it again on SIGHUP
+
+    config = public_dir / "ketch.toml"
+    write_config("alice")
+    with ketch_serve(["--config", str(config)], public_dir) as server:
+        alice = ftplib.FTP(timeout=10)
+        alice.connect(HOST, port)
+        assert alice.login("alice", "alice-pw").startswith("230")
+
+        write_config("alice", "bob")
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        server.wait_for("reload: configuration from", start=mark)
+        bob = ftplib.FTP(timeout=10)
+        bob.connect(HOST, port)
+        assert bob.login("bob", "bob-pw").startswith("230")
+        assert "hello.txt" in alice.nlst()
+        bob.quit()
+        alice.quit()
+        assert "Traceback" not in "".join(server.stderr), server.output()
