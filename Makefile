@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.installed-fuzz
+# `make fuzz` runs the protocol fuzz target this long (seconds); findings go to fuzz/crashes/.
+FUZZ_SECONDS ?= 60
+# `make soak` (not part of `make test`): this many sessions for this many seconds.
+SOAK_SESSIONS ?= 500
+SOAK_SECONDS  ?= 300
 ROOT   ?= .
 # Debian packages the tests drive as real FTP peers (curl, lftp) or build network
 # labs with (iproute2, nftables). The FTP servers the client is
@@ -10,7 +16,7 @@ ROOT   ?= .
 # unpacks them under .peers/ and installs the libraries they need.
 TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables
 
-.PHONY: run test check lint typecheck pytest clean
+.PHONY: run test check lint typecheck pytest fuzz soak clean
 
 $(STAMP): pyproject.toml
 	scripts/make-venv $(PYTHON) $(VENV)
@@ -25,14 +31,31 @@ test: $(STAMP)
 	scripts/fetch-peer-servers .peers
 	$(MAKE) --no-print-directory lint typecheck pytest
 
+# atheris ships wheels for common platforms; elsewhere pip builds it, which needs clang.
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]' || { \
+	    scripts/install-debian-packages clang && \
+	    $(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'; }
+	touch $@
+
+# New inputs go to fuzz/corpus-generated/ (first directory); fuzz/corpus/ holds the seeds.
+fuzz: $(FUZZ_STAMP)
+	mkdir -p fuzz/corpus-generated fuzz/crashes
+	$(BIN)/python fuzz/fuzz_protocol.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -artifact_prefix=fuzz/crashes/ fuzz/corpus-generated fuzz/corpus
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The server under many sessions for minutes; samples and summary go to soak/results/.
+soak: $(STAMP)
+	$(BIN)/python soak/run_soak.py --sessions $(SOAK_SESSIONS) --duration $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .peers
