@@ -95,6 +95,17 @@ def start_server(
     return server, loop, thread
 
 
+def alice_with(home: Path, **limits: Any) -> dict[str, Any]:
+    """make_server overrides for alice alone (all permissions) with per-user ``limits``."""
+    user = {
+        "name": USER,
+        "password_hash": _CHEAP_HASHER.hash(PASSWORD),
+        "home": str(home),
+        "permissions": ["all"],
+    }
+    return {"users": [{**user, **limits}]}
+
+
 @pytest.fixture
 def served_tree(tmp_path: Path) -> tuple[Path, Path]:
     """An anonymous root with a few files, and alice's writable home."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ftplib
 import socket
+import time
+from collections.abc import Callable
 
 from conftest import PASSWORD, USER, RunningServer
 
@@ -33,3 +35,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; the last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

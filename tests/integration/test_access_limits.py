@@ -18,7 +18,7 @@ import pytest
 from ketch.protocol.addresses import parse_pasv_reply
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import connect, reply_to
+from ftp_helpers import connect, reply_to, wait_for
 
 MakeServer = Callable[..., RunningServer]
 
@@ -35,14 +35,6 @@ def failed_login(ftp: ftplib.FTP, user: str = USER, password: str = "wrong") -> 
     assert reply_to(ftp, f"USER {user}").startswith("331")
     return timed_reply(ftp, f"PASS {password}")
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def raw_control(server: RunningServer) -> tuple[socket.socket, Callable[[], str]]:

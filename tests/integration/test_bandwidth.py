@@ -10,33 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import argon2
 import pytest
 
-from conftest import PASSWORD, USER, RunningServer
+from conftest import RunningServer, alice_with
 from ftp_helpers import connect
 
 KIB = 1024
 MIB = 1024 * KIB
 RATE = 512 * KIB
 
-_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
-
-def alice_with(home: Path, **limits: Any) -> dict[str, Any]:
-    return {
-        "users": [
-            {
-                "name": USER,
-                "password_hash": _HASHER.hash(PASSWORD),
-                "home": str(home),
-                "permissions": ["all"],
-                **limits,
-            }
-        ]
-    }
 
 
 def timed_download(ftp: ftplib.FTP, name: str) -> tuple[bytes, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ftplib
 import io
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from ketch.protocol.addresses import parse_epsv_reply
 
 from conftest import RunningServer
-from ftp_helpers import connect, free_port, reply_to
+from ftp_helpers import connect, free_port, reply_to, wait_for
 
 BIG = 64 * 1024 * 1024
 
@@ -24,15 +23,6 @@ def big_file(server: RunningServer) -> Path:
     with path.open("wb") as file:
         file.truncate(BIG)
     return path
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # -- aborting and failing transfers ----------------------------------------------

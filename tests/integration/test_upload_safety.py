@@ -11,30 +11,19 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import argon2
 import pytest
 
-from conftest import PASSWORD, USER, RunningServer
-from ftp_helpers import connect, reply_to
+from conftest import RunningServer, alice_with
+from ftp_helpers import connect, reply_to, wait_for
 
 KIB = 1024
 MIB = 1024 * KIB
 TEMP_PREFIX = ".ketch-upload-"
 OLD = b"old content, complete\n" * 4096  # about 90 KiB
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def temporaries(directory: Path) -> list[str]:
@@ -342,21 +331,7 @@ def test_upload_over_max_upload_size_is_stopped_with_552(
 
 # -- quotas ---------------------------------------------------------------------------
 
-_HASHER = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
-
-def with_quota(home: Path, **limits: Any) -> dict[str, Any]:
-    return {
-        "users": [
-            {
-                "name": USER,
-                "password_hash": _HASHER.hash(PASSWORD),
-                "home": str(home),
-                "permissions": ["all"],
-                **limits,
-            }
-        ]
-    }
 
 
 def test_quota_bytes_stops_an_upload_and_deleting_makes_room(
@@ -364,7 +339,7 @@ def test_quota_bytes_stops_an_upload_and_deleting_makes_room(
 ) -> None:
     _, home = served_tree
     (home / "already.bin").write_bytes(b"x" * 100_000)  # measured when first needed
-    server = make_server(**with_quota(home, quota_bytes=300_000))
+    server = make_server(**alice_with(home, quota_bytes=300_000))
     ftp = connect(server)
     assert upload(ftp, "STOR a.bin", os.urandom(150_000)).startswith("226")
     reply = upload(ftp, "STOR b.bin", os.urandom(100_000))
@@ -382,7 +357,7 @@ def test_quota_files_refuses_a_new_file_before_the_transfer(
 ) -> None:
     _, home = served_tree
     (home / "one.txt").write_bytes(b"1")
-    server = make_server(**with_quota(home, quota_files=2))
+    server = make_server(**alice_with(home, quota_files=2))
     ftp = connect(server)
     assert upload(ftp, "STOR two.txt", b"2").startswith("226")
     ftp.voidcmd("TYPE I")
@@ -399,7 +374,7 @@ def test_quota_is_shared_by_concurrent_sessions(
     make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
 ) -> None:
     _, home = served_tree
-    server = make_server(**with_quota(home, quota_bytes=300_000))
+    server = make_server(**alice_with(home, quota_bytes=300_000))
     first = connect(server)
     data = begin_upload(first, "STOR first.bin", b"a" * 200_000)
     assert wait_for(lambda: temporary_size(home) == 200_000)
@@ -416,7 +391,7 @@ def test_parallel_uploads_never_take_a_user_over_quota(
     make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
 ) -> None:
     _, home = served_tree
-    server = make_server(**with_quota(home, quota_bytes=500_000))
+    server = make_server(**alice_with(home, quota_bytes=500_000))
     replies: list[str] = []
 
     def one(index: int) -> None:
