@@ -89,6 +89,9 @@ class PeerServer:
         if self._stopped:
             return
         self._stopped = True
+        # vsftpd's session processes start sessions of their own, so they leave
+        # the process group: find them now, before the listener's exit orphans them.
+        descendants = process_tree(self.process.pid)[1:]
         if self.process.poll() is None:
             _signal_group(self.process, signal.SIGTERM)
             try:
@@ -98,6 +101,31 @@ class PeerServer:
                 self.process.wait(timeout=STOP_TIMEOUT)
         # Session processes outlive a listener that exits on SIGTERM: end them too.
         _signal_group(self.process, signal.SIGKILL)
+        signal_all(descendants, signal.SIGKILL)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc (they need not share its process group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def free_port(host: str = HOST) -> int:

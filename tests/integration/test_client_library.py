@@ -8,7 +8,6 @@ data-connection command that was really used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import threading
@@ -30,7 +29,7 @@ from ketch.client import (
 
 from conftest import PASSWORD, USER, RunningServer
 from payloads import BIG, MIB, Payload, make_payload, sha256_bytes, sha256_file
-from peer_servers import PeerServer
+from peer_servers import PeerServer, process_tree, signal_all
 
 pytestmark = pytest.mark.peer
 
@@ -358,26 +357,3 @@ def test_a_stalled_download_fails_after_the_timeout_and_says_so(
     assert "-c resumes a download" in str(error)
     assert size == 64 * MIB  # the session still answers after the stall
 
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (vsftpd's session processes leave its process group)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(children.get(current, []))
-    return tree
-
-
-def signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
