@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +96,28 @@ def start_server(
     return server, loop, thread
 
 
+def control_port_with_free_neighbour(attempts: int = 50) -> int:
+    """A free port P whose neighbour P-1 is free too, as active mode's default source.
+
+    With port 0 the server could land next to a port held by one of the many
+    connections a test run leaves in TIME_WAIT, and its active connections
+    would then come from an ephemeral port instead of P-1 (correctly, but not
+    what the tests that check P-1 expect).
+    """
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            with socket.socket() as neighbour:
+                neighbour.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    neighbour.bind(("127.0.0.1", port - 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError(f"no free pair of neighbouring ports found in {attempts} tries")
+
+
 def alice_with(home: Path, **limits: Any) -> dict[str, Any]:
     """make_server overrides for alice alone (all permissions) with per-user ``limits``."""
     user = {
@@ -131,7 +154,7 @@ def make_server(served_tree: tuple[Path, Path]) -> Iterator[Callable[..., Runnin
     def factory(**overrides: Any) -> RunningServer:
         settings: dict[str, Any] = {
             "listen_address": "127.0.0.1",
-            "port": 0,
+            "port": control_port_with_free_neighbour(),
             "root": str(root),
             "passive_ports": "21000-21999",  # below the ephemeral range: no clash with client ports
             "login_failure_delay": 0.05,
