@@ -23,6 +23,7 @@ import pytest
 
 from ketch.config import load_config
 from ketch.server import FtpServer
+from ketch.server.event_loop import loop_factory
 
 from payloads import BIG, MIB, Payload
 
@@ -69,7 +70,8 @@ def start_server(
     config_overrides: dict[str, Any],
 ) -> tuple[FtpServer, asyncio.AbstractEventLoop, threading.Thread]:
     config = load_config(None, config_overrides)
-    loop = asyncio.new_event_loop()
+    # KETCH_EVENT_LOOP=uvloop runs the in-process servers on uvloop too (default: asyncio).
+    loop = (loop_factory("asyncio") or asyncio.new_event_loop)()
     server = FtpServer(config)
     ready = threading.Event()
     failure: list[BaseException] = []

@@ -107,6 +107,16 @@ log_level = "info"
 # (idle sessions are closed at once; a second SIGTERM stops at once).
 shutdown_grace = 30.0
 
+# Server processes sharing the control port (SO_REUSEPORT), for more than
+# one CPU core. Each gets its own slice of passive_ports, so the range needs
+# at least this many ports. Limits (connections, sessions per user, failed
+# logins, rates) are kept per process; quotas need workers = 1.
+workers = 1
+
+# "auto" runs on uvloop when it is installed (pip install 'ketch[fast]'),
+# else on asyncio's own event loop; "asyncio" or "uvloop" choose one.
+event_loop = "auto"
+
 # Anonymous login: user "anonymous" or "ftp", any password.
 [anonymous]
 enabled = true

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -130,6 +131,8 @@ RULES: dict[str, str] = {
         "leave it out to keep the user the server is started as"
     ),
     "shutdown_grace": "must be a number of seconds, 0 or more",
+    "workers": "must be a whole number from 1 to 64 (the number of server processes)",
+    "event_loop": "must be 'auto' (uvloop when installed), 'asyncio' or 'uvloop'",
 }
 
 
@@ -282,6 +285,10 @@ class ServerConfig(BaseModel):
     run_as: str | None = None
     #: Seconds running transfers may go on after SIGTERM before they are cut off.
     shutdown_grace: float = Field(default=30.0, ge=0, strict=True, allow_inf_nan=False)
+    #: Server processes sharing the control port; each gets a slice of passive_ports.
+    workers: int = Field(default=1, ge=1, le=64, strict=True)
+    #: "auto": uvloop when it is installed, else asyncio's own loop.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     def anonymous_home(self) -> Path:
         """Where anonymous users land: their own home if set, else the served root."""
@@ -406,6 +413,26 @@ class ServerConfig(BaseModel):
     @classmethod
     def _lower_log_level(cls, level: Any) -> Any:
         return level.lower() if isinstance(level, str) else level
+
+    @field_validator("workers")
+    @classmethod
+    def _check_workers(cls, workers: int, info: ValidationInfo) -> int:
+        if workers == 1:
+            return workers
+        ports: PortRange | None = info.data.get("passive_ports")
+        if ports is not None and ports.size < workers:
+            raise ValueError(
+                f"each worker needs passive ports of its own, but passive_ports {ports} "
+                f"has {ports.size}; widen the range or use fewer workers"
+            )
+        users: list[UserConfig] = info.data.get("users") or []
+        quota_users = [user.name for user in users if user.quota_bytes or user.quota_files]
+        if quota_users:
+            raise ValueError(
+                "quotas are counted inside one server process, so they need workers = 1 "
+                f"(users with a quota: {', '.join(quota_users)})"
+            )
+        return workers
 
     @field_validator("run_as")
     @classmethod

@@ -148,6 +148,43 @@ def test_active_mode_comes_from_the_low_port_through_the_root_helper(public_dir:
             time.sleep(0.05)
 
 
+def test_workers_run_as_nobody_and_each_has_its_own_root_helper(
+    public_dir: Path, nobody: pwd.struct_passwd
+) -> None:
+    port = low_port_pair()
+    with ketch_serve([*serve_args(port, public_dir), "--workers", "2"], public_dir) as server:
+        processes = children(server.pid)
+        helpers = [pid for pid in processes if "port20_helper" in command_line(pid)]
+        workers = [pid for pid in processes if pid not in helpers]
+        assert (len(helpers), len(workers)) == (2, 2), [command_line(pid) for pid in processes]
+        for pid in (server.pid, *workers):
+            assert process_status(pid)["Uid"].split() == [str(nobody.pw_uid)] * 4
+        for pid in helpers:
+            assert process_status(pid)["Uid"].split() == ["0"] * 4
+
+        served: set[str] = set()
+        for _ in range(60):  # until both workers made an active connection from port - 1
+            ftp = anonymous(port)
+            worker = ftp.sendcmd("STAT").split("Served by worker ")[1][:1]
+            if worker not in served:
+                served.add(worker)
+                ftp.set_pasv(False)
+                ftp.voidcmd("TYPE I")
+                conn = ftp.transfercmd("RETR hello.txt")
+                assert conn.getpeername()[1] == port - 1
+                while conn.recv(4096):
+                    pass
+                conn.close()
+                assert ftp.voidresp().startswith("226")
+            ftp.quit()
+            if len(served) == 2:
+                break
+        assert served == {"1", "2"}
+
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0, server.output()
+
+
 def test_run_as_is_refused_when_not_started_as_root(
     public_dir: Path, nobody: pwd.struct_passwd
 ) -> None:

@@ -364,3 +364,25 @@ def test_anonymous_home_overrides_root(tmp_path: Path) -> None:
     config = load_config(overrides={"root": tmp_path, "anonymous": {"home": tmp_path / "pub"}})
     assert config.anonymous_home() == (tmp_path / "pub").resolve()
     assert config.root == tmp_path.resolve()
+
+
+def test_workers_need_a_passive_port_each_and_no_quotas(tmp_path: Path) -> None:
+    assert load_config(overrides={}).workers == 1
+    assert load_config(overrides={"workers": 2, "passive_ports": "7-8"}).workers == 2
+    problem = _override_problem("workers", 0)
+    assert problem.startswith("command line: workers = 0: must be a whole number from 1 to 64")
+    problem = load_config_problem({"workers": 3, "passive_ports": "7-8"})
+    assert "passive_ports 7-8 has 2; widen the range or use fewer workers" in problem
+    user = {"name": "alice", "password_hash": _HASH, "home": str(tmp_path), "quota_bytes": 10}
+    problem = load_config_problem({"workers": 2, "users": [user]})
+    assert "quotas are counted inside one server process, so they need workers = 1" in problem
+    assert "alice" in problem
+    assert load_config(overrides={"workers": 1, "users": [user]}).users[0].quota_bytes == 10
+
+
+def load_config_problem(overrides: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides=overrides)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]

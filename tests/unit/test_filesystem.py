@@ -78,6 +78,20 @@ def test_list_dir_is_sorted_and_complete(fs: Filesystem, home: Path) -> None:
 def test_list_dir_of_a_file_is_an_error(fs: Filesystem) -> None:
     with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
         fs.list_dir("/b.bin")
+    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
+        fs.list_names("/b.bin")
+
+
+def test_list_names_are_list_dirs_names_without_stats(fs: Filesystem, home: Path) -> None:
+    (home / "c").mkdir()
+    (home / "A").write_text("")
+    (home / "dangling").symlink_to("gone.txt")
+    (home / ".ketch-upload-0123456789ab.A.part").write_text("in progress")
+    assert fs.list_names("/") == ["A", "b.bin", "c", "dangling", "docs"]
+    assert fs.list_names("/") == [facts.name for facts in fs.list_dir("/")]
+    assert fs.list_names("/docs") == ["a.txt"]
+    with pytest.raises(FilesystemError, match=r"^/nope: No such file or directory$"):
+        fs.list_names("/nope")
 
 
 def test_links_are_listed_as_links_with_targets(fs: Filesystem, home: Path, outside: Path) -> None:

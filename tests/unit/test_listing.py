@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ketch.protocol.commands import encode_text
 from ketch.protocol.listing import (
     FileFacts,
     format_list_line,
     format_listing,
     format_mdtm,
+    format_name_list,
     format_nlst_line,
 )
 
@@ -196,6 +198,13 @@ def test_listing_restores_non_utf8_name_bytes() -> None:
     assert format_listing([facts(name)], NOW).endswith(b" caf\xe9 \xc3\xa9\r\n")
 
 
+def test_name_list_is_the_names_only_listing() -> None:
+    names = ["a", "b c", "x\ry", "caf\udce9"]
+    expected = format_listing([facts(name) for name in names], NOW, names_only=True)
+    assert format_name_list(names) == expected == b"a\r\nb c\r\nx?y\r\ncaf\xe9\r\n"
+    assert format_name_list([]) == b""
+
+
 def test_listing_accepts_a_generator() -> None:
     data = format_listing((facts(str(i)) for i in range(3)), NOW, names_only=True)
     assert data == b"0\r\n1\r\n2\r\n"
@@ -266,6 +275,31 @@ def test_list_line_never_raises_and_stays_one_line(
     data = format_listing([entry, entry], now)
     assert data.count(b"\n") == 2
     assert data.count(b"\r") == 2
+
+
+@given(
+    entries=st.lists(
+        st.builds(
+            FileFacts,
+            name=st.text(max_size=8),
+            kind=st.sampled_from(["file", "dir", "link", "other"]),
+            size=st.integers(0, 2**64),
+            # Few distinct minutes, so entries share (and reuse) the worked-out date text.
+            mtime=st.sampled_from([0.0, 59.0, 60.0, MTIME, MTIME + 30, NOW - 180 * DAY])
+            | st.floats(),
+            mode=st.sampled_from([FILE_MODE, DIR_MODE, LINK_MODE, 0o644]),
+            nlink=st.integers(0, 10**4),
+            owner=st.sampled_from(["ftp", "a-long-owner-name"]),
+            group=st.sampled_from(["ftp", "g"]),
+            link_target=st.none() | st.text(max_size=8),
+        ),
+        max_size=20,
+    ),
+    now=st.sampled_from([NOW, NOW + 400 * DAY]) | st.floats(0, 4e9),
+)
+def test_listing_is_its_lines_joined(entries: list[FileFacts], now: float) -> None:
+    lines = [format_list_line(entry, now) + "\r\n" for entry in entries]
+    assert format_listing(entries, now) == encode_text("".join(lines))
 
 
 @given(st.floats(0, 253402300799))

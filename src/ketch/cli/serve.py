@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,7 @@ import click
 from ketch import __version__
 
 if TYPE_CHECKING:
-    from ketch.config import ServerConfig
+    from ketch.config import PortRange, ServerConfig
     from ketch.server.port20_helper import LowPortHelper
     from ketch.server.privileges import RunAs
 
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["config", "serve", "user"]
 
 log = logging.getLogger("ketch.server")
+
+#: The log line layout; a worker process names itself after the logger name.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # -- serve ----------------------------------------------------------------------
@@ -91,6 +93,17 @@ def _parse_user(value: str) -> tuple[str, str]:
     metavar="USER",
     help="Started as root: become USER right after binding the ports (see README).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port, each with a slice of the passive range. "
+    "[default: 1]",
+)
+@click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="auto: uvloop when installed, else asyncio. [default: auto]",
+)
 def serve(
     config_file: Path | None, users: tuple[str, ...], write: bool, no_anonymous: bool, **flags: Any
 ) -> None:
@@ -99,6 +112,7 @@ def serve(
     SIGTERM or SIGINT stops gracefully (a second one at once); SIGHUP reloads --config.
     """
     from ketch.config import ConfigError, load_config
+    from ketch.server import event_loop
     from ketch.server.privileges import PrivilegeError
 
     overrides = {key: value for key, value in flags.items() if value is not None}
@@ -116,13 +130,16 @@ def serve(
         raise click.ClickException(str(error)) from None
     except click.BadParameter:
         raise
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     try:
-        asyncio.run(_serve(config, config_file, build_config))
+        if config.workers > 1:
+            from ketch.server.workers import serve_workers
+
+            serve_workers(config, config_file, build_config, _describe)
+        else:
+            event_loop.run(_serve(config, config_file, build_config), config.event_loop)
+    except event_loop.EventLoopError as error:
+        raise click.ClickException(str(error)) from None
     except PrivilegeError as error:
         raise click.ClickException(str(error)) from None
     except OSError as error:
@@ -180,34 +197,32 @@ async def _serve(
     config: ServerConfig, config_file: Path | None, build_config: Callable[[], ServerConfig]
 ) -> None:
     """Bind, drop root if told to, serve until SIGTERM/SIGINT; SIGHUP reloads the file."""
-    from ketch.server import FtpServer, port20_helper
+    from ketch.server import FtpServer, event_loop, port20_helper
     from ketch.server.lifecycle import Lifecycle, Reloader
-    from ketch.server.privileges import access_problems, drop_privileges, resolve_run_as
+    from ketch.server.privileges import drop_privileges, resolve_run_as, warn_after_drop
 
     run_as = resolve_run_as(config.run_as)
     server = FtpServer(config)
     host, port = server.bind()
-    helper = _start_port20_helper(config, host, port) if run_as is not None else None
+    helper = (
+        port20_helper.start_for(config.active_source_port, host, port)
+        if run_as is not None
+        else None
+    )
+    port20_helper.install(helper)
     try:
         if run_as is not None:
             # Bound, helper started: nothing else needs root. No connection accepted yet.
             drop_privileges(run_as)
-            for problem in access_problems(config, run_as.name, config_file):
-                log.warning("%s", problem)
-            if config.passive_ports.low < 1024:
-                log.warning(
-                    "passive_ports %s starts below 1024, which %s may not bind; "
-                    "use a range above 1023",
-                    config.passive_ports,
-                    run_as.name,
-                )
+            warn_after_drop(config, run_as, config_file)
         reloader = (
             Reloader(server, build_config, config_file, run_as) if config_file else None
         )
         lifecycle = Lifecycle(server, reloader)
         lifecycle.install()
         await server.start()
-        click.echo(_describe(config, server.address, run_as, helper))
+        helpers = [helper] if helper else []
+        click.echo(_describe(config, server.address, run_as, helpers, event_loop.current()))
         await lifecycle.run()
     finally:
         if helper is not None:
@@ -215,33 +230,18 @@ async def _serve(
             helper.close()
 
 
-def _start_port20_helper(config: ServerConfig, host: str, port: int) -> LowPortHelper | None:
-    """Start the root helper for active mode's low source port, if that port is below 1024."""
-    from ketch.server import port20_helper
-    from ketch.server.privileges import PrivilegeError
-
-    ports = port20_helper.low_source_ports(config.active_source_port, port)
-    if not ports:
-        return None
-    addresses = None if host in ("::", "0.0.0.0") else [host]
-    try:
-        helper = port20_helper.LowPortHelper.start(ports, addresses)
-    except OSError as error:
-        raise PrivilegeError(
-            f"cannot start the port-20 helper for active mode: {error.strerror or error}; "
-            "set active_source_port = \"ephemeral\" to do without it"
-        ) from None
-    port20_helper.install(helper)
-    return helper
-
-
 def _describe(
     config: ServerConfig,
     address: tuple[str, int],
     run_as: RunAs | None = None,
-    helper: LowPortHelper | None = None,
+    helpers: Sequence[LowPortHelper] = (),
+    loop: str = "asyncio",
+    workers: Sequence[tuple[int, PortRange]] = (),
 ) -> str:
-    """The start-up summary: where, who, how data connections are made, how to try it."""
+    """The start-up summary: where, who, how data connections are made, how to try it.
+
+    ``workers`` are the worker processes' pids and passive slices, when there are several.
+    """
     host, port = address
     families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
     anonymous = config.anonymous
@@ -267,20 +267,30 @@ def _describe(
     )
     privileges = []
     if run_as is not None:
-        privileges.append(
-            f"  user     {run_as}"
-            + (
-                f"; a root helper (pid {helper.pid}) binds source port "
-                + ", ".join(map(str, sorted(helper.ports)))
-                if helper is not None
-                else ""
-            )
+        line = f"  user     {run_as}"
+        if len(helpers) == 1:
+            line += f"; a root helper (pid {helpers[0].pid}) binds source port "
+        elif helpers:
+            pids = ", ".join(str(helper.pid) for helper in helpers)
+            line += f"; root helpers (pids {pids}), one per worker, bind source port "
+        if helpers:
+            line += ", ".join(map(str, sorted(helpers[0].ports)))
+        privileges.append(line)
+    if workers:
+        pids = ", ".join(str(pid) for pid, _ in workers)
+        slices = ", ".join(str(ports) for _, ports in workers)
+        processes = (
+            f"  workers  {len(workers)} processes (pids {pids}) on {loop}, "
+            f"with passive ports {slices}"
         )
+    else:
+        processes = f"  workers  1 process on {loop}"
     return "\n".join(
         [
             f"ketch {__version__} serving {config.root} ({who})",
             f"  control  {host} port {port} ({families})",
             *privileges,
+            processes,
             f"  passive  ports {low}-{high} ({high - low + 1} simultaneous passive transfers), "
             f"advertising {advertised}",
             f"  active   source port {source_text}; "

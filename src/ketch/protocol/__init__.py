@@ -32,6 +32,7 @@ from ketch.protocol.listing import (
     format_list_line,
     format_listing,
     format_mdtm,
+    format_name_list,
     format_nlst_line,
 )
 from ketch.protocol.remote_listing import (
@@ -68,6 +69,7 @@ __all__ = [
     "format_list_line",
     "format_listing",
     "format_mdtm",
+    "format_name_list",
     "format_nlst_line",
     "format_pasv_reply",
     "format_port_argument",

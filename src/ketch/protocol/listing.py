@@ -12,8 +12,7 @@ import functools
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ketch.protocol.commands import encode_text
 
@@ -22,6 +21,7 @@ __all__ = [
     "format_list_line",
     "format_listing",
     "format_mdtm",
+    "format_name_list",
     "format_nlst_line",
 ]
 
@@ -35,12 +35,13 @@ _LATEST = 253402300799.0
 _KIND_CHARS = {"file": "-", "dir": "d", "link": "l", "other": "?"}
 
 
-@dataclass(frozen=True)
-class FileFacts:
+class FileFacts(NamedTuple):
     """What a listing needs to know about one directory entry.
 
     A plain value rather than an os.stat_result, so the server's filesystem
-    layer can be virtual and tests can build entries directly.
+    layer can be virtual and tests can build entries directly. A named tuple
+    (immutable, and about twice as quick to make as a frozen dataclass: a
+    listing of a big directory makes one per entry).
     """
 
     name: str  # may contain surrogate escapes for non-UTF-8 names
@@ -77,21 +78,65 @@ def _one_line(name: str) -> str:
     return name
 
 
-def format_list_line(facts: FileFacts, now: float) -> str:
-    """One ``ls -l`` style line, e.g. ``-rw-r--r--   1 ftp      ftp   1234 Nov 21 08:17 a``."""
-    tm = _utc(facts.mtime)
-    if now - _RECENT <= facts.mtime <= now + _FUTURE_SLACK:
-        clock = f"{tm.tm_hour:02d}:{tm.tm_min:02d}"
-    else:
-        clock = f"{tm.tm_year:>5}"
+def _is_recent(mtime: float, now: float) -> bool:
+    return now - _RECENT <= mtime <= now + _FUTURE_SLACK
+
+
+def _date_text(mtime: float, recent: bool) -> str:
+    """``Nov 21 08:17`` for a recent time, ``Nov 21  2019`` for another."""
+    tm = _utc(mtime)
+    clock = f"{tm.tm_hour:02d}:{tm.tm_min:02d}" if recent else f"{tm.tm_year:>5}"
+    return f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:>2} {clock}"
+
+
+def _shown_name(facts: FileFacts) -> str:
     name = _one_line(facts.name)
     if facts.kind == "link" and facts.link_target is not None:
         name = f"{name} -> {_one_line(facts.link_target)}"
+    return name
+
+
+def format_list_line(facts: FileFacts, now: float) -> str:
+    """One ``ls -l`` style line, e.g. ``-rw-r--r--   1 ftp      ftp   1234 Nov 21 08:17 a``."""
+    date = _date_text(facts.mtime, _is_recent(facts.mtime, now))
     return (
         f"{_permissions(facts.mode, facts.kind)} {facts.nlink:>3} "
         f"{facts.owner:<8} {facts.group:<8} {facts.size:>8} "
-        f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:>2} {clock} {name}"
+        f"{date} {_shown_name(facts)}"
     )
+
+
+def _list_lines(entries: Iterable[FileFacts], now: float) -> list[str]:
+    """``format_list_line`` of every entry, with the parts entries share worked out once.
+
+    Entries of one directory mostly share a few modes, owners and minutes, so
+    the permission text, the owner and group columns and the date text are
+    each kept by what they depend on (the date by minute: ``ls`` shows no
+    finer, and a day or year never changes within a minute).
+    """
+    earliest, latest = now - _RECENT, now + _FUTURE_SLACK
+    dates: dict[tuple[float, bool], str] = {}
+    modes: dict[tuple[int, str], str] = {}
+    ids: dict[tuple[str, str], str] = {}
+    lines: list[str] = []
+    append = lines.append
+    for facts in entries:
+        name, kind, size, mtime, mode, nlink, owner, group, target = facts
+        recent = earliest <= mtime <= latest
+        key = (mtime // 60, recent)  # NaN for NaN and infinities: never found, always made
+        date = dates.get(key)
+        if date is None:
+            date = dates[key] = _date_text(mtime, recent)
+        permissions = modes.get((mode, kind))
+        if permissions is None:
+            permissions = modes[mode, kind] = _permissions(mode, kind)
+        columns = ids.get((owner, group))
+        if columns is None:
+            columns = ids[owner, group] = f"{owner:<8} {group:<8}"
+        if "\n" in name or "\r" in name or (kind == "link" and target is not None):
+            name = _shown_name(facts)
+        append(f"{permissions} {nlink:>3} {columns} {size:>8} {date} {name}")
+    return lines
 
 
 def format_nlst_line(facts: FileFacts) -> str:
@@ -107,7 +152,16 @@ def format_listing(entries: Iterable[FileFacts], now: float, *, names_only: bool
     if names_only:
         lines = [format_nlst_line(facts) for facts in entries]
     else:
-        lines = [format_list_line(facts, now) for facts in entries]
+        lines = _list_lines(entries, now)
+    if not lines:
+        return b""
+    lines.append("")
+    return encode_text("\r\n".join(lines))
+
+
+def format_name_list(names: Iterable[str]) -> bytes:
+    """The NLST payload from bare names: ``format_listing(..., names_only=True)`` without facts."""
+    lines = [_one_line(name) for name in names]
     if not lines:
         return b""
     lines.append("")

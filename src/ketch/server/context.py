@@ -7,7 +7,7 @@ import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ketch.config import ServerConfig
+from ketch.config import PortRange, ServerConfig
 from ketch.server.auth import Authenticator
 from ketch.server.login_guard import LoginGuard
 from ketch.server.passive_ports import PassivePortPool
@@ -35,17 +35,22 @@ class ServerContext:
     login_guard: LoginGuard = field(init=False)
     #: Logged-in sessions per account, against max_sessions_per_user.
     user_sessions: UserSessions = field(init=False)
+    #: "worker 2 of 4 (pid N)" when this process is one of several workers (see workers.py).
+    worker: str | None = None
 
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_config(self.config)
         self.user_sessions = UserSessions(self.config)
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> ServerContext:
+    def from_config(
+        cls, config: ServerConfig, passive_ports: PortRange | None = None
+    ) -> ServerContext:
+        """The context of a server; ``passive_ports`` narrows the range (a worker's slice)."""
         return cls(
             config=config,
             authenticator=Authenticator(config),
-            passive_ports=PassivePortPool(config.passive_ports),
+            passive_ports=PassivePortPool(passive_ports or config.passive_ports),
             masquerade_ip=resolve_ipv4(config.masquerade_address),
         )
 

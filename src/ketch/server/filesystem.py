@@ -17,6 +17,7 @@ home really is.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import posixpath
 import stat
@@ -61,6 +62,10 @@ class Filesystem(Protocol):
 
     def list_dir(self, path: str) -> list[FileFacts]:
         """The entries of a directory sorted by name; links are not followed."""
+        ...
+
+    def list_names(self, path: str) -> list[str]:
+        """The names of a directory's entries, sorted: ``list_dir`` without a stat each."""
         ...
 
     def is_dir(self, path: str) -> bool:
@@ -126,6 +131,15 @@ def _mapped(virtual: str) -> Iterator[None]:
         raise FilesystemError(f"{virtual}: {_reason(error.errno)}") from error
     except ValueError as error:  # the jail refuses bad names first; this is a backstop
         raise FilesystemError(f"{virtual}: invalid file name; choose another name") from error
+
+
+_S_IFMT = 0o170000
+_KINDS: dict[int, Literal["file", "dir", "link", "other"]] = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "dir",
+    stat.S_IFLNK: "link",
+}
+_by_name = operator.attrgetter("name")
 
 
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
@@ -211,17 +225,50 @@ class LocalFilesystem:
     def list_dir(self, path: str) -> list[FileFacts]:
         real = self._jail.real_path(path)
         entries: list[FileFacts] = []
-        with _mapped(path), os.scandir(real) as scan:
-            for entry in scan:
-                if entry.name.startswith(UPLOAD_TEMP_PREFIX):
-                    continue  # an upload in progress (see atomic_file)
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # vanished or unreadable: skip rather than fail the listing
-                entries.append(self._facts(entry.name, info, entry.path))
-        entries.sort(key=lambda facts: facts.name)
+        append = entries.append
+        kinds = _KINDS
+        # One pass over scandir with one lstat per entry (what LIST shows needs it).
+        # Scanning a descriptor makes each lstat an fstatat relative to the
+        # directory, which is quicker than looking the whole path up again.
+        with _mapped(path):
+            directory = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with _mapped(path), os.scandir(directory) as scan:
+                for entry in scan:
+                    name = entry.name
+                    if name.startswith(UPLOAD_TEMP_PREFIX):
+                        continue  # an upload in progress (see atomic_file)
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # vanished or unreadable: skip rather than fail the listing
+                    mode = info.st_mode
+                    kind = kinds.get(mode & _S_IFMT, "other")
+                    target = self._link_target(os.path.join(real, name)) if kind == "link" else None
+                    append(
+                        FileFacts(
+                            name,
+                            kind,
+                            info.st_size,
+                            info.st_mtime,
+                            mode,
+                            info.st_nlink,
+                            "ftp",
+                            "ftp",
+                            target,
+                        )
+                    )
+        finally:
+            os.close(directory)
+        entries.sort(key=_by_name)
         return entries
+
+    def list_names(self, path: str) -> list[str]:
+        real = self._jail.real_path(path)
+        with _mapped(path), os.scandir(real) as scan:
+            names = [entry.name for entry in scan if not entry.name.startswith(UPLOAD_TEMP_PREFIX)]
+        names.sort()
+        return names
 
     def _mode_or_none(self, path: str) -> int | None:
         try:

@@ -39,7 +39,15 @@ log = logging.getLogger("ketch.server")
 
 #: Settings a reload cannot change: they shaped sockets and processes made at start-up.
 #: active_source_port is one because the port-20 helper is told its port when it starts.
-RESTART_ONLY = ("listen_address", "port", "passive_ports", "run_as", "active_source_port")
+RESTART_ONLY = (
+    "listen_address",
+    "port",
+    "passive_ports",
+    "run_as",
+    "active_source_port",
+    "workers",
+    "event_loop",
+)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _POLL = 0.1
@@ -52,9 +60,16 @@ SessionTask = asyncio.Task[None]
 class Lifecycle:
     """Installs the signal handlers and runs the server until a stop signal."""
 
-    def __init__(self, server: FtpServer, reloader: Reloader | None = None) -> None:
+    def __init__(
+        self,
+        server: FtpServer,
+        reloader: Reloader | None = None,
+        *,
+        stop_signals: tuple[signal.Signals, ...] = _STOP_SIGNALS,
+    ) -> None:
         self._server = server
         self._reloader = reloader
+        self._stop_signals = stop_signals
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._reason = ""
@@ -64,13 +79,13 @@ class Lifecycle:
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in _STOP_SIGNALS:
+        for signum in self._stop_signals:
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def uninstall(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
+        for signum in (*self._stop_signals, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
     async def run(self) -> None:
@@ -83,17 +98,21 @@ class Lifecycle:
         self._finished = True
 
     def _on_stop_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
+        self.request_stop(signal.Signals(signum).name)
+
+    def request_stop(self, reason: str) -> None:
+        """What a stop signal does: stop gracefully, or at once when already stopping."""
         if self._finished:
             return
         if not self._stop.is_set():
-            self._reason = name
+            self._reason = reason
             self._stop.set()
         elif not self._hurry.is_set():
-            log.warning("shutdown: %s received again: cutting off every session now", name)
+            log.warning("shutdown: %s received again: cutting off every session now", reason)
             self._hurry.set()
 
-    def _on_hangup(self) -> None:
+    def request_reload(self) -> None:
+        """What SIGHUP does: reload the configuration file (once more if one is running)."""
         if self._stop.is_set():
             log.info("SIGHUP ignored: the server is shutting down")
         elif self._reloader is None:

@@ -7,7 +7,7 @@ import logging
 import socket
 from collections import Counter
 
-from ketch.config import ServerConfig
+from ketch.config import PortRange, ServerConfig
 from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
@@ -15,7 +15,7 @@ from ketch.server.context import ServerContext
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.session import Session
 
-__all__ = ["ConnectionLimits", "FtpServer"]
+__all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
 
 log = logging.getLogger("ketch.server")
 
@@ -50,23 +50,37 @@ class ConnectionLimits:
 
 
 class FtpServer:
-    """An FTP server on one listening socket (dual-stack when listening on ``::``)."""
+    """An FTP server on one listening socket (dual-stack when listening on ``::``).
 
-    def __init__(self, config: ServerConfig) -> None:
+    A worker process (see :mod:`ketch.server.workers`) passes the listening
+    ``sock`` its parent bound, the slice of the passive range that is its
+    own, and its ``worker`` label.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        sock: socket.socket | None = None,
+        passive_ports: PortRange | None = None,
+        worker: str | None = None,
+    ) -> None:
         self.config = config
-        self.context = ServerContext.from_config(config)
+        self.context = ServerContext.from_config(config, passive_ports)
+        self.context.worker = worker
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
-        self._socket: socket.socket | None = None
+        self._socket: socket.socket | None = sock
         self._address: tuple[str, int] | None = None
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
+            self._address = (host, port)
 
     def bind(self) -> tuple[str, int]:
         """Make the listening socket without accepting yet, so root can be dropped in between."""
         if self._socket is None:
-            self._socket = _listening_socket(
-                self.config.resolved_listen_address(), self.config.port
-            )
+            self._socket = listening_socket(self.config.resolved_listen_address(), self.config.port)
             host, port = self._socket.getsockname()[:2]
             self._address = (host, port)
         assert self._address is not None
@@ -75,8 +89,10 @@ class FtpServer:
     async def start(self) -> None:
         """Bind (unless done already) and start accepting connections."""
         self.bind()
+        # start_server listens again with its own backlog (100 by default),
+        # which would undo LISTEN_BACKLOG: a burst of connects would be dropped.
         self._server = await asyncio.start_server(
-            self._on_connection, sock=self._socket, limit=1 << 16
+            self._on_connection, sock=self._socket, limit=1 << 16, backlog=LISTEN_BACKLOG
         )
 
     @property
@@ -166,10 +182,21 @@ class FtpServer:
             log.info("disconnect client=%s", ip)
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+# Connections the kernel queues before ketch accepts them (capped by somaxconn).
+LISTEN_BACKLOG = 1024
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The control listener; ``reuse_port`` lets several workers' sockets share the port."""
     if host == "::" and socket.has_dualstack_ipv6():
         return socket.create_server(
-            (host, port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=256
+            (host, port),
+            family=socket.AF_INET6,
+            dualstack_ipv6=True,
+            backlog=LISTEN_BACKLOG,
+            reuse_port=reuse_port,
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=256)
+    return socket.create_server(
+        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
+    )

@@ -27,6 +27,10 @@ multicast addresses; when the server listens on every address, the
 kernel's own rule applies: only the host's addresses can be bound. The
 helper ends when it reads end-of-file, i.e. when the server closes its end
 or exits in any way, even killed.
+
+With ``workers`` (see :mod:`ketch.server.workers`) the supervisor starts one
+helper per worker before it drops root: a helper answers one process at a
+time, and a restarted worker takes over its predecessor's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import errno
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -50,6 +55,7 @@ __all__ = [
     "installed",
     "low_source_ports",
     "main",
+    "start_for",
 ]
 
 log = logging.getLogger("ketch.server.data")
@@ -131,6 +137,25 @@ class LowPortHelper:
 
     def serves(self, port: int) -> bool:
         return port in self.ports and not self._gone
+
+    def adopt(self) -> None:
+        """Use this helper from a worker process forked from the one that started it.
+
+        Requests are numbered afresh from a random point, so an answer that a
+        crashed predecessor on the same channel left unread is never taken for
+        one of ours.
+        """
+        self._sequence = secrets.randbits(48)
+        self._lock = asyncio.Lock()
+
+    def release(self) -> None:
+        """Close this process's copy of the channel, leaving the helper to its starter.
+
+        For a worker process, whose parent started every worker's helper: the
+        helpers of the other workers are none of its business.
+        """
+        self._gone = True
+        self._channel.close()
 
     async def bound_socket(
         self, family: socket.AddressFamily, address: str, port: int
@@ -217,6 +242,27 @@ def install(helper: LowPortHelper | None) -> None:
 def installed() -> LowPortHelper | None:
     """The helper this process started, if any."""
     return _installed
+
+
+def start_for(active_source_port: str | int, host: str, port: int) -> LowPortHelper | None:
+    """Start a helper for active mode's source port, if that port is below 1024.
+
+    ``host`` and ``port`` are what the control connection listens on. Raises
+    :class:`~ketch.server.privileges.PrivilegeError` when the helper cannot start.
+    """
+    from ketch.server.privileges import PrivilegeError
+
+    ports = low_source_ports(active_source_port, port)
+    if not ports:
+        return None
+    addresses = None if host in ("::", "0.0.0.0") else [host]
+    try:
+        return LowPortHelper.start(ports, addresses)
+    except OSError as error:
+        raise PrivilegeError(
+            f"cannot start the port-20 helper for active mode: {error.strerror or error}; "
+            'set active_source_port = "ephemeral" to do without it'
+        ) from None
 
 
 # -- the helper's side ----------------------------------------------------------

@@ -35,6 +35,7 @@ __all__ = [
     "access_problems",
     "drop_privileges",
     "resolve_run_as",
+    "warn_after_drop",
 ]
 
 log = logging.getLogger("ketch.server")
@@ -190,6 +191,19 @@ def access_problems(
             f"readable to {user} (e.g. chgrp to its group and chmod g+r)"
         )
     return problems
+
+
+def warn_after_drop(config: ServerConfig, target: RunAs, config_file: Path | None) -> None:
+    """Log what the dropped identity will trip over: unreadable homes, low passive ports."""
+    for problem in access_problems(config, target.name, config_file):
+        log.warning("%s", problem)
+    if config.passive_ports.low < 1024:
+        log.warning(
+            "passive_ports %s starts below 1024, which %s may not bind; "
+            "use a range above 1023",
+            config.passive_ports,
+            target.name,
+        )
 
 
 def _user_name(uid: int) -> str:

@@ -2,7 +2,9 @@
 
 TYPE I downloads go through ``os.sendfile`` (no copy through Python); TYPE A
 converts line endings on the wire with the streaming codecs of
-:mod:`ketch.protocol.ascii`. Uploads read into one preallocated buffer.
+:mod:`ketch.protocol.ascii`. Unthrottled TYPE I uploads take the fast loop of
+:mod:`ketch.server.receive_loop` (no future per piece); the others read into
+one preallocated buffer here.
 
 A transfer that moves no byte for ``data_stall_timeout`` seconds is
 cancelled by :class:`StallWatchdog`, which polls the channel's byte counter
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ketch.protocol.ascii import AsciiDecoder, AsciiEncoder
 from ketch.server.data_channel import DataChannel
+from ketch.server.receive_loop import receive_to_fd
 
 if TYPE_CHECKING:
     from ketch.server.throttle import Throttle
@@ -56,10 +59,7 @@ async def send_file(
     followed by the wait the shared bucket asks for.
     """
     if not ascii:
-        try:
-            fd = file.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            fd = -1
+        fd = _fileno(file)
         if fd >= 0:
             if throttle is None:
                 await channel.send_file(fd, offset)
@@ -90,8 +90,16 @@ async def receive_file(
 
     ``meter`` is told the size of every piece before it is written and may
     raise (:class:`TransferRefused`) to stop the upload with nothing of that
-    piece stored. A ``throttle`` paces the reading.
+    piece stored. A ``throttle`` paces the reading. A binary upload to an
+    unbuffered file without a throttle takes the fast loop
+    (:func:`~ketch.server.receive_loop.receive_to_fd`).
     """
+    if not ascii and throttle is None and isinstance(channel, DataChannel):
+        # Only an unbuffered file: writing to its descriptor must not overtake a buffer.
+        fd = _fileno(file) if isinstance(file, io.FileIO) else -1
+        if fd >= 0:
+            await receive_to_fd(channel, fd, meter)
+            return
     buffer = bytearray(throttle.chunk_size if throttle else _RECEIVE_BUFFER)
     view = memoryview(buffer)
     decoder = AsciiDecoder() if ascii else None
@@ -107,6 +115,14 @@ async def receive_file(
         if meter:
             meter(len(tail))
         file.write(tail)
+
+
+def _fileno(file: BinaryIO) -> int:
+    """The file's descriptor, or -1 for a file object without one."""
+    try:
+        return file.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return -1
 
 
 class StallWatchdog:

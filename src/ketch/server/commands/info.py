@@ -136,6 +136,7 @@ async def status(session: Session, argument: str) -> None:
         return
     offer = session.data_offer
     data = f"prepared ({offer.mode})" if offer else "none prepared"
+    worker = session.context.worker
     await session.reply(
         211,
         [
@@ -144,6 +145,7 @@ async def status(session: Session, argument: str) -> None:
             f" Logged in as {session.state.user_name}",
             f" TYPE: {mode_name(session)}; STRUcture: File; MODE: Stream",
             f" Data connection: {data}",
+            *([f" Served by {worker}"] if worker else []),
             "End of status.",
         ],
     )

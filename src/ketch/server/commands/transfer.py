@@ -6,7 +6,7 @@ import fnmatch
 import posixpath
 import time
 
-from ketch.protocol.listing import FileFacts, format_listing
+from ketch.protocol.listing import FileFacts, format_listing, format_name_list
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
@@ -137,23 +137,48 @@ def split_list_argument(argument: str) -> str:
     return rest
 
 
-def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
-    """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _listing_scope(session: Session, argument: str) -> tuple[str, str | None, str | None]:
+    """What LIST/NLST/STAT show: ``(path, directory, pattern)``.
+
+    ``directory`` is the directory whose entries are listed (None: ``path``
+    itself, a file) and ``pattern`` the wildcard they must match, if any.
+    """
     fs = session.filesystem
     path = session.resolve(split_list_argument(argument))
     parent, pattern = posixpath.split(path)
     if _GLOB_CHARACTERS.intersection(pattern) and not fs.is_file(path) and not fs.is_dir(path):
         # Classic clients' `mget *.txt` sends NLST *.txt; like vsftpd, only the last
         # path component may hold wildcards.
-        entries = fs.list_dir(parent)
-        return path, [entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern)]
+        return path, parent, pattern
     facts = fs.stat(path)
-    if facts.kind == "dir":
-        return path, fs.list_dir(path)
-    return path, [fs.lstat(path)]
+    return path, (path if facts.kind == "dir" else None), None
 
 
-_GLOB_CHARACTERS = frozenset("*?[")
+def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
+    """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
+    fs = session.filesystem
+    path, directory, pattern = _listing_scope(session, argument)
+    if directory is None:
+        return path, [fs.lstat(path)]
+    entries = fs.list_dir(directory)
+    if pattern is not None:
+        entries = [entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern)]
+    return path, entries
+
+
+def listing_names(session: Session, argument: str) -> tuple[str, list[str]]:
+    """The names NLST shows: ``listing_entries`` without a stat per entry."""
+    fs = session.filesystem
+    path, directory, pattern = _listing_scope(session, argument)
+    if directory is None:
+        return path, [fs.lstat(path).name]
+    names = fs.list_names(directory)
+    if pattern is not None:
+        names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    return path, names
 
 
 @command("LIST", permission=Permission.LIST, help="LIST [path]: detailed listing (ls -l format)")
@@ -167,8 +192,13 @@ async def name_list(session: Session, argument: str) -> None:
 
 
 async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
-    path, entries = listing_entries(session, argument)
-    data = format_listing(entries, time.time(), names_only=names_only)
+    # The whole listing is made in one pass and sent with one sendall.
+    if names_only:
+        path, names = listing_names(session, argument)
+        data = format_name_list(names)
+    else:
+        path, entries = listing_entries(session, argument)
+        data = format_listing(entries, time.time())
     await session.start_transfer(
         verb,
         path,
