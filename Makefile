@@ -9,6 +9,14 @@ FUZZ_SECONDS ?= 60
 # `make soak` (not part of `make test`): this many sessions for this many seconds.
 SOAK_SESSIONS ?= 500
 SOAK_SECONDS  ?= 300
+# `make bench` (not part of `make test`): rounds per scenario (medians), RETR/STOR file
+# size in MiB, and comma lists to narrow a run: BENCH_ONLY=retr,list BENCH_SERVERS=ketch,vsftpd
+# (scenarios: retr stor sessions idle list ftps, or 1-6; servers: ketch pyftpdlib vsftpd pure-ftpd).
+BENCH_ROUNDS  ?= 3
+BENCH_SIZE    ?= 1024
+BENCH_ONLY    ?=
+BENCH_SERVERS ?=
+BENCH_STAMP   := $(VENV)/.installed-bench
 ROOT   ?= .
 # Debian packages the tests drive as real FTP peers (curl, lftp) or build network
 # labs with (iproute2, nftables). The FTP servers the client is
@@ -16,7 +24,7 @@ ROOT   ?= .
 # unpacks them under .peers/ and installs the libraries they need.
 TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables
 
-.PHONY: run test check lint typecheck pytest fuzz soak clean
+.PHONY: run test check lint typecheck pytest fuzz soak bench clean
 
 $(STAMP): pyproject.toml
 	scripts/make-venv $(PYTHON) $(VENV)
@@ -57,5 +65,17 @@ pytest: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python soak/run_soak.py --sessions $(SOAK_SESSIONS) --duration $(SOAK_SECONDS)
 
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	touch $@
+
+# ketch's server next to pyftpdlib, vsftpd and pure-ftpd (unpacked under bench/.peers/);
+# tables of medians and ketch/peer ratios, saved under bench/results/ (latest.md: the last run).
+bench: $(BENCH_STAMP)
+	scripts/install-debian-packages curl
+	scripts/fetch-peer-servers bench/.peers
+	$(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) --size-mib $(BENCH_SIZE) \
+	    --only '$(BENCH_ONLY)' --servers '$(BENCH_SERVERS)'
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .peers
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .peers bench/.peers bench/.data
