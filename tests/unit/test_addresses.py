@@ -24,6 +24,7 @@ from ketch.protocol.addresses import (
     parse_epsv_reply,
     parse_pasv_reply,
     parse_port_argument,
+    plain_ip,
 )
 
 # --- PORT --------------------------------------------------------------------
@@ -372,3 +373,17 @@ def test_eprt_parser_raises_only_address_syntax_errors_on_near_misses(
     # Anything accepted must be a real address and port.
     assert ipaddress.ip_address(address.host)
     assert 0 <= address.port <= 65535
+
+
+@pytest.mark.parametrize(
+    ("address", "plain"),
+    [
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("ftp.example.com", "ftp.example.com"),
+    ],
+)
+def test_plain_ip_gives_the_form_peers_compare_and_advertise(address: str, plain: str) -> None:
+    assert plain_ip(address) == plain

@@ -37,6 +37,7 @@ from ketch.protocol import (
     format_port_argument,
     parse_epsv_reply,
     parse_pasv_reply,
+    plain_ip,
 )
 
 __all__ = ["DataConnector", "DataSettings", "ModeMemory", "OpenedData", "is_unroutable"]
@@ -101,16 +102,6 @@ def is_unroutable(host: str) -> bool:
         or address.is_reserved
         or address.is_multicast
     )
-
-
-def _plain(host: str) -> str:
-    """``::ffff:a.b.c.d`` as ``a.b.c.d``, so one address compares equal to itself."""
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host.split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(address)
-    return host
 
 
 class _PassiveUnreachable(DataConnectionFailed):
@@ -219,7 +210,7 @@ class DataConnector:
     def _fix_up(self, advertised: HostPort) -> HostPort:
         """Replace a private PASV address with the server's own (as curl and FileZilla do)."""
         peer = self._control.peer_ip
-        if self._settings.trust_pasv_address or _plain(advertised.host) == _plain(peer):
+        if self._settings.trust_pasv_address or plain_ip(advertised.host) == plain_ip(peer):
             return advertised
         if not is_unroutable(advertised.host):
             return advertised
@@ -263,7 +254,7 @@ class DataConnector:
         return sock
 
     def _why_passive_timed_out(self, target: HostPort, timeout: float) -> tuple[str, str]:
-        differs = _plain(target.host) != _plain(self._control.peer_ip)
+        differs = plain_ip(target.host) != plain_ip(self._control.peer_ip)
         if differs and is_unroutable(target.host):
             return (
                 "the server advertises a private address",
@@ -396,10 +387,10 @@ class DataConnector:
     async def _accept_from_server(self, listener: socket.socket) -> socket.socket:
         """Accept the first connection from the server's own address; drop others."""
         loop = asyncio.get_running_loop()
-        server_ip = _plain(self._control.peer_ip)
+        server_ip = plain_ip(self._control.peer_ip)
         while True:
             sock, peer = await loop.sock_accept(listener)
-            if _plain(peer[0]) == server_ip:
+            if plain_ip(peer[0]) == server_ip:
                 return sock
             log.warning(
                 "refused a data connection from %s:%d: only the server (%s) may connect",

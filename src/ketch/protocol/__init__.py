@@ -18,6 +18,7 @@ from ketch.protocol.addresses import (
     parse_epsv_reply,
     parse_pasv_reply,
     parse_port_argument,
+    plain_ip,
 )
 from ketch.protocol.ascii import AsciiDecoder, AsciiEncoder
 from ketch.protocol.commands import (
@@ -86,4 +87,5 @@ __all__ = [
     "parse_pasv_reply",
     "parse_port_argument",
     "parse_quoted_path",
+    "plain_ip",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "parse_epsv_reply",
     "parse_pasv_reply",
     "parse_port_argument",
+    "plain_ip",
 ]
 
 _DIGITS = frozenset("0123456789")
@@ -253,3 +254,20 @@ def address_family_number(host: str) -> int:
     Raises ValueError if ``host`` is not an IP address.
     """
     return 1 if ipaddress.ip_address(host).version == 4 else 2
+
+
+def plain_ip(address: str) -> str:
+    """The address as peers see it: IPv4-mapped IPv6 (``::ffff:1.2.3.4``) becomes IPv4.
+
+    A dual-stack socket reports IPv4 peers in mapped form, and a link-local
+    address may carry a zone ("%eth0"); comparing, advertising (PASV) and
+    logging all want the plain address. Text that is no address comes back as is.
+    """
+    address = address.split("%", 1)[0]
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)

@@ -20,9 +20,8 @@ import os
 import socket
 from collections.abc import Callable
 
-from ketch.protocol.addresses import HostPort
+from ketch.protocol.addresses import HostPort, plain_ip
 from ketch.server import port20_helper
-from ketch.server.netaddr import plain_ip
 from ketch.server.passive_ports import PassivePortPool
 
 __all__ = ["ActiveOffer", "DataChannel", "DataConnectionError", "DataOffer", "PassiveOffer"]
@@ -155,7 +154,7 @@ class PassiveOffer(DataOffer):
         pool: PassivePortPool,
         bind_ip: str,
         *,
-        client_ip: str,  # plain form (see netaddr.plain_ip), as the session keeps it
+        client_ip: str,  # plain form (see protocol.addresses.plain_ip), as the session keeps it
         mode: str,
         timeout: float,
         advertised: str,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ketch.protocol.addresses import plain_ip
 from ketch.protocol.commands import Command, CommandLineReader, LineTooLong
 from ketch.protocol.replies import format_reply
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
@@ -35,7 +36,6 @@ from ketch.server.filesystem import (
 )
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
-from ketch.server.netaddr import plain_ip
 from ketch.server.rate_limit import CommandThrottle
 from ketch.server.transfers import StallWatchdog, TransferRefused
 

@@ -13,10 +13,10 @@ from ketch.protocol.addresses import (
     parse_eprt_argument,
     parse_epsv_argument,
     parse_port_argument,
+    plain_ip,
 )
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import ActiveOffer, PassiveOffer
-from ketch.server.netaddr import plain_ip
 from ketch.server.passive_ports import PassivePortsExhausted
 from ketch.server.session import Session
 
