@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
@@ -68,6 +68,27 @@ class _Record:
     last_failure: float = 0.0
 
 
+class _Limits(TypedDict):
+    base_delay: float
+    max_delay: float
+    ban_after: int
+    ban_window: float
+    ban_duration: float
+    exempt: Iterable[str]
+
+
+def _limits(config: ServerConfig) -> _Limits:
+    """The guard's limits as the configuration names them."""
+    return {
+        "base_delay": config.login_failure_delay,
+        "max_delay": config.login_failure_delay_max,
+        "ban_after": config.ban_after_failures,
+        "ban_window": config.ban_window,
+        "ban_duration": config.ban_duration,
+        "exempt": config.ban_exempt,
+    }
+
+
 class LoginGuard:
     """Failure records per client IP, shared by every session of one server."""
 
@@ -83,7 +104,14 @@ class LoginGuard:
         max_entries: int = MAX_ENTRIES,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.set_limits(base_delay, max_delay, ban_after, ban_window, ban_duration, exempt)
+        self.set_limits(
+            base_delay=base_delay,
+            max_delay=max_delay,
+            ban_after=ban_after,
+            ban_window=ban_window,
+            ban_duration=ban_duration,
+            exempt=exempt,
+        )
         self.max_entries = max_entries
         self._clock = clock
         # Least recently touched first, so the oldest are dropped when full.
@@ -92,6 +120,7 @@ class LoginGuard:
 
     def set_limits(
         self,
+        *,
         base_delay: float,
         max_delay: float,
         ban_after: int,
@@ -112,25 +141,11 @@ class LoginGuard:
 
     def reconfigure(self, config: ServerConfig) -> None:
         """Take the limits of a reloaded configuration (SIGHUP)."""
-        self.set_limits(
-            config.login_failure_delay,
-            config.login_failure_delay_max,
-            config.ban_after_failures,
-            config.ban_window,
-            config.ban_duration,
-            config.ban_exempt,
-        )
+        self.set_limits(**_limits(config))
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> LoginGuard:
-        return cls(
-            base_delay=config.login_failure_delay,
-            max_delay=config.login_failure_delay_max,
-            ban_after=config.ban_after_failures,
-            ban_window=config.ban_window,
-            ban_duration=config.ban_duration,
-            exempt=config.ban_exempt,
-        )
+        return cls(**_limits(config))
 
     def __len__(self) -> int:
         return len(self._records)
