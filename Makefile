@@ -53,7 +53,7 @@ fuzz: $(FUZZ_STAMP)
 	    -artifact_prefix=fuzz/crashes/ fuzz/corpus-generated fuzz/corpus
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests fuzz
+	$(BIN)/ruff check src tests fuzz bench soak harness
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
@@ -61,9 +61,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+# bench/ and soak/ import the shared harness/ package from the repository root.
 # The server under many sessions for minutes; samples and summary go to soak/results/.
 soak: $(STAMP)
-	$(BIN)/python soak/run_soak.py --sessions $(SOAK_SESSIONS) --duration $(SOAK_SECONDS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python soak/run_soak.py --sessions $(SOAK_SESSIONS) --duration $(SOAK_SECONDS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
@@ -74,7 +75,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	scripts/install-debian-packages curl
 	scripts/fetch-peer-servers bench/.peers
-	$(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) --size-mib $(BENCH_SIZE) \
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) --size-mib $(BENCH_SIZE) \
 	    --only '$(BENCH_ONLY)' --servers '$(BENCH_SERVERS)'
 
 clean:

@@ -30,9 +30,10 @@ from load import (
     transfer_timeout,
     upload,
 )
-from proc import listen_drops
 from report import Column, Medians, Table
 from servers import HOST, Server
+
+from harness.procfs import listen_drops
 
 GIB = 1 << 30
 KIB = 1 << 10

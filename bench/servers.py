@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import argon2
-from proc import CLOCK_TICKS, cpu_ticks, process_tree, pss, rss
+
+from harness.ports import bindable, ephemeral_ports
+from harness.procfs import CLOCK_TICKS, cpu_ticks, process_tree, pss, rss
 
 BENCH = Path(__file__).resolve().parent
 PEERS_ROOT = BENCH / ".peers" / "root"
@@ -52,24 +54,6 @@ _CHEAP_HASH = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 # -- ports -------------------------------------------------------------------------
-
-
-def ephemeral_ports() -> range:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def passive_range(index: int) -> tuple[int, int]:

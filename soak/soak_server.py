@@ -17,28 +17,10 @@ from pathlib import Path
 
 import argon2
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
+from harness.ports import bindable, ephemeral_ports
+from harness.procfs import CLOCK_TICKS, cpu_ticks, fd_count, process_tree, rss
 
 # -- ports ---------------------------------------------------------------------
-
-
-def ephemeral_ports() -> range:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def choose_ports(size: int) -> tuple[int, tuple[int, int], int]:
@@ -58,13 +40,13 @@ def choose_ports(size: int) -> tuple[int, tuple[int, int], int]:
         high = low + size - 1
         if high > 65535 or (low <= ephemeral.stop - 1 and high >= ephemeral.start):
             continue
-        busy = sum(not _bindable(port) for port in range(low, high + 1))
+        busy = sum(not bindable(port) for port in range(low, high + 1))
         if busy > size // 50:
             continue
         free = (
             port
             for port in range(low - 10, max(low - 2000, 1100), -1)
-            if port not in ephemeral and _bindable(port) and _bindable(port - 1)
+            if port not in ephemeral and bindable(port) and bindable(port - 1)
         )
         control = next(free, None)
         dead = next((port for port in free if control and port < control - 1), None)
@@ -175,52 +157,9 @@ def _toml(value: object) -> str:
 # -- the process -----------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (the server normally has none; a tree is counted anyway)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    pending = [pid]
-    while pending:
-        for child in parents.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of one process, 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of one process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    """User plus system CPU time of one process, without the children it reaped."""
+    return (cpu_ticks(pid) - cpu_ticks(pid, own=False)) / CLOCK_TICKS
 
 
 @dataclass
@@ -265,10 +204,10 @@ class ServerProcess:
         return self.process.pid
 
     def tree(self) -> list[int]:
-        return [self.pid, *_children(self.pid)]
+        return process_tree(self.pid)
 
     def rss(self) -> int:
-        return sum(rss_bytes(pid) for pid in self.tree())
+        return sum(rss(pid) for pid in self.tree())
 
     def fds(self) -> int:
         return sum(fd_count(pid) for pid in self.tree())

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import argon2
 
+from harness.procfs import process_tree, signal_all
+
 REPO = Path(__file__).resolve().parents[1]
 # Where scripts/fetch-peer-servers unpacked the packages; KETCH_PEERS_DIR overrides.
 PEERS_DIR = Path(os.environ.get("KETCH_PEERS_DIR", REPO / ".peers")).resolve()
@@ -102,30 +104,6 @@ class PeerServer:
         # Session processes outlive a listener that exits on SIGTERM: end them too.
         _signal_group(self.process, signal.SIGKILL)
         signal_all(descendants, signal.SIGKILL)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants, from /proc (they need not share its process group)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(children.get(current, []))
-    return tree
-
-
-def signal_all(pids: list[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
 
 
 def free_port(host: str = HOST) -> int:

@@ -28,8 +28,9 @@ from ketch.client import (
 )
 
 from conftest import PASSWORD, USER, RunningServer
+from harness.procfs import process_tree, signal_all
 from payloads import BIG, MIB, Payload, make_payload, sha256_bytes, sha256_file
-from peer_servers import PeerServer, process_tree, signal_all
+from peer_servers import PeerServer
 
 pytestmark = pytest.mark.peer
 

@@ -17,7 +17,6 @@ import pwd
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from serve_process import (
     ketch_serve,
     process_status,
 )
+
+from harness.ports import bindable
 
 HOST = "127.0.0.1"
 PASSIVE_PORTS = "44300-44399"
@@ -65,21 +66,12 @@ def public_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _bindable(port: int) -> bool:
-    try:
-        with socket.socket() as sock:
-            sock.bind((HOST, port))
-    except OSError:
-        return False
-    return True
-
-
 def low_port_pair() -> int:
     """A free port P in 901-999 whose P - 1 is free too (the active source port)."""
     ports = list(range(901, 1000))
     random.shuffle(ports)
     for port in ports:
-        if _bindable(port) and _bindable(port - 1):
+        if bindable(port, HOST) and bindable(port - 1, HOST):
             return port
     pytest.skip("no free pair of ports in 900-999")
 
