@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ketch.client import Client, DataConnectionFailed
+from ketch.client import Client, DataConnectionFailed, ModeMemory
 
 from conftest import PASSWORD, USER, RunningServer
 from peer_servers import PeerServer
@@ -105,18 +105,24 @@ def test_a_private_pasv_address_is_replaced_by_the_servers_own(
 
 
 def test_auto_mode_uses_passive_and_remembers_it(
-    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+    make_server: Callable[..., RunningServer],
 ) -> None:
     server = make_server()
+    memory = ModeMemory()
 
     async def scenario() -> list[str]:
-        async with Client(server.host, server.port, user=USER, password=PASSWORD) as ftp:
+        async with Client(
+            server.host, server.port, user=USER, password=PASSWORD, mode_memory=memory
+        ) as ftp:
             modes = []
             for name in ("a.txt", "b.txt"):
                 modes.append((await ftp.upload([b"a"], name)).mode)
             return modes
 
+    assert memory.get((server.host, server.port)) is None
     assert run(scenario()) == ["EPSV", "EPSV"]
+    # The memory a mirror's sessions share now knows passive works with this server.
+    assert memory.get((server.host, server.port)) == "passive"
 
 
 def test_active_mode_accepts_only_the_servers_connection(

@@ -145,6 +145,8 @@ def test_mirror_down_in_parallel_then_only_what_changed(
     counts, stderr = mirror(home, "-j", "4", "-v", url, str(local))
     assert counts == {"transferred": TOTAL, "skipped": 0, "failed": 0, "exit": 0}, stderr
     assert stderr.splitlines().count(f"> USER {site.user}") == 4  # four sessions
+    # Sizes come from the listings: no SIZE round trip per file.
+    assert not any(line.startswith("> SIZE ") for line in stderr.splitlines())
     assert tree_digests(local) == expected
     assert (local / "empty-dir" / "nested").is_dir()
 

@@ -317,14 +317,16 @@ class Client:
         resume: bool = False,
         offset: int = 0,
         progress: transfers.Progress | None = None,
+        size: int | None = None,
     ) -> transfers.TransferResult:
         """Download ``remote`` to a local path or a writable binary file object.
 
         ``resume=True`` continues a partial local file (REST from its size);
-        ``offset`` starts a file object download part-way.
+        ``offset`` starts a file object download part-way. ``size``, when the
+        caller knows it from a listing, saves the SIZE command.
         """
         return await transfers.download(
-            self, remote, destination, resume=resume, offset=offset, progress=progress
+            self, remote, destination, resume=resume, offset=offset, progress=progress, size=size
         )
 
     def open_download(

@@ -191,7 +191,8 @@ async def _download_one(client: Client, job: _Job, progress: Progress | None) ->
             f"cannot write {job.local}: {error.strerror}", "check the local directory"
         ) from None
     with os.fdopen(descriptor, "wb") as file:
-        result = await client.download(job.remote, file, progress=progress)
+        # The listing gave the size: no SIZE command per file.
+        result = await client.download(job.remote, file, progress=progress, size=job.size)
     if job.mtime is not None:
         os.utime(job.local, (time.time(), job.mtime.timestamp()))
     return result

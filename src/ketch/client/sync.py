@@ -132,10 +132,11 @@ class SyncClient:
         resume: bool = False,
         offset: int = 0,
         progress: Progress | None = None,
+        size: int | None = None,
     ) -> TransferResult:
         return self._run(
             self.client.download(
-                remote, destination, resume=resume, offset=offset, progress=progress
+                remote, destination, resume=resume, offset=offset, progress=progress, size=size
             )
         )
 

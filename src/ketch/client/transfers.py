@@ -141,9 +141,10 @@ async def download(
     resume: bool,
     offset: int,
     progress: Progress | None,
+    size: int | None = None,
 ) -> TransferResult:
     await client.prepare_binary()
-    total = await _remote_size(client, remote)
+    total = size if size is not None else await _remote_size(client, remote)
     if not isinstance(destination, (str, os.PathLike)):
         file = destination
         return await _download_into(client, remote, lambda: file, offset, total, progress)
