@@ -19,10 +19,11 @@ BENCH_SERVERS ?=
 BENCH_STAMP   := $(VENV)/.installed-bench
 ROOT   ?= .
 # Debian packages the tests drive as real FTP peers (curl, lftp) or build network
-# labs with (iproute2, nftables). The FTP servers the client is
+# labs with (iproute2, nftables); `ketch firewall` output is checked by nft and
+# iptables-restore; openssl is the TLS peer for FTPS checks. The FTP servers the client is
 # tested against (vsftpd, pure-ftpd) conflict as packages: scripts/fetch-peer-servers
 # unpacks them under .peers/ and installs the libraries they need.
-TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables
+TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables iptables openssl
 
 .PHONY: run test check lint typecheck pytest fuzz soak bench clean
 

@@ -21,9 +21,13 @@ from ketch.server.auth import Permission
 if TYPE_CHECKING:
     from ketch.server.session import Session
 
-__all__ = ["COMMANDS", "Argument", "CommandSpec", "command", "feature_lines"]
+__all__ = ["COMMANDS", "Argument", "CommandSpec", "FeatureLine", "command", "feature_lines"]
 
 Handler = Callable[["Session", str], Awaitable[None]]
+#: A FEAT line that depends on the session or configuration (``AUTH TLS`` only
+#: when a certificate is configured, ``MLST`` with the facts now selected);
+#: None leaves the feature out of FEAT.
+FeatureLine = Callable[["Session"], "str | None"]
 
 
 class Argument(enum.Enum):
@@ -41,7 +45,7 @@ class CommandSpec:
     argument: Argument = Argument.OPTIONAL
     permission: Permission = Permission.NONE
     #: The line this command adds to FEAT (RFC 2389), if it is an extension.
-    feature: str | None = None
+    feature: str | FeatureLine | None = None
 
 
 COMMANDS: dict[str, CommandSpec] = {}
@@ -53,7 +57,7 @@ def command(
     needs_login: bool = True,
     argument: Argument = Argument.OPTIONAL,
     permission: Permission = Permission.NONE,
-    feature: str | None = None,
+    feature: str | FeatureLine | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` under each verb (the first is canonical, the rest aliases)."""
 
@@ -75,11 +79,15 @@ def command(
     return register
 
 
-def feature_lines() -> list[str]:
-    """The FEAT body: one line per implemented extension, sorted as clients expect."""
+def feature_lines(session: Session) -> list[str]:
+    """The FEAT body for ``session``: one line per extension it can use, sorted."""
     from ketch.server import commands  # noqa: F401  (fills the table)
 
-    features = {spec.feature for spec in COMMANDS.values() if spec.feature}
+    features: set[str] = set()
+    for spec in COMMANDS.values():
+        line = spec.feature(session) if callable(spec.feature) else spec.feature
+        if line:
+            features.add(line)
     # TVFS: paths are one slash-separated tree rooted at "/" (RFC 3659 §6).
     features.add("TVFS")
     return sorted(features)

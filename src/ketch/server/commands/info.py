@@ -58,7 +58,7 @@ async def help_command(session: Session, argument: str) -> None:
 )
 async def features(session: Session, _: str) -> None:
     # RFC 2389 §3.2: each feature line starts with a single space.
-    await session.reply(211, ["Features:", *(f" {line}" for line in feature_lines()), "End"])
+    await session.reply(211, ["Features:", *(f" {line}" for line in feature_lines(session)), "End"])
 
 
 @command(
