@@ -88,6 +88,8 @@ class Session:
         )
         #: The account key counted in context.user_sessions while logged in.
         self.user_slot: str | None = None
+        #: True once the control connection runs over TLS (AUTH TLS, or implicit FTPS).
+        self.control_is_tls = False
 
     # -- the control loop ---------------------------------------------------
 
