@@ -27,6 +27,7 @@ import pytest
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
 from ftp_helpers import free_port
+from peer_servers import PeerServer
 
 KETCH = [sys.executable, "-m", "ketch"]
 TIMEOUT = 60  # seconds for one command, however it fails
@@ -95,7 +96,7 @@ def sent_commands(stderr: str) -> list[str]:
 
 @pytest.fixture
 def listed(server: RunningServer) -> RunningServer:
-    """alice's home with an old file (day precision), a recent one (minutes) and a dir."""
+    """alice's home with an old file, a recent one and a dir (MLSD: times to the second)."""
     old = server.home / "old.txt"
     old.write_bytes(b"x" * 13)
     moment = datetime(2020, 5, 17, 10, 20, 30, tzinfo=UTC).timestamp()
@@ -113,8 +114,8 @@ def test_ls_prints_kind_size_time_and_name(listed: RunningServer, home: Path, wo
     lines = result.stdout.decode().splitlines()
     by_name = {line.rsplit(" ", 1)[-1]: line for line in lines}
     assert set(by_name) == {"old.txt", "recent.bin", "sub"}
-    assert re.fullmatch(r"- +13 2020-05-17 +old\.txt", by_name["old.txt"])
-    assert by_name["recent.bin"] == f"- 123456 {recent_time:%Y-%m-%d %H:%M} recent.bin"
+    assert re.fullmatch(r"- +13 2020-05-17 10:20:30 old\.txt", by_name["old.txt"])
+    assert by_name["recent.bin"] == f"- 123456 {recent_time:%Y-%m-%d %H:%M:%S} recent.bin"
     assert by_name["sub"].startswith("d ")
     # Sizes are right-aligned and names start in one column.
     assert len({line.rindex(" ") for line in lines}) == 1
@@ -133,11 +134,11 @@ def test_ls_names_and_json(listed: RunningServer, home: Path, work: Path) -> Non
         "name": "old.txt",
         "type": "file",
         "size": 13,
-        "mtime": "2020-05-17T00:00:00Z",
-        "mtime_precision": "day",
+        "mtime": "2020-05-17T10:20:30Z",
+        "mtime_precision": "second",
     }
     assert records["recent.bin"]["size"] == 123456
-    assert records["recent.bin"]["mtime_precision"] == "minute"
+    assert records["recent.bin"]["mtime_precision"] == "second"
     assert records["sub"]["type"] == "dir"
 
 
@@ -418,15 +419,20 @@ def test_quiet_prints_nothing_on_success(
     assert (work / "payload.bin").stat().st_size == len(payload)
 
 
+@pytest.mark.peer
 def test_old_file_listing_uses_the_recent_format_within_a_day(
-    server: RunningServer, home: Path, work: Path
+    vsftpd_server: PeerServer, home: Path, work: Path
 ) -> None:
-    # A time a few hours ago is shown to the minute (LIST's "Mon DD HH:MM" form).
-    path = server.home / "hours.txt"
+    # vsftpd has no MLSD (ketch has): its LIST shows a time a few hours ago to the
+    # minute ("Mon DD HH:MM"), and ls shows no more than that.
+    peer = vsftpd_server
+    path = peer.writable / "hours.txt"
     path.write_bytes(b"h")
     moment = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
     os.utime(path, (moment.timestamp(), moment.timestamp()))
-    result = ketch(home, work, "ls", server.url())
+    workdir = f"{peer.workdir}/" if peer.workdir else ""
+    url = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}"
+    result = ketch(home, work, "ls", url)
     ok(result)
     assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]
 

@@ -242,13 +242,16 @@ def test_per_file_failures_exit_9_and_the_rest_is_transferred(
     assert (local / "c.txt").read_bytes() == b"c.txt"
 
 
+@pytest.mark.peer
 def test_times_are_compared_no_finer_than_the_listing_gives_them(
-    server: RunningServer, home: Path, tmp_path: Path
+    vsftpd_server: PeerServer, home: Path, tmp_path: Path
 ) -> None:
-    # LIST shows this file's time to the minute; a local copy 15 s later in the
-    # same minute is the same file, one a minute later is not.
+    # vsftpd has no MLSD (ketch has, with times to the second), and its LIST shows
+    # this file's time to the minute: a local copy 15 s later in the same minute is
+    # the same file, one a minute later is not.
+    peer = vsftpd_server
     remote_time = (time.time() // 60 - 120) * 60 + 30  # hh:mm:30, two hours ago
-    tree = server.home / "t"
+    tree = peer.writable / "t"
     tree.mkdir()
     local = tmp_path / "copy"
     local.mkdir()
@@ -257,7 +260,9 @@ def test_times_are_compared_no_finer_than_the_listing_gives_them(
         os.utime(tree / name, (remote_time, remote_time))
         write(local / name, b"same bytes")
         os.utime(local / name, (remote_time + local_offset, remote_time + local_offset))
-    counts, stderr = mirror(home, server.url("/t/"), str(local))
+    workdir = f"{peer.workdir}/" if peer.workdir else ""
+    url = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}t/"
+    counts, stderr = mirror(home, url, str(local))
     assert counts == {"transferred": 1, "skipped": 1, "failed": 0, "exit": 0}, stderr
     assert "get next-minute.txt: 10 bytes" in stderr
     # The transferred file now carries the remote time (as LIST gives it: to the minute).

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from ketch.protocol.listing import FileFacts
+from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
 from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError
+from ketch.server.mlsx_scan import mlsx_entry, scan_mlsx
 
 __all__ = [
     "Filesystem",
@@ -114,6 +116,22 @@ class Filesystem(Protocol):
 
     def chmod(self, path: str, mode: int) -> None:
         """Change permission bits (0o000 to 0o777)."""
+        ...
+
+    def list_mlsx(self, path: str) -> list[MlsxEntry]:
+        """MLSD's view of a directory's entries, sorted; links are not followed."""
+        ...
+
+    def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
+        """MLST's view of ``path`` (a link is reported as a link unless ``follow``)."""
+        ...
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        """Set the modification time (MFMT); the access time is kept."""
+        ...
+
+    def free_space(self, path: str) -> int:
+        """Bytes an unprivileged process may still write on ``path``'s filesystem."""
         ...
 
 
@@ -452,3 +470,29 @@ class LocalFilesystem:
         real = self._jail.real_path(path)
         with _mapped(path):
             os.chmod(real, mode)
+
+    # -- extensions (MLSD/MLST, MFMT, AVBL) ----------------------------------
+
+    def list_mlsx(self, path: str) -> list[MlsxEntry]:
+        real = self._jail.real_path(path)
+        with _mapped(path):
+            return scan_mlsx(real, self._link_target)
+
+    def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
+        real = self._jail.real_path(path, follow_final=follow)
+        with _mapped(path):
+            info = os.stat(real) if follow else os.lstat(real)
+        target = self._link_target(real) if stat.S_ISLNK(info.st_mode) else None
+        return mlsx_entry(_name_of(path), info, target)
+
+    def set_mtime(self, path: str, mtime: float) -> None:
+        real = self._jail.real_path(path)
+        with _mapped(path):
+            # Seconds as a float: nanoseconds of year 9999 would overflow the C type.
+            os.utime(real, (os.stat(real).st_atime, mtime))
+
+    def free_space(self, path: str) -> int:
+        real = self._jail.real_path(path)
+        with _mapped(path):
+            info = os.statvfs(real)
+        return info.f_bavail * info.f_frsize

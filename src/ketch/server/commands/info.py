@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from ketch import __version__
+from ketch.protocol.hashes import ALGORITHMS, lookup_algorithm
 from ketch.protocol.listing import format_list_line
+from ketch.protocol.mlsx import opts_mlst_reply, select_facts
 from ketch.server.auth import Permission
 from ketch.server.command_table import COMMANDS, Argument, command, feature_lines
 from ketch.server.commands.transfer import listing_entries, mode_name
@@ -66,10 +68,18 @@ async def features(session: Session, _: str) -> None:
     argument=Argument.REQUIRED,
     needs_login=False,
     feature="UTF8",
-    help="OPTS <command> <options>: set options (OPTS UTF8 ON)",
+    help="OPTS <command> <options>: OPTS UTF8 ON, OPTS MLST <facts>, OPTS HASH [<name>]",
 )
 async def options(session: Session, argument: str) -> None:
     name, _, value = argument.strip().partition(" ")
+    if name.upper() == "MLST":
+        # RFC 3659 §7.9: unknown facts are ignored; the reply lists those now selected.
+        session.extensions.mlst_facts = select_facts(value.strip())
+        await session.reply(200, opts_mlst_reply(session.extensions.mlst_facts))
+        return
+    if name.upper() == "HASH":
+        await _options_hash(session, value.strip())
+        return
     if name.upper() == "UTF8":
         if value.strip().upper() in ("", "ON"):
             await session.reply(200, "UTF-8 is on.")
@@ -79,6 +89,21 @@ async def options(session: Session, argument: str) -> None:
             )
         return
     await session.reply(501, f"OPTS for {name!r} is not supported; FEAT lists what is.")
+
+
+async def _options_hash(session: Session, value: str) -> None:
+    """OPTS HASH [algorithm]: show or choose HASH's algorithm (draft-bryan-ftpext-hash §3.2)."""
+    if value:
+        algorithm = lookup_algorithm(value)
+        if algorithm is None:
+            await session.reply(
+                501,
+                f"Unknown algorithm {value!r}, selection not changed; "
+                f"choose one of {', '.join(ALGORITHMS)}.",
+            )
+            return
+        session.extensions.hash_algorithm = algorithm
+    await session.reply(200, session.extensions.hash_algorithm)
 
 
 @command("TYPE", argument=Argument.REQUIRED, help="TYPE A|I|L 8: ASCII or binary (image) transfers")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ketch.protocol.extension_state import ExtensionState
 from ketch.server.auth import ANONYMOUS_NAMES, Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.login_guard import ban_reply_text
@@ -118,6 +119,7 @@ async def account(session: Session, _: str) -> None:
 async def reinitialize(session: Session, _: str) -> None:
     session.log_out()
     session.state.reset()
+    session.extensions = ExtensionState()  # OPTS MLST/HASH, RANG and HOST start over too
     await session.reply(220, "Session reset: log in again with USER and PASS.")
 
 

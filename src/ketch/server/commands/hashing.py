@@ -1,0 +1,185 @@
+"""HASH and RANG (draft-bryan-ftpext-hash-02, draft-bryan-ftp-range) and XCRC, XMD5, XSHA1, XSHA256.
+
+Hashing a big file takes seconds of CPU and disk, so the file is read in a
+worker thread, in chunks: other sessions keep being served meanwhile. The
+file is opened through the session's filesystem, so the jail, the refusal of
+FIFOs and devices and the account's ``read`` permission all apply as for RETR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import BinaryIO
+
+from ketch.protocol.hashes import (
+    RangeRefused,
+    XCommandArgument,
+    hash_feature,
+    hash_reply,
+    new_digest,
+    parse_rang,
+    resolve_range,
+    split_x_argument,
+    x_range,
+)
+from ketch.server.auth import Permission
+from ketch.server.command_table import Argument, command
+from ketch.server.session import Session
+
+_CHUNK = 1024 * 1024
+
+
+def digest_file(file: BinaryIO, algorithm: str, offset: int, length: int) -> tuple[str, int]:
+    """Hex digest of ``length`` bytes from ``offset``, and how many bytes there were.
+
+    Fewer bytes than asked means the file shrank meanwhile; the caller says so.
+    """
+    digest = new_digest(algorithm)
+    file.seek(offset)
+    remaining = length
+    while remaining > 0:
+        chunk = file.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        digest.update(chunk)
+        remaining -= len(chunk)
+    return digest.hexdigest(), length - remaining
+
+
+async def _digest(
+    session: Session, path: str, algorithm: str, offset: int, length: int
+) -> tuple[str, int]:
+    file = session.filesystem.open_read(path)  # FilesystemError: 550 with the reason
+    try:
+        return await asyncio.to_thread(digest_file, file, algorithm, offset, length)
+    finally:
+        file.close()
+
+
+async def _regular_size(session: Session, path: str) -> int | None:
+    """The size of a regular file, or None after a 550 saying what ``path`` is instead."""
+    facts = session.filesystem.stat(path)  # raises for a missing file: 550 with the reason
+    if facts.kind != "file":
+        what = "a directory" if facts.kind == "dir" else "not a regular file"
+        await session.reply(550, f"{path}: {what}; only regular files can be hashed.")
+        return None
+    return facts.size
+
+
+@command(
+    "HASH",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    feature=lambda session: hash_feature(session.extensions.hash_algorithm),
+    help="HASH <path>: hash of a file (OPTS HASH picks the algorithm, RANG a byte range)",
+)
+async def hash_command(session: Session, argument: str) -> None:
+    path = session.resolve(argument)
+    size = await _regular_size(session, path)
+    if size is None:
+        return
+    algorithm = session.extensions.hash_algorithm
+    try:
+        offset, length = resolve_range(session.extensions.hash_range, size)
+    except RangeRefused as refusal:
+        await session.reply(554, str(refusal))
+        return
+    hexdigest, hashed = await _digest(session, path, algorithm, offset, length)
+    # The reply names the path as the client gave it (draft-bryan-ftpext-hash-02 §3).
+    await session.reply(213, hash_reply(algorithm, offset, hashed, hexdigest, argument))
+
+
+@command(
+    "RANG",
+    argument=Argument.REQUIRED,
+    help="RANG <start> <end>: byte range for HASH, end included (RANG 1 0 resets)",
+)
+async def byte_range(session: Session, argument: str) -> None:
+    # No "RANG STREAM" in FEAT: the range applies to HASH only, RETR and STOR ignore it.
+    try:
+        requested = parse_rang(argument)
+    except RangeRefused as refusal:
+        session.extensions.hash_range = None
+        await session.reply(501, str(refusal))
+        return
+    session.extensions.hash_range = requested
+    if requested is None:
+        await session.reply(350, "Range reset: HASH covers whole files again.")
+    else:
+        await session.reply(
+            350,
+            f"Restarting at {requested.start}. End byte range at {requested.end}; "
+            "HASH uses this range until RANG 1 0 (RETR and STOR ignore it).",
+        )
+
+
+async def _x_hash(session: Session, argument: str, algorithm: str) -> None:
+    """XCRC & co.: ``<path> [<start> <end>]``, end not included; ``250 <hex>``."""
+    try:
+        readings = split_x_argument(argument)
+    except RangeRefused as refusal:
+        await session.reply(501, str(refusal))
+        return
+    # The whole argument is tried as a path first: names may hold spaces and digits.
+    chosen: XCommandArgument = next(
+        (r for r in readings if session.filesystem.is_file(session.resolve(r.path))), readings[0]
+    )
+    path = session.resolve(chosen.path)
+    size = await _regular_size(session, path)
+    if size is None:
+        return
+    try:
+        offset, length = x_range(chosen, size)
+    except RangeRefused as refusal:
+        await session.reply(554, str(refusal))
+        return
+    hexdigest, _ = await _digest(session, path, algorithm, offset, length)
+    await session.reply(250, hexdigest)
+
+
+_X_HELP = "<path> [<start> <end>]: {} of a file, or of bytes start to end (end not included)"
+
+
+@command(
+    "XCRC",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    feature="XCRC",
+    help="XCRC " + _X_HELP.format("CRC32"),
+)
+async def x_crc(session: Session, argument: str) -> None:
+    await _x_hash(session, argument, "CRC32")
+
+
+@command(
+    "XMD5",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    feature="XMD5",
+    help="XMD5 " + _X_HELP.format("MD5"),
+)
+async def x_md5(session: Session, argument: str) -> None:
+    await _x_hash(session, argument, "MD5")
+
+
+@command(
+    "XSHA1",
+    "XSHA",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    feature="XSHA1",
+    help="XSHA1 " + _X_HELP.format("SHA-1"),
+)
+async def x_sha1(session: Session, argument: str) -> None:
+    await _x_hash(session, argument, "SHA-1")
+
+
+@command(
+    "XSHA256",
+    argument=Argument.REQUIRED,
+    permission=Permission.READ,
+    feature="XSHA256",
+    help="XSHA256 " + _X_HELP.format("SHA-256"),
+)
+async def x_sha256(session: Session, argument: str) -> None:
+    await _x_hash(session, argument, "SHA-256")
