@@ -115,8 +115,9 @@ def _anchor_paths(data: dict[str, Any], base: Path) -> None:
             return str(base / value)  # an absolute value replaces base
         return value
 
-    if "root" in data:
-        data["root"] = anchored(data["root"])
+    for key in ("root", "tls_certificate", "tls_key"):
+        if key in data:
+            data[key] = anchored(data[key])
     anonymous = data.get("anonymous")
     if isinstance(anonymous, dict) and "home" in anonymous:
         anonymous["home"] = anchored(anonymous["home"])

@@ -36,11 +36,17 @@ YIELD_EVERY = 16 << 20
 
 
 class DataConnectionError(Exception):
-    """The data connection could not be made; the text is for the 425 reply."""
+    """The data connection could not be made; the text is for the reply (425, or ``code``)."""
+
+    code = 425
 
 
 class DataChannel:
     """One connected data socket, plus a byte counter the stall watchdog reads."""
+
+    #: Bytes go on the socket as they are, so sendfile and the raw receive loop
+    #: may use it directly (not so under TLS: see ketch.server.tls_data).
+    zero_copy = True
 
     def __init__(self, sock: socket.socket, mode: str, on_close: Callable[[], None]) -> None:
         self.sock = sock
@@ -93,6 +99,9 @@ class DataChannel:
         count = await self._loop.sock_recv_into(self.sock, buffer)
         self.bytes_moved += count
         return count
+
+    async def finish(self) -> None:
+        """End the data stream cleanly before ``close`` (TLS sends close_notify here)."""
 
     def close(self) -> None:
         """Close after flushing: shutdown first so unread input cannot turn it into a reset."""
@@ -158,9 +167,11 @@ class PassiveOffer(DataOffer):
         mode: str,
         timeout: float,
         advertised: str,
+        on_expiry: Callable[[], None] | None = None,
     ) -> None:
         self.mode = mode
         self._pool = pool
+        self._on_expiry = on_expiry
         self._listener = pool.open_listener(bind_ip)
         self.port: int = self._listener.getsockname()[1]
         self._client_ip = client_ip
@@ -192,18 +203,24 @@ class PassiveOffer(DataOffer):
                     )
                     conn.close()
         except TimeoutError:
+            # Shared contract C3: what was advertised, to whom, how long, and the fix.
+            advertised = f"[{self.advertised}]" if ":" in self.advertised else self.advertised
             log.warning(
-                "passive data connection not made: advertised %s port %d to client %s, "
-                "no connection arrived in %g s; a firewall or NAT is probably dropping it "
-                "(open passive ports %d-%d in the firewall, or set masquerade_address "
-                "if the server is behind NAT)",
-                self.advertised,
+                "passive data connection not made (%s): no connection arrived at %s:%d "
+                "from client %s within %g s. A firewall is probably dropping it: open "
+                "passive_ports %s in the server's firewall (and any in front of it); if the "
+                "server is behind NAT and %s is not its public address, set "
+                "masquerade_address (or masquerade_map)",
+                self.mode,
+                advertised,
                 self.port,
                 self._client_ip,
                 self._timeout,
-                self._pool.ports.low,
-                self._pool.ports.high,
+                self._pool.ports,
+                self.advertised,
             )
+            if self._on_expiry is not None:
+                self._on_expiry()
             raise
         finally:
             self._listener.close()
@@ -297,9 +314,7 @@ class ActiveOffer(DataOffer):
             raise
         return DataChannel(sock, self.mode, _nothing)
 
-    async def _source_socket(
-        self, family: socket.AddressFamily, port: int | None
-    ) -> socket.socket:
+    async def _source_socket(self, family: socket.AddressFamily, port: int | None) -> socket.socket:
         """A socket bound to the source port (L-1 by tradition) so client firewalls know us.
 
         After root was dropped (run_as), a port below 1024 comes from the port-20 helper.

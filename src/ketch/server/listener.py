@@ -13,7 +13,9 @@ from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
 from ketch.server.context import ServerContext
 from ketch.server.login_guard import ban_reply_text
+from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.session import Session
+from ketch.server.tls import HANDSHAKE_TIMEOUT, ServerTls, reload_tls
 
 __all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
 
@@ -64,10 +66,15 @@ class FtpServer:
         sock: socket.socket | None = None,
         passive_ports: PortRange | None = None,
         worker: str | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.config = config
         self.context = ServerContext.from_config(config, passive_ports)
         self.context.worker = worker
+        # Loaded now, before root is dropped: the key is often readable by root only.
+        self.context.tls = tls if tls is not None else ServerTls.from_config(config)
+        self._implicit_socket: socket.socket | None = None
+        self._implicit_server: asyncio.Server | None = None
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
@@ -83,6 +90,10 @@ class FtpServer:
             self._socket = listening_socket(self.config.resolved_listen_address(), self.config.port)
             host, port = self._socket.getsockname()[:2]
             self._address = (host, port)
+        if self.config.implicit_tls_port is not None and self._implicit_socket is None:
+            self._implicit_socket = listening_socket(
+                self.config.resolved_listen_address(), self.config.implicit_tls_port
+            )
         assert self._address is not None
         return self._address
 
@@ -94,12 +105,30 @@ class FtpServer:
         self._server = await asyncio.start_server(
             self._on_connection, sock=self._socket, limit=1 << 16, backlog=LISTEN_BACKLOG
         )
+        if self._implicit_socket is not None and self.context.tls is not None:
+            # Implicit FTPS: the TLS handshake comes before the session (and its 220).
+            self._implicit_server = await asyncio.start_server(
+                self._on_connection,
+                sock=self._implicit_socket,
+                limit=1 << 16,
+                backlog=LISTEN_BACKLOG,
+                ssl=self.context.tls.context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) actually listened on (port 0 in the config picks a free one)."""
         assert self._address is not None, "start() first"
         return self._address
+
+    @property
+    def implicit_tls_address(self) -> tuple[str, int] | None:
+        """The (host, port) of the implicit FTPS listener, if there is one."""
+        if self._implicit_socket is None:
+            return None
+        host, port = self._implicit_socket.getsockname()[:2]
+        return (host, port)
 
     @property
     def sessions(self) -> dict[asyncio.Task[None], Session]:
@@ -112,15 +141,20 @@ class FtpServer:
             self._server.close()
         elif self._socket is not None:
             self._socket.close()
+        if self._implicit_server is not None:
+            self._implicit_server.close()
+        elif self._implicit_socket is not None:
+            self._implicit_socket.close()
 
     def reconfigure(
-        self, config: ServerConfig, authenticator: Authenticator, masquerade_ip: str | None
+        self, config: ServerConfig, authenticator: Authenticator, masquerade: MasqueradePolicy
     ) -> None:
         """Use a reloaded configuration from now on, in every session (no await: atomic)."""
         self.config = config
-        self.context.reconfigure(config, authenticator, masquerade_ip)
+        self.context.reconfigure(config, authenticator, masquerade)
         self.limits.max_total = config.max_connections
         self.limits.max_per_ip = config.max_connections_per_ip
+        self.context.tls = reload_tls(self.context.tls, config)
         for session in self._sessions.values():
             session.config = config  # sessions read their limits from here at use time
 
@@ -132,6 +166,8 @@ class FtpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._implicit_server is not None:
+            self._implicit_server.close()
         for task, session in list(self._sessions.items()):
             session.say_goodbye(421, "Server shutting down; try again later.")
             task.cancel()
@@ -139,6 +175,8 @@ class FtpServer:
             await asyncio.wait(self._sessions, timeout=10)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._implicit_server is not None:
+            await self._implicit_server.wait_closed()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

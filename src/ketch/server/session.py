@@ -17,13 +17,16 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ketch.protocol.addresses import plain_ip
-from ketch.protocol.commands import Command, CommandLineReader, LineTooLong
+from ketch.protocol.commands import Command, CommandLineReader, LineTooLong, decode_argument
+from ketch.protocol.extension_state import ExtensionState
 from ketch.protocol.replies import format_reply
+from ketch.protocol.security import TlsState, command_refusal
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import COMMANDS, Argument, CommandSpec
@@ -37,6 +40,8 @@ from ketch.server.filesystem import (
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
 from ketch.server.rate_limit import CommandThrottle
+from ketch.server.tls import secure_control_stream
+from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 
 if TYPE_CHECKING:
@@ -47,6 +52,8 @@ __all__ = ["Session"]
 log = logging.getLogger("ketch.server")
 
 _READ_SIZE = 8192
+#: The control stream's buffer limit, as the listener's start_server uses.
+_STREAM_LIMIT = 1 << 16
 TransferWork = Callable[[DataChannel], Awaitable[None]]
 
 
@@ -72,6 +79,8 @@ class Session:
         #: RFC 2428 network protocol number of the control connection: 1 IPv4, 2 IPv6.
         self.peer_family = 1 if peer_address.version == 4 else 2
         self.state = SessionState()
+        #: OPTS MLST/OPTS HASH selections, RANG, HOST and CLNT (see commands/extensions.py).
+        self.extensions = ExtensionState()
         self.account: Account | None = None
         self.fs: Filesystem | None = None
         self.cwd = "/"
@@ -89,7 +98,16 @@ class Session:
         #: The account key counted in context.user_sessions while logged in.
         self.user_slot: str | None = None
         #: True once the control connection runs over TLS (AUTH TLS, or implicit FTPS).
-        self.control_is_tls = False
+        self.control_is_tls = writer.get_extra_info("ssl_object") is not None
+        #: AUTH/PBSZ/PROT facts (RFC 4217); implicit FTPS starts secured, with PROT P.
+        self.tls = TlsState.implicit() if self.control_is_tls else TlsState()
+        #: Set when AUTH TLS replaced the control stream: input read before is dropped.
+        self._input_replaced = False
+        #: The line of the command being run, as received (SITE NATINFO shows PORT/EPRT's).
+        self.command_line = ""
+        #: SITE NATINFO facts: the last PASV/EPSV reply sent, the last PORT/EPRT received.
+        self.last_passive_reply: str | None = None
+        self.last_active_command: str | None = None
 
     # -- the control loop ---------------------------------------------------
 
@@ -111,6 +129,11 @@ class Session:
                     else:
                         await self._handle(event)
                     if self.closing:
+                        break
+                    if self._input_replaced:
+                        # Lines sent in the clear after AUTH TLS must not run as if they came
+                        # over TLS (plaintext command injection, as CVE-2011-0411).
+                        self._input_replaced = False
                         break
         except (ConnectionError, TimeoutError):
             pass
@@ -192,6 +215,9 @@ class Session:
             await self.reply(530, "Please log in with USER and PASS first.")
             return
         self.state.before_command(spec.verb)
+        if tls_refusal := command_refusal(self.config.tls_required, self.tls, spec.verb):
+            await self.reply(*tls_refusal)
+            return
         if refusal := self._argument_refusal(spec, command.argument):
             await self.reply(501, refusal)
             return
@@ -205,6 +231,7 @@ class Session:
             )
             await self.reply(550, self.permission_refusal(spec))
             return
+        self.command_line = decode_argument(command.raw)
         try:
             await spec.handler(self, command.argument)
         except PathEscapeError as error:
@@ -242,6 +269,16 @@ class Session:
             return
         self.writer.write(format_reply(code, text))
         await self.writer.drain()
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """TLS on the control connection, after the 234 reply to AUTH (raises if it fails).
+
+        Input that came in the clear after the AUTH line is dropped with the old stream.
+        """
+        self.reader, self.writer = await secure_control_stream(self.writer, context, _STREAM_LIMIT)
+        self._lines = CommandLineReader(self.config.max_line_length)
+        self._input_replaced = True
+        self.control_is_tls = True
 
     def say_goodbye(self, code: int, text: str) -> None:
         """A last reply written without waiting (server shutdown), if the peer still listens."""
@@ -311,6 +348,13 @@ class Session:
                 425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
             )
             return
+        if self.tls.protection == "P" and self.context.tls is not None:
+            offer = TlsOffer(
+                offer,
+                self.context.tls.context,
+                require_reuse=self.config.tls_require_session_reuse,
+                timeout=self.config.data_connect_timeout,
+            )
         await self.reply(150, opening)
         self.aborting = False
         self.transfer_status = f"{verb} {path}"
@@ -348,11 +392,12 @@ class Session:
             channel = await offer.connect()
             watchdog = StallWatchdog(channel, task, self.config.data_stall_timeout)
             await work(channel)
+            await channel.finish()  # TLS close_notify
             channel.close()  # flush and close before 226, so the client sees EOF first
             outcome = "ok"
             await self.reply(226, done)
         except DataConnectionError as error:
-            await self.reply(425, f"Cannot open data connection: {error}")
+            await self.reply(error.code, f"Cannot open data connection: {error}")
         except asyncio.CancelledError:
             if watchdog is not None and watchdog.stalled:
                 outcome = "stalled"

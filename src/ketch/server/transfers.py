@@ -94,7 +94,7 @@ async def receive_file(
     unbuffered file without a throttle takes the fast loop
     (:func:`~ketch.server.receive_loop.receive_to_fd`).
     """
-    if not ascii and throttle is None and isinstance(channel, DataChannel):
+    if not ascii and throttle is None and channel.zero_copy:
         # Only an unbuffered file: writing to its descriptor must not overtake a buffer.
         fd = _fileno(file) if isinstance(file, io.FileIO) else -1
         if fd >= 0:

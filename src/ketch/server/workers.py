@@ -43,6 +43,7 @@ from ketch.config import PortRange
 from ketch.server import event_loop, port20_helper
 from ketch.server.listener import listening_socket
 from ketch.server.privileges import drop_privileges, resolve_run_as, warn_after_drop
+from ketch.server.tls import ServerTls
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
@@ -128,6 +129,8 @@ def serve_workers(
                 helpers[index] = port20_helper.start_for(config.active_source_port, host, port)
                 if helpers[index] is None:
                     break  # no source port below 1024: no helper needed
+        # Loaded before root is dropped (the key is often root's only); workers inherit it.
+        tls = ServerTls.from_config(config)
         if run_as is not None:
             drop_privileges(run_as)
             warn_after_drop(config, run_as, config_file)
@@ -138,7 +141,7 @@ def serve_workers(
                 start=1,
             )
         ]
-        supervisor = Supervisor(config, config_file, build_config, slots, run_as)
+        supervisor = Supervisor(config, config_file, build_config, slots, run_as, tls=tls)
         supervisor.start()
         print(
             describe(
@@ -170,8 +173,11 @@ class Supervisor:
         build_config: Callable[[], ServerConfig],
         slots: Sequence[_Slot],
         run_as: RunAs | None,
+        *,
+        tls: ServerTls | None = None,
     ) -> None:
         self._config = config
+        self._tls = tls
         self._config_file = config_file
         self._build_config = build_config
         self._slots = list(slots)
@@ -350,7 +356,9 @@ class Supervisor:
         from ketch.server.lifecycle import Lifecycle, Reloader
 
         label = f"worker {slot.number} of {len(self._slots)} (pid {os.getpid()})"
-        server = FtpServer(self._config, sock=slot.sock, passive_ports=slot.ports, worker=label)
+        server = FtpServer(
+            self._config, sock=slot.sock, passive_ports=slot.ports, worker=label, tls=self._tls
+        )
         reloader = (
             Reloader(server, self._build_config, self._config_file, self._run_as)
             if self._config_file

@@ -1,5 +1,25 @@
 """Command handlers, one module per concern; importing this package fills the table."""
 
-from ketch.server.commands import data_setup, files, info, login, navigation, transfer
+from ketch.server.commands import (
+    data_setup,
+    extensions,
+    files,
+    hashing,
+    info,
+    login,
+    navigation,
+    security,
+    transfer,
+)
 
-__all__ = ["data_setup", "files", "info", "login", "navigation", "transfer"]
+__all__ = [
+    "data_setup",
+    "extensions",
+    "files",
+    "hashing",
+    "info",
+    "login",
+    "navigation",
+    "security",
+    "transfer",
+]

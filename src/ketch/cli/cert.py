@@ -1,0 +1,150 @@
+"""``ketch cert``: a self-signed certificate and key for FTPS."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ketch.config import ServerConfig
+
+__all__ = ["cert", "serving_certificate", "tls_summary"]
+
+
+@click.command()
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    metavar="NAME",
+    help="Host name or IP address clients connect to (repeatable; the first names the files).",
+)
+@click.option(
+    "--out",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory to write NAME.crt and NAME.key (mode 0600) in.",
+)
+@click.option(
+    "--days", type=click.IntRange(1, 3650), default=365, show_default=True, help="Validity."
+)
+@click.option("--force", is_flag=True, help="Replace existing files.")
+def cert(hosts: tuple[str, ...], directory: Path, days: int, force: bool) -> None:
+    """Write a self-signed certificate and key for `ketch serve` (tls_certificate, tls_key).
+
+    Clients check a self-signed certificate by its SHA-256 fingerprint, or by
+    trusting the .crt file (curl --cacert NAME.crt, lftp set ssl:ca-file NAME.crt).
+    """
+    from ketch.tools.certificates import write_certificate
+
+    for host in hosts:
+        if not host or any(char.isspace() or char in "/\\" for char in host):
+            raise click.BadParameter(
+                f"{host!r} is not a host name or IP address", param_hint="--host"
+            )
+    try:
+        files = write_certificate(directory, hosts, days=days, overwrite=force)
+    except FileExistsError as error:
+        raise click.ClickException(
+            f"{error} exists already; choose another --out directory, or --force to replace it"
+        ) from None
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot write to {directory} ({error.strerror}); choose another --out directory"
+        ) from None
+    click.echo(f"certificate  {files.certificate}  (for {', '.join(files.hosts)}, {days} days)")
+    click.echo(f"key          {files.key}  (mode 0600: keep it secret)")
+    click.echo(f"SHA-256      {files.fingerprint}")
+    click.echo(
+        f"use it       tls_certificate = {str(files.certificate)!r}, "
+        f"tls_key = {str(files.key)!r} in the configuration, "
+        f"or ketch serve --tls-certificate {files.certificate} --tls-key {files.key}"
+    )
+
+
+# -- for `ketch serve` -----------------------------------------------------------
+
+
+def serving_certificate(config_file: Path | None, overrides: Mapping[str, Any]) -> dict[str, Path]:
+    """``ketch serve --tls``: the generated certificate's settings, unless one is configured.
+
+    Decided before the configuration is validated, since settings such as
+    ``tls_required`` are only valid with a certificate. The generated one is
+    kept in $XDG_STATE_HOME/ketch (~/.local/state/ketch) and reused while it
+    is valid, so clients that pinned its fingerprint keep working.
+    """
+    from ketch.tools.certificates import ensure_serving_certificate
+
+    settings = {**_file_settings(config_file), **overrides}
+    if settings.get("tls_certificate"):
+        return {}
+    hosts = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    for key in ("listen_address", "masquerade_address", "tls_masquerade_address"):
+        address = settings.get(key)
+        if isinstance(address, str) and address not in ("0.0.0.0", "::", *hosts):
+            hosts.append(address)
+    try:
+        files, _ = ensure_serving_certificate(hosts)
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot write a certificate for --tls ({error}); set XDG_STATE_HOME to a "
+            "writable directory, or give --tls-certificate and --tls-key (see `ketch cert`)"
+        ) from None
+    return {"tls_certificate": files.certificate, "tls_key": files.key}
+
+
+def _file_settings(config_file: Path | None) -> dict[str, Any]:
+    """The configuration file's top-level settings, unchecked ({} if it cannot be read).
+
+    Loading it properly, with its errors, is load_config's job a moment later.
+    """
+    if config_file is None:
+        return {}
+    try:
+        with config_file.open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def tls_summary(config: ServerConfig, client_host: str, port: int) -> list[str]:
+    """The start-up summary's lines about FTPS (none when TLS is off)."""
+    if config.tls_certificate is None:
+        return []
+    from ketch.tools.certificates import describe_certificate, state_directory
+
+    key = config.tls_key or config.tls_certificate
+    try:
+        files = describe_certificate(config.tls_certificate, key)
+    except (OSError, ValueError):
+        return [f"  tls      certificate {config.tls_certificate}"]
+    modes = "explicit (AUTH TLS)"
+    if config.implicit_tls_port is not None:
+        where = config.implicit_tls_port or "chosen at start-up"
+        modes += f" and implicit (ftps://) on port {where}"
+    required = {
+        "off": "optional",
+        "control": "required for logins",
+        "all": "required for logins and data",
+    }[config.tls_required]
+    generated = config.tls_certificate.parent == state_directory()
+    origin = "self-signed, generated by --tls, " if generated else ""
+    lines = [
+        f"  tls      {modes}, {required}; certificate {files.certificate} "
+        f"({origin}for {', '.join(files.hosts) or 'no names'}, until {files.not_after:%Y-%m-%d})",
+        f"  tls      SHA-256 fingerprint {files.fingerprint}",
+    ]
+    if generated:
+        lines.append(
+            f"  tls      try curl --ssl-reqd --cacert {files.certificate} "
+            f"ftp://{client_host}:{port}/"
+        )
+    return lines

@@ -1,0 +1,294 @@
+"""The server's TLS: one context for control and data connections, checks, reload.
+
+One :class:`ssl.SSLContext` serves every TLS connection of a server process:
+the control connections (AUTH TLS, implicit FTPS) and the protected data
+connections. Sharing it is what lets a data connection resume the control
+connection's session: the session tickets the control handshake hands out
+are sealed with this context's keys, and only this context opens them.
+
+Settings: TLS 1.2 and newer only; OpenSSL's default cipher list (Python's
+selection for servers: forward secrecy, AEAD first); no compression (CRIME);
+no renegotiation (client-initiated renegotiation is a denial-of-service lever
+and FTPS has no use for it).
+
+A reload (SIGHUP) loads a renewed certificate into the same context, so new
+connections get it and open sessions keep theirs. The files are checked in a
+scratch context first: a bad pair is logged and the old one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ketch.config import ServerConfig
+
+__all__ = [
+    "CertificateProblem",
+    "ServerTls",
+    "certificate_problem",
+    "make_server_context",
+    "reload_tls",
+    "reuse_refusal",
+    "secure_control_stream",
+    "settings_problem",
+]
+
+log = logging.getLogger("ketch.server")
+
+#: Seconds a client has to complete a TLS handshake on the control connection.
+HANDSHAKE_TIMEOUT = 30.0
+
+
+def make_server_context(certificate: Path, key: Path | None) -> ssl.SSLContext:
+    """A server context with ``certificate`` (and ``key``; None: the key is in the same file)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.load_cert_chain(certificate, key)
+    return context
+
+
+@dataclass(frozen=True)
+class CertificateProblem:
+    """Why a certificate/key pair cannot be used: the setting to blame and what to do."""
+
+    key: str  # "tls_certificate" or "tls_key"
+    path: Path
+    message: str
+
+
+def certificate_problem(certificate: Path, key: Path | None) -> CertificateProblem | None:
+    """Check that the files exist, parse, belong together and load; None when they do."""
+    key_setting = "tls_key" if key is not None else "tls_certificate"
+    key_path = key if key is not None else certificate
+    for setting, path in (("tls_certificate", certificate), (key_setting, key_path)):
+        problem = _unreadable(path)
+        if problem is not None:
+            return CertificateProblem(setting, path, problem)
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    except ValueError:
+        return CertificateProblem(
+            "tls_certificate",
+            certificate,
+            "is not a PEM certificate (-----BEGIN CERTIFICATE-----); "
+            "give the certificate file, or create one with `ketch cert --host NAME`",
+        )
+    try:
+        private_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except TypeError:
+        return CertificateProblem(
+            key_setting,
+            key_path,
+            "is protected by a passphrase, which the server cannot ask for; "
+            "write an unencrypted copy readable only by the server "
+            "(openssl pkey -in KEY -out KEY.plain; chmod 600 KEY.plain)",
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        advice = (
+            "give the key file that belongs to the certificate"
+            if key is not None
+            else "set tls_key to the certificate's key file"
+        )
+        return CertificateProblem(
+            key_setting,
+            key_path,
+            f"holds no PEM private key (-----BEGIN PRIVATE KEY-----); {advice}, "
+            "or create a pair with `ketch cert --host NAME`",
+        )
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if cert.public_key().public_bytes(der, public) != private_key.public_key().public_bytes(
+        der, public
+    ):
+        return CertificateProblem(
+            key_setting,
+            key_path,
+            f"is not the key of the certificate {certificate}; give the key the "
+            "certificate was made for (a renewed certificate comes with a new key)",
+        )
+    try:
+        make_server_context(certificate, key)
+    except (ssl.SSLError, OSError) as error:
+        return CertificateProblem(
+            "tls_certificate",
+            certificate,
+            f"cannot be used for TLS ({error}); check that it is a server certificate "
+            "with its chain, or create one with `ketch cert --host NAME`",
+        )
+    return None
+
+
+def _unreadable(path: Path) -> str | None:
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        return (
+            "no such file; give the path of an existing file, "
+            "or create a certificate with `ketch cert --host NAME`"
+        )
+    except IsADirectoryError:
+        return "is a directory; give the path of the file"
+    except PermissionError:
+        return (
+            f"cannot be read by user id {os.geteuid()} (permission denied); make it readable "
+            "by the user the server runs as (with run_as, a reload reads it as that user)"
+        )
+    except OSError as error:
+        return f"cannot be read ({os.strerror(error.errno or 0)}); check the path"
+    return None
+
+
+class ServerTls:
+    """The TLS context of one server process, reloadable in place."""
+
+    def __init__(self, certificate: Path, key: Path | None) -> None:
+        self.certificate = certificate
+        self.key = key
+        self.context = make_server_context(certificate, key)
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> ServerTls | None:
+        """The server's TLS, or None when no certificate is configured (no FTPS)."""
+        if config.tls_certificate is None:
+            return None
+        return cls(config.tls_certificate, config.tls_key)
+
+    def reload(self, config: ServerConfig) -> None:
+        """Load the configured (possibly renewed) certificate for new connections."""
+        if config.tls_certificate is None:
+            log.warning(
+                "reload: tls_certificate was removed, but turning TLS off needs a restart; "
+                "still using %s",
+                self.certificate,
+            )
+            return
+        certificate, key = config.tls_certificate, config.tls_key
+        try:
+            make_server_context(certificate, key)  # a bad pair must not half-replace the good one
+        except (ssl.SSLError, OSError) as error:
+            log.error(
+                "reload: cannot load TLS certificate %s (%s); still using %s",
+                certificate,
+                error,
+                self.certificate,
+            )
+            return
+        self.context.load_cert_chain(certificate, key)
+        self.certificate, self.key = certificate, key
+        log.info("reload: TLS certificate %s loaded for new connections", certificate)
+
+
+def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | None:
+    """The server's TLS after a reload: the renewed certificate, or TLS turned on."""
+    if current is not None:
+        current.reload(config)  # a renewed certificate, for new connections
+        return current
+    if config.tls_certificate is None:
+        return None
+    try:
+        tls = ServerTls(config.tls_certificate, config.tls_key)
+    except (ssl.SSLError, OSError) as error:
+        log.error(
+            "reload: cannot load TLS certificate %s (%s); TLS stays off",
+            config.tls_certificate,
+            error,
+        )
+        return None
+    log.info(
+        "reload: TLS on with certificate %s (AUTH TLS; implicit FTPS needs a restart)",
+        config.tls_certificate,
+    )
+    return tls
+
+
+def reuse_refusal(data_socket: ssl.SSLSocket, *, required: bool) -> str | None:
+    """Why a protected data connection is refused for not resuming a TLS session, or None.
+
+    As vsftpd's require_ssl_reuse: a data connection that resumed a session
+    proves its client holds a session this server handed out on a control
+    connection, which a stranger racing for the passive port does not. (The
+    passive listener also only accepts the control connection's address.)
+    """
+    if not required or data_socket.session_reused:
+        return None
+    return (
+        "the data connection did not resume the control connection's TLS session; "
+        "use a client that reuses TLS sessions (curl, lftp, ketch), or the admin can set "
+        "tls_require_session_reuse = false"
+    )
+
+
+async def secure_control_stream(
+    writer: asyncio.StreamWriter, context: ssl.SSLContext, limit: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Run the server side of a TLS handshake on a control connection; its new streams.
+
+    A new reader and writer rather than ``StreamWriter.start_tls``: bytes that
+    arrived in the clear after the AUTH line stay in the old reader and are
+    dropped with it, instead of being read as commands that came over TLS
+    (plaintext command injection, as CVE-2011-0411).
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport = await loop.start_tls(
+        writer.transport,
+        protocol,
+        context,
+        server_side=True,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+    )
+    if transport is None:  # the connection closed during the handshake
+        raise ConnectionResetError("control connection closed during the TLS handshake")
+    protocol.connection_made(transport)  # start_tls does not; the reader needs its transport
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def settings_problem(config: ServerConfig) -> tuple[str, object, str] | None:
+    """The TLS settings together: ``(key, value, what to do)`` when they cannot work."""
+    if config.tls_certificate is None:
+        implicit = config.implicit_tls_port
+        for key, value, wanted in (
+            ("tls_key", str(config.tls_key), config.tls_key is not None),
+            ("tls_required", config.tls_required, config.tls_required != "off"),
+            ("implicit_tls_port", implicit, implicit is not None),
+        ):
+            if wanted:
+                return (
+                    key,
+                    value,
+                    "needs a certificate: set tls_certificate (and tls_key), "
+                    "or create them with `ketch cert --host NAME`",
+                )
+        return None
+    if config.implicit_tls_port is not None:
+        if config.workers > 1:
+            return (
+                "implicit_tls_port",
+                config.implicit_tls_port,
+                "cannot be combined with workers > 1 yet; use explicit FTPS (AUTH TLS, "
+                "on the control port) with several workers, or workers = 1",
+            )
+        if config.implicit_tls_port and config.implicit_tls_port == config.port:
+            return (
+                "implicit_tls_port",
+                config.implicit_tls_port,
+                "is the control port; choose another port (990 by convention)",
+            )
+    problem = certificate_problem(config.tls_certificate, config.tls_key)
+    if problem is not None:
+        return problem.key, str(problem.path), problem.message
+    return None

@@ -1,0 +1,741 @@
+"""FTPS on the server (RFC 4217): curl, lftp and ftplib over explicit and implicit TLS.
+
+Each test uses a certificate issued by a throw-away CA (trustme) that the
+clients are told to trust, so certificate verification stays on, as for a
+real user. Transfers are checked by sha256; that the data connection really
+ran under TLS (and resumed the control connection's session) is read from
+the server's own log, which runs in this process.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import logging
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from cryptography import x509
+from serve_process import ketch_serve
+
+from conftest import PASSWORD, USER, RunningServer, require_program
+from ftp_helpers import free_port, reply_to, wait_for
+from payloads import MIB, sha256_bytes, sha256_file
+
+pytestmark = pytest.mark.peer
+
+SUBPROCESS_TIMEOUT = 60
+PAYLOAD_SIZE = 3 * MIB + 12345  # several TLS records and file pieces, not a round number
+SECURED = "data connection secured"
+
+
+# -- fixtures and helpers ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    certificate: Path
+    key: Path
+    ca: Path
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    directory = tmp_path_factory.mktemp("tls")
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(directory / "server.crt", directory / "server.key", directory / "ca.crt")
+    issued.cert_chain_pems[0].write_to_path(str(files.certificate))
+    for pem in issued.cert_chain_pems[1:]:
+        pem.write_to_path(str(files.certificate), append=True)
+    issued.private_key_pem.write_to_path(str(files.key))
+    authority.cert_pem.write_to_path(str(files.ca))
+    return files
+
+
+@pytest.fixture
+def make_tls_server(
+    make_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> Callable[..., RunningServer]:
+    def factory(**overrides: Any) -> RunningServer:
+        settings = {
+            "tls_certificate": str(tls_files.certificate),
+            "tls_key": str(tls_files.key),
+            **overrides,
+        }
+        return make_server(**settings)
+
+    return factory
+
+
+@pytest.fixture
+def server_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="ketch.server")
+    caplog.set_level(logging.DEBUG, logger="ketch.server.data")  # last: sets the handler level
+    return caplog
+
+
+def secured(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(SECURED)]
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "payload.bin"
+    data = os.urandom(PAYLOAD_SIZE)
+    path.write_bytes(data)
+    return path, sha256_bytes(data)
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        command,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
+
+
+def curl_ftps(curl: str, tls_files: TlsFiles, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return run(
+        [
+            curl,
+            "-sS",
+            "-v",
+            "--max-time",
+            "30",
+            "--cacert",
+            str(tls_files.ca),
+            "-u",
+            f"{USER}:{PASSWORD}",
+            *args,
+        ]
+    )
+
+
+def sent(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    verbose = result.stderr.decode(errors="replace")
+    return [line[2:] for line in verbose.splitlines() if line.startswith("> ")]
+
+
+def curl_version(curl: str) -> tuple[int, int]:
+    first = run([curl, "--version"]).stdout.decode().split()[1]
+    major, minor = first.split(".")[:2]
+    return int(major), int(minor)
+
+
+def client_context(tls_files: TlsFiles) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(tls_files.ca))
+
+
+def ftplib_tls(server: RunningServer, tls_files: TlsFiles) -> ftplib.FTP_TLS:
+    ftp = ftplib.FTP_TLS(context=client_context(tls_files), timeout=10)
+    ftp.connect(server.host, server.port)
+    return ftp
+
+
+class ControlLine:
+    """A raw control connection, for what clients cannot be made to send."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self) -> str:
+        lines = [self.file.readline().decode()]
+        while re.match(r"\d{3}-", lines[0]) and not re.match(lines[0][:3] + " ", lines[-1]):
+            lines.append(self.file.readline().decode())
+        return "".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def secure(self, context: ssl.SSLContext) -> None:
+        self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- curl ----------------------------------------------------------------------
+
+
+def test_curl_lists_downloads_and_uploads_over_explicit_tls_in_passive_mode(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    curl = require_program("curl")
+    server = make_tls_server()
+    source, digest = payload
+    (server.home / "down.bin").write_bytes(source.read_bytes())
+    base = f"ftp://{server.host}:{server.port}"
+
+    listing = curl_ftps(curl, tls_files, "--ssl-reqd", f"{base}/")
+    assert listing.returncode == 0, listing.stderr.decode()
+    assert b"down.bin" in listing.stdout
+    # curl tries AUTH SSL first (a synonym we accept, as vsftpd does), then PBSZ 0, PROT P.
+    assert sent(listing)[0] == "AUTH SSL" and "PROT P" in sent(listing)
+
+    download = curl_ftps(curl, tls_files, "--ssl-reqd", f"{base}/down.bin")
+    assert download.returncode == 0, download.stderr.decode()
+    assert sha256_bytes(download.stdout) == digest
+
+    upload = curl_ftps(curl, tls_files, "--ssl-reqd", "-T", str(source), f"{base}/up.bin")
+    assert upload.returncode == 0, upload.stderr.decode()
+    assert sha256_file(server.home / "up.bin") == digest
+
+    # Three data connections, each under TLS and resuming the control session.
+    records = secured(server_log)
+    assert len(records) == 3, records
+    assert all("resumed=True" in record for record in records), records
+
+
+def test_curl_downloads_and_uploads_over_tls_in_active_mode(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    curl = require_program("curl")
+    if curl_version(curl) < (8, 0):
+        pytest.skip(
+            "curl 7.87-7.88 cannot do FTPS in active mode (curl issue #10666, fixed in 8.0); "
+            "active mode under TLS is covered by lftp below"
+        )
+    server = make_tls_server()
+    source, digest = payload
+    (server.home / "down.bin").write_bytes(source.read_bytes())
+    base = f"ftp://{server.host}:{server.port}"
+    download = curl_ftps(curl, tls_files, "--ssl-reqd", "-P", "127.0.0.1", f"{base}/down.bin")
+    assert download.returncode == 0, download.stderr.decode()
+    assert sha256_bytes(download.stdout) == digest
+    upload = curl_ftps(
+        curl, tls_files, "--ssl-reqd", "-P", "127.0.0.1", "-T", str(source), f"{base}/up.bin"
+    )
+    assert upload.returncode == 0, upload.stderr.decode()
+    assert sha256_file(server.home / "up.bin") == digest
+    assert any(command.startswith("EPRT") for command in sent(download))
+    assert len(secured(server_log)) == 2
+
+
+def test_curl_downloads_and_uploads_over_implicit_ftps(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    curl = require_program("curl")
+    implicit_port = free_port()
+    server = make_tls_server(implicit_tls_port=implicit_port)
+    assert server.server.implicit_tls_address == ("127.0.0.1", implicit_port)
+    source, digest = payload
+    (server.home / "down.bin").write_bytes(source.read_bytes())
+    base = f"ftps://{server.host}:{implicit_port}"
+
+    download = curl_ftps(curl, tls_files, f"{base}/down.bin")
+    assert download.returncode == 0, download.stderr.decode()
+    assert sha256_bytes(download.stdout) == digest
+    assert not any(c.startswith("AUTH") for c in sent(download))  # TLS from the first byte
+    upload = curl_ftps(curl, tls_files, "-T", str(source), f"{base}/up.bin")
+    assert upload.returncode == 0, upload.stderr.decode()
+    assert sha256_file(server.home / "up.bin") == digest
+    assert len(secured(server_log)) == 2
+
+
+# -- lftp (GnuTLS) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
+def test_lftp_transfers_over_tls_resuming_the_session(
+    passive: bool,
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+    server_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    lftp = require_program("lftp")
+    server = make_tls_server()  # tls_require_session_reuse = true: GnuTLS resumes
+    source, digest = payload
+    (server.home / "down.bin").write_bytes(source.read_bytes())
+    client = tmp_path / "client"
+    client.mkdir()
+    script = "; ".join(
+        [
+            "set net:max-retries 1",
+            "set net:timeout 10",
+            "set cmd:fail-exit yes",
+            "set ftp:ssl-force true",
+            "set ftp:ssl-protect-data true",
+            "set ftp:ssl-protect-list true",
+            f"set ssl:ca-file {tls_files.ca}",
+            f"set ftp:passive-mode {'on' if passive else 'off'}",
+            f"open -u {USER},{PASSWORD} -p {server.port} {server.host}",
+            "ls",
+            "get down.bin",
+            f"put {source} -o up.bin",
+        ]
+    )
+    result = run([lftp, "-d", "-c", script], cwd=client, env={**os.environ, "HOME": str(client)})
+    trace = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, trace
+    assert "---> AUTH TLS" in trace and "---> PROT P" in trace
+    assert ("---> PASV" in trace) is passive and ("---> PORT" in trace) is not passive
+    assert sha256_file(client / "down.bin") == digest
+    uploaded = server.home / "up.bin"
+    assert sha256_file(uploaded) == digest, (uploaded.stat().st_size, trace[-3000:])
+    records = secured(server_log)
+    assert len(records) == 3, (records, trace)
+    assert all("resumed=True" in record for record in records), (records, trace)
+
+
+# -- Python's ftplib (no session reuse) ----------------------------------------
+
+
+def test_ftplib_transfers_over_tls_when_session_reuse_is_not_required(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+) -> None:
+    server = make_tls_server(tls_require_session_reuse=False)
+    source, digest = payload
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)  # FTP_TLS sends AUTH TLS first
+        ftp.prot_p()
+        with source.open("rb") as file:
+            ftp.storbinary("STOR up.bin", file)
+        received = bytearray()
+        ftp.retrbinary("RETR up.bin", received.extend)
+        names = ftp.nlst()
+        ftp.set_pasv(False)  # active mode: the server is still the TLS server
+        active = bytearray()
+        ftp.retrbinary("RETR up.bin", active.extend)
+    finally:
+        ftp.close()
+    assert sha256_file(server.home / "up.bin") == digest
+    assert sha256_bytes(bytes(received)) == digest
+    assert sha256_bytes(bytes(active)) == digest
+    assert "up.bin" in names
+
+
+def test_ftplib_is_told_why_when_session_reuse_is_required(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    (server.home / "file.txt").write_bytes(b"secret\n")
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        with pytest.raises(ftplib.error_perm) as refusal:
+            ftp.retrbinary("RETR file.txt", lambda _: None)
+        # The session stays usable: the client can switch to clear data.
+        ftp.prot_c()
+        received = bytearray()
+        ftp.retrbinary("RETR file.txt", received.extend)
+    finally:
+        ftp.close()
+    text = str(refusal.value)
+    assert text.startswith("522 ")
+    assert "did not resume the control connection's TLS session" in text
+    assert "tls_require_session_reuse = false" in text
+    assert bytes(received) == b"secret\n"
+
+
+# -- tls_required ----------------------------------------------------------------
+
+
+def test_plaintext_login_is_refused_when_tls_is_required_for_control(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server(tls_required="control")
+    plain = ftplib.FTP(timeout=10)
+    plain.connect(server.host, server.port)
+    try:
+        user_reply = reply_to(plain, f"USER {USER}")
+        pass_reply = reply_to(plain, f"PASS {PASSWORD}")
+    finally:
+        plain.close()
+    assert user_reply.startswith(
+        "530 This server requires TLS: send AUTH TLS before USER (use ftps:// or --ftps)"
+    )
+    assert pass_reply.startswith("530 This server requires TLS")
+    secure = ftplib_tls(server, tls_files)
+    try:
+        assert secure.login(USER, PASSWORD).startswith("230")
+        assert secure.pwd() == "/"
+    finally:
+        secure.close()
+
+
+def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server(tls_required="all", tls_require_session_reuse=False)
+    (server.home / "file.txt").write_bytes(b"data\n")
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_c()
+        with pytest.raises(ftplib.error_perm) as refusal:
+            ftp.nlst()
+        ftp.prot_p()
+        names = ftp.nlst()
+    finally:
+        ftp.close()
+    assert str(refusal.value).startswith("521 ")
+    assert "send PBSZ 0 and PROT P" in str(refusal.value)
+    assert names == ["file.txt"]
+
+
+# -- the control connection ------------------------------------------------------
+
+
+def test_tls_1_1_client_is_refused_and_the_server_keeps_serving(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(tls_files.ca))
+    with pytest.warns(DeprecationWarning):
+        old.minimum_version = ssl.TLSVersion.TLSv1_1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
+    line = ControlLine(server)
+    try:
+        assert line.reply().startswith("220")
+        line.send(b"AUTH TLS\r\n")
+        assert line.reply().startswith("234")
+        with pytest.raises(ssl.SSLError) as failure:
+            line.secure(old)
+    finally:
+        line.close()
+    # The client did offer TLS 1.1; the server refused it.
+    assert failure.value.reason != "NO_PROTOCOLS_AVAILABLE"
+    assert wait_for(lambda: server.counters.get("tls_handshake_failed") == 1)
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        assert ftp.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[union-attr]
+    finally:
+        ftp.close()
+
+
+def test_commands_sent_in_the_clear_after_auth_tls_are_dropped(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    line = ControlLine(server)
+    try:
+        line.reply()
+        # An attacker in the path appends a command to the client's AUTH TLS.
+        line.send(f"AUTH TLS\r\nUSER {USER}\r\n".encode())
+        assert line.reply().startswith("234")
+        line.secure(client_context(tls_files))
+        line.send(f"PASS {PASSWORD}\r\n".encode())
+        answer = line.reply()
+    finally:
+        line.close()
+    assert answer.startswith("503 Send USER first"), answer
+
+
+def test_auth_tls_ends_a_login_made_in_the_clear(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    line = ControlLine(server)
+    try:
+        line.reply()
+        line.send(f"USER {USER}\r\n".encode())
+        line.reply()
+        line.send(f"PASS {PASSWORD}\r\n".encode())
+        assert line.reply().startswith("230")
+        line.send(b"AUTH TLS\r\n")
+        assert line.reply().startswith("234")
+        line.secure(client_context(tls_files))
+        line.send(b"PWD\r\n")
+        answer = line.reply()
+    finally:
+        line.close()
+    assert answer.startswith("530 Please log in"), answer
+
+
+def test_security_commands_answer_in_rfc_4217_order(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    line = ControlLine(server)
+    answers = {}
+    try:
+        line.reply()
+        for command in ("PBSZ 0", "PROT P", "CCC"):
+            line.send(f"{command}\r\n".encode())
+            answers[f"clear {command}"] = line.reply()
+        line.send(b"AUTH TLS\r\n")
+        line.reply()
+        line.secure(client_context(tls_files))
+        for command in ("PROT P", "PBSZ 0", "PROT S", "PROT X", "PROT P", "CCC", "AUTH TLS"):
+            line.send(f"{command}\r\n".encode())
+            answers.setdefault(command, line.reply())
+    finally:
+        line.close()
+    assert answers["clear PBSZ 0"].startswith("503 PBSZ needs a TLS control connection")
+    assert answers["clear PROT P"].startswith("503 ")
+    assert answers["clear CCC"].startswith("533 ")
+    assert answers["PROT P"].startswith("503 Send PBSZ 0 before PROT")
+    assert answers["PBSZ 0"].startswith("200 ")
+    assert answers["PROT S"].startswith("536 ")
+    assert answers["PROT X"].startswith("504 ")
+    assert answers["CCC"].startswith("534 CCC refused")
+    assert answers["AUTH TLS"].startswith("503 ")
+
+
+def test_feat_offers_tls_only_when_a_certificate_is_configured(
+    make_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    plain = make_server()
+    with_tls = make_server(tls_certificate=str(tls_files.certificate), tls_key=str(tls_files.key))
+    features = {}
+    for name, server in (("plain", plain), ("tls", with_tls)):
+        ftp = ftplib.FTP(timeout=10)
+        ftp.connect(server.host, server.port)
+        try:
+            features[name] = ftp.sendcmd("FEAT")
+            auth = reply_to(ftp, "AUTH TLS") if name == "plain" else ""
+        finally:
+            ftp.close()
+        if name == "plain":
+            assert auth.startswith("502 TLS is not configured")
+    assert "AUTH TLS" not in features["plain"] and "PROT" not in features["plain"]
+    for line in (" AUTH TLS", " PBSZ", " PROT"):
+        assert line in features["tls"].splitlines()
+
+
+# -- ketch cert and ketch serve --tls ------------------------------------------------
+
+
+def test_ketch_cert_writes_a_certificate_that_loads_and_names_the_host(tmp_path: Path) -> None:
+    result = run(
+        [
+            *_ketch(),
+            "cert",
+            "--host",
+            "ftp.example.org",
+            "--host",
+            "192.0.2.7",
+            "--out",
+            str(tmp_path),
+            "--days",
+            "30",
+        ]
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    certificate, key = tmp_path / "ftp.example.org.crt", tmp_path / "ftp.example.org.key"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    assert key.stat().st_mode & 0o777 == 0o600
+    parsed = x509.load_pem_x509_certificate(certificate.read_bytes())
+    names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["ftp.example.org"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["192.0.2.7"]
+    output = result.stdout.decode()
+    assert parsed.fingerprint(_sha256()).hex(":").upper() in output
+    again = run([*_ketch(), "cert", "--host", "ftp.example.org", "--out", str(tmp_path)])
+    assert again.returncode == 1 and b"--force" in again.stderr
+
+
+def test_ketch_serve_tls_generates_a_certificate_and_says_so_with_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    curl = require_program("curl")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "hello.txt").write_bytes(b"hello over tls\n")
+    port = free_port()
+    args = [
+        "--tls",
+        "--workers",  # the supervisor loads the certificate; the workers inherit it
+        "2",
+        "--passive-ports",
+        "42100-42109",
+        "--tls-required",
+        "control",
+        "--port",
+        str(port),
+        "--listen",
+        "127.0.0.1",
+        "--root",
+        str(root),
+    ]
+    with ketch_serve(args, cwd=tmp_path) as server:
+        summary = "".join(server.stdout)
+        certificate = tmp_path / "state" / "ketch" / "serve.crt"
+        assert "generated by --tls" in summary
+        assert str(certificate) in summary
+        parsed = x509.load_pem_x509_certificate(certificate.read_bytes())
+        fingerprint = parsed.fingerprint(_sha256()).hex(":").upper()
+        assert f"SHA-256 fingerprint {fingerprint}" in summary
+        result = run(
+            [
+                curl,
+                "-sS",
+                "--max-time",
+                "20",
+                "--ssl-reqd",
+                "--cacert",
+                str(certificate),
+                f"ftp://127.0.0.1:{port}/hello.txt",
+            ]
+        )
+        assert result.returncode == 0, result.stderr.decode() + server.output()
+        assert result.stdout == b"hello over tls\n"
+        refused = run([curl, "-sS", "--max-time", "20", f"ftp://127.0.0.1:{port}/hello.txt"])
+        assert refused.returncode != 0  # tls_required = control: no login in the clear
+
+
+def _ketch() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "ketch"]
+
+
+def _sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def test_abor_during_a_protected_download_answers_426_then_226_and_the_session_goes_on(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server(tls_require_session_reuse=False)
+    (server.home / "big.bin").write_bytes(os.urandom(32 * MIB))
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("RETR big.bin")
+        first = conn.recv(65536)  # the transfer runs; the client stops reading
+        ftp.sock.sendall(b"ABOR\r\n")
+        replies = [ftp.getline(), ftp.getline()]
+        conn.close()
+        assert ftp.pwd() == "/"
+    finally:
+        ftp.close()
+    assert first
+    assert replies[0].startswith("426 ") and replies[1].startswith("226 "), replies
+    assert wait_for(lambda: server.counters.get("transfer_aborted") == 1)
+
+
+def test_an_upload_cut_off_without_close_notify_is_refused_and_not_stored(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server(tls_require_session_reuse=False)
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("STOR cut.bin")
+        conn.sendall(os.urandom(100_000))
+        conn.close()  # Python closes a TLS socket without close_notify: a truncation
+        with pytest.raises(ftplib.error_temp) as refusal:
+            ftp.voidresp()
+        assert ftp.pwd() == "/"
+    finally:
+        ftp.close()
+    assert str(refusal.value).startswith("426 ")
+    assert "without TLS close_notify" in str(refusal.value)
+    assert not (server.home / "cut.bin").exists()
+    assert not [path.name for path in server.home.iterdir() if path.name.startswith(".ketch")]
+
+
+def test_sighup_serves_a_renewed_certificate(tmp_path: Path) -> None:
+    from ketch.tools.certificates import write_certificate
+
+    old = write_certificate(tmp_path / "old", ["127.0.0.1"], days=5)
+    new = write_certificate(tmp_path / "new", ["127.0.0.1"], days=90)
+    live_certificate, live_key = tmp_path / "live.crt", tmp_path / "live.key"
+    live_certificate.write_bytes(old.certificate.read_bytes())
+    live_key.write_bytes(old.key.read_bytes())
+    root = tmp_path / "root"
+    root.mkdir()
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    config.write_text(
+        f'listen_address = "127.0.0.1"\nport = {port}\nroot = "{root}"\n'
+        f'tls_certificate = "{live_certificate}"\ntls_key = "{live_key}"\n'
+    )
+    with ketch_serve(["--config", str(config)], cwd=tmp_path) as server:
+        assert _served_fingerprint(port) == old.fingerprint
+        live_certificate.write_bytes(new.certificate.read_bytes())
+        live_key.write_bytes(new.key.read_bytes())
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        server.wait_for("loaded for new connections", start=mark)
+        assert _served_fingerprint(port) == new.fingerprint
+
+
+def _served_fingerprint(port: int) -> str:
+    """The SHA-256 fingerprint of the certificate AUTH TLS presents on ``port``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only looking at which certificate is served
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        file = raw.makefile("rb")
+        assert file.readline().startswith(b"220")
+        raw.sendall(b"AUTH TLS\r\n")
+        assert file.readline().startswith(b"234")
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).fingerprint(_sha256()).hex(":").upper()
+
+
+def test_lftp_downloads_over_implicit_ftps(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    payload: tuple[Path, str],
+    server_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    lftp = require_program("lftp")
+    implicit_port = free_port()
+    server = make_tls_server(implicit_tls_port=implicit_port)
+    source, digest = payload
+    (server.home / "down.bin").write_bytes(source.read_bytes())
+    client = tmp_path / "client"
+    client.mkdir()
+    script = "; ".join(
+        [
+            "set net:max-retries 1",
+            "set net:timeout 10",
+            "set cmd:fail-exit yes",
+            f"set ssl:ca-file {tls_files.ca}",
+            f"open -u {USER},{PASSWORD} ftps://{server.host}:{implicit_port}",
+            "get down.bin",
+        ]
+    )
+    result = run([lftp, "-d", "-c", script], cwd=client, env={**os.environ, "HOME": str(client)})
+    trace = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, trace
+    assert "---> AUTH" not in trace
+    assert sha256_file(client / "down.bin") == digest
+    assert len(secured(server_log)) == 1, trace  # lftp sends PROT P, or relies on it
