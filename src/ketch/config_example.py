@@ -25,13 +25,24 @@ port = 2121
 # The first line clients see after connecting.
 banner = "ketch FTP server ready."
 
+# Host names the HOST command (RFC 7151, sent before USER) accepts; a client
+# naming another host gets 504. Empty: any name is accepted (and logged).
+host_names = []
+
 # Ports for passive-mode (PASV/EPSV) data connections, "LOW-HIGH". Open them
 # in the firewall; the range's size caps simultaneous passive transfers.
 passive_ports = "50000-50999"
 
 # The address PASV tells clients to connect to, when the server is behind
-# NAT: its public IP address or a host name that resolves to it.
+# NAT: its public IP address or a host name that resolves to it. Loopback
+# clients are always told the local address.
 # masquerade_address = "ftp.example.com"
+# The same for sessions whose control connection is TLS, if it differs
+# (FTPS hides PASV replies from NAT helpers, which cannot fix them up).
+# tls_masquerade_address = "ftps.example.com"
+# Seconds between look-ups of a host name above (or in masquerade_map), for
+# dynamic DNS; a failed look-up keeps the last good address.
+masquerade_refresh = 300.0
 
 # Source port of active-mode (PORT/EPRT) data connections: "auto" (control
 # port minus one, as RFC 959 suggests, or any free port if that fails),
@@ -116,6 +127,33 @@ workers = 1
 # "auto" runs on uvloop when it is installed (pip install 'ketch[fast]'),
 # else on asyncio's own event loop; "asyncio" or "uvloop" choose one.
 event_loop = "auto"
+
+# FTPS (FTP over TLS, RFC 4217). With a certificate, clients may send AUTH TLS
+# (curl --ssl-reqd, lftp ftp:ssl-force). The certificate file holds the
+# server's certificate and its chain (PEM); tls_key its private key (leave it
+# out when the key is in the same file). `ketch cert --host NAME` writes a
+# self-signed pair. A reload (SIGHUP) loads a renewed certificate; with
+# run_as, the files must then be readable by that user.
+# tls_certificate = "/etc/ketch/ftp.example.com.crt"
+# tls_key = "/etc/ketch/ftp.example.com.key"
+# Who must use TLS: "off" (clients choose), "control" (USER/PASS only after
+# AUTH TLS) or "all" (also every transfer, after PBSZ 0 and PROT P).
+tls_required = "off"
+# An encrypted data connection must resume the control connection's TLS
+# session, as vsftpd's require_ssl_reuse, so that only the client that logged
+# in can use it. curl, lftp and ketch do; set false for clients that do not
+# (Python's ftplib, some old GUI clients).
+tls_require_session_reuse = true
+# A port for implicit FTPS (ftps://), where TLS starts with the first byte;
+# 990 by convention. Needs workers = 1 for now.
+# implicit_tls_port = 990
+
+# Per-client-network PASV addresses, for clients that must be told another
+# address than masquerade_address (say, the private one to clients on the
+# server's own LAN). IPv4 networks; the most specific match wins, and it
+# applies to loopback clients too. Values: an IPv4 address or a host name.
+# [masquerade_map]
+# "192.168.1.0/24" = "192.168.1.10"
 
 # Anonymous login: user "anonymous" or "ftp", any password.
 [anonymous]

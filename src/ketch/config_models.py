@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -75,8 +76,21 @@ RULES: dict[str, str] = {
     "port": "must be a whole number from 0 to 65535 (0 picks any free port)",
     "root": _DIRECTORY_RULE,
     "banner": "must be text without control characters (line breaks are allowed)",
+    "host_names": (
+        "must be a list of host names or IP addresses such as ['ftp.example.com']; "
+        "leave it empty to accept any name in HOST"
+    ),
     "passive_ports": "each port must be between 1 and 65535, written 'LOW-HIGH' with LOW <= HIGH",
     "masquerade_address": "must be an IP address or a host name such as 'ftp.example.com'",
+    "tls_masquerade_address": (
+        "must be an IP address or a host name such as 'ftps.example.com'; "
+        "leave it out to use masquerade_address for TLS sessions too"
+    ),
+    "masquerade_refresh": "must be a number of seconds greater than 0 (how often names resolve)",
+    "masquerade_map": (
+        "must be a [masquerade_map] table of IPv4 networks and addresses, "
+        'such as "198.18.3.0/24" = "198.18.3.2" (an IPv4 address or a host name)'
+    ),
     "active_source_port": "must be 'auto', 'ephemeral' or a port number from 1 to 65535",
     "allow_foreign_addresses": "must be true or false",
     "max_connections": "must be a whole number, at least 1",
@@ -133,6 +147,17 @@ RULES: dict[str, str] = {
     "shutdown_grace": "must be a number of seconds, 0 or more",
     "workers": "must be a whole number from 1 to 64 (the number of server processes)",
     "event_loop": "must be 'auto' (uvloop when installed), 'asyncio' or 'uvloop'",
+    "tls_certificate": (
+        "must be the path of a PEM certificate file (with its chain); "
+        "create one with `ketch cert --host NAME`"
+    ),
+    "tls_key": "must be the path of the certificate's PEM private key file",
+    "tls_required": "must be 'off', 'control' (logins need AUTH TLS) or 'all' (data too)",
+    "tls_require_session_reuse": "must be true or false",
+    "implicit_tls_port": (
+        "must be a port number from 0 to 65535 (990 by convention; 0 picks any free port); "
+        "leave it out to have no implicit FTPS port"
+    ),
 }
 
 
@@ -174,6 +199,49 @@ def _is_hostname(text: str) -> bool:
     name = text[:-1] if text.endswith(".") else text
     label = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
     return 0 < len(name) <= 253 and all(label.fullmatch(part) for part in name.split("."))
+
+
+def _map_error(key: str, value: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "ketch_config", "{message}", {"message": message, "key": key, "value": value}
+    )
+
+
+def _map_network(text: str, key: str) -> ipaddress.IPv4Network:
+    """A masquerade_map key: an IPv4 network (PASV, which the map serves, is IPv4 only)."""
+    if text in ServerConfig.model_fields:
+        # TOML puts every key after a [table] header into that table.
+        raise _map_error(
+            key, text, f"{text!r} is a top-level key: move it above the [masquerade_map] header"
+        )
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise _map_error(key, text, "is not an IP network; " + RULES["masquerade_map"]) from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise _map_error(
+            key,
+            text,
+            "is an IPv6 network, but only PASV uses the map and PASV is IPv4 only "
+            "(EPSV carries no address); use IPv4 networks",
+        )
+    return network
+
+
+def _map_address(address: str, key: str) -> str:
+    """A masquerade_map value: an IPv4 address or a host name (resolved at start-up)."""
+    address = address.strip()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        if _is_hostname(address):
+            return address
+        raise _map_error(key, address, RULES["masquerade_map"]) from None
+    if parsed.version != 4:
+        raise _map_error(
+            key, address, "is an IPv6 address, but PASV can only advertise IPv4; use IPv4"
+        )
+    return str(parsed)
 
 
 # -- the models ----------------------------------------------------------------
@@ -255,8 +323,16 @@ class ServerConfig(BaseModel):
     port: int = Field(default=2121, ge=0, le=65535, strict=True)
     root: Path = Field(default=Path("."), validate_default=True)
     banner: str = "ketch FTP server ready."
+    #: Names HOST (RFC 7151) accepts, compared without case; empty accepts any.
+    host_names: list[str] = Field(default_factory=list)
     passive_ports: PortRange = PortRange(50000, 50999)
     masquerade_address: str | None = None
+    #: Advertised to sessions whose control connection is TLS, when that differs.
+    tls_masquerade_address: str | None = None
+    #: Seconds between look-ups of a masquerade host name (dynamic DNS).
+    masquerade_refresh: float = Field(default=300.0, gt=0, strict=True, allow_inf_nan=False)
+    #: Client network (IPv4 CIDR) -> advertised address; the longest prefix wins.
+    masquerade_map: dict[str, str] = Field(default_factory=dict)
     active_source_port: Literal["auto", "ephemeral"] | int = "auto"
     allow_foreign_addresses: bool = Field(default=False, strict=True)
     max_connections: int = Field(default=512, ge=1, strict=True)
@@ -289,6 +365,15 @@ class ServerConfig(BaseModel):
     workers: int = Field(default=1, ge=1, le=64, strict=True)
     #: "auto": uvloop when it is installed, else asyncio's own loop.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: FTPS (RFC 4217): the certificate (PEM, with its chain) and its key (None: in the same file).
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    #: "control": USER/PASS only after AUTH TLS; "all": data connections need PROT P too.
+    tls_required: Literal["off", "control", "all"] = "off"
+    #: A protected data connection must resume a TLS session of this server (vsftpd's default).
+    tls_require_session_reuse: bool = Field(default=True, strict=True)
+    #: A second port where TLS starts with the first byte (implicit FTPS, ftps://).
+    implicit_tls_port: int | None = Field(default=None, ge=0, le=65535, strict=True)
 
     def anonymous_home(self) -> Path:
         """Where anonymous users land: their own home if set, else the served root."""
@@ -352,9 +437,9 @@ class ServerConfig(BaseModel):
             raise ValueError(RULES["passive_ports"])
         return PortRange(low, high)
 
-    @field_validator("masquerade_address")
+    @field_validator("masquerade_address", "tls_masquerade_address")
     @classmethod
-    def _check_masquerade(cls, address: str | None) -> str | None:
+    def _check_masquerade(cls, address: str | None, info: ValidationInfo) -> str | None:
         if address is None:
             return None
         address = address.strip()
@@ -363,8 +448,39 @@ class ServerConfig(BaseModel):
         except ValueError:
             pass
         if not _is_hostname(address):
-            raise ValueError(RULES["masquerade_address"])
+            raise ValueError(RULES[str(info.field_name)])
         return address
+
+    @field_validator("masquerade_map")
+    @classmethod
+    def _check_masquerade_map(cls, entries: dict[str, str]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        for network_text, address in entries.items():
+            key = f'masquerade_map."{network_text}"'
+            network = _map_network(network_text, key)
+            if str(network) in checked:
+                raise _map_error(
+                    key,
+                    network_text,
+                    f"is the same network as {network}, listed before it; keep one of them",
+                )
+            checked[str(network)] = _map_address(address, key)
+        return checked
+
+    @field_validator("host_names")
+    @classmethod
+    def _check_host_names(cls, names: list[str]) -> list[str]:
+        checked = []
+        for name in names:
+            text = name.strip().removeprefix("[").removesuffix("]").lower()
+            try:
+                text = str(ipaddress.ip_address(text))
+            except ValueError:
+                if not _is_hostname(text):
+                    message = f"{name!r} is not a host name; {RULES['host_names']}"
+                    raise ValueError(message) from None
+            checked.append(text.removesuffix("."))
+        return checked
 
     @field_validator("ban_exempt")
     @classmethod
@@ -433,6 +549,28 @@ class ServerConfig(BaseModel):
                 f"(users with a quota: {', '.join(quota_users)})"
             )
         return workers
+
+    @field_validator("tls_certificate", "tls_key", mode="before")
+    @classmethod
+    def _check_tls_path(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError(f"is empty; {RULES[str(info.field_name)]}")
+            return Path(value).expanduser()
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerConfig:
+        """The TLS settings together: a usable certificate whenever FTPS is asked for."""
+        from ketch.server.tls import settings_problem
+
+        problem = settings_problem(self)
+        if problem is not None:
+            key, value, message = problem
+            raise PydanticCustomError(
+                "ketch_config", "{message}", {"message": message, "key": key, "value": value}
+            )
+        return self
 
     @field_validator("run_as")
     @classmethod

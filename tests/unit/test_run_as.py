@@ -61,8 +61,12 @@ def test_access_problems_name_each_unusable_directory(
         {
             "root": str(unreadable),
             "users": [
-                {"name": "w", "password_hash": _HASH, "home": str(read_only),
-                 "permissions": ["all"]},
+                {
+                    "name": "w",
+                    "password_hash": _HASH,
+                    "home": str(read_only),
+                    "permissions": ["all"],
+                },
                 {"name": "r", "password_hash": _HASH, "home": str(read_only)},
             ],
         },

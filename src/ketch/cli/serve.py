@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,16 +96,44 @@ def _parse_user(value: str) -> tuple[str, str]:
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    help="Server processes sharing the port, each with a slice of the passive range. "
-    "[default: 1]",
+    help="Server processes sharing the port, each with a slice of the passive range. [default: 1]",
 )
 @click.option(
     "--event-loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     help="auto: uvloop when installed, else asyncio. [default: auto]",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Offer FTPS (AUTH TLS); without a configured certificate, generate a self-signed one.",
+)
+@click.option(
+    "--tls-certificate",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate (with its chain) for FTPS; `ketch cert` makes one.",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Its PEM private key."
+)
+@click.option(
+    "--tls-required",
+    type=click.Choice(["off", "control", "all"]),
+    help="control: logins need AUTH TLS; all: data connections need PROT P too. [default: off]",
+)
+@click.option(
+    "--implicit-tls-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Also serve implicit FTPS (ftps://) on this port (990 by convention).",
+)
 def serve(
-    config_file: Path | None, users: tuple[str, ...], write: bool, no_anonymous: bool, **flags: Any
+    config_file: Path | None,
+    users: tuple[str, ...],
+    write: bool,
+    no_anonymous: bool,
+    tls: bool,
+    **flags: Any,
 ) -> None:
     """Serve a directory over FTP (anonymous read-only unless told otherwise).
 
@@ -125,6 +153,10 @@ def serve(
         return _apply_quick_accounts(config, config_file, overrides, users, write, no_anonymous)
 
     try:
+        if tls:
+            from ketch.cli.cert import serving_certificate
+
+            overrides.update(serving_certificate(config_file, overrides))
         config = build_config()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
@@ -215,14 +247,17 @@ async def _serve(
             # Bound, helper started: nothing else needs root. No connection accepted yet.
             drop_privileges(run_as)
             warn_after_drop(config, run_as, config_file)
-        reloader = (
-            Reloader(server, build_config, config_file, run_as) if config_file else None
-        )
+        reloader = Reloader(server, build_config, config_file, run_as) if config_file else None
         lifecycle = Lifecycle(server, reloader)
         lifecycle.install()
         await server.start()
         helpers = [helper] if helper else []
-        click.echo(_describe(config, server.address, run_as, helpers, event_loop.current()))
+        resolved = server.context.masquerade.resolved_names()
+        click.echo(
+            _describe(
+                config, server.address, run_as, helpers, event_loop.current(), resolved=resolved
+            )
+        )
         await lifecycle.run()
     finally:
         if helper is not None:
@@ -237,11 +272,18 @@ def _describe(
     helpers: Sequence[LowPortHelper] = (),
     loop: str = "asyncio",
     workers: Sequence[tuple[int, PortRange]] = (),
+    *,
+    resolved: Mapping[str, str] | None = None,
 ) -> str:
     """The start-up summary: where, who, how data connections are made, how to try it.
 
-    ``workers`` are the worker processes' pids and passive slices, when there are several.
+    ``workers`` are the worker processes' pids and passive slices, when there are several;
+    ``resolved`` the addresses masquerade host names resolved to. Warnings about the
+    data-connection set-up are also logged.
     """
+    from ketch.cli.cert import tls_summary
+    from ketch.server.setup_report import setup_report
+
     host, port = address
     families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
     anonymous = config.anonymous
@@ -252,13 +294,15 @@ def _describe(
         who = "no anonymous access"
     if config.users:
         who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
-    low, high = config.passive_ports
-    advertised = config.masquerade_address or "the control connection's local address"
-    source = config.active_source_port
-    source_text = {
-        "auto": f"auto ({port - 1} when permitted, else ephemeral)",
-        "ephemeral": "ephemeral",
-    }.get(str(source), str(source))
+    data = setup_report(
+        config,
+        host=host,
+        port=port,
+        slices=[ports for _, ports in workers],
+        resolved=resolved,
+    )
+    for warning in data.warnings:
+        log.warning("set-up: %s", warning)
     client_host = (
         "127.0.0.1" if host in ("::", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
     )
@@ -291,14 +335,9 @@ def _describe(
             f"  control  {host} port {port} ({families})",
             *privileges,
             processes,
-            f"  passive  ports {low}-{high} ({high - low + 1} simultaneous passive transfers), "
-            f"advertising {advertised}",
-            f"  active   source port {source_text}; "
-            + (
-                "foreign addresses allowed (unsafe)"
-                if config.allow_foreign_addresses
-                else "connects only back to the client"
-            ),
+            *tls_summary(config, client_host, port),
+            *data.lines,
+            *(f"  warning  {warning}" for warning in data.warnings),
             f"  try      curl ftp://{credentials}{client_host}:{port}/",
         ]
     )

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ketch.config import PortRange, ServerConfig
 from ketch.server.auth import Authenticator
 from ketch.server.login_guard import LoginGuard
+from ketch.server.masquerade import MasqueradePolicy, PrivateAdvertisementWarnings
 from ketch.server.passive_ports import PassivePortPool
 from ketch.server.quota import QuotaBook
 from ketch.server.throttle import RateBook
+from ketch.server.tls import ServerTls
 from ketch.server.user_sessions import UserSessions
 
 __all__ = ["ServerContext"]
@@ -23,8 +23,12 @@ class ServerContext:
     config: ServerConfig
     authenticator: Authenticator
     passive_ports: PassivePortPool
-    #: The address PASV advertises to non-local clients (masquerade_address, resolved).
-    masquerade_ip: str | None = None
+    #: What PASV advertises to whom: masquerade_map, masquerade_address (kept resolved).
+    masquerade: MasqueradePolicy = field(default_factory=MasqueradePolicy)
+    #: Warns once per address when PASV advertises a private one to a public client.
+    private_advertisements: PrivateAdvertisementWarnings = field(
+        default_factory=PrivateAdvertisementWarnings
+    )
     #: Event counters (logins, refusals, transfers...) for STAT and tests.
     counters: Counter[str] = field(default_factory=Counter)
     #: Disk usage per home, for users with a quota (shared by all their sessions).
@@ -37,6 +41,8 @@ class ServerContext:
     user_sessions: UserSessions = field(init=False)
     #: "worker 2 of 4 (pid N)" when this process is one of several workers (see workers.py).
     worker: str | None = None
+    #: The TLS context for AUTH TLS, implicit FTPS and PROT P (None: no certificate, no FTPS).
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_config(self.config)
@@ -51,11 +57,11 @@ class ServerContext:
             config=config,
             authenticator=Authenticator(config),
             passive_ports=PassivePortPool(passive_ports or config.passive_ports),
-            masquerade_ip=resolve_ipv4(config.masquerade_address),
+            masquerade=MasqueradePolicy.from_config(config),
         )
 
     def reconfigure(
-        self, config: ServerConfig, authenticator: Authenticator, masquerade_ip: str | None
+        self, config: ServerConfig, authenticator: Authenticator, masquerade: MasqueradePolicy
     ) -> None:
         """Swap in a reloaded configuration (SIGHUP), all in one step.
 
@@ -66,24 +72,6 @@ class ServerContext:
         """
         self.config = config
         self.authenticator = authenticator
-        self.masquerade_ip = masquerade_ip
+        self.masquerade = masquerade
         self.login_guard.reconfigure(config)
         self.user_sessions.reconfigure(config)
-
-
-def resolve_ipv4(name: str | None) -> str | None:
-    """The IPv4 address of a masquerade name (PASV can only carry IPv4)."""
-    if name is None:
-        return None
-    try:
-        return str(ipaddress.IPv4Address(name))
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise ValueError(
-            f"masquerade_address {name!r} does not resolve to an IPv4 address ({error.strerror}); "
-            "use an IPv4 address or a name with an A record"
-        ) from None
-    return str(infos[0][4][0])

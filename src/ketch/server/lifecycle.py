@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig
 from ketch.server.auth import Authenticator
-from ketch.server.context import resolve_ipv4
+from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ RESTART_ONLY = (
     "active_source_port",
     "workers",
     "event_loop",
+    "implicit_tls_port",
 )
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -307,13 +308,13 @@ class Reloader:
         if kept:
             config = config.model_copy(update=kept)
         try:
-            masquerade_ip = await asyncio.to_thread(resolve_ipv4, config.masquerade_address)
+            masquerade = await asyncio.to_thread(MasqueradePolicy.from_config, config)
         except ValueError as error:
             return self._refuse([f"{self._source}: {error}"])
         authenticator = await asyncio.to_thread(Authenticator, config)
 
         # No await from here on: every session sees the old or the new configuration.
-        self._server.reconfigure(config, authenticator, masquerade_ip)
+        self._server.reconfigure(config, authenticator, masquerade)
         if config.log_level != current.log_level:
             logging.getLogger().setLevel(config.log_level.upper())
         names = ", ".join(user.name for user in config.users) or "none"

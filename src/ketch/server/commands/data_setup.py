@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 
 from ketch.protocol.addresses import (
     AddressSyntaxError,
@@ -15,6 +17,7 @@ from ketch.protocol.addresses import (
     parse_port_argument,
     plain_ip,
 )
+from ketch.server import port20_helper
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import ActiveOffer, PassiveOffer
 from ketch.server.passive_ports import PassivePortsExhausted
@@ -32,6 +35,7 @@ log = logging.getLogger("ketch.server")
     help="PORT h1,h2,h3,h4,p1,p2: the server connects to you (active mode)",
 )
 async def port(session: Session, argument: str) -> None:
+    session.last_active_command = session.command_line
     if session.peer_family == 2:
         await session.reply(522, "PORT cannot describe an IPv6 address: use EPRT (or EPSV).")
         return
@@ -50,6 +54,7 @@ async def port(session: Session, argument: str) -> None:
     help="EPRT |family|address|port|: the server connects to you (active mode, IPv4 or IPv6)",
 )
 async def extended_port(session: Session, argument: str) -> None:
+    session.last_active_command = session.command_line
     try:
         target = parse_eprt_argument(argument)
     except UnsupportedFamilyError:
@@ -65,7 +70,7 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
     if not session.state.data_setup_allowed(verb):
         await session.reply(501, f"{verb} is refused after EPSV ALL: use EPSV.")
         return
-    if refusal := _active_refusal(session, target):
+    if refusal := _active_refusal(session, verb, target):
         session.context.counters["active_refused"] += 1
         log.warning(
             "refused %s to %s port %d from client=%s: %s",
@@ -77,18 +82,12 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
         )
         await session.reply(501, refusal)
         return
-    source = session.config.active_source_port
-    if source == "ephemeral":
-        source_port, required = None, False
-    elif source == "auto":
-        source_port, required = session.local_port - 1, False
-    else:
-        source_port, required = source, True
+    source_port, required = _active_source(session)
     session.replace_offer(
         ActiveOffer(
             target,
             local_ip=session.local_ip,
-            source_port=source_port if source_port and source_port > 0 else None,
+            source_port=source_port,
             source_port_required=required,
             mode=verb,
             timeout=session.config.data_connect_timeout,
@@ -99,9 +98,43 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
     )
 
 
-def _active_refusal(session: Session, target: HostPort) -> str | None:
+def _active_source(session: Session) -> tuple[int | None, bool]:
+    """The source port for active connections (None: ephemeral), and whether it is required."""
+    source = session.config.active_source_port
+    if source == "ephemeral":
+        return None, False
+    if source == "auto":
+        port = session.local_port - 1
+        return (port if port > 0 else None), False
+    return source, True
+
+
+def effective_source_port(session: Session) -> str:
+    """The source port active connections will come from: a number, or "ephemeral".
+
+    "auto" falls back to an ephemeral port when the server may not bind L-1
+    (below 1024, not root, and no port-20 helper serving it).
+    """
+    port, required = _active_source(session)
+    if port is None:
+        return "ephemeral"
+    helper = port20_helper.installed()
+    may_bind = port >= 1024 or os.geteuid() == 0 or (helper is not None and helper.serves(port))
+    return str(port) if may_bind or required else "ephemeral"
+
+
+def _active_refusal(session: Session, verb: str, target: HostPort) -> str | None:
     """RFC 2577 bounce protection: only the client's own address, only unprivileged ports."""
-    if plain_ip(target.host) != session.peer_ip and not session.config.allow_foreign_addresses:
+    target_ip = plain_ip(target.host)
+    if target_ip != session.peer_ip and not session.config.allow_foreign_addresses:
+        if _is_private(target_ip):
+            # Shared contract C4: the client names the address it has behind a NAT,
+            # and the server sees the NAT's. The real cause deserves the message.
+            return (
+                f"{verb} names {target.host}, but your connection comes from "
+                f"{session.peer_ip}: you appear to be behind NAT, so the server cannot "
+                "connect to you. Use passive mode (PASV/EPSV)"
+            )
         return (
             f"Refusing to connect to {target.host}: active mode may only connect back to your "
             f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
@@ -114,6 +147,15 @@ def _active_refusal(session: Session, target: HostPort) -> str | None:
     return None
 
 
+def _is_private(ip: str) -> bool:
+    """A private (RFC 1918-like) address other than loopback; 198.18.0.0/15 counts."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return address.is_private and not address.is_loopback
+
+
 # -- passive ----------------------------------------------------------------
 
 
@@ -122,14 +164,15 @@ def _active_refusal(session: Session, target: HostPort) -> str | None:
 )
 async def passive(session: Session, _: str) -> None:
     if not session.state.data_setup_allowed("PASV"):
-        await session.reply(501, "PASV is refused after EPSV ALL: use EPSV.")
+        await _passive_reply(session, 501, "PASV is refused after EPSV ALL: use EPSV.")
         return
     if session.peer_family == 2:
-        await session.reply(425, "PASV cannot describe an IPv6 address: use EPSV.")
+        await _passive_reply(session, 425, "PASV cannot describe an IPv6 address: use EPSV.")
         return
-    offer = await _open_passive(session, "PASV", advertised=_advertised_address(session))
+    offer = await _open_passive(session, "PASV", advertised=await _advertised_address(session))
     if offer is not None:
-        await session.reply(227, format_pasv_reply(HostPort(offer.advertised, offer.port)))
+        reply = format_pasv_reply(HostPort(offer.advertised, offer.port))
+        await _passive_reply(session, 227, reply)
 
 
 @command(
@@ -143,29 +186,40 @@ async def extended_passive(session: Session, argument: str) -> None:
     try:
         family = parse_epsv_argument(argument)
     except UnsupportedFamilyError:
-        await session.reply(522, unsupported)
+        await _passive_reply(session, 522, unsupported)
         return
     except AddressSyntaxError as error:
-        await session.reply(501, f"Bad EPSV argument: {error}.")
+        await _passive_reply(session, 501, f"Bad EPSV argument: {error}.")
         return
     if family == "ALL":
         session.state.epsv_all = True
-        await session.reply(
-            200, "EPSV ALL accepted: from now on only EPSV sets up data connections."
+        await _passive_reply(
+            session, 200, "EPSV ALL accepted: from now on only EPSV sets up data connections."
         )
         return
     if family is not None and family != session.peer_family:
-        await session.reply(522, unsupported)
+        await _passive_reply(session, 522, unsupported)
         return
     # EPSV carries no address; the listener's own address is what the log names.
     offer = await _open_passive(session, "EPSV", advertised=session.local_ip)
     if offer is not None:
-        await session.reply(229, format_epsv_reply(offer.port))
+        await _passive_reply(session, 229, format_epsv_reply(offer.port))
+
+
+async def _passive_reply(session: Session, code: int, text: str) -> None:
+    """Reply to PASV/EPSV, remembering the line for SITE NATINFO (shared contract C2)."""
+    session.last_passive_reply = f"{code} {text}"
+    await session.reply(code, text)
 
 
 async def _open_passive(session: Session, verb: str, *, advertised: str) -> PassiveOffer | None:
     session.replace_offer(None)  # free our previous port before taking another
     pool = session.context.passive_ports
+    counters = session.context.counters
+
+    def expired() -> None:
+        counters["passive_expired"] += 1  # SITE NATINFO's passive-expired
+
     try:
         offer = PassiveOffer(
             pool,
@@ -174,19 +228,23 @@ async def _open_passive(session: Session, verb: str, *, advertised: str) -> Pass
             mode=verb,
             timeout=session.config.data_connect_timeout,
             advertised=advertised,
+            on_expiry=expired,
         )
     except PassivePortsExhausted as error:
-        session.context.counters["passive_exhausted"] += 1
+        counters["passive_exhausted"] += 1
         log.warning("passive port range exhausted: %s (client=%s)", error, session.peer_ip)
-        await session.reply(425, f"Cannot open passive connection: {error}.")
+        await _passive_reply(session, 425, f"Cannot open passive connection: {error}.")
         return None
     session.data_offer = offer
     return offer
 
 
-def _advertised_address(session: Session) -> str:
-    """The address a PASV reply names: the masquerade address, except for local clients."""
-    masquerade = session.context.masquerade_ip
-    if masquerade is None or session.peer_is_loopback:
-        return session.local_ip
-    return masquerade
+async def _advertised_address(session: Session) -> str:
+    """The address a PASV reply names (masquerade_map, masquerade_address, or the local one)."""
+    context = session.context
+    advertised = await context.masquerade.advertised(
+        session.peer_ip, session.local_ip, tls=session.control_is_tls
+    )
+    if warning := context.private_advertisements.check(advertised, session.peer_ip):
+        log.warning("%s", warning)
+    return advertised

@@ -7,6 +7,7 @@ import logging
 from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.commands.nat_info import site_natinfo
 from ketch.server.quota import Quota
 from ketch.server.session import Session
 
@@ -118,7 +119,13 @@ async def modification_time(session: Session, argument: str) -> None:
     await session.reply(213, format_mdtm(facts.mtime))
 
 
-_SITE_HELP = ["SITE commands:", " CHMOD <octal mode> <path>", " HELP", "End of SITE help."]
+_SITE_HELP = [
+    "SITE commands:",
+    " CHMOD <octal mode> <path>",
+    " HELP",
+    " NATINFO (data-connection facts: addresses, last PASV reply and PORT, passive range)",
+    "End of SITE help.",
+]
 
 
 @command(
@@ -131,6 +138,8 @@ async def site(session: Session, argument: str) -> None:
         await session.reply(214, _SITE_HELP)
     elif verb == "CHMOD":
         await _site_chmod(session, rest)
+    elif verb == "NATINFO":
+        await site_natinfo(session)
     else:
         await session.reply(500, f"Unknown SITE command {verb!r}; SITE HELP lists them.")
 

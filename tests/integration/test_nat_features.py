@@ -1,0 +1,230 @@
+"""The server's NAT features on loopback: masquerade_map, SITE NATINFO, expiry log, PORT refusal.
+
+Loopback is all a test may use without namespaces, so the "client network"
+is 127.0.0.2 (a second loopback source address) and the map names an
+address from 198.18.0.0/15; tests/lab has the same behaviours through real NAT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ftplib
+import logging
+import re
+from pathlib import Path
+
+import pytest
+from serve_process import ketch_serve
+
+from ketch.protocol.addresses import parse_pasv_reply
+from ketch.server.lifecycle import Reloader
+
+from conftest import RunningServer
+from ftp_helpers import connect, reply_to, wait_for
+
+
+def natinfo(ftp: ftplib.FTP) -> dict[str, str]:
+    """SITE NATINFO as a dict, checking the layout on the way (shared contract C2)."""
+    reply = reply_to(ftp, "SITE NATINFO")
+    lines = reply.split("\n")
+    assert lines[0] == "200-Data-connection facts as this server sees them:"
+    assert lines[-1] == "200 End."
+    facts = {}
+    for line in lines[1:-1]:
+        match = re.fullmatch(r" ([a-z-]+): (.+)", line)
+        assert match, f"not a ' key: value' line: {line!r}"
+        facts[match[1]] = match[2]
+    return facts
+
+
+NATINFO_KEYS = [
+    "client-address",
+    "server-address",
+    "last-passive-reply",
+    "last-active-command",
+    "masquerade-address",
+    "passive-ports",
+    "active-source-port",
+    "passive-expired",
+]
+
+
+# -- masquerade_map -------------------------------------------------------------
+
+
+def test_masquerade_map_picks_the_address_by_client_network(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(
+        masquerade_address="203.0.113.5",
+        masquerade_map={"127.0.0.2/32": "198.18.0.9", "127.0.0.0/30": "localhost"},
+    )
+    mapped = connect(server, source="127.0.0.2")
+    assert parse_pasv_reply(reply_to(mapped, "PASV")).host == "198.18.0.9"
+    # 127.0.0.1 is in the wider entry, whose host name resolved to 127.0.0.1.
+    wider = connect(server, source="127.0.0.1")
+    reply = reply_to(wider, "PASV")
+    assert parse_pasv_reply(reply).host == "127.0.0.1"
+    # Other loopback clients match no entry: the local address, never masquerade_address.
+    other = connect(server, source="127.0.0.5")
+    assert parse_pasv_reply(reply_to(other, "PASV")).host == "127.0.0.1"
+    assert natinfo(mapped)["masquerade-address"] == "198.18.0.9"
+    assert natinfo(other)["masquerade-address"] == "none"
+
+
+def test_mapped_client_still_gets_its_data_through_the_real_listener(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(masquerade_map={"127.0.0.2/32": "localhost"}, masquerade_refresh=0.05)
+    (server.home / "a.txt").write_bytes(b"mapped\n")
+    ftp = connect(server, source="127.0.0.2")
+    ftp.set_pasv(True)
+    for _ in range(3):  # each PASV after the refresh time looks the name up again
+        received: list[bytes] = []
+        ftp.retrbinary("RETR a.txt", received.append)
+        assert b"".join(received) == b"mapped\n"
+
+
+# -- SITE NATINFO -------------------------------------------------------------------
+
+
+def test_natinfo_before_any_data_command_says_none(server: RunningServer) -> None:
+    ftp = connect(server)
+    facts = natinfo(ftp)
+    assert list(facts) == NATINFO_KEYS
+    assert facts["client-address"] == "127.0.0.1"
+    assert facts["server-address"] == f"127.0.0.1:{server.port}"
+    assert facts["last-passive-reply"] == "none"
+    assert facts["last-active-command"] == "none"
+    assert facts["masquerade-address"] == "none"
+    assert facts["passive-ports"] == "21000-21999"
+    assert facts["active-source-port"] == str(server.port - 1)
+    assert facts["passive-expired"] == "0"
+
+
+def test_natinfo_shows_the_exact_pasv_and_epsv_replies(server: RunningServer) -> None:
+    ftp = connect(server)
+    pasv = reply_to(ftp, "PASV")
+    assert natinfo(ftp)["last-passive-reply"] == pasv
+    epsv = reply_to(ftp, "EPSV")
+    assert epsv.startswith("229 ")
+    assert natinfo(ftp)["last-passive-reply"] == epsv
+
+
+def test_natinfo_shows_the_port_command_as_received(server: RunningServer) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, "port 127,0,0,1,200,10").startswith("200")
+    facts = natinfo(ftp)
+    assert facts["last-active-command"] == "port 127,0,0,1,200,10"
+    assert facts["last-passive-reply"] == "none"
+    assert reply_to(ftp, "EPRT |1|127.0.0.1|51210|").startswith("200")
+    assert natinfo(ftp)["last-active-command"] == "EPRT |1|127.0.0.1|51210|"
+
+
+def test_natinfo_reports_a_fixed_or_ephemeral_source_port(make_server) -> None:  # type: ignore[no-untyped-def]
+    assert natinfo(connect(make_server(active_source_port=2020)))["active-source-port"] == "2020"
+    ephemeral = make_server(active_source_port="ephemeral")
+    assert natinfo(connect(ephemeral))["active-source-port"] == "ephemeral"
+
+
+def test_natinfo_needs_login_and_is_listed_by_site_help(server: RunningServer) -> None:
+    assert reply_to(connect(server, login=False), "SITE NATINFO").startswith("530")
+    assert "NATINFO" in reply_to(connect(server), "SITE HELP")
+
+
+# -- passive expiry -------------------------------------------------------------------
+
+
+def test_expired_passive_listener_is_logged_with_cause_and_counted(
+    make_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_server(data_connect_timeout=0.3)
+    ftp = connect(server)
+    with caplog.at_level(logging.WARNING, logger="ketch.server.data"):
+        port = parse_pasv_reply(reply_to(ftp, "PASV")).port
+        assert wait_for(lambda: server.counters.get("passive_expired") == 1, timeout=5)
+    records = [r for r in caplog.records if "no connection arrived" in r.getMessage()]
+    assert len(records) == 1 and records[0].name == "ketch.server.data"
+    message = records[0].getMessage()
+    assert f"127.0.0.1:{port}" in message
+    assert "client 127.0.0.1" in message and "0.3 s" in message
+    for word in ("firewall", "passive_ports", "21000-21999", "masquerade_address"):
+        assert word in message
+    assert natinfo(ftp)["passive-expired"] == "1"
+
+
+def test_a_used_or_replaced_listener_does_not_count_as_expired(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(data_connect_timeout=0.3)
+    ftp = connect(server)
+    ftp.retrlines("NLST", lambda _: None)
+    reply_to(ftp, "PASV")
+    reply_to(ftp, "PORT 127,0,0,1,200,10")  # replaces (closes) the passive listener
+    assert not wait_for(lambda: "passive_expired" in server.counters, timeout=0.6)
+
+
+# -- PORT/EPRT from behind NAT --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "verb"), [("PORT 10,0,0,1,200,10", "PORT"), ("EPRT |1|10.0.0.1|51210|", "EPRT")]
+)
+def test_active_mode_naming_another_private_address_says_behind_nat(
+    server: RunningServer, line: str, verb: str
+) -> None:
+    ftp = connect(server)
+    reply = reply_to(ftp, line)
+    assert reply.startswith("501 ")
+    assert f"{verb} names 10.0.0.1" in reply and "comes from 127.0.0.1" in reply
+    assert "behind NAT" in reply and "passive" in reply
+    assert server.counters["active_refused"] == 1
+    assert natinfo(ftp)["last-active-command"] == line
+    assert reply_to(ftp, "LIST").startswith("425 ")  # nothing was prepared
+
+
+def test_active_mode_naming_a_public_address_is_a_plain_bounce_refusal(
+    server: RunningServer,
+) -> None:
+    reply = reply_to(connect(server), "PORT 8,8,8,8,200,10")
+    assert reply.startswith("501 ") and "behind NAT" not in reply and "own address" in reply
+
+
+# -- the start-up report ----------------------------------------------------------------
+
+
+def test_serve_prints_and_logs_set_up_warnings(tmp_path: Path) -> None:
+    args = [
+        "--port", "0", "--listen", "127.0.0.1",
+        "--passive-ports", "1000-1009",
+        "--masquerade-address", "10.0.0.5",
+    ]  # fmt: skip
+    with ketch_serve(args, tmp_path) as serving:
+        summary = "".join(serving.stdout)
+        assert "  passive  ports 1000-1009: 10 ports" in summary
+        assert "masquerade_address 10.0.0.5" in summary
+        warnings = [line for line in serving.stdout if line.startswith("  warning  ")]
+        assert any("10 ports but max_connections allows 512" in w for w in warnings)
+        assert any("below 1024" in w for w in warnings)
+        assert any("10.0.0.5 is not a public address" in w for w in warnings)
+        assert any("listens on 127.0.0.1 only" in w for w in warnings)
+        logged = serving.wait_for("set-up: passive_ports has 10 ports")
+        assert "WARNING" in logged
+        assert summary.index("  warning") < summary.index("  try ")
+
+
+def test_serve_with_a_sound_set_up_prints_no_warning(tmp_path: Path) -> None:
+    with ketch_serve(["--port", "0", "--listen", "127.0.0.1"], tmp_path) as serving:
+        assert not [line for line in serving.stdout if "warning" in line]
+        assert not [line for line in serving.stderr if "set-up:" in line]
+
+
+def test_reload_swaps_the_map_and_a_name_that_fails_keeps_the_old_one(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(masquerade_map={"127.0.0.2/32": "198.18.0.9"})
+    config = server.server.config
+
+    def reload_with(value: str) -> bool:
+        changed = config.model_copy(update={"masquerade_map": {"127.0.0.2/32": value}})
+        reloader = Reloader(server.server, lambda: changed, Path("ketch.toml"))
+        return asyncio.run_coroutine_threadsafe(reloader.reload(), server.loop).result(10)
+
+    ftp = connect(server, source="127.0.0.2")
+    assert reload_with("198.18.0.10")
+    assert parse_pasv_reply(reply_to(ftp, "PASV")).host == "198.18.0.10"
+    assert not reload_with("no-such-host.invalid")
+    assert parse_pasv_reply(reply_to(ftp, "PASV")).host == "198.18.0.10"
