@@ -10,9 +10,12 @@ they need root; neither creates system users nor touches /etc:
 * vsftpd serves *anonymous* logins with full write rights inside ``pub``:
   vsftpd refuses an anonymous root that the anonymous user may write to.
   Anonymous sessions run as ``vsftpd_ftp_user()`` (daemon on Debian).
+  With ``vsftpd_tls_config`` it speaks FTPS (explicit or implicit) and, as
+  configured on many real servers, insists that data connections resume the
+  control connection's TLS session (``require_ssl_reuse``).
 * pure-ftpd serves the virtual user ``alice`` from a PureDB file made with
   the unpacked ``pure-pw``, mapped to uid/gid 65534 and chrooted to a
-  writable login directory.
+  writable login directory; ``pure_ftpd_tls_args`` makes it FTPS-only.
 
 Each server runs in the foreground in a process group of its own (so that
 ``stop()`` also ends the per-session processes), listens on 127.0.0.1 on a
@@ -26,6 +29,7 @@ import os
 import pwd
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import argon2
+import trustme
 
 from harness.procfs import process_tree, signal_all
 
@@ -206,7 +211,8 @@ def start_vsftpd(
         config_path.chmod(0o600)
         return _spawn([str(VSFTPD), str(config_path)], log_path)
 
-    port, process = _start_with_retries("vsftpd", launch, log_path)
+    implicit_tls = (extra_config or {}).get("implicit_ssl") == "YES"
+    port, process = _start_with_retries("vsftpd", launch, log_path, implicit_tls=implicit_tls)
     return PeerServer(
         name="vsftpd",
         host=HOST,
@@ -222,7 +228,55 @@ def start_vsftpd(
     )
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throw-away CA and a server certificate it signed, as PEM files."""
+
+    ca_file: Path  # the CA's certificate: what a client trusts (--cacert)
+    server_file: Path  # the server's private key and certificate chain, in one file
+
+
+def make_tls_files(base: Path) -> TlsFiles:
+    """A trustme CA and a certificate from it for 127.0.0.1 and localhost, under ``base``."""
+    base.mkdir(parents=True, exist_ok=True)
+    authority = trustme.CA()
+    certificate = authority.issue_cert(HOST, "localhost")
+    files = TlsFiles(base / "ca.pem", base / "server.pem")
+    authority.cert_pem.write_to_path(str(files.ca_file))
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(files.server_file))
+    files.server_file.chmod(0o600)
+    return files
+
+
+def vsftpd_tls_config(
+    files: TlsFiles, *, implicit: bool = False, require_reuse: bool = True
+) -> dict[str, str]:
+    """``extra_config`` for start_vsftpd: FTPS only, for anonymous logins too.
+
+    vsftpd 3.0.3 has no ``ssl_tlsv1_2`` (later versions split the versions
+    up); its ``ssl_tlsv1`` allows every TLS version OpenSSL offers, 1.3 included.
+    """
+    return {
+        "ssl_enable": "YES",
+        "implicit_ssl": "YES" if implicit else "NO",
+        "allow_anon_ssl": "YES",
+        "force_anon_logins_ssl": "YES",
+        "force_anon_data_ssl": "YES",
+        "require_ssl_reuse": "YES" if require_reuse else "NO",
+        "rsa_cert_file": str(files.server_file),
+        "rsa_private_key_file": str(files.server_file),
+        "ssl_tlsv1": "YES",
+        "ssl_sslv2": "NO",
+        "ssl_sslv3": "NO",
+    }
+
+
 # -- pure-ftpd ---------------------------------------------------------------------
+
+
+def pure_ftpd_tls_args(files: TlsFiles) -> list[str]:
+    """``extra_args`` for start_pure_ftpd: TLS required on control and data connections."""
+    return ["-Y", "3", "-2", str(files.server_file)]  # -2: certificate and key in one file
 
 
 def make_pure_db(base: Path, home: Path) -> Path:
@@ -312,13 +366,17 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _start_with_retries(
-    name: str, launch: Callable[[int], subprocess.Popen[bytes]], log_path: Path
+    name: str,
+    launch: Callable[[int], subprocess.Popen[bytes]],
+    log_path: Path,
+    *,
+    implicit_tls: bool = False,
 ) -> tuple[int, subprocess.Popen[bytes]]:
     failure = ""
     for attempt in range(1, START_ATTEMPTS + 1):
         port = free_port()
         process = launch(port)
-        error = _wait_for_banner(process, port)
+        error = _wait_for_banner(process, port, implicit_tls)
         if error is None:
             return port, process
         exited = process.poll() is not None
@@ -330,15 +388,21 @@ def _start_with_retries(
     raise PeerServerError(f"{name} did not start ({failure}); its log:\n{_read_log(log_path)}")
 
 
-def _wait_for_banner(process: subprocess.Popen[bytes], port: int) -> str | None:
-    """None once the server answers with a 220 banner, else why it did not."""
+def _wait_for_banner(
+    process: subprocess.Popen[bytes], port: int, implicit_tls: bool = False
+) -> str | None:
+    """None once the server answers with a 220 banner, else why it did not.
+
+    With ``implicit_tls`` the banner comes after a TLS handshake (certificate
+    not checked: this only asks whether the server is up).
+    """
     deadline = time.monotonic() + START_TIMEOUT
     last = "no connection"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return f"exited with status {process.returncode}"
         try:
-            banner = _read_banner(process, port, deadline)
+            banner = _read_banner(process, port, deadline, implicit_tls)
         except OSError as error:
             last = str(error)
             time.sleep(0.05)
@@ -350,9 +414,17 @@ def _wait_for_banner(process: subprocess.Popen[bytes], port: int) -> str | None:
     return f"no 220 banner within {START_TIMEOUT:g} s ({last})"
 
 
-def _read_banner(process: subprocess.Popen[bytes], port: int, deadline: float) -> bytes:
+def _read_banner(
+    process: subprocess.Popen[bytes], port: int, deadline: float, implicit_tls: bool = False
+) -> bytes:
     """The first line from the port; ends early if the server exits (someone else's port)."""
-    with socket.create_connection((HOST, port), timeout=1) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((HOST, port), timeout=1))
+        if implicit_tls:
+            unchecked = ssl.create_default_context()
+            unchecked.check_hostname = False
+            unchecked.verify_mode = ssl.CERT_NONE
+            sock = stack.enter_context(unchecked.wrap_socket(sock))
         sock.settimeout(0.2)
         received = b""
         while b"\n" not in received and time.monotonic() < deadline:

@@ -28,19 +28,23 @@ from ketch.client import (
     ConnectFailed,
     DataConnectionFailed,
     FtpError,
+    HashUnsupported,
     LocalFileError,
     LoginFailed,
     ModeMemory,
     PermanentReplyError,
     ProtocolError,
     TransientReplyError,
+    VerifyFailed,
 )
 from ketch.client.data_modes import Mode, PassiveCommand
+from ketch.client.tls import TlsMode
 from ketch.client.url import FtpUrl, UrlError, credentials_from_netrc, parse_ftp_url
 
 __all__ = [
     "EXIT_MIRROR_FAILED",
     "EXIT_USAGE",
+    "EXIT_VERIFY_FAILED",
     "ClientOptions",
     "CommandFailed",
     "Target",
@@ -55,6 +59,7 @@ EXIT_OTHER = 1
 EXIT_USAGE = 2
 EXIT_LOCAL = 8
 EXIT_MIRROR_FAILED = 9
+EXIT_VERIFY_FAILED = 10
 ANONYMOUS_USERS = ("anonymous", "ftp")
 
 _LOGGERS = ("ketch.client", "ketch.client.transcript")
@@ -78,6 +83,8 @@ def exit_code_for(error: BaseException) -> int:
         (ConnectFailed, 3),
         (LoginFailed, 4),
         (PermanentReplyError, 5),
+        (HashUnsupported, 5),
+        (VerifyFailed, EXIT_VERIFY_FAILED),
         (DataConnectionFailed, 6),
         (TransientReplyError, 7),
         (ProtocolError, 7),
@@ -108,6 +115,9 @@ class ClientOptions:
     netrc_file: str | None = None
     verbose: bool = False
     quiet: bool = False
+    ftps: bool = False  # explicit TLS on ftp:// URLs (ftps:// URLs are implicit TLS)
+    cacert: str | None = None
+    insecure: bool = False
 
 
 def _parse_ports(_ctx: click.Context, _param: click.Parameter, value: str | None) -> range | None:
@@ -198,6 +208,25 @@ _OPTIONS = (
         type=click.Path(dir_okay=False),
         help="Read credentials from this file instead of ~/.netrc.",
     ),
+    click.option(
+        "--ftps",
+        is_flag=True,
+        help="Explicit FTPS: AUTH TLS on an ftp:// URL, data connections encrypted too "
+        "(ftps:// URLs use implicit TLS, port 990).",
+    ),
+    click.option(
+        "--cacert",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Check the server's TLS certificate against the CA certificates in FILE (PEM) "
+        "instead of the system's.",
+    ),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help="Do not check the server's TLS certificate (unsafe: anyone on the way could "
+        "pose as the server).",
+    ),
     click.option("-v", "--verbose", is_flag=True, help="Show the FTP conversation on stderr."),
     click.option("-q", "--quiet", is_flag=True, help="Show nothing but errors."),
 )
@@ -214,6 +243,10 @@ def client_options(command: Callable[..., None]) -> Callable[..., None]:
         quiet: bool = kwargs.pop("quiet")
         if verbose and quiet:
             raise click.UsageError("--verbose and --quiet contradict each other; pick one")
+        cacert: str | None = kwargs.pop("cacert")
+        insecure: bool = kwargs.pop("insecure")
+        if cacert is not None and insecure:
+            raise click.UsageError("--cacert and --insecure contradict each other; pick one")
         options = ClientOptions(
             mode="auto" if active is None else ("active" if active else "passive"),
             passive_command="auto" if epsv is None else ("EPSV" if epsv else "PASV"),
@@ -227,6 +260,9 @@ def client_options(command: Callable[..., None]) -> Callable[..., None]:
             netrc_file=kwargs.pop("netrc_file"),
             verbose=verbose,
             quiet=quiet,
+            ftps=kwargs.pop("ftps"),
+            cacert=cacert,
+            insecure=insecure,
         )
         setup_logging(options)
         try:
@@ -260,12 +296,20 @@ class Target:
 
     def same_session(self, other: Target) -> bool:
         """Whether one logged-in session can serve both targets."""
-        return (self.url.host, self.url.port, self.user, self.password) == (
+        return (self.url.host, self.url.port, self.tls, self.user, self.password) == (
             other.url.host,
             other.url.port,
+            other.tls,
             other.user,
             other.password,
         )
+
+    @property
+    def tls(self) -> TlsMode | None:
+        """ftps:// is implicit TLS; --ftps asks for explicit TLS on ftp://."""
+        if self.url.scheme == "ftps":
+            return "implicit"
+        return "explicit" if self.options.ftps else None
 
     def client(self, mode_memory: ModeMemory | None = None) -> Client:
         """A Client for this target, not yet connected (``async with`` it)."""
@@ -284,6 +328,9 @@ class Target:
             data_connect_timeout=options.data_timeout,
             timeout=options.timeout,
             mode_memory=mode_memory,
+            tls=self.tls,
+            cafile=options.cacert,
+            verify=not options.insecure,
         )
 
 
@@ -293,11 +340,6 @@ def parse_url(text: str) -> FtpUrl:
         url = parse_ftp_url(text)
     except UrlError as error:
         raise CommandFailed(f"bad URL: {error}", EXIT_USAGE) from None
-    if url.scheme != "ftp":
-        raise CommandFailed(
-            f"{url.scheme}:// is not supported yet: ketch speaks plain FTP — use ftp://",
-            EXIT_USAGE,
-        )
     return url
 
 

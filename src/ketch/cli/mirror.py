@@ -44,9 +44,21 @@ __all__ = ["mirror"]
     help="Transfer with N sessions at once.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare the server's hash of each transferred file with the local copy's; "
+    "a difference fails that file.",
+)
 @client_options
 def mirror(
-    source: str, target: str, reverse: bool, parallel: int, dry_run: bool, options: ClientOptions
+    source: str,
+    target: str,
+    reverse: bool,
+    parallel: int,
+    dry_run: bool,
+    verify: bool,
+    options: ClientOptions,
 ) -> None:
     """Copy a directory tree: ketch mirror ftp://host/dir/ DIR (or --reverse DIR URL).
 
@@ -75,11 +87,23 @@ def mirror(
         with display:
             if reverse:
                 result = await mirror_upload(
-                    connect, local, remote.path, parallel=parallel, dry_run=dry_run, events=events
+                    connect,
+                    local,
+                    remote.path,
+                    parallel=parallel,
+                    dry_run=dry_run,
+                    events=events,
+                    verify=verify,
                 )
             else:
                 result = await mirror_download(
-                    connect, remote.path, local, parallel=parallel, dry_run=dry_run, events=events
+                    connect,
+                    remote.path,
+                    local,
+                    parallel=parallel,
+                    dry_run=dry_run,
+                    events=events,
+                    verify=verify,
                 )
         _report(result, display, "put" if reverse else "get", dry_run)
         return EXIT_MIRROR_FAILED if result.failed else 0

@@ -29,13 +29,18 @@ from ketch.cli.common import (
     target_for,
 )
 from ketch.cli.output import describe_transfer, safe_text, write_out
-from ketch.client import Client, LocalFileError, RemoteEntry, ReplyError
+from ketch.client import Client, LocalFileError, RemoteEntry, RemoteHash, ReplyError
 from ketch.client.mirror_trees import make_remote_dirs
+from ketch.client.verify import hash_method
 
 __all__ = ["get", "ls", "mkdir", "mv", "put", "rm"]
 
 _KIND_CHARACTERS = {"file": "-", "dir": "d", "link": "l"}
 _STDIN_CHUNK = 256 * 1024
+_VERIFY_HELP = (
+    "Afterwards, compare the server's hash of the file (HASH, else XSHA256/XSHA1/XMD5/XCRC) "
+    "with the local file's; exit code 10 when they differ."
+)
 _TIME_FORMATS = {"second": "%Y-%m-%d %H:%M:%S", "minute": "%Y-%m-%d %H:%M", "day": "%Y-%m-%d"}
 
 
@@ -126,8 +131,9 @@ def _as_json(entry: RemoteEntry) -> dict[str, object]:
 @click.argument("url")
 @click.argument("dest", required=False)
 @click.option("-c", "--continue", "resume", is_flag=True, help="Resume a partial local file.")
+@click.option("--verify", is_flag=True, help=_VERIFY_HELP)
 @client_options
-def get(url: str, dest: str | None, resume: bool, options: ClientOptions) -> None:
+def get(url: str, dest: str | None, resume: bool, verify: bool, options: ClientOptions) -> None:
     """Download a file: ketch get ftp://host/dir/file [DEST]
 
     DEST defaults to the file's name in the current directory; an existing
@@ -144,6 +150,10 @@ def get(url: str, dest: str | None, resume: bool, options: ClientOptions) -> Non
     to_stdout = dest == "-"
     if to_stdout and resume:
         raise CommandFailed("-c cannot resume a download to stdout; name a file", EXIT_USAGE)
+    if to_stdout and verify:
+        raise CommandFailed(
+            "--verify hashes the local file afterwards; name a file, not -", EXIT_USAGE
+        )
     local = None if to_stdout else _download_destination(dest, name)
     if local is not None:
         _check_writable(local)
@@ -151,6 +161,8 @@ def get(url: str, dest: str | None, resume: bool, options: ClientOptions) -> Non
 
     async def work() -> None:
         async with target.client() as ftp:
+            if verify:
+                hash_method(ftp)  # a server that cannot hash fails before the transfer
             with display, display.bar(f"get {name}") as progress:
                 if local is None:
                     result = await ftp.download(target.path, sys.stdout.buffer, progress=progress)
@@ -159,7 +171,9 @@ def get(url: str, dest: str | None, resume: bool, options: ClientOptions) -> Non
                     result = await ftp.download(
                         target.path, local, resume=resume, progress=progress
                     )
-        display.line(describe_transfer("get", name, result, verbose=options.verbose))
+            display.line(describe_transfer("get", name, result, verbose=options.verbose))
+            if verify and local is not None:
+                display.line(_verified(name, await ftp.verify(target.path, local)))
 
     run(options, work)
 
@@ -198,8 +212,9 @@ def _check_writable(path: Path) -> None:
 @click.option(
     "-c", "--continue", "resume", is_flag=True, help="Resume a partial upload (SIZE, then APPE)."
 )
+@click.option("--verify", is_flag=True, help=_VERIFY_HELP)
 @client_options
-def put(file: str, url: str, resume: bool, options: ClientOptions) -> None:
+def put(file: str, url: str, resume: bool, verify: bool, options: ClientOptions) -> None:
     """Upload a file: ketch put FILE ftp://host/dir/[name]
 
     A URL ending in "/" receives the file under its own name; FILE "-" reads
@@ -214,6 +229,10 @@ def put(file: str, url: str, resume: bool, options: ClientOptions) -> None:
         remote = posixpath.join(remote, Path(file).name) if remote else Path(file).name
     if from_stdin and resume:
         raise CommandFailed("-c cannot resume an upload from stdin; name a file", EXIT_USAGE)
+    if from_stdin and verify:
+        raise CommandFailed(
+            "--verify hashes the local file afterwards; name a file, not -", EXIT_USAGE
+        )
     if not from_stdin and not Path(file).is_file():
         why = "it is a directory" if Path(file).is_dir() else "no such file"
         raise LocalFileError(f"cannot read {file}: {why}", "name an existing local file")
@@ -222,15 +241,23 @@ def put(file: str, url: str, resume: bool, options: ClientOptions) -> None:
 
     async def work() -> None:
         async with target.client() as ftp:
+            if verify:
+                hash_method(ftp)  # a server that cannot hash fails before the transfer
             with display, display.bar(f"put {shown}") as progress:
                 if from_stdin:  # chunks, not the file: a pipe's size is unknown, not 0
                     chunks = iter(lambda: sys.stdin.buffer.read(_STDIN_CHUNK), b"")
                     result = await ftp.upload(chunks, remote, progress=progress)
                 else:
                     result = await ftp.upload(file, remote, resume=resume, progress=progress)
-        display.line(describe_transfer("put", remote, result, verbose=options.verbose))
+            display.line(describe_transfer("put", remote, result, verbose=options.verbose))
+            if verify:
+                display.line(_verified(remote, await ftp.verify(remote, file)))
 
     run(options, work)
+
+
+def _verified(name: str, checked: RemoteHash) -> str:
+    return f"verified {name}: {checked.algorithm} {checked.digest} on both sides"
 
 
 # -- rm, mkdir, mv ---------------------------------------------------------------------

@@ -12,15 +12,19 @@ from ketch.client.errors import (
     ConnectFailed,
     DataConnectionFailed,
     FtpError,
+    HashUnsupported,
     LocalFileError,
     LoginFailed,
     PermanentReplyError,
     ProtocolError,
     ReplyError,
     TransientReplyError,
+    VerifyFailed,
 )
 from ketch.client.sync import SyncClient
+from ketch.client.tls import TlsFailed
 from ketch.client.transfers import Progress, TransferResult
+from ketch.client.verify import RemoteHash
 from ketch.protocol.remote_listing import RemoteEntry
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "DataConnectionFailed",
     "DataSettings",
     "FtpError",
+    "HashUnsupported",
     "LocalFileError",
     "LoginFailed",
     "ModeMemory",
@@ -36,8 +41,11 @@ __all__ = [
     "Progress",
     "ProtocolError",
     "RemoteEntry",
+    "RemoteHash",
     "ReplyError",
     "SyncClient",
+    "TlsFailed",
     "TransferResult",
     "TransientReplyError",
+    "VerifyFailed",
 ]

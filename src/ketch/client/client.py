@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import logging
 import posixpath
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -28,9 +29,16 @@ from ketch.client.data_modes import (
     PassiveCommand,
 )
 from ketch.client.errors import ConnectFailed, LoginFailed, ProtocolError, reply_error
+from ketch.client.tls import TlsFailed, TlsMode, TlsSettings
+from ketch.client.verify import RemoteHash, remote_hash, verify_file
 from ketch.protocol import Reply
 from ketch.protocol.remote_listing import RemoteEntry, parse_list, parse_mlsd, parse_mlsd_line
-from ketch.protocol.reply_values import parse_feat, parse_mdtm_value, parse_quoted_path
+from ketch.protocol.reply_values import (
+    parse_feat,
+    parse_hash_feature,
+    parse_mdtm_value,
+    parse_quoted_path,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -62,12 +70,19 @@ class Client:
     Timeouts: ``connect_timeout`` for the control connection,
     ``data_connect_timeout`` for each data connection, ``timeout`` for every
     reply and for a stalled transfer.
+
+    FTPS (tls.py): ``tls="explicit"`` secures a plain connection with AUTH TLS
+    (port 21 by default), ``tls="implicit"`` speaks TLS from the start (port
+    990 by default); then PBSZ 0 and PROT P encrypt the data connections too.
+    The certificate is checked against the system's CAs, or ``cafile``'s;
+    ``verify=False`` skips the check (and logs a warning); ``ssl_context``
+    replaces all of that with a context of your own.
     """
 
     def __init__(
         self,
         host: str,
-        port: int = 21,
+        port: int | None = None,
         *,
         user: str | None = None,
         password: str | None = None,
@@ -81,9 +96,18 @@ class Client:
         data_connect_timeout: float = 10.0,
         timeout: float = 60.0,
         mode_memory: ModeMemory | None = None,
+        tls: TlsMode | None = None,
+        cafile: str | None = None,
+        verify: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
-        self.port = port
+        self.port = port if port is not None else (990 if tls == "implicit" else 21)
+        self.tls = (
+            TlsSettings(mode=tls, cafile=cafile, verify=verify, context=ssl_context)
+            if tls is not None
+            else None
+        )
         self.user = user
         self.password = password
         self.data_settings = DataSettings(
@@ -99,6 +123,7 @@ class Client:
         self.timeout = timeout
         self.mode_memory = mode_memory or ModeMemory()
         self.features: dict[str, str] = {}
+        self.hash_algorithm: str | None = None  # what HASH uses now (FEAT's "*", then OPTS HASH)
         self.greeting: Reply | None = None
         self._control: ControlConnection | None = None
         self._connector: DataConnector | None = None
@@ -124,9 +149,15 @@ class Client:
         await self.quit()
 
     async def connect(self) -> Reply:
-        """Open the control connection and read the greeting."""
+        """Open the control connection and read the greeting (and secure it, with ``tls``)."""
+        context = self._tls_context()
+        implicit = self.tls is not None and self.tls.mode == "implicit"
         control = await ControlConnection.open(
-            self.host, self.port, connect_timeout=self.connect_timeout, timeout=self.timeout
+            self.host,
+            self.port,
+            connect_timeout=self.connect_timeout,
+            timeout=self.timeout,
+            tls=context if implicit else None,
         )
         try:
             reply = await control.read_reply()
@@ -138,15 +169,52 @@ class Client:
                     f"{self.host} refused the session: {reply.code} {text}",
                     "try again later" if reply.code == 421 else "check the server address",
                 )
+            if context is not None and not implicit:
+                await self._auth_tls(control, context)
         except BaseException:
             await control.close()
             raise
         self._control = control
         self._connector = DataConnector(
-            control, self.data_settings, self.mode_memory, (self.host, self.port)
+            control, self.data_settings, self.mode_memory, (self.host, self.port), context
         )
         self.greeting = reply
         return reply
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        if not self.tls.verify and self.tls.context is None:
+            log.warning(
+                "warning: not checking the TLS certificate of %s (--insecure): anyone on the "
+                "way could pose as the server and read the session",
+                self.host,
+            )
+        return self.tls.make_context()
+
+    async def _auth_tls(self, control: ControlConnection, context: ssl.SSLContext) -> None:
+        """Explicit FTPS: AUTH TLS, then the handshake (RFC 4217 §4)."""
+        reply = await control.command("AUTH TLS")
+        if reply.code != 234:
+            text = " ".join(reply.lines).strip()
+            raise TlsFailed(
+                f"{self.host} does not offer TLS: AUTH TLS answered {reply.code} {text}",
+                "check the server's FTPS settings; ftps:// URLs use implicit TLS instead",
+            )
+        await control.start_tls(context)
+
+    async def _protect_data(self) -> None:
+        """PBSZ 0 and PROT P: data connections in TLS too (RFC 4217 §8-9), as curl and lftp
+        do it, after the login."""
+        await self._expect("PBSZ 0", 200)
+        reply = await self._control_connection.command("PROT P")
+        if reply.code != 200:
+            raise reply_error(
+                "PROT P",
+                reply,
+                "the server will not encrypt data connections; ketch does not send data in clear "
+                "over an FTPS session",
+            )
 
     async def login(self, user: str | None = None, password: str | None = None) -> None:
         """USER/PASS (anonymous when no user is given), then learn the server's features."""
@@ -168,11 +236,14 @@ class Client:
                 "check the user name and password (in the URL or ~/.netrc)",
             )
         self.user = user
+        if self.tls is not None:
+            await self._protect_data()
         await self._learn_features()
 
     async def _learn_features(self) -> None:
         reply = await self._control_connection.command("FEAT")
         self.features = parse_feat(reply.lines) if reply.code == 211 else {}
+        self.hash_algorithm = parse_hash_feature(self.features.get("HASH", ""))[1]
         if "UTF8" in self.features:
             # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
             await self._control_connection.command("OPTS UTF8 ON")
@@ -257,6 +328,20 @@ class Client:
         if moment is None:
             raise ProtocolError(f"unreadable MDTM reply: {reply.text!r}", "")
         return moment
+
+    async def hash(self, path: str, algorithm: str | None = None) -> RemoteHash:
+        """The server's hash of ``path``: HASH when offered, else XSHA256/XSHA1/XMD5/XCRC.
+
+        ``algorithm`` ("SHA-256", "SHA-1", "MD5", "CRC32", ...) or, when None,
+        the best the server offers. Raises HashUnsupported when it offers none.
+        """
+        return await remote_hash(self, path, algorithm)
+
+    async def verify(
+        self, remote: str, local: str | PathLike[str], algorithm: str | None = None
+    ) -> RemoteHash:
+        """Check that ``remote`` and the local file hash the same; VerifyFailed if not."""
+        return await verify_file(self, remote, local, algorithm)
 
     async def _ensure_binary(self) -> None:
         if not self._binary:

@@ -13,8 +13,10 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 
 from ketch.client.errors import ConnectFailed, FtpError, ProtocolError
+from ketch.client.tls import certificate_problem
 from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
 
 __all__ = ["ControlConnection", "mask_secrets"]
@@ -66,12 +68,25 @@ class ControlConnection:
         *,
         connect_timeout: float,
         timeout: float,  # noqa: ASYNC109
+        tls: ssl.SSLContext | None = None,
     ) -> ControlConnection:
-        """Connect to ``host:port``; the caller reads the greeting."""
+        """Connect to ``host:port`` (in TLS from the start with ``tls``: implicit FTPS).
+
+        The caller reads the greeting.
+        """
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=_READ_SIZE), connect_timeout
+                asyncio.open_connection(
+                    host,
+                    port,
+                    limit=_READ_SIZE,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                ),
+                connect_timeout,
             )
+        except ssl.SSLError as error:  # before OSError: it is one, but not a refused connection
+            raise certificate_problem(error, host) from None
         except TimeoutError:
             raise ConnectFailed(
                 f"connecting to {host}:{port} timed out after {connect_timeout:g} s",
@@ -90,6 +105,39 @@ class ControlConnection:
                 "check that an FTP server runs there and that the port is right",
             ) from None
         return cls(reader, writer, host=host, timeout=timeout)
+
+    @property
+    def tls_session(self) -> ssl.SSLSession | None:
+        """The control connection's current TLS session, for data connections to resume.
+
+        Read it when a data connection opens, not right after the handshake:
+        TLS 1.3 servers send their session tickets after it.
+        """
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        return ssl_object.session if ssl_object is not None else None
+
+    @property
+    def tls_version(self) -> str | None:
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        return ssl_object.version() if ssl_object is not None else None
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Secure the open connection (after the server's 234 to AUTH TLS)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._writer.start_tls(context, server_hostname=self.host)
+        except ssl.SSLError as error:
+            await self.close()
+            raise certificate_problem(error, self.host) from None
+        except TimeoutError:
+            await self.close()
+            raise ConnectFailed(
+                f"TLS handshake with {self.host} did not finish within {self.timeout:g} s",
+                "check that the server speaks FTPS; raise --timeout on a slow link",
+            ) from None
+        except OSError as error:
+            await self.close()
+            raise self._lost(error) from None
 
     async def send(self, line: str) -> None:
         """Send one command line; CR or LF inside it would smuggle a second command."""

@@ -23,12 +23,14 @@ import ipaddress
 import logging
 import random
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Literal
 
 from ketch.client.control import ControlConnection
 from ketch.client.data_stream import DataStream
 from ketch.client.errors import DataConnectionFailed, FtpError, ProtocolError, reply_error
+from ketch.client.tls import secure_data_connection
 from ketch.protocol import (
     AddressSyntaxError,
     HostPort,
@@ -62,6 +64,9 @@ class DataSettings:
     passive_command: PassiveCommand = "auto"
     active_command: ActiveCommand = "auto"
     trust_pasv_address: bool = False
+    # Connect to the control connection's peer whatever a 227 reply names
+    # (ketch doctor's "PASV with fix-up" probe); fix-up above is only for private ones.
+    pasv_to_peer: bool = False
     active_ports: range | None = None
     active_address: str | None = None
     connect_timeout: float = 10.0
@@ -117,16 +122,27 @@ class DataConnector:
         settings: DataSettings,
         memory: ModeMemory,
         server: tuple[str, int],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._control = control
         self._settings = settings
         self._memory = memory
         self._server = server
+        self._tls = tls  # PROT P is in force: every data connection speaks TLS
         self._epsv_refused = settings.passive_command == "PASV"
         self._eprt_refused = settings.active_command == "PORT"
+        # The last EPSV/PASV/EPRT/PORT line sent and the reply it got, exactly as
+        # they were on the wire: ketch doctor compares them with what the server saw.
+        self.last_setup: tuple[str, Reply] | None = None
 
     async def open(self, command_line: str) -> OpenedData:
-        """Set up the data connection, send ``command_line`` and connect."""
+        """Set up the data connection, send ``command_line`` and connect (and secure it)."""
+        opened = await self._open_by_mode(command_line)
+        if self._tls is not None and _preliminary(opened.reply):
+            await secure_data_connection(self._control, opened.stream, self._tls)
+        return opened
+
+    async def _open_by_mode(self, command_line: str) -> OpenedData:
         mode = self._settings.mode
         if mode == "passive":
             return await self._open_passive(command_line)
@@ -177,7 +193,7 @@ class DataConnector:
     async def _request_passive(self) -> tuple[HostPort, str]:
         """Send EPSV (or PASV) and work out where to connect."""
         if not self._epsv_refused:
-            reply = await self._control.command("EPSV")
+            reply = await self._setup_command("EPSV")
             if reply.code == 229:
                 try:
                     port = parse_epsv_reply(reply.text)
@@ -190,7 +206,7 @@ class DataConnector:
                 raise self._refused_passive("EPSV", reply)
             log.debug("EPSV refused (%s); using PASV", reply.code)
             self._epsv_refused = True
-        reply = await self._control.command("PASV")
+        reply = await self._setup_command("PASV")
         if reply.code != 227:
             raise self._refused_passive("PASV", reply)
         try:
@@ -198,6 +214,11 @@ class DataConnector:
         except AddressSyntaxError as error:
             raise ProtocolError(f"unreadable PASV reply: {error}", "try --epsv") from None
         return self._fix_up(advertised), "PASV"
+
+    async def _setup_command(self, line: str) -> Reply:
+        reply = await self._control.command(line)
+        self.last_setup = (line, reply)
+        return reply
 
     def _refused_passive(self, verb: str, reply: Reply) -> DataConnectionFailed:
         error = reply_error(verb, reply)
@@ -210,6 +231,8 @@ class DataConnector:
     def _fix_up(self, advertised: HostPort) -> HostPort:
         """Replace a private PASV address with the server's own (as curl and FileZilla do)."""
         peer = self._control.peer_ip
+        if self._settings.pasv_to_peer:
+            return HostPort(peer, advertised.port)
         if self._settings.trust_pasv_address or plain_ip(advertised.host) == plain_ip(peer):
             return advertised
         if not is_unroutable(advertised.host):
@@ -241,6 +264,7 @@ class DataConnector:
                 hint,
                 mode=via,
                 address=address,
+                cause="timeout",
             ) from None
         except OSError as error:
             sock.close()
@@ -250,6 +274,7 @@ class DataConnector:
                 "and masquerade_address",
                 mode=via,
                 address=address,
+                cause=_cause_of(error),
             ) from None
         return sock
 
@@ -306,7 +331,7 @@ class DataConnector:
         """Send EPRT (or PORT) naming ``advertised``; return the verb that worked."""
         ipv4 = ":" not in advertised.host
         if not self._eprt_refused or not ipv4:
-            reply = await self._control.command(f"EPRT {format_eprt_argument(advertised)}")
+            reply = await self._setup_command(f"EPRT {format_eprt_argument(advertised)}")
             if reply.code == 200:
                 return "EPRT"
             pinned = self._settings.active_command == "EPRT"
@@ -314,7 +339,7 @@ class DataConnector:
                 raise self._refused_active("EPRT", reply)
             log.debug("EPRT refused (%s); using PORT", reply.code)
             self._eprt_refused = True
-        reply = await self._control.command(f"PORT {format_port_argument(advertised)}")
+        reply = await self._setup_command(f"PORT {format_port_argument(advertised)}")
         if reply.code != 200:
             raise self._refused_active("PORT", reply)
         return "PORT"
@@ -358,6 +383,7 @@ class DataConnector:
                     "use passive mode (--passive)",
                     mode=via,
                     address=f"{advertised.host}:{advertised.port}",
+                    cause="timeout",
                 ) from None
             try:
                 reply = await answer
@@ -416,6 +442,15 @@ class DataConnector:
 
 def _preliminary(reply: Reply) -> bool:
     return 100 <= reply.code < 200
+
+
+def _cause_of(error: OSError) -> str:
+    """DataConnectionFailed.cause for a failed connect."""
+    if error.errno == errno.ECONNREFUSED:
+        return "refused"
+    if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable"
+    return ""
 
 
 def _describe(error: OSError) -> str:

@@ -3,19 +3,28 @@
 Raw sockets with the loop's ``sock_*`` calls rather than asyncio streams, so a
 download reads into one preallocated buffer and an upload from a file goes
 through ``os.sendfile`` instead of being copied through Python objects.
+
+Under FTPS (PROT P) the socket is wrapped in an ``ssl.SSLSocket`` once the
+server has answered the transfer command, resuming the control connection's
+TLS session (tls.py). Then there is no sendfile (the kernel cannot encrypt):
+file chunks are read into one preallocated buffer and written through TLS,
+and closing sends close_notify, which servers (vsftpd) check on uploads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable
 from typing import IO, TypeVar
 
 from ketch.client.errors import DataConnectionFailed
+from ketch.client.tls import call_tls
 
 __all__ = ["DataStream"]
 
@@ -24,6 +33,7 @@ T = TypeVar("T")
 # A stall is a single call that waits too long, so one call must be able to
 # finish within the stall timeout on a slow link: 256 KiB in 60 s is 4.4 KB/s.
 _SENDFILE_CHUNK = 256 * 1024
+_CLOSE_NOTIFY_WAIT = 5.0  # how long closing a TLS data connection waits for the peer's reply
 
 
 class DataStream:
@@ -36,6 +46,8 @@ class DataStream:
     def __init__(self, sock: socket.socket, *, mode: str, stall_timeout: float) -> None:
         sock.setblocking(False)
         self._sock = sock
+        self._tls: ssl.SSLSocket | None = None
+        self._file_buffer: memoryview | None = None  # TLS uploads: file chunks pass through here
         self._loop = asyncio.get_running_loop()
         self.mode = mode  # EPSV, PASV, EPRT or PORT: what made this connection
         self.stall_timeout = stall_timeout
@@ -74,21 +86,96 @@ class DataStream:
             self._waiting = None
         return result
 
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version ("TLSv1.3") once TLS is on, else None."""
+        return self._tls.version() if self._tls is not None else None
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the TLS handshake resumed the control connection's session."""
+        return self._tls is not None and bool(self._tls.session_reused)
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str, session: ssl.SSLSession | None
+    ) -> None:
+        """Become the TLS client on this connection, resuming ``session`` when given.
+
+        The client is the TLS client in active mode too (RFC 4217 §7), although
+        there the server opened the TCP connection.
+        """
+        tls = context.wrap_socket(
+            self._sock,
+            server_hostname=server_hostname,
+            session=session,
+            do_handshake_on_connect=False,
+        )
+        self._sock = self._tls = tls
+        try:
+            await self._guarded(call_tls(self._loop, tls, tls.do_handshake), "received")
+        except DataConnectionFailed as error:
+            raise DataConnectionFailed(
+                f"TLS handshake on the data connection to {self.peer} failed: {error.what}",
+                "the server refused TLS on the data connection; its reply on the control "
+                "connection says why",
+                mode=self.mode,
+                address=self.peer,
+            ) from None
+
     async def recv_into(self, buffer: memoryview) -> int:
         """Read some bytes into ``buffer``; 0 means the server finished sending."""
-        return await self._guarded(self._loop.sock_recv_into(self._sock, buffer), "received")
+        tls = self._tls
+        if tls is None:
+            return await self._guarded(self._loop.sock_recv_into(self._sock, buffer), "received")
+        count = await self._guarded(
+            call_tls(self._loop, tls, lambda: tls.recv_into(buffer)), "received"
+        )
+        # A TLS record holds at most 16 KiB: take what else is there without waiting.
+        while count and count < len(buffer):
+            try:
+                more = tls.recv_into(buffer[count:])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError as error:
+                raise self._broken(error) from None
+            if not more:
+                break
+            count += more
+        return count
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._guarded(self._loop.sock_sendall(self._sock, data), "accepted")
+        tls = self._tls
+        if tls is None:
+            await self._guarded(self._loop.sock_sendall(self._sock, data), "accepted")
+            return
+        view = memoryview(data)
+        while view:
+            sending = call_tls(self._loop, tls, functools.partial(tls.send, view))
+            view = view[await self._guarded(sending, "accepted") :]
 
     async def send_file_chunk(self, file: IO[bytes], offset: int) -> int:
         """Send up to one chunk of ``file`` from ``offset``; returns bytes sent (0 at EOF)."""
-        sending = self._loop.sock_sendfile(self._sock, file, offset, _SENDFILE_CHUNK, fallback=True)
-        return await self._guarded(sending, "accepted")
+        if self._tls is None:
+            sending = self._loop.sock_sendfile(
+                self._sock, file, offset, _SENDFILE_CHUNK, fallback=True
+            )
+            return await self._guarded(sending, "accepted")
+        if self._file_buffer is None:
+            self._file_buffer = memoryview(bytearray(_SENDFILE_CHUNK))
+        count = os.preadv(file.fileno(), [self._file_buffer], offset)
+        if count:
+            await self.send_all(self._file_buffer[:count])
+        return count
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close; for an upload this is the end-of-file the server waits for."""
         self._watchdog.cancel()
+        tls = self._tls
+        if tls is not None:
+            # close_notify, then the peer's (bounded): a TLS end of data, not a truncation.
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(min(_CLOSE_NOTIFY_WAIT, self.stall_timeout)):
+                    await call_tls(self._loop, tls, tls.unwrap)
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()

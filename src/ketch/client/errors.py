@@ -13,12 +13,14 @@ __all__ = [
     "ConnectFailed",
     "DataConnectionFailed",
     "FtpError",
+    "HashUnsupported",
     "LocalFileError",
     "LoginFailed",
     "PermanentReplyError",
     "ProtocolError",
     "ReplyError",
     "TransientReplyError",
+    "VerifyFailed",
     "reply_error",
 ]
 
@@ -75,11 +77,29 @@ class DataConnectionFailed(FtpError):
 
     ``mode`` is the data-connection command that was tried (EPSV, PASV, EPRT
     or PORT); ``address`` is ``host:port`` of the far end when known.
+    ``cause`` says how the TCP connection itself failed, when it did:
+    "timeout", "refused" or "unreachable" (``ketch doctor`` classifies by it).
     """
 
-    def __init__(self, what: str, hint: str, *, mode: str, address: str = "") -> None:
+    def __init__(
+        self, what: str, hint: str, *, mode: str, address: str = "", cause: str = ""
+    ) -> None:
         self.mode = mode
         self.address = address
+        self.cause = cause
+        super().__init__(what, hint)
+
+
+class HashUnsupported(FtpError):
+    """The server offers no command that hashes a file (HASH, XSHA256, ...)."""
+
+
+class VerifyFailed(FtpError):
+    """The server's hash of a file differs from the local copy's."""
+
+    def __init__(self, what: str, hint: str, *, remote_digest: str, local_digest: str) -> None:
+        self.remote_digest = remote_digest
+        self.local_digest = local_digest
         super().__init__(what, hint)
 
 
@@ -103,6 +123,8 @@ def _hint_for(code: int) -> str:
         return "the server's storage or quota is full; free space or ask its admin"
     if code == 553:
         return "the file name is not allowed on this server; choose another"
+    if code == 522:  # RFC 4217: the data connection's TLS was refused
+        return "the server refused TLS on the data connection; check its FTPS settings"
     if code in (500, 502, 504):
         return "this server does not support the command"
     return ""

@@ -46,6 +46,7 @@ from ketch.client.mirror_trees import (
     walk_remote,
 )
 from ketch.client.transfers import Progress, TransferResult
+from ketch.client.verify import hash_method
 
 __all__ = [
     "MirrorEvents",
@@ -150,17 +151,23 @@ async def mirror_download(
     parallel: int = 1,
     dry_run: bool = False,
     events: MirrorEvents | None = None,
+    verify: bool = False,
 ) -> MirrorResult:
     """Make ``local_dir`` hold what ``remote_dir`` holds (the skip rule: mirror_trees).
 
     ``remote_dir`` is as Client methods take paths ("" is the login directory).
-    ``dry_run`` plans without creating or transferring anything.
+    ``dry_run`` plans without creating or transferring anything. ``verify``
+    compares the server's hash of each transferred file with the local copy's
+    (a difference fails that file).
     Raises FtpError when the session or the remote directory cannot be had,
-    LocalFileError when ``local_dir`` cannot be created.
+    LocalFileError when ``local_dir`` cannot be created, HashUnsupported when
+    ``verify`` is asked of a server that cannot hash.
     """
     run = _Run(events)
     local_root = Path(local_dir)
     async with connect() as first:
+        if verify:
+            hash_method(first)  # before anything moves
         tree = await walk_remote(first, remote_dir, run, missing_ok=False)
         if not dry_run:
             make_local_dir(local_root, parents=True)
@@ -174,7 +181,8 @@ async def mirror_download(
                 run.result.skipped += 1
                 continue
             jobs.append(_Job(relative, join(remote_dir, relative), local, entry.size, entry.mtime))
-        await _transfer_all(first, connect, jobs, _download_one, run, parallel, dry_run)
+        transfer = _verified(_download_one) if verify else _download_one
+        await _transfer_all(first, connect, jobs, transfer, run, parallel, dry_run)
     return run.finish()
 
 
@@ -209,16 +217,20 @@ async def mirror_upload(
     parallel: int = 1,
     dry_run: bool = False,
     events: MirrorEvents | None = None,
+    verify: bool = False,
 ) -> MirrorResult:
     """Make ``remote_dir`` hold what ``local_dir`` holds (the skip rule: mirror_trees).
 
-    ``remote_dir`` and its missing parents are created. Raises LocalFileError
-    when ``local_dir`` cannot be read, FtpError when the session cannot be had
-    or ``remote_dir`` cannot be created.
+    ``remote_dir`` and its missing parents are created. ``verify`` as for
+    mirror_download. Raises LocalFileError when ``local_dir`` cannot be read,
+    FtpError when the session cannot be had or ``remote_dir`` cannot be
+    created.
     """
     run = _Run(events)
     local = walk_local(Path(local_dir), run)
     async with connect() as first:
+        if verify:
+            hash_method(first)  # before anything moves
         tree = await walk_remote(first, remote_dir, run, missing_ok=True)
         if remote_dir.strip("/") and not tree.kinds:  # missing, or empty: make sure it exists
             if dry_run:
@@ -238,7 +250,8 @@ async def mirror_upload(
             jobs.append(
                 _Job(relative, join(remote_dir, relative), path, info.st_size, local_time(info))
             )
-        await _transfer_all(first, connect, jobs, _upload_one, run, parallel, dry_run)
+        transfer = _verified(_upload_one) if verify else _upload_one
+        await _transfer_all(first, connect, jobs, transfer, run, parallel, dry_run)
     return run.finish()
 
 
@@ -256,6 +269,19 @@ async def _upload_one(client: Client, job: _Job, progress: Progress | None) -> T
 # -- the work queue ----------------------------------------------------------------------
 
 _Transfer = Callable[[Client, _Job, Progress | None], Awaitable[TransferResult]]
+
+
+def _verified(transfer: _Transfer) -> _Transfer:
+    """``transfer``, then the server's hash compared with the local file's."""
+
+    async def transfer_and_verify(
+        client: Client, job: _Job, progress: Progress | None
+    ) -> TransferResult:
+        result = await transfer(client, job, progress)
+        await client.verify(job.remote, job.local)
+        return result
+
+    return transfer_and_verify
 
 
 async def _transfer_all(

@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 
 from ketch.client.client import Client
 from ketch.client.transfers import Progress, TransferResult
+from ketch.client.verify import RemoteHash
 from ketch.protocol import Reply
 from ketch.protocol.remote_listing import RemoteEntry
 
@@ -34,7 +35,7 @@ class SyncClient:
     Takes the same arguments as :class:`Client`.
     """
 
-    def __init__(self, host: str, port: int = 21, **settings: Any) -> None:
+    def __init__(self, host: str, port: int | None = None, **settings: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"ketch-client-{host}", daemon=True
@@ -114,6 +115,14 @@ class SyncClient:
 
     def mdtm(self, path: str) -> datetime:
         return self._run(self.client.mdtm(path))
+
+    def hash(self, path: str, algorithm: str | None = None) -> RemoteHash:
+        return self._run(self.client.hash(path, algorithm))
+
+    def verify(
+        self, remote: str, local: str | PathLike[str], algorithm: str | None = None
+    ) -> RemoteHash:
+        return self._run(self.client.verify(remote, local, algorithm))
 
     def list(self, path: str = "") -> builtins.list[RemoteEntry]:
         return self._run(self.client.list(path))

@@ -87,7 +87,7 @@ async def _receive_all(
     stream = opened.stream
     moved = 0
     if opened.reply.code >= 200:  # the server finished without sending anything
-        stream.close()
+        await stream.close()
         return 0
     view = memoryview(bytearray(_BUFFER_SIZE))
     try:
@@ -99,7 +99,7 @@ async def _receive_all(
     except BaseException:
         await _abandon(client, stream)
         raise
-    stream.close()
+    await stream.close()
     return moved
 
 
@@ -242,7 +242,7 @@ def open_download(
         if not finished:  # the caller stopped early: abort, as ftplib users wish it did
             await _abandon(client, stream)
             return
-        stream.close()
+        await stream.close()
         if opened.reply.code < 200:
             await _final_reply(client, "RETR")
 
@@ -358,7 +358,7 @@ async def _send(
     except BaseException:
         await _abandon(client, stream)
         raise
-    stream.close()
+    await stream.close()
     await _final_reply(client, command_line)
     remote = command_line.split(" ", 1)[1]
     return TransferResult(remote, moved, offset, time.monotonic() - started, stream.mode)
