@@ -1,0 +1,299 @@
+"""What a firewall must let through for a ketch server, and that as rules.
+
+An FTP server needs more than its control port open: passive data connections
+arrive on a second port the server picks from ``passive_ports``, and active
+ones leave from port L-1. Admins get this wrong more often than anything else
+about FTP ("login works, LIST hangs"), so ``ketch firewall`` derives the whole
+set from the same configuration the server runs with.
+
+This module is pure: ``plan_for`` turns a ``ServerConfig`` into a
+``FirewallPlan`` (the facts: ports, address families, helper or not), and one
+renderer per format turns the plan into a commented file. Nothing here touches
+the network or the machine's rules; the netfilter renderers live in
+``firewall_netfilter``, the others in ``firewall_formats``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ketch.config import PortRange, ServerConfig
+
+__all__ = [
+    "FAMILIES",
+    "FORMATS",
+    "Family",
+    "FirewallError",
+    "FirewallPlan",
+    "plan_for",
+    "render",
+]
+
+Family = Literal["ipv4", "ipv6"]
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+
+#: Where the kernel ≥ 4.7 change to conntrack helpers is explained.
+HELPER_DOCS = (
+    "https://wiki.nftables.org/wiki-nftables/index.php/Conntrack_helpers",
+    "https://home.regit.org/netfilter-en/secure-use-of-helpers/",
+)
+
+
+class FirewallError(ValueError):
+    """The configuration cannot be turned into rules; the text says why and what to do."""
+
+
+@dataclass(frozen=True)
+class FirewallPlan:
+    """The facts every format needs: what must be reachable, from where, and why."""
+
+    control_port: int
+    #: Implicit FTPS (TLS from the first byte), when configured.
+    implicit_tls_port: int | None
+    passive_ports: PortRange
+    #: Each worker's slice of ``passive_ports`` when there are several workers.
+    worker_slices: tuple[PortRange, ...]
+    #: Source port of active-mode connections; None: an ephemeral port.
+    active_source_port: int | None
+    #: True for ``active_source_port = "auto"``: L-1 when the server may bind it.
+    active_source_auto: bool
+    #: The one address the server listens on; None: every address.
+    listen_address: str | None
+    ipv4: bool
+    ipv6: bool
+    masquerade_address: str | None
+    #: The SSH port to keep open so applying the rules does not lock the admin out.
+    ssh_port: int | None
+    conntrack_helper: bool
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The address families the server listens on."""
+        return tuple(family for family in FAMILIES if getattr(self, family))
+
+    @property
+    def server_ports(self) -> tuple[int, ...]:
+        """Ports clients connect to for a session: control, then implicit FTPS."""
+        if self.implicit_tls_port is None:
+            return (self.control_port,)
+        return (self.control_port, self.implicit_tls_port)
+
+    def listen_address_for(self, family: Family) -> str | None:
+        """The specific address to match for ``family``, or None for any address."""
+        if self.listen_address is None:
+            return None
+        version = ipaddress.ip_address(self.listen_address).version
+        return self.listen_address if version == (4 if family == "ipv4" else 6) else None
+
+
+def plan_for(
+    config: ServerConfig, *, ssh_port: int | None = 22, conntrack_helper: bool = False
+) -> FirewallPlan:
+    """What a server with ``config`` needs open; FirewallError when it cannot be said."""
+    # Imported here so that the command line, which needs only FORMATS, starts fast.
+    from ketch.server.workers import split_ports
+
+    if config.port == 0:
+        raise FirewallError(
+            "port = 0 makes the server pick a random free port at start-up, so no rule can "
+            "name it; set port (e.g. 21) in the configuration or pass --port"
+        )
+    if config.implicit_tls_port == 0:
+        raise FirewallError(
+            "implicit_tls_port = 0 makes the server pick a random free port at start-up, so "
+            "no rule can name it; set implicit_tls_port (990 by convention)"
+        )
+    listen = config.listen_address
+    ipv4 = ipv6 = True
+    specific: str | None = None
+    if listen is not None:
+        address = ipaddress.ip_address(listen)
+        if address.is_unspecified:
+            # "::" is dual-stack (the listener clears IPV6_V6ONLY); "0.0.0.0" is IPv4 only.
+            ipv6 = address.version == 6
+        else:
+            specific = str(address)
+            ipv4, ipv6 = address.version == 4, address.version == 6
+    source = config.active_source_port
+    if source == "auto":
+        active: int | None = config.port - 1 if config.port > 1 else None
+    elif source == "ephemeral":
+        active = None
+    else:
+        active = int(source)
+    slices = split_ports(config.passive_ports, config.workers) if config.workers > 1 else []
+    return FirewallPlan(
+        control_port=config.port,
+        implicit_tls_port=config.implicit_tls_port,
+        passive_ports=config.passive_ports,
+        worker_slices=tuple(slices),
+        active_source_port=active,
+        active_source_auto=source == "auto",
+        listen_address=specific,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        masquerade_address=config.masquerade_address,
+        ssh_port=ssh_port,
+        conntrack_helper=conntrack_helper,
+    )
+
+
+# -- explanations shared by every format ----------------------------------------------
+# Each returns lines without a comment marker; a renderer prefixes its own ("# ").
+
+_WIDTH = 82
+
+
+def explain_passive(plan: FirewallPlan) -> list[str]:
+    """Why the passive range is open: the rule admins most often miss."""
+    ports = plan.passive_ports
+    lines = [
+        "Passive mode (PASV/EPSV, what almost every client uses): for each listing or",
+        "transfer the client opens a second connection to a port the server picks from",
+        f"passive_ports {ports}. Closed, the login works but LIST and RETR hang.",
+        f"{ports.size} ports = at most {ports.size} simultaneous passive transfers.",
+    ]
+    if plan.worker_slices:
+        slices = ", ".join(str(part) for part in plan.worker_slices)
+        lines += textwrap.wrap(
+            f"With workers = {len(plan.worker_slices)} each worker uses a slice of it "
+            f"({slices}); together they are the whole range.",
+            width=_WIDTH,
+        )
+    return lines
+
+
+def explain_established() -> list[str]:
+    return [
+        "Packets of connections already accepted (the control connection, data",
+        "connections in progress, active-mode connections the server opened) and",
+        "connections conntrack marks as related (ICMP errors; FTP data connections",
+        "when the helper below is attached).",
+    ]
+
+
+def explain_active(
+    plan: FirewallPlan,
+    outbound: str = "These rules change nothing while the output policy is accept; "
+    "they matter if you set it to drop.",
+) -> list[str]:
+    """Why active mode needs nothing inbound; ``outbound`` says what the format does outbound."""
+    if plan.active_source_port is None:
+        source = "an ephemeral source port"
+    else:
+        source = f"source port {plan.active_source_port}"
+        if plan.active_source_auto:
+            source += " (control port - 1; an ephemeral one when the server may not bind it)"
+    return textwrap.wrap(
+        f"Active mode (PORT/EPRT): the server connects out to the client, from {source}. "
+        f"Replies come back as established traffic, so nothing inbound is needed. {outbound}",
+        width=_WIDTH,
+    )
+
+
+def explain_helper(plan: FirewallPlan) -> list[str]:
+    """Why the FTP conntrack helper is optional here, and how it must be attached."""
+    lines = [
+        "FTP conntrack helper: reads PASV/PORT replies on the control connection and marks",
+        "the data connection RELATED (with NAT it also rewrites the address in them).",
+        "Optional here: the passive range is opened explicitly, EPSV carries no address,",
+    ]
+    if plan.masquerade_address:
+        lines.append(f"and PASV already advertises masquerade_address {plan.masquerade_address}.")
+    else:
+        lines.append("and behind NAT masquerade_address makes PASV advertise the public address.")
+    lines += [
+        "It cannot read FTPS (TLS) control connections at all. Since Linux 4.7 helpers are",
+        "no longer attached automatically (net.netfilter.nf_conntrack_helper = 0): they",
+        "must be attached explicitly to the control port. See",
+        *(f"  {link}" for link in HELPER_DOCS),
+    ]
+    return lines
+
+
+def explain_masquerade(plan: FirewallPlan) -> list[str]:
+    """What the NAT router in front, if any, must do for this configuration."""
+    ports = ", ".join(str(port) for port in plan.server_ports)
+    if plan.masquerade_address:
+        return [
+            f"PASV advertises masquerade_address {plan.masquerade_address}: the NAT router",
+            f"in front must forward TCP {ports} and {plan.passive_ports} to this host,",
+            "to the same port numbers.",
+        ]
+    return [
+        "masquerade_address is not set: PASV advertises the address the client connected",
+        "to. Behind NAT that is a private address; set masquerade_address to the public",
+        f"one and forward TCP {ports} and {plan.passive_ports} to this host.",
+    ]
+
+
+def explain_header(plan: FirewallPlan, title: str, usage: list[str]) -> list[str]:
+    """The opening of every file: what it is, how to use it, what the NAT in front must do."""
+    return [
+        f"{title}: what a ketch FTP server with this configuration needs open.",
+        "Generated by `ketch firewall`; generate it again after changing port,",
+        "passive_ports, listen_address, active_source_port or workers.",
+        "",
+        *usage,
+        "",
+        *explain_masquerade(plan),
+    ]
+
+
+def wrap(text: str) -> list[str]:
+    """``text`` as lines short enough for a comment block."""
+    return textwrap.wrap(text, width=_WIDTH)
+
+
+def comment_block(lines: list[str], marker: str = "#", indent: str = "") -> list[str]:
+    """``lines`` as comment lines."""
+    return [f"{indent}{marker} {line}".rstrip() for line in lines]
+
+
+# -- formats -------------------------------------------------------------------------------
+
+Renderer = Callable[[FirewallPlan, Family], str]
+
+
+def _renderers() -> dict[str, Renderer]:
+    # Imported here: the renderer modules import this one for the plan and texts.
+    from ketch.tools import firewall_formats, firewall_netfilter
+
+    return {
+        "nftables": firewall_netfilter.render_nftables,
+        "iptables": firewall_netfilter.render_iptables,
+        "ufw": firewall_formats.render_ufw,
+        "firewalld": firewall_formats.render_firewalld,
+        "docker-compose": firewall_formats.render_docker_compose,
+        "kubernetes": firewall_formats.render_kubernetes,
+    }
+
+
+#: The formats ``render`` knows, in the order ``--help`` lists them.
+FORMATS: tuple[str, ...] = (
+    "nftables",
+    "iptables",
+    "ufw",
+    "firewalld",
+    "docker-compose",
+    "kubernetes",
+)
+
+
+def render(plan: FirewallPlan, format_name: str, family: Family = "ipv4") -> str:
+    """The rules for ``plan`` in ``format_name``; ``family`` only matters for iptables."""
+    renderers = _renderers()
+    if format_name not in renderers:
+        raise FirewallError(f"unknown format {format_name!r}; choose one of {', '.join(FORMATS)}")
+    if format_name == "iptables" and not getattr(plan, family):
+        raise FirewallError(
+            f"this configuration does not listen on {family} "
+            f"(listen_address = {plan.listen_address or '0.0.0.0'}), so there is nothing "
+            f"to open for it; leave out --family {family}"
+        )
+    return renderers[format_name](plan, family)
