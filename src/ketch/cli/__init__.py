@@ -11,6 +11,9 @@ from __future__ import annotations
 import click
 
 from ketch import __version__
+from ketch.cli import cert as cert_module
+from ketch.cli import doctor as doctor_module
+from ketch.cli import firewall as firewall_module
 from ketch.cli import mirror as mirror_module
 from ketch.cli import serve as serve_module
 from ketch.cli import transfer as transfer_module
@@ -24,6 +27,7 @@ Exit codes of the client commands:
   2 usage error (or a bad URL)     7 temporary server error or protocol error
   3 cannot connect                 8 local file error
   4 login refused                  9 mirror finished with some files failed
+                                  10 --verify: the hashes differ
 """
 
 
@@ -44,5 +48,8 @@ for _command in (
     transfer_module.mkdir,
     transfer_module.mv,
     mirror_module.mirror,
+    cert_module.cert,
+    doctor_module.doctor,
+    firewall_module.firewall,
 ):
     main.add_command(_command)

@@ -1,0 +1,1 @@
+"""Tools for the people who run and use FTP servers: doctor (client side), firewall rules."""

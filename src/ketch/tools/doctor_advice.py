@@ -1,0 +1,352 @@
+"""``ketch doctor``'s verdict and fixes, from the judged modes: plain words, no I/O.
+
+The verdict says what works, what does not and why, in the order a person
+asks: can I transfer at all, which mode should I use, is it NAT or a
+firewall, did something rewrite the conversation. Fixes are concrete and
+split between the client's user and the server's admin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ketch.client.errors import ConnectFailed, FtpError, LoginFailed
+from ketch.tools.doctor_facts import (
+    ACTIVE_MODES,
+    MODES,
+    PASSIVE_MODES,
+    Attempt,
+    ModeName,
+    ModeResult,
+    Observations,
+    Problem,
+    is_global,
+    reply_code,
+    verb_of,
+)
+
+__all__ = ["Advice", "advise", "advise_after_failure"]
+
+
+@dataclass(frozen=True)
+class Advice:
+    verdict: str
+    client_fixes: list[str]
+    server_fixes: list[str]
+
+
+def advise(
+    observations: Observations,
+    modes: dict[ModeName, ModeResult],
+    behind_nat: bool | None,
+    rewritten: list[ModeName],
+) -> Advice:
+    """The verdict and fixes for judged attempts."""
+    facts = _Facts(observations, modes, behind_nat, rewritten)
+    return Advice(facts.verdict(), facts.client_fixes(), facts.server_fixes())
+
+
+def advise_after_failure(observations: Observations, error: FtpError) -> Advice:
+    """When no mode could be tried: resolving, connecting or logging in failed."""
+    client, server = _fatal_fixes(error, observations)
+    return Advice(f"No data connection could be tried: {error.what}.", client, server)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """The judged attempts, with the questions the verdict and fixes ask of them."""
+
+    observations: Observations
+    modes: dict[ModeName, ModeResult]
+    behind_nat: bool | None
+    rewritten: list[ModeName]  # modes whose set-up exchange was rewritten on the way
+
+    def works(self, names: tuple[ModeName, ...]) -> list[ModeName]:
+        return [name for name in names if name in self.modes and self.modes[name].works]
+
+    def failed(self, names: tuple[ModeName, ...]) -> list[ModeName]:
+        """Modes tried that failed (not those that cannot apply, as PASV over IPv6)."""
+        return [
+            name
+            for name in names
+            if name in self.modes and not self.modes[name].works and not self.skipped(name)
+        ]
+
+    def skipped(self, name: ModeName) -> bool:
+        attempt = self.attempt(name)
+        return attempt is not None and bool(attempt.skipped)
+
+    def problems(self, names: tuple[ModeName, ...]) -> set[Problem | None]:
+        return {self.modes[name].problem for name in self.failed(names)}
+
+    def attempt(self, name: ModeName) -> Attempt | None:
+        return next((a for a in self.observations.attempts if a.mode == name), None)
+
+    @property
+    def server_ip(self) -> str:
+        return self.observations.server_ip or self.observations.host
+
+    @property
+    def passive_range(self) -> str:
+        facts = self.observations.natinfo
+        if facts is None or facts.passive_ports is None:
+            return "the server's passive_ports range"
+        low, high = facts.passive_ports
+        return f"the server's passive_ports range ({low}-{high})"
+
+    # -- verdict --
+
+    def verdict(self) -> str:
+        passive, active = self.works(PASSIVE_MODES), self.works(ACTIVE_MODES)
+        parts: list[str] = []
+        skipped = [name for name in MODES if self.skipped(name)]
+        if passive and active and not self.failed(MODES) and skipped:
+            parts.append(
+                f"Every data-connection mode that applies works ({', '.join(passive + active)}); "
+                "PASV and PORT cannot describe IPv6 addresses."
+            )
+        elif passive and active and not self.failed(MODES):
+            parts.append(
+                "Every data-connection mode works: EPSV, PASV, PASV with fix-up, EPRT and PORT."
+            )
+        elif passive and active:
+            failing = ", ".join(self.failed(MODES))
+            parts.append(
+                f"Passive and active mode both work ({', '.join(passive + active)}); "
+                f"{failing} failed."
+            )
+        elif passive:
+            parts.append(
+                f"Passive mode works ({', '.join(passive)}); active mode fails "
+                f"{self._why_active()}. Use passive mode (the default)."
+            )
+        elif active:
+            parts.append(
+                f"Active mode works ({', '.join(active)}); passive mode fails "
+                f"{self._why_passive()}. Use active mode (--active) until the server's admin "
+                "fixes passive mode."
+            )
+        elif self._listing_refused():
+            listing = self.observations.attempts[0].transfer_reply
+            parts.append(
+                f"No listing came through because the server refused LIST itself ({listing}): "
+                "run ketch doctor on a directory this account may list."
+            )
+        else:
+            parts.append(
+                f"No data connection can be made: passive mode fails {self._why_passive()}, "
+                f"and active mode fails {self._why_active()}."
+            )
+        if passive:
+            parts.extend(self._passive_notes())
+        if self.rewritten:
+            what = sorted(
+                {
+                    f"{verb_of(name)} replies" if name in PASSIVE_MODES else f"{name} commands"
+                    for name in self.rewritten
+                }
+            )
+            parts.append(
+                f"{' and '.join(what)} were rewritten on the way by something between you and "
+                "the server (a NAT router's FTP helper or a firewall's FTP ALG); each rewrite is "
+                "listed."
+            )
+            if active and self.behind_nat:
+                parts.append("That rewriting is what lets active mode work through your NAT.")
+        if self.observations.natinfo is None:
+            answer = self.observations.natinfo_reply
+            parts.append(
+                f"This server does not offer SITE NATINFO ({answer or 'only ketch does'}), so "
+                "the address it sees and what it received cannot be checked; this diagnosis "
+                "rests on what the client saw."
+            )
+        elif self.behind_nat and active:
+            behind = self._behind_nat()
+            parts.append(f"{behind[0].upper()}{behind[1:]}.")
+        return " ".join(parts)
+
+    def _behind_nat(self) -> str:
+        facts = self.observations.natinfo
+        seen = facts.client_address if facts else "?"
+        mine = self.observations.client_address
+        return f"you are behind NAT (your address {mine}, the server sees {seen})"
+
+    def _why_active(self) -> str:
+        problems = self.problems(ACTIVE_MODES)
+        if self.behind_nat:
+            return f"because {self._behind_nat()}"
+        guess = ""
+        if self.behind_nat is None and self._probably_behind_nat():
+            mine = self.observations.client_address
+            guess = f" (your address {mine} is private, so you are probably behind NAT)"
+        if "timeout" in problems:
+            return (
+                "because the server's connections to you time out: a firewall in front of this "
+                "client drops them" + (guess or self._nat_unknown())
+            )
+        if "refused-by-server" in problems:
+            refusals = [
+                self.modes[name].detail
+                for name in self.failed(ACTIVE_MODES)
+                if self.modes[name].problem == "refused-by-server"
+            ]
+            return "because the server refuses it (" + "; ".join(refusals) + ")" + guess
+        if "refused" in problems:
+            return "because connections to this client are refused: a firewall here rejects them"
+        if "unreachable" in problems:
+            return "because the server cannot reach this client's address" + guess
+        if "rewritten" in problems:
+            return "after a middlebox rewrote the PORT/EPRT command"
+        return "(see each mode's detail)"
+
+    def _nat_unknown(self) -> str:
+        if self.behind_nat is None:
+            return " (or a NAT: this server cannot tell what address it sees)"
+        return ""
+
+    def _probably_behind_nat(self) -> bool:
+        """Without NATINFO: a private address of ours talking to a public server."""
+        mine, server = self.observations.client_address, self.observations.server_ip
+        return bool(mine and server) and not is_global(mine or "") and is_global(server or "")
+
+    def _why_passive(self) -> str:
+        problems = self.problems(PASSIVE_MODES)
+        if "rewritten" in problems:
+            return "because a middlebox rewrote the server's passive reply"
+        if problems <= {"private-address", "refused-by-server"} and "private-address" in problems:
+            pasv = self.attempt("PASV")
+            advertised = pasv.advertised if pasv else None
+            shown = advertised.host if advertised else "a private address"
+            return f"because the server advertises {shown}, a private address you cannot reach"
+        if "outside-range" in problems:
+            return f"because the server advertises ports outside {self.passive_range}"
+        if "timeout" in problems:
+            return (
+                "because connections to the server's passive ports time out: a firewall in front "
+                "of the server drops them"
+            )
+        if "refused" in problems:
+            return "because nothing listens on the advertised port (connection refused)"
+        if "unreachable" in problems:
+            return "because the advertised address cannot be reached (no route)"
+        if problems == {"refused-by-server"}:
+            return "because the server refuses EPSV and PASV"
+        return "(see each mode's detail)"
+
+    def _passive_notes(self) -> list[str]:
+        notes = []
+        if "PASV-fixup" in self.works(PASSIVE_MODES) and "PASV" in self.failed(PASSIVE_MODES):
+            problem = self.modes["PASV"].problem
+            notes.append(
+                f"Plain PASV fails ({problem}); it works only when the client connects to the "
+                "server's own address instead of the one in the 227 reply, as ketch, curl and "
+                "FileZilla do by default."
+            )
+        if (
+            "EPSV" in self.failed(PASSIVE_MODES)
+            and self.modes["EPSV"].problem == "refused-by-server"
+        ):
+            notes.append("The server refuses EPSV; PASV is what passive mode uses here.")
+        return notes
+
+    def _listing_refused(self) -> bool:
+        replies = [a.transfer_reply for a in self.observations.attempts]
+        return bool(replies) and all((reply_code(r) or 0) >= 500 for r in replies)
+
+    # -- fixes --
+
+    def client_fixes(self) -> list[str]:
+        passive, active = self.works(PASSIVE_MODES), self.works(ACTIVE_MODES)
+        fixes: list[str] = []
+        if passive and self.failed(ACTIVE_MODES):
+            fixes.append(
+                "Use passive mode: ketch's default (--passive forces it); in other clients turn "
+                "passive mode on (lftp: set ftp:passive-mode on; curl uses it by default)."
+            )
+        if (
+            "PASV-fixup" in passive
+            and "PASV" in self.failed(PASSIVE_MODES)
+            and "EPSV" not in passive
+        ):
+            fixes.append(
+                "Keep connecting to the server's own address when PASV names another: ketch's "
+                "default (do not pass --trust-pasv-address); curl: --ftp-skip-pasv-ip; lftp: "
+                "set ftp:ignore-pasv-address yes."
+            )
+        if "EPSV" in passive and {"PASV", "PASV-fixup"} <= set(self.failed(PASSIVE_MODES)):
+            fixes.append(
+                "Use EPSV: ketch's default (--epsv pins it); clients that only send PASV will fail."
+            )
+        if active and not passive:
+            fixes.append("Use active mode: --active (curl: -P -; lftp: set ftp:passive-mode off).")
+        if self.failed(ACTIVE_MODES):
+            problems = self.problems(ACTIVE_MODES)
+            if self.behind_nat:
+                fixes.append(
+                    "For active mode behind NAT, forward a port range on your router to this "
+                    "host and run with --active-ports LOW-HIGH --active-address <your public "
+                    "address>."
+                )
+            elif problems & {"timeout", "refused", "unreachable"}:
+                fixes.append(
+                    f"For active mode, allow inbound TCP connections from {self.server_ip} in "
+                    "this host's firewall, to ports you choose with --active-ports LOW-HIGH."
+                )
+        if not passive and not active and self.problems(PASSIVE_MODES) & {"timeout", "refused"}:
+            fixes.append(
+                f"Check that this side lets outbound connections to {self.server_ip} on the "
+                "server's passive ports through (a corporate firewall may allow port 21 only)."
+            )
+        return fixes
+
+    def server_fixes(self) -> list[str]:
+        fixes: list[str] = []
+        problems = self.problems(PASSIVE_MODES)
+        if "private-address" in problems or (
+            "rewritten" in problems and not self.works(PASSIVE_MODES)
+        ):
+            fixes.append(
+                f'Set masquerade_address = "{self.server_ip}" (the address clients reach the '
+                "server at) so PASV advertises it; for clients on other networks use "
+                "[masquerade_map]."
+            )
+        if "rewritten" in problems:
+            fixes.append(
+                "A device in front of the server rewrites passive replies (FTP ALG or conntrack "
+                "helper) and gets them wrong: turn that off and set masquerade_address instead."
+            )
+        if problems & {"timeout", "refused", "unreachable"} or "outside-range" in problems:
+            fixes.append(
+                f"Open {self.passive_range} for inbound TCP in the server's firewall, and "
+                "forward it one-to-one (same port numbers) on a NAT router in front of it: "
+                "`ketch firewall --format nftables` prints the rules."
+            )
+        if "EPSV" in self.modes and self.modes["EPSV"].problem == "refused-by-server":
+            fixes.append(
+                "Allow EPSV (RFC 2428): it carries no address, so it works through NAT without "
+                "masquerade_address."
+            )
+        facts = self.observations.natinfo
+        if facts is not None and not self.behind_nat and "timeout" in self.problems(ACTIVE_MODES):
+            source = facts.active_source_port or "20"
+            ports = "ephemeral ports" if source == "ephemeral" else f"port {source}"
+            fixes.append(
+                "If the server's firewall limits outgoing connections, allow new ones from "
+                f"{ports} (active_source_port) for active mode: "
+                "`ketch firewall --format nftables` shows the output rules."
+            )
+        return fixes
+
+
+def _fatal_fixes(error: FtpError, observations: Observations) -> tuple[list[str], list[str]]:
+    client = [error.hint[:1].upper() + error.hint[1:] + "."] if error.hint else []
+    server: list[str] = []
+    if observations.fatal_step == "connect" and isinstance(error, ConnectFailed):
+        server.append(
+            f"Make sure the server listens on port {observations.server_port} and that its "
+            "firewall lets the control connection in: `ketch firewall --format nftables` prints "
+            "the rules."
+        )
+    elif isinstance(error, LoginFailed):
+        client.append("Give the right user and password in the URL, with -u, or in ~/.netrc.")
+    return client, server
