@@ -55,6 +55,7 @@ fuzz: $(FUZZ_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests fuzz bench soak harness
+	$(BIN)/ruff format --check src tests fuzz bench soak harness
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src

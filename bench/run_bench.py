@@ -258,8 +258,11 @@ def main() -> int:
         if tables and status == "complete" and chosen == ORDER and names == list(NAMES):
             written.append(RESULTS / "latest.md")
             write_markdown(written[-1], header, tables)
-        print(f"bench: {status} in {elapsed:.0f} s ({elapsed / 60:.1f} min); wrote "
-              f"{', '.join(str(path.relative_to(REPO)) for path in written)}", flush=True)
+        print(
+            f"bench: {status} in {elapsed:.0f} s ({elapsed / 60:.1f} min); wrote "
+            f"{', '.join(str(path.relative_to(REPO)) for path in written)}",
+            flush=True,
+        )
         if changed:
             print("bench: note: src/ketch changed during the run; ketch ran the snapshot "
                   f"{digest} taken at the start")  # fmt: skip

@@ -41,8 +41,10 @@ class ServeProcess:
         self._changed = threading.Condition()
         self._threads = [
             threading.Thread(target=self._pump, args=(stream, lines), daemon=True)
-            for stream, lines in ((self.process.stdout, self.stdout),
-                                  (self.process.stderr, self.stderr))
+            for stream, lines in (
+                (self.process.stdout, self.stdout),
+                (self.process.stderr, self.stderr),
+            )
         ]
         for thread in self._threads:
             thread.start()
@@ -58,8 +60,9 @@ class ServeProcess:
                 lines.append(line)
                 self._changed.notify_all()
 
-    def wait_for(self, marker: str, *, stream: str = "stderr", timeout: float = 10.0,
-                 start: int = 0) -> str:
+    def wait_for(
+        self, marker: str, *, stream: str = "stderr", timeout: float = 10.0, start: int = 0
+    ) -> str:
         """The first line (from index ``start``) containing ``marker``; fails after ``timeout``."""
         lines = self.stdout if stream == "stdout" else self.stderr
         deadline = time.monotonic() + timeout

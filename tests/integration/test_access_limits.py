@@ -36,7 +36,6 @@ def failed_login(ftp: ftplib.FTP, user: str = USER, password: str = "wrong") -> 
     return timed_reply(ftp, f"PASS {password}")
 
 
-
 def raw_control(server: RunningServer) -> tuple[socket.socket, Callable[[], str]]:
     """A plain socket past the banner, and a function reading one reply line."""
     sock = socket.create_connection((server.host, server.port), timeout=10)

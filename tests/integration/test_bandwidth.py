@@ -21,8 +21,6 @@ MIB = 1024 * KIB
 RATE = 512 * KIB
 
 
-
-
 def timed_download(ftp: ftplib.FTP, name: str) -> tuple[bytes, float]:
     received = bytearray()
     started = time.monotonic()

@@ -357,4 +357,3 @@ def test_a_stalled_download_fails_after_the_timeout_and_says_so(
     assert "stalled: nothing received for 2 s" in str(error)
     assert "-c resumes a download" in str(error)
     assert size == 64 * MIB  # the session still answers after the stall
-

@@ -217,7 +217,11 @@ def test_ipv6_uses_the_extended_commands(
 
     async def scenario() -> tuple[str, str]:
         async with Client(
-            "::1", server.port, user=USER, password=PASSWORD, mode=mode  # type: ignore[arg-type]
+            "::1",
+            server.port,
+            user=USER,
+            password=PASSWORD,
+            mode=mode,  # type: ignore[arg-type]
         ) as ftp:
             down = await ftp.download("six.txt", tmp_path / "six.txt")
             up = await ftp.upload([b"back"], "back.txt")

@@ -23,8 +23,8 @@ from payloads import BIG, MIB, SMALL_SIZES, Payload, make_payload, sha256_bytes,
 
 pytestmark = pytest.mark.peer
 
-CURL_TIMEOUT = 60          # curl's own --max-time
-SUBPROCESS_TIMEOUT = 90    # the test's hard limit on one curl run
+CURL_TIMEOUT = 60  # curl's own --max-time
+SUBPROCESS_TIMEOUT = 90  # the test's hard limit on one curl run
 RESUME_TOTAL = 300_000
 RESUME_PRESENT = 100_000
 TEXT_LF = b"line one\nline two\n\nlast line\n"
@@ -36,7 +36,7 @@ class CurlMode:
     name: str
     options: tuple[str, ...]
     setup_verb: str  # the data-setup command curl must send in this mode
-    default: bool    # curl's default command for its family (carries the 50 MiB case)
+    default: bool  # curl's default command for its family (carries the 50 MiB case)
 
 
 MODES = (
@@ -57,19 +57,29 @@ TRANSFER_PARAMS = [
 
 # -- helpers ------------------------------------------------------------------
 
+
 @pytest.fixture
 def curl() -> str:
     return require_program("curl")
 
 
-def run_curl(curl: str, mode: CurlMode, *args: str, verbose: bool = True,
-             ) -> subprocess.CompletedProcess[str]:
+def run_curl(
+    curl: str,
+    mode: CurlMode,
+    *args: str,
+    verbose: bool = True,
+) -> subprocess.CompletedProcess[str]:
     command = [curl, "-sS", "--max-time", str(CURL_TIMEOUT), *mode.options]
     if verbose:
         command.append("-v")
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, errors="replace",
-        timeout=SUBPROCESS_TIMEOUT, check=False, stdin=subprocess.DEVNULL,
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -83,16 +93,21 @@ def replies(verbose: str) -> list[str]:
     return [line[2:] for line in verbose.splitlines() if line.startswith("< ")]
 
 
-def assert_ok(result: subprocess.CompletedProcess[str], mode: CurlMode,
-              server: RunningServer) -> None:
+def assert_ok(
+    result: subprocess.CompletedProcess[str], mode: CurlMode, server: RunningServer
+) -> None:
     """curl succeeded; every data connection used the mode's command and, when passive,
     a port of the configured passive range on the control connection's address."""
     assert result.returncode == 0, f"curl exit {result.returncode}:\n{result.stderr}"
-    setups = [c.split()[0] for c in sent_commands(result.stderr)
-              if c.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")]
+    setups = [
+        c.split()[0]
+        for c in sent_commands(result.stderr)
+        if c.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")
+    ]
     assert setups, f"curl opened no data connection:\n{result.stderr}"
     assert set(setups) == {mode.setup_verb}, (
-        f"expected only {mode.setup_verb}, curl sent {setups}:\n{result.stderr}")
+        f"expected only {mode.setup_verb}, curl sent {setups}:\n{result.stderr}"
+    )
     low, high = server.server.config.passive_ports
     for reply in replies(result.stderr):
         if match := re.match(r"229 .*\(\|\|\|(\d+)\|\)", reply):
@@ -105,7 +120,8 @@ def assert_ok(result: subprocess.CompletedProcess[str], mode: CurlMode,
 
 def assert_replied(result: subprocess.CompletedProcess[str], prefix: str) -> None:
     assert any(r.startswith(prefix) for r in replies(result.stderr)), (
-        f"no reply starting {prefix!r}:\n{result.stderr}")
+        f"no reply starting {prefix!r}:\n{result.stderr}"
+    )
 
 
 def listing_names(listing: str) -> dict[str, str]:
@@ -128,7 +144,7 @@ def trace_blocks(trace: str) -> list[tuple[str, bytes]]:
             blocks.append((f"{match[1]} {match[2]}", bytearray()))
         elif (match := hex_line.match(line)) and blocks:
             # 16 "xx " groups (padded with spaces), then the printable rendering.
-            hex_area = line[match.end():match.end() + 48]
+            hex_area = line[match.end() : match.end() + 48]
             blocks[-1][1].extend(bytes.fromhex("".join(hex_area.split())))
         else:
             blocks.append(("other", bytearray()))
@@ -141,9 +157,12 @@ def traced(trace: str, kind: str) -> bytes:
 
 # -- login and listing --------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_login_with_password_lists_the_home(
-    server: RunningServer, curl: str, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    mode: CurlMode,
 ) -> None:
     (server.home / "alice-file.txt").write_bytes(b"mine\n")
     (server.home / "alice-dir").mkdir()
@@ -163,7 +182,9 @@ def test_curl_wrong_password_is_refused_with_530(server: RunningServer, curl: st
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_anonymous_list_shows_the_served_names(
-    server: RunningServer, curl: str, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    mode: CurlMode,
 ) -> None:
     result = run_curl(curl, mode, server.url("/", user=None))
     assert_ok(result, mode, server)
@@ -175,7 +196,9 @@ def test_curl_anonymous_list_shows_the_served_names(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_name_list_gives_exactly_the_names(
-    server: RunningServer, curl: str, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    mode: CurlMode,
 ) -> None:
     result = run_curl(curl, mode, "--list-only", server.url("/", user=None))
     assert_ok(result, mode, server)
@@ -186,10 +209,15 @@ def test_curl_name_list_gives_exactly_the_names(
 
 # -- downloads and uploads ----------------------------------------------------
 
+
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_curl_download_is_byte_exact(
-    server: RunningServer, curl: str, big_payload: Payload, tmp_path: Path,
-    mode: CurlMode, size: int,
+    server: RunningServer,
+    curl: str,
+    big_payload: Payload,
+    tmp_path: Path,
+    mode: CurlMode,
+    size: int,
 ) -> None:
     expected = make_payload(server.home / "payload.bin", size, big_payload)
     target = tmp_path / "downloaded.bin"
@@ -203,8 +231,12 @@ def test_curl_download_is_byte_exact(
 
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_curl_upload_is_byte_exact(
-    server: RunningServer, curl: str, big_payload: Payload, tmp_path: Path,
-    mode: CurlMode, size: int,
+    server: RunningServer,
+    curl: str,
+    big_payload: Payload,
+    tmp_path: Path,
+    mode: CurlMode,
+    size: int,
 ) -> None:
     if size == BIG:
         source, expected = big_payload.path, big_payload.sha256
@@ -222,7 +254,10 @@ def test_curl_upload_is_byte_exact(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_upload_replaces_a_longer_existing_file(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     (server.home / "replace.bin").write_bytes(b"x" * 10_000)
     source = tmp_path / "short.bin"
@@ -234,9 +269,13 @@ def test_curl_upload_replaces_a_longer_existing_file(
 
 # -- resume (REST, and curl's SIZE + APPE for uploads) -------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_resumed_download_completes_a_partial_file_byte_exact(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data)
@@ -249,18 +288,24 @@ def test_curl_resumed_download_completes_a_partial_file_byte_exact(
     assert sha256_file(local) == sha256_bytes(data)
 
 
-@pytest.mark.parametrize("offset_option", ["-", str(RESUME_PRESENT)],
-                         ids=["continue-at-auto", "continue-at-offset"])
+@pytest.mark.parametrize(
+    "offset_option", ["-", str(RESUME_PRESENT)], ids=["continue-at-auto", "continue-at-offset"]
+)
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_resumed_upload_completes_a_partial_file_byte_exact(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode, offset_option: str,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
+    offset_option: str,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data[:RESUME_PRESENT])
     local = tmp_path / "resume.bin"
     local.write_bytes(data)
-    result = run_curl(curl, mode, "--continue-at", offset_option, "-T", str(local),
-                      server.url("/resume.bin"))
+    result = run_curl(
+        curl, mode, "--continue-at", offset_option, "-T", str(local), server.url("/resume.bin")
+    )
     assert_ok(result, mode, server)
     if offset_option == "-":
         assert "SIZE resume.bin" in sent_commands(result.stderr)
@@ -271,7 +316,10 @@ def test_curl_resumed_upload_completes_a_partial_file_byte_exact(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_download_resumed_at_the_end_of_the_file_transfers_nothing(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     data = os.urandom(4096)
     (server.home / "done.bin").write_bytes(data)
@@ -288,13 +336,17 @@ def test_curl_download_resumed_at_the_end_of_the_file_transfers_nothing(
 
 # -- rename, delete, directories ---------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_quote_rnfr_rnto_renames_the_file(
-    server: RunningServer, curl: str, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    mode: CurlMode,
 ) -> None:
     (server.home / "old-name.txt").write_bytes(b"rename me\n")
-    result = run_curl(curl, mode, "-Q", "-RNFR old-name.txt", "-Q", "-RNTO new-name.txt",
-                      server.url("/"))
+    result = run_curl(
+        curl, mode, "-Q", "-RNFR old-name.txt", "-Q", "-RNTO new-name.txt", server.url("/")
+    )
     assert_ok(result, mode, server)
     assert "old-name.txt" in listing_names(result.stdout)  # listed before the rename
     assert_replied(result, "350")
@@ -305,7 +357,9 @@ def test_curl_quote_rnfr_rnto_renames_the_file(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_quote_dele_deletes_the_file(
-    server: RunningServer, curl: str, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    mode: CurlMode,
 ) -> None:
     (server.home / "doomed.txt").write_bytes(b"bye\n")
     (server.home / "kept.txt").write_bytes(b"stay\n")
@@ -317,7 +371,8 @@ def test_curl_quote_dele_deletes_the_file(
 
 
 def test_curl_quote_dele_of_a_missing_file_fails_with_550(
-    server: RunningServer, curl: str,
+    server: RunningServer,
+    curl: str,
 ) -> None:
     result = run_curl(curl, MODES[0], "-Q", "-DELE nothing-here.txt", server.url("/"))
     assert result.returncode == 21, result.stderr  # CURLE_QUOTE_ERROR
@@ -326,13 +381,17 @@ def test_curl_quote_dele_of_a_missing_file_fails_with_550(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_create_dirs_on_upload_then_rmd_removes_them(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     source = tmp_path / "nested.bin"
     data = os.urandom(5000)
     source.write_bytes(data)
-    result = run_curl(curl, mode, "--ftp-create-dirs", "-T", str(source),
-                      server.url("/made/deeper/nested.bin"))
+    result = run_curl(
+        curl, mode, "--ftp-create-dirs", "-T", str(source), server.url("/made/deeper/nested.bin")
+    )
     assert_ok(result, mode, server)
     assert any(c.startswith("MKD made") for c in sent_commands(result.stderr)), result.stderr
     assert_replied(result, "257")
@@ -344,56 +403,96 @@ def test_curl_create_dirs_on_upload_then_rmd_removes_them(
     assert_replied(refused, "550")
     assert (server.home / "made").is_dir()
 
-    removed = run_curl(curl, mode, "-Q", "-DELE made/deeper/nested.bin",
-                       "-Q", "-RMD made/deeper", "-Q", "-RMD made", server.url("/"))
+    removed = run_curl(
+        curl,
+        mode,
+        "-Q",
+        "-DELE made/deeper/nested.bin",
+        "-Q",
+        "-RMD made/deeper",
+        "-Q",
+        "-RMD made",
+        server.url("/"),
+    )
     assert_ok(removed, mode, server)
     assert not (server.home / "made").exists()
 
 
 # -- ASCII (TYPE A) ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_ascii_download_has_crlf_on_the_wire_and_lf_on_disk(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     (server.home / "text.txt").write_bytes(TEXT_LF)
     target = tmp_path / "text.txt"
     trace = tmp_path / "trace.txt"
-    result = run_curl(curl, mode, "--use-ascii", "--trace", str(trace), "-o", str(target),
-                      server.url("/text.txt"), verbose=False)
+    result = run_curl(
+        curl,
+        mode,
+        "--use-ascii",
+        "--trace",
+        str(trace),
+        "-o",
+        str(target),
+        server.url("/text.txt"),
+        verbose=False,
+    )
     assert result.returncode == 0, result.stderr
     log = trace.read_text(errors="replace")
     sent = traced(log, "Send header").decode().splitlines()
     assert "TYPE A" in sent
-    assert {line.split()[0] for line in sent
-            if line.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")} == {mode.setup_verb}
+    assert {
+        line.split()[0] for line in sent if line.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")
+    } == {mode.setup_verb}
     assert traced(log, "Recv data") == TEXT_CRLF  # RFC 959: CRLF ends lines on the wire
-    assert target.read_bytes() == TEXT_LF         # curl on Linux turns them back into LF
+    assert target.read_bytes() == TEXT_LF  # curl on Linux turns them back into LF
 
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_ascii_upload_of_crlf_lines_is_stored_with_lf(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     source = tmp_path / "text.txt"
     source.write_bytes(TEXT_LF)
     trace = tmp_path / "trace.txt"
     # -B sends TYPE A; --crlf makes curl put CRLF on the wire as RFC 959 wants.
-    result = run_curl(curl, mode, "-B", "--crlf", "--trace", str(trace), "-T", str(source),
-                      server.url("/text.txt"), verbose=False)
+    result = run_curl(
+        curl,
+        mode,
+        "-B",
+        "--crlf",
+        "--trace",
+        str(trace),
+        "-T",
+        str(source),
+        server.url("/text.txt"),
+        verbose=False,
+    )
     assert result.returncode == 0, result.stderr
     log = trace.read_text(errors="replace")
     sent = traced(log, "Send header").decode().splitlines()
     assert "TYPE A" in sent
-    assert {line.split()[0] for line in sent
-            if line.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")} == {mode.setup_verb}
+    assert {
+        line.split()[0] for line in sent if line.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")
+    } == {mode.setup_verb}
     assert traced(log, "Send data") == TEXT_CRLF
     assert (server.home / "text.txt").read_bytes() == TEXT_LF
 
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_ascii_upload_of_lf_lines_is_stored_unchanged(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     source = tmp_path / "text.txt"
     source.write_bytes(TEXT_LF)
@@ -405,9 +504,13 @@ def test_curl_ascii_upload_of_lf_lines_is_stored_unchanged(
 
 # -- APPE ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_append_adds_to_the_end_of_an_existing_file(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     first, second = os.urandom(70_000), os.urandom(33_333)
     (server.home / "log.bin").write_bytes(first)
@@ -422,7 +525,10 @@ def test_curl_append_adds_to_the_end_of_an_existing_file(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_append_to_a_missing_file_creates_it(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     data = os.urandom(1234)
     source = tmp_path / "new.bin"
@@ -434,13 +540,15 @@ def test_curl_append_to_a_missing_file_creates_it(
 
 # -- paths and permissions -------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["multicwd", "singlecwd", "nocwd"])
 def test_curl_downloads_from_a_subdirectory_with_each_ftp_method(
-    server: RunningServer, curl: str, method: str,
+    server: RunningServer,
+    curl: str,
+    method: str,
 ) -> None:
     mode = MODES[0]
-    result = run_curl(curl, mode, "--ftp-method", method,
-                      server.url("/docs/readme.md", user=None))
+    result = run_curl(curl, mode, "--ftp-method", method, server.url("/docs/readme.md", user=None))
     assert_ok(result, mode, server)
     assert result.stdout == "# docs\n"
     sent = sent_commands(result.stderr)
@@ -453,7 +561,10 @@ def test_curl_downloads_from_a_subdirectory_with_each_ftp_method(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_file_names_with_spaces_and_utf8_round_trip(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     name = " lead and höfn ø.txt"
     data = os.urandom(2048)
@@ -473,12 +584,19 @@ def test_curl_file_names_with_spaces_and_utf8_round_trip(
 
 
 def test_curl_upload_by_a_read_only_user_is_refused_with_550(
-    server: RunningServer, curl: str, tmp_path: Path,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
 ) -> None:
     source = tmp_path / "attempt.bin"
     source.write_bytes(b"not allowed")
-    result = run_curl(curl, MODES[0], "-T", str(source),
-                      server.url("/attempt.bin", user=READER, password=READER_PASSWORD))
+    result = run_curl(
+        curl,
+        MODES[0],
+        "-T",
+        str(source),
+        server.url("/attempt.bin", user=READER, password=READER_PASSWORD),
+    )
     assert result.returncode == 25, result.stderr  # CURLE_UPLOAD_FAILED
     assert_replied(result, "550")
     reader_home = server.home.parent / "reader"
@@ -486,7 +604,9 @@ def test_curl_upload_by_a_read_only_user_is_refused_with_550(
 
 
 def test_curl_anonymous_upload_is_refused_with_550(
-    server: RunningServer, curl: str, tmp_path: Path,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
 ) -> None:
     source = tmp_path / "attempt.bin"
     source.write_bytes(b"not allowed")
@@ -498,14 +618,16 @@ def test_curl_anonymous_upload_is_refused_with_550(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_curl_range_download_gets_exactly_the_range(
-    server: RunningServer, curl: str, tmp_path: Path, mode: CurlMode,
+    server: RunningServer,
+    curl: str,
+    tmp_path: Path,
+    mode: CurlMode,
 ) -> None:
     # curl reads the range after REST, then closes the data connection and sends ABOR.
     data = os.urandom(4 * MIB)
     (server.home / "ranged.bin").write_bytes(data)
     target = tmp_path / "range.bin"
-    result = run_curl(curl, mode, "-r", "1000-1099", "-o", str(target),
-                      server.url("/ranged.bin"))
+    result = run_curl(curl, mode, "-r", "1000-1099", "-o", str(target), server.url("/ranged.bin"))
     assert_ok(result, mode, server)
     assert "REST 1000" in sent_commands(result.stderr)
     assert target.read_bytes() == data[1000:1100]

@@ -45,11 +45,13 @@ MODES = (FtplibMode("passive", True, "PASV"), FtplibMode("active", False, "PORT"
 MODE_PARAMS = [pytest.param(mode, id=mode.name) for mode in MODES]
 TRANSFER_PARAMS = [
     pytest.param(mode, size, id=f"{mode.name}-{size}B")
-    for mode in MODES for size in (*SMALL_SIZES, BIG)
+    for mode in MODES
+    for size in (*SMALL_SIZES, BIG)
 ]
 
 
 # -- helpers ------------------------------------------------------------------
+
 
 class RecordingFTP(ftplib.FTP):
     """ftplib.FTP that keeps every command it sent and every reply it read."""
@@ -72,8 +74,9 @@ class RecordingFTP(ftplib.FTP):
         return {c.split()[0] for c in self.sent if c.split()[0] in ("EPSV", "PASV", "EPRT", "PORT")}
 
 
-def connect(server: RunningServer, mode: FtplibMode, user: str = USER,
-            password: str = PASSWORD) -> RecordingFTP:
+def connect(
+    server: RunningServer, mode: FtplibMode, user: str = USER, password: str = PASSWORD
+) -> RecordingFTP:
     ftp = RecordingFTP()
     ftp.connect(server.host, server.port, timeout=TIMEOUT)
     ftp.set_pasv(mode.passive)
@@ -109,6 +112,7 @@ def alice(server: RunningServer, mode: FtplibMode) -> Iterator[RecordingFTP]:
 
 # -- login and listing --------------------------------------------------------
 
+
 def test_ftplib_login_is_accepted_with_230_and_starts_at_root(
     alice: RecordingFTP,
 ) -> None:
@@ -119,7 +123,8 @@ def test_ftplib_login_is_accepted_with_230_and_starts_at_root(
 
 @pytest.mark.parametrize("mode", [MODES[0]], ids=["passive"])
 def test_ftplib_wrong_password_is_refused_with_530(
-    server: RunningServer, mode: FtplibMode,
+    server: RunningServer,
+    mode: FtplibMode,
 ) -> None:
     ftp = RecordingFTP()
     ftp.connect(server.host, server.port, timeout=TIMEOUT)
@@ -134,7 +139,8 @@ def test_ftplib_wrong_password_is_refused_with_530(
 
 
 def test_ftplib_nlst_and_list_show_the_names(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     (server.home / "alice-file.txt").write_bytes(b"mine\n")
     (server.home / "alice-dir").mkdir()
@@ -146,7 +152,8 @@ def test_ftplib_nlst_and_list_show_the_names(
 
 
 def test_ftplib_anonymous_nlst_shows_the_served_names(
-    server: RunningServer, mode: FtplibMode,
+    server: RunningServer,
+    mode: FtplibMode,
 ) -> None:
     ftp = RecordingFTP()
     ftp.connect(server.host, server.port, timeout=TIMEOUT)
@@ -163,9 +170,13 @@ def test_ftplib_anonymous_nlst_shows_the_served_names(
 
 # -- downloads and uploads ----------------------------------------------------
 
+
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_ftplib_retrbinary_is_byte_exact(
-    server: RunningServer, alice: RecordingFTP, big_payload: Payload, size: int,
+    server: RunningServer,
+    alice: RecordingFTP,
+    big_payload: Payload,
+    size: int,
 ) -> None:
     expected = make_payload(server.home / "payload.bin", size, big_payload)
     digest = hashlib.sha256()
@@ -183,7 +194,11 @@ def test_ftplib_retrbinary_is_byte_exact(
 
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_ftplib_storbinary_is_byte_exact(
-    server: RunningServer, alice: RecordingFTP, big_payload: Payload, tmp_path: Path, size: int,
+    server: RunningServer,
+    alice: RecordingFTP,
+    big_payload: Payload,
+    tmp_path: Path,
+    size: int,
 ) -> None:
     if size == BIG:
         source, expected = big_payload.path, big_payload.sha256
@@ -198,7 +213,8 @@ def test_ftplib_storbinary_is_byte_exact(
 
 
 def test_ftplib_retr_150_reply_announces_the_size(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     data = os.urandom(12_345)
     (server.home / "sized.bin").write_bytes(data)
@@ -215,8 +231,10 @@ def test_ftplib_retr_150_reply_announces_the_size(
 
 # -- resume (REST) --------------------------------------------------------------
 
+
 def test_ftplib_retrbinary_with_rest_completes_a_partial_file_byte_exact(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data)
@@ -229,7 +247,8 @@ def test_ftplib_retrbinary_with_rest_completes_a_partial_file_byte_exact(
 
 
 def test_ftplib_rest_then_stor_completes_a_partial_upload_byte_exact(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data[:RESUME_PRESENT])
@@ -241,7 +260,8 @@ def test_ftplib_rest_then_stor_completes_a_partial_upload_byte_exact(
 
 
 def test_ftplib_rest_then_stor_drops_what_followed_the_offset(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     # RFC 959 REST + STOR: the file is rewritten from the marker; stale bytes after it go.
     (server.home / "resume.bin").write_bytes(b"0123456789" + b"stale" * 100)
@@ -253,7 +273,8 @@ def test_ftplib_rest_then_stor_drops_what_followed_the_offset(
 
 
 def test_ftplib_rest_beyond_the_end_of_the_file_is_refused_for_retr(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     (server.home / "short.bin").write_bytes(b"12345")
     alice.voidcmd("TYPE I")
@@ -267,6 +288,7 @@ def test_ftplib_rest_beyond_the_end_of_the_file_is_refused_for_retr(
 
 # -- rename, delete, directories ---------------------------------------------
 
+
 def test_ftplib_rename_moves_the_file(server: RunningServer, alice: RecordingFTP) -> None:
     (server.home / "old-name.txt").write_bytes(b"rename me\n")
     assert alice.rename("old-name.txt", "new-name.txt").startswith("250")
@@ -277,7 +299,8 @@ def test_ftplib_rename_moves_the_file(server: RunningServer, alice: RecordingFTP
 
 
 def test_ftplib_rename_of_a_missing_file_is_refused_with_550(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     with pytest.raises(ftplib.error_perm, match=r"^550"):
         alice.rename("nothing-here.txt", "other.txt")
@@ -295,7 +318,8 @@ def test_ftplib_delete_removes_the_file(server: RunningServer, alice: RecordingF
 
 
 def test_ftplib_mkd_cwd_and_rmd_manage_directories(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     assert alice.mkd("made") == "/made"
     assert alice.mkd("made/deeper") == "/made/deeper"
@@ -315,8 +339,10 @@ def test_ftplib_mkd_cwd_and_rmd_manage_directories(
 
 # -- ASCII (TYPE A) ------------------------------------------------------------
 
+
 def test_ftplib_retrlines_gives_the_lines_of_a_lf_file(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     (server.home / "text.txt").write_bytes(TEXT_LF)
     lines: list[str] = []
@@ -326,7 +352,8 @@ def test_ftplib_retrlines_gives_the_lines_of_a_lf_file(
 
 
 def test_ftplib_ascii_retr_puts_crlf_on_the_wire(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     (server.home / "text.txt").write_bytes(TEXT_LF)
     alice.voidcmd("TYPE A")
@@ -339,7 +366,8 @@ def test_ftplib_ascii_retr_puts_crlf_on_the_wire(
 
 
 def test_ftplib_storlines_of_crlf_lines_is_stored_with_lf(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     assert alice.storlines("STOR text.txt", io.BytesIO(TEXT_CRLF)).startswith("226")
     assert "TYPE A" in alice.sent
@@ -347,7 +375,8 @@ def test_ftplib_storlines_of_crlf_lines_is_stored_with_lf(
 
 
 def test_ftplib_ascii_stor_joins_a_crlf_split_across_packets(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     alice.voidcmd("TYPE A")
     with alice.transfercmd("STOR split.txt") as conn:
@@ -360,6 +389,7 @@ def test_ftplib_ascii_stor_joins_a_crlf_split_across_packets(
 
 # -- STOU ------------------------------------------------------------------------
 
+
 def stou(ftp: RecordingFTP, data: bytes, command: str = "STOU") -> tuple[str, str]:
     """Upload ``data`` with STOU; return the 150 and 226 replies."""
     ftp.voidcmd("TYPE I")
@@ -370,7 +400,8 @@ def stou(ftp: RecordingFTP, data: bytes, command: str = "STOU") -> tuple[str, st
 
 
 def test_ftplib_stou_names_a_new_file_that_holds_the_bytes(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     data = os.urandom(20_000)
     opening, done = stou(alice, data)
@@ -383,7 +414,8 @@ def test_ftplib_stou_names_a_new_file_that_holds_the_bytes(
 
 
 def test_ftplib_stou_twice_gives_two_distinct_files(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     first, second = os.urandom(1000), os.urandom(1000)
     (server.home / "upload").write_bytes(b"already here")
@@ -402,8 +434,10 @@ def test_ftplib_stou_twice_gives_two_distinct_files(
 
 # -- APPE ------------------------------------------------------------------------
 
+
 def test_ftplib_appe_adds_to_the_end_of_an_existing_file(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     first, second = os.urandom(70_000), os.urandom(33_333)
     (server.home / "log.bin").write_bytes(first)
@@ -412,7 +446,8 @@ def test_ftplib_appe_adds_to_the_end_of_an_existing_file(
 
 
 def test_ftplib_appe_to_a_missing_file_creates_it(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     data = os.urandom(1234)
     assert alice.storbinary("APPE fresh.bin", io.BytesIO(data)).startswith("226")
@@ -421,8 +456,11 @@ def test_ftplib_appe_to_a_missing_file_creates_it(
 
 # -- ABOR ------------------------------------------------------------------------
 
+
 def test_ftplib_abort_stops_a_download_and_the_session_goes_on(
-    server: RunningServer, alice: RecordingFTP, big_payload: Payload,
+    server: RunningServer,
+    alice: RecordingFTP,
+    big_payload: Payload,
 ) -> None:
     shutil.copyfile(big_payload.path, server.home / "big.bin")
     alice.voidcmd("TYPE I")
@@ -443,9 +481,12 @@ def test_ftplib_abort_stops_a_download_and_the_session_goes_on(
 
 # -- REST applies to the next transfer only ---------------------------------------
 
+
 @pytest.mark.parametrize("between", ["NLST", "APPE", "STOU"])
 def test_ftplib_rest_not_used_by_the_next_transfer_does_not_apply_to_a_later_stor(
-    server: RunningServer, alice: RecordingFTP, between: str,
+    server: RunningServer,
+    alice: RecordingFTP,
+    between: str,
 ) -> None:
     # RFC 959: REST "shall be immediately followed by" the transfer it restarts. A later
     # STOR is a plain STOR, which replaces the file; a stale offset would keep old bytes.
@@ -463,7 +504,8 @@ def test_ftplib_rest_not_used_by_the_next_transfer_does_not_apply_to_a_later_sto
 
 
 def test_ftplib_rest_not_used_by_a_listing_does_not_apply_to_a_later_retr(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     (server.home / "whole.bin").write_bytes(b"0123456789")
     alice.voidcmd("TYPE I")
@@ -476,8 +518,10 @@ def test_ftplib_rest_not_used_by_a_listing_does_not_apply_to_a_later_retr(
 
 # -- SIZE and MDTM (what mirroring clients compare) ------------------------------
 
+
 def test_ftplib_size_and_mdtm_report_the_file_in_bytes_and_utc(
-    server: RunningServer, alice: RecordingFTP,
+    server: RunningServer,
+    alice: RecordingFTP,
 ) -> None:
     path = server.home / "dated.bin"
     path.write_bytes(os.urandom(4321))
@@ -490,9 +534,12 @@ def test_ftplib_size_and_mdtm_report_the_file_in_bytes_and_utc(
 
 # -- where active connections come from -------------------------------------------
 
+
 @pytest.mark.parametrize("mode", [MODES[1]], ids=["active"])
 def test_ftplib_active_data_connections_come_from_the_port_below_the_control_port(
-    server: RunningServer, alice: RecordingFTP, caplog: pytest.LogCaptureFixture,
+    server: RunningServer,
+    alice: RecordingFTP,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="ketch.server.data")
     (server.home / "source.bin").write_bytes(b"download me")
@@ -507,7 +554,9 @@ def test_ftplib_active_data_connections_come_from_the_port_below_the_control_por
                 conn.sendall(b"uploaded")
         assert alice.voidresp().startswith("226")
     assert (server.home / "sink.bin").read_bytes() == b"uploaded"
-    fell_back = any("active source port" in r.getMessage() and "unavailable" in r.getMessage()
-                    for r in caplog.records)
+    fell_back = any(
+        "active source port" in r.getMessage() and "unavailable" in r.getMessage()
+        for r in caplog.records
+    )
     if not fell_back:  # "auto": control port - 1 whenever the server may bind it
         assert sources == [server.port - 1] * 3

@@ -42,11 +42,13 @@ MODES = (LftpMode("passive", True, "PASV"), LftpMode("active", False, "PORT"))
 MODE_PARAMS = [pytest.param(mode, id=mode.name) for mode in MODES]
 TRANSFER_PARAMS = [
     pytest.param(mode, size, id=f"{mode.name}-{size}B")
-    for mode in MODES for size in (*SMALL_SIZES, BIG)
+    for mode in MODES
+    for size in (*SMALL_SIZES, BIG)
 ]
 
 
 # -- helpers ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Lftp:
@@ -55,8 +57,10 @@ class Lftp:
 
     def active_source_port_fell_back(self) -> bool:
         """Whether the server said it could not bind control port - 1 for active mode."""
-        return any("active source port" in record.getMessage() and
-                   "unavailable" in record.getMessage() for record in self.caplog.records)
+        return any(
+            "active source port" in record.getMessage() and "unavailable" in record.getMessage()
+            for record in self.caplog.records
+        )
 
 
 @pytest.fixture
@@ -85,24 +89,41 @@ class LftpRun:
         return any(reply.startswith(prefix) for reply in self.replies)
 
 
-def run_lftp(lftp: Lftp, server: RunningServer, mode: LftpMode, commands: str, home: Path,
-             *, user: str | None = USER, password: str = PASSWORD) -> LftpRun:
+def run_lftp(
+    lftp: Lftp,
+    server: RunningServer,
+    mode: LftpMode,
+    commands: str,
+    home: Path,
+    *,
+    user: str | None = USER,
+    password: str = PASSWORD,
+) -> LftpRun:
     login = f"-u {user},{password} " if user else ""
-    script = "; ".join([
-        "set net:max-retries 1",
-        "set net:timeout 10",
-        "set cmd:fail-exit yes",
-        "set ftp:ssl-allow no",
-        "set cache:enable no",
-        f"set ftp:passive-mode {'on' if mode.passive else 'off'}",
-        f"open {login}-p {server.port} {server.host}",
-        commands,
-    ])
+    script = "; ".join(
+        [
+            "set net:max-retries 1",
+            "set net:timeout 10",
+            "set cmd:fail-exit yes",
+            "set ftp:ssl-allow no",
+            "set cache:enable no",
+            f"set ftp:passive-mode {'on' if mode.passive else 'off'}",
+            f"open {login}-p {server.port} {server.host}",
+            commands,
+        ]
+    )
     # A private HOME keeps the user's ~/.lftprc, bookmarks and history out of the test.
     env = {**os.environ, "HOME": str(home)}
     result = subprocess.run(
-        [lftp.path, "-d", "-c", script], capture_output=True, text=True, errors="replace",
-        timeout=SUBPROCESS_TIMEOUT, check=False, cwd=home, env=env, stdin=subprocess.DEVNULL,
+        [lftp.path, "-d", "-c", script],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+        cwd=home,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
     return LftpRun(result.returncode, result.stdout, result.stderr, lftp, server)
 
@@ -117,7 +138,8 @@ def assert_ok(run: LftpRun, mode: LftpMode, *, data: bool = True) -> None:
     if data:
         assert setups, f"lftp opened no data connection:\n{run.stderr}"
     assert set(setups) <= {mode.setup_verb}, (
-        f"expected only {mode.setup_verb}, lftp sent {setups}:\n{run.stderr}")
+        f"expected only {mode.setup_verb}, lftp sent {setups}:\n{run.stderr}"
+    )
     assert "Switching passive mode" not in run.stderr
     low, high = run.server.server.config.passive_ports
     for reply in run.replies:
@@ -126,9 +148,14 @@ def assert_ok(run: LftpRun, mode: LftpMode, *, data: bool = True) -> None:
             assert numbers[:4] == [127, 0, 0, 1], reply
             assert low <= numbers[4] * 256 + numbers[5] <= high, reply
     if not mode.passive:
-        sources = [int(port) for port in re.findall(
-            r"^---- Accepted data connection from \(127\.0\.0\.1\) port (\d+)$",
-            run.stderr, re.MULTILINE)]
+        sources = [
+            int(port)
+            for port in re.findall(
+                r"^---- Accepted data connection from \(127\.0\.0\.1\) port (\d+)$",
+                run.stderr,
+                re.MULTILINE,
+            )
+        ]
         assert len(sources) == len(setups), run.stderr
         if not run.lftp.active_source_port_fell_back():
             assert set(sources) <= {run.server.port - 1}, (sources, run.server.port)
@@ -143,9 +170,13 @@ def client_dir(tmp_path: Path) -> Path:
 
 # -- login and listing --------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_login_with_password_lists_the_home(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     (server.home / "alice-file.txt").write_bytes(b"mine\n")
     (server.home / "alice-dir").mkdir()
@@ -157,7 +188,9 @@ def test_lftp_login_with_password_lists_the_home(
 
 
 def test_lftp_wrong_password_fails_with_530(
-    server: RunningServer, lftp: Lftp, client_dir: Path,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
 ) -> None:
     run = run_lftp(lftp, server, MODES[0], "cls -1", client_dir, password="wrong")
     assert run.returncode != 0
@@ -167,7 +200,10 @@ def test_lftp_wrong_password_fails_with_530(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_anonymous_ls_shows_the_served_names(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     run = run_lftp(lftp, server, mode, "ls", client_dir, user=None)
     assert_ok(run, mode)
@@ -177,10 +213,15 @@ def test_lftp_anonymous_ls_shows_the_served_names(
 
 # -- downloads and uploads ----------------------------------------------------
 
+
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_lftp_get_is_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, big_payload: Payload,
-    mode: LftpMode, size: int,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    big_payload: Payload,
+    mode: LftpMode,
+    size: int,
 ) -> None:
     expected = make_payload(server.home / "payload.bin", size, big_payload)
     target = client_dir / "downloaded.bin"
@@ -194,8 +235,12 @@ def test_lftp_get_is_byte_exact(
 
 @pytest.mark.parametrize(("mode", "size"), TRANSFER_PARAMS)
 def test_lftp_put_is_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, big_payload: Payload,
-    mode: LftpMode, size: int,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    big_payload: Payload,
+    mode: LftpMode,
+    size: int,
 ) -> None:
     if size == BIG:
         source, expected = big_payload.path, big_payload.sha256
@@ -213,9 +258,13 @@ def test_lftp_put_is_byte_exact(
 
 # -- resume (REST) --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_get_continue_completes_a_partial_file_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data)
@@ -230,7 +279,10 @@ def test_lftp_get_continue_completes_a_partial_file_byte_exact(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_put_continue_completes_a_partial_file_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     data = os.urandom(RESUME_TOTAL)
     (server.home / "resume.bin").write_bytes(data[:RESUME_PRESENT])
@@ -245,9 +297,13 @@ def test_lftp_put_continue_completes_a_partial_file_byte_exact(
 
 # -- rename, delete, directories ---------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_mv_renames_the_file(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     (server.home / "old-name.txt").write_bytes(b"rename me\n")
     run = run_lftp(lftp, server, mode, "mv old-name.txt new-name.txt; cls -1", client_dir)
@@ -262,7 +318,10 @@ def test_lftp_mv_renames_the_file(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_rm_deletes_the_file(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     (server.home / "doomed.txt").write_bytes(b"bye\n")
     (server.home / "kept.txt").write_bytes(b"stay\n")
@@ -275,7 +334,9 @@ def test_lftp_rm_deletes_the_file(
 
 
 def test_lftp_rm_of_a_missing_file_fails_with_550(
-    server: RunningServer, lftp: Lftp, client_dir: Path,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
 ) -> None:
     run = run_lftp(lftp, server, MODES[0], "rm nothing-here.txt", client_dir)
     assert run.returncode != 0
@@ -284,10 +345,12 @@ def test_lftp_rm_of_a_missing_file_fails_with_550(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_mkdir_and_rmdir_create_and_remove_directories(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
-    made = run_lftp(lftp, server, mode, "mkdir -p made/deeper; mkdir other; cls -1 -F",
-                    client_dir)
+    made = run_lftp(lftp, server, mode, "mkdir -p made/deeper; mkdir other; cls -1 -F", client_dir)
     assert_ok(made, mode)
     assert made.replied('257 "/made"')
     assert (server.home / "made" / "deeper").is_dir()
@@ -299,8 +362,9 @@ def test_lftp_mkdir_and_rmdir_create_and_remove_directories(
     assert refused.replied("550")
     assert (server.home / "made" / "deeper").is_dir()
 
-    removed = run_lftp(lftp, server, mode, "rmdir made/deeper; rmdir made; rmdir other; cls -1",
-                       client_dir)
+    removed = run_lftp(
+        lftp, server, mode, "rmdir made/deeper; rmdir made; rmdir other; cls -1", client_dir
+    )
     assert_ok(removed, mode, data=False)  # an empty listing may need no data bytes
     assert removed.stdout == ""
     assert list(server.home.iterdir()) == []
@@ -308,25 +372,34 @@ def test_lftp_mkdir_and_rmdir_create_and_remove_directories(
 
 # -- ASCII (TYPE A) ------------------------------------------------------------
 
+
 def type_before(sent: list[str], command: str) -> str:
     """The representation type in force when ``command`` was sent (RFC 959: A until TYPE)."""
     in_force = "A"
-    for line in sent[:sent.index(command)]:
+    for line in sent[: sent.index(command)]:
         if line.upper().startswith("TYPE "):
             in_force = line.split()[1].upper()
     return in_force
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_get_ascii_arrives_with_lf_line_ends(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     (server.home / "text.txt").write_bytes(TEXT_LF)
     (server.home / "first.bin").write_bytes(b"\r\n binary first \n")
     target = client_dir / "text.txt"
     # A binary get first, so that lftp has to switch the session to TYPE A.
-    run = run_lftp(lftp, server, mode,
-                   f"get first.bin -o {client_dir / 'first.bin'}; get -a text.txt -o {target}",
-                   client_dir)
+    run = run_lftp(
+        lftp,
+        server,
+        mode,
+        f"get first.bin -o {client_dir / 'first.bin'}; get -a text.txt -o {target}",
+        client_dir,
+    )
     assert_ok(run, mode)
     assert type_before(run.sent, "RETR first.bin") == "I"
     assert type_before(run.sent, "RETR text.txt") == "A"
@@ -336,14 +409,18 @@ def test_lftp_get_ascii_arrives_with_lf_line_ends(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_put_ascii_is_stored_with_lf_line_ends(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     source = client_dir / "text.txt"
     source.write_bytes(TEXT_LF)
     binary = client_dir / "first.bin"
     binary.write_bytes(b"\r\n binary first \n")
-    run = run_lftp(lftp, server, mode,
-                   f"put {binary} -o first.bin; put -a {source} -o text.txt", client_dir)
+    run = run_lftp(
+        lftp, server, mode, f"put {binary} -o first.bin; put -a {source} -o text.txt", client_dir
+    )
     assert_ok(run, mode)
     assert type_before(run.sent, "STOR first.bin") == "I"
     assert type_before(run.sent, "STOR text.txt") == "A"
@@ -352,6 +429,7 @@ def test_lftp_put_ascii_is_stored_with_lf_line_ends(
 
 
 # -- whole trees (mirror: LIST parsing, CWD, many transfers on one session) ---
+
 
 def make_tree(base: Path) -> dict[str, bytes]:
     files = {
@@ -373,7 +451,10 @@ def read_tree(base: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_mirror_downloads_a_tree_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     files = make_tree(server.home / "tree")
     target = client_dir / "copy"
@@ -384,7 +465,10 @@ def test_lftp_mirror_downloads_a_tree_byte_exact(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_mirror_reverse_uploads_a_tree_byte_exact(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     files = make_tree(client_dir / "tree")
     run = run_lftp(lftp, server, mode, f"mirror -R {client_dir / 'tree'} uploaded", client_dir)
@@ -394,17 +478,22 @@ def test_lftp_mirror_reverse_uploads_a_tree_byte_exact(
 
 # -- names and times ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_file_names_with_spaces_and_utf8_round_trip(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     name = " lead and höfn ø.txt"
     data = os.urandom(2048)
     source = client_dir / "source.bin"
     source.write_bytes(data)
     back = client_dir / "back.bin"
-    run = run_lftp(lftp, server, mode,
-                   f'put {source} -o "{name}"; cls -1; get "{name}" -o {back}', client_dir)
+    run = run_lftp(
+        lftp, server, mode, f'put {source} -o "{name}"; cls -1; get "{name}" -o {back}', client_dir
+    )
     assert_ok(run, mode)
     assert (server.home / name).read_bytes() == data
     assert run.stdout.splitlines() == [name]
@@ -413,7 +502,10 @@ def test_lftp_file_names_with_spaces_and_utf8_round_trip(
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_lftp_get_keeps_the_remote_modification_time(
-    server: RunningServer, lftp: Lftp, client_dir: Path, mode: LftpMode,
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+    mode: LftpMode,
 ) -> None:
     remote = server.home / "dated.bin"
     remote.write_bytes(os.urandom(1000))

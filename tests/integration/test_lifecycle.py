@@ -69,9 +69,7 @@ StartServer = Callable[..., tuple[ServeProcess, int, Path]]
 
 
 @pytest.fixture
-def start_server(
-    tmp_path: Path, big_file: tuple[Path, str]
-) -> Iterator[StartServer]:
+def start_server(tmp_path: Path, big_file: tuple[Path, str]) -> Iterator[StartServer]:
     """Write a config for alice (and whoever else) in tmp_path and start `ketch serve`."""
     root = big_file[0]
     with contextlib.ExitStack() as stack:
@@ -203,9 +201,7 @@ def test_sighup_reloads_users_and_sessions_keep_running(start_server: StartServe
 
     # bob replaces alice; the port change needs a restart and is ignored.
     new_port = free_port()
-    config.write_text(
-        config_text(new_port, Path(server_root(config)), ["bob"], idle_timeout=600.0)
-    )
+    config.write_text(config_text(new_port, Path(server_root(config)), ["bob"], idle_timeout=600.0))
     mark = len(server.stderr)
     server.signal(signal.SIGHUP)
     server.wait_for("reload: configuration from", start=mark)
@@ -229,8 +225,11 @@ def test_sighup_with_an_invalid_file_keeps_the_old_configuration(
     server, port, config = start_server()
     before = login(port)
     good = config.read_text()
-    config.write_text(good.replace(f'passive_ports = "{PASSIVE_PORTS}"',
-                                   'passive_ports = "60000-50000"\nidle_timout = 5'))
+    config.write_text(
+        good.replace(
+            f'passive_ports = "{PASSIVE_PORTS}"', 'passive_ports = "60000-50000"\nidle_timout = 5'
+        )
+    )
     mark = len(server.stderr)
     server.signal(signal.SIGHUP)
     server.wait_for("not applied (2 problem(s))", start=mark)

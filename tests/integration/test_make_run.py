@@ -43,8 +43,9 @@ def pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def wait_for_line(lines: queue.Queue[str | None], seen: list[str], marker: str,
-                  timeout: float) -> str | None:
+def wait_for_line(
+    lines: queue.Queue[str | None], seen: list[str], marker: str, timeout: float
+) -> str | None:
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
         try:
@@ -69,17 +70,31 @@ def test_ketch_serve_as_make_run_starts_serves_curl_and_stops_on_sigterm(tmp_pat
     port = free_port()
 
     process = subprocess.Popen(
-        [str(KETCH), "serve", "--root", str(root), "--port", str(port),
-         "--passive-ports", PASSIVE_RANGE],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        text=True, errors="replace", cwd=tmp_path,
+        [
+            str(KETCH),
+            "serve",
+            "--root",
+            str(root),
+            "--port",
+            str(port),
+            "--passive-ports",
+            PASSIVE_RANGE,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        cwd=tmp_path,
         # stdout is a pipe, as under `make run | tee log`: ketch itself must flush the summary.
         env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
     )
     stdout_lines: queue.Queue[str | None] = queue.Queue()
     stderr_lines: queue.Queue[str | None] = queue.Queue()
-    threads = [threading.Thread(target=pump, args=(process.stdout, stdout_lines), daemon=True),
-               threading.Thread(target=pump, args=(process.stderr, stderr_lines), daemon=True)]
+    threads = [
+        threading.Thread(target=pump, args=(process.stdout, stdout_lines), daemon=True),
+        threading.Thread(target=pump, args=(process.stderr, stderr_lines), daemon=True),
+    ]
     for thread in threads:
         thread.start()
     startup: list[str] = []
@@ -87,7 +102,8 @@ def test_ketch_serve_as_make_run_starts_serves_curl_and_stops_on_sigterm(tmp_pat
         try_line = wait_for_line(stdout_lines, startup, "try", STARTUP_TIMEOUT)
         assert try_line is not None, (
             f"no 'try' line within {STARTUP_TIMEOUT} s; stdout so far: {startup!r}; "
-            f"exit code {process.poll()}; stderr: {drain(stderr_lines)!r}")
+            f"exit code {process.poll()}; stderr: {drain(stderr_lines)!r}"
+        )
         banner = "".join(startup)
 
         # The start-up summary names the passive range and a ready-to-paste command.
@@ -98,7 +114,11 @@ def test_ketch_serve_as_make_run_starts_serves_curl_and_stops_on_sigterm(tmp_pat
 
         listed = subprocess.run(
             [curl, "-sS", "--max-time", "30", f"ftp://127.0.0.1:{port}/"],
-            capture_output=True, text=True, errors="replace", timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=60,
+            check=False,
             stdin=subprocess.DEVNULL,
         )
         assert listed.returncode == 0, listed.stderr
@@ -107,7 +127,10 @@ def test_ketch_serve_as_make_run_starts_serves_curl_and_stops_on_sigterm(tmp_pat
 
         fetched = subprocess.run(
             [curl, "-sS", "--max-time", "30", f"ftp://127.0.0.1:{port}/served-file.txt"],
-            capture_output=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
         assert fetched.returncode == 0, fetched.stderr
         assert fetched.stdout == b"served by make run\n"

@@ -78,8 +78,17 @@ def low_port_pair() -> int:
 
 def serve_args(port: int, root: Path) -> list[str]:
     return [
-        "--run-as", "nobody", "--port", str(port), "--listen", HOST, "--root", str(root),
-        "--write", "--passive-ports", PASSIVE_PORTS,
+        "--run-as",
+        "nobody",
+        "--port",
+        str(port),
+        "--listen",
+        HOST,
+        "--root",
+        str(root),
+        "--write",
+        "--passive-ports",
+        PASSIVE_PORTS,
     ]
 
 
@@ -181,16 +190,38 @@ def test_run_as_is_refused_when_not_started_as_root(
     public_dir: Path, nobody: pwd.struct_passwd
 ) -> None:
     try:
-        subprocess.run([sys.executable, "-c", "import ketch"], check=True, timeout=60,
-                       capture_output=True, user=nobody.pw_uid, group=nobody.pw_gid,
-                       extra_groups=[], cwd=public_dir)
+        subprocess.run(
+            [sys.executable, "-c", "import ketch"],
+            check=True,
+            timeout=60,
+            capture_output=True,
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            cwd=public_dir,
+        )
     except (PermissionError, subprocess.CalledProcessError) as error:
         pytest.skip(f"nobody cannot run {sys.executable} with ketch here ({error})")
     result = subprocess.run(
-        [*KETCH_SERVE, "--run-as", "nobody", "--port", "0", "--listen", HOST,
-         "--root", str(public_dir)],
-        capture_output=True, text=True, timeout=60, cwd=public_dir, stdin=subprocess.DEVNULL,
-        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[],
+        [
+            *KETCH_SERVE,
+            "--run-as",
+            "nobody",
+            "--port",
+            "0",
+            "--listen",
+            HOST,
+            "--root",
+            str(public_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=public_dir,
+        stdin=subprocess.DEVNULL,
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+        extra_groups=[],
     )
     assert result.returncode != 0
     assert "run_as = 'nobody' needs the server to be started as root" in result.stderr
@@ -200,8 +231,18 @@ def test_run_as_is_refused_when_not_started_as_root(
 def test_start_up_names_the_directories_run_as_cannot_use(public_dir: Path) -> None:
     private = public_dir / "private"
     private.mkdir(mode=0o700)  # root's alone
-    args = ["--run-as", "nobody", "--port", "0", "--listen", HOST, "--root", str(private),
-            "--passive-ports", PASSIVE_PORTS]
+    args = [
+        "--run-as",
+        "nobody",
+        "--port",
+        "0",
+        "--listen",
+        HOST,
+        "--root",
+        str(private),
+        "--passive-ports",
+        PASSIVE_PORTS,
+    ]
     with ketch_serve(args, public_dir) as server:
         line = server.wait_for("cannot read it")
         assert str(private) in line and "nobody" in line

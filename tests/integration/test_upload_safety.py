@@ -25,7 +25,6 @@ TEMP_PREFIX = ".ketch-upload-"
 OLD = b"old content, complete\n" * 4096  # about 90 KiB
 
 
-
 def temporaries(directory: Path) -> list[str]:
     return [name for name in os.listdir(directory) if name.startswith(TEMP_PREFIX)]
 
@@ -330,8 +329,6 @@ def test_upload_over_max_upload_size_is_stopped_with_552(
 
 
 # -- quotas ---------------------------------------------------------------------------
-
-
 
 
 def test_quota_bytes_stops_an_upload_and_deleting_makes_room(

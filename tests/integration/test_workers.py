@@ -75,9 +75,24 @@ def test_passive_ranges_are_split_into_disjoint_contiguous_slices() -> None:
 
 def test_a_range_smaller_than_the_workers_is_refused(tmp_path: Path, root: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ketch", "serve", "--root", str(root), "--port", "0",
-         "--workers", "3", "--passive-ports", "21000-21001"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ketch",
+            "serve",
+            "--root",
+            str(root),
+            "--port",
+            "0",
+            "--workers",
+            "3",
+            "--passive-ports",
+            "21000-21001",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode != 0
     assert "each worker needs passive ports of its own" in result.stderr
@@ -91,7 +106,10 @@ def test_a_burst_of_short_sessions_on_two_workers_has_no_failure(
 ) -> None:
     port = free_port()
     config = write_config(
-        tmp_path, root, passive_ports="21000-21399", max_connections_per_ip=200,
+        tmp_path,
+        root,
+        passive_ports="21000-21399",
+        max_connections_per_ip=200,
         log_level="warning",
     )
     args = ["--config", str(config), "--port", str(port), "--workers", "2"]
@@ -179,9 +197,10 @@ def test_sigterm_stops_every_worker_and_then_the_supervisor(tmp_path: Path, root
         assert server.wait_exit() == 0, server.output()
         assert connection_refused(HOST, port)
         for pid in workers:
-            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-                f"/proc/{pid}/status"
-            ).read_text()
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )
         assert server.output().count("exiting; counters:") == 2
 
 

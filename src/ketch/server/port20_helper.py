@@ -184,9 +184,7 @@ class LowPortHelper:
         while True:
             await _readable(loop, self._channel)
             try:
-                message, fds, _flags, _address = socket.recv_fds(
-                    self._channel, _MESSAGE_SIZE, 1
-                )
+                message, fds, _flags, _address = socket.recv_fds(self._channel, _MESSAGE_SIZE, 1)
             except BlockingIOError:
                 continue
             if not message:

@@ -76,7 +76,7 @@ def resolve_run_as(name: str | None) -> RunAs | None:
         if euid == 0:
             log.warning(
                 "running as root without run_as: every session works with root's rights "
-                "on the file system; set run_as (e.g. run_as = \"ftp\") to drop them right "
+                'on the file system; set run_as (e.g. run_as = "ftp") to drop them right '
                 "after the ports are bound"
             )
         return None
@@ -156,9 +156,7 @@ def _capabilities() -> dict[str, int]:
     return sets
 
 
-def access_problems(
-    config: ServerConfig, user: str, config_file: Path | None = None
-) -> list[str]:
+def access_problems(config: ServerConfig, user: str, config_file: Path | None = None) -> list[str]:
     """What the current identity cannot do with the configured directories, one line each.
 
     Meant to run after :func:`drop_privileges`: ``os.access`` checks the real
@@ -199,8 +197,7 @@ def warn_after_drop(config: ServerConfig, target: RunAs, config_file: Path | Non
         log.warning("%s", problem)
     if config.passive_ports.low < 1024:
         log.warning(
-            "passive_ports %s starts below 1024, which %s may not bind; "
-            "use a range above 1023",
+            "passive_ports %s starts below 1024, which %s may not bind; use a range above 1023",
             config.passive_ports,
             target.name,
         )
