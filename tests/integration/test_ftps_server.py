@@ -392,15 +392,19 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
     try:
         ftp.login(USER, PASSWORD)
         ftp.prot_c()
-        with pytest.raises(ftplib.error_perm) as refusal:
-            ftp.nlst()
+        refusals = {}
+        for verb in ("NLST", "LIST", "MLSD", "RETR file.txt", "STOR new.txt", "APPE new.txt"):
+            with pytest.raises(ftplib.error_perm) as refusal:
+                ftp.transfercmd(verb)
+            refusals[verb] = str(refusal.value)
         ftp.prot_p()
         names = ftp.nlst()
     finally:
         ftp.close()
-    assert str(refusal.value).startswith("521 ")
-    assert "send PBSZ 0 and PROT P" in str(refusal.value)
-    assert names == ["file.txt"]
+    for verb, text in refusals.items():
+        assert text.startswith("521 "), (verb, text)
+        assert "send PBSZ 0 and PROT P" in text, (verb, text)
+    assert names == ["file.txt"]  # nothing was stored in the clear
 
 
 # -- the control connection ------------------------------------------------------

@@ -55,7 +55,7 @@ COMMANDS_BEFORE_LOGIN = frozenset(
 DATA_SETUP_COMMANDS = frozenset({"PORT", "PASV", "EPRT", "EPSV"})
 
 #: Commands that consume a prepared data connection.
-TRANSFER_COMMANDS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST"})
+TRANSFER_COMMANDS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 
 #: Commands served while a transfer runs instead of waiting for its end
 #: (RFC 959 §4.1.3: ABOR and STAT are meant to be sent during a transfer).

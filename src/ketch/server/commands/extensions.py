@@ -69,8 +69,6 @@ async def machine_list_single(session: Session, argument: str) -> None:
     help="MLSD [directory]: machine-readable listing of a directory (RFC 3659)",
 )
 async def machine_list_directory(session: Session, argument: str) -> None:
-    # Like every other listing, MLSD spends a pending REST (see SessionState.before_command).
-    session.state.restart_offset = 0
     fs = session.filesystem
     path = session.resolve(argument)
     listed = fs.mlsx_entry(path, follow=True)  # 550 here when it does not exist
