@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ketch.config import ConfigError, load_config
+from ketch.protocol.addresses import is_ip_literal
 from ketch.server.masquerade import (
     AdvertisedAddress,
     MapEntry,
@@ -71,7 +72,7 @@ def _address(
 ) -> AdvertisedAddress | None:
     if value is None:
         return None
-    ip = value if _is_ip(value) else "203.0.113.99"
+    ip = value if is_ip_literal(value) else "203.0.113.99"
     return AdvertisedAddress(
         setting, value, ip, refresh=300, resolver=resolver, clock=clock or Clock()
     )
@@ -81,14 +82,6 @@ def _entry(network: str, value: str, resolver: Resolver, clock: Clock | None) ->
     address = _address(f"masquerade_map[{network}]", value, resolver, clock)
     assert address is not None
     return MapEntry(ipaddress.IPv4Network(network), address)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def advertised(chosen: MasqueradePolicy, client: str, *, tls: bool = False) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "format_epsv_reply",
     "format_pasv_reply",
     "format_port_argument",
+    "is_ip_literal",
     "parse_eprt_argument",
     "parse_epsv_argument",
     "parse_epsv_reply",
@@ -254,6 +255,15 @@ def address_family_number(host: str) -> int:
     Raises ValueError if ``host`` is not an IP address.
     """
     return 1 if ipaddress.ip_address(host).version == 4 else 2
+
+
+def is_ip_literal(text: str) -> bool:
+    """True for an IPv4 or IPv6 address written out; False for a host name (or nonsense)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def plain_ip(address: str) -> str:

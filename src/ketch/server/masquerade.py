@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ketch.config import ServerConfig
+from ketch.protocol.addresses import is_ip_literal
 
 __all__ = [
     "AdvertisedAddress",
@@ -101,7 +102,7 @@ class AdvertisedAddress:
         self.setting = setting
         self.configured = configured
         self._ip = ip
-        self._is_name = _is_name(configured)
+        self._is_name = not is_ip_literal(configured)
         self._refresh = refresh
         self._resolver = resolver
         self._clock = clock
@@ -296,14 +297,6 @@ class PrivateAdvertisementWarnings:
         if warning is not None:
             self._warned.add(advertised)
         return warning
-
-
-def _is_name(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return True
-    return False
 
 
 def _is_loopback(ip: str) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ketch.config import PortRange, ServerConfig
+from ketch.protocol.addresses import is_ip_literal
 
 __all__ = ["MIN_WORKER_SLICE", "SetupReport", "setup_report"]
 
@@ -119,7 +120,7 @@ def _advertised(
     if tls_masquerade is not None:
         text += f"; TLS sessions {shown(tls_masquerade)}"
     _line(report, "address", f"PASV advertises {text} to non-loopback clients")
-    if any(_is_name(value) for value in _configured_addresses(config)):
+    if any(not is_ip_literal(value) for value in _configured_addresses(config)):
         _line(
             report,
             "",
@@ -138,7 +139,7 @@ def _advertised(
         ("tls_masquerade_address", tls_masquerade),
     ):
         ip = resolved.get(value, value) if value is not None else None
-        if ip is not None and _is_ip(ip) and not ipaddress.ip_address(ip).is_global:
+        if ip is not None and is_ip_literal(ip) and not ipaddress.ip_address(ip).is_global:
             report.warnings.append(
                 f"{key} {shown(value or ip)} is not a public address, so clients on the "
                 "internet cannot reach it; set it to the address they reach the server at, "
@@ -151,7 +152,7 @@ def _advertised(
             "that is not what you meant"
         )
     public_names = [name for name in config.host_names if _looks_public(name)]
-    if public_names and masquerade is None and _is_ip(host):
+    if public_names and masquerade is None and is_ip_literal(host):
         bound = ipaddress.ip_address(host)
         if bound.is_private and not bound.is_loopback and bound.version == 4:
             report.warnings.append(
@@ -161,7 +162,7 @@ def _advertised(
                 f'"{public_names[0]}" (EPSV clients are not affected)'
             )
     masquerading = masquerade is not None or tls_masquerade is not None
-    if masquerading and _is_ip(host) and ipaddress.ip_address(host).is_loopback:
+    if masquerading and is_ip_literal(host) and ipaddress.ip_address(host).is_loopback:
         report.warnings.append(
             f"the server listens on {host} only, so every client is local and is told the "
             "local address: masquerade_address has no effect; set listen_address to an "
@@ -209,20 +210,8 @@ def _overlaps(
     ]
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _looks_public(name: str) -> bool:
     """A name or address outsiders may use: not an IP literal that is private, not local."""
-    if _is_ip(name):
+    if is_ip_literal(name):
         return ipaddress.ip_address(name).is_global
     return "." in name and not name.lower().endswith((".local", ".localdomain", ".lan"))
-
-
-def _is_name(text: str) -> bool:
-    return not _is_ip(text)

@@ -140,46 +140,26 @@ async def _x_hash(session: Session, argument: str, algorithm: str) -> None:
 _X_HELP = "<path> [<start> <end>]: {} of a file, or of bytes start to end (end not included)"
 
 
-@command(
-    "XCRC",
-    argument=Argument.REQUIRED,
-    permission=Permission.READ,
-    feature="XCRC",
-    help="XCRC " + _X_HELP.format("CRC32"),
-)
-async def x_crc(session: Session, argument: str) -> None:
-    await _x_hash(session, argument, "CRC32")
+def _register_x_command(verbs: tuple[str, ...], algorithm: str) -> None:
+    """One X command (with its aliases) for one fixed algorithm."""
+
+    async def x_hash(session: Session, argument: str) -> None:
+        await _x_hash(session, argument, algorithm)
+
+    command(
+        *verbs,
+        argument=Argument.REQUIRED,
+        permission=Permission.READ,
+        feature=verbs[0],
+        help=f"{verbs[0]} " + _X_HELP.format(algorithm),
+    )(x_hash)
 
 
-@command(
-    "XMD5",
-    argument=Argument.REQUIRED,
-    permission=Permission.READ,
-    feature="XMD5",
-    help="XMD5 " + _X_HELP.format("MD5"),
-)
-async def x_md5(session: Session, argument: str) -> None:
-    await _x_hash(session, argument, "MD5")
-
-
-@command(
-    "XSHA1",
-    "XSHA",
-    argument=Argument.REQUIRED,
-    permission=Permission.READ,
-    feature="XSHA1",
-    help="XSHA1 " + _X_HELP.format("SHA-1"),
-)
-async def x_sha1(session: Session, argument: str) -> None:
-    await _x_hash(session, argument, "SHA-1")
-
-
-@command(
-    "XSHA256",
-    argument=Argument.REQUIRED,
-    permission=Permission.READ,
-    feature="XSHA256",
-    help="XSHA256 " + _X_HELP.format("SHA-256"),
-)
-async def x_sha256(session: Session, argument: str) -> None:
-    await _x_hash(session, argument, "SHA-256")
+# The X commands of ProFTPD's mod_digest and Serv-U: one verb per algorithm.
+for _verbs, _algorithm in (
+    (("XCRC",), "CRC32"),
+    (("XMD5",), "MD5"),
+    (("XSHA1", "XSHA"), "SHA-1"),
+    (("XSHA256",), "SHA-256"),
+):
+    _register_x_command(_verbs, _algorithm)
