@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from ketch.config_models import RULES, AnonymousConfig, PortRange, ServerConfig, UserConfig
+from ketch.config_models import AnonymousConfig, PortRange, ServerConfig, UserConfig
+from ketch.config_rules import RULES
 
 __all__ = [
     "RULES",

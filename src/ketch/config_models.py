@@ -1,7 +1,7 @@
 """The server's settings as validated, immutable pydantic models.
 
-Each key's allowed values are written once, in ``RULES``, so that a validator
-and the error message a person sees cannot disagree. Loading files and
+Each key's allowed values are written once, in ``ketch.config_rules.RULES``, so
+that a validator and the error message a person sees cannot disagree. Loading files and
 turning pydantic's reports into plain lines is ``ketch.config``'s job.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
 import re
 import socket
 import unicodedata
@@ -30,10 +29,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ketch.server.auth import ANONYMOUS_NAMES, PERMISSION_WORDS, parse_permissions
+from ketch.config_rules import (
+    RULES,
+    existing_directory,
+    is_hostname,
+    permission_words,
+    reject_empty_path,
+)
+from ketch.server.auth import ANONYMOUS_NAMES
 
 __all__ = [
-    "RULES",
     "AnonymousConfig",
     "PortRange",
     "ServerConfig",
@@ -60,145 +65,7 @@ class PortRange(NamedTuple):
         return f"{self.low}-{self.high}"
 
 
-# -- what each key allows ------------------------------------------------------
-# One sentence per key, used whenever pydantic itself rejects a value (wrong
-# type, out of range) so every message says what would have been accepted.
-
-_DIRECTORY_RULE = "must be the path of an existing directory"
-_PERMISSIONS_RULE = "must be a list of permission words: " + ", ".join(PERMISSION_WORDS)
-_SECONDS_RULE = "must be a number of seconds greater than 0"
-_RATE_RULE = "must be a whole number of bytes per second, 0 or more (0 means unlimited)"
-
-RULES: dict[str, str] = {
-    "listen_address": (
-        "must be an IP address such as '0.0.0.0' or '::'; leave it out to listen on all addresses"
-    ),
-    "port": "must be a whole number from 0 to 65535 (0 picks any free port)",
-    "root": _DIRECTORY_RULE,
-    "banner": "must be text without control characters (line breaks are allowed)",
-    "host_names": (
-        "must be a list of host names or IP addresses such as ['ftp.example.com']; "
-        "leave it empty to accept any name in HOST"
-    ),
-    "passive_ports": "each port must be between 1 and 65535, written 'LOW-HIGH' with LOW <= HIGH",
-    "masquerade_address": "must be an IP address or a host name such as 'ftp.example.com'",
-    "tls_masquerade_address": (
-        "must be an IP address or a host name such as 'ftps.example.com'; "
-        "leave it out to use masquerade_address for TLS sessions too"
-    ),
-    "masquerade_refresh": "must be a number of seconds greater than 0 (how often names resolve)",
-    "masquerade_map": (
-        "must be a [masquerade_map] table of IPv4 networks and addresses, "
-        'such as "198.18.3.0/24" = "198.18.3.2" (an IPv4 address or a host name)'
-    ),
-    "active_source_port": "must be 'auto', 'ephemeral' or a port number from 1 to 65535",
-    "allow_foreign_addresses": "must be true or false",
-    "max_connections": "must be a whole number, at least 1",
-    "max_connections_per_ip": "must be a whole number, at least 1",
-    "idle_timeout": _SECONDS_RULE,
-    "data_connect_timeout": _SECONDS_RULE,
-    "data_stall_timeout": _SECONDS_RULE,
-    "atomic_uploads": "must be true or false",
-    "max_upload_size": "must be a whole number of bytes, 0 or more (0 means no limit)",
-    "login_failure_delay": "must be a number of seconds, 0 or more",
-    "login_failure_delay_max": (
-        "must be a number of seconds, 0 or more (never less than login_failure_delay is used)"
-    ),
-    "ban_after_failures": "must be a whole number, 0 or more (0 turns banning off)",
-    "ban_window": _SECONDS_RULE,
-    "ban_duration": _SECONDS_RULE,
-    "ban_exempt": "must be a list of IP networks such as '192.0.2.0/24' or '2001:db8::/32'",
-    "max_sessions_per_user": "must be a whole number, 0 or more (0 means no limit)",
-    "command_rate": "must be a number of commands per second, 0 or more (0 turns the limit off)",
-    "command_burst": "must be a whole number, at least 1",
-    "command_flood_timeout": _SECONDS_RULE,
-    "line_timeout": _SECONDS_RULE,
-    "max_line_length": "must be a whole number from 512 to 65536",
-    "anonymous": "must be an [anonymous] table with the keys enabled, home and permissions",
-    "anonymous.enabled": "must be true or false",
-    "anonymous.home": _DIRECTORY_RULE + "; leave it out to use root",
-    "anonymous.permissions": _PERMISSIONS_RULE,
-    "anonymous.download_rate": _RATE_RULE,
-    "anonymous.upload_rate": _RATE_RULE,
-    "anonymous.max_sessions": "must be a whole number, 0 or more (0 means no limit)",
-    "users": "must be a list of [[users]] tables, each with name, password_hash and home",
-    "users.name": (
-        "must be a name without spaces or control characters, other than "
-        + " and ".join(repr(name) for name in sorted(ANONYMOUS_NAMES))
-    ),
-    "users.password_hash": (
-        "must be an argon2 hash starting with '$argon2'; create one with `ketch user hash`"
-    ),
-    "users.home": _DIRECTORY_RULE,
-    "users.permissions": _PERMISSIONS_RULE,
-    "users.quota_bytes": "must be a whole number of bytes, 0 or more (0 means no quota)",
-    "users.quota_files": "must be a whole number of files, 0 or more (0 means no quota)",
-    "users.download_rate": _RATE_RULE,
-    "users.upload_rate": _RATE_RULE,
-    "users.max_sessions": (
-        "must be a whole number, 0 or more (0 means no limit); "
-        "leave it out to use max_sessions_per_user"
-    ),
-    "log_level": "must be one of 'debug', 'info', 'warning', 'error'",
-    "run_as": (
-        "must be the name of a system user such as 'ftp' (no spaces); "
-        "leave it out to keep the user the server is started as"
-    ),
-    "shutdown_grace": "must be a number of seconds, 0 or more",
-    "workers": "must be a whole number from 1 to 64 (the number of server processes)",
-    "event_loop": "must be 'auto' (uvloop when installed), 'asyncio' or 'uvloop'",
-    "tls_certificate": (
-        "must be the path of a PEM certificate file (with its chain); "
-        "create one with `ketch cert --host NAME`"
-    ),
-    "tls_key": "must be the path of the certificate's PEM private key file",
-    "tls_required": "must be 'off', 'control' (logins need AUTH TLS) or 'all' (data too)",
-    "tls_require_session_reuse": "must be true or false",
-    "implicit_tls_port": (
-        "must be a port number from 0 to 65535 (990 by convention; 0 picks any free port); "
-        "leave it out to have no implicit FTPS port"
-    ),
-}
-
-
-# -- shared checks -------------------------------------------------------------
-
-
-def _reject_empty_path(value: Any) -> Any:
-    """Path("") silently means the current directory; an empty setting is a mistake."""
-    if isinstance(value, str) and not value.strip():
-        raise ValueError(f"is empty; {_DIRECTORY_RULE}")
-    return value
-
-
-def _existing_directory(path: Path) -> Path:
-    """``path`` made absolute, or ValueError saying why it cannot be served."""
-    path = path.expanduser()
-    try:
-        is_dir = path.is_dir()
-        exists = is_dir or path.exists()
-    except OSError as error:  # e.g. permission denied on a parent
-        raise ValueError(
-            f"cannot be checked ({os.strerror(error.errno or 0)}); "
-            "choose a directory the server can reach"
-        ) from None
-    if not exists:
-        raise ValueError("no such directory; create it or choose an existing directory")
-    if not is_dir:
-        raise ValueError("is not a directory; choose a directory")
-    return path.resolve()
-
-
-def _permission_words(words: list[str]) -> list[str]:
-    parse_permissions(words)  # its ValueError already lists the allowed words
-    return words
-
-
-def _is_hostname(text: str) -> bool:
-    """RFC 1123 host name syntax; whether it resolves is checked at start-up."""
-    name = text[:-1] if text.endswith(".") else text
-    label = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-    return 0 < len(name) <= 253 and all(label.fullmatch(part) for part in name.split("."))
+# -- masquerade_map entries ----------------------------------------------------
 
 
 def _map_error(key: str, value: str, message: str) -> PydanticCustomError:
@@ -234,7 +101,7 @@ def _map_address(address: str, key: str) -> str:
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        if _is_hostname(address):
+        if is_hostname(address):
             return address
         raise _map_error(key, address, RULES["masquerade_map"]) from None
     if parsed.version != 4:
@@ -249,10 +116,10 @@ def _map_address(address: str, key: str) -> str:
 
 #: A home directory: a non-empty path to a directory that exists.
 HomeDirectory = Annotated[
-    Path, BeforeValidator(_reject_empty_path), AfterValidator(_existing_directory)
+    Path, BeforeValidator(reject_empty_path), AfterValidator(existing_directory)
 ]
 #: Permission words, checked against the ones the server knows.
-PermissionWords = Annotated[list[str], AfterValidator(_permission_words)]
+PermissionWords = Annotated[list[str], AfterValidator(permission_words)]
 
 
 class UserConfig(BaseModel):
@@ -401,12 +268,12 @@ class ServerConfig(BaseModel):
     @field_validator("root", mode="before")
     @classmethod
     def _check_root_text(cls, root: Any) -> Any:
-        return _reject_empty_path(root)
+        return reject_empty_path(root)
 
     @field_validator("root")
     @classmethod
     def _check_root(cls, root: Path) -> Path:
-        return _existing_directory(root)
+        return existing_directory(root)
 
     @field_validator("banner", mode="before")
     @classmethod
@@ -447,7 +314,7 @@ class ServerConfig(BaseModel):
             return str(ipaddress.ip_address(address))
         except ValueError:
             pass
-        if not _is_hostname(address):
+        if not is_hostname(address):
             raise ValueError(RULES[str(info.field_name)])
         return address
 
@@ -476,7 +343,7 @@ class ServerConfig(BaseModel):
             try:
                 text = str(ipaddress.ip_address(text))
             except ValueError:
-                if not _is_hostname(text):
+                if not is_hostname(text):
                     message = f"{name!r} is not a host name; {RULES['host_names']}"
                     raise ValueError(message) from None
             checked.append(text.removesuffix("."))
