@@ -16,7 +16,7 @@ import socket
 import ssl
 
 from ketch.client.errors import ConnectFailed, FtpError, ProtocolError
-from ketch.client.tls import certificate_problem
+from ketch.client.tls import TlsFailed, certificate_problem
 from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
 
 __all__ = ["ControlConnection", "mask_secrets"]
@@ -122,7 +122,22 @@ class ControlConnection:
         return ssl_object.version() if ssl_object is not None else None
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
-        """Secure the open connection (after the server's 234 to AUTH TLS)."""
+        """Secure the open connection (after the server's 234 to AUTH TLS).
+
+        Anything received after the 234 and before the handshake came in the
+        clear and would be read as if it came over TLS: a man in the middle can
+        inject replies that way (CVE-2011-0411, client side). Refuse instead.
+        """
+        # StreamReader has no public way to look at what it buffered.
+        buffered = len(getattr(self._reader, "_buffer", b""))
+        if self._ready or self._parser.pending or buffered:
+            await self.close()
+            raise TlsFailed(
+                f"{self.host} sent more data in the clear after accepting AUTH TLS, "
+                "before the TLS handshake; something on the path may be injecting replies",
+                "do not trust this connection; try again, and from another network if it "
+                "happens again",
+            )
         try:
             async with asyncio.timeout(self.timeout):
                 await self._writer.start_tls(context, server_hostname=self.host)

@@ -109,6 +109,8 @@ class DataStream:
             server_hostname=server_hostname,
             session=session,
             do_handshake_on_connect=False,
+            # An end of data without close_notify may be a truncation: report it.
+            suppress_ragged_eofs=False,
         )
         self._sock = self._tls = tls
         try:
@@ -196,6 +198,15 @@ class DataStream:
         )
 
     def _broken(self, error: OSError) -> DataConnectionFailed:
+        if isinstance(error, ssl.SSLEOFError):
+            return DataConnectionFailed(
+                f"the TLS data connection from {self.peer} ended without TLS close_notify, "
+                "so the data may be cut short",
+                "try again (-c resumes a download); if it keeps happening, the server or "
+                "something on the path cuts TLS connections short",
+                mode=self.mode,
+                address=self.peer,
+            )
         reason = error.strerror or os.strerror(error.errno or 0) or str(error)
         return DataConnectionFailed(
             f"data connection to {self.peer} broke: {reason}",

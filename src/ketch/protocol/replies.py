@@ -93,6 +93,11 @@ class ReplyParser:
         # up to its newline, so that how the stream is cut cannot matter.
         self._skipping = False
 
+    @property
+    def pending(self) -> bool:
+        """True while part of a reply has been received but not completed."""
+        return bool(self._buffer) or self._code is not None
+
     def feed(self, data: bytes) -> list[Reply]:
         """Consume ``data`` and return the replies it completes.
 
