@@ -17,6 +17,7 @@ __all__ = [
     "AddressSyntaxError",
     "HostPort",
     "UnsupportedFamilyError",
+    "active_source_port",
     "address_family_number",
     "format_eprt_argument",
     "format_epsv_reply",
@@ -255,6 +256,20 @@ def address_family_number(host: str) -> int:
     Raises ValueError if ``host`` is not an IP address.
     """
     return 1 if ipaddress.ip_address(host).version == 4 else 2
+
+
+def active_source_port(setting: str | int, control_port: int) -> int | None:
+    """The source port active-mode connections try, or None for an ephemeral one.
+
+    ``setting`` is the server's ``active_source_port``: "ephemeral", a port
+    number, or "auto": control port - 1, RFC 959's default data port "L-1"
+    (20 beside 21), which client-side firewalls may admit by source port.
+    """
+    if setting == "ephemeral":
+        return None
+    if setting == "auto":
+        return control_port - 1 if control_port > 1 else None
+    return int(setting)
 
 
 def is_ip_literal(text: str) -> bool:

@@ -183,7 +183,7 @@ def split_x_argument(argument: str) -> list[XCommandArgument]:
     words = argument.rsplit(" ", 2)
     if len(words) == 3 and _NUMBER.fullmatch(words[1]) and _NUMBER.fullmatch(words[2]):
         start, end = int(words[1]), int(words[2])
-        if start > end:
+        if start > end and end != 0:  # an end of 0 means the end of the file (x_range)
             raise RangeRefused(
                 f"The start {start} is after the end {end}; send <path> <start> <end> "
                 "with the end not included, e.g. 0 1024 for the first KiB."

@@ -48,6 +48,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+# Renamed: low_source_ports' parameter carries the setting's own name.
+from ketch.protocol.addresses import active_source_port as default_source_port
+
 __all__ = [
     "LowPortHelper",
     "answer",
@@ -74,10 +77,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def low_source_ports(active_source_port: str | int, control_port: int) -> frozenset[int]:
     """The privileged (< 1024) source ports active mode may use; empty if none."""
-    if active_source_port == "ephemeral":
-        return frozenset()
-    port = control_port - 1 if active_source_port == "auto" else int(active_source_port)
-    return frozenset({port}) if 0 < port < 1024 else frozenset()
+    port = default_source_port(active_source_port, control_port)
+    return frozenset({port}) if port is not None and 0 < port < 1024 else frozenset()
 
 
 # -- the server's side ----------------------------------------------------------

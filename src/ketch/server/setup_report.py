@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ketch.config import PortRange, ServerConfig
-from ketch.protocol.addresses import is_ip_literal
+from ketch.protocol.addresses import active_source_port, is_ip_literal
 
 __all__ = ["MIN_WORKER_SLICE", "SetupReport", "setup_report"]
 
@@ -173,8 +173,8 @@ def _advertised(
 def _active(config: ServerConfig, port: int, report: SetupReport) -> None:
     source = config.active_source_port
     if source == "auto":
-        text = f"auto ({port - 1} when permitted, else ephemeral)"
-        fixed = port - 1 if port > 1 else None
+        fixed = active_source_port(source, port)
+        text = f"auto ({fixed} when permitted, else ephemeral)"
     elif source == "ephemeral":
         text, fixed = "ephemeral", None
     else:

@@ -218,9 +218,13 @@ def reuse_refusal(data_socket: ssl.SSLSocket, *, required: bool) -> str | None:
     """Why a protected data connection is refused for not resuming a TLS session, or None.
 
     As vsftpd's require_ssl_reuse: a data connection that resumed a session
-    proves its client holds a session this server handed out on a control
-    connection, which a stranger racing for the passive port does not. (The
-    passive listener also only accepts the control connection's address.)
+    proves its client holds a session this server handed out on *a* control
+    connection, which a stranger racing for the passive port without an FTPS
+    login of its own does not. It cannot prove it is *this* session's control
+    connection (session ids change on resumption, in TLS 1.2 and 1.3 alike):
+    a client of this server behind the same address could still pass. The
+    passive listener's check that the data connection comes from the control
+    connection's address is the other half of the defence.
     """
     if not required or data_socket.session_reused:
         return None

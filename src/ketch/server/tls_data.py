@@ -43,8 +43,8 @@ __all__ = ["TlsDataChannel", "TlsDataError", "TlsOffer"]
 
 log = logging.getLogger("ketch.server.data")
 
-#: The size of the piece a file is read in.
-_FILE_PIECE = 1 << 20
+#: The size of the piece a file is read in; each TLS download holds one such buffer.
+_FILE_PIECE = 256 << 10  # per TLS download in progress: 1,000 of them hold 256 MiB
 #: The most one TLS write takes (four full records): progress shows at least this often.
 _TLS_WRITE = 64 << 10
 #: How long ``finish`` waits to hand close_notify to the kernel.
@@ -251,11 +251,7 @@ class TlsOffer(DataOffer):
             ) from None
         except (ssl.SSLError, OSError) as error:
             channel.close()
-            reason = error.reason if isinstance(error, ssl.SSLError) else error.strerror
-            raise TlsDataError(
-                f"the TLS handshake on the data connection failed ({reason or error}); "
-                "the client must use TLS 1.2 or newer, or send PROT C for clear data"
-            ) from None
+            raise TlsDataError(handshake_failure(error)) from None
         except BaseException:
             channel.close()
             raise
@@ -274,3 +270,19 @@ class TlsOffer(DataOffer):
 
     def close(self) -> None:
         self._plain.close()
+
+
+def handshake_failure(error: OSError) -> str:
+    """The 425/522 text for a failed data handshake: the likely cause and what to do."""
+    reason = (error.reason if isinstance(error, ssl.SSLError) else error.strerror) or str(error)
+    lowered = reason.lower()
+    if "unknown ca" in lowered or "certificate" in lowered:
+        advice = (
+            "the client does not trust this server's certificate: give it the CA that signed "
+            "it (curl --cacert, ketch --cacert)"
+        )
+    elif "version" in lowered or "protocol" in lowered:
+        advice = "the client must use TLS 1.2 or newer"
+    else:
+        advice = "the client must start TLS on the data connection after PROT P, or send PROT C"
+    return f"the TLS handshake on the data connection failed ({reason}); {advice}"

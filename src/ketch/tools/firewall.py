@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ketch.protocol.addresses import active_source_port
+
 if TYPE_CHECKING:
     from ketch.config import PortRange, ServerConfig
 
@@ -119,13 +121,7 @@ def plan_for(
         else:
             specific = str(address)
             ipv4, ipv6 = address.version == 4, address.version == 6
-    source = config.active_source_port
-    if source == "auto":
-        active: int | None = config.port - 1 if config.port > 1 else None
-    elif source == "ephemeral":
-        active = None
-    else:
-        active = int(source)
+    active = active_source_port(config.active_source_port, config.port)
     slices = split_ports(config.passive_ports, config.workers) if config.workers > 1 else []
     return FirewallPlan(
         control_port=config.port,
@@ -133,7 +129,7 @@ def plan_for(
         passive_ports=config.passive_ports,
         worker_slices=tuple(slices),
         active_source_port=active,
-        active_source_auto=source == "auto",
+        active_source_auto=config.active_source_port == "auto",
         listen_address=specific,
         ipv4=ipv4,
         ipv6=ipv6,

@@ -10,6 +10,7 @@ from ketch.protocol.addresses import (
     AddressSyntaxError,
     HostPort,
     UnsupportedFamilyError,
+    active_source_port,
     format_epsv_reply,
     format_pasv_reply,
     parse_eprt_argument,
@@ -100,13 +101,8 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
 
 def _active_source(session: Session) -> tuple[int | None, bool]:
     """The source port for active connections (None: ephemeral), and whether it is required."""
-    source = session.config.active_source_port
-    if source == "ephemeral":
-        return None, False
-    if source == "auto":
-        port = session.local_port - 1
-        return (port if port > 0 else None), False
-    return source, True
+    setting = session.config.active_source_port
+    return active_source_port(setting, session.local_port), setting not in ("auto", "ephemeral")
 
 
 def effective_source_port(session: Session) -> str:

@@ -189,8 +189,9 @@ async def host(session: Session, argument: str) -> None:
     served = session.context.config.host_names
     if served and name not in served:
         log.info("host refused client=%s host=%s", session.peer_ip, name)
+        # The list of served names is not told to a client that has not logged in.
         await session.reply(
-            504, f"This server does not serve {name}; it serves: {', '.join(served)}."
+            504, f"This server does not serve {name}; check the host name in your URL."
         )
         return
     session.extensions.host_name = name

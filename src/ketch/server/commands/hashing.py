@@ -2,13 +2,18 @@
 
 Hashing a big file takes seconds of CPU and disk, so the file is read in a
 worker thread, in chunks: other sessions keep being served meanwhile. The
-file is opened through the session's filesystem, so the jail, the refusal of
-FIFOs and devices and the account's ``read`` permission all apply as for RETR.
+threads are hashing's own, and few: on the default executor a handful of
+clients hashing huge files would hold up what else runs there (password
+checks at login). The file is opened through the session's filesystem, so
+the jail, the refusal of FIFOs and devices and the account's ``read``
+permission all apply as for RETR.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from ketch.protocol.hashes import (
@@ -27,17 +32,35 @@ from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
 
 _CHUNK = 1024 * 1024
+#: Files hashed at once, per process; more requests wait their turn.
+_HASH_THREADS = 2
+#: Requests waiting for a hashing thread beyond which HASH answers "busy".
+_MAX_WAITING = 16
 
 
-def digest_file(file: BinaryIO, algorithm: str, offset: int, length: int) -> tuple[str, int]:
+class _Hashing:
+    """The hashing threads of this process, created on first use."""
+
+    executor: ThreadPoolExecutor | None = None
+    in_flight = 0
+
+
+def digest_file(
+    file: BinaryIO,
+    algorithm: str,
+    offset: int,
+    length: int,
+    cancelled: threading.Event | None = None,
+) -> tuple[str, int]:
     """Hex digest of ``length`` bytes from ``offset``, and how many bytes there were.
 
     Fewer bytes than asked means the file shrank meanwhile; the caller says so.
+    ``cancelled`` stops the work between chunks (the session went away).
     """
     digest = new_digest(algorithm)
     file.seek(offset)
     remaining = length
-    while remaining > 0:
+    while remaining > 0 and not (cancelled is not None and cancelled.is_set()):
         chunk = file.read(min(_CHUNK, remaining))
         if not chunk:
             break
@@ -46,14 +69,35 @@ def digest_file(file: BinaryIO, algorithm: str, offset: int, length: int) -> tup
     return digest.hexdigest(), length - remaining
 
 
+def _digest_and_close(
+    file: BinaryIO, algorithm: str, offset: int, length: int, cancelled: threading.Event
+) -> tuple[str, int]:
+    # The thread closes the file: the coroutine may be gone (cancelled) while it reads.
+    with file:
+        return digest_file(file, algorithm, offset, length, cancelled)
+
+
 async def _digest(
     session: Session, path: str, algorithm: str, offset: int, length: int
-) -> tuple[str, int]:
+) -> tuple[str, int] | None:
+    """The digest and the bytes hashed, or None after a 450 when too many wait already."""
+    if _Hashing.in_flight >= _HASH_THREADS + _MAX_WAITING:
+        await session.reply(
+            450, "The server is busy hashing files for other clients; try again in a minute."
+        )
+        return None
     file = session.filesystem.open_read(path)  # FilesystemError: 550 with the reason
+    if _Hashing.executor is None:
+        _Hashing.executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="ketch-hash")
+    cancelled = threading.Event()
+    _Hashing.in_flight += 1
     try:
-        return await asyncio.to_thread(digest_file, file, algorithm, offset, length)
+        return await asyncio.get_running_loop().run_in_executor(
+            _Hashing.executor, _digest_and_close, file, algorithm, offset, length, cancelled
+        )
     finally:
-        file.close()
+        cancelled.set()  # no-op when done; stops the thread when the session was cancelled
+        _Hashing.in_flight -= 1
 
 
 async def _regular_size(session: Session, path: str) -> int | None:
@@ -84,7 +128,9 @@ async def hash_command(session: Session, argument: str) -> None:
     except RangeRefused as refusal:
         await session.reply(554, str(refusal))
         return
-    hexdigest, hashed = await _digest(session, path, algorithm, offset, length)
+    if (digested := await _digest(session, path, algorithm, offset, length)) is None:
+        return
+    hexdigest, hashed = digested
     # The reply names the path as the client gave it (draft-bryan-ftpext-hash-02 §3).
     await session.reply(213, hash_reply(algorithm, offset, hashed, hexdigest, argument))
 
@@ -133,8 +179,8 @@ async def _x_hash(session: Session, argument: str, algorithm: str) -> None:
     except RangeRefused as refusal:
         await session.reply(554, str(refusal))
         return
-    hexdigest, _ = await _digest(session, path, algorithm, offset, length)
-    await session.reply(250, hexdigest)
+    if (digested := await _digest(session, path, algorithm, offset, length)) is not None:
+        await session.reply(250, digested[0])
 
 
 _X_HELP = "<path> [<start> <end>]: {} of a file, or of bytes start to end (end not included)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 
+from ketch.protocol.extension_state import ExtensionState
 from ketch.protocol.security import auth_reply, pbsz_reply, prot_reply
 from ketch.server.command_table import Argument, FeatureLine, command
 from ketch.server.session import Session
@@ -41,6 +42,10 @@ async def authenticate(session: Session, argument: str) -> None:
     # RFC 4217 §4: a login made before AUTH does not carry over; USER must follow.
     session.log_out()
     session.state.reset()
+    # Nor do choices made in the clear, where anyone on the path could have injected
+    # them (a RANG would make a later HASH cover one byte). HOST stays: RFC 7151 §3.1
+    # has it sent before AUTH, so the right certificate can be chosen.
+    session.extensions = ExtensionState(host_name=session.extensions.host_name)
     try:
         await session.start_tls(tls.context)
     except (ssl.SSLError, OSError, ConnectionError) as error:
