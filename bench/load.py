@@ -30,6 +30,38 @@ def transfer_timeout(size: int) -> float:
     return 60.0 + size / 10e6
 
 
+def passive_port(reply: str) -> int:
+    """The port a 227 reply names (the address is the control connection's, as curl does)."""
+    found = _PASV.search(reply.encode())
+    if found is None:
+        raise FtpError(f"unreadable PASV reply {reply!r}")
+    numbers = [int(value) for value in found.groups()]
+    return numbers[4] * 256 + numbers[5]
+
+
+def take_reply(pending: bytearray) -> tuple[int, str] | None:
+    """A complete reply taken from the front of ``pending`` (bytes received), else None."""
+    start = 0
+    code = b""
+    while True:
+        end = pending.find(b"\n", start)
+        if end < 0:
+            return None
+        line = bytes(pending[start:end])
+        start = end + 1
+        if not code:
+            code = line[:3]
+            if line[3:4] != b"-":
+                break
+        elif line[:3] == code and line[3:4] == b" ":
+            break
+    text = bytes(pending[:start]).decode("latin-1").rstrip()
+    del pending[:start]
+    if not code.isdigit():
+        raise FtpError(f"not an FTP reply: {text[:80]!r}")
+    return int(code), text
+
+
 async def _connect(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -85,32 +117,10 @@ class Control:
             raise
         return control
 
-    def _take_reply(self) -> tuple[int, str] | None:
-        """A complete reply from the bytes received so far, else None."""
-        start = 0
-        code = b""
-        while True:
-            end = self.pending.find(b"\n", start)
-            if end < 0:
-                return None
-            line = bytes(self.pending[start:end])
-            start = end + 1
-            if not code:
-                code = line[:3]
-                if line[3:4] != b"-":
-                    break
-            elif line[:3] == code and line[3:4] == b" ":
-                break
-        text = bytes(self.pending[:start]).decode("latin-1").rstrip()
-        del self.pending[:start]
-        if not code.isdigit():
-            raise FtpError(f"not an FTP reply: {text[:80]!r}")
-        return int(code), text
-
     async def reply(self, within: float = TIMEOUT) -> tuple[int, str]:
         async with asyncio.timeout(within):
             while True:
-                taken = self._take_reply()
+                taken = take_reply(self.pending)
                 if taken is not None:
                     return taken
                 chunk = await self.loop.sock_recv(self.sock, 4096)
@@ -148,11 +158,7 @@ class Control:
         """PASV and connect (passive), or listen and PORT (active)."""
         if mode == "passive":
             _, text = await self.command("PASV", 227)
-            found = _PASV.search(text.encode())
-            if found is None:
-                raise FtpError(f"unreadable PASV reply {text!r}")
-            numbers = [int(value) for value in found.groups()]
-            return _DataChannel(await _connect(self.host, numbers[4] * 256 + numbers[5]), False)
+            return _DataChannel(await _connect(self.host, passive_port(text)), False)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setblocking(False)
         listener.bind((self.host, 0))

@@ -3,6 +3,7 @@
 One DummyAuthorizer user (plain-text password, so logins cost next to
 nothing) with every permission, a passive port range, connection limits
 raised, and logging at WARNING so that no command or transfer is logged.
+With --certfile: TLS_FTPHandler (explicit FTPS, optional; needs pyOpenSSL).
 """
 
 from __future__ import annotations
@@ -24,14 +25,25 @@ def main() -> None:
     parser.add_argument("--password", required=True)
     parser.add_argument("--passive", required=True, metavar="LOW-HIGH")
     parser.add_argument("--max-cons", type=int, default=2000)
+    parser.add_argument("--certfile", help="FTPS: the certificate (PEM)")
+    parser.add_argument("--keyfile", help="FTPS: its key (PEM)")
     args = parser.parse_args()
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(args.user, args.password, args.home, perm="elradfmwMT")
     low, high = (int(port) for port in args.passive.split("-"))
 
-    class Handler(FTPHandler):
+    base: type[FTPHandler] = FTPHandler
+    if args.certfile:
+        from pyftpdlib.handlers import TLS_FTPHandler
+
+        base = TLS_FTPHandler
+
+    class Handler(base):
         pass
+
+    if args.certfile:
+        Handler.certfile, Handler.keyfile = args.certfile, args.keyfile
 
     Handler.authorizer = authorizer
     Handler.passive_ports = list(range(low, high + 1))

@@ -14,7 +14,7 @@ import resource
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ class Meter:
         self.listen_drops = listen_drops() - drops
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error)[:100]}"
 
 
@@ -130,7 +130,9 @@ def warm_cache(path: Path) -> None:
 # -- single streams: RETR and STOR -------------------------------------------------
 
 
-def _curl(b: Bench, server: Server, mode: str, direction: str) -> dict[str, Any]:
+def curl_transfer(
+    b: Bench, server: Server, mode: str, direction: str, options: Sequence[str] = ()
+) -> dict[str, Any]:
     """One curl transfer of the big file; its own speed, server and curl CPU."""
     name = "big.bin" if direction == "retr" else "up-curl.bin"
     credentials = f"{server.user}:{urllib.parse.quote(server.password, safe='')}"
@@ -140,6 +142,7 @@ def _curl(b: Bench, server: Server, mode: str, direction: str) -> dict[str, Any]
     command += ["-o", "/dev/null"] if direction == "retr" else ["-T", str(b.big)]
     if mode == "active":
         command += ["--ftp-port", HOST]
+    command += options
     processes = len(server.tree())
     with Meter(server) as meter:
         done = subprocess.run(
@@ -198,9 +201,9 @@ def _single_stream(b: Bench, direction: str) -> list[Table]:
                             (server.disk_dir / "up.bin").unlink(missing_ok=True)
                 except FAILED as error:
                     for metric in medians.values():
-                        metric.add(server.name, column, _short(error))
+                        metric.add(server.name, column, short_error(error))
                     b.record({"scenario": direction, "server": server.name, "round": round_,
-                              "variant": column, "error": _short(error)})  # fmt: skip
+                              "variant": column, "error": short_error(error)})  # fmt: skip
                     continue
                 sample = {"mbps": b.size / meter.wall / 1e6,
                           "server_cpu": meter.server_cpu / (b.size / GIB),
@@ -215,10 +218,10 @@ def _single_stream(b: Bench, direction: str) -> list[Table]:
         for mode in ("passive", "active"):
             column = f"curl {MODE_LABEL[mode]}"
             try:
-                sample = _curl(b, server, mode, direction)
+                sample = curl_transfer(b, server, mode, direction)
             except FAILED as error:
                 for metric in medians.values():
-                    metric.add(server.name, column, _short(error))
+                    metric.add(server.name, column, short_error(error))
                 continue
             for metric in medians:
                 medians[metric].add(server.name, column, sample[metric])
@@ -382,7 +385,7 @@ def listing(b: Bench) -> list[Table]:
                         _, lines = b.net(download(control, command, "passive", buffer,
                                                   count_lines=True))  # fmt: skip
                     except FAILED as error:
-                        medians.add(server.name, verb, _short(error))
+                        medians.add(server.name, verb, short_error(error))
                         continue
                     ms = (time.perf_counter() - started) * 1000
                     medians.add(server.name, verb, ms)
@@ -405,9 +408,10 @@ def listing(b: Bench) -> list[Table]:
 
 
 def ftps(b: Bench) -> list[Table]:
-    columns = [Column("status", "status", None)]
-    rows = {s.name: {"status": "n/a (FTPS not implemented yet)"} for s in b.servers}
-    return [Table("FTPS", columns, rows, ["skipped: ketch does not implement FTPS yet"])]
+    # bench/ftps_scenario.py builds on this module, so it is imported when the scenario runs.
+    from ftps_scenario import ftps_tables
+
+    return ftps_tables(b)
 
 
 SCENARIOS: dict[str, Callable[[Bench], list[Table]]] = {

@@ -13,6 +13,11 @@
 Every server listens on 127.0.0.1, takes 2,000 connections (from one address
 too), has a passive range of PASSIVE_SIZE ports outside the ephemeral range,
 logs no transfers, and runs in a process group of its own.
+
+Each server also has a TLS variant (``Server.use_tls``) for the FTPS scenario:
+explicit FTPS, optional, with one self-signed ECDSA P-256 certificate made per
+run and given to all four. It is a restart with other settings, so that the
+plain scenarios measure the servers without TLS loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pathlib import Path
 
 import argon2
 
+from ketch.tools.certificates import CertificateFiles, write_certificate
+
 from harness.ports import bindable, ephemeral_ports
 from harness.procfs import CLOCK_TICKS, cpu_ticks, process_tree, pss, rss
 
@@ -42,6 +49,9 @@ PURE_PW = PEERS_ROOT / "usr/bin/pure-pw"
 
 HOST = "127.0.0.1"
 NAMES = ("ketch", "pyftpdlib", "vsftpd", "pure-ftpd")
+# The FTPS certificate (one per run, self-signed ECDSA P-256, as `ketch cert` makes) names these.
+TLS_HOSTS = (HOST, "localhost")
+TLS_KEY_TYPE = "ECDSA P-256"
 USER, PASSWORD = "bench", "bench-Pa55"
 MAX_CONNECTIONS = 2000
 # pure-ftpd caps its clients at half its passive ports: 2,500 ports leave room for 1,000+.
@@ -113,6 +123,10 @@ class Server:
     backlog: int | None = None  # the control socket's listen backlog, as ss reports it
     wrapped: bool = False  # started under reaper.py: the tree's root is the wrapper
     runtime: str = ""  # what the server says it runs on (ketch: "1 process on uvloop")
+    tls_command: list[str] | None = None  # the same server with FTPS on (use_tls)
+    tls_notes: str = ""  # its TLS settings, for the FTPS table
+    tls_files: CertificateFiles | None = None  # the certificate tls_command serves
+    tls: bool = False  # whether it runs (or will start) with tls_command
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def remote(self, name: str) -> str:
@@ -123,11 +137,21 @@ class Server:
         assert self.process is not None, f"{self.name} is not running"
         return self.process.pid
 
+    def use_tls(self, on: bool) -> None:
+        """Run with FTPS on or off from now on (a restart when that changes and it runs)."""
+        if on and self.tls_command is None:
+            raise RuntimeError(f"{self.name} has no TLS settings")
+        if on != self.tls:
+            self.tls = on
+            if self.process is not None:
+                self.restart()
+
     def start(self) -> None:
+        command = self.tls_command if self.tls and self.tls_command else self.command
         with self.log_path.open("ab") as log:
             wrapper = [sys.executable, str(BENCH / "reaper.py")] if self.wrapped else []
             self.process = subprocess.Popen(
-                wrapper + self.command,
+                wrapper + command,
                 stdin=log,  # vsftpd and pure-ftpd write early errors to fd 0 (inetd style)
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -245,7 +269,9 @@ def _toml(value: object) -> str:
     return json.dumps(str(value))
 
 
-def make_ketch(base: Path, port: int, passive: tuple[int, int], src: Path) -> Server:
+def make_ketch(
+    base: Path, port: int, passive: tuple[int, int], src: Path, tls: CertificateFiles
+) -> Server:
     home = base / "ketch"
     settings: dict[str, object] = {
         "listen_address": HOST,
@@ -271,16 +297,26 @@ def make_ketch(base: Path, port: int, passive: tuple[int, int], src: Path) -> Se
     lines = [f"{key} = {_toml(value)}" for key, value in settings.items()]
     lines += ["", "[anonymous]", "enabled = false", "", "[[users]]"]
     lines += [f"{key} = {_toml(value)}" for key, value in user.items()]
-    config = base / "ketch.toml"
+    config, tls_config = base / "ketch.toml", base / "ketch-tls.toml"
     config.write_text("\n".join(lines) + "\n")
+    # Top-level keys go before the first table: into the settings, not [[users]].
+    tls_settings = {"tls_certificate": tls.certificate, "tls_key": tls.key,
+                    "tls_required": "off", "tls_require_session_reuse": True}  # fmt: skip
+    tls_lines = [f"{key} = {_toml(value)}" for key, value in tls_settings.items()]
+    tls_config.write_text("\n".join(tls_lines + lines) + "\n")
     env = dict(os.environ, PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1")
+    serve = [sys.executable, "-m", "ketch", "serve", "--config"]
     return Server(
-        "ketch", port, passive, home, "", [sys.executable, "-m", "ketch", "serve", "--config",
-        str(config)], base / "ketch.log", env=env, notes="runs as root (no run_as)",
+        "ketch", port, passive, home, "", [*serve, str(config)], base / "ketch.log", env=env,
+        notes="runs as root (no run_as)", tls_command=[*serve, str(tls_config)],
+        tls_notes="tls_certificate, tls_key; tls_required off; tls_require_session_reuse "
+        "true (the default)",
     )  # fmt: skip
 
 
-def make_pyftpdlib(base: Path, port: int, passive: tuple[int, int]) -> Server:
+def make_pyftpdlib(
+    base: Path, port: int, passive: tuple[int, int], tls: CertificateFiles
+) -> Server:
     import pyftpdlib
 
     home = base / "pyftpdlib"
@@ -289,10 +325,13 @@ def make_pyftpdlib(base: Path, port: int, passive: tuple[int, int]) -> Server:
         "--home", str(home), "--user", USER, "--password", PASSWORD,
         "--passive", f"{passive[0]}-{passive[1]}", "--max-cons", str(MAX_CONNECTIONS),
     ]  # fmt: skip
+    tls_command = [*command, "--certfile", str(tls.certificate), "--keyfile", str(tls.key)]
     return Server(
         "pyftpdlib", port, passive, home, "", command, base / "pyftpdlib.log",
         notes="default FTPServer: async, one process; plain-text DummyAuthorizer",
-        version=pyftpdlib.__ver__,
+        version=pyftpdlib.__ver__, tls_command=tls_command,
+        tls_notes="TLS_FTPHandler (pyOpenSSL), certfile, keyfile; TLS optional; "
+        "session reuse not checked",
     )  # fmt: skip
 
 
@@ -311,7 +350,7 @@ def _vsftpd_user() -> pwd.struct_passwd:
     raise SystemExit("bench: no user (nobody, daemon) with an existing home for vsftpd")
 
 
-def make_vsftpd(base: Path, port: int, passive: tuple[int, int]) -> Server:
+def make_vsftpd(base: Path, port: int, passive: tuple[int, int], tls: CertificateFiles) -> Server:
     root, empty = base / "vsftpd" / "root", base / "vsftpd" / "empty"
     pub = root / "pub"
     ftp_user = _vsftpd_user()
@@ -339,18 +378,33 @@ def make_vsftpd(base: Path, port: int, passive: tuple[int, int]) -> Server:
         "anon_root": str(root), "ftp_username": ftp_user.pw_name,
         "nopriv_user": "nobody", "chown_uploads": "NO", "dirmessage_enable": "NO",
     }  # fmt: skip
-    path = base / "vsftpd.conf"
-    path.write_text("".join(f"{key}={value}\n" for key, value in config.items()))
-    path.chmod(0o600)
+    # FTPS: optional for anonymous too; data connections must resume the control
+    # connection's session (require_ssl_reuse, the default); no client certificate asked
+    # for; ssl_ciphers HIGH in case TLS 1.2 is negotiated (3.0.3's default is DES-CBC3-SHA).
+    tls_config = {
+        **config, "ssl_enable": "YES", "allow_anon_ssl": "YES",
+        "rsa_cert_file": str(tls.certificate), "rsa_private_key_file": str(tls.key),
+        "require_ssl_reuse": "YES", "ssl_request_cert": "NO", "ssl_ciphers": "HIGH",
+        "force_anon_logins_ssl": "NO", "force_anon_data_ssl": "NO",
+    }  # fmt: skip
+    path, tls_path = base / "vsftpd.conf", base / "vsftpd-tls.conf"
+    for written, settings in ((path, config), (tls_path, tls_config)):
+        written.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        written.chmod(0o600)
     return Server(
         "vsftpd", port, passive, pub, "pub", [str(VSFTPD), str(path)],
         base / "vsftpd.log", user="anonymous", password="bench@", wrapped=True,
         notes=f"anonymous login (no password check), runs as {ftp_user.pw_name}; "
         "two processes per session (under reaper.py)", version=_deb_version("vsftpd"),
+        tls_command=[str(VSFTPD), str(tls_path)],
+        tls_notes="ssl_enable, allow_anon_ssl, rsa_cert_file, rsa_private_key_file; "
+        "require_ssl_reuse YES; ssl_request_cert NO; ssl_ciphers HIGH",
     )  # fmt: skip
 
 
-def make_pure_ftpd(base: Path, port: int, passive: tuple[int, int]) -> Server:
+def make_pure_ftpd(
+    base: Path, port: int, passive: tuple[int, int], tls: CertificateFiles
+) -> Server:
     home = base / "pure-ftpd"
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o755)
@@ -375,16 +429,21 @@ def make_pure_ftpd(base: Path, port: int, passive: tuple[int, int]) -> Server:
         "-c", str(MAX_CONNECTIONS), "-C", str(MAX_CONNECTIONS),
         "-L", "20000:5",  # LIST shows at most 2,000 entries by default
     ]  # fmt: skip
+    # --tls=1: TLS optional (2 would refuse clear-text logins); --certfile=CERT,KEY.
+    tls_command = [*command, "-Y", "1", "-2", f"{tls.certificate},{tls.key}"]
     return Server(
         "pure-ftpd", port, passive, home, "", command, base / "pure-ftpd.log",
         notes="virtual user (PureDB, cheap argon2id); two processes per session "
         "(under reaper.py)", version=_deb_version("pure-ftpd"), wrapped=True,
+        tls_command=tls_command, tls_notes="-Y 1 (TLS optional), -2 CERT,KEY; "
+        "default cipher list",
     )  # fmt: skip
 
 
 def make_servers(names: list[str], base: Path, src: Path) -> list[Server]:
     """Set up (not start) the named servers, each with its own ports and directory."""
     base.mkdir(parents=True, exist_ok=True)
+    tls = write_certificate(base / "tls", TLS_HOSTS, days=7, stem="bench", overwrite=True)
     ports = control_ports(len(NAMES))
     made: list[Server] = []
     for index, name in enumerate(NAMES):
@@ -392,14 +451,15 @@ def make_servers(names: list[str], base: Path, src: Path) -> list[Server]:
             continue
         port, passive = ports[index], passive_range(index)
         if name == "ketch":
-            made.append(make_ketch(base, port, passive, src))
+            made.append(make_ketch(base, port, passive, src, tls))
         elif name == "pyftpdlib":
-            made.append(make_pyftpdlib(base, port, passive))
+            made.append(make_pyftpdlib(base, port, passive, tls))
         elif name == "vsftpd":
-            made.append(make_vsftpd(base, port, passive))
+            made.append(make_vsftpd(base, port, passive, tls))
         else:
-            made.append(make_pure_ftpd(base, port, passive))
+            made.append(make_pure_ftpd(base, port, passive, tls))
     for server in made:
+        server.tls_files = tls
         server.disk_dir.mkdir(parents=True, exist_ok=True)
         server.log_path.write_bytes(b"")
     return made
