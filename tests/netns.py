@@ -8,6 +8,7 @@ namespace deleted when the test ends, also on failure.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -108,16 +109,21 @@ class NetNamespace:
         raise RuntimeError(f"nothing listened on {host}:{port} in {self.name} within {timeout} s")
 
     def destroy(self) -> None:
-        for process in self._processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=STOP_TIMEOUT)
-        self._processes.clear()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        try:
+            for process in self._processes:
+                if process.poll() is None:
+                    # The group may be gone by now (it exited after poll()): nothing to stop.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+                    try:
+                        process.wait(timeout=STOP_TIMEOUT)
+                    except subprocess.TimeoutExpired:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(process.pid, signal.SIGKILL)
+                        process.wait(timeout=STOP_TIMEOUT)
+            self._processes.clear()
+        finally:
+            subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
 def _check(args: Sequence[str]) -> None:

@@ -153,10 +153,16 @@ class ControlLine:
         self.file = self.sock.makefile("rb")
 
     def reply(self) -> str:
-        lines = [self.file.readline().decode()]
+        lines = [self._line()]
         while re.match(r"\d{3}-", lines[0]) and not re.match(lines[0][:3] + " ", lines[-1]):
-            lines.append(self.file.readline().decode())
+            lines.append(self._line())
         return "".join(lines)
+
+    def _line(self) -> str:
+        line = self.file.readline().decode()
+        if not line:  # at EOF readline() returns "" for ever: fail instead of spinning
+            raise AssertionError("the server closed the control connection mid-reply")
+        return line
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -609,8 +615,13 @@ def test_ketch_serve_tls_generates_a_certificate_and_says_so_with_workers(
         )
         assert result.returncode == 0, result.stderr.decode() + server.output()
         assert result.stdout == b"hello over tls\n"
-        refused = run([curl, "-sS", "--max-time", "20", f"ftp://127.0.0.1:{port}/hello.txt"])
-        assert refused.returncode != 0  # tls_required = control: no login in the clear
+        # tls_required = control: no login in the clear. USER gets 530, which curl
+        # reports as CURLE_LOGIN_DENIED (67); -v shows the server's reply line.
+        refused = run([curl, "-sS", "-v", "--max-time", "20", f"ftp://127.0.0.1:{port}/hello.txt"])
+        verbose = refused.stderr.decode(errors="replace")
+        assert refused.returncode == 67, verbose
+        assert "< 530 This server requires TLS: send AUTH TLS before USER" in verbose, verbose
+        assert refused.stdout == b""
 
 
 def _ketch() -> list[str]:

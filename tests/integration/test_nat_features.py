@@ -11,6 +11,7 @@ import asyncio
 import ftplib
 import logging
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from serve_process import ketch_serve
 
 from ketch.protocol.addresses import parse_pasv_reply
 from ketch.server.lifecycle import Reloader
+from ketch.server.masquerade import MasqueradePolicy
 
 from conftest import RunningServer
 from ftp_helpers import connect, reply_to, wait_for
@@ -70,15 +72,42 @@ def test_masquerade_map_picks_the_address_by_client_network(make_server) -> None
     assert natinfo(other)["masquerade-address"] == "none"
 
 
-def test_mapped_client_still_gets_its_data_through_the_real_listener(make_server) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(masquerade_map={"127.0.0.2/32": "localhost"}, masquerade_refresh=0.05)
+def test_mapped_client_gets_its_data_and_pasv_looks_the_name_up_again_when_due(make_server) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(masquerade_map={"127.0.0.2/32": "localhost"}, masquerade_refresh=30)
     (server.home / "a.txt").write_bytes(b"mapped\n")
+    # The server's policy rebuilt from its own configuration, with a stand-in DNS whose
+    # every answer differs and a clock the test moves, so each new lookup shows in PASV.
+    answers = iter(["198.18.0.21", "198.18.0.22"])
+    lookups: list[str] = []
+    now = [1000.0]
+
+    async def resolver(name: str) -> str:
+        lookups.append(name)
+        return next(answers)
+
+    server.server.context.masquerade = MasqueradePolicy.from_config(
+        server.server.config, resolver=resolver, clock=lambda: now[0]
+    )
     ftp = connect(server, source="127.0.0.2")
-    ftp.set_pasv(True)
-    for _ in range(3):  # each PASV after the refresh time looks the name up again
+    ftp.set_pasv(True)  # ftplib connects to the control address, whatever PASV names
+
+    def retrieve_and_advertised() -> str:
         received: list[bytes] = []
         ftp.retrbinary("RETR a.txt", received.append)
         assert b"".join(received) == b"mapped\n"
+        return parse_pasv_reply(natinfo(ftp)["last-passive-reply"]).host
+
+    assert retrieve_and_advertised() == "127.0.0.1"  # "localhost" as resolved at start-up
+    now[0] += 29
+    assert retrieve_and_advertised() == "127.0.0.1"
+    assert lookups == []
+    now[0] += 1  # masquerade_refresh has passed: this PASV looks the name up again
+    assert retrieve_and_advertised() == "198.18.0.21"
+    assert retrieve_and_advertised() == "198.18.0.21"
+    assert lookups == ["localhost"]
+    now[0] += 30
+    assert retrieve_and_advertised() == "198.18.0.22"
+    assert lookups == ["localhost", "localhost"]
 
 
 # -- SITE NATINFO -------------------------------------------------------------------
@@ -150,13 +179,30 @@ def test_expired_passive_listener_is_logged_with_cause_and_counted(
     assert natinfo(ftp)["passive-expired"] == "1"
 
 
-def test_a_used_or_replaced_listener_does_not_count_as_expired(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_used_or_replaced_listener_does_not_count_as_expired(
+    make_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = make_server(data_connect_timeout=0.3)
     ftp = connect(server)
-    ftp.retrlines("NLST", lambda _: None)
-    reply_to(ftp, "PASV")
-    reply_to(ftp, "PORT 127,0,0,1,200,10")  # replaces (closes) the passive listener
-    assert not wait_for(lambda: "passive_expired" in server.counters, timeout=0.6)
+    with caplog.at_level(logging.WARNING, logger="ketch.server.data"):
+        ftp.retrlines("NLST", lambda _: None)
+        reply_to(ftp, "PASV")
+        reply_to(ftp, "PORT 127,0,0,1,200,10")  # replaces (closes) the passive listener
+        # One more listener, left to expire. Its deadline is the latest of the three, so
+        # once it has expired, the other two would have been counted already.
+        last = parse_pasv_reply(reply_to(ftp, "PASV")).port
+
+        def expired() -> list[str]:
+            return [
+                r.getMessage() for r in caplog.records if "no connection arrived" in r.getMessage()
+            ]
+
+        assert wait_for(lambda: any(f"127.0.0.1:{last} " in m for m in expired()), timeout=10)
+        assert wait_for(lambda: server.counters.get("passive_expired") == 1, timeout=10)
+        assert natinfo(ftp)["passive-expired"] == "1"
+    assert server.counters["passive_expired"] == 1
+    assert len(expired()) == 1
 
 
 # -- PORT/EPRT from behind NAT --------------------------------------------------------
@@ -210,7 +256,12 @@ def test_serve_prints_and_logs_set_up_warnings(tmp_path: Path) -> None:
 
 def test_serve_with_a_sound_set_up_prints_no_warning(tmp_path: Path) -> None:
     with ketch_serve(["--port", "0", "--listen", "127.0.0.1"], tmp_path) as serving:
+        # The summary's last line ("  try ...") has been read, and warnings come before it.
         assert not [line for line in serving.stdout if "warning" in line]
+        # Stop it and read stderr to its end, so every line it logged is there to check.
+        serving.signal(signal.SIGTERM)
+        assert serving.wait_exit() == 0, serving.output()
+        serving.wait_for("shutdown complete")
         assert not [line for line in serving.stderr if "set-up:" in line]
 
 

@@ -8,6 +8,7 @@ short (the server gives up on a data connection after 2 s, the client after
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,7 +69,8 @@ class FtpServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
+                os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=10)
 
 

@@ -216,24 +216,31 @@ class TestClientBehindFirewall:
 # -- 3. server behind the firewall `ketch firewall` writes ----------------------
 
 
+def server_behind_generated_firewall(
+    lab: Lab, directory: Path, **served: object
+) -> ClientAndServer:
+    """client 198.18.2.10 -- server 198.18.2.2 behind the rules `ketch firewall` writes.
+
+    The rules are written for the default settings; the server is started with
+    those settings and ``served`` on top (a range the firewall does not open).
+    """
+    client, server = client_next_to_server(lab, None)
+    settings = server_settings(served_root(directory), listen_address=SERVER_IP)
+    config = write_config(directory / "firewall.toml", settings)
+    rules = firewall_rules(config, "--format", "nftables")
+    server.nft(rules)
+    server.nft(rules)  # loading it again must work: the file is idempotent
+    started = start_servers(server, SERVER_IP, directory, {**settings, **served})
+    return ClientAndServer(client, server, started)
+
+
 class TestServerBehindGeneratedFirewall:
     """nftables rules from `ketch firewall` admit the control port and the passive range."""
-
-    OTHER_PASSIVE_PORTS = "50100-50109"
 
     @pytest.fixture(scope="class")
     @classmethod
     def scene(cls, lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> ClientAndServer:
-        directory = tmp_path_factory.mktemp("server-firewall")
-        client, server = client_next_to_server(lab, None)
-        settings = server_settings(served_root(directory), listen_address=SERVER_IP)
-        config = write_config(directory / "firewall.toml", settings)
-        rules = firewall_rules(config, "--format", "nftables")
-        server.nft(rules)
-        server.nft(rules)  # loading it again must work: the file is idempotent
-        return ClientAndServer(
-            client, server, start_servers(server, SERVER_IP, directory, settings)
-        )
+        return server_behind_generated_firewall(lab, tmp_path_factory.mktemp("server-firewall"))
 
     def test_passive_and_active_work_through_the_firewall(self, scene: ClientAndServer) -> None:
         url = scene.servers[0].url()
@@ -241,17 +248,27 @@ class TestServerBehindGeneratedFirewall:
         assert_lists(ls(scene.client, url, "--passive", "--no-epsv"))
         assert_lists(ls(scene.client, url, "--active"))
 
+
+class TestServerOutsideTheGeneratedFirewallsRange:
+    """The firewall written for one passive range, the server moved to another.
+
+    A class (and lab) of its own, so that no other test depends on its server.
+    """
+
+    OTHER_PASSIVE_PORTS = "50100-50109"
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def scene(cls, lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> ClientAndServer:
+        directory = tmp_path_factory.mktemp("server-firewall-moved")
+        return server_behind_generated_firewall(
+            lab, directory, passive_ports=cls.OTHER_PASSIVE_PORTS
+        )
+
     def test_a_passive_range_the_firewall_does_not_open_fails_and_the_log_names_it(
         self, scene: ClientAndServer
     ) -> None:
-        # The same server restarted with another passive range, the firewall left as it was.
-        scene.servers[0].stop()
-        directory = scene.servers[0].config_file.parent / "moved"
-        directory.mkdir()
-        settings = server_settings(
-            served_root(directory), listen_address=SERVER_IP, passive_ports=self.OTHER_PASSIVE_PORTS
-        )
-        [server] = start_servers(scene.server_host, SERVER_IP, directory, settings)
+        [server] = scene.servers
         run = ls(scene.client, server.url(), "--passive")
         assert run.code == 6, run.err
         message = error_line(run)

@@ -103,8 +103,10 @@ def active_refused_behind_nat(verb: ModeName, sent: str) -> Attempt:
     return Attempt(
         verb,
         sent=sent,
-        reply=f"500 {verb} names {CLIENT}, but your connection comes from {SEEN_BEHIND_NAT}: "
-        "you appear to be behind NAT. Use passive mode (PASV/EPSV).",
+        # What ketch's server sends (server/commands/data_setup.py, shared contract C4).
+        reply=f"501 {verb} names {CLIENT}, but your connection comes from {SEEN_BEHIND_NAT}: "
+        "you appear to be behind NAT, so the server cannot connect to you. "
+        "Use passive mode (PASV/EPSV)",
         failure="the server refused active mode",
     )
 

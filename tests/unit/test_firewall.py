@@ -331,6 +331,7 @@ def test_kubernetes_warns_about_a_large_range(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["docker-compose", "kubernetes"])
 def test_container_outputs_are_yaml(tmp_path: Path, name: str) -> None:
     import yaml  # test extras
+
     document = yaml.safe_load(render(plan(tmp_path, passive_ports="50000-50004"), name))
     if name == "docker-compose":
         assert document["services"]["ketch"]["ports"] == ["2121:2121", "50000-50004:50000-50004"]
