@@ -464,6 +464,30 @@ def test_commands_sent_in_the_clear_after_auth_tls_are_dropped(
     assert answer.startswith("503 Send USER first"), answer
 
 
+def test_auth_tls_drops_options_chosen_in_the_clear(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server()
+    line = ControlLine(server)
+    try:
+        line.reply()
+        # Sent in the clear, where anyone on the path could have put it.
+        line.send(b"OPTS HASH MD5\r\n")
+        assert line.reply().startswith("200")
+        line.send(b"AUTH TLS\r\n")
+        assert line.reply().startswith("234")
+        line.secure(client_context(tls_files))
+        line.send(f"USER {USER}\r\n".encode())
+        line.reply()
+        line.send(f"PASS {PASSWORD}\r\n".encode())
+        assert line.reply().startswith("230")
+        line.send(b"OPTS HASH\r\n")
+        answer = line.reply()
+    finally:
+        line.close()
+    assert answer.strip() == "200 SHA-256", answer
+
+
 def test_auth_tls_ends_a_login_made_in_the_clear(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
