@@ -109,33 +109,35 @@ def format_list_line(facts: FileFacts, now: float) -> str:
 def _list_lines(entries: Iterable[FileFacts], now: float) -> list[str]:
     """``format_list_line`` of every entry, with the parts entries share worked out once.
 
-    Entries of one directory mostly share a few modes, owners and minutes, so
-    the permission text, the owner and group columns and the date text are
-    each kept by what they depend on (the date by minute: ``ls`` shows no
-    finer, and a day or year never changes within a minute).
+    Entries of one directory mostly share a few modes, link counts and owners,
+    and few minutes, so the columns before the size (permissions, links, owner,
+    group) are made once per combination and the date text once per minute
+    (``ls`` shows no finer, and a day or year never changes within a minute).
+    Only the two minutes holding the recent/old boundaries are not kept: an
+    entry there may fall on either side.
     """
     earliest, latest = now - _RECENT, now + _FUTURE_SLACK
-    dates: dict[tuple[float, bool], str] = {}
-    modes: dict[tuple[int, str], str] = {}
-    ids: dict[tuple[str, str], str] = {}
+    first_minute, last_minute = earliest // 60, latest // 60
+    dates: dict[float, str] = {}
+    prefixes: dict[tuple[int, str, int, str, str], str] = {}
     lines: list[str] = []
     append = lines.append
     for facts in entries:
         name, kind, size, mtime, mode, nlink, owner, group, target = facts
-        recent = earliest <= mtime <= latest
-        key = (mtime // 60, recent)  # NaN for NaN and infinities: never found, always made
-        date = dates.get(key)
+        minute = mtime // 60  # NaN for NaN and infinities: never found, always made
+        date = dates.get(minute)
         if date is None:
-            date = dates[key] = _date_text(mtime, recent)
-        permissions = modes.get((mode, kind))
-        if permissions is None:
-            permissions = modes[mode, kind] = _permissions(mode, kind)
-        columns = ids.get((owner, group))
-        if columns is None:
-            columns = ids[owner, group] = f"{owner:<8} {group:<8}"
+            date = _date_text(mtime, earliest <= mtime <= latest)
+            if minute != first_minute and minute != last_minute:
+                dates[minute] = date
+        prefix = prefixes.get((mode, kind, nlink, owner, group))
+        if prefix is None:
+            prefix = prefixes[mode, kind, nlink, owner, group] = (
+                f"{_permissions(mode, kind)} {nlink:>3} {owner:<8} {group:<8} "
+            )
         if "\n" in name or "\r" in name or (kind == "link" and target is not None):
             name = _shown_name(facts)
-        append(f"{permissions} {nlink:>3} {columns} {size:>8} {date} {name}")
+        append(f"{prefix}{size:>8} {date} {name}")
     return lines
 
 

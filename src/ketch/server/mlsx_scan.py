@@ -45,34 +45,26 @@ def scan_mlsx(real: str, link_target: LinkTarget) -> list[MlsxEntry]:
     entries: list[MlsxEntry] = []
     append = entries.append
     kinds = _KINDS
+    lstat = os.lstat
+    make = tuple.__new__  # MlsxEntry(...) without its Python-level constructor (half the cost)
     directory = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        # Scanning a descriptor makes each lstat an fstatat relative to it.
-        with os.scandir(directory) as scan:
-            for entry in scan:
-                name = entry.name
-                if name.startswith(UPLOAD_TEMP_PREFIX):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                mode = info.st_mode
-                kind = kinds.get(mode & _S_IFMT, "other")
-                target = link_target(os.path.join(real, name)) if kind == "link" else None
-                append(
-                    MlsxEntry(
-                        name,
-                        kind,  # type: ignore[arg-type]
-                        info.st_size,
-                        info.st_mtime,
-                        mode,
-                        info.st_dev,
-                        info.st_ino,
-                        target,
-                    )
-                )
+        # As LocalFilesystem.list_dir: names sorted first, then one lstat each
+        # relative to the directory's descriptor.
+        names = os.listdir(directory)
+        names.sort()
+        for name in names:
+            if name.startswith(UPLOAD_TEMP_PREFIX):
+                continue
+            try:
+                info = lstat(name, dir_fd=directory)
+            except OSError:
+                continue
+            mode = info.st_mode
+            kind = kinds.get(mode & _S_IFMT, "other")
+            target = link_target(os.path.join(real, name)) if kind == "link" else None
+            size, mtime, dev, inode = info.st_size, info.st_mtime, info.st_dev, info.st_ino
+            append(make(MlsxEntry, (name, kind, size, mtime, mode, dev, inode, target)))
     finally:
         os.close(directory)
-    entries.sort()
     return entries
