@@ -19,7 +19,17 @@ from typing import Any
 
 from load_tls import TlsControl, TlsFacts, client_context
 from report import Column, Medians, Table
-from scenarios import FAILED, GIB, MIB, Bench, Meter, curl_transfer, short_error, warm_cache
+from scenarios import (
+    FAILED,
+    GIB,
+    MIB,
+    Bench,
+    Meter,
+    curl_transfer,
+    prime_for_upload,
+    short_error,
+    warm_cache,
+)
 from servers import HOST, TLS_KEY_TYPE, Server
 
 COLUMNS = ("RETR 1M", "STOR 1M", "curl RETR", "curl STOR")
@@ -44,6 +54,8 @@ def _transfer(b: Bench, server: Server, direction: str, context: ssl.SSLContext,
     try:
         control.login(server.user, server.password)
         within = 60.0 + b.size / 10e6
+        if direction == "stor":
+            prime_for_upload(b, server)
         with Meter(server) as meter:
             if direction == "retr":
                 got, data = control.download(f"RETR {server.remote('big.bin')}", buffer, within)
@@ -70,7 +82,7 @@ def _measure(b: Bench) -> list[Table]:
     negotiated: dict[str, dict[str, Any]] = {server.name: {} for server in b.servers}
     buffer = bytearray(MIB)  # allocated once
     for round_ in range(1, b.rounds + 1):
-        for server in b.servers:
+        for server in b.in_turn(round_):
             assert server.tls_files is not None, f"{server.name} has no certificate"
             context = client_context(server.tls_files.certificate)
             for direction, column in (("retr", COLUMNS[0]), ("stor", COLUMNS[1])):
