@@ -8,6 +8,7 @@ host it never meant to.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ __all__ = [
     "HostPort",
     "UnsupportedFamilyError",
     "active_source_port",
+    "address_facts",
     "address_family_number",
     "format_eprt_argument",
     "format_epsv_reply",
@@ -296,3 +298,16 @@ def plain_ip(address: str) -> str:
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
     return str(parsed)
+
+
+@functools.lru_cache(maxsize=1024)
+def address_facts(host: str) -> tuple[str, bool, int]:
+    """(plain IP, is loopback, RFC 2428 family number) of a connection's address.
+
+    Cached: parsing costs more than the rest of setting up a session, and the
+    sessions of one client share the address string instead of a copy each.
+    ValueError if ``host`` is not an IP address.
+    """
+    ip = plain_ip(host)
+    address = ipaddress.ip_address(ip)
+    return ip, address.is_loopback, 1 if address.version == 4 else 2

@@ -54,7 +54,7 @@ def encode_text(text: str) -> bytes:
         return _STRAY_SURROGATE.sub("\ufffd", text).encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     """One command line from the client.
 
@@ -98,6 +98,8 @@ class CommandLineReader:
     Lines end with CRLF or a bare LF (RFC 1123 §4.1.2.2 asks servers to accept
     both). Memory stays bounded by the line limit whatever the client sends.
     """
+
+    __slots__ = ("_discarding", "_limit", "_line", "_telnet")  # one per session
 
     def __init__(self, max_line_length: int = 4096) -> None:
         if max_line_length < 1:
@@ -144,6 +146,9 @@ class CommandLineReader:
             # Measure before joining so an over-long line is never copied.
             if len(line) - cr_in_buffer + stop - pos > limit:
                 events.append(LineTooLong(limit))
+            elif not line:
+                # The usual case, a whole line in this chunk: no copy through the buffer.
+                events.append(parse_command_line(clean[pos:stop]))
             else:
                 line += clean[pos:stop]
                 if cr_in_buffer:

@@ -14,7 +14,7 @@ from ketch.protocol.mlsx import FACT_NAMES
 __all__ = ["ExtensionState"]
 
 
-@dataclass
+@dataclass(slots=True)  # one per session: no __dict__ each
 class ExtensionState:
     #: MLST/MLSD facts selected with OPTS MLST (RFC 3659 §7.9); all by default.
     mlst_facts: tuple[str, ...] = FACT_NAMES

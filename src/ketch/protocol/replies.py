@@ -62,6 +62,8 @@ def format_reply(code: int, text: str | Sequence[str]) -> bytes:
     scanning for the end line ("211 ...") must not be able to stop early.
     """
     _check_code(code)
+    if isinstance(text, str) and "\n" not in text and "\r" not in text:
+        return encode_text(f"{code} {text}\r\n")  # the common one-line reply, without a split
     lines = _split_lines(text)
     if len(lines) == 1:
         return encode_text(f"{code} {lines[0]}\r\n")

@@ -61,7 +61,7 @@ class AuthMechanism(enum.Enum):
         return "P" if self in (AuthMechanism.SSL, AuthMechanism.TLS_P) else "C"
 
 
-@dataclass
+@dataclass(slots=True)  # one per session: no __dict__ each
 class TlsState:
     """The security facts of one control connection, beside its login state."""
 

@@ -65,7 +65,7 @@ URGENT_COMMANDS = frozenset({"ABOR", "STAT", "NOOP"})
 RESTARTABLE_COMMANDS = frozenset({"RETR", "STOR"})
 
 
-@dataclass
+@dataclass(slots=True)  # one per session: no __dict__ each
 class SessionState:
     """The protocol-level facts of one control connection."""
 

@@ -22,6 +22,8 @@ __all__ = ["LineTimer"]
 class LineTimer:
     """Tracks whether a line is unfinished and since when the server waits for its end."""
 
+    __slots__ = ("_clock", "_open", "_waiting_since", "timeout")  # one per session
+
     def __init__(self, timeout: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
         self._clock = clock

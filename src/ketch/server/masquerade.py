@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import socket
@@ -186,6 +187,8 @@ def longest_prefix_match(
     networks: list[ipaddress.IPv4Network], client_ip: str
 ) -> ipaddress.IPv4Network | None:
     """The most specific of ``networks`` holding ``client_ip``, or None."""
+    if not networks:
+        return None  # no masquerade_map: skip parsing the address on every PASV
     try:
         client = ipaddress.ip_address(client_ip)
     except ValueError:
@@ -259,6 +262,8 @@ class MasqueradePolicy:
         return local_ip if source is None else await source.current()
 
 
+# Cached: is_global walks a list of networks, twice per PASV; the pairs seen are few.
+@functools.lru_cache(maxsize=1024)
 def private_advertisement_warning(advertised: str, client_ip: str) -> str | None:
     """Why advertising ``advertised`` to ``client_ip`` will likely fail, or None.
 
@@ -299,6 +304,7 @@ class PrivateAdvertisementWarnings:
         return warning
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every PASV, mostly for the same few clients
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback

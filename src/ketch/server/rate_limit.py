@@ -32,6 +32,8 @@ class TokenBucket:
     before the next :meth:`reserve` is held to ``rate`` on average.
     """
 
+    __slots__ = ("_clock", "_tokens", "_updated", "burst", "rate")  # one per session
+
     def __init__(self, rate: float, burst: int, *, clock: Clock = time.monotonic) -> None:
         if rate <= 0:
             raise ValueError("rate must be greater than 0")
@@ -69,6 +71,8 @@ class CommandThrottle:
 
     ``rate`` 0 turns the limit off: :meth:`delay` is then always 0.
     """
+
+    __slots__ = ("_bucket", "_clock", "_throttled_since", "flood_timeout", "rate")
 
     def __init__(
         self,

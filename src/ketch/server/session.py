@@ -4,25 +4,27 @@ The session owns what is I/O-bound: the control stream, the prepared data
 offer and the running transfer task. Protocol facts (login stage, pending
 RNFR/REST) live in :class:`~ketch.protocol.session_state.SessionState`.
 
-Transfers run as a separate task so that the control connection keeps
-reading: ABOR, STAT and NOOP are served while bytes flow (RFC 959 §4.1.3);
-any other command waits for the transfer to end, which keeps replies in
-order for clients that pipeline.
+Transfers run as a separate task (see :mod:`ketch.server.transfer_task`) so
+that the control connection keeps reading: ABOR, STAT and NOOP are served
+while bytes flow (RFC 959 §4.1.3); any other command waits for the transfer
+to end, which keeps replies in order for clients that pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import ipaddress
+import functools
 import logging
+import os
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ketch.protocol.addresses import plain_ip
+from ketch.protocol.addresses import address_facts
 from ketch.protocol.commands import Command, CommandLineReader, LineTooLong, decode_argument
 from ketch.protocol.extension_state import ExtensionState
 from ketch.protocol.replies import format_reply
@@ -30,7 +32,7 @@ from ketch.protocol.security import TlsState, command_refusal
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import COMMANDS, Argument, CommandSpec
-from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
+from ketch.server.data_channel import DataOffer
 from ketch.server.filesystem import (
     Filesystem,
     FilesystemError,
@@ -42,7 +44,7 @@ from ketch.server.line_timer import LineTimer
 from ketch.server.rate_limit import CommandThrottle
 from ketch.server.tls import secure_control_stream
 from ketch.server.tls_data import TlsOffer
-from ketch.server.transfers import StallWatchdog, TransferRefused
+from ketch.server.transfer_task import TransferWork, collect_transfer_error, run_transfer
 
 if TYPE_CHECKING:
     from ketch.server.context import ServerContext
@@ -52,12 +54,62 @@ __all__ = ["Session"]
 log = logging.getLogger("ketch.server")
 
 _READ_SIZE = 8192
-#: The control stream's buffer limit, as the listener's start_server uses.
+#: The control stream's buffer limit, as the listener's _control_protocol uses.
 _STREAM_LIMIT = 1 << 16
-TransferWork = Callable[[DataChannel], Awaitable[None]]
+
+#: One LocalFilesystem per home, shared by the sessions logged in there (it keeps
+#: no per-session state: keep it so). Made once, it spares every login resolving
+#: the home again (a realpath: ~25 us) and every session a copy (~0.3 KiB).
+_filesystems: weakref.WeakValueDictionary[Path, LocalFilesystem] = weakref.WeakValueDictionary()
+
+
+def _filesystem_of(account: Account) -> LocalFilesystem:
+    """The account's filesystem; NotADirectoryError (from LocalFilesystem) if the home is gone."""
+    filesystem = _filesystems.get(account.home)
+    if filesystem is None or not os.path.isdir(account.home):
+        # No session there yet, or the home vanished: LocalFilesystem checks and says.
+        filesystem = _filesystems[account.home] = LocalFilesystem(account.home)
+    return filesystem
 
 
 class Session:
+    # Slots: a server holds thousands of idle sessions, and a __dict__ per
+    # session cost more memory than all of its attributes.
+    __slots__ = (
+        "_command_raw",
+        "_extensions",
+        "_input_replaced",
+        "_last_activity",
+        "_line_timer",
+        "_lines",
+        "_throttle",
+        "_tls",
+        "_wait_until",
+        "_woken",
+        "aborting",
+        "account",
+        "closing",
+        "config",
+        "context",
+        "control_is_tls",
+        "cwd",
+        "data_offer",
+        "fs",
+        "last_active_command",
+        "last_passive_reply",
+        "local_ip",
+        "local_port",
+        "peer_family",
+        "peer_ip",
+        "peer_is_loopback",
+        "reader",
+        "state",
+        "transfer",
+        "transfer_status",
+        "user_slot",
+        "writer",
+    )
+
     def __init__(
         self,
         context: ServerContext,
@@ -70,17 +122,13 @@ class Session:
         self.writer = writer
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
-        self.peer_ip = plain_ip(peer[0])
-        self.local_ip = plain_ip(local[0])
-        self.local_port: int = local[1]
         # Facts of the connection that PASV/EPSV/PORT consult; fixed for the session.
-        peer_address = ipaddress.ip_address(self.peer_ip)
-        self.peer_is_loopback = peer_address.is_loopback
-        #: RFC 2428 network protocol number of the control connection: 1 IPv4, 2 IPv6.
-        self.peer_family = 1 if peer_address.version == 4 else 2
+        # peer_family is RFC 2428's network protocol number: 1 IPv4, 2 IPv6.
+        self.peer_ip, self.peer_is_loopback, self.peer_family = address_facts(peer[0])
+        self.local_ip = address_facts(local[0])[0]
+        self.local_port: int = local[1]
         self.state = SessionState()
-        #: OPTS MLST/OPTS HASH selections, RANG, HOST and CLNT (see commands/extensions.py).
-        self.extensions = ExtensionState()
+        self._extensions: ExtensionState | None = None  # see extensions
         self.account: Account | None = None
         self.fs: Filesystem | None = None
         self.cwd = "/"
@@ -91,20 +139,30 @@ class Session:
         self.closing = False
         self._lines = CommandLineReader(self.config.max_line_length)
         self._last_activity = time.monotonic()
+        #: While waiting for input: when the wait must end (see wake_if_due).
+        self._wait_until: float | None = None
+        self._woken = False
         self._line_timer = LineTimer(self.config.line_timeout)
-        self._throttle = CommandThrottle(
-            self.config.command_rate, self.config.command_burst, self.config.command_flood_timeout
+        # None when command_rate is 0 (no limit): nothing to keep or to ask per command.
+        self._throttle = (
+            CommandThrottle(
+                self.config.command_rate,
+                self.config.command_burst,
+                self.config.command_flood_timeout,
+            )
+            if self.config.command_rate > 0
+            else None
         )
         #: The account key counted in context.user_sessions while logged in.
         self.user_slot: str | None = None
         #: True once the control connection runs over TLS (AUTH TLS, or implicit FTPS).
         self.control_is_tls = writer.get_extra_info("ssl_object") is not None
-        #: AUTH/PBSZ/PROT facts (RFC 4217); implicit FTPS starts secured, with PROT P.
-        self.tls = TlsState.implicit() if self.control_is_tls else TlsState()
+        #: AUTH/PBSZ/PROT facts (see tls); implicit FTPS starts secured, with PROT P.
+        self._tls = TlsState.implicit() if self.control_is_tls else None
         #: Set when AUTH TLS replaced the control stream: input read before is dropped.
         self._input_replaced = False
-        #: The line of the command being run, as received (SITE NATINFO shows PORT/EPRT's).
-        self.command_line = ""
+        #: The line of the command being run, as received; see command_line.
+        self._command_raw = b""
         #: SITE NATINFO facts: the last PASV/EPSV reply sent, the last PORT/EPRT received.
         self.last_passive_reply: str | None = None
         self.last_active_command: str | None = None
@@ -116,69 +174,104 @@ class Session:
         try:
             await self.reply(220, self.config.banner)
             while not self.closing:
-                data = await self._read_or_idle()
+                # Read here, not in a coroutine of its own: one frame less per idle session.
+                if timed_out := self._start_waiting():
+                    await self.reply(421, timed_out)
+                    break
+                try:
+                    data = await self.reader.read(_READ_SIZE)
+                except asyncio.CancelledError:
+                    if self._take_wake_up():
+                        continue  # the sweep's wake-up: _start_waiting says which timeout
+                    raise
+                finally:
+                    self._wait_until = None
                 if not data:
                     break
-                events = self._lines.feed(data)
-                self._line_timer.received(data, events)
-                for event in events:
-                    if not await self._pace():
-                        break
-                    if isinstance(event, LineTooLong):
-                        await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
-                    else:
-                        await self._handle(event)
-                    if self.closing:
-                        break
-                    if self._input_replaced:
-                        # Lines sent in the clear after AUTH TLS must not run as if they came
-                        # over TLS (plaintext command injection, as CVE-2011-0411).
-                        self._input_replaced = False
-                        break
+                self._last_activity = time.monotonic()
+                await self._serve_input(data)
         except (ConnectionError, TimeoutError):
             pass
         finally:
             await self._end()
 
-    async def _read_or_idle(self) -> bytes:
-        """Read control input; after ``idle_timeout`` without a command or transfer, say 421.
+    async def _serve_input(self, data: bytes) -> None:
+        """Run the commands that ``data`` completes.
 
-        A line already started must end within ``line_timeout`` (slowloris).
+        A method of its own so that its commands are not kept alive (in the
+        frame of ``run``) while the session waits, idle, for more input.
+        """
+        events = self._lines.feed(data)
+        self._line_timer.received(data, events)
+        for event in events:
+            if self._throttle is not None and not await self._pace(self._throttle):
+                return
+            if isinstance(event, LineTooLong):
+                await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
+            else:
+                await self._handle(event)
+            if self.closing:
+                return
+            if self._input_replaced:
+                # Lines sent in the clear after AUTH TLS must not run as if they came
+                # over TLS (plaintext command injection, as CVE-2011-0411).
+                self._input_replaced = False
+                return
+
+    def _start_waiting(self) -> str | None:
+        """Before reading: set when the wait must end, or give the 421 text of a timeout.
+
+        ``idle_timeout`` bounds the time without a command (or a transfer);
+        a line already started must end within ``line_timeout`` (slowloris).
+        No timer per read: the listener's sweep (see wake_if_due) cancels the
+        read once ``_wait_until`` has passed, as asyncio.timeout would.
         """
         self._line_timer.start_waiting()
-        while True:
-            idle_for = time.monotonic() - self._last_activity
-            remaining = self.config.idle_timeout - idle_for
-            if self.transfer is not None:
-                remaining = self.config.idle_timeout
-            if remaining <= 0:
-                log.info("idle timeout client=%s user=%s", self.peer_ip, self.state.user_name)
-                await self.reply(
-                    421, f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
+        now = time.monotonic()
+        remaining = self.config.idle_timeout - (now - self._last_activity)
+        if self.transfer is not None:
+            remaining = self.config.idle_timeout
+        if remaining <= 0:
+            log.info("idle timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+            return f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
+        line_left = self._line_timer.remaining()
+        if line_left is not None:
+            if line_left <= 0:
+                log.info("line timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+                return (
+                    f"Command line not completed within {self.config.line_timeout:g} s: "
+                    "closing the control connection."
                 )
-                return b""
-            line_left = self._line_timer.remaining()
-            if line_left is not None:
-                if line_left <= 0:
-                    log.info("line timeout client=%s user=%s", self.peer_ip, self.state.user_name)
-                    await self.reply(
-                        421,
-                        f"Command line not completed within {self.config.line_timeout:g} s: "
-                        "closing the control connection.",
-                    )
-                    return b""
-                remaining = min(remaining, line_left)
-            try:
-                async with asyncio.timeout(remaining):
-                    data = await self.reader.read(_READ_SIZE)
-            except TimeoutError:
-                continue
-            self._last_activity = time.monotonic()
-            return data
+            remaining = min(remaining, line_left)
+        self._wait_until = now + remaining
+        return None
 
-    async def _pace(self) -> bool:
+    def wake_if_due(self, now: float) -> bool:
+        """Whether the wait for input has run out of time; the caller then cancels our task.
+
+        The listener asks every session from one periodic sweep: a timer per
+        session, re-armed on every read, would cost more CPU and memory than
+        the rest of an idle session's waiting.
+        """
+        if self._wait_until is None or now < self._wait_until:
+            return False
+        self._wait_until = None
+        self._woken = True
+        return True
+
+    def _take_wake_up(self) -> bool:
+        """True when the CancelledError being handled is only the sweep's wake-up."""
+        if not self._woken:
+            return False
+        self._woken = False
+        task = asyncio.current_task()
+        assert task is not None
+        # Another cancel besides ours (server shutdown) must still end the session.
+        return task.uncancel() == 0
+
+    async def _pace(self, throttle: CommandThrottle) -> bool:
         """Wait as the command rate limit asks; False (after a 421) when the client floods."""
-        delay = self._throttle.delay()
+        delay = throttle.delay()
         if delay is None:
             log.warning(
                 "command flood client=%s user=%s: faster than %g commands/s for %g s",
@@ -215,7 +308,8 @@ class Session:
             await self.reply(530, "Please log in with USER and PASS first.")
             return
         self.state.before_command(spec.verb)
-        if tls_refusal := command_refusal(self.config.tls_required, self.tls, spec.verb):
+        policy = self.config.tls_required
+        if policy != "off" and (tls_refusal := command_refusal(policy, self.tls, spec.verb)):
             await self.reply(*tls_refusal)
             return
         if refusal := self._argument_refusal(spec, command.argument):
@@ -231,7 +325,7 @@ class Session:
             )
             await self.reply(550, self.permission_refusal(spec))
             return
-        self.command_line = decode_argument(command.raw)
+        self._command_raw = command.raw
         try:
             await spec.handler(self, command.argument)
         except PathEscapeError as error:
@@ -253,6 +347,8 @@ class Session:
             await self.reply(
                 451, f"Internal error while running {spec.verb}; the server log has details."
             )
+        finally:
+            self._command_raw = b""  # not kept while the session idles
 
     @staticmethod
     def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
@@ -263,6 +359,35 @@ class Session:
         return None
 
     # -- helpers for handlers -------------------------------------------------
+
+    @property
+    def tls(self) -> TlsState:
+        """AUTH/PBSZ/PROT facts (RFC 4217); made on first use, as most sessions never ask."""
+        if self._tls is None:
+            self._tls = TlsState()
+        return self._tls
+
+    @property
+    def extensions(self) -> ExtensionState:
+        """OPTS MLST/OPTS HASH selections, RANG, HOST and CLNT (see commands/extensions.py).
+
+        Made on first use: most sessions never send any of these.
+        """
+        if self._extensions is None:
+            self._extensions = ExtensionState()
+        return self._extensions
+
+    @extensions.setter
+    def extensions(self, value: ExtensionState) -> None:
+        self._extensions = value
+
+    @property
+    def command_line(self) -> str:
+        """The line of the command being run, as received (SITE NATINFO shows PORT/EPRT's).
+
+        Decoded on demand: only PORT and EPRT ask, and every command would pay.
+        """
+        return decode_argument(self._command_raw)
 
     async def reply(self, code: int, text: str | list[str]) -> None:
         if self.writer.is_closing():
@@ -304,7 +429,7 @@ class Session:
 
     def log_in(self, account: Account) -> None:
         self.account = account
-        self.fs = LocalFilesystem(account.home)
+        self.fs = _filesystem_of(account)
         self.cwd = "/"
         self.state.login_succeeded()
 
@@ -348,7 +473,7 @@ class Session:
                 425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
             )
             return
-        if self.tls.protection == "P" and self.context.tls is not None:
+        if self.context.tls is not None and self.tls.protection == "P":
             offer = TlsOffer(
                 offer,
                 self.context.tls.context,
@@ -359,102 +484,15 @@ class Session:
         self.aborting = False
         self.transfer_status = f"{verb} {path}"
         self.transfer = asyncio.get_running_loop().create_task(
-            self._run_transfer(offer, verb, path, work, done, cleanup)
+            run_transfer(self, offer, verb, path, work, done, cleanup)
         )
-        self.transfer.add_done_callback(self._transfer_finished)
+        self.transfer.add_done_callback(functools.partial(collect_transfer_error, self.peer_ip))
 
-    def _transfer_finished(self, task: asyncio.Task[None]) -> None:
-        """Collect a transfer task's error, which no one awaits: the control loop only waits."""
-        if task.cancelled() or (error := task.exception()) is None:
-            return
-        if isinstance(error, ConnectionError):
-            # The control connection died while the final reply was being sent.
-            log.debug("final transfer reply not delivered to %s: %s", self.peer_ip, error)
-        else:
-            log.error("transfer task failed (client=%s)", self.peer_ip, exc_info=error)
-
-    async def _run_transfer(
-        self,
-        offer: DataOffer,
-        verb: str,
-        path: str,
-        work: TransferWork,
-        done: str,
-        cleanup: Callable[[], None] | None,
-    ) -> None:
-        started = time.monotonic()
-        channel: DataChannel | None = None
-        watchdog: StallWatchdog | None = None
-        outcome = "failed"
-        task = asyncio.current_task()
-        assert task is not None
-        try:
-            channel = await offer.connect()
-            watchdog = StallWatchdog(channel, task, self.config.data_stall_timeout)
-            await work(channel)
-            await channel.finish()  # TLS close_notify
-            channel.close()  # flush and close before 226, so the client sees EOF first
-            outcome = "ok"
-            await self.reply(226, done)
-        except DataConnectionError as error:
-            await self.reply(error.code, f"Cannot open data connection: {error}")
-        except asyncio.CancelledError:
-            if watchdog is not None and watchdog.stalled:
-                outcome = "stalled"
-                await self.reply(
-                    426,
-                    f"Transfer aborted: no data moved for {self.config.data_stall_timeout:g} s.",
-                )
-            elif self.aborting:
-                outcome = "aborted"
-                await self.reply(426, "Transfer aborted by ABOR; data connection closed.")
-            else:
-                raise  # the session is ending
-        except TransferRefused as refusal:  # a limit (upload size, quota) stopped it
-            outcome = "refused"
-            await self.reply(refusal.code, refusal.text)
-        except ConnectionError:
-            outcome = "interrupted"
-            await self.reply(426, "Data connection closed by the other side; transfer aborted.")
-        except OSError as error:
-            await self._reply_local_error(error)
-        finally:
-            if watchdog is not None:
-                watchdog.stop()
-            if channel is not None:
-                channel.close()
-            offer.close()
-            if cleanup:
-                cleanup()
-            moved = channel.bytes_moved if channel else 0
-            self._log_transfer(verb, path, offer.mode, moved, time.monotonic() - started, outcome)
-            self.transfer = None
-            self.transfer_status = ""
-            self._last_activity = time.monotonic()
-
-    async def _reply_local_error(self, error: OSError) -> None:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            await self.reply(
-                552, "Transfer aborted: the server's disk is full; ask the admin to free space."
-            )
-        else:
-            await self.reply(451, f"Transfer aborted: local error ({error.strerror or error}).")
-
-    def _log_transfer(
-        self, verb: str, path: str, mode: str, moved: int, seconds: float, outcome: str
-    ) -> None:
-        self.context.counters[f"transfer_{outcome}"] += 1
-        log.info(
-            "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
-            verb,
-            self.state.user_name,
-            self.peer_ip,
-            mode,
-            path,
-            moved,
-            seconds,
-            outcome,
-        )
+    def transfer_ended(self) -> None:
+        """The transfer task's last step: the control connection is on its own again."""
+        self.transfer = None
+        self.transfer_status = ""
+        self._last_activity = time.monotonic()
 
     async def abort_transfer(self) -> bool:
         """Cancel the running transfer (it replies 426); False when none runs."""
@@ -475,5 +513,7 @@ class Session:
         self.replace_offer(None)
         self.release_user_slot()
         self.writer.close()
+        # asyncio.timeout, not wait_for: no task of its own to create per session.
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
+            async with asyncio.timeout(5):
+                await self.writer.wait_closed()

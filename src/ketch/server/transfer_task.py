@@ -1,0 +1,125 @@
+"""A transfer as a task beside its control connection: the data channel's work, then 226/4xx.
+
+:meth:`Session.start_transfer <ketch.server.session.Session.start_transfer>`
+replies 150 and starts :func:`run_transfer` as a task, so the control loop
+keeps reading (ABOR, STAT, NOOP) while bytes flow. The task owns the data
+channel: it connects it, runs the command's work on it under a stall
+watchdog, and answers the final reply whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
+from ketch.server.transfers import StallWatchdog, TransferRefused
+
+if TYPE_CHECKING:
+    from ketch.server.session import Session
+
+__all__ = ["TransferWork", "collect_transfer_error", "run_transfer"]
+
+log = logging.getLogger("ketch.server")
+
+TransferWork = Callable[[DataChannel], Awaitable[None]]
+
+
+def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:
+    """Collect a transfer task's error, which no one awaits: the control loop only waits."""
+    if task.cancelled() or (error := task.exception()) is None:
+        return
+    if isinstance(error, ConnectionError):
+        # The control connection died while the final reply was being sent.
+        log.debug("final transfer reply not delivered to %s: %s", peer_ip, error)
+    else:
+        log.error("transfer task failed (client=%s)", peer_ip, exc_info=error)
+
+
+async def run_transfer(
+    session: Session,
+    offer: DataOffer,
+    verb: str,
+    path: str,
+    work: TransferWork,
+    done: str,
+    cleanup: Callable[[], None] | None,
+) -> None:
+    """Connect ``offer``, run ``work`` on it and reply 226, or the 4xx/5xx that fits."""
+    started = time.monotonic()
+    channel: DataChannel | None = None
+    watchdog: StallWatchdog | None = None
+    outcome = "failed"
+    task = asyncio.current_task()
+    assert task is not None
+    config = session.config
+    try:
+        channel = await offer.connect()
+        watchdog = StallWatchdog(channel, task, config.data_stall_timeout)
+        await work(channel)
+        await channel.finish()  # TLS close_notify
+        channel.close()  # flush and close before 226, so the client sees EOF first
+        outcome = "ok"
+        await session.reply(226, done)
+    except DataConnectionError as error:
+        await session.reply(error.code, f"Cannot open data connection: {error}")
+    except asyncio.CancelledError:
+        if watchdog is not None and watchdog.stalled:
+            outcome = "stalled"
+            await session.reply(
+                426, f"Transfer aborted: no data moved for {config.data_stall_timeout:g} s."
+            )
+        elif session.aborting:
+            outcome = "aborted"
+            await session.reply(426, "Transfer aborted by ABOR; data connection closed.")
+        else:
+            raise  # the session is ending
+    except TransferRefused as refusal:  # a limit (upload size, quota) stopped it
+        outcome = "refused"
+        await session.reply(refusal.code, refusal.text)
+    except ConnectionError:
+        outcome = "interrupted"
+        await session.reply(426, "Data connection closed by the other side; transfer aborted.")
+    except OSError as error:
+        await _reply_local_error(session, error)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+        if channel is not None:
+            channel.close()
+        offer.close()
+        if cleanup:
+            cleanup()
+        moved = channel.bytes_moved if channel else 0
+        _log_transfer(session, verb, path, offer.mode, moved, time.monotonic() - started, outcome)
+        session.transfer_ended()
+
+
+async def _reply_local_error(session: Session, error: OSError) -> None:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        await session.reply(
+            552, "Transfer aborted: the server's disk is full; ask the admin to free space."
+        )
+    else:
+        await session.reply(451, f"Transfer aborted: local error ({error.strerror or error}).")
+
+
+def _log_transfer(
+    session: Session, verb: str, path: str, mode: str, moved: int, seconds: float, outcome: str
+) -> None:
+    session.context.counters[f"transfer_{outcome}"] += 1
+    log.info(
+        "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
+        verb,
+        session.state.user_name,
+        session.peer_ip,
+        mode,
+        path,
+        moved,
+        seconds,
+        outcome,
+    )
