@@ -27,6 +27,8 @@ import trustme
 from cryptography import x509
 from serve_process import ketch_serve
 
+from ketch.protocol import security
+
 from conftest import PASSWORD, USER, RunningServer, require_program
 from ftp_helpers import free_port, reply_to, wait_for
 from payloads import MIB, sha256_bytes, sha256_file
@@ -411,6 +413,51 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
         assert text.startswith("521 "), (verb, text)
         assert "send PBSZ 0 and PROT P" in text, (verb, text)
     assert names == ["file.txt"]  # nothing was stored in the clear
+
+
+def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As MLSD once was: a data command missing from the list dispatch consults.
+    monkeypatch.setattr(security, "TRANSFER_COMMANDS", frozenset())
+    server = make_tls_server(tls_required="all", tls_require_session_reuse=False)
+    (server.home / "file.txt").write_bytes(b"data\n")
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_c()
+        with pytest.raises(ftplib.error_perm) as refusal:
+            ftp.nlst()
+        ftp.prot_p()
+        names = ftp.nlst()
+    finally:
+        ftp.close()
+    assert str(refusal.value).startswith("521 "), refusal.value
+    assert names == ["file.txt"]
+
+
+def test_garbage_inside_a_tls_upload_is_a_426_tls_error_and_nothing_is_stored(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    server = make_tls_server(tls_require_session_reuse=False)
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        conn = ftp.transfercmd("STOR up.bin")
+        conn.sendall(b"x" * 1000)
+        # Bytes that are no TLS record, written under the TLS layer: what a broken
+        # middlebox or an attacker on the path would inject.
+        os.write(conn.fileno(), b"\x17\x03\x03\x00\x10" + b"not a tls record")
+        with pytest.raises(ftplib.error_temp) as failure:
+            ftp.voidresp()
+        conn.close()
+    finally:
+        ftp.close()
+    assert str(failure.value).startswith("426 TLS error on the data connection"), failure.value
+    assert not (server.home / "up.bin").exists()  # an atomic upload that failed leaves nothing
 
 
 # -- the control connection ------------------------------------------------------

@@ -28,7 +28,7 @@ from ketch.protocol.addresses import address_facts
 from ketch.protocol.commands import Command, CommandLineReader, LineTooLong, decode_argument
 from ketch.protocol.extension_state import ExtensionState
 from ketch.protocol.replies import format_reply
-from ketch.protocol.security import TlsState, command_refusal
+from ketch.protocol.security import TlsState, command_refusal, transfer_refusal
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import COMMANDS, Argument, CommandSpec
@@ -472,6 +472,14 @@ class Session:
             await self.reply(
                 425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
             )
+            return
+        # dispatch refuses transfer commands first (before STOR creates a file); this is
+        # the one place every data connection passes, so no command can slip past it.
+        if self.config.tls_required == "all" and (refusal := transfer_refusal("all", self.tls)):
+            self.data_offer = offer
+            if cleanup:
+                cleanup()
+            await self.reply(521, refusal)
             return
         if self.context.tls is not None and self.tls.protection == "P":
             offer = TlsOffer(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -84,6 +85,13 @@ async def run_transfer(
     except ConnectionError:
         outcome = "interrupted"
         await session.reply(426, "Data connection closed by the other side; transfer aborted.")
+    except ssl.SSLError as error:  # an OSError too, but the server's disk is not to blame
+        outcome = "interrupted"
+        await session.reply(
+            426,
+            f"TLS error on the data connection ({error.reason or error}); transfer aborted. "
+            "Try again; if it keeps happening, something on the path alters the data.",
+        )
     except OSError as error:
         await _reply_local_error(session, error)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 import time
 
@@ -27,17 +28,17 @@ def mode_name(session: Session) -> str:
 async def retrieve(session: Session, argument: str) -> None:
     path = session.resolve(argument)
     offset = session.state.transfer_offset
-    facts = session.filesystem.stat(path)
-    if facts.kind != "file":
-        await session.reply(550, f"{path}: not a regular file.")
-        return
-    if offset > facts.size:
-        await _reply_offset_beyond_end(session, path, offset, facts.size)
-        return
+    # Open first and ask the descriptor: one path resolution instead of two, and the
+    # size is that of the file actually sent. Not a regular file: 550 with the reason.
     file = session.filesystem.open_read(path)
+    file_size = os.fstat(file.fileno()).st_size
+    if offset > file_size:
+        file.close()
+        await _reply_offset_beyond_end(session, path, offset, file_size)
+        return
     ascii = session.state.transfer_type == "A"
     # The byte count is only true on the wire in binary mode (ftplib reads it as the size).
-    size = "" if ascii else f" ({facts.size} bytes)"
+    size = "" if ascii else f" ({file_size} bytes)"
     account = session.account
     throttle = session.context.rates.throttle(account, "download") if account else None
     await session.start_transfer(
