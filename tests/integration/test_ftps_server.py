@@ -795,6 +795,25 @@ def _served_fingerprint(port: int) -> str:
     return x509.load_der_x509_certificate(der).fingerprint(_sha256()).hex(":").upper()
 
 
+def test_connection_limits_apply_on_the_implicit_port_before_any_tls_handshake(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    implicit_port = free_port()
+    server = make_tls_server(implicit_tls_port=implicit_port, max_connections_per_ip=1)
+    first = client_context(tls_files).wrap_socket(
+        socket.create_connection((server.host, implicit_port), timeout=10),
+        server_hostname="127.0.0.1",
+    )
+    try:
+        assert first.recv(1024).startswith(b"220")
+        # The second connection from this address is over the limit: closed at once,
+        # without the server waiting (up to 30 s) for a ClientHello that never comes.
+        with socket.create_connection((server.host, implicit_port), timeout=5) as second:
+            assert second.recv(1) == b""
+    finally:
+        first.close()
+
+
 def test_lftp_downloads_over_implicit_ftps(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from ketch.config import PortRange, ServerConfig
+from ketch.protocol.addresses import plain_ip
 from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
@@ -17,7 +19,7 @@ from ketch.server.context import ServerContext
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.session import Session
-from ketch.server.tls import HANDSHAKE_TIMEOUT, ServerTls, reload_tls
+from ketch.server.tls import ServerTls, reload_tls, secure_control_stream
 
 __all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
 
@@ -141,13 +143,11 @@ class FtpServer:
         )
         self._sweep_handle = loop.call_later(sweep_period(self.config), self._sweep)
         if self._implicit_socket is not None and self.context.tls is not None:
-            # Implicit FTPS: the TLS handshake comes before the session (and its 220).
+            # Implicit FTPS: accepted in the clear like any connection, so bans and
+            # connection limits apply before a TLS handshake costs anything, then
+            # secured before the session (and its 220) starts.
             self._implicit_server = await loop.create_server(
-                self._control_protocol,
-                sock=self._implicit_socket,
-                backlog=LISTEN_BACKLOG,
-                ssl=self.context.tls.context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                self._implicit_protocol, sock=self._implicit_socket, backlog=LISTEN_BACKLOG
             )
 
     def _control_protocol(self) -> asyncio.StreamReaderProtocol:
@@ -155,6 +155,11 @@ class FtpServer:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
         return _ControlProtocol(reader, self._on_connection, loop=loop)
+
+    def _implicit_protocol(self) -> asyncio.StreamReaderProtocol:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
+        return _ControlProtocol(reader, self._on_implicit_connection, loop=loop)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -230,25 +235,44 @@ class FtpServer:
         if self._implicit_server is not None:
             await self._implicit_server.wait_closed()
 
-    async def _on_connection(
+    async def _on_implicit_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        session = Session(self.context, reader, writer)
-        ip = session.peer_ip
+        await self._on_connection(reader, writer, implicit=True)
+
+    def _refusal(self, ip: str) -> str | None:
+        """Why a new connection from ``ip`` is turned away (ban, limits), or None to admit it.
+
+        Admitting counts the connection in ``limits``: release it when it ends.
+        """
         banned = self.context.login_guard.ban_remaining(ip)
         if banned is not None:
             self.context.counters["connection_banned"] += 1
             log.info("connection refused client=%s: banned for %.0f s more", ip, banned)
-            writer.write(format_reply(421, ban_reply_text(ip, banned)))
-            writer.close()
-            return
+            return ban_reply_text(ip, banned)
         refusal = self.limits.admit(ip)
         if refusal is not None:
             self.context.counters["connection_refused"] += 1
             log.warning("connection refused client=%s: %s", ip, refusal)
-            writer.write(format_reply(421, refusal))
+        return refusal
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit: bool = False
+    ) -> None:
+        ip = plain_ip(writer.get_extra_info("peername")[0])
+        refusal = self._refusal(ip)
+        if refusal is not None:
+            if not implicit:  # a client expecting TLS would take a clear reply for garbage
+                writer.write(format_reply(421, refusal))
             writer.close()
             return
+        if implicit:
+            secured = await self._secure(ip, writer)
+            if secured is None:
+                self.limits.release(ip)
+                return
+            reader, writer = secured
+        session = Session(self.context, reader, writer)
         # SO_OOBINLINE came from the listening socket (see start); TCP_NODELAY is set
         # by asyncio's and uvloop's transports both. No socket options per connection.
         task = asyncio.current_task()
@@ -267,6 +291,21 @@ class FtpServer:
             self._sessions.pop(task, None)
             self.limits.release(ip)
             log.info("disconnect client=%s", ip)
+
+    async def _secure(
+        self, ip: str, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The TLS handshake of an implicit FTPS connection: its streams, or None if it failed."""
+        tls = self.context.tls
+        try:
+            if tls is None:  # TLS was configured away by a reload; implicit needs a restart
+                raise ssl.SSLError("TLS is no longer configured")
+            return await secure_control_stream(writer, tls.context, _STREAM_LIMIT)
+        except (ssl.SSLError, OSError, TimeoutError) as error:
+            self.context.counters["tls_handshake_failed"] += 1
+            log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
+            writer.close()
+            return None
 
 
 # Connections the kernel queues before ketch accepts them (capped by somaxconn).
