@@ -302,3 +302,15 @@ def test_a_password_that_is_not_utf8_is_checked_not_an_internal_error(
         ftp.encoding = "latin-1"  # so that these characters go out as single raw bytes
         assert reply_to(ftp, "USER alice").startswith("331 ")
         assert reply_to(ftp, "PASS \x80\xfe").startswith("530 ")
+
+
+@pytest.mark.parametrize("verb", ["LIST", "NLST", "MLSD"])
+def test_a_listing_without_a_data_connection_is_refused_before_the_directory_is_read(
+    server: RunningServer, verb: str
+) -> None:
+    ftp = connect(server)
+    # A missing directory would be a 550 if it were read first: the 425 comes first.
+    reply = reply_to(ftp, f"{verb} /no-such-directory")
+    assert reply.startswith("425 No data connection prepared"), reply
+    assert reply_to(ftp, "NOOP").startswith("200")
+    ftp.close()

@@ -454,6 +454,18 @@ class Session:
 
     # -- transfers ----------------------------------------------------------
 
+    async def refused_without_offer(self, verb: str) -> bool:
+        """Reply 425 and say True when no data connection is prepared for ``verb``.
+
+        Listings ask first, before reading a directory they could not send.
+        """
+        if self.data_offer is not None:
+            return False
+        await self.reply(
+            425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
+        )
+        return True
+
     async def start_transfer(
         self,
         verb: str,
@@ -465,14 +477,12 @@ class Session:
         cleanup: Callable[[], None] | None = None,
     ) -> None:
         """Reply 150, then run ``work`` on the data channel in a task that replies 226/4xx."""
-        offer, self.data_offer = self.data_offer, None
-        if offer is None:
+        if await self.refused_without_offer(verb):
             if cleanup:
                 cleanup()
-            await self.reply(
-                425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
-            )
             return
+        offer, self.data_offer = self.data_offer, None
+        assert offer is not None
         # dispatch refuses transfer commands first (before STOR creates a file); this is
         # the one place every data connection passes, so no command can slip past it.
         if self.config.tls_required == "all" and (refusal := transfer_refusal("all", self.tls)):

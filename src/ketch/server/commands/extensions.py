@@ -69,6 +69,8 @@ async def machine_list_single(session: Session, argument: str) -> None:
     help="MLSD [directory]: machine-readable listing of a directory (RFC 3659)",
 )
 async def machine_list_directory(session: Session, argument: str) -> None:
+    if await session.refused_without_offer("MLSD"):
+        return
     fs = session.filesystem
     path = session.resolve(argument)
     listed = fs.mlsx_entry(path, follow=True)  # 550 here when it does not exist

@@ -193,6 +193,8 @@ async def name_list(session: Session, argument: str) -> None:
 
 
 async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
+    if await session.refused_without_offer(verb):
+        return
     # The whole listing is made in one pass and sent with one sendall.
     if names_only:
         path, names = listing_names(session, argument)
