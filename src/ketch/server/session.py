@@ -91,7 +91,6 @@ class Session:
         "closing",
         "config",
         "context",
-        "control_is_tls",
         "cwd",
         "data_offer",
         "fs",
@@ -155,10 +154,9 @@ class Session:
         )
         #: The account key counted in context.user_sessions while logged in.
         self.user_slot: str | None = None
-        #: True once the control connection runs over TLS (AUTH TLS, or implicit FTPS).
-        self.control_is_tls = writer.get_extra_info("ssl_object") is not None
         #: AUTH/PBSZ/PROT facts (see tls); implicit FTPS starts secured, with PROT P.
-        self._tls = TlsState.implicit() if self.control_is_tls else None
+        implicit = writer.get_extra_info("ssl_object") is not None
+        self._tls = TlsState.implicit() if implicit else None
         #: Set when AUTH TLS replaced the control stream: input read before is dropped.
         self._input_replaced = False
         #: The line of the command being run, as received; see command_line.
@@ -395,6 +393,11 @@ class Session:
         self.writer.write(format_reply(code, text))
         await self.writer.drain()
 
+    @property
+    def control_is_tls(self) -> bool:
+        """True once the control connection runs over TLS (AUTH TLS, or implicit FTPS)."""
+        return self._tls is not None and self._tls.control
+
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """TLS on the control connection, after the 234 reply to AUTH (raises if it fails).
 
@@ -403,7 +406,6 @@ class Session:
         self.reader, self.writer = await secure_control_stream(self.writer, context, _STREAM_LIMIT)
         self._lines = CommandLineReader(self.config.max_line_length)
         self._input_replaced = True
-        self.control_is_tls = True
 
     def say_goodbye(self, code: int, text: str) -> None:
         """A last reply written without waiting (server shutdown), if the peer still listens."""
