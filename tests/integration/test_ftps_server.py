@@ -169,6 +169,22 @@ class ControlLine:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def command(self, line: str) -> str:
+        """Send one command line and return its whole reply."""
+        self.send(f"{line}\r\n".encode())
+        return self.reply()
+
+    def log_in(self) -> None:
+        self.command(f"USER {USER}")
+        answer = self.command(f"PASS {PASSWORD}")
+        assert answer.startswith("230"), answer
+
+    def auth_tls(self, context: ssl.SSLContext) -> None:
+        """AUTH TLS, its 234, then the handshake."""
+        answer = self.command("AUTH TLS")
+        assert answer.startswith("234"), answer
+        self.secure(context)
+
     def secure(self, context: ssl.SSLContext) -> None:
         self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.file = self.sock.makefile("rb")
@@ -476,8 +492,7 @@ def test_tls_1_1_client_is_refused_and_the_server_keeps_serving(
     line = ControlLine(server)
     try:
         assert line.reply().startswith("220")
-        line.send(b"AUTH TLS\r\n")
-        assert line.reply().startswith("234")
+        assert line.command("AUTH TLS").startswith("234")
         with pytest.raises(ssl.SSLError) as failure:
             line.secure(old)
     finally:
@@ -504,8 +519,7 @@ def test_commands_sent_in_the_clear_after_auth_tls_are_dropped(
         line.send(f"AUTH TLS\r\nUSER {USER}\r\n".encode())
         assert line.reply().startswith("234")
         line.secure(client_context(tls_files))
-        line.send(f"PASS {PASSWORD}\r\n".encode())
-        answer = line.reply()
+        answer = line.command(f"PASS {PASSWORD}")
     finally:
         line.close()
     assert answer.startswith("503 Send USER first"), answer
@@ -519,17 +533,10 @@ def test_auth_tls_drops_options_chosen_in_the_clear(
     try:
         line.reply()
         # Sent in the clear, where anyone on the path could have put it.
-        line.send(b"OPTS HASH MD5\r\n")
-        assert line.reply().startswith("200")
-        line.send(b"AUTH TLS\r\n")
-        assert line.reply().startswith("234")
-        line.secure(client_context(tls_files))
-        line.send(f"USER {USER}\r\n".encode())
-        line.reply()
-        line.send(f"PASS {PASSWORD}\r\n".encode())
-        assert line.reply().startswith("230")
-        line.send(b"OPTS HASH\r\n")
-        answer = line.reply()
+        assert line.command("OPTS HASH MD5").startswith("200")
+        line.auth_tls(client_context(tls_files))
+        line.log_in()
+        answer = line.command("OPTS HASH")
     finally:
         line.close()
     assert answer.strip() == "200 SHA-256", answer
@@ -542,15 +549,9 @@ def test_auth_tls_ends_a_login_made_in_the_clear(
     line = ControlLine(server)
     try:
         line.reply()
-        line.send(f"USER {USER}\r\n".encode())
-        line.reply()
-        line.send(f"PASS {PASSWORD}\r\n".encode())
-        assert line.reply().startswith("230")
-        line.send(b"AUTH TLS\r\n")
-        assert line.reply().startswith("234")
-        line.secure(client_context(tls_files))
-        line.send(b"PWD\r\n")
-        answer = line.reply()
+        line.log_in()
+        line.auth_tls(client_context(tls_files))
+        answer = line.command("PWD")
     finally:
         line.close()
     assert answer.startswith("530 Please log in"), answer
@@ -565,14 +566,12 @@ def test_security_commands_answer_in_rfc_4217_order(
     try:
         line.reply()
         for command in ("PBSZ 0", "PROT P", "CCC"):
-            line.send(f"{command}\r\n".encode())
-            answers[f"clear {command}"] = line.reply()
+            answers[f"clear {command}"] = line.command(command)
         line.send(b"AUTH TLS\r\n")
         line.reply()
         line.secure(client_context(tls_files))
         for command in ("PROT P", "PBSZ 0", "PROT S", "PROT X", "PROT P", "CCC", "AUTH TLS"):
-            line.send(f"{command}\r\n".encode())
-            answers.setdefault(command, line.reply())
+            answers.setdefault(command, line.command(command))
     finally:
         line.close()
     assert answers["clear PBSZ 0"].startswith("503 PBSZ needs a TLS control connection")
