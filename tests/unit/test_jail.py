@@ -205,3 +205,32 @@ def test_virtual_path_inverts_real_path(home: Path, outside: Path) -> None:
     assert jail.virtual_path(jail.real_path("/docs/a.txt")) == "/docs/a.txt"
     assert jail.virtual_path(str(home.resolve())) == "/"
     assert jail.virtual_path(str(outside)) is None
+
+
+def _tree_with_links(base: Path) -> Path:
+    """A home with directories, a file, and symlinks inside, outside, relative and dangling."""
+    home = base / "home"
+    (home / "a" / "b").mkdir(parents=True)
+    (home / "f").write_bytes(b"x")
+    (base / "outside").mkdir()
+    os.symlink("a", home / "in")  # relative, inside
+    os.symlink(base / "outside", home / "out")  # absolute, outside
+    os.symlink("../..", home / "a" / "up")  # climbs out through the home
+    os.symlink("nowhere", home / "dangling")
+    os.symlink("in/b", home / "chain")  # a link through a link
+    return home
+
+
+_NAMES = st.sampled_from(["a", "b", "f", "in", "out", "up", "dangling", "chain", "missing"])
+
+
+@given(parts=st.lists(_NAMES, max_size=5))
+def test_resolving_below_the_home_gives_what_realpath_gives(
+    tmp_path_factory: pytest.TempPathFactory, parts: list[str]
+) -> None:
+    # The shortcut (no walk over the home's own components) must never differ from
+    # os.path.realpath, links or not: the jail's containment check relies on it.
+    home = _tree_with_links(tmp_path_factory.mktemp("jail"))
+    jail = Jail(home)
+    expected = os.path.realpath(os.path.join(os.path.realpath(home), *parts))
+    assert jail._resolve(parts) == expected

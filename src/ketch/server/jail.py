@@ -14,6 +14,7 @@ jail is the lower layer and raises them; ``filesystem`` re-exports them.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 __all__ = ["UPLOAD_TEMP_PREFIX", "FilesystemError", "Jail", "PathEscapeError", "resolve_virtual"]
@@ -129,13 +130,33 @@ class Jail:
         if not parts:
             return self._home
         if follow_final:
-            resolved = os.path.realpath(os.path.join(self._home, *parts))
+            resolved = self._resolve(parts)
         else:
-            parent = os.path.realpath(os.path.join(self._home, *parts[:-1]))
-            resolved = os.path.join(parent, parts[-1])
+            resolved = os.path.join(self._resolve(parts[:-1]), parts[-1])
         if not self.contains(resolved):
             raise PathEscapeError(virtual)
         return resolved
+
+    def _resolve(self, parts: list[str]) -> str:
+        """``os.path.realpath`` of ``parts`` under the home, without re-resolving the home.
+
+        The home is a real path already, so while no component below it is a
+        symlink, the real path is the components joined: one ``lstat`` each,
+        instead of realpath's walk over every component from ``/`` (the
+        dearest step of a short session). At the first symlink the whole
+        path goes to ``os.path.realpath`` as before; at the first missing
+        component the rest is appended, as realpath does.
+        """
+        path = self._home
+        for index, part in enumerate(parts):
+            path = os.path.join(path, part)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:  # missing (or unreadable): nothing below it can be a link
+                return os.path.join(path, *parts[index + 1 :])
+            if stat.S_ISLNK(mode):
+                return os.path.realpath(os.path.join(self._home, *parts))
+        return path
 
     def virtual_path(self, real: str) -> str | None:
         """The virtual path of a real path inside the home, or None if outside."""
