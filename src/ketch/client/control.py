@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 
-from ketch.client.errors import ConnectFailed, FtpError, ProtocolError
+from ketch.client.errors import ConnectFailed, FtpError, ProtocolError, unresolvable
 from ketch.client.tls import TlsFailed, certificate_problem
 from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
 
@@ -93,10 +93,7 @@ class ControlConnection:
                 "check the host name and port, and that no firewall drops the connection",
             ) from None
         except socket.gaierror as error:
-            raise ConnectFailed(
-                f"cannot resolve host {host!r}: {error.strerror}",
-                "check the spelling of the host name and your DNS",
-            ) from None
+            raise unresolvable(host, error) from None
         except OSError as error:
             # asyncio's connect errors carry an errno but a message of their own.
             reason = os.strerror(error.errno) if error.errno else str(error)

@@ -22,6 +22,7 @@ __all__ = [
     "TransientReplyError",
     "VerifyFailed",
     "reply_error",
+    "unresolvable",
 ]
 
 
@@ -36,6 +37,14 @@ class FtpError(Exception):
 
 class ConnectFailed(FtpError):
     """The control connection could not be opened (DNS, refused, timeout, closed)."""
+
+
+def unresolvable(host: str, error: OSError) -> ConnectFailed:
+    """The error for a host name DNS does not resolve (``socket.gaierror``)."""
+    return ConnectFailed(
+        f"cannot resolve host {host!r}: {error.strerror}",
+        "check the spelling of the host name and your DNS",
+    )
 
 
 class LoginFailed(FtpError):

@@ -32,6 +32,7 @@ from ketch.client.errors import (
     ProtocolError,
     ReplyError,
     reply_error,
+    unresolvable,
 )
 from ketch.protocol import Reply, plain_ip
 from ketch.protocol.reply_values import parse_natinfo
@@ -173,10 +174,7 @@ class _Probe:
                 "check your DNS server",
             ) from None
         except socket.gaierror as error:
-            raise ConnectFailed(
-                f"cannot resolve host {host!r}: {error.strerror}",
-                "check the spelling of the host name and your DNS",
-            ) from None
+            raise unresolvable(host, error) from None
         addresses = list(dict.fromkeys(str(entry[4][0]) for entry in found))
         self.steps.append(Step("resolve", True, f"{host} is {', '.join(addresses)}"))
 
