@@ -24,7 +24,7 @@ import pytest
 
 from conftest import PASSWORD, USER, RunningServer
 from ftp_helpers import free_port
-from peer_servers import PeerServer
+from peer_servers import PeerServer, make_tls_files
 
 KETCH = [sys.executable, "-m", "ketch", "doctor"]
 RUN_TIMEOUT = 60
@@ -93,6 +93,34 @@ def test_every_mode_works_against_ketch_and_the_json_is_the_contract(
     assert report["fixes"] == {"client": [], "server": []}
     assert "Every data-connection mode works" in report["verdict"]
     assert PASSWORD not in json.dumps(report)
+
+
+def test_every_mode_works_over_explicit_and_implicit_ftps(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    # tls_required = "all": a data connection in the clear would be refused, so every
+    # mode that works here worked under TLS, resuming the control session.
+    files = make_tls_files(tmp_path / "tls")
+    implicit_port = free_port()
+    server = make_server(
+        tls_certificate=str(files.server_file),
+        tls_required="all",
+        implicit_tls_port=implicit_port,
+    )
+    (server.home / "listed.txt").write_bytes(b"something to list\n")
+    cacert = ("--cacert", str(files.ca_file))
+    implicit_url = f"ftps://{USER}:{PASSWORD}@{server.host}:{implicit_port}/"
+    for args in (("--ftps", *cacert, server.url("/")), (*cacert, implicit_url)):
+        code, report, stderr = doctor_json(tmp_path, *args)
+        assert code == 0, stderr
+        assert {name: mode["works"] for name, mode in report["modes"].items()} == dict.fromkeys(
+            MODE_NAMES, True
+        ), report
+    assert report["url"].startswith("ftps://")
+    # Without --ftps the server refuses the clear login, and the doctor says so.
+    result = doctor(tmp_path, server.url("/"))
+    assert result.returncode == 4, result.stderr
+    assert "AUTH TLS" in result.stdout + result.stderr
 
 
 def test_the_report_for_people_has_a_line_per_step_and_mode(

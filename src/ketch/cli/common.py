@@ -142,6 +142,29 @@ def _parse_address(_ctx: click.Context, _param: click.Parameter, value: str | No
 
 _Seconds = click.FloatRange(min=0, min_open=True)
 
+#: FTPS options, shared by the transfer commands and ketch doctor.
+TLS_OPTIONS = (
+    click.option(
+        "--ftps",
+        is_flag=True,
+        help="Explicit FTPS: AUTH TLS on an ftp:// URL, data connections encrypted too "
+        "(ftps:// URLs use implicit TLS, port 990).",
+    ),
+    click.option(
+        "--cacert",
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Check the server's TLS certificate against the CA certificates in FILE (PEM) "
+        "instead of the system's.",
+    ),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help="Do not check the server's TLS certificate (unsafe: anyone on the way could "
+        "pose as the server).",
+    ),
+)
+
 _OPTIONS = (
     click.option(
         "--active/--passive",
@@ -208,28 +231,15 @@ _OPTIONS = (
         type=click.Path(dir_okay=False),
         help="Read credentials from this file instead of ~/.netrc.",
     ),
-    click.option(
-        "--ftps",
-        is_flag=True,
-        help="Explicit FTPS: AUTH TLS on an ftp:// URL, data connections encrypted too "
-        "(ftps:// URLs use implicit TLS, port 990).",
-    ),
-    click.option(
-        "--cacert",
-        metavar="FILE",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Check the server's TLS certificate against the CA certificates in FILE (PEM) "
-        "instead of the system's.",
-    ),
-    click.option(
-        "--insecure",
-        is_flag=True,
-        help="Do not check the server's TLS certificate (unsafe: anyone on the way could "
-        "pose as the server).",
-    ),
+    *TLS_OPTIONS,
     click.option("-v", "--verbose", is_flag=True, help="Show the FTP conversation on stderr."),
     click.option("-q", "--quiet", is_flag=True, help="Show nothing but errors."),
 )
+
+
+def check_tls_options(cacert: str | None, insecure: bool) -> None:
+    if cacert is not None and insecure:
+        raise click.UsageError("--cacert and --insecure contradict each other; pick one")
 
 
 def client_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -245,8 +255,7 @@ def client_options(command: Callable[..., None]) -> Callable[..., None]:
             raise click.UsageError("--verbose and --quiet contradict each other; pick one")
         cacert: str | None = kwargs.pop("cacert")
         insecure: bool = kwargs.pop("insecure")
-        if cacert is not None and insecure:
-            raise click.UsageError("--cacert and --insecure contradict each other; pick one")
+        check_tls_options(cacert, insecure)
         options = ClientOptions(
             mode="auto" if active is None else ("active" if active else "passive"),
             passive_command="auto" if epsv is None else ("EPSV" if epsv else "PASV"),

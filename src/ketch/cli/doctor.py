@@ -13,15 +13,18 @@ import sys
 import click
 
 from ketch.cli.common import (
+    TLS_OPTIONS,
     ClientOptions,
     _parse_address,
     _parse_ports,
+    check_tls_options,
     exit_code_for,
     parse_url,
     report_failure,
     resolve_credentials,
     run,
     setup_logging,
+    target_for,
 )
 from ketch.cli.output import safe_text
 from ketch.client.errors import DataConnectionFailed
@@ -60,6 +63,9 @@ __all__ = ["doctor", "render"]
     callback=_parse_ports,
     help="Local ports to listen on in active mode. [default: any]",
 )
+@TLS_OPTIONS[0]
+@TLS_OPTIONS[1]
+@TLS_OPTIONS[2]
 @click.option("-v", "--verbose", is_flag=True, help="Show the FTP conversation on stderr.")
 def doctor(
     url: str,
@@ -69,6 +75,9 @@ def doctor(
     netrc_file: str | None,
     active_address: str | None,
     active_ports: range | None,
+    ftps: bool,
+    cacert: str | None,
+    insecure: bool,
     verbose: bool,
 ) -> None:
     """Find out which data-connection modes work with a server, and why the others fail.
@@ -89,11 +98,16 @@ def doctor(
         data_timeout=timeout,
         active_address=active_address,
         active_ports=active_ports,
+        ftps=ftps,
+        cacert=cacert,
+        insecure=insecure,
     )
+    check_tls_options(cacert, insecure)
     setup_logging(options)
     try:
         parsed = parse_url(url)
         login, password = resolve_credentials(parsed, options)
+        tls = target_for(url, options).tls
     except Exception as error:
         report_failure(error, verbose=verbose)
     settings = ProbeSettings(
@@ -105,6 +119,9 @@ def doctor(
         timeout=timeout,
         active_address=active_address,
         active_ports=active_ports,
+        tls=tls,
+        cafile=cacert,
+        verify=not insecure,
     )
 
     async def work() -> int:

@@ -451,6 +451,16 @@ class Client:
     def connector(self) -> DataConnector:
         return self._data_connector
 
+    def pinned_connector(self, settings: DataSettings) -> DataConnector:
+        """A connector with other data settings on this session (same TLS): ketch doctor's."""
+        return DataConnector(
+            self._control_connection,
+            settings,
+            ModeMemory(),
+            (self.host, self.port),
+            self._data_connector.tls,
+        )
+
     async def prepare_binary(self) -> None:
         await self._ensure_binary()
 

@@ -135,6 +135,11 @@ class DataConnector:
         # they were on the wire: ketch doctor compares them with what the server saw.
         self.last_setup: tuple[str, Reply] | None = None
 
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The TLS context data connections use (PROT P), or None in the clear."""
+        return self._tls
+
     async def open(self, command_line: str) -> OpenedData:
         """Set up the data connection, send ``command_line`` and connect (and secure it)."""
         opened = await self._open_by_mode(command_line)

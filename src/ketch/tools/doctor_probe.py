@@ -23,7 +23,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from ketch.client import Client
-from ketch.client.data_modes import DataConnector, DataSettings, ModeMemory, OpenedData
+from ketch.client.data_modes import DataConnector, DataSettings, OpenedData
 from ketch.client.errors import (
     ConnectFailed,
     DataConnectionFailed,
@@ -34,6 +34,7 @@ from ketch.client.errors import (
     reply_error,
     unresolvable,
 )
+from ketch.client.tls import TlsMode
 from ketch.protocol import Reply, plain_ip
 from ketch.protocol.reply_values import parse_natinfo
 from ketch.tools.doctor_facts import (
@@ -65,12 +66,17 @@ class ProbeSettings:
     timeout: float  # for each data connection
     active_address: str | None = None
     active_ports: range | None = None
+    #: FTPS: "explicit" (AUTH TLS) or "implicit" (ftps://), with the client's certificate check.
+    tls: TlsMode | None = None
+    cafile: str | None = None
+    verify: bool = True
 
     @property
     def url(self) -> str:
         """The URL without credentials, as the report shows it."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ftp://{host}:{self.port}/{quote(self.path, safe='/')}"
+        scheme = "ftps" if self.tls == "implicit" else "ftp"
+        return f"{scheme}://{host}:{self.port}/{quote(self.path, safe='/')}"
 
     @property
     def control_timeout(self) -> float:
@@ -188,6 +194,9 @@ class _Probe:
             connect_timeout=settings.control_timeout,
             data_connect_timeout=settings.timeout,
             timeout=settings.control_timeout,
+            tls=settings.tls,
+            cafile=settings.cafile,
+            verify=settings.verify,
         )
         try:
             greeting = await client.connect()
@@ -268,9 +277,7 @@ class _Probe:
 
     async def _list_with(self, client: Client, mode: ModeName) -> Attempt:
         settings = self.settings
-        connector = DataConnector(
-            client.control, settings.pinned(mode), ModeMemory(), (settings.host, settings.port)
-        )
+        connector = client.pinned_connector(settings.pinned(mode))
         line = f"LIST {settings.path}" if settings.path else "LIST"
         limit = settings.timeout * 3 + settings.control_timeout * 2
         try:
