@@ -192,6 +192,9 @@ class DataOffer:
 
     mode: str
 
+    async def prepare(self) -> None:
+        """What must happen before the 150 reply; nothing, unless the server connects out."""
+
     async def connect(self) -> DataChannel:
         raise NotImplementedError
 
@@ -301,7 +304,12 @@ class PassiveOffer(DataOffer):
 
 
 class ActiveOffer(DataOffer):
-    """A PORT/EPRT target; the server connects when the transfer starts."""
+    """A PORT/EPRT target; the server connects when the transfer starts.
+
+    It connects *before* the 150 reply (``prepare``), as vsftpd and pure-ftpd
+    do: a client whose firewall or NAT drops the connection then gets the
+    425 that says why at once, not a 150 and a wait for its own timeout.
+    """
 
     def __init__(
         self,
@@ -319,8 +327,24 @@ class ActiveOffer(DataOffer):
         self._source_port = source_port
         self._source_port_required = source_port_required
         self._timeout = timeout
+        self._prepared: DataChannel | None = None
+
+    async def prepare(self) -> None:
+        if self._prepared is None:
+            self._prepared = await self._connect()
 
     async def connect(self) -> DataChannel:
+        await self.prepare()
+        channel, self._prepared = self._prepared, None
+        assert channel is not None
+        return channel
+
+    def close(self) -> None:
+        if self._prepared is not None:  # connected, then the transfer never ran
+            self._prepared.close()
+            self._prepared = None
+
+    async def _connect(self) -> DataChannel:
         try:
             return await self._connect_from(self._source_port)
         except TimeoutError:

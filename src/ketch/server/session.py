@@ -500,11 +500,11 @@ class Session:
                 require_reuse=self.config.tls_require_session_reuse,
                 timeout=self.config.data_connect_timeout,
             )
-        await self.reply(150, opening)
         self.aborting = False
         self.transfer_status = f"{verb} {path}"
+        # The task replies 150 itself: in active mode only once it has connected.
         self.transfer = asyncio.get_running_loop().create_task(
-            run_transfer(self, offer, verb, path, work, done, cleanup)
+            run_transfer(self, offer, verb, path, work, opening, done, cleanup)
         )
         self.transfer.add_done_callback(functools.partial(collect_transfer_error, self.peer_ip))
 

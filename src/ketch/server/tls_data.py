@@ -217,6 +217,10 @@ class TlsOffer(DataOffer):
         self._require_reuse = require_reuse
         self._timeout = timeout
 
+    async def prepare(self) -> None:
+        # The TCP connection only (active mode): the client starts TLS after the 150.
+        await self._plain.prepare()
+
     async def connect(self) -> TlsDataChannel:
         plain = await self._plain.connect()
         context = self._context

@@ -47,10 +47,15 @@ async def run_transfer(
     verb: str,
     path: str,
     work: TransferWork,
+    opening: str,
     done: str,
     cleanup: Callable[[], None] | None,
 ) -> None:
-    """Connect ``offer``, run ``work`` on it and reply 226, or the 4xx/5xx that fits."""
+    """Reply 150, connect ``offer``, run ``work`` on it and reply 226, or what fits.
+
+    An active offer connects before the 150 (see ActiveOffer), so a failure
+    there is a 425 with no 150 before it.
+    """
     started = time.monotonic()
     channel: DataChannel | None = None
     watchdog: StallWatchdog | None = None
@@ -59,6 +64,8 @@ async def run_transfer(
     assert task is not None
     config = session.config
     try:
+        await offer.prepare()
+        await session.reply(150, opening)
         channel = await offer.connect()
         watchdog = StallWatchdog(channel, task, config.data_stall_timeout)
         await work(channel)
