@@ -10,12 +10,17 @@ every data command disabled. Real NAT and firewalls are in tests/lab.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
+import select
 import socket
 import subprocess
 import sys
+import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -383,3 +388,50 @@ def rewriting_proxy(server_port: int) -> Iterator[int]:
                 sock.close()
         for thread in threads:
             thread.join(timeout=5)
+
+
+def test_the_password_is_asked_for_once_on_a_terminal(
+    ketch_server: RunningServer, tmp_path: Path
+) -> None:
+    # -u without a password on a terminal prompts; the doctor must ask once, not per lookup.
+    home = tmp_path / "home"
+    home.mkdir()
+    controller, terminal = pty.openpty()
+
+    def take_the_terminal() -> None:  # runs in the child, after setsid
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [*KETCH, "--json", "-u", USER, f"ftp://{ketch_server.host}:{ketch_server.port}/"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "HOME": str(home)},
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    answered = 0
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                with contextlib.suppress(OSError):  # EIO once the child is gone
+                    seen.extend(os.read(controller, 65536))
+            if seen.lower().count(b"password") > answered:
+                os.write(controller, PASSWORD.encode() + b"\n")
+                answered += 1
+            if answered > 1:
+                break  # asked again: that is the failure
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            seen.extend(os.read(controller, 65536))
+        os.close(controller)
+    assert answered == 1, seen.decode(errors="replace")
+    assert process.returncode == 0, seen.decode(errors="replace")
+    assert b'"verdict"' in seen

@@ -19,9 +19,7 @@ from ketch.cli.common import (
     _parse_ports,
     check_tls_options,
     exit_code_for,
-    parse_url,
     report_failure,
-    resolve_credentials,
     run,
     setup_logging,
     target_for,
@@ -105,21 +103,19 @@ def doctor(
     check_tls_options(cacert, insecure)
     setup_logging(options)
     try:
-        parsed = parse_url(url)
-        login, password = resolve_credentials(parsed, options)
-        tls = target_for(url, options).tls
+        target = target_for(url, options)  # once: it may prompt for the password
     except Exception as error:
         report_failure(error, verbose=verbose)
     settings = ProbeSettings(
-        host=parsed.host,
-        port=parsed.port,
-        user=login,
-        password=password,
-        path=parsed.path,
+        host=target.url.host,
+        port=target.url.port,
+        user=target.user,
+        password=target.password,
+        path=target.path,
         timeout=timeout,
         active_address=active_address,
         active_ports=active_ports,
-        tls=tls,
+        tls=target.tls,
         cafile=cacert,
         verify=not insecure,
     )
@@ -132,7 +128,7 @@ def doctor(
             for line in render(diagnosis):
                 click.echo(safe_text(line))
         sys.stdout.flush()
-        return _exit_code(diagnosis, parsed.host, as_json)
+        return _exit_code(diagnosis, target.url.host, as_json)
 
     run(options, work)
 
