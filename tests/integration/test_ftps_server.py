@@ -192,6 +192,15 @@ class ControlLine:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> ControlLine:
+        """The connection with its greeting read (and checked)."""
+        greeting = self.reply()
+        assert greeting.startswith("220"), greeting
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 # -- curl ----------------------------------------------------------------------
 
@@ -489,14 +498,10 @@ def test_tls_1_1_client_is_refused_and_the_server_keeps_serving(
         old.minimum_version = ssl.TLSVersion.TLSv1_1
         old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
-    line = ControlLine(server)
-    try:
-        assert line.reply().startswith("220")
+    with ControlLine(server) as line:
         assert line.command("AUTH TLS").startswith("234")
         with pytest.raises(ssl.SSLError) as failure:
             line.secure(old)
-    finally:
-        line.close()
     # The client did offer TLS 1.1; the server refused it.
     assert failure.value.reason != "NO_PROTOCOLS_AVAILABLE"
     assert wait_for(lambda: server.counters.get("tls_handshake_failed") == 1)
@@ -512,16 +517,12 @@ def test_commands_sent_in_the_clear_after_auth_tls_are_dropped(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
     server = make_tls_server()
-    line = ControlLine(server)
-    try:
-        line.reply()
+    with ControlLine(server) as line:
         # An attacker in the path appends a command to the client's AUTH TLS.
         line.send(f"AUTH TLS\r\nUSER {USER}\r\n".encode())
         assert line.reply().startswith("234")
         line.secure(client_context(tls_files))
         answer = line.command(f"PASS {PASSWORD}")
-    finally:
-        line.close()
     assert answer.startswith("503 Send USER first"), answer
 
 
@@ -529,16 +530,12 @@ def test_auth_tls_drops_options_chosen_in_the_clear(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
     server = make_tls_server()
-    line = ControlLine(server)
-    try:
-        line.reply()
+    with ControlLine(server) as line:
         # Sent in the clear, where anyone on the path could have put it.
         assert line.command("OPTS HASH MD5").startswith("200")
         line.auth_tls(client_context(tls_files))
         line.log_in()
         answer = line.command("OPTS HASH")
-    finally:
-        line.close()
     assert answer.strip() == "200 SHA-256", answer
 
 
@@ -546,14 +543,10 @@ def test_auth_tls_ends_a_login_made_in_the_clear(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
     server = make_tls_server()
-    line = ControlLine(server)
-    try:
-        line.reply()
+    with ControlLine(server) as line:
         line.log_in()
         line.auth_tls(client_context(tls_files))
         answer = line.command("PWD")
-    finally:
-        line.close()
     assert answer.startswith("530 Please log in"), answer
 
 
@@ -561,19 +554,13 @@ def test_security_commands_answer_in_rfc_4217_order(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
     server = make_tls_server()
-    line = ControlLine(server)
     answers = {}
-    try:
-        line.reply()
+    with ControlLine(server) as line:
         for command in ("PBSZ 0", "PROT P", "CCC"):
             answers[f"clear {command}"] = line.command(command)
-        line.send(b"AUTH TLS\r\n")
-        line.reply()
-        line.secure(client_context(tls_files))
+        line.auth_tls(client_context(tls_files))
         for command in ("PROT P", "PBSZ 0", "PROT S", "PROT X", "PROT P", "CCC", "AUTH TLS"):
             answers.setdefault(command, line.command(command))
-    finally:
-        line.close()
     assert answers["clear PBSZ 0"].startswith("503 PBSZ needs a TLS control connection")
     assert answers["clear PROT P"].startswith("503 ")
     assert answers["clear CCC"].startswith("533 ")
