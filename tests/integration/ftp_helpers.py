@@ -1,11 +1,15 @@
-"""Small helpers for driving the server with Python's ftplib in tests."""
+"""Small helpers for tests: driving the server with Python's ftplib, and running ``ketch``."""
 
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import PASSWORD, USER, RunningServer
 
@@ -45,3 +49,46 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+# -- the ketch command ------------------------------------------------------------
+
+KETCH = [sys.executable, "-m", "ketch"]
+KETCH_TIMEOUT = 60  # seconds for one command, however it fails
+
+
+def run_ketch(
+    cwd: Path, *args: str, home: Path | None = None, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """``ketch ARGS`` in ``cwd``, with HOME at ``home`` (default ``cwd``): no ~/.netrc of
+    the user's, and the system's CAs only (which do not know a test's CA)."""
+    env = {**os.environ, "HOME": str(home or cwd)}
+    env.pop("NETRC", None)
+    env.pop("SSL_CERT_FILE", None)
+    return subprocess.run(
+        [*KETCH, *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=KETCH_TIMEOUT,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[bytes]) -> str:
+    """stderr of a command that must have succeeded."""
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    return stderr
+
+
+def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str:
+    """The single stderr line of a command that must have failed with ``code``."""
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ketch: ")
+    assert "Traceback" not in stderr
+    return lines[0]

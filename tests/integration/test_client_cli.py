@@ -17,7 +17,6 @@ import pty
 import re
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,11 +25,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import free_port
+from ftp_helpers import KETCH, KETCH_TIMEOUT, free_port, ok, one_error_line, run_ketch
 from peer_servers import PeerServer
 
-KETCH = [sys.executable, "-m", "ketch"]
-TIMEOUT = 60  # seconds for one command, however it fails
+TIMEOUT = KETCH_TIMEOUT
 
 
 @pytest.fixture
@@ -52,34 +50,7 @@ def work(tmp_path: Path) -> Path:
 def ketch(
     home: Path, cwd: Path, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("NETRC", None)
-    return subprocess.run(
-        [*KETCH, *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd,
-        env=env,
-        timeout=TIMEOUT,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[bytes]) -> str:
-    """stderr of a command that must have succeeded."""
-    stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
-    return stderr
-
-
-def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str:
-    """The single stderr line of a command that must have failed with ``code``."""
-    stderr = result.stderr.decode()
-    assert result.returncode == code, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("ketch: ")
-    assert "Traceback" not in stderr
-    return lines[0]
+    return run_ketch(cwd, *args, home=home, stdin=stdin)
 
 
 def sha256(data: bytes) -> str:

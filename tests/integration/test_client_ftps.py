@@ -16,8 +16,6 @@ import ftplib
 import hashlib
 import os
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,8 @@ from ketch.client import Client, PermanentReplyError
 from ketch.client.control import ControlConnection
 
 from conftest import PASSWORD, USER, RunningServer
+from ftp_helpers import ok, one_error_line
+from ftp_helpers import run_ketch as ketch
 from payloads import MIB, sha256_file
 from peer_servers import (
     PeerServer,
@@ -42,8 +42,6 @@ pytestmark = pytest.mark.peer
 
 MODES = ("passive", "active")
 EXPECTED_COMMAND = {"passive": "EPSV", "active": "EPRT"}
-KETCH = [sys.executable, "-m", "ketch"]
-TIMEOUT = 60  # seconds for one command, however it fails
 
 
 @pytest.fixture
@@ -59,30 +57,6 @@ def vsftpd_tls(make_vsftpd: Callable[..., PeerServer], tls_files: TlsFiles) -> P
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 120))
-
-
-def ketch(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "HOME": str(cwd)}  # no ~/.netrc of the user's
-    env.pop("NETRC", None)
-    env.pop("SSL_CERT_FILE", None)  # the system's CAs, which do not know the test CA
-    return subprocess.run(
-        [*KETCH, *args], capture_output=True, cwd=cwd, env=env, timeout=TIMEOUT, check=False
-    )
-
-
-def ok(result: subprocess.CompletedProcess[bytes]) -> str:
-    stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
-    return stderr
-
-
-def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str:
-    stderr = result.stderr.decode()
-    assert result.returncode == code, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("ketch: ")
-    return lines[0]
 
 
 def url(server: PeerServer, path: str = "", scheme: str = "ftp") -> str:

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import os
 import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -24,20 +23,11 @@ import pytest
 from ketch.client import Client, HashUnsupported, VerifyFailed
 
 from conftest import PASSWORD, USER, RunningServer
+from ftp_helpers import run_ketch as ketch
 from peer_servers import PeerServer
 
-KETCH = [sys.executable, "-m", "ketch"]
-TIMEOUT = 60
 EXIT_VERIFY_FAILED = 10
 EXIT_REFUSED = 5
-
-
-def ketch(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "HOME": str(cwd)}  # no ~/.netrc of the user's
-    env.pop("NETRC", None)
-    return subprocess.run(
-        [*KETCH, *args], capture_output=True, cwd=cwd, env=env, timeout=TIMEOUT, check=False
-    )
 
 
 def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str:
