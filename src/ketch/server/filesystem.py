@@ -29,7 +29,7 @@ from ketch.protocol.listing import FileFacts
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
 from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError
-from ketch.server.mlsx_scan import mlsx_entry, scan_mlsx
+from ketch.server.mlsx_scan import mlsx_entry, scan_directory, scan_mlsx
 
 __all__ = [
     "Filesystem",
@@ -150,14 +150,6 @@ def _mapped(virtual: str) -> Iterator[None]:
         raise FilesystemError(f"{virtual}: invalid file name; choose another name") from error
 
 
-_S_IFMT = 0o170000
-_KINDS: dict[int, Literal["file", "dir", "link", "other"]] = {
-    stat.S_IFREG: "file",
-    stat.S_IFDIR: "dir",
-    stat.S_IFLNK: "link",
-}
-
-
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
     if stat.S_ISREG(mode):
         return "file"
@@ -240,52 +232,27 @@ class LocalFilesystem:
 
     def list_dir(self, path: str) -> list[FileFacts]:
         real = self._jail.real_path(path)
-        entries: list[FileFacts] = []
-        append = entries.append
-        kinds = _KINDS
-        lstat = os.lstat
         # A NamedTuple's own constructor is a Python-level call, about as dear as the
-        # rest of the loop body; tuple.__new__ makes the same FileFacts without it.
+        # rest of the loop; tuple.__new__ makes the same FileFacts without it.
         make = tuple.__new__
         with _mapped(path):
-            directory = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            # One lstat per name, relative to the directory's descriptor (no path
-            # lookup from the root each time); listdir rather than scandir, whose
-            # DirEntry objects cost more than they save here. Bare names sort
-            # quicker than entries by key, so the order is settled before the stats.
-            with _mapped(path):
-                names = os.listdir(directory)
-            names.sort()
-            for name in names:
-                if name.startswith(UPLOAD_TEMP_PREFIX):
-                    continue  # an upload in progress (see atomic_file)
-                try:
-                    info = lstat(name, dir_fd=directory)
-                except OSError:
-                    continue  # vanished or unreadable: skip rather than fail the listing
-                mode = info.st_mode
-                kind = kinds.get(mode & _S_IFMT, "other")
-                target = self._link_target(os.path.join(real, name)) if kind == "link" else None
-                append(
-                    make(
-                        FileFacts,
-                        (
-                            name,
-                            kind,
-                            info.st_size,
-                            info.st_mtime,
-                            mode,
-                            info.st_nlink,
-                            "ftp",
-                            "ftp",
-                            target,
-                        ),
-                    )
+            return [
+                make(
+                    FileFacts,
+                    (
+                        name,
+                        kind,
+                        info.st_size,
+                        info.st_mtime,
+                        info.st_mode,
+                        info.st_nlink,
+                        "ftp",
+                        "ftp",
+                        target,
+                    ),
                 )
-        finally:
-            os.close(directory)
-        return entries
+                for name, info, kind, target in scan_directory(real, self._link_target)
+            ]
 
     def list_names(self, path: str) -> list[str]:
         real = self._jail.real_path(path)

@@ -7,24 +7,28 @@ it has already checked against the jail; nothing here resolves client input.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.jail import UPLOAD_TEMP_PREFIX
 
-__all__ = ["mlsx_entry", "scan_mlsx"]
+__all__ = ["ScannedEntry", "mlsx_entry", "scan_directory", "scan_mlsx"]
 
 _S_IFMT = 0o170000
 _S_IFREG, _S_IFDIR, _S_IFLNK = 0o100000, 0o040000, 0o120000
-_KINDS = {_S_IFREG: "file", _S_IFDIR: "dir", _S_IFLNK: "link"}
+Kind = Literal["file", "dir", "link", "other"]
+_KINDS: dict[int, Kind] = {_S_IFREG: "file", _S_IFDIR: "dir", _S_IFLNK: "link"}
 LinkTarget = Callable[[str], "str | None"]
+#: One directory entry as read: name, its lstat, its kind, and a link's shown target.
+ScannedEntry = tuple[str, os.stat_result, Kind, "str | None"]
 
 
 def mlsx_entry(name: str, info: os.stat_result, link_target: str | None) -> MlsxEntry:
     kind = _KINDS.get(info.st_mode & _S_IFMT, "other")
     return MlsxEntry(
         name,
-        kind,  # type: ignore[arg-type]  # one of the Literal values by construction
+        kind,
         info.st_size,
         info.st_mtime,
         info.st_mode,
@@ -34,23 +38,22 @@ def mlsx_entry(name: str, info: os.stat_result, link_target: str | None) -> Mlsx
     )
 
 
-def scan_mlsx(real: str, link_target: LinkTarget) -> list[MlsxEntry]:
-    """The entries of the real directory ``real``, sorted by name.
+def scan_directory(real: str, link_target: LinkTarget) -> Iterator[ScannedEntry]:
+    """``(name, lstat, kind, link target)`` for each entry of the real directory ``real``.
 
-    ``link_target(real_path)`` says what to show for a link's target (the
-    jail hides absolute targets outside the home). Entries that vanish or
-    cannot be stat'ed while the scan runs are skipped, and uploads in
-    progress are never shown.
+    Names are sorted first (bare names sort quicker than entries by key), then
+    each gets one ``lstat`` relative to the directory's descriptor: no path
+    lookup from the root each time, and ``listdir`` rather than ``scandir``,
+    whose DirEntry objects cost more than they save here. Entries that vanish
+    or cannot be stat'ed meanwhile are skipped, and uploads in progress (see
+    atomic_file) are never shown. ``link_target(real_path)`` says what to show
+    for a link (the jail hides absolute targets outside the home). LIST and
+    MLSD both read directories through this one loop.
     """
-    entries: list[MlsxEntry] = []
-    append = entries.append
     kinds = _KINDS
     lstat = os.lstat
-    make = tuple.__new__  # MlsxEntry(...) without its Python-level constructor (half the cost)
     directory = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        # As LocalFilesystem.list_dir: names sorted first, then one lstat each
-        # relative to the directory's descriptor.
         names = os.listdir(directory)
         names.sort()
         for name in names:
@@ -60,11 +63,29 @@ def scan_mlsx(real: str, link_target: LinkTarget) -> list[MlsxEntry]:
                 info = lstat(name, dir_fd=directory)
             except OSError:
                 continue
-            mode = info.st_mode
-            kind = kinds.get(mode & _S_IFMT, "other")
+            kind = kinds.get(info.st_mode & _S_IFMT, "other")
             target = link_target(os.path.join(real, name)) if kind == "link" else None
-            size, mtime, dev, inode = info.st_size, info.st_mtime, info.st_dev, info.st_ino
-            append(make(MlsxEntry, (name, kind, size, mtime, mode, dev, inode, target)))
+            yield name, info, kind, target
     finally:
         os.close(directory)
-    return entries
+
+
+def scan_mlsx(real: str, link_target: LinkTarget) -> list[MlsxEntry]:
+    """The MLSD entries of the real directory ``real``, sorted by name."""
+    make = tuple.__new__  # MlsxEntry(...) without its Python-level constructor (half the cost)
+    return [
+        make(
+            MlsxEntry,
+            (
+                name,
+                kind,
+                info.st_size,
+                info.st_mtime,
+                info.st_mode,
+                info.st_dev,
+                info.st_ino,
+                target,
+            ),
+        )
+        for name, info, kind, target in scan_directory(real, link_target)
+    ]
