@@ -137,10 +137,15 @@ def _ipv4_for_port(host: str) -> ipaddress.IPv4Address:
 
 def format_port_argument(address: HostPort) -> str:
     """Format "h1,h2,h3,h4,p1,p2"; ValueError for IPv6 or an out-of-range port."""
-    ip = _ipv4_for_port(address.host)
+    octets = _port_octets(address.host)
     _check_port(address.port)
-    octets = ",".join(str(b) for b in ip.packed)
     return f"{octets},{address.port >> 8},{address.port & 0xFF}"
+
+
+@functools.lru_cache(maxsize=256)
+def _port_octets(host: str) -> str:
+    """The "h1,h2,h3,h4" of ``host``, cached: a server advertises few addresses, every PASV."""
+    return ",".join(str(b) for b in _ipv4_for_port(host).packed)
 
 
 def format_pasv_reply(address: HostPort) -> str:
@@ -283,12 +288,14 @@ def is_ip_literal(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
 def plain_ip(address: str) -> str:
     """The address as peers see it: IPv4-mapped IPv6 (``::ffff:1.2.3.4``) becomes IPv4.
 
     A dual-stack socket reports IPv4 peers in mapped form, and a link-local
     address may carry a zone ("%eth0"); comparing, advertising (PASV) and
     logging all want the plain address. Text that is no address comes back as is.
+    Cached: every connection and passive data connection asks, mostly for a few clients.
     """
     address = address.split("%", 1)[0]
     try:

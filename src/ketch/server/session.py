@@ -13,7 +13,6 @@ to end, which keeps replies in order for clients that pipeline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -313,7 +312,7 @@ class Session:
         if refusal := self._argument_refusal(spec, command.argument):
             await self.reply(501, refusal)
             return
-        if spec.permission and not self.permits(spec.permission):
+        if spec.permission is not Permission.NONE and not self.permits(spec.permission):
             log.info(
                 "refused %s user=%s client=%s: no %s permission",
                 spec.verb,
@@ -532,8 +531,16 @@ class Session:
             await asyncio.wait([self.transfer])
         self.replace_offer(None)
         self.release_user_slot()
+        # Bounded when the close has to wait for the client: to take unsent replies
+        # (it may have stopped reading) or to answer TLS's close_notify.
+        slow_close = self.control_is_tls or self.writer.transport.get_write_buffer_size() > 0
         self.writer.close()
-        # asyncio.timeout, not wait_for: no task of its own to create per session.
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(5):
+        try:
+            if slow_close:
+                # asyncio.timeout, not wait_for: no task of its own to create per session.
+                async with asyncio.timeout(5):
+                    await self.writer.wait_closed()
+            else:
                 await self.writer.wait_closed()
+        except (OSError, TimeoutError):
+            pass
