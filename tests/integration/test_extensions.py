@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ketch.protocol.remote_listing import parse_mlsd
+from ketch.server.listing_threads import BIG_DIRECTORY
 
 from conftest import (
     PASSWORD,
@@ -222,13 +223,21 @@ def test_opts_mlst_changes_mlst_and_mlsd_output(server: RunningServer) -> None:
     ftp.close()
 
 
-def test_mlsd_lists_all_of_ten_thousand_entries(server: RunningServer) -> None:
+def test_mlsd_and_list_show_all_of_ten_thousand_entries(server: RunningServer) -> None:
     # Speed is measured by `make bench`, not here: this checks the listing is complete and exact.
     big = server.home / "big"
     big.mkdir()
     for index in range(10_000):
         (big / f"file{index:05d}.dat").write_bytes(b"x" * (index % 7))
+    # Big enough to be listed in a listing thread (see ketch.server.listing_threads).
+    assert os.stat(big).st_size > BIG_DIRECTORY
     ftp = connect(server)
+    lines = []
+    ftp.retrlines("LIST big", lines.append)
+    assert len(lines) == 10_000
+    assert [(line.split()[4], line.split()[-1]) for line in lines] == [
+        (str(index % 7), f"file{index:05d}.dat") for index in range(10_000)
+    ]
     ftp.sendcmd("TYPE I")
     chunks: list[bytes] = []
     ftp.retrbinary("MLSD big", chunks.append)

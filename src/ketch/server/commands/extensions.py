@@ -20,6 +20,7 @@ from ketch.protocol.mlsx import (
 from ketch.protocol.session_state import LoginStage
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.listing_threads import make_listing
 from ketch.server.session import Session
 
 log = logging.getLogger("ketch.server")
@@ -79,9 +80,12 @@ async def machine_list_directory(session: Session, argument: str) -> None:
             501, f"{path}: not a directory; MLSD lists directories, use MLST for one file."
         )
         return
-    entries = fs.list_mlsx(path)
-    # Made in one pass and sent with one sendall, as LIST is.
-    data = format_mlsd(entries, session.extensions.mlst_facts, access_of(session), listed=listed)
+    selected, access = session.extensions.mlst_facts, access_of(session)
+    # Made in one pass (in a thread when the directory is big) and sent with one
+    # sendall, as LIST is.
+    data = await make_listing(
+        lambda: format_mlsd(fs.list_mlsx(path), selected, access, listed=listed), listed.size
+    )
     await session.start_transfer(
         "MLSD",
         path,

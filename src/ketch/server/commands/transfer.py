@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import posixpath
 import time
+from typing import NamedTuple
 
 from ketch.protocol.listing import FileFacts, format_listing, format_name_list, list_payload
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.listing_threads import make_listing
 from ketch.server.session import Session
 from ketch.server.transfers import TransferRefused, send_file
 from ketch.server.uploads import open_unique_upload, open_upload
@@ -141,60 +144,63 @@ def split_list_argument(argument: str) -> str:
 _GLOB_CHARACTERS = frozenset("*?[")
 
 
-def _listing_scope(session: Session, argument: str) -> tuple[str, str | None, str | None]:
-    """What LIST/NLST/STAT show: ``(path, directory, pattern)``.
+class _Scope(NamedTuple):
+    """What LIST/NLST/STAT show (see _listing_scope)."""
 
-    ``directory`` is the directory whose entries are listed (None: ``path``
-    itself, a file) and ``pattern`` the wildcard they must match, if any.
-    """
+    path: str
+    directory: str | None  # whose entries are listed; None: ``path`` itself, a file
+    pattern: str | None  # the wildcard the entries must match, if any
+    directory_size: int  # the listed directory's st_size (0 for a file): is it big?
+
+
+def _listing_scope(session: Session, argument: str) -> _Scope:
     fs = session.filesystem
     path = session.resolve(split_list_argument(argument))
     parent, pattern = posixpath.split(path)
     if _GLOB_CHARACTERS.intersection(pattern) and not fs.is_file(path) and not fs.is_dir(path):
         # Classic clients' `mget *.txt` sends NLST *.txt; like vsftpd, only the last
         # path component may hold wildcards.
-        return path, parent, pattern
+        return _Scope(path, parent, pattern, fs.stat(parent).size)
     facts = fs.stat(path)
-    return path, (path if facts.kind == "dir" else None), None
+    if facts.kind == "dir":
+        return _Scope(path, path, None, facts.size)
+    return _Scope(path, None, None, 0)
 
 
 def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
     """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
-    path, directory, pattern = _listing_scope(session, argument)
-    return path, _entries_in_scope(session, path, directory, pattern)
+    scope = _listing_scope(session, argument)
+    return scope.path, _entries_in_scope(session, scope)
 
 
-def _entries_in_scope(
-    session: Session, path: str, directory: str | None, pattern: str | None
-) -> list[FileFacts]:
+def _entries_in_scope(session: Session, scope: _Scope) -> list[FileFacts]:
     fs = session.filesystem
-    if directory is None:
-        return [fs.lstat(path)]
-    entries = fs.list_dir(directory)
-    if pattern is not None:
+    if scope.directory is None:
+        return [fs.lstat(scope.path)]
+    entries = fs.list_dir(scope.directory)
+    if scope.pattern is not None:
+        pattern = scope.pattern
         entries = [entry for entry in entries if fnmatch.fnmatchcase(entry.name, pattern)]
     return entries
 
 
-def _list_payload(session: Session, argument: str) -> tuple[str, bytes]:
-    """LIST's path and data: a whole directory's lines are made as its entries are read."""
-    path, directory, pattern = _listing_scope(session, argument)
-    if directory is not None and pattern is None:
-        return path, list_payload(session.filesystem.list_lines(directory, time.time()))
-    entries = _entries_in_scope(session, path, directory, pattern)
-    return path, format_listing(entries, time.time())
+def _list_payload(session: Session, scope: _Scope) -> bytes:
+    """LIST's data: a whole directory's lines are made as its entries are read."""
+    if scope.directory is not None and scope.pattern is None:
+        return list_payload(session.filesystem.list_lines(scope.directory, time.time()))
+    return format_listing(_entries_in_scope(session, scope), time.time())
 
 
-def listing_names(session: Session, argument: str) -> tuple[str, list[str]]:
-    """The names NLST shows: ``listing_entries`` without a stat per entry."""
+def _name_list_payload(session: Session, scope: _Scope) -> bytes:
+    """NLST's data: ``_list_payload`` without a stat per entry."""
     fs = session.filesystem
-    path, directory, pattern = _listing_scope(session, argument)
-    if directory is None:
-        return path, [fs.lstat(path).name]
-    names = fs.list_names(directory)
-    if pattern is not None:
+    if scope.directory is None:
+        return format_name_list([fs.lstat(scope.path).name])
+    names = fs.list_names(scope.directory)
+    if scope.pattern is not None:
+        pattern = scope.pattern
         names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
-    return path, names
+    return format_name_list(names)
 
 
 @command("LIST", permission=Permission.LIST, help="LIST [path]: detailed listing (ls -l format)")
@@ -210,17 +216,16 @@ async def name_list(session: Session, argument: str) -> None:
 async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
     if await session.refused_without_offer(verb):
         return
-    # The whole listing is made in one pass and sent with one sendall.
-    if names_only:
-        path, names = listing_names(session, argument)
-        data = format_name_list(names)
-    else:
-        path, data = _list_payload(session, argument)
+    # The whole listing is made in one pass (in a thread when the directory is
+    # big: see listing_threads) and sent with one sendall.
+    scope = _listing_scope(session, argument)
+    make = _name_list_payload if names_only else _list_payload
+    data = await make_listing(functools.partial(make, session, scope), scope.directory_size)
     await session.start_transfer(
         verb,
-        path,
+        scope.path,
         lambda channel: channel.send_all(data),
-        opening=f"Here comes the listing of {path}.",
+        opening=f"Here comes the listing of {scope.path}.",
     )
 
 
