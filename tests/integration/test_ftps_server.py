@@ -513,6 +513,29 @@ def test_tls_1_1_client_is_refused_and_the_server_keeps_serving(
         ftp.close()
 
 
+def test_a_failed_auth_tls_handshake_ends_the_session_and_frees_its_slot(
+    make_tls_server: Callable[..., RunningServer],
+) -> None:
+    """Garbage after AUTH TLS's 234 must not leave a session (and a connection slot) behind.
+
+    The control stream's old writer never learns that the connection ended after
+    a failed handshake, so the close has to be bounded: else anyone could fill
+    max_connections with two lines each.
+    """
+    server = make_tls_server(max_connections_per_ip=1)
+    with ControlLine(server) as line:
+        assert line.command("AUTH TLS").startswith("234")
+        line.send(b"NOT A CLIENT HELLO\r\n" * 10)
+        assert wait_for(lambda: server.counters.get("tls_handshake_failed") == 1)
+
+    def session_count() -> int:
+        return len(server.server.sessions)
+
+    assert wait_for(lambda: session_count() == 0, timeout=15), "the session was left behind"
+    with ControlLine(server) as again:  # the one slot is free again: a 220, not a 421
+        assert again.command("QUIT").startswith("221")
+
+
 def test_commands_sent_in_the_clear_after_auth_tls_are_dropped(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:

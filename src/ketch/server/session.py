@@ -531,9 +531,10 @@ class Session:
             await asyncio.wait([self.transfer])
         self.replace_offer(None)
         self.release_user_slot()
-        # Bounded when the close has to wait for the client: to take unsent replies
-        # (it may have stopped reading) or to answer TLS's close_notify.
-        slow_close = self.control_is_tls or self.writer.transport.get_write_buffer_size() > 0
+        # Bounded when the close may wait on the client: to take unsent replies (it may
+        # have stopped reading), or once AUTH was sent: TLS's close_notify, and after a
+        # failed handshake the old writer never hears of the connection's end.
+        slow_close = self._tls is not None or self.writer.transport.get_write_buffer_size() > 0
         self.writer.close()
         try:
             if slow_close:
