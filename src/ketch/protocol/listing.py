@@ -80,10 +80,6 @@ def _one_line(name: str) -> str:
     return name
 
 
-def _is_recent(mtime: float, now: float) -> bool:
-    return now - _RECENT <= mtime <= now + _FUTURE_SLACK
-
-
 def _date_text(mtime: float, recent: bool) -> str:
     """``Nov 21 08:17`` for a recent time, ``Nov 21  2019`` for another."""
     tm = _utc(mtime)
@@ -91,21 +87,10 @@ def _date_text(mtime: float, recent: bool) -> str:
     return f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:>2} {clock}"
 
 
-def _shown_name(facts: FileFacts) -> str:
-    name = _one_line(facts.name)
-    if facts.kind == "link" and facts.link_target is not None:
-        name = f"{name} -> {_one_line(facts.link_target)}"
-    return name
-
-
 def format_list_line(facts: FileFacts, now: float) -> str:
     """One ``ls -l`` style line, e.g. ``-rw-r--r--   1 ftp      ftp   1234 Nov 21 08:17 a``."""
-    date = _date_text(facts.mtime, _is_recent(facts.mtime, now))
-    return (
-        f"{_permissions(facts.mode, facts.kind)} {facts.nlink:>3} "
-        f"{facts.owner:<8} {facts.group:<8} {facts.size:>8} "
-        f"{date} {_shown_name(facts)}"
-    )
+    name, kind, size, mtime, mode, nlink, owner, group, target = facts
+    return ListLineMaker(now).line(name, kind, size, mtime, mode, nlink, target, owner, group)
 
 
 class ListLineMaker:
@@ -169,7 +154,11 @@ def _list_lines(entries: Iterable[FileFacts], now: float) -> list[str]:
 
 
 def list_payload(lines: list[str]) -> bytes:
-    """The data-connection payload of LIST or NLST lines: CRLF after each, encoded once."""
+    """The data-connection payload of LIST or NLST lines: CRLF after each, encoded once.
+
+    Takes the list over (it gets the empty last line): a copy of a big listing's
+    lines would cost more than the rest of this.
+    """
     if not lines:
         return b""
     lines.append("")

@@ -157,7 +157,7 @@ class _mapped:  # lower case: it reads like the function it replaced, ``with _ma
         return None
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _: object
+        self, _: type[BaseException] | None, error: BaseException | None, __: object
     ) -> None:
         if isinstance(error, OSError):
             raise FilesystemError(f"{self._virtual}: {_reason(error.errno)}") from error

@@ -8,6 +8,9 @@ would cost more than the listing. Whether a directory is big is judged from
 its own ``st_size``, which the listing commands have from their first stat
 anyway: on ext4 it grows by a 4 KiB block per hundred-odd names, on tmpfs by
 some 20 bytes a name, so ``BIG_DIRECTORY`` means roughly 2,000-3,000 entries.
+(ZFS reports its entry count instead: there only directories of 64K entries
+and more go to a thread.) STAT with a path, whose listing goes over the
+control connection, stays inline.
 
 The threads are the listings' own, as hashing's are (see commands/hashing):
 the default executor checks passwords, and a burst of big listings must not

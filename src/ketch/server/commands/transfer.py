@@ -12,6 +12,7 @@ from typing import NamedTuple
 from ketch.protocol.listing import FileFacts, format_listing, format_name_list, list_payload
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.filesystem import Filesystem
 from ketch.server.listing_threads import make_listing
 from ketch.server.session import Session
 from ketch.server.transfers import TransferRefused, send_file
@@ -170,11 +171,10 @@ def _listing_scope(session: Session, argument: str) -> _Scope:
 def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
     """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
     scope = _listing_scope(session, argument)
-    return scope.path, _entries_in_scope(session, scope)
+    return scope.path, _entries_in_scope(session.filesystem, scope)
 
 
-def _entries_in_scope(session: Session, scope: _Scope) -> list[FileFacts]:
-    fs = session.filesystem
+def _entries_in_scope(fs: Filesystem, scope: _Scope) -> list[FileFacts]:
     if scope.directory is None:
         return [fs.lstat(scope.path)]
     entries = fs.list_dir(scope.directory)
@@ -184,16 +184,15 @@ def _entries_in_scope(session: Session, scope: _Scope) -> list[FileFacts]:
     return entries
 
 
-def _list_payload(session: Session, scope: _Scope) -> bytes:
+def _list_payload(fs: Filesystem, scope: _Scope) -> bytes:
     """LIST's data: a whole directory's lines are made as its entries are read."""
     if scope.directory is not None and scope.pattern is None:
-        return list_payload(session.filesystem.list_lines(scope.directory, time.time()))
-    return format_listing(_entries_in_scope(session, scope), time.time())
+        return list_payload(fs.list_lines(scope.directory, time.time()))
+    return format_listing(_entries_in_scope(fs, scope), time.time())
 
 
-def _name_list_payload(session: Session, scope: _Scope) -> bytes:
+def _name_list_payload(fs: Filesystem, scope: _Scope) -> bytes:
     """NLST's data: ``_list_payload`` without a stat per entry."""
-    fs = session.filesystem
     if scope.directory is None:
         return format_name_list([fs.lstat(scope.path).name])
     names = fs.list_names(scope.directory)
@@ -220,7 +219,9 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
     # big: see listing_threads) and sent with one sendall.
     scope = _listing_scope(session, argument)
     make = _name_list_payload if names_only else _list_payload
-    data = await make_listing(functools.partial(make, session, scope), scope.directory_size)
+    data = await make_listing(
+        functools.partial(make, session.filesystem, scope), scope.directory_size
+    )
     await session.start_transfer(
         verb,
         scope.path,
