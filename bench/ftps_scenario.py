@@ -40,11 +40,11 @@ def ftps_tables(b: Bench) -> list[Table]:
     warm_cache(b.big)
     try:
         for server in b.servers:
-            server.use_tls(True)
+            server.use_variant("tls")
         return _measure(b)
     finally:
         for server in b.servers:
-            server.use_tls(False)
+            server.use_variant("")
 
 
 def _transfer(b: Bench, server: Server, direction: str, context: ssl.SSLContext,
@@ -180,6 +180,6 @@ def _tables(
         f"ketch and the load client: Python's ssl on {ssl.OPENSSL_VERSION}; vsftpd and "
         f"pure-ftpd: the system's libssl.so.3; pyftpdlib: {_pyopenssl()}; {curl_line}",
     ]
-    notes += [f"{server.name}: {server.tls_notes}" for server in b.servers]
+    notes += [f"{server.name}: {server.variant_notes['tls']}" for server in b.servers]
     tables.append(Table("FTPS: negotiated TLS (load client)", columns, rows, notes))
     return tables

@@ -1,5 +1,8 @@
 """pyftpdlib as make bench runs it: the default FTPServer (asynchronous, one process).
 
+With --workers N, the same server in pyftpdlib's pre-fork mode (N processes
+sharing the listening socket and the passive range), for the workers scenario.
+
 One DummyAuthorizer user (plain-text password, so logins cost next to
 nothing) with every permission, a passive port range, connection limits
 raised, and logging at WARNING so that no command or transfer is logged.
@@ -27,6 +30,9 @@ def main() -> None:
     parser.add_argument("--max-cons", type=int, default=2000)
     parser.add_argument("--certfile", help="FTPS: the certificate (PEM)")
     parser.add_argument("--keyfile", help="FTPS: its key (PEM)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="pre-fork this many processes (worker_processes)"
+    )
     args = parser.parse_args()
 
     authorizer = DummyAuthorizer()
@@ -52,7 +58,7 @@ def main() -> None:
     server = FTPServer(("127.0.0.1", args.port), Handler)
     server.max_cons = args.max_cons
     server.max_cons_per_ip = args.max_cons
-    server.serve_forever()
+    server.serve_forever(worker_processes=args.workers)
 
 
 if __name__ == "__main__":

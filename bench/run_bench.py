@@ -7,7 +7,7 @@ bench/results/latest.md at the end. Servers are stopped however the run
 ends (Ctrl-C and SIGTERM included).
 
     .venv/bin/python bench/run_bench.py [--rounds 3] [--size-mib 1024]
-        [--only retr,stor,sessions,idle,list,ftps] [--servers ketch,vsftpd]
+        [--only retr,stor,sessions,idle,list,ftps,workers] [--servers ketch,vsftpd]
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from servers import BENCH, NAMES, Server, make_servers, missing_peers
 REPO = BENCH.parent
 DATA = BENCH / ".data"
 RESULTS = BENCH / "results"
-# The issue numbers its scenarios 1-6; either the number or the name selects one.
-ORDER = ["retr", "stor", "sessions", "idle", "list", "ftps"]
+# The issue numbers its scenarios 1-6 (workers, the issue's pre-fork comparison, is 7);
+# either the number or the name selects one.
+ORDER = ["retr", "stor", "sessions", "idle", "list", "ftps", "workers"]
 
 
 def _choose(text: str, known: list[str], what: str) -> list[str]:
@@ -56,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario (median)")
     parser.add_argument("--size-mib", type=int, default=1024, help="RETR/STOR file size")
-    parser.add_argument("--only", default="", help="comma list of scenarios (names or 1-6)")
+    parser.add_argument("--only", default="", help="comma list of scenarios (names or 1-7)")
     parser.add_argument("--servers", default="", help="comma list of servers")
     parser.add_argument("--sessions", type=int, default=1000, help="sessions per round")
     parser.add_argument("--idle", type=int, default=1000, help="idle sessions held open")

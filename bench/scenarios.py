@@ -31,7 +31,7 @@ from load import (
     upload,
 )
 from report import Column, Medians, Table
-from servers import HOST, Server
+from servers import HOST, WORKERS, Server
 
 from harness.procfs import listen_drops
 
@@ -281,57 +281,83 @@ def stor(b: Bench) -> list[Table]:
 
 
 def sessions(b: Bench) -> list[Table]:
-    tables = []
-    for concurrency in SESSION_CONCURRENCY:
-        medians = Medians()
-        for round_ in range(1, b.rounds + 1):
-            for server in b.in_turn(round_):
-                work = functools.partial(
-                    short_session, HOST, server.port, server.user, server.password,
-                    f"RETR {server.remote('small.bin')}", MIB,
-                )  # fmt: skip
-                processes = len(server.tree())
-                with Meter(server) as meter:
-                    results = b.net(run_sessions(work, b.sessions, concurrency, 64 * KIB,
-                                                 SESSION_TIMEOUT))  # fmt: skip
-                    left = server.settle(processes)  # forked sessions reaped: CPU in cutime
-                latencies = sorted(results.latencies)
-                sample: dict[str, Any] = {
-                    "sessions_per_s": len(latencies) / results.seconds,
-                    "failures": sum(results.failures.values()),
-                    "p50_ms": _percentile(latencies, 50) * 1000,
-                    "p99_ms": _percentile(latencies, 99) * 1000,
-                    "cpu_ms": meter.server_cpu * 1000 / b.sessions,
-                    "listen_drops": meter.listen_drops,
-                }
-                for metric, value in sample.items():
-                    medians.add(server.name, metric, value)
-                b.record({"scenario": "sessions", "server": server.name, "round": round_,
-                          "concurrency": concurrency, "sessions": b.sessions,
-                          "seconds": results.seconds, "failure_reasons": dict(results.failures),
-                          "processes_left": left, "client_cpu": meter.client_cpu,
-                          **sample})  # fmt: skip
-                if results.failures:
-                    reasons = ", ".join(f"{k} x{v}" for k, v in results.failures.most_common(3))
-                    medians.errors[server.name, f"round {round_}"] = reasons
-        columns = [
-            Column("sessions_per_s", "sessions/s", "higher"),
-            Column("failures", "failures", None),
-            Column("p50_ms", "p50 ms", "lower"),
-            Column("p99_ms", "p99 ms", "lower"),
-            Column("cpu_ms", "server CPU ms/session", "lower"),
-            Column("listen_drops", "listen drops", None),
-        ]
-        notes = [
-            f"{b.sessions} sessions of login + 1 MiB RETR (passive) + QUIT, "
-            f"median of {b.rounds} rounds",
-            "listen drops: TcpExt ListenDrops (machine-wide) during the round: connections "
-            "dropped at a full accept queue (the client's kernel retries after 1 s+)",
-        ]
-        notes += [f"failed sessions, {note}" for note in medians.error_notes()]
-        title = f"Sessions at concurrency {concurrency}"
-        tables.append(Table(title, columns, medians.rows(b.names, columns), notes))
-    return tables
+    return [_sessions_table(b, b.servers, concurrency, f"Sessions at concurrency {concurrency}")
+            for concurrency in SESSION_CONCURRENCY]  # fmt: skip
+
+
+def workers(b: Bench) -> list[Table]:
+    """The sessions workload on the servers' multi-process variants (ketch --workers 2,
+    pyftpdlib's pre-fork mode): what matters most here is failed sessions."""
+    chosen = [server for server in b.servers if "workers" in server.variants]
+    if not chosen:
+        return []
+    try:
+        for server in chosen:
+            server.use_variant("workers")
+        tables = [_sessions_table(b, chosen, concurrency, f"{WORKERS} worker processes, "
+                                  f"sessions at concurrency {concurrency}", scenario="workers")
+                  for concurrency in SESSION_CONCURRENCY]  # fmt: skip
+        for table in tables:
+            table.notes += [f"{server.name}: {server.variant_notes['workers']}"
+                            for server in chosen]  # fmt: skip
+        return tables
+    finally:
+        for server in chosen:
+            server.use_variant("")
+
+
+def _sessions_table(
+    b: Bench, servers: list[Server], concurrency: int, title: str, scenario: str = "sessions"
+) -> Table:
+    """Rounds of b.sessions short sessions (login, 1 MiB RETR, QUIT) on each server."""
+    medians = Medians()
+    for round_ in range(1, b.rounds + 1):
+        for server in [server for server in b.in_turn(round_) if server in servers]:
+            work = functools.partial(
+                short_session, HOST, server.port, server.user, server.password,
+                f"RETR {server.remote('small.bin')}", MIB,
+            )  # fmt: skip
+            processes = len(server.tree())
+            with Meter(server) as meter:
+                results = b.net(run_sessions(work, b.sessions, concurrency, 64 * KIB,
+                                             SESSION_TIMEOUT))  # fmt: skip
+                left = server.settle(processes)  # forked sessions reaped: CPU in cutime
+            latencies = sorted(results.latencies)
+            sample: dict[str, Any] = {
+                "sessions_per_s": len(latencies) / results.seconds,
+                "failures": sum(results.failures.values()),
+                "p50_ms": _percentile(latencies, 50) * 1000,
+                "p99_ms": _percentile(latencies, 99) * 1000,
+                "cpu_ms": meter.server_cpu * 1000 / b.sessions,
+                "listen_drops": meter.listen_drops,
+            }
+            for metric, value in sample.items():
+                medians.add(server.name, metric, value)
+            b.record({"scenario": scenario, "server": server.name, "round": round_,
+                      "concurrency": concurrency, "sessions": b.sessions,
+                      "seconds": results.seconds, "failure_reasons": dict(results.failures),
+                      "processes_left": left, "client_cpu": meter.client_cpu,
+                      **sample})  # fmt: skip
+            if results.failures:
+                reasons = ", ".join(f"{k} x{v}" for k, v in results.failures.most_common(3))
+                medians.errors[server.name, f"round {round_}"] = reasons
+    columns = [
+        Column("sessions_per_s", "sessions/s", "higher"),
+        Column("failures", "failures", None),
+        Column("p50_ms", "p50 ms", "lower"),
+        Column("p99_ms", "p99 ms", "lower"),
+        Column("cpu_ms", "server CPU ms/session", "lower"),
+        Column("listen_drops", "listen drops", None),
+    ]
+    notes = [
+        f"{b.sessions} sessions of login + 1 MiB RETR (passive) + QUIT, "
+        f"median of {b.rounds} rounds",
+        "listen drops: TcpExt ListenDrops (machine-wide) during the round: connections "
+        "dropped at a full accept queue (the client's kernel retries after 1 s+)",
+    ]
+    notes += [f"failed sessions, {note}" for note in medians.error_notes()]
+    names = [name for name in b.names if any(server.name == name for server in servers)]
+    return Table(title, columns, medians.rows(names, columns), notes)
 
 
 def _percentile(ordered: list[float], percent: float) -> float:
@@ -448,4 +474,5 @@ SCENARIOS: dict[str, Callable[[Bench], list[Table]]] = {
     "idle": idle,
     "list": listing,
     "ftps": ftps,
+    "workers": workers,
 }

@@ -14,10 +14,14 @@ Every server listens on 127.0.0.1, takes 2,000 connections (from one address
 too), has a passive range of PASSIVE_SIZE ports outside the ephemeral range,
 logs no transfers, and runs in a process group of its own.
 
-Each server also has a TLS variant (``Server.use_tls``) for the FTPS scenario:
-explicit FTPS, optional, with one self-signed ECDSA P-256 certificate made per
-run and given to all four. It is a restart with other settings, so that the
-plain scenarios measure the servers without TLS loaded.
+Each server also has a TLS variant (``Server.use_variant("tls")``) for the
+FTPS scenario: explicit FTPS, optional, with one self-signed ECDSA P-256
+certificate made per run and given to all four. ketch and pyftpdlib have a
+multi-process variant (``"workers"``) for the workers scenario: ketch with
+``--workers 2`` (SO_REUSEPORT sockets, a passive-port slice each),
+pyftpdlib's pre-fork mode with two processes (one shared listening socket
+and passive range). A variant is a restart with other settings, so that the
+plain scenarios measure the servers without it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ MAX_CONNECTIONS = 2000
 PASSIVE_SIZE = 2500
 PASSIVE_BASE = 10000  # ketch 10000-12499, pyftpdlib 12500-14999, and so on
 NOBODY = 65534
+# Processes of the multi-process variants (the workers scenario).
+WORKERS = 2
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 _CHEAP_HASH = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -123,10 +129,11 @@ class Server:
     backlog: int | None = None  # the control socket's listen backlog, as ss reports it
     wrapped: bool = False  # started under reaper.py: the tree's root is the wrapper
     runtime: str = ""  # what the server says it runs on (ketch: "1 process on uvloop")
-    tls_command: list[str] | None = None  # the same server with FTPS on (use_tls)
-    tls_notes: str = ""  # its TLS settings, for the FTPS table
-    tls_files: CertificateFiles | None = None  # the certificate tls_command serves
-    tls: bool = False  # whether it runs (or will start) with tls_command
+    #: Other ways to run the same server, by name ("tls", "workers"), and their notes.
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    variant_notes: dict[str, str] = field(default_factory=dict)
+    tls_files: CertificateFiles | None = None  # the certificate the "tls" variant serves
+    variant: str = ""  # the variant it runs (or will start) with; "": the plain command
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def remote(self, name: str) -> str:
@@ -137,17 +144,17 @@ class Server:
         assert self.process is not None, f"{self.name} is not running"
         return self.process.pid
 
-    def use_tls(self, on: bool) -> None:
-        """Run with FTPS on or off from now on (a restart when that changes and it runs)."""
-        if on and self.tls_command is None:
-            raise RuntimeError(f"{self.name} has no TLS settings")
-        if on != self.tls:
-            self.tls = on
+    def use_variant(self, variant: str) -> None:
+        """Run ``variant`` ("" for the plain server) from now on: a restart when it changes."""
+        if variant and variant not in self.variants:
+            raise RuntimeError(f"{self.name} has no {variant!r} variant")
+        if variant != self.variant:
+            self.variant = variant
             if self.process is not None:
                 self.restart()
 
     def start(self) -> None:
-        command = self.tls_command if self.tls and self.tls_command else self.command
+        command = self.variants[self.variant] if self.variant else self.command
         with self.log_path.open("ab") as log:
             wrapper = [sys.executable, str(BENCH / "reaper.py")] if self.wrapped else []
             self.process = subprocess.Popen(
@@ -308,9 +315,13 @@ def make_ketch(
     serve = [sys.executable, "-m", "ketch", "serve", "--config"]
     return Server(
         "ketch", port, passive, home, "", [*serve, str(config)], base / "ketch.log", env=env,
-        notes="runs as root (no run_as)", tls_command=[*serve, str(tls_config)],
-        tls_notes="tls_certificate, tls_key; tls_required off; tls_require_session_reuse "
-        "true (the default)",
+        notes="runs as root (no run_as)",
+        variants={"tls": [*serve, str(tls_config)],
+                  "workers": [*serve, str(config), "--workers", str(WORKERS)]},
+        variant_notes={"tls": "tls_certificate, tls_key; tls_required off; "
+                       "tls_require_session_reuse true (the default)",
+                       "workers": f"--workers {WORKERS}: a supervisor and {WORKERS} worker "
+                       "processes, one SO_REUSEPORT socket and passive-port slice each"},
     )  # fmt: skip
 
 
@@ -329,9 +340,12 @@ def make_pyftpdlib(
     return Server(
         "pyftpdlib", port, passive, home, "", command, base / "pyftpdlib.log",
         notes="default FTPServer: async, one process; plain-text DummyAuthorizer",
-        version=pyftpdlib.__ver__, tls_command=tls_command,
-        tls_notes="TLS_FTPHandler (pyOpenSSL), certfile, keyfile; TLS optional; "
-        "session reuse not checked",
+        version=pyftpdlib.__ver__,
+        variants={"tls": tls_command, "workers": [*command, "--workers", str(WORKERS)]},
+        variant_notes={"tls": "TLS_FTPHandler (pyOpenSSL), certfile, keyfile; TLS optional; "
+                       "session reuse not checked",
+                       "workers": f"serve_forever(worker_processes={WORKERS}): pre-fork, "
+                       f"{WORKERS} processes on one listening socket and passive range"},
     )  # fmt: skip
 
 
@@ -396,9 +410,10 @@ def make_vsftpd(base: Path, port: int, passive: tuple[int, int], tls: Certificat
         base / "vsftpd.log", user="anonymous", password="bench@", wrapped=True,
         notes=f"anonymous login (no password check), runs as {ftp_user.pw_name}; "
         "two processes per session (under reaper.py)", version=_deb_version("vsftpd"),
-        tls_command=[str(VSFTPD), str(tls_path)],
-        tls_notes="ssl_enable, allow_anon_ssl, rsa_cert_file, rsa_private_key_file; "
-        "require_ssl_reuse YES; ssl_request_cert NO; ssl_ciphers HIGH",
+        variants={"tls": [str(VSFTPD), str(tls_path)]},
+        variant_notes={"tls": "ssl_enable, allow_anon_ssl, rsa_cert_file, "
+                       "rsa_private_key_file; require_ssl_reuse YES; ssl_request_cert NO; "
+                       "ssl_ciphers HIGH"},
     )  # fmt: skip
 
 
@@ -435,8 +450,8 @@ def make_pure_ftpd(
         "pure-ftpd", port, passive, home, "", command, base / "pure-ftpd.log",
         notes="virtual user (PureDB, cheap argon2id); two processes per session "
         "(under reaper.py)", version=_deb_version("pure-ftpd"), wrapped=True,
-        tls_command=tls_command, tls_notes="-Y 1 (TLS optional), -2 CERT,KEY; "
-        "default cipher list",
+        variants={"tls": tls_command},
+        variant_notes={"tls": "-Y 1 (TLS optional), -2 CERT,KEY; default cipher list"},
     )  # fmt: skip
 
 
