@@ -2,8 +2,9 @@
 
 Sessions have no timer of their own while they wait for input: one sweep of
 the listener wakes those whose time is up. Sessions in one home share its
-filesystem object. Replies go through asyncio's flow control, whose drain
-waiters ketch keeps in a list (see listener.py).
+filesystem object. The control connection is ketch's own small protocol
+object (server/control_stream.py), which must keep asyncio's flow control
+and half-close behaviour.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ def test_a_client_reading_replies_late_gets_every_reply_in_order(make_server: Ma
     assert received == help_reply * count + b"200 NOOP ok.\r\n"
     assert wait_for(lambda: len(server.server.sessions) == 1)
     sock.close()
+
+
+def test_commands_sent_before_the_client_half_closes_are_all_answered(
+    make_server: MakeServer,
+) -> None:
+    """``printf 'USER ...\\r\\nQUIT\\r\\n' | nc host 21``: EOF after the commands is not the end."""
+    # The failed login's delay makes the session wait, so the EOF is read before the
+    # commands after it run: they must still be answered.
+    server = make_server(command_rate=0.0, login_failure_delay=0.3)
+    commands = [f"USER {USER}", "PASS wrong", f"USER {USER}", f"PASS {PASSWORD}", "NOOP", "QUIT"]
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall("".join(f"{line}\r\n" for line in commands).encode())
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := sock.recv(4096):  # until the server closes, after its 221
+            received += chunk
+    codes = [line[:3] for line in bytes(received).decode().splitlines()]
+    assert codes == ["220", "331", "530", "331", "230", "200", "221"], received
+    assert wait_for(lambda: len(server.server.sessions) == 0)
 
 
 def test_a_home_removed_while_in_use_refuses_the_next_login(make_server: MakeServer) -> None:

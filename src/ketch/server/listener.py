@@ -8,7 +8,6 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 from ketch.config import PortRange, ServerConfig
 from ketch.protocol.addresses import plain_ip
@@ -16,6 +15,7 @@ from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
 from ketch.server.context import ServerContext
+from ketch.server.control_stream import ControlStream
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.session import Session
@@ -26,27 +26,8 @@ __all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
 log = logging.getLogger("ketch.server")
 
 
-#: The control streams' buffer limit (session.py's, for the stream after AUTH TLS, too).
+#: Unread bytes a control stream holds before it stops reading from the socket.
 _STREAM_LIMIT = 1 << 16
-
-
-class _ControlProtocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol, with a list where it keeps a deque of drain waiters.
-
-    The deque allocates a 64-slot block up front: ~700 bytes, a tenth of an
-    idle session. A control connection has at most one drain waiting (a reply
-    at a time), and asyncio only appends, removes and iterates (3.11-3.13).
-    """
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        connected: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-        *,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        super().__init__(reader, connected, loop=loop)
-        self._drain_waiters: list[asyncio.Future[None]] = []
 
 
 class ConnectionLimits:
@@ -150,16 +131,18 @@ class FtpServer:
                 self._implicit_protocol, sock=self._implicit_socket, backlog=LISTEN_BACKLOG
             )
 
-    def _control_protocol(self) -> asyncio.StreamReaderProtocol:
-        """What asyncio.start_server makes per connection, lighter (see _ControlProtocol)."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
-        return _ControlProtocol(reader, self._on_connection, loop=loop)
+    def _control_protocol(self) -> ControlStream:
+        return ControlStream(self._start_session, _STREAM_LIMIT)
 
-    def _implicit_protocol(self) -> asyncio.StreamReaderProtocol:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
-        return _ControlProtocol(reader, self._on_implicit_connection, loop=loop)
+    def _implicit_protocol(self) -> ControlStream:
+        return ControlStream(self._start_implicit_session, _STREAM_LIMIT)
+
+    def _start_session(self, stream: ControlStream) -> None:
+        # The loop keeps the task while it runs; _on_connection files it in _sessions.
+        asyncio.get_running_loop().create_task(self._on_connection(stream))
+
+    def _start_implicit_session(self, stream: ControlStream) -> None:
+        asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=True))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -235,11 +218,6 @@ class FtpServer:
         if self._implicit_server is not None:
             await self._implicit_server.wait_closed()
 
-    async def _on_implicit_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        await self._on_connection(reader, writer, implicit=True)
-
     def _refusal(self, ip: str) -> str | None:
         """Why a new connection from ``ip`` is turned away (ban, limits), or None to admit it.
 
@@ -256,23 +234,21 @@ class FtpServer:
             log.warning("connection refused client=%s: %s", ip, refusal)
         return refusal
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit: bool = False
-    ) -> None:
-        ip = plain_ip(writer.get_extra_info("peername")[0])
+    async def _on_connection(self, stream: ControlStream, *, implicit: bool = False) -> None:
+        ip = plain_ip(stream.get_extra_info("peername")[0])
         refusal = self._refusal(ip)
         if refusal is not None:
             if not implicit:  # a client expecting TLS would take a clear reply for garbage
-                writer.write(format_reply(421, refusal))
-            writer.close()
+                stream.write(format_reply(421, refusal))
+            stream.close()
             return
         if implicit:
-            secured = await self._secure(ip, writer)
+            secured = await self._secure(ip, stream)
             if secured is None:
                 self.limits.release(ip)
                 return
-            reader, writer = secured
-        session = Session(self.context, reader, writer)
+            stream = secured
+        session = Session(self.context, stream)
         # SO_OOBINLINE came from the listening socket (see start); TCP_NODELAY is set
         # by asyncio's and uvloop's transports both. No socket options per connection.
         task = asyncio.current_task()
@@ -292,19 +268,17 @@ class FtpServer:
             self.limits.release(ip)
             log.info("disconnect client=%s", ip)
 
-    async def _secure(
-        self, ip: str, writer: asyncio.StreamWriter
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """The TLS handshake of an implicit FTPS connection: its streams, or None if it failed."""
+    async def _secure(self, ip: str, stream: ControlStream) -> ControlStream | None:
+        """The TLS handshake of an implicit FTPS connection: its stream, or None if it failed."""
         tls = self.context.tls
         try:
             if tls is None:  # TLS was configured away by a reload; implicit needs a restart
                 raise ssl.SSLError("TLS is no longer configured")
-            return await secure_control_stream(writer, tls.context, _STREAM_LIMIT)
+            return await secure_control_stream(stream, tls.context)
         except (ssl.SSLError, OSError, TimeoutError) as error:
             self.context.counters["tls_handshake_failed"] += 1
             log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
-            writer.close()
+            stream.close()
             return None
 
 

@@ -31,6 +31,7 @@ from ketch.protocol.security import TlsState, command_refusal, transfer_refusal
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import COMMANDS, Argument, CommandSpec
+from ketch.server.control_stream import ControlStream
 from ketch.server.data_channel import DataOffer
 from ketch.server.filesystem import (
     Filesystem,
@@ -53,8 +54,6 @@ __all__ = ["Session"]
 log = logging.getLogger("ketch.server")
 
 _READ_SIZE = 8192
-#: The control stream's buffer limit, as the listener's _control_protocol uses.
-_STREAM_LIMIT = 1 << 16
 
 #: One LocalFilesystem per home, shared by the sessions logged in there (it keeps
 #: no per-session state: keep it so). Made once, it spares every login resolving
@@ -100,26 +99,19 @@ class Session:
         "peer_family",
         "peer_ip",
         "peer_is_loopback",
-        "reader",
         "state",
+        "stream",
         "transfer",
         "transfer_status",
         "user_slot",
-        "writer",
     )
 
-    def __init__(
-        self,
-        context: ServerContext,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, context: ServerContext, stream: ControlStream) -> None:
         self.context = context
         self.config = context.config
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
+        self.stream = stream
+        peer = stream.get_extra_info("peername")
+        local = stream.get_extra_info("sockname")
         # Facts of the connection that PASV/EPSV/PORT consult; fixed for the session.
         # peer_family is RFC 2428's network protocol number: 1 IPv4, 2 IPv6.
         self.peer_ip, self.peer_is_loopback, self.peer_family = address_facts(peer[0])
@@ -154,7 +146,7 @@ class Session:
         #: The account key counted in context.user_sessions while logged in.
         self.user_slot: str | None = None
         #: AUTH/PBSZ/PROT facts (see tls); implicit FTPS starts secured, with PROT P.
-        implicit = writer.get_extra_info("ssl_object") is not None
+        implicit = stream.get_extra_info("ssl_object") is not None
         self._tls = TlsState.implicit() if implicit else None
         #: Set when AUTH TLS replaced the control stream: input read before is dropped.
         self._input_replaced = False
@@ -176,7 +168,7 @@ class Session:
                     await self.reply(421, timed_out)
                     break
                 try:
-                    data = await self.reader.read(_READ_SIZE)
+                    data = await self.stream.read(_READ_SIZE)
                 except asyncio.CancelledError:
                     if self._take_wake_up():
                         continue  # the sweep's wake-up: _start_waiting says which timeout
@@ -387,10 +379,12 @@ class Session:
         return decode_argument(self._command_raw)
 
     async def reply(self, code: int, text: str | list[str]) -> None:
-        if self.writer.is_closing():
+        stream = self.stream
+        if stream.is_closing():
             return
-        self.writer.write(format_reply(code, text))
-        await self.writer.drain()
+        stream.write(format_reply(code, text))
+        if stream.must_drain:  # no coroutine per reply while the client takes them
+            await stream.drain()
 
     @property
     def control_is_tls(self) -> bool:
@@ -402,14 +396,14 @@ class Session:
 
         Input that came in the clear after the AUTH line is dropped with the old stream.
         """
-        self.reader, self.writer = await secure_control_stream(self.writer, context, _STREAM_LIMIT)
+        self.stream = await secure_control_stream(self.stream, context)
         self._lines = CommandLineReader(self.config.max_line_length)
         self._input_replaced = True
 
     def say_goodbye(self, code: int, text: str) -> None:
         """A last reply written without waiting (server shutdown), if the peer still listens."""
-        if not self.writer.is_closing():
-            self.writer.write(format_reply(code, text))
+        if not self.stream.is_closing():
+            self.stream.write(format_reply(code, text))
 
     def permits(self, permission: Permission) -> bool:
         return self.account is not None and permission in self.account.permissions
@@ -532,16 +526,16 @@ class Session:
         self.replace_offer(None)
         self.release_user_slot()
         # Bounded when the close may wait on the client: to take unsent replies (it may
-        # have stopped reading), or once AUTH was sent: TLS's close_notify, and after a
-        # failed handshake the old writer never hears of the connection's end.
-        slow_close = self._tls is not None or self.writer.transport.get_write_buffer_size() > 0
-        self.writer.close()
+        # have stopped reading), or once AUTH was sent (TLS's close_notify; and should a
+        # handshake fail in a way the stream did not foresee, its end is never heard).
+        slow_close = self._tls is not None or self.stream.write_buffer_size() > 0
+        self.stream.close()
         try:
             if slow_close:
                 # asyncio.timeout, not wait_for: no task of its own to create per session.
                 async with asyncio.timeout(5):
-                    await self.writer.wait_closed()
+                    await self.stream.wait_closed()
             else:
-                await self.writer.wait_closed()
+                await self.stream.wait_closed()
         except (OSError, TimeoutError):
             pass

@@ -18,13 +18,14 @@ scratch context first: a bad pair is logged and the old one stays.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ketch.server.control_stream import ControlStream
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
@@ -235,30 +236,15 @@ def reuse_refusal(data_socket: ssl.SSLSocket, *, required: bool) -> str | None:
     )
 
 
-async def secure_control_stream(
-    writer: asyncio.StreamWriter, context: ssl.SSLContext, limit: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Run the server side of a TLS handshake on a control connection; its new streams.
+async def secure_control_stream(stream: ControlStream, context: ssl.SSLContext) -> ControlStream:
+    """Run the server side of a TLS handshake on a control connection; its new stream.
 
-    A new reader and writer rather than ``StreamWriter.start_tls``: bytes that
-    arrived in the clear after the AUTH line stay in the old reader and are
-    dropped with it, instead of being read as commands that came over TLS
-    (plaintext command injection, as CVE-2011-0411).
+    A new stream rather than the same one secured: bytes that arrived in the
+    clear after the AUTH line stay in the old stream and are dropped with it,
+    instead of being read as commands that came over TLS (plaintext command
+    injection, as CVE-2011-0411).
     """
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit)
-    protocol = asyncio.StreamReaderProtocol(reader)
-    transport = await loop.start_tls(
-        writer.transport,
-        protocol,
-        context,
-        server_side=True,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-    )
-    if transport is None:  # the connection closed during the handshake
-        raise ConnectionResetError("control connection closed during the TLS handshake")
-    protocol.connection_made(transport)  # start_tls does not; the reader needs its transport
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+    return await stream.secure(context, HANDSHAKE_TIMEOUT)
 
 
 def settings_problem(config: ServerConfig) -> tuple[str, object, str] | None:

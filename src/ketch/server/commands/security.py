@@ -60,7 +60,7 @@ async def authenticate(session: Session, argument: str) -> None:
     log.debug(
         "control connection secured client=%s version=%s",
         session.peer_ip,
-        session.writer.get_extra_info("ssl_object").version(),
+        session.stream.get_extra_info("ssl_object").version(),
     )
 
 
