@@ -89,26 +89,19 @@ class CommandThrottle:
         #: When the current unbroken run of throttled commands began.
         self._throttled_since: float | None = None
 
-    def delay(self, *, backlogged: bool = False) -> float | None:
+    def delay(self) -> float | None:
         """Seconds to wait before the next command, or None to close the session (flood).
 
         A run of throttled commands ends at the first command that finds a
-        token waiting, i.e. as soon as the client slows to the rate. Not so a
-        ``backlogged`` command, one that had already arrived while the one
-        before it waited: a token then means the *server* was late (a busy or
-        preempted process oversleeps), not that the client slowed down, and a
-        flood must not go on for ever on a loaded server.
+        token waiting, i.e. as soon as the client slows to the rate.
         """
         if self._bucket is None:
             return 0.0
         wait = self._bucket.reserve()
         now = self._clock()
         if wait <= 0:
-            if not backlogged or self._throttled_since is None:
-                self._throttled_since = None
-                return 0.0
-            # The server was late, not the client slower: the run goes on.
-            return None if now - self._throttled_since > self.flood_timeout else 0.0
+            self._throttled_since = None
+            return 0.0
         if self._throttled_since is None:
             self._throttled_since = now
         elif now + wait - self._throttled_since > self.flood_timeout:

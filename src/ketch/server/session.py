@@ -192,9 +192,8 @@ class Session:
         """
         events = self._lines.feed(data)
         self._line_timer.received(data, events)
-        for index, event in enumerate(events):
-            # Commands after the first of a read had all arrived before it ran (backlogged).
-            if self._throttle is not None and not await self._pace(self._throttle, index > 0):
+        for event in events:
+            if self._throttle is not None and not await self._pace(self._throttle):
                 return
             if isinstance(event, LineTooLong):
                 await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
@@ -259,9 +258,9 @@ class Session:
         # Another cancel besides ours (server shutdown) must still end the session.
         return task.uncancel() == 0
 
-    async def _pace(self, throttle: CommandThrottle, backlogged: bool) -> bool:
+    async def _pace(self, throttle: CommandThrottle) -> bool:
         """Wait as the command rate limit asks; False (after a 421) when the client floods."""
-        delay = throttle.delay(backlogged=backlogged)
+        delay = throttle.delay()
         if delay is None:
             log.warning(
                 "command flood client=%s user=%s: faster than %g commands/s for %g s",
