@@ -518,9 +518,8 @@ def test_a_failed_auth_tls_handshake_ends_the_session_and_frees_its_slot(
 ) -> None:
     """Garbage after AUTH TLS's 234 must not leave a session (and a connection slot) behind.
 
-    The control stream's old writer never learns that the connection ended after
-    a failed handshake, so the close has to be bounded: else anyone could fill
-    max_connections with two lines each.
+    Else anyone could fill max_connections with two lines each: the session must
+    end, and its close must not wait for a connection TLS has taken over.
     """
     server = make_tls_server(max_connections_per_ip=1)
     with ControlLine(server) as line:

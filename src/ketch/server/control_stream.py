@@ -70,7 +70,8 @@ class ControlStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        if len(self._buffer) > self._limit and not self._reading_paused and self.transport:
+        # Paused above twice the limit and resumed at the limit, as asyncio's streams do.
+        if len(self._buffer) > 2 * self._limit and not self._reading_paused and self.transport:
             self._reading_paused = True
             self.transport.pause_reading()
         self._wake_reader()
@@ -87,8 +88,11 @@ class ControlStream(asyncio.Protocol):
         self._error = exc
         self._wake_reader()
         waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc or ConnectionResetError("Connection lost"))
+        if waiter is not None and not waiter.done():  # as asyncio: a clean end just ends it
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
         closed, self._closed_waiter = self._closed_waiter, None
         if closed is not None and not closed.done():
             closed.set_result(None)
@@ -110,7 +114,12 @@ class ControlStream(asyncio.Protocol):
     # -- what the session uses ------------------------------------------------
 
     async def read(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes, waiting for some; b"" at EOF. Raises the connection's error."""
+        """Up to ``limit`` bytes, waiting for some; b"" at EOF. Raises the connection's error.
+
+        A reset connection raises even with commands still buffered, as asyncio's
+        streams do: nobody is left to read their replies.
+        """
+        assert self._read_waiter is None, "one reader at a time"
         if not self._buffer and not self._eof and not self._lost:
             waiter = asyncio.get_running_loop().create_future()
             self._read_waiter = waiter
@@ -118,9 +127,9 @@ class ControlStream(asyncio.Protocol):
                 await waiter
             finally:
                 self._read_waiter = None
+        if self._error is not None:
+            raise self._error
         if not self._buffer:
-            if self._error is not None:
-                raise self._error
             return b""
         if len(self._buffer) <= limit:  # as a rule: a command line or two
             data = bytes(self._buffer)
@@ -196,7 +205,9 @@ class ControlStream(asyncio.Protocol):
             self.connection_lost(None)  # start_tls closed the transport
             raise
         self.connection_lost(None)
-        if transport is None:  # the connection closed during the handshake
+        # The connection closed during the handshake: asyncio returns None, uvloop a
+        # transport that is closed already.
+        if transport is None or transport.is_closing():
             raise ConnectionResetError("control connection closed during the TLS handshake")
         secured.connection_made(transport)  # start_tls does not: the stream needs its transport
         return secured

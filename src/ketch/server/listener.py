@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -138,11 +139,12 @@ class FtpServer:
         return ControlStream(self._start_implicit_session, _STREAM_LIMIT)
 
     def _start_session(self, stream: ControlStream) -> None:
-        # The loop keeps the task while it runs; _on_connection files it in _sessions.
-        asyncio.get_running_loop().create_task(self._on_connection(stream))
+        task = asyncio.get_running_loop().create_task(self._on_connection(stream))
+        task.add_done_callback(functools.partial(_close_after_failure, stream))
 
     def _start_implicit_session(self, stream: ControlStream) -> None:
-        asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=True))
+        task = asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=True))
+        task.add_done_callback(functools.partial(_close_after_failure, stream))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -258,9 +260,7 @@ class FtpServer:
         try:
             await session.run()
         except asyncio.CancelledError:
-            # Server shutdown. End normally: asyncio's stream callback (3.11) logs
-            # a cancelled connection task as an error.
-            pass
+            pass  # server shutdown: end normally
         except Exception:
             log.exception("session with %s ended by an internal error", ip)
         finally:
@@ -280,6 +280,15 @@ class FtpServer:
             log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
             stream.close()
             return None
+
+
+def _close_after_failure(stream: ControlStream, task: asyncio.Task[None]) -> None:
+    """Log a connection task's unexpected error, and close its connection (as asyncio's
+    stream callback does): _on_connection handles its own errors once the session runs,
+    but not one in the checks before it."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("connection setup failed: %r", error, exc_info=error)
+        stream.close()
 
 
 # Connections the kernel queues before ketch accepts them (capped by somaxconn).
