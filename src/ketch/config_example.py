@@ -57,7 +57,8 @@ allow_foreign_addresses = false
 max_connections = 512
 max_connections_per_ip = 20
 
-# Seconds a control connection may sit idle before it is closed.
+# Seconds a control connection may sit idle before it is closed (also: the longest a
+# client may leave its replies unread once the server's buffers are full).
 idle_timeout = 300.0
 # Seconds to wait for a data connection to be made (passive and active).
 data_connect_timeout = 30.0

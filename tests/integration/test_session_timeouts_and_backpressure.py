@@ -9,6 +9,7 @@ and half-close behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import socket
 import threading
@@ -73,6 +74,34 @@ def test_a_client_reading_replies_late_gets_every_reply_in_order(make_server: Ma
     assert received == help_reply * count + b"200 NOOP ok.\r\n"
     assert wait_for(lambda: len(server.server.sessions) == 1)
     sock.close()
+
+
+def test_a_client_that_never_reads_its_replies_is_closed_after_idle_timeout(
+    make_server: MakeServer,
+) -> None:
+    """The session waits for a client behind with its replies, but not for ever."""
+    server = make_server(command_rate=0.0, idle_timeout=1.0)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    try:
+        # Far more HELP replies than the kernel's buffers hold, and none read.
+        count = (_largest_send_buffer() + (4 << 20)) // 1000
+        sender = threading.Thread(target=_send_ignoring_errors, args=(sock, b"HELP\r\n" * count))
+        sender.start()
+        assert wait_for(lambda: len(server.server.sessions) == 1)
+        assert wait_for(lambda: len(server.server.sessions) == 0, timeout=20), (
+            "the session still waits for a client that reads nothing"
+        )
+        sender.join(timeout=10)
+    finally:
+        sock.close()
+
+
+def _send_ignoring_errors(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the server closed the connection: what the test awaits
+        sock.sendall(data)
 
 
 def test_commands_sent_before_the_client_half_closes_are_all_answered(

@@ -168,6 +168,11 @@ class ControlStream(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, dropping whatever the client has not taken."""
+        if self.transport is not None:
+            self.transport.abort()
+
     async def wait_closed(self) -> None:
         """Until the connection is gone (after ``close``)."""
         if self._lost:

@@ -384,7 +384,27 @@ class Session:
             return
         stream.write(format_reply(code, text))
         if stream.must_drain:  # no coroutine per reply while the client takes them
-            await stream.drain()
+            await self._drain(stream)
+
+    async def _drain(self, stream: ControlStream) -> None:
+        """Wait for a client that is behind with its replies, as long as it may be idle.
+
+        The sweep wakes only sessions waiting for input: without this bound, a
+        client that sends commands and never reads the replies would hold its
+        session, and a connection slot, for ever.
+        """
+        try:
+            async with asyncio.timeout(self.config.idle_timeout):
+                await stream.drain()
+        except TimeoutError:
+            log.info(
+                "client=%s user=%s read no replies for %g s (idle_timeout): closing",
+                self.peer_ip,
+                self.state.user_name,
+                self.config.idle_timeout,
+            )
+            stream.abort()
+            raise ConnectionAbortedError("the client stopped reading its replies") from None
 
     @property
     def control_is_tls(self) -> bool:
@@ -537,5 +557,7 @@ class Session:
                     await self.stream.wait_closed()
             else:
                 await self.stream.wait_closed()
-        except (OSError, TimeoutError):
+        except OSError:
             pass
+        except TimeoutError:
+            self.stream.abort()  # the client holds the close up: drop what it did not take
