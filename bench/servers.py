@@ -43,6 +43,7 @@ import argon2
 from ketch.tools.certificates import CertificateFiles, write_certificate
 
 from harness.ports import bindable, ephemeral_ports
+from harness.processes import signal_group, stop_group
 from harness.procfs import CLOCK_TICKS, cpu_ticks, process_tree, pss, rss
 
 BENCH = Path(__file__).resolve().parent
@@ -205,16 +206,8 @@ class Server:
             deadline = time.monotonic() + 2.0
             while len(process_tree(process.pid)) > 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            stop_group(process, STOP_TIMEOUT)
+        signal_group(process, signal.SIGKILL)
         _kill(descendants)
 
     def restart(self) -> None:

@@ -8,16 +8,16 @@ namespace deleted when the test ends, also on failure.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from harness.processes import stop_group
 
 _counter = itertools.count()
 COMMAND_TIMEOUT = 30.0
@@ -111,16 +111,7 @@ class NetNamespace:
     def destroy(self) -> None:
         try:
             for process in self._processes:
-                if process.poll() is None:
-                    # The group may be gone by now (it exited after poll()): nothing to stop.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout=STOP_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.killpg(process.pid, signal.SIGKILL)
-                        process.wait(timeout=STOP_TIMEOUT)
+                stop_group(process, STOP_TIMEOUT)
             self._processes.clear()
         finally:
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)

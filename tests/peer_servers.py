@@ -39,6 +39,7 @@ from pathlib import Path
 import argon2
 import trustme
 
+from harness.processes import signal_group, stop_group
 from harness.procfs import process_tree, signal_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,15 +100,9 @@ class PeerServer:
         # vsftpd's session processes start sessions of their own, so they leave
         # the process group: find them now, before the listener's exit orphans them.
         descendants = process_tree(self.process.pid)[1:]
-        if self.process.poll() is None:
-            _signal_group(self.process, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process, signal.SIGKILL)
-                self.process.wait(timeout=STOP_TIMEOUT)
+        stop_group(self.process, STOP_TIMEOUT)
         # Session processes outlive a listener that exits on SIGTERM: end them too.
-        _signal_group(self.process, signal.SIGKILL)
+        signal_group(self.process, signal.SIGKILL)
         signal_all(descendants, signal.SIGKILL)
 
 
@@ -380,7 +375,7 @@ def _start_with_retries(
         if error is None:
             return port, process
         exited = process.poll() is not None
-        _signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
         process.wait(timeout=STOP_TIMEOUT)
         failure = f"attempt {attempt} on port {port}: {error}"
         if not (exited and _port_taken(port)):
@@ -447,11 +442,6 @@ def _port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
 
 
 def _read_log(path: Path) -> str:

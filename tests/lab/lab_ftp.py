@@ -8,10 +8,7 @@ short (the server gives up on a data connection after 2 s, the client after
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.processes import stop_group
 from topology import Host
 
 CONTROL_PORT = 21
@@ -68,10 +66,7 @@ class FtpServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # it may exit meanwhile
-                os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
+        stop_group(self.process, 10)
 
 
 def toml_value(value: object) -> str:
