@@ -136,15 +136,10 @@ class FtpServer:
         return ControlStream(self._start_session, _STREAM_LIMIT)
 
     def _implicit_protocol(self) -> ControlStream:
-        return ControlStream(self._start_implicit_session, _STREAM_LIMIT)
+        return ControlStream(functools.partial(self._start_session, implicit=True), _STREAM_LIMIT)
 
-    def _start_session(self, stream: ControlStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._on_connection(stream))
-        task.add_done_callback(functools.partial(_close_after_failure, stream))
-
-    def _start_implicit_session(self, stream: ControlStream) -> None:
-        task = asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=True))
-        task.add_done_callback(functools.partial(_close_after_failure, stream))
+    def _start_session(self, stream: ControlStream, *, implicit: bool = False) -> None:
+        asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=implicit))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -244,13 +239,20 @@ class FtpServer:
                 stream.write(format_reply(421, refusal))
             stream.close()
             return
-        if implicit:
-            secured = await self._secure(ip, stream)
-            if secured is None:
-                self.limits.release(ip)
-                return
-            stream = secured
-        session = Session(self.context, stream)
+        try:
+            if implicit:
+                secured = await self._secure(ip, stream)
+                if secured is None:
+                    self.limits.release(ip)
+                    return
+                stream = secured
+            session = Session(self.context, stream)
+        except Exception:
+            # A bug of ours before the session runs: log it and let the connection go.
+            log.exception("setting up the session with %s failed", ip)
+            stream.close()
+            self.limits.release(ip)
+            return
         # SO_OOBINLINE came from the listening socket (see start); TCP_NODELAY is set
         # by asyncio's and uvloop's transports both. No socket options per connection.
         task = asyncio.current_task()
@@ -280,15 +282,6 @@ class FtpServer:
             log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
             stream.close()
             return None
-
-
-def _close_after_failure(stream: ControlStream, task: asyncio.Task[None]) -> None:
-    """Log a connection task's unexpected error, and close its connection (as asyncio's
-    stream callback does): _on_connection handles its own errors once the session runs,
-    but not one in the checks before it."""
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("connection setup failed: %r", error, exc_info=error)
-        stream.close()
 
 
 # Connections the kernel queues before ketch accepts them (capped by somaxconn).
