@@ -18,16 +18,16 @@ import subprocess
 from typing import Any
 
 from load_tls import TlsControl, TlsFacts, client_context
-from report import Column, Medians, Table
+from report import Column, Table
 from scenarios import (
     FAILED,
-    GIB,
     MIB,
     Bench,
     Meter,
+    TransferMedians,
     curl_transfer,
+    meter_sample,
     prime_for_upload,
-    short_error,
     warm_cache,
 )
 from servers import HOST, TLS_KEY_TYPE, Server
@@ -78,7 +78,7 @@ def _transfer(b: Bench, server: Server, direction: str, context: ssl.SSLContext,
 
 
 def _measure(b: Bench) -> list[Table]:
-    medians = {metric: Medians() for metric in ("mbps", "server_cpu", "client_cpu")}
+    medians = TransferMedians()
     negotiated: dict[str, dict[str, Any]] = {server.name: {} for server in b.servers}
     buffer = bytearray(MIB)  # allocated once
     for round_ in range(1, b.rounds + 1):
@@ -89,16 +89,12 @@ def _measure(b: Bench) -> list[Table]:
                 try:
                     meter, control, data = _transfer(b, server, direction, context, buffer)
                 except FAILED as error:
-                    for metric in medians.values():
-                        metric.add(server.name, column, short_error(error))
                     b.record({"scenario": "ftps", "server": server.name, "round": round_,
-                              "variant": column, "error": short_error(error)})  # fmt: skip
+                              "variant": column,
+                              "error": medians.failed(server.name, column, error)})  # fmt: skip
                     continue
-                sample = {"mbps": b.size / meter.wall / 1e6,
-                          "server_cpu": meter.server_cpu / (b.size / GIB),
-                          "client_cpu": meter.client_cpu / (b.size / GIB)}  # fmt: skip
-                for metric, value in sample.items():
-                    medians[metric].add(server.name, column, value)
+                sample = meter_sample(b, meter)
+                medians.add(server.name, column, sample)
                 facts = _facts_row(control, data)
                 _note_facts(negotiated[server.name], facts)
                 b.record({"scenario": "ftps", "server": server.name, "round": round_,
@@ -109,11 +105,9 @@ def _measure(b: Bench) -> list[Table]:
             try:
                 sample = curl_transfer(b, server, "passive", direction, CURL_OPTIONS)
             except FAILED as error:
-                for metric in medians.values():
-                    metric.add(server.name, column, short_error(error))
+                medians.failed(server.name, column, error)
                 continue
-            for metric in medians:
-                medians[metric].add(server.name, column, sample[metric])
+            medians.add(server.name, column, sample)
             b.record({"scenario": "ftps", "server": server.name, "client": "curl",
                       "variant": column, **sample})  # fmt: skip
     return _tables(b, medians, negotiated)
@@ -146,7 +140,7 @@ def _pyopenssl() -> str:
 
 
 def _tables(
-    b: Bench, medians: dict[str, Medians], negotiated: dict[str, dict[str, Any]]
+    b: Bench, medians: TransferMedians, negotiated: dict[str, dict[str, Any]]
 ) -> list[Table]:
     curl = subprocess.run(["curl", "-V"], capture_output=True, text=True, timeout=10).stdout
     curl_line = curl.splitlines()[0] if curl else "curl"

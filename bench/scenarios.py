@@ -49,6 +49,34 @@ MODE_LABEL = {"passive": "pasv", "active": "actv"}
 FAILED = (OSError, FtpError, TimeoutError, EOFError, subprocess.SubprocessError)
 
 
+class TransferMedians:
+    """The medians of a transfer table: MB/s, and server and client CPU per GiB."""
+
+    def __init__(self) -> None:
+        self.by_metric = {metric: Medians() for metric in ("mbps", "server_cpu", "client_cpu")}
+
+    def __getitem__(self, metric: str) -> Medians:
+        return self.by_metric[metric]
+
+    def add(self, server: str, column: str, sample: dict[str, float]) -> None:
+        for metric, medians in self.by_metric.items():
+            medians.add(server, column, sample[metric])
+
+    def failed(self, server: str, column: str, error: BaseException) -> str:
+        """Note the failure in every metric's cell; its short text."""
+        text = short_error(error)
+        for medians in self.by_metric.values():
+            medians.add(server, column, text)
+        return text
+
+
+def meter_sample(b: Bench, meter: Meter) -> dict[str, float]:
+    """A metered transfer of the big file as MB/s and CPU seconds per GiB."""
+    return {"mbps": b.size / meter.wall / 1e6,
+            "server_cpu": meter.server_cpu / (b.size / GIB),
+            "client_cpu": meter.client_cpu / (b.size / GIB)}  # fmt: skip
+
+
 @dataclass
 class Bench:
     servers: list[Server]
@@ -202,7 +230,7 @@ def _single_stream(b: Bench, direction: str) -> list[Table]:
         return f"{MODE_LABEL[mode]} {amount}"
 
     keys = [key(mode, size) for mode, size in variants]
-    medians = {metric: Medians() for metric in ("mbps", "server_cpu", "client_cpu")}
+    medians = TransferMedians()
     buffers = {size: bytearray(size) for _, size in variants}  # allocated once
     for round_ in range(1, b.rounds + 1):
         for server in b.in_turn(round_):
@@ -227,16 +255,12 @@ def _single_stream(b: Bench, direction: str) -> list[Table]:
                         if direction == "stor":
                             (server.disk_dir / "up.bin").unlink(missing_ok=True)
                 except FAILED as error:
-                    for metric in medians.values():
-                        metric.add(server.name, column, short_error(error))
                     b.record({"scenario": direction, "server": server.name, "round": round_,
-                              "variant": column, "error": short_error(error)})  # fmt: skip
+                              "variant": column,
+                              "error": medians.failed(server.name, column, error)})  # fmt: skip
                     continue
-                sample = {"mbps": b.size / meter.wall / 1e6,
-                          "server_cpu": meter.server_cpu / (b.size / GIB),
-                          "client_cpu": meter.client_cpu / (b.size / GIB)}  # fmt: skip
-                for metric, value in sample.items():
-                    medians[metric].add(server.name, column, value)
+                sample = meter_sample(b, meter)
+                medians.add(server.name, column, sample)
                 b.record({"scenario": direction, "server": server.name, "round": round_,
                           "variant": column, "mode": mode, f"{label}_size": size,
                           "seconds": meter.wall, **sample})  # fmt: skip
@@ -247,11 +271,9 @@ def _single_stream(b: Bench, direction: str) -> list[Table]:
             try:
                 sample = curl_transfer(b, server, mode, direction)
             except FAILED as error:
-                for metric in medians.values():
-                    metric.add(server.name, column, short_error(error))
+                medians.failed(server.name, column, error)
                 continue
-            for metric in medians:
-                medians[metric].add(server.name, column, sample[metric])
+            medians.add(server.name, column, sample)
             b.record({"scenario": direction, "server": server.name, "client": "curl",
                       "variant": column, "mode": mode, **sample})  # fmt: skip
     curl_keys = ["curl pasv", "curl actv"]
