@@ -9,7 +9,11 @@ SIZE/MDTM per file) something to trip over.
 
 A client that keeps sending faster than the rate for ``command_flood_timeout``
 seconds in a row is not pipelining a burst; it is flooding, and the session
-closes with 421.
+closes with 421. "In a row" is counted in commands, not read off the clock:
+a run of ``rate * flood_timeout`` throttled commands. A clock would be fooled
+both ways: a server that oversleeps its waits (busy, or preempted) finds
+tokens waiting and would forgive a flood, and a long transfer in the middle
+of a run would count against a client that pipelined one command after it.
 
 The clock is injected so unit tests can drive the bucket without sleeping.
 """
@@ -72,7 +76,7 @@ class CommandThrottle:
     ``rate`` 0 turns the limit off: :meth:`delay` is then always 0.
     """
 
-    __slots__ = ("_bucket", "_clock", "_throttled_since", "flood_timeout", "rate")
+    __slots__ = ("_bucket", "_flood_count", "_throttled", "flood_timeout", "rate")
 
     def __init__(
         self,
@@ -84,26 +88,30 @@ class CommandThrottle:
     ) -> None:
         self.rate = rate
         self.flood_timeout = flood_timeout
-        self._clock = clock
         self._bucket = TokenBucket(rate, burst, clock=clock) if rate > 0 else None
-        #: When the current unbroken run of throttled commands began.
-        self._throttled_since: float | None = None
+        #: Throttled commands a run may hold: flood_timeout seconds' worth at the rate.
+        self._flood_count = rate * flood_timeout
+        #: Throttled commands in the current run.
+        self._throttled = 0
 
-    def delay(self) -> float | None:
+    def delay(self, *, backlogged: bool = False) -> float | None:
         """Seconds to wait before the next command, or None to close the session (flood).
 
-        A run of throttled commands ends at the first command that finds a
-        token waiting, i.e. as soon as the client slows to the rate.
+        ``backlogged``: the command had arrived before the server was ready for
+        it (it was buffered already). A run of throttled commands ends at the
+        first command that finds a token waiting and was *not* backlogged: the
+        client slowed to the rate. A backlogged one that finds a token says
+        only that the server was late (it overslept, or a transfer ran), so it
+        neither ends the run nor counts in it.
         """
         if self._bucket is None:
             return 0.0
         wait = self._bucket.reserve()
-        now = self._clock()
         if wait <= 0:
-            self._throttled_since = None
+            if not backlogged:
+                self._throttled = 0
             return 0.0
-        if self._throttled_since is None:
-            self._throttled_since = now
-        elif now + wait - self._throttled_since > self.flood_timeout:
+        self._throttled += 1
+        if self._throttled > self._flood_count:
             return None
         return wait
