@@ -144,7 +144,7 @@ def test_sigterm_lets_a_running_download_finish_and_closes_idle_sessions(
     assert busy.getline().startswith("421 Server shutting down")
     assert server.wait_exit(timeout=30) == 0, server.output()
     assert time.monotonic() - signalled < 30
-    server.wait_for("waiting up to 30 s for 1 running transfer(s)")
+    server.wait_for("waiting up to 30 s for 1 running transfer(s) or command(s)")
     server.wait_for("1 finished, 0 cut off")
     idle.close()
     busy.close()
@@ -177,6 +177,36 @@ def test_sigterm_cuts_off_a_transfer_that_outlasts_the_grace(
     busy.close()
 
 
+def test_sigterm_lets_a_running_command_reply_before_its_421(
+    start_server: StartServer, big_file: tuple[Path, str]
+) -> None:
+    """A session in the middle of a command (here a long HASH) is not idle: no 421 yet."""
+    root = big_file[0]
+    sparse = root / "sparse.bin"
+    with sparse.open("wb") as file:
+        file.truncate(256 << 20)  # holes: about a second of hashing, no disk
+    try:
+        server, port, _ = start_server()
+        busy = login(port, timeout=60)
+        threads = len(os.listdir(f"/proc/{server.pid}/task"))
+        busy.putcmd("HASH sparse.bin")
+        # The hashing thread appears once the HASH has started: no guessing with sleeps.
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{server.pid}/task")) == threads:
+            assert time.monotonic() < deadline, "HASH never started hashing"
+            time.sleep(0.01)
+        server.signal(signal.SIGTERM)
+        reply = busy.getline()
+        zeros_sha256 = "a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"
+        assert reply == f"213 SHA-256 0-{(256 << 20) - 1} {zeros_sha256} sparse.bin", reply
+        assert busy.getline().startswith("421 Server shutting down")
+        assert server.wait_exit(timeout=30) == 0, server.output()
+        server.wait_for("0 idle, told 421; waiting up to 30 s for 1 running transfer(s) or command")
+        busy.close()
+    finally:
+        sparse.unlink()
+
+
 def test_a_second_signal_stops_at_once(start_server: StartServer) -> None:
     server, port, _ = start_server()
     busy = login(port)
@@ -184,7 +214,7 @@ def test_a_second_signal_stops_at_once(start_server: StartServer) -> None:
     read_slowly(conn, hashlib.sha256(), 256 * 1024)
 
     server.signal(signal.SIGTERM)
-    server.wait_for("waiting up to 30 s for 1 running transfer(s)")
+    server.wait_for("waiting up to 30 s for 1 running transfer(s) or command(s)")
     server.signal(signal.SIGINT)
     signalled = time.monotonic()
     assert busy.getline().startswith("426 Transfer cut off")

@@ -43,6 +43,8 @@ class ServerContext:
     worker: str | None = None
     #: The TLS context for AUTH TLS, implicit FTPS and PROT P (None: no certificate, no FTPS).
     tls: ServerTls | None = None
+    #: Set when a graceful shutdown begins: a session ends at its next wait for a command.
+    stopping: bool = False
 
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_config(self.config)

@@ -1,7 +1,8 @@
 """Signals of a running server: SIGTERM/SIGINT stop it gracefully, SIGHUP reloads.
 
 Graceful stop: the listening socket closes at once (new connections are
-refused), idle sessions get ``421`` right away, running transfers may
+refused), idle sessions get ``421`` right away, a command still running
+(a big listing, a HASH) gets its reply first, running transfers may
 finish for ``shutdown_grace`` seconds (each then gets its ``226`` and a
 ``421``), and whatever still runs at the deadline is cut off (``426``,
 then ``421``). A second stop signal cuts off at once.
@@ -28,6 +29,7 @@ from ketch.config import ConfigError, ServerConfig
 from ketch.server.auth import Authenticator
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
+from ketch.server.session import SHUTDOWN_TEXT
 
 if TYPE_CHECKING:
     from ketch.server.listener import FtpServer
@@ -156,19 +158,41 @@ class _Closer:
         self.cut_off = 0
         self._seen: set[SessionTask] = set()
         self._closed: set[SessionTask] = set()
+        #: Sessions seen in the middle of a command (a big listing, a HASH), no transfer yet.
+        self._busy: set[SessionTask] = set()
 
     def take(self, task: SessionTask, session: Session) -> bool:
-        """Handle a session not seen yet; True if it has a transfer to wait for."""
+        """Handle a session not seen yet; True if the shutdown waits for it."""
         if task in self._seen:
             return False
         self._seen.add(task)
+        return self._settle(task, session)
+
+    def recheck(self, sessions: dict[SessionTask, Session]) -> None:
+        """Settle the busy sessions whose command has ended, or has started a transfer."""
+        for task in list(self._busy):
+            session = sessions.get(task)
+            if session is None:  # it saw the shutdown at its next wait, and ended
+                self._busy.discard(task)
+            else:
+                self._settle(task, session)
+
+    def _settle(self, task: SessionTask, session: Session) -> bool:
+        """Close an idle session; wait for a transfer, or for a command still running."""
         transfer = _running_transfer(session)
-        if transfer is None:
+        if transfer is not None:
+            self._busy.discard(task)
+            transfer.add_done_callback(functools.partial(self._transfer_done, task, session))
+            if self.cutting:
+                transfer.cancel()
+            return True
+        if session.waiting_for_command:
             self.close(task, session)
             return False
-        transfer.add_done_callback(functools.partial(self._transfer_done, task, session))
-        if self.cutting:
-            transfer.cancel()
+        # A command is running: its reply must not be cut off by a 421. The session
+        # ends itself once it waits for the next command (context.stopping), unless
+        # the command starts a transfer, which recheck then sees.
+        self._busy.add(task)
         return True
 
     def cut(self, sessions: dict[SessionTask, Session]) -> None:
@@ -183,10 +207,11 @@ class _Closer:
                 self.close(task, session)
 
     def close(self, task: SessionTask, session: Session) -> None:
+        self._busy.discard(task)
         if task in self._closed:
             return
         self._closed.add(task)
-        session.say_goodbye(421, "Server shutting down; try again later.")
+        session.say_goodbye(421, SHUTDOWN_TEXT)
         task.cancel()
 
     def _transfer_done(
@@ -222,13 +247,14 @@ async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reaso
     """
     loop = asyncio.get_running_loop()
     server.stop_accepting()
+    server.context.stopping = True
     deadline = loop.time() + grace
     closer = _Closer(grace)
     sessions = server.sessions
     waiting = sum(closer.take(task, session) for task, session in sessions.items())
     log.info(
         "shutdown (%s): no longer accepting connections; %d session(s): %d idle, told 421; "
-        "waiting up to %g s for %d running transfer(s)",
+        "waiting up to %g s for %d running transfer(s) or command(s)",
         reason or "requested",
         len(sessions),
         len(sessions) - waiting,
@@ -240,6 +266,7 @@ async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reaso
         for task, session in sessions.items():  # connections accepted just before closing
             if closer.take(task, session):
                 waiting += 1
+        closer.recheck(sessions)
         now = loop.time()
         if cut_at is None and (hurry.is_set() or now >= deadline):
             cut_at = now

@@ -19,7 +19,7 @@ from ketch.server.context import ServerContext
 from ketch.server.control_stream import ControlStream
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.masquerade import MasqueradePolicy
-from ketch.server.session import Session
+from ketch.server.session import SHUTDOWN_TEXT, Session
 from ketch.server.tls import ServerTls, reload_tls, secure_control_stream
 
 __all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
@@ -206,7 +206,7 @@ class FtpServer:
         if self._implicit_server is not None:
             self._implicit_server.close()
         for task, session in list(self._sessions.items()):
-            session.say_goodbye(421, "Server shutting down; try again later.")
+            session.say_goodbye(421, SHUTDOWN_TEXT)
             task.cancel()
         if self._sessions:
             await asyncio.wait(self._sessions, timeout=10)

@@ -49,11 +49,13 @@ from ketch.server.transfer_task import TransferWork, collect_transfer_error, run
 if TYPE_CHECKING:
     from ketch.server.context import ServerContext
 
-__all__ = ["Session"]
+__all__ = ["SHUTDOWN_TEXT", "Session"]
 
 log = logging.getLogger("ketch.server")
 
 _READ_SIZE = 8192
+#: The 421 text of a session closed by a server shutdown.
+SHUTDOWN_TEXT = "Server shutting down; try again later."
 
 #: One LocalFilesystem per home, shared by the sessions logged in there (it keeps
 #: no per-session state: keep it so). Made once, it spares every login resolving
@@ -219,6 +221,9 @@ class Session:
         No timer per read: the listener's sweep (see wake_if_due) cancels the
         read once ``_wait_until`` has passed, as asyncio.timeout would.
         """
+        if self.context.stopping and self.transfer is None:
+            # A shutdown began while a command ran (see lifecycle): it has ended now.
+            return SHUTDOWN_TEXT
         self._line_timer.start_waiting()
         now = time.monotonic()
         remaining = self.config.idle_timeout - (now - self._last_activity)
@@ -238,6 +243,11 @@ class Session:
             remaining = min(remaining, line_left)
         self._wait_until = now + remaining
         return None
+
+    @property
+    def waiting_for_command(self) -> bool:
+        """Whether the session is idle: reading its next command, with no command running."""
+        return self._wait_until is not None
 
     def wake_if_due(self, now: float) -> bool:
         """Whether the wait for input has run out of time; the caller then cancels our task.
