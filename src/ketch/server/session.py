@@ -13,13 +13,11 @@ to end, which keeps replies in order for clients that pipeline.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import ssl
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,24 +25,22 @@ from ketch.protocol.addresses import address_facts
 from ketch.protocol.commands import Command, CommandLineReader, LineTooLong, decode_argument
 from ketch.protocol.extension_state import ExtensionState
 from ketch.protocol.replies import format_reply
-from ketch.protocol.security import TlsState, command_refusal, transfer_refusal
+from ketch.protocol.security import TlsState
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
-from ketch.server.command_table import COMMANDS, Argument, CommandSpec
+from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
 from ketch.server.data_channel import DataOffer
+from ketch.server.dispatch import dispatch
 from ketch.server.filesystem import (
     Filesystem,
     FilesystemError,
     LocalFilesystem,
-    PathEscapeError,
 )
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
 from ketch.server.rate_limit import CommandThrottle
 from ketch.server.tls import secure_control_stream
-from ketch.server.tls_data import TlsOffer
-from ketch.server.transfer_task import TransferWork, collect_transfer_error, run_transfer
 
 if TYPE_CHECKING:
     from ketch.server.context import ServerContext
@@ -76,7 +72,6 @@ class Session:
     # Slots: a server holds thousands of idle sessions, and a __dict__ per
     # session cost more memory than all of its attributes.
     __slots__ = (
-        "_command_raw",
         "_extensions",
         "_input_replaced",
         "_last_activity",
@@ -89,6 +84,7 @@ class Session:
         "aborting",
         "account",
         "closing",
+        "command_raw",
         "config",
         "context",
         "cwd",
@@ -152,8 +148,8 @@ class Session:
         self._tls = TlsState.implicit() if implicit else None
         #: Set when AUTH TLS replaced the control stream: input read before is dropped.
         self._input_replaced = False
-        #: The line of the command being run, as received; see command_line.
-        self._command_raw = b""
+        #: The line of the command being run, as received (set by dispatch); see command_line.
+        self.command_raw = b""
         #: SITE NATINFO facts: the last PASV/EPSV reply sent, the last PORT/EPRT received.
         self.last_passive_reply: str | None = None
         self.last_active_command: str | None = None
@@ -298,68 +294,8 @@ class Session:
         if self.transfer is not None and command.verb not in URGENT_COMMANDS:
             # Keep replies in order: this command's answer follows the transfer's 226.
             await asyncio.wait([self.transfer])
-        await self.dispatch(command)
+        await dispatch(self, command)
         self._last_activity = time.monotonic()
-
-    async def dispatch(self, command: Command) -> None:
-        spec = COMMANDS.get(command.verb)
-        if spec is None:
-            verb = command.verb[:20] or "(empty line)"
-            await self.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
-            return
-        if not self.state.may_run(spec.verb, needs_login=spec.needs_login):
-            await self.reply(530, "Please log in with USER and PASS first.")
-            return
-        self.state.before_command(spec.verb)
-        policy = self.config.tls_required
-        if policy != "off" and (tls_refusal := command_refusal(policy, self.tls, spec.verb)):
-            await self.reply(*tls_refusal)
-            return
-        if refusal := self._argument_refusal(spec, command.argument):
-            await self.reply(501, refusal)
-            return
-        if spec.permission is not Permission.NONE and not self.permits(spec.permission):
-            log.info(
-                "refused %s user=%s client=%s: no %s permission",
-                spec.verb,
-                self.state.user_name,
-                self.peer_ip,
-                spec.permission.name,
-            )
-            await self.reply(550, self.permission_refusal(spec))
-            return
-        self._command_raw = command.raw
-        try:
-            await spec.handler(self, command.argument)
-        except PathEscapeError as error:
-            log.warning(
-                "refused %s user=%s client=%s: path outside the home directory (%r)",
-                spec.verb,
-                self.state.user_name,
-                self.peer_ip,
-                command.argument,
-            )
-            await self.reply(550, str(error))
-        except FilesystemError as error:
-            await self.reply(550, str(error))
-        except (ConnectionError, asyncio.CancelledError):
-            raise
-        except Exception:
-            # A bug of ours must cost one reply, not the session.
-            log.exception("internal error in %s (client=%s)", spec.verb, self.peer_ip)
-            await self.reply(
-                451, f"Internal error while running {spec.verb}; the server log has details."
-            )
-        finally:
-            self._command_raw = b""  # not kept while the session idles
-
-    @staticmethod
-    def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
-        if spec.argument is Argument.REQUIRED and not argument:
-            return f"{spec.verb} needs an argument: {spec.help}"
-        if spec.argument is Argument.NONE and argument:
-            return f"{spec.verb} takes no argument: {spec.help}"
-        return None
 
     # -- helpers for handlers -------------------------------------------------
 
@@ -390,7 +326,7 @@ class Session:
 
         Decoded on demand: only PORT and EPRT ask, and every command would pay.
         """
-        return decode_argument(self._command_raw)
+        return decode_argument(self.command_raw)
 
     async def reply(self, code: int, text: str | list[str]) -> None:
         stream = self.stream
@@ -483,73 +419,11 @@ class Session:
 
     # -- transfers ----------------------------------------------------------
 
-    async def refused_without_offer(self, verb: str) -> bool:
-        """Reply 425 and say True when no data connection is prepared for ``verb``.
-
-        Listings ask first, before reading a directory they could not send.
-        """
-        if self.data_offer is not None:
-            return False
-        await self.reply(
-            425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
-        )
-        return True
-
-    async def start_transfer(
-        self,
-        verb: str,
-        path: str,
-        work: TransferWork,
-        *,
-        opening: str,
-        done: str = "Transfer complete.",
-        cleanup: Callable[[], None] | None = None,
-    ) -> None:
-        """Reply 150, then run ``work`` on the data channel in a task that replies 226/4xx."""
-        if await self.refused_without_offer(verb):
-            if cleanup:
-                cleanup()
-            return
-        offer, self.data_offer = self.data_offer, None
-        assert offer is not None
-        # dispatch refuses transfer commands first (before STOR creates a file); this is
-        # the one place every data connection passes, so no command can slip past it.
-        if self.config.tls_required == "all" and (refusal := transfer_refusal("all", self.tls)):
-            self.data_offer = offer
-            if cleanup:
-                cleanup()
-            await self.reply(521, refusal)
-            return
-        if self.context.tls is not None and self.tls.protection == "P":
-            offer = TlsOffer(
-                offer,
-                self.context.tls.context,
-                require_reuse=self.config.tls_require_session_reuse,
-                timeout=self.config.data_connect_timeout,
-            )
-        self.aborting = False
-        self.transfer_status = f"{verb} {path}"
-        # The task replies 150 itself: in active mode only once it has connected.
-        self.transfer = asyncio.get_running_loop().create_task(
-            run_transfer(self, offer, verb, path, work, opening, done, cleanup)
-        )
-        self.transfer.add_done_callback(functools.partial(collect_transfer_error, self.peer_ip))
-
     def transfer_ended(self) -> None:
         """The transfer task's last step: the control connection is on its own again."""
         self.transfer = None
         self.transfer_status = ""
         self._last_activity = time.monotonic()
-
-    async def abort_transfer(self) -> bool:
-        """Cancel the running transfer (it replies 426); False when none runs."""
-        task = self.transfer
-        if task is None or task.done():
-            return False
-        self.aborting = True
-        task.cancel()
-        await asyncio.wait([task])
-        return True
 
     # -- the end ------------------------------------------------------------
 

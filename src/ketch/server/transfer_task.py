@@ -1,7 +1,7 @@
 """A transfer as a task beside its control connection: the data channel's work, then 226/4xx.
 
-:meth:`Session.start_transfer <ketch.server.session.Session.start_transfer>`
-replies 150 and starts :func:`run_transfer` as a task, so the control loop
+:func:`start_transfer` takes the session's prepared data offer and starts
+:func:`run_transfer` as a task, which replies 150, so the control loop
 keeps reading (ABOR, STAT, NOOP) while bytes flow. The task owns the data
 channel: it connects it, runs the command's work on it under a stall
 watchdog, and answers the final reply whatever happens.
@@ -11,23 +11,101 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ketch.protocol.security import transfer_refusal
 from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
+from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 
 if TYPE_CHECKING:
     from ketch.server.session import Session
 
-__all__ = ["TransferWork", "collect_transfer_error", "run_transfer"]
+__all__ = [
+    "TransferWork",
+    "abort_transfer",
+    "collect_transfer_error",
+    "refused_without_offer",
+    "run_transfer",
+    "start_transfer",
+]
 
 log = logging.getLogger("ketch.server")
 
 TransferWork = Callable[[DataChannel], Awaitable[None]]
+
+
+async def refused_without_offer(session: Session, verb: str) -> bool:
+    """Reply 425 and say True when no data connection is prepared for ``verb``.
+
+    Listings ask first, before reading a directory they could not send.
+    """
+    if session.data_offer is not None:
+        return False
+    await session.reply(
+        425, f"No data connection prepared: send PASV or EPSV (or PORT/EPRT) before {verb}."
+    )
+    return True
+
+
+async def start_transfer(
+    session: Session,
+    verb: str,
+    path: str,
+    work: TransferWork,
+    *,
+    opening: str,
+    done: str = "Transfer complete.",
+    cleanup: Callable[[], None] | None = None,
+) -> None:
+    """Run ``work`` on the session's data offer in a task that replies 150, then 226/4xx."""
+    if await refused_without_offer(session, verb):
+        if cleanup:
+            cleanup()
+        return
+    offer, session.data_offer = session.data_offer, None
+    assert offer is not None
+    config = session.config
+    # dispatch refuses transfer commands first (before STOR creates a file); this is
+    # the one place every data connection passes, so no command can slip past it.
+    if config.tls_required == "all" and (refusal := transfer_refusal("all", session.tls)):
+        session.data_offer = offer
+        if cleanup:
+            cleanup()
+        await session.reply(521, refusal)
+        return
+    server_tls = session.context.tls
+    if server_tls is not None and session.tls.protection == "P":
+        offer = TlsOffer(
+            offer,
+            server_tls.context,
+            require_reuse=config.tls_require_session_reuse,
+            timeout=config.data_connect_timeout,
+        )
+    session.aborting = False
+    session.transfer_status = f"{verb} {path}"
+    # The task replies 150 itself: in active mode only once it has connected.
+    task = asyncio.get_running_loop().create_task(
+        run_transfer(session, offer, verb, path, work, opening, done, cleanup)
+    )
+    task.add_done_callback(functools.partial(collect_transfer_error, session.peer_ip))
+    session.transfer = task
+
+
+async def abort_transfer(session: Session) -> bool:
+    """Cancel the running transfer (it replies 426); False when none runs."""
+    task = session.transfer
+    if task is None or task.done():
+        return False
+    session.aborting = True
+    task.cancel()
+    await asyncio.wait([task])
+    return True
 
 
 def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:

@@ -22,6 +22,7 @@ from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.listing_threads import make_listing
 from ketch.server.session import Session
+from ketch.server.transfer_task import refused_without_offer, start_transfer
 
 log = logging.getLogger("ketch.server")
 
@@ -70,7 +71,7 @@ async def machine_list_single(session: Session, argument: str) -> None:
     help="MLSD [directory]: machine-readable listing of a directory (RFC 3659)",
 )
 async def machine_list_directory(session: Session, argument: str) -> None:
-    if await session.refused_without_offer("MLSD"):
+    if await refused_without_offer(session, "MLSD"):
         return
     fs = session.filesystem
     path = session.resolve(argument)
@@ -86,7 +87,8 @@ async def machine_list_directory(session: Session, argument: str) -> None:
     data = await make_listing(
         lambda: format_mlsd(fs.list_mlsx(path), selected, access, listed=listed), listed.size
     )
-    await session.start_transfer(
+    await start_transfer(
+        session,
         "MLSD",
         path,
         lambda channel: channel.send_all(data),

@@ -15,6 +15,7 @@ from ketch.server.command_table import Argument, command
 from ketch.server.filesystem import Filesystem
 from ketch.server.listing_threads import make_listing
 from ketch.server.session import Session
+from ketch.server.transfer_task import abort_transfer, refused_without_offer, start_transfer
 from ketch.server.transfers import TransferRefused, send_file
 from ketch.server.uploads import open_unique_upload, open_upload
 
@@ -45,7 +46,8 @@ async def retrieve(session: Session, argument: str) -> None:
     size = "" if ascii else f" ({file_size} bytes)"
     account = session.account
     throttle = session.context.rates.throttle(account, "download") if account else None
-    await session.start_transfer(
+    await start_transfer(
+        session,
         "RETR",
         path,
         lambda channel: send_file(channel, file, offset, ascii=ascii, throttle=throttle),
@@ -98,7 +100,8 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
     except TransferRefused as refusal:  # over quota before a byte was sent
         await session.reply(refusal.code, refusal.text)
         return
-    await session.start_transfer(
+    await start_transfer(
+        session,
         verb,
         path,
         upload.run,
@@ -120,7 +123,8 @@ async def store_unique(session: Session, argument: str) -> None:
         await session.reply(refusal.code, refusal.text)
         return
     name = posixpath.basename(upload.path)
-    await session.start_transfer(
+    await start_transfer(
+        session,
         "STOU",
         upload.path,
         upload.run,
@@ -213,7 +217,7 @@ async def name_list(session: Session, argument: str) -> None:
 
 
 async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
-    if await session.refused_without_offer(verb):
+    if await refused_without_offer(session, verb):
         return
     # The whole listing is made in one pass (in a thread when the directory is
     # big: see listing_threads) and sent with one sendall.
@@ -222,7 +226,8 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
     data = await make_listing(
         functools.partial(make, session.filesystem, scope), scope.directory_size
     )
-    await session.start_transfer(
+    await start_transfer(
+        session,
         verb,
         scope.path,
         lambda channel: channel.send_all(data),
@@ -257,7 +262,7 @@ async def allocate(session: Session, _: str) -> None:
 
 @command("ABOR", argument=Argument.NONE, help="ABOR: abort the running transfer")
 async def abort(session: Session, _: str) -> None:
-    if await session.abort_transfer():
+    if await abort_transfer(session):
         await session.reply(226, "ABOR successful; the data connection is closed.")
     else:
         # RFC 959 §4.1.3, case 1: nothing running; close any prepared connection and say 226.

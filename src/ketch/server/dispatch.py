@@ -1,0 +1,89 @@
+"""From a parsed command to its handler: the checks every command passes, in order.
+
+An unknown verb gets 500; a command that needs a login, 530; one the TLS
+policy refuses in the clear, its RFC 4217 reply; a missing or unwanted
+argument, 501; a lacking permission, 550. Only then does the handler run,
+from the command table. Its filesystem errors become 550 replies, and a bug
+of ours costs that command a 451, not the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ketch.protocol.commands import Command
+from ketch.protocol.security import command_refusal
+from ketch.server.auth import Permission
+from ketch.server.command_table import COMMANDS, Argument, CommandSpec
+from ketch.server.jail import FilesystemError, PathEscapeError
+
+if TYPE_CHECKING:
+    from ketch.server.session import Session
+
+__all__ = ["dispatch"]
+
+log = logging.getLogger("ketch.server")
+
+
+async def dispatch(session: Session, command: Command) -> None:
+    """Run ``command`` in ``session`` if every check lets it, else send the refusal."""
+    spec = COMMANDS.get(command.verb)
+    if spec is None:
+        verb = command.verb[:20] or "(empty line)"
+        await session.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
+        return
+    if not session.state.may_run(spec.verb, needs_login=spec.needs_login):
+        await session.reply(530, "Please log in with USER and PASS first.")
+        return
+    session.state.before_command(spec.verb)
+    policy = session.config.tls_required
+    if policy != "off" and (tls_refusal := command_refusal(policy, session.tls, spec.verb)):
+        await session.reply(*tls_refusal)
+        return
+    if refusal := _argument_refusal(spec, command.argument):
+        await session.reply(501, refusal)
+        return
+    if spec.permission is not Permission.NONE and not session.permits(spec.permission):
+        log.info(
+            "refused %s user=%s client=%s: no %s permission",
+            spec.verb,
+            session.state.user_name,
+            session.peer_ip,
+            spec.permission.name,
+        )
+        await session.reply(550, session.permission_refusal(spec))
+        return
+    session.command_raw = command.raw
+    try:
+        await spec.handler(session, command.argument)
+    except PathEscapeError as error:
+        log.warning(
+            "refused %s user=%s client=%s: path outside the home directory (%r)",
+            spec.verb,
+            session.state.user_name,
+            session.peer_ip,
+            command.argument,
+        )
+        await session.reply(550, str(error))
+    except FilesystemError as error:
+        await session.reply(550, str(error))
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # A bug of ours must cost one reply, not the session.
+        log.exception("internal error in %s (client=%s)", spec.verb, session.peer_ip)
+        await session.reply(
+            451, f"Internal error while running {spec.verb}; the server log has details."
+        )
+    finally:
+        session.command_raw = b""  # not kept while the session idles
+
+
+def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
+    if spec.argument is Argument.REQUIRED and not argument:
+        return f"{spec.verb} needs an argument: {spec.help}"
+    if spec.argument is Argument.NONE and argument:
+        return f"{spec.verb} takes no argument: {spec.help}"
+    return None
