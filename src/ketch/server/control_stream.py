@@ -142,11 +142,6 @@ class ControlStream(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    @property
-    def has_input(self) -> bool:
-        """Whether bytes have arrived that were not read yet (a read now would not wait)."""
-        return bool(self._buffer)
-
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)

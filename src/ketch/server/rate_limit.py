@@ -9,11 +9,12 @@ SIZE/MDTM per file) something to trip over.
 
 A client that keeps sending faster than the rate for ``command_flood_timeout``
 seconds in a row is not pipelining a burst; it is flooding, and the session
-closes with 421. "In a row" is counted in commands, not read off the clock:
-a run of ``rate * flood_timeout`` throttled commands. A clock would be fooled
-both ways: a server that oversleeps its waits (busy, or preempted) finds
-tokens waiting and would forgive a flood, and a long transfer in the middle
-of a run would count against a client that pipelined one command after it.
+closes with 421. A run of throttled commands ends when a command finds a
+token waiting: the client slowed down, or the server was busy with its
+commands (a transfer, a big listing) long enough to earn it one. Not when
+the server merely overslept a throttling wait (a loaded or preempted
+process): the tokens of an oversleep are dropped (see :meth:`CommandThrottle.woke`),
+or a flood would be forgiven at every late wake-up and go on for ever.
 
 The clock is injected so unit tests can drive the bucket without sleeping.
 """
@@ -49,6 +50,11 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
 
+    def drop_surplus(self) -> None:
+        """Keep no tokens: those there now came from a wait that overran (see woke)."""
+        self._refill()
+        self._tokens = min(self._tokens, 0.0)
+
     @property
     def tokens(self) -> float:
         """Tokens available now (negative while the bucket is in debt)."""
@@ -76,7 +82,7 @@ class CommandThrottle:
     ``rate`` 0 turns the limit off: :meth:`delay` is then always 0.
     """
 
-    __slots__ = ("_bucket", "_flood_count", "_throttled", "flood_timeout", "rate")
+    __slots__ = ("_bucket", "_clock", "_throttled_since", "flood_timeout", "rate")
 
     def __init__(
         self,
@@ -88,30 +94,35 @@ class CommandThrottle:
     ) -> None:
         self.rate = rate
         self.flood_timeout = flood_timeout
+        self._clock = clock
         self._bucket = TokenBucket(rate, burst, clock=clock) if rate > 0 else None
-        #: Throttled commands a run may hold: flood_timeout seconds' worth at the rate.
-        self._flood_count = rate * flood_timeout
-        #: Throttled commands in the current run.
-        self._throttled = 0
+        #: When the current unbroken run of throttled commands began.
+        self._throttled_since: float | None = None
 
-    def delay(self, *, backlogged: bool = False) -> float | None:
+    def delay(self) -> float | None:
         """Seconds to wait before the next command, or None to close the session (flood).
 
-        ``backlogged``: the command had arrived before the server was ready for
-        it (it was buffered already). A run of throttled commands ends at the
-        first command that finds a token waiting and was *not* backlogged: the
-        client slowed to the rate. A backlogged one that finds a token says
-        only that the server was late (it overslept, or a transfer ran), so it
-        neither ends the run nor counts in it.
+        A run of throttled commands ends at the first command that finds a
+        token waiting, i.e. as soon as the client slows to the rate.
         """
         if self._bucket is None:
             return 0.0
         wait = self._bucket.reserve()
+        now = self._clock()
         if wait <= 0:
-            if not backlogged:
-                self._throttled = 0
+            self._throttled_since = None
             return 0.0
-        self._throttled += 1
-        if self._throttled > self._flood_count:
+        if self._throttled_since is None:
+            self._throttled_since = now
+        elif now + wait - self._throttled_since > self.flood_timeout:
             return None
         return wait
+
+    def woke(self) -> None:
+        """The wait that ``delay`` asked for is over, maybe later than asked.
+
+        Time the server overslept is throttling time too: its tokens would
+        end the run at the next command, although the client never slowed.
+        """
+        if self._bucket is not None:
+            self._bucket.drop_surplus()

@@ -165,8 +165,6 @@ class Session:
                 if timed_out := self._start_waiting():
                     await self.reply(421, timed_out)
                     break
-                # Input already waiting was sent before the server was ready for it (see _pace).
-                backlogged = self._throttle is not None and self.stream.has_input
                 try:
                     data = await self.stream.read(_READ_SIZE)
                 except asyncio.CancelledError:
@@ -178,25 +176,23 @@ class Session:
                 if not data:
                     break
                 self._last_activity = time.monotonic()
-                await self._serve_input(data, backlogged)
+                await self._serve_input(data)
         except (ConnectionError, TimeoutError):
             pass
         finally:
             await self._end()
 
-    async def _serve_input(self, data: bytes, backlogged: bool) -> None:
-        """Run the commands that ``data`` completes; ``backlogged``: it was waiting, read at once.
+    async def _serve_input(self, data: bytes) -> None:
+        """Run the commands that ``data`` completes.
 
         A method of its own so that its commands are not kept alive (in the
         frame of ``run``) while the session waits, idle, for more input.
         """
         events = self._lines.feed(data)
         self._line_timer.received(data, events)
-        throttle = self._throttle
         for event in events:
-            if throttle is not None and not await self._pace(throttle, backlogged):
+            if self._throttle is not None and not await self._pace(self._throttle):
                 return
-            backlogged = True  # the rest of this read had arrived with this command
             if isinstance(event, LineTooLong):
                 await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
             else:
@@ -268,9 +264,9 @@ class Session:
         # Another cancel besides ours (server shutdown) must still end the session.
         return task.uncancel() == 0
 
-    async def _pace(self, throttle: CommandThrottle, backlogged: bool) -> bool:
+    async def _pace(self, throttle: CommandThrottle) -> bool:
         """Wait as the command rate limit asks; False (after a 421) when the client floods."""
-        delay = throttle.delay(backlogged=backlogged)
+        delay = throttle.delay()
         if delay is None:
             log.warning(
                 "command flood client=%s user=%s: faster than %g commands/s for %g s",
@@ -288,6 +284,7 @@ class Session:
             return False
         if delay > 0:
             await asyncio.sleep(delay)
+            throttle.woke()
         return True
 
     async def _handle(self, command: Command) -> None:
