@@ -189,7 +189,8 @@ def test_sigterm_lets_a_running_command_reply_before_its_421(
         server, port, _ = start_server()
         busy = login(port, timeout=60)
         threads = len(os.listdir(f"/proc/{server.pid}/task"))
-        busy.putcmd("HASH sparse.bin")
+        # The NOOP pipelined behind the HASH is not run: the session stops after the HASH.
+        busy.sock.sendall(b"HASH sparse.bin\r\nNOOP\r\n")
         # The hashing thread appears once the HASH has started: no guessing with sleeps.
         deadline = time.monotonic() + 10
         while len(os.listdir(f"/proc/{server.pid}/task")) == threads:
@@ -205,6 +206,24 @@ def test_sigterm_lets_a_running_command_reply_before_its_421(
         busy.close()
     finally:
         sparse.unlink()
+
+
+def test_sigterm_does_not_wait_for_a_client_that_reads_no_replies(
+    start_server: StartServer,
+) -> None:
+    """A session stuck writing replies nobody reads is closed at once, not after the grace."""
+    server, port, _ = start_server(command_rate=0, shutdown_grace=60)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((HOST, port))
+        sock.sendall(b"HELP\r\n" * 20_000)  # some 9 MB of replies, never read
+        time.sleep(1)  # the server answers until the buffers are full (or it is still busy)
+        server.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert server.wait_exit(timeout=20) == 0, server.output()
+    elapsed = time.monotonic() - signalled
+    assert elapsed < 20, f"exited {elapsed:.1f} s after SIGTERM; the grace is 60 s"
 
 
 def test_a_second_signal_stops_at_once(start_server: StartServer) -> None:

@@ -186,12 +186,13 @@ class _Closer:
             if self.cutting:
                 transfer.cancel()
             return True
-        if session.waiting_for_command:
+        if session.waiting_for_command or session.stream.must_drain:
+            # Idle, or stuck on a client that takes no replies: nothing to wait for.
             self.close(task, session)
             return False
         # A command is running: its reply must not be cut off by a 421. The session
-        # ends itself once it waits for the next command (context.stopping), unless
-        # the command starts a transfer, which recheck then sees.
+        # ends itself after it, running no other (context.stopping), unless the
+        # command starts a transfer, which recheck then sees.
         self._busy.add(task)
         return True
 
@@ -285,7 +286,7 @@ async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reaso
         await asyncio.wait(list(sessions), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     await server.close()
     log.info(
-        "shutdown complete: %d transfer(s) waited for, %d finished, %d cut off",
+        "shutdown complete: %d transfer(s) or command(s) waited for, %d finished, %d cut off",
         waiting,
         closer.finished,
         closer.cut_off,

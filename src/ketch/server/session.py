@@ -193,6 +193,8 @@ class Session:
         for event in events:
             if self._throttle is not None and not await self._pace(self._throttle):
                 return
+            if self.context.stopping:
+                return  # a shutdown began: what is left unread or unrun stays so (421 next)
             if isinstance(event, LineTooLong):
                 await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
             else:
