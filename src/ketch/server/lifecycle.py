@@ -186,8 +186,8 @@ class _Closer:
             if self.cutting:
                 transfer.cancel()
             return True
-        if session.waiting_for_command or session.stream.must_drain:
-            # Idle, or stuck on a client that takes no replies: nothing to wait for.
+        if session.waiting_for_command or session.stream.must_drain or self.cutting:
+            # Idle, stuck on a client that takes no replies, or past the deadline.
             self.close(task, session)
             return False
         # A command is running: its reply must not be cut off by a 421. The session
