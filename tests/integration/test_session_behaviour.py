@@ -64,6 +64,29 @@ def test_abor_without_transfer_answers_226_and_drops_prepared_connection(
     assert reply_to(ftp, "LIST").startswith("425")  # the PASV offer is gone
 
 
+def test_pasv_retr_abor_pipelined_answer_each_and_free_the_passive_port(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """RETR and ABOR read at once: the transfer still starts, answers and gives its port back.
+
+    Cancelled before its first step, the transfer task once ran none of its code:
+    no 150 or 426, and its passive port stayed taken, so a client repeating this
+    emptied the passive range (here one port: the second PASV got 425).
+    """
+    server = make_server(passive_ports="22620-22620", command_rate=0)
+    (server.home / "file.bin").write_bytes(b"x" * 100_000)
+    ftp = connect(server)
+    for _ in range(3):
+        ftp.sock.sendall(b"PASV\r\nRETR file.bin\r\nABOR\r\n")
+        assert ftp.getmultiline().startswith("227")
+        assert ftp.getmultiline().startswith("150")
+        assert ftp.getmultiline().startswith("426 Transfer aborted by ABOR")
+        assert ftp.getmultiline().startswith("226 ABOR successful")
+    assert wait_for(lambda: server.counters.get("transfer_aborted") == 3)
+    assert reply_to(ftp, "PASV").startswith("227")  # the one port is free again
+    ftp.quit()
+
+
 def test_client_vanishing_mid_transfer_leaves_server_healthy(
     server: RunningServer, big_file: Path
 ) -> None:

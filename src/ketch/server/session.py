@@ -41,6 +41,7 @@ from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
 from ketch.server.rate_limit import CommandThrottle
 from ketch.server.tls import secure_control_stream
+from ketch.server.transfer_task import stop_transfer_task
 
 if TYPE_CHECKING:
     from ketch.server.context import ServerContext
@@ -428,8 +429,7 @@ class Session:
 
     async def _end(self) -> None:
         if self.transfer is not None:
-            self.transfer.cancel()
-            await asyncio.wait([self.transfer])
+            await stop_transfer_task(self.transfer)
         self.replace_offer(None)
         self.release_user_slot()
         # Bounded when the close may wait on the client: to take unsent replies (it may

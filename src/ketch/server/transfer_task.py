@@ -33,6 +33,7 @@ __all__ = [
     "refused_without_offer",
     "run_transfer",
     "start_transfer",
+    "stop_transfer_task",
 ]
 
 log = logging.getLogger("ketch.server")
@@ -103,9 +104,21 @@ async def abort_transfer(session: Session) -> bool:
     if task is None or task.done():
         return False
     session.aborting = True
+    await stop_transfer_task(task)
+    return True
+
+
+async def stop_transfer_task(task: asyncio.Task[None]) -> None:
+    """Cancel a transfer task and wait for its end, letting it start first if it has not.
+
+    A task cancelled before its first step never runs its coroutine, ``finally``
+    included: the transfer would say nothing and keep its passive port for good.
+    That happens to a RETR and an ABOR (or a lost connection) read at once: a
+    client pipelining "PASV, RETR, ABOR" would empty the passive port range.
+    """
+    await asyncio.sleep(0)  # the task's first step was queued before this wake-up
     task.cancel()
     await asyncio.wait([task])
-    return True
 
 
 def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:
