@@ -87,6 +87,23 @@ def test_pasv_retr_abor_pipelined_answer_each_and_free_the_passive_port(
     ftp.quit()
 
 
+def test_pasv_pasv_pipelined_leave_no_port_bound(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """A PASV replaced before its listener ever ran still closes it: the port can be reused."""
+    # Three ports: a new PASV opens its listener before the one it replaces has closed.
+    server = make_server(passive_ports="22622-22624", command_rate=0)
+    ftp = connect(server)
+    for _ in range(4):
+        ftp.sock.sendall(b"PASV\r\nPASV\r\n")
+        assert ftp.getmultiline().startswith("227")
+        assert ftp.getmultiline().startswith("227")
+        # Before, the listener of the first PASV stayed bound: its port was back in the
+        # pool but could not be bound again, until "all 3 passive ports" were "busy".
+        assert reply_to(ftp, "PASV").startswith("227")
+    ftp.quit()
+
+
 def test_client_vanishing_mid_transfer_leaves_server_healthy(
     server: RunningServer, big_file: Path
 ) -> None:

@@ -234,8 +234,15 @@ class PassiveOffer(DataOffer):
         self._port_released = False
         self._handed_over = False
         self._accepting = asyncio.get_running_loop().create_task(self._accept())
+        self._accepting.add_done_callback(self._accept_done)
+
+    def _accept_done(self, task: asyncio.Task[socket.socket]) -> None:
+        # _accept closes the listener itself, but a task cancelled before its first step
+        # (PASV and PASV read at once) runs none of it: the port would stay bound.
+        self._listener.close()
         # The timeout is logged in _accept; mark it retrieved so asyncio does not log it again.
-        self._accepting.add_done_callback(_retrieve)
+        if not task.cancelled():
+            task.exception()
 
     async def _accept(self) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -435,8 +442,3 @@ class ActiveOffer(DataOffer):
 
 def _nothing() -> None:
     pass
-
-
-def _retrieve(task: asyncio.Task[socket.socket]) -> None:
-    if not task.cancelled():
-        task.exception()
