@@ -341,6 +341,35 @@ def test_x_command_path_may_contain_spaces_and_digits(server: RunningServer) -> 
     ftp.close()
 
 
+def test_abor_stops_a_long_hash_with_426_then_226(server: RunningServer, payload: bytes) -> None:
+    """ABOR is heard while a file is being hashed; the hashing thread is freed for others."""
+    with (server.home / "huge.bin").open("wb") as file:
+        file.truncate(2 << 30)  # holes: many seconds of hashing, no disk
+    ftp = connect(server)
+    ftp.putcmd("HASH huge.bin")
+    ready, _, _ = select.select([ftp.sock], [], [], 0.3)
+    assert not ready, "the HASH of 2 GiB answered at once"
+    ftp.putcmd("ABOR")
+    assert ftp.getmultiline() == "426 HASH huge.bin: aborted by ABOR; no digest."
+    assert ftp.getmultiline() == "226 ABOR successful: HASH huge.bin (SHA-256) stopped."
+    expected = _hashes(payload)["SHA-256"]
+    assert ftp.sendcmd("HASH data.bin") == f"213 SHA-256 0-{len(payload) - 1} {expected} data.bin"
+    ftp.close()
+
+
+def test_a_command_pipelined_behind_hash_is_answered_after_it(
+    server: RunningServer, payload: bytes
+) -> None:
+    """While hashing only ABOR is answered: a NOOP's 200 must not come before HASH's 213."""
+    ftp = connect(server)
+    ftp.sock.sendall(b"HASH data.bin\r\nNOOP\r\nXCRC data.bin\r\nSTAT\r\n")
+    assert ftp.getmultiline().startswith("213 SHA-256 ")
+    assert ftp.getmultiline().startswith("200")
+    assert ftp.getmultiline() == f"250 {_hashes(payload)['CRC32']}"
+    assert "Transfer in progress" not in ftp.getmultiline()
+    ftp.close()
+
+
 def test_hash_refusals_say_what_is_wrong(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

@@ -178,9 +178,41 @@ def test_sigterm_cuts_off_a_transfer_that_outlasts_the_grace(
 
 
 def test_sigterm_lets_a_running_command_reply_before_its_421(
+    tmp_path: Path, big_file: tuple[Path, str]
+) -> None:
+    """A session in the middle of a command (PASS, checking a costly hash) is not idle."""
+    costly = argon2.PasswordHasher(time_cost=3, memory_cost=256 * 1024, parallelism=1)
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    config.write_text(
+        config_text(port, big_file[0], [])
+        + f'\n[[users]]\nname = "alice"\npassword_hash = "{costly.hash(PASSWORDS["alice"])}"\n'
+        + f'home = "{big_file[0]}"\npermissions = ["list", "read"]\n'
+    )
+    with ketch_serve(["--config", str(config)], tmp_path) as server:
+        busy = ftplib.FTP(timeout=60)
+        busy.connect(HOST, port)
+        assert busy.sendcmd("USER alice").startswith("331")
+        threads = len(os.listdir(f"/proc/{server.pid}/task"))
+        # The NOOP pipelined behind PASS is not run: the session stops after PASS.
+        busy.sock.sendall(b"PASS alice-pw\r\nNOOP\r\n")
+        # A costly hash is checked in a worker thread, which appears once PASS runs.
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{server.pid}/task")) == threads:
+            assert time.monotonic() < deadline, "PASS never started checking the password"
+            time.sleep(0.01)
+        server.signal(signal.SIGTERM)
+        assert busy.getline().startswith("230")
+        assert busy.getline().startswith("421 Server shutting down")
+        assert server.wait_exit(timeout=30) == 0, server.output()
+        server.wait_for("0 idle, told 421; waiting up to 30 s for 1 running transfer(s) or command")
+        busy.close()
+
+
+def test_sigterm_lets_a_running_hash_finish(
     start_server: StartServer, big_file: tuple[Path, str]
 ) -> None:
-    """A session in the middle of a command (here a long HASH) is not idle: no 421 yet."""
+    """A HASH runs like a transfer: it may finish within the grace, then 421."""
     root = big_file[0]
     sparse = root / "sparse.bin"
     with sparse.open("wb") as file:
@@ -189,7 +221,6 @@ def test_sigterm_lets_a_running_command_reply_before_its_421(
         server, port, _ = start_server()
         busy = login(port, timeout=60)
         threads = len(os.listdir(f"/proc/{server.pid}/task"))
-        # The NOOP pipelined behind the HASH is not run: the session stops after the HASH.
         busy.sock.sendall(b"HASH sparse.bin\r\nNOOP\r\n")
         # The hashing thread appears once the HASH has started: no guessing with sleeps.
         deadline = time.monotonic() + 10
@@ -200,9 +231,9 @@ def test_sigterm_lets_a_running_command_reply_before_its_421(
         reply = busy.getline()
         zeros_sha256 = "a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"
         assert reply == f"213 SHA-256 0-{(256 << 20) - 1} {zeros_sha256} sparse.bin", reply
-        assert busy.getline().startswith("421 Server shutting down")
+        assert busy.getline().startswith("421 Server shutting down")  # no 200 for the NOOP
         assert server.wait_exit(timeout=30) == 0, server.output()
-        server.wait_for("0 idle, told 421; waiting up to 30 s for 1 running transfer(s) or command")
+        server.wait_for("1 finished, 0 cut off")
         busy.close()
     finally:
         sparse.unlink()

@@ -2,7 +2,7 @@
 
 Graceful stop: the listening socket closes at once (new connections are
 refused), idle sessions get ``421`` right away, a command still running
-(a big listing, a HASH) gets its reply first, running transfers may
+(a big listing) gets its reply first, running transfers (and hashes) may
 finish for ``shutdown_grace`` seconds (each then gets its ``226`` and a
 ``421``), and whatever still runs at the deadline is cut off (``426``,
 then ``421``). A second stop signal cuts off at once.
@@ -158,7 +158,7 @@ class _Closer:
         self.cut_off = 0
         self._seen: set[SessionTask] = set()
         self._closed: set[SessionTask] = set()
-        #: Sessions seen in the middle of a command (a big listing, a HASH), no transfer yet.
+        #: Sessions seen in the middle of a command (a big listing), no transfer yet.
         self._busy: set[SessionTask] = set()
 
     def take(self, task: SessionTask, session: Session) -> bool:

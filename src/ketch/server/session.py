@@ -102,6 +102,7 @@ class Session:
         "stream",
         "transfer",
         "transfer_status",
+        "urgent_commands",
         "user_slot",
     )
 
@@ -124,6 +125,8 @@ class Session:
         self.data_offer: DataOffer | None = None
         self.transfer: asyncio.Task[None] | None = None
         self.transfer_status = ""
+        #: What the control loop answers while ``transfer`` runs (see run_beside_control).
+        self.urgent_commands = URGENT_COMMANDS
         self.aborting = False
         self.closing = False
         self._lines = CommandLineReader(self.config.max_line_length)
@@ -291,7 +294,7 @@ class Session:
         return True
 
     async def _handle(self, command: Command) -> None:
-        if self.transfer is not None and command.verb not in URGENT_COMMANDS:
+        if self.transfer is not None and command.verb not in self.urgent_commands:
             # Keep replies in order: this command's answer follows the transfer's 226.
             await asyncio.wait([self.transfer])
         await dispatch(self, command)

@@ -15,10 +15,11 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ketch.protocol.security import transfer_refusal
+from ketch.protocol.session_state import URGENT_COMMANDS
 from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
 from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
@@ -31,6 +32,7 @@ __all__ = [
     "abort_transfer",
     "collect_transfer_error",
     "refused_without_offer",
+    "run_beside_control",
     "run_transfer",
     "start_transfer",
     "stop_transfer_task",
@@ -88,14 +90,33 @@ async def start_transfer(
             require_reuse=config.tls_require_session_reuse,
             timeout=config.data_connect_timeout,
         )
-    session.aborting = False
-    session.transfer_status = f"{verb} {path}"
     # The task replies 150 itself: in active mode only once it has connected.
-    task = asyncio.get_running_loop().create_task(
-        run_transfer(session, offer, verb, path, work, opening, done, cleanup)
+    run_beside_control(
+        session,
+        run_transfer(session, offer, verb, path, work, opening, done, cleanup),
+        f"{verb} {path}",
     )
+
+
+def run_beside_control(
+    session: Session,
+    work: Coroutine[Any, Any, None],
+    status: str,
+    urgent: frozenset[str] = URGENT_COMMANDS,
+) -> asyncio.Task[None]:
+    """Run ``work`` as the session's running task (``session.transfer``); ABOR cancels it.
+
+    The control loop reads on meanwhile: commands in ``urgent`` are answered at
+    once, any other waits for the task to end, so replies stay in order.
+    ``work`` must end with ``session.transfer_ended()``.
+    """
+    session.aborting = False
+    session.transfer_status = status
+    session.urgent_commands = urgent
+    task = asyncio.get_running_loop().create_task(work)
     task.add_done_callback(functools.partial(collect_transfer_error, session.peer_ip))
     session.transfer = task
+    return task
 
 
 async def abort_transfer(session: Session) -> bool:

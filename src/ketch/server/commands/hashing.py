@@ -6,13 +6,17 @@ threads are hashing's own, and few: on the default executor a handful of
 clients hashing huge files would hold up what else runs there (password
 checks at login). The file is opened through the session's filesystem, so
 the jail, the refusal of FIFOs and devices and the account's ``read``
-permission all apply as for RETR.
+permission all apply as for RETR. Like a transfer, a hash runs beside the
+control loop, so ABOR can stop it (426, then 226); other commands wait for
+its reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -30,6 +34,7 @@ from ketch.protocol.hashes import (
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
+from ketch.server.transfer_task import run_beside_control
 
 _CHUNK = 1024 * 1024
 #: Files hashed at once, per process; more requests wait their turn.
@@ -77,27 +82,80 @@ def _digest_and_close(
         return digest_file(file, algorithm, offset, length, cancelled)
 
 
-async def _digest(
-    session: Session, path: str, algorithm: str, offset: int, length: int
-) -> tuple[str, int] | None:
-    """The digest and the bytes hashed, or None after a 450 when too many wait already."""
+#: What a session answers while it hashes: only ABOR. HASH has a single reply, and
+#: a NOOP answered before it would be taken for it by a client that pipelines.
+_URGENT_WHILE_HASHING = frozenset({"ABOR"})
+
+#: The final reply of a finished digest: (code, text) from the hex digest and the bytes hashed.
+ReplyOf = Callable[[str, int], tuple[int, str]]
+
+
+async def _start_digest(
+    session: Session,
+    command_line: str,
+    path: str,
+    algorithm: str,
+    offset: int,
+    length: int,
+    reply_of: ReplyOf,
+) -> None:
+    """Hash ``length`` bytes from ``offset`` beside the control loop, which ABOR can stop.
+
+    The file is read in a hashing thread; the session's running task waits
+    for it and replies (see run_beside_control), so ABOR is heard meanwhile.
+    Too many requests waiting already get 450 instead.
+    """
     if _Hashing.in_flight >= _HASH_THREADS + _MAX_WAITING:
         await session.reply(
             450, "The server is busy hashing files for other clients; try again in a minute."
         )
-        return None
+        return
     file = session.filesystem.open_read(path)  # FilesystemError: 550 with the reason
     if _Hashing.executor is None:
         _Hashing.executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="ketch-hash")
     cancelled = threading.Event()
+    # From here the thread owns the file: it closes it, whatever happens to the session.
+    digest = asyncio.get_running_loop().run_in_executor(
+        _Hashing.executor, _digest_and_close, file, algorithm, offset, length, cancelled
+    )
     _Hashing.in_flight += 1
+    task = run_beside_control(
+        session,
+        _reply_when_hashed(session, command_line, digest, reply_of),
+        f"{command_line} ({algorithm})",
+        _URGENT_WHILE_HASHING,
+    )
+    task.add_done_callback(functools.partial(_hashing_done, cancelled))
+
+
+def _hashing_done(cancelled: threading.Event, _: asyncio.Task[None]) -> None:
+    # Runs however the task ended, even cancelled before its first step.
+    cancelled.set()  # no-op when done; stops the thread between chunks otherwise
+    _Hashing.in_flight -= 1
+
+
+async def _reply_when_hashed(
+    session: Session,
+    command_line: str,
+    digest: asyncio.Future[tuple[str, int]],
+    reply_of: ReplyOf,
+) -> None:
     try:
-        return await asyncio.get_running_loop().run_in_executor(
-            _Hashing.executor, _digest_and_close, file, algorithm, offset, length, cancelled
-        )
+        try:
+            hexdigest, hashed = await digest
+        except asyncio.CancelledError:
+            if not session.aborting:
+                raise  # the session is ending
+            await session.reply(426, f"{command_line}: aborted by ABOR; no digest.")
+            return
+        except OSError as error:
+            await session.reply(
+                451, f"{command_line}: reading the file failed ({error.strerror or error})."
+            )
+            return
+        await session.reply(*reply_of(hexdigest, hashed))
     finally:
-        cancelled.set()  # no-op when done; stops the thread when the session was cancelled
-        _Hashing.in_flight -= 1
+        session.transfer_ended()
 
 
 async def _regular_size(session: Session, path: str) -> int | None:
@@ -128,11 +186,12 @@ async def hash_command(session: Session, argument: str) -> None:
     except RangeRefused as refusal:
         await session.reply(554, str(refusal))
         return
-    if (digested := await _digest(session, path, algorithm, offset, length)) is None:
-        return
-    hexdigest, hashed = digested
-    # The reply names the path as the client gave it (draft-bryan-ftpext-hash-02 §3).
-    await session.reply(213, hash_reply(algorithm, offset, hashed, hexdigest, argument))
+
+    def reply_of(hexdigest: str, hashed: int) -> tuple[int, str]:
+        # The reply names the path as the client gave it (draft-bryan-ftpext-hash-02 §3).
+        return 213, hash_reply(algorithm, offset, hashed, hexdigest, argument)
+
+    await _start_digest(session, f"HASH {argument}", path, algorithm, offset, length, reply_of)
 
 
 @command(
@@ -159,7 +218,7 @@ async def byte_range(session: Session, argument: str) -> None:
         )
 
 
-async def _x_hash(session: Session, argument: str, algorithm: str) -> None:
+async def _x_hash(session: Session, verb: str, argument: str, algorithm: str) -> None:
     """XCRC & co.: ``<path> [<start> <end>]``, end not included; ``250 <hex>``."""
     try:
         readings = split_x_argument(argument)
@@ -179,8 +238,11 @@ async def _x_hash(session: Session, argument: str, algorithm: str) -> None:
     except RangeRefused as refusal:
         await session.reply(554, str(refusal))
         return
-    if (digested := await _digest(session, path, algorithm, offset, length)) is not None:
-        await session.reply(250, digested[0])
+    await _start_digest(session, f"{verb} {argument}", path, algorithm, offset, length, _x_reply)
+
+
+def _x_reply(hexdigest: str, _: int) -> tuple[int, str]:
+    return 250, hexdigest
 
 
 _X_HELP = "<path> [<start> <end>]: {} of a file, or of bytes start to end (end not included)"
@@ -190,7 +252,7 @@ def _register_x_command(verbs: tuple[str, ...], algorithm: str) -> None:
     """One X command (with its aliases) for one fixed algorithm."""
 
     async def x_hash(session: Session, argument: str) -> None:
-        await _x_hash(session, argument, algorithm)
+        await _x_hash(session, verbs[0], argument, algorithm)
 
     command(
         *verbs,

@@ -260,10 +260,11 @@ async def allocate(session: Session, _: str) -> None:
     await session.reply(202, "ALLO is not needed on this server; go ahead.")
 
 
-@command("ABOR", argument=Argument.NONE, help="ABOR: abort the running transfer")
+@command("ABOR", argument=Argument.NONE, help="ABOR: abort the running transfer or HASH")
 async def abort(session: Session, _: str) -> None:
+    running = session.transfer_status
     if await abort_transfer(session):
-        await session.reply(226, "ABOR successful; the data connection is closed.")
+        await session.reply(226, f"ABOR successful: {running} stopped.")
     else:
         # RFC 959 §4.1.3, case 1: nothing running; close any prepared connection and say 226.
         session.replace_offer(None)
