@@ -119,6 +119,18 @@ def read_rest(conn: socket.socket, digest: hashlib._Hash) -> int:
     return got
 
 
+def thread_count(server: ServeProcess) -> int:
+    return len(os.listdir(f"/proc/{server.pid}/task"))
+
+
+def wait_for_a_new_thread(server: ServeProcess, before: int, failure: str) -> None:
+    """Until the server has more threads than ``before``: a command has started its work."""
+    deadline = time.monotonic() + 10
+    while thread_count(server) == before:
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
 def test_sigterm_lets_a_running_download_finish_and_closes_idle_sessions(
     start_server: StartServer, big_file: tuple[Path, str]
 ) -> None:
@@ -193,14 +205,11 @@ def test_sigterm_lets_a_running_command_reply_before_its_421(
         busy = ftplib.FTP(timeout=60)
         busy.connect(HOST, port)
         assert busy.sendcmd("USER alice").startswith("331")
-        threads = len(os.listdir(f"/proc/{server.pid}/task"))
+        threads = thread_count(server)
         # The NOOP pipelined behind PASS is not run: the session stops after PASS.
         busy.sock.sendall(b"PASS alice-pw\r\nNOOP\r\n")
         # A costly hash is checked in a worker thread, which appears once PASS runs.
-        deadline = time.monotonic() + 10
-        while len(os.listdir(f"/proc/{server.pid}/task")) == threads:
-            assert time.monotonic() < deadline, "PASS never started checking the password"
-            time.sleep(0.01)
+        wait_for_a_new_thread(server, threads, "PASS never started checking the password")
         server.signal(signal.SIGTERM)
         assert busy.getline().startswith("230")
         assert busy.getline().startswith("421 Server shutting down")
@@ -220,13 +229,10 @@ def test_sigterm_lets_a_running_hash_finish(
     try:
         server, port, _ = start_server()
         busy = login(port, timeout=60)
-        threads = len(os.listdir(f"/proc/{server.pid}/task"))
+        threads = thread_count(server)
         busy.sock.sendall(b"HASH sparse.bin\r\nNOOP\r\n")
         # The hashing thread appears once the HASH has started: no guessing with sleeps.
-        deadline = time.monotonic() + 10
-        while len(os.listdir(f"/proc/{server.pid}/task")) == threads:
-            assert time.monotonic() < deadline, "HASH never started hashing"
-            time.sleep(0.01)
+        wait_for_a_new_thread(server, threads, "HASH never started hashing")
         server.signal(signal.SIGTERM)
         reply = busy.getline()
         zeros_sha256 = "a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"
