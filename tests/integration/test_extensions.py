@@ -6,6 +6,7 @@ command lines where a client has no API for the command.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import io
@@ -355,6 +356,38 @@ def test_abor_stops_a_long_hash_with_426_then_226(server: RunningServer, payload
     expected = _hashes(payload)["SHA-256"]
     assert ftp.sendcmd("HASH data.bin") == f"213 SHA-256 0-{len(payload) - 1} {expected} data.bin"
     ftp.close()
+
+
+def _open_by_server(path: Path) -> bool:
+    """Whether this process (the in-process server) holds ``path`` open."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                return True
+    return False
+
+
+def test_abor_of_a_hash_still_waiting_for_a_thread_closes_its_file(server: RunningServer) -> None:
+    """Both hashing threads busy: a third HASH waits in the queue; ABOR must close its file."""
+    huge = server.home / "huge.bin"
+    with huge.open("wb") as file:
+        file.truncate(2 << 30)
+    queued = server.home / "queued.bin"
+    queued.write_bytes(b"q" * 1000)
+    busy = [connect(server), connect(server)]
+    for ftp in busy:
+        ftp.putcmd("HASH huge.bin")
+    ftp = connect(server)
+    ftp.putcmd("HASH queued.bin")
+    assert wait_for(lambda: _open_by_server(queued))
+    ready, _, _ = select.select([ftp.sock], [], [], 0.3)
+    assert not ready, "the queued HASH answered: the hashing threads were not busy"
+    ftp.putcmd("ABOR")
+    assert ftp.getmultiline().startswith("426 HASH queued.bin: aborted by ABOR")
+    assert ftp.getmultiline().startswith("226")
+    assert wait_for(lambda: not _open_by_server(queued))
+    for other in [*busy, ftp]:
+        other.close()
 
 
 def test_a_command_pipelined_behind_hash_is_answered_after_it(

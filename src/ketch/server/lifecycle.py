@@ -3,8 +3,8 @@
 Graceful stop: the listening socket closes at once (new connections are
 refused), idle sessions get ``421`` right away, a command still running
 (a big listing) gets its reply first, running transfers (and hashes) may
-finish for ``shutdown_grace`` seconds (each then gets its ``226`` and a
-``421``), and whatever still runs at the deadline is cut off (``426``,
+finish for ``shutdown_grace`` seconds (each then gets its final reply and
+a ``421``), and whatever still runs at the deadline is cut off (``426``,
 then ``421``). A second stop signal cuts off at once.
 
 Reload: the configuration file is read and validated again; if it is
@@ -148,6 +148,15 @@ def _running_transfer(session: Session) -> asyncio.Task[None] | None:
     return transfer if transfer is not None and not transfer.done() else None
 
 
+def _cancel_after_its_first_step(transfer: asyncio.Task[None]) -> None:
+    """Cancel a transfer, later in this loop iteration if it was created in it.
+
+    A transfer started just now has its first step queued; cancelled before it,
+    it would run none of its cleanup (its passive port, a STOR's temporary file).
+    """
+    asyncio.get_running_loop().call_soon(transfer.cancel)
+
+
 class _Closer:
     """Tells each session once that the server stops, now or when its transfer ends."""
 
@@ -184,7 +193,7 @@ class _Closer:
             self._busy.discard(task)
             transfer.add_done_callback(functools.partial(self._transfer_done, task, session))
             if self.cutting:
-                transfer.cancel()
+                _cancel_after_its_first_step(transfer)
             return True
         if session.waiting_for_command or session.stream.must_drain or self.cutting:
             # Idle, stuck on a client that takes no replies, or past the deadline.
@@ -203,7 +212,7 @@ class _Closer:
             if task not in self._seen:
                 self.take(task, session)
             elif (transfer := _running_transfer(session)) is not None:
-                transfer.cancel()
+                _cancel_after_its_first_step(transfer)
             else:
                 self.close(task, session)
 

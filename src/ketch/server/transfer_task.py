@@ -120,26 +120,30 @@ def run_beside_control(
 
 
 async def abort_transfer(session: Session) -> bool:
-    """Cancel the running transfer (it replies 426); False when none runs."""
+    """Cancel the running transfer (it replies 426); False when none runs (or it just ended)."""
     task = session.transfer
     if task is None or task.done():
         return False
     session.aborting = True
-    await stop_transfer_task(task)
-    return True
+    return await stop_transfer_task(task)
 
 
-async def stop_transfer_task(task: asyncio.Task[None]) -> None:
+async def stop_transfer_task(task: asyncio.Task[None]) -> bool:
     """Cancel a transfer task and wait for its end, letting it start first if it has not.
 
     A task cancelled before its first step never runs its coroutine, ``finally``
     included: the transfer would say nothing and keep its passive port for good.
     That happens to a RETR and an ABOR (or a lost connection) read at once: a
     client pipelining "PASV, RETR, ABOR" would empty the passive port range.
+    False if the task ended by itself meanwhile.
     """
-    await asyncio.sleep(0)  # the task's first step was queued before this wake-up
-    task.cancel()
+    try:
+        await asyncio.sleep(0)  # the task's first step was queued before this wake-up
+    finally:
+        stopped = not task.done()
+        task.cancel()  # also when this wait is cancelled: no transfer left behind
     await asyncio.wait([task])
+    return stopped
 
 
 def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:

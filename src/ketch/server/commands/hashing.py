@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from ketch.protocol.hashes import (
@@ -35,6 +36,8 @@ from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
 from ketch.server.transfer_task import run_beside_control
+
+log = logging.getLogger("ketch.server")
 
 _CHUNK = 1024 * 1024
 #: Files hashed at once, per process; more requests wait their turn.
@@ -60,7 +63,7 @@ def digest_file(
     """Hex digest of ``length`` bytes from ``offset``, and how many bytes there were.
 
     Fewer bytes than asked means the file shrank meanwhile; the caller says so.
-    ``cancelled`` stops the work between chunks (the session went away).
+    ``cancelled`` stops the work between chunks (ABOR, or the session went away).
     """
     digest = new_digest(algorithm)
     file.seek(offset)
@@ -114,23 +117,26 @@ async def _start_digest(
     if _Hashing.executor is None:
         _Hashing.executor = ThreadPoolExecutor(_HASH_THREADS, thread_name_prefix="ketch-hash")
     cancelled = threading.Event()
-    # From here the thread owns the file: it closes it, whatever happens to the session.
-    digest = asyncio.get_running_loop().run_in_executor(
-        _Hashing.executor, _digest_and_close, file, algorithm, offset, length, cancelled
-    )
+    # Once the job runs, the thread owns the file and closes it; if the job is
+    # cancelled while still queued, _hashing_done closes it.
+    job = _Hashing.executor.submit(_digest_and_close, file, algorithm, offset, length, cancelled)
     _Hashing.in_flight += 1
     task = run_beside_control(
         session,
-        _reply_when_hashed(session, command_line, digest, reply_of),
+        _reply_when_hashed(session, command_line, asyncio.wrap_future(job), reply_of),
         f"{command_line} ({algorithm})",
         _URGENT_WHILE_HASHING,
     )
-    task.add_done_callback(functools.partial(_hashing_done, cancelled))
+    task.add_done_callback(functools.partial(_hashing_done, cancelled, job, file))
 
 
-def _hashing_done(cancelled: threading.Event, _: asyncio.Task[None]) -> None:
+def _hashing_done(
+    cancelled: threading.Event, job: Future[tuple[str, int]], file: BinaryIO, _: object
+) -> None:
     # Runs however the task ended, even cancelled before its first step.
     cancelled.set()  # no-op when done; stops the thread between chunks otherwise
+    if job.cancelled():  # never ran: nobody else will close the file
+        file.close()
     _Hashing.in_flight -= 1
 
 
@@ -151,6 +157,13 @@ async def _reply_when_hashed(
         except OSError as error:
             await session.reply(
                 451, f"{command_line}: reading the file failed ({error.strerror or error})."
+            )
+            return
+        except Exception:
+            # A bug of ours costs this reply, as in dispatch: the client must not wait for ever.
+            log.exception("internal error in %s (client=%s)", command_line, session.peer_ip)
+            await session.reply(
+                451, f"Internal error in {command_line}; the server log has details."
             )
             return
         await session.reply(*reply_of(hexdigest, hashed))
