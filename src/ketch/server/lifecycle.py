@@ -30,6 +30,7 @@ from ketch.server.auth import Authenticator
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT
+from ketch.server.transfer_task import cancel_after_first_step
 
 if TYPE_CHECKING:
     from ketch.server.listener import FtpServer
@@ -148,15 +149,6 @@ def _running_transfer(session: Session) -> asyncio.Task[None] | None:
     return transfer if transfer is not None and not transfer.done() else None
 
 
-def _cancel_after_its_first_step(transfer: asyncio.Task[None]) -> None:
-    """Cancel a transfer, later in this loop iteration if it was created in it.
-
-    A transfer started just now has its first step queued; cancelled before it,
-    it would run none of its cleanup (its passive port, a STOR's temporary file).
-    """
-    asyncio.get_running_loop().call_soon(transfer.cancel)
-
-
 class _Closer:
     """Tells each session once that the server stops, now or when its transfer ends."""
 
@@ -193,7 +185,7 @@ class _Closer:
             self._busy.discard(task)
             transfer.add_done_callback(functools.partial(self._transfer_done, task, session))
             if self.cutting:
-                _cancel_after_its_first_step(transfer)
+                cancel_after_first_step(transfer)
             return True
         if session.waiting_for_command or session.stream.must_drain or self.cutting:
             # Idle, stuck on a client that takes no replies, or past the deadline.
@@ -212,7 +204,7 @@ class _Closer:
             if task not in self._seen:
                 self.take(task, session)
             elif (transfer := _running_transfer(session)) is not None:
-                _cancel_after_its_first_step(transfer)
+                cancel_after_first_step(transfer)
             else:
                 self.close(task, session)
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TransferWork",
     "abort_transfer",
+    "cancel_after_first_step",
     "collect_transfer_error",
     "refused_without_offer",
     "run_beside_control",
@@ -128,22 +129,29 @@ async def abort_transfer(session: Session) -> bool:
     return await stop_transfer_task(task)
 
 
-async def stop_transfer_task(task: asyncio.Task[None]) -> bool:
-    """Cancel a transfer task and wait for its end, letting it start first if it has not.
+def cancel_after_first_step(task: asyncio.Task[None]) -> None:
+    """Cancel a transfer task, after its first step if it has not taken it yet.
 
     A task cancelled before its first step never runs its coroutine, ``finally``
-    included: the transfer would say nothing and keep its passive port for good.
-    That happens to a RETR and an ABOR (or a lost connection) read at once: a
-    client pipelining "PASV, RETR, ABOR" would empty the passive port range.
-    False if the task ended by itself meanwhile.
+    included: the transfer would say nothing, keep its passive port for good and
+    leave a STOR's temporary file. That happens to a RETR and an ABOR (or a lost
+    connection, or the shutdown deadline) in one loop iteration: a client
+    pipelining "PASV, RETR, ABOR" would empty the passive port range. The
+    task's first step was queued when it was created; a cancel queued now
+    comes after it.
     """
-    try:
-        await asyncio.sleep(0)  # the task's first step was queued before this wake-up
-    finally:
-        stopped = not task.done()
-        task.cancel()  # also when this wait is cancelled: no transfer left behind
+    asyncio.get_running_loop().call_soon(task.cancel)
+
+
+async def stop_transfer_task(task: asyncio.Task[None]) -> bool:
+    """Cancel a transfer task (see cancel_after_first_step) and wait for its end.
+
+    The cancel is queued before the wait, so the transfer stops even if this
+    wait is cancelled. False if the task ended by itself first.
+    """
+    cancel_after_first_step(task)
     await asyncio.wait([task])
-    return stopped
+    return task.cancelling() > 0  # cancel() counts a request only on a task not yet done
 
 
 def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:
