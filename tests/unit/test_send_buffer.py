@@ -1,8 +1,10 @@
-"""The send buffer a whole-file download asks for: only where it cannot make things worse.
+"""The send queue a whole-file download asks for: only where it cannot make things worse.
 
 SO_SNDBUF switches Linux's buffer autotuning off and is capped at
 net.core.wmem_max, so asking for the large buffer on a system that would cap
-it (a stock wmem_max is 208 KiB) would shrink the buffer instead.
+it (a stock wmem_max is 208 KiB) would shrink the buffer instead. A client on
+this host gets a short queue of unsent bytes (TCP_NOTSENT_LOWAT): there the
+client's own kernel time would send what the server queued.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -57,8 +60,14 @@ def test_autotuning_that_grows_further_is_left_on(limits: tuple[Path, Path]) -> 
     assert not data_channel._large_send_buffer_allowed()
 
 
-def _download(path: Path, count: int | None) -> tuple[bytes, int]:
-    """Send ``path`` over loopback TCP with ``send_file``: what arrived and the SO_SNDBUF used."""
+class Sent(NamedTuple):
+    received: bytes
+    send_buffer: int  # SO_SNDBUF
+    unsent_limit: int  # TCP_NOTSENT_LOWAT; 0: none (the sysctl's default, no limit)
+
+
+def _download(path: Path, count: int | None) -> Sent:
+    """Send ``path`` over loopback TCP with ``send_file``: what arrived, and the queue's sizes."""
     listener = socket.create_server(("127.0.0.1", 0))
     received = bytearray()
 
@@ -67,7 +76,7 @@ def _download(path: Path, count: int | None) -> tuple[bytes, int]:
             while chunk := conn.recv(1 << 20):
                 received.extend(chunk)
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         client = socket.create_connection(listener.getsockname(), timeout=5)
         server_side, _ = listener.accept()
         server_side.setblocking(False)
@@ -78,16 +87,17 @@ def _download(path: Path, count: int | None) -> tuple[bytes, int]:
         try:
             await channel.send_file(fd, 0, count)
             size = server_side.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            unsent = server_side.getsockopt(socket.IPPROTO_TCP, data_channel._TCP_NOTSENT_LOWAT)
         finally:
             os.close(fd)
             channel.close()
         reader.join(10)
         assert not reader.is_alive(), "the reader did not see the end of the data"
-        return size
+        return size, unsent
 
     with listener:
-        size = asyncio.run(run())
-    return bytes(received), size
+        size, unsent = asyncio.run(run())
+    return Sent(bytes(received), size, unsent)
 
 
 def _system_limits() -> tuple[int, int]:
@@ -103,7 +113,7 @@ def test_a_whole_file_download_uses_the_large_buffer_and_arrives_intact(
     limits[0].write_text(str(data_channel._SEND_BUFFER))
     data = os.urandom(3 * 1024 * 1024 + 5)
     (tmp_path / "big.bin").write_bytes(data)
-    received, size = _download(tmp_path / "big.bin", None)
+    received, size, _ = _download(tmp_path / "big.bin", None)
     assert received == data
     if _system_limits()[0] >= data_channel._SEND_BUFFER:
         assert size == 2 * data_channel._SEND_BUFFER  # Linux reports twice what was asked
@@ -118,9 +128,10 @@ def test_a_bounded_piece_keeps_the_autotuned_buffer(
     limits[0].write_text(str(data_channel._SEND_BUFFER))
     data = os.urandom(100_000)
     (tmp_path / "small.bin").write_bytes(data)
-    received, size = _download(tmp_path / "small.bin", 60_000)
+    received, size, unsent = _download(tmp_path / "small.bin", 60_000)
     assert received == data[:60_000]
     assert size < 2 * data_channel._SEND_BUFFER
+    assert unsent == 0  # its pace already keeps the queue short
 
 
 def test_only_a_few_downloads_hold_a_large_buffer_at_once(
@@ -133,11 +144,42 @@ def test_only_a_few_downloads_hold_a_large_buffer_at_once(
     data = os.urandom(100_000)
     (tmp_path / "file.bin").write_bytes(data)
     monkeypatch.setattr(data_channel._LargeSendBuffers, "in_use", data_channel._LARGE_SEND_BUFFERS)
-    received, size = _download(tmp_path / "file.bin", None)
+    received, size, _ = _download(tmp_path / "file.bin", None)
     assert received == data
     assert size < 2 * data_channel._SEND_BUFFER
     assert data_channel._LargeSendBuffers.in_use == data_channel._LARGE_SEND_BUFFERS
     monkeypatch.setattr(data_channel._LargeSendBuffers, "in_use", 0)
-    received, size = _download(tmp_path / "file.bin", None)
+    received, size, _ = _download(tmp_path / "file.bin", None)
     assert size == 2 * data_channel._SEND_BUFFER
     assert data_channel._LargeSendBuffers.in_use == 0  # given back when the channel closed
+
+
+def test_a_download_to_this_host_queues_few_unsent_bytes(
+    limits: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Over loopback the client's kernel time would send whatever the server queued.
+    limits[0].write_text(str(data_channel._SEND_BUFFER))
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    (tmp_path / "big.bin").write_bytes(data)
+    sent = _download(tmp_path / "big.bin", None)
+    assert sent.received == data
+    assert sent.unsent_limit == data_channel._LOCAL_UNSENT_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("peer", "local", "same"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1", "127.0.0.2", True),  # all of 127/8 is this host
+        ("::1", "::1", True),
+        ("::ffff:127.0.0.1", "::ffff:127.0.0.1", True),  # a dual-stack listener's view
+        ("198.18.0.1", "198.18.0.1", True),  # our own address, reached without loopback
+        ("fe80::1%veth0", "fe80::1%veth0", True),
+        ("198.18.0.2", "198.18.0.1", False),  # another host: a real link
+        ("2001:db8::2", "2001:db8::1", False),
+        ("::ffff:198.18.0.2", "::ffff:198.18.0.1", False),
+        ("", "", False),  # not an IP address: assume a real link
+    ],
+)
+def test_only_a_peer_on_this_host_counts_as_local(peer: str, local: str, same: bool) -> None:
+    assert data_channel.same_host(peer, local) is same
