@@ -10,7 +10,10 @@ import asyncio
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +21,8 @@ from ketch.server import data_channel, receive_loop
 from ketch.server.data_channel import DataChannel
 from ketch.server.receive_loop import receive_to_fd
 from ketch.server.transfers import TransferRefused, receive_file
+
+T = TypeVar("T")
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -205,3 +210,183 @@ def test_a_download_that_never_waits_still_lets_other_tasks_run(
     sent, ticked = asyncio.run(run())
     assert sent == 65536
     assert ticked >= 1
+
+
+def counting(base: type[asyncio.AbstractEventLoop]) -> type[asyncio.AbstractEventLoop]:
+    """``base`` that counts its add_reader/add_writer calls (uvloop's Loop takes no patching)."""
+
+    class Counting(base):  # type: ignore[valid-type,misc]
+        readers = writers = 0
+
+        def add_reader(self, *args: Any) -> None:
+            self.readers += 1
+            super().add_reader(*args)
+
+        def add_writer(self, *args: Any) -> None:
+            self.writers += 1
+            super().add_writer(*args)
+
+    return Counting
+
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run_on(loop_name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``main()`` on a fresh counting loop of the named kind."""
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        base: type[asyncio.AbstractEventLoop] = uvloop.Loop
+    else:
+        base = asyncio.SelectorEventLoop
+    with asyncio.Runner(loop_factory=counting(base)) as runner:
+        return runner.run(main())
+
+
+def registrations(loop: asyncio.AbstractEventLoop) -> tuple[int, int]:
+    """(readers, writers) registered so far on a loop made by ``run_on``."""
+    return loop.readers, loop.writers  # type: ignore[attr-defined]
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A loopback TCP connection: sendfile into a socketpair may block whatever its flags."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client_side = socket.create_connection(listener.getsockname(), timeout=30)
+        server_side, _ = listener.accept()
+    server_side.setblocking(False)
+    return server_side, client_side
+
+
+def slow_reader(sock: socket.socket, into: bytearray) -> threading.Thread:
+    """Reads in small pieces with pauses, so the sender waits for the socket again and again."""
+
+    def run() -> None:
+        with sock:
+            while chunk := sock.recv(16384):
+                into.extend(chunk)
+                time.sleep(0.0005)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_download_registers_for_writability_once_however_often_it_waits(
+    tmp_path: Path, loop_name: str
+) -> None:
+    data = os.urandom(4 * 1024 * 1024 + 3)
+    source = tmp_path / "down.bin"
+    source.write_bytes(data)
+    received = bytearray()
+
+    async def run() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        server_side, client_side = tcp_pair()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        reader = slow_reader(client_side, received)
+        try:
+            with source.open("rb", buffering=0) as file:
+                await channel.send_file(file.fileno(), 0)
+            still_registered = loop.remove_writer(server_side.fileno())
+        finally:
+            channel.close()
+        await asyncio.to_thread(reader.join, 30)
+        return registrations(loop)[1], still_registered
+
+    writers, still_registered = run_on(loop_name, run)
+    assert bytes(received) == data  # after many waits: a 16 KiB buffer for 4 MiB
+    assert writers == 1
+    assert not still_registered
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_an_upload_registers_for_readability_once_however_often_it_waits(
+    tmp_path: Path, loop_name: str
+) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    target = tmp_path / "up.bin"
+
+    def trickle(sock: socket.socket) -> None:
+        with sock:
+            for start in range(0, len(data), 65536):
+                sock.sendall(data[start : start + 65536])
+                time.sleep(0.001)
+
+    async def run() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        server_side, client_side = pair()
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        sender = threading.Thread(target=trickle, args=(client_side,), daemon=True)
+        sender.start()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            await receive_to_fd(channel, fd)
+            still_registered = loop.remove_reader(server_side.fileno())
+        finally:
+            os.close(fd)
+            channel.close()
+        await asyncio.to_thread(sender.join, 30)
+        return registrations(loop)[0], still_registered
+
+    readers, still_registered = run_on(loop_name, run)
+    assert target.read_bytes() == data  # after some 30 waits, one per trickled piece
+    assert readers == 1
+    assert not still_registered
+
+
+def test_a_cancelled_download_leaves_no_writer_registered(tmp_path: Path) -> None:
+    source = tmp_path / "down.bin"
+    source.write_bytes(os.urandom(8 * 1024 * 1024))
+
+    async def run() -> bool:
+        server_side, client_side = tcp_pair()  # nobody reads: the download waits for good
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        try:
+            with source.open("rb", buffering=0) as file:
+                task = asyncio.create_task(channel.send_file(file.fileno(), 0))
+                for _ in range(200):
+                    await asyncio.sleep(0.005)
+                    if channel.bytes_moved:
+                        break
+                await asyncio.sleep(0.05)  # the socket is full: waiting now
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            return asyncio.get_running_loop().remove_writer(server_side.fileno())
+        finally:
+            channel.close()
+            client_side.close()
+
+    assert asyncio.run(run()) is False
+
+
+def test_a_paced_piece_leaves_no_writer_registered_for_the_pause(tmp_path: Path) -> None:
+    # A rate limit sleeps between pieces: a writer still registered then would
+    # be called on every pass of the loop while the socket is writable.
+    source = tmp_path / "down.bin"
+    source.write_bytes(os.urandom(1024 * 1024))
+    received = bytearray()
+
+    async def run() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        server_side, client_side = tcp_pair()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        reader = slow_reader(client_side, received)
+        left: list[bool] = []
+        try:
+            with source.open("rb", buffering=0) as file:
+                offset = 0
+                while sent := await channel.send_file(file.fileno(), offset, 256 * 1024):
+                    offset += sent
+                    left.append(loop.remove_writer(server_side.fileno()))
+        finally:
+            channel.close()
+        await asyncio.to_thread(reader.join, 30)
+        return left
+
+    left = asyncio.run(run())
+    assert len(received) == 1024 * 1024
+    assert left == [False] * 4

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from ketch.protocol.addresses import HostPort, plain_ip
 from ketch.server import port20_helper
 from ketch.server.passive_ports import PassivePortPool
+from ketch.server.readiness import Readiness
 
 __all__ = ["ActiveOffer", "DataChannel", "DataConnectionError", "DataOffer", "PassiveOffer"]
 
@@ -107,24 +108,30 @@ class DataChannel:
         sendfile = os.sendfile
         total = 0
         budget = YIELD_EVERY
-        while count is None or total < count:
-            piece = _SENDFILE_PIECE if count is None else count - total
-            try:
-                sent = sendfile(out, fd, offset, piece)
-            except BlockingIOError:
-                await self._writable()
-                budget = YIELD_EVERY
-                continue
-            if sent == 0:
-                break
-            offset += sent
-            total += sent
-            self.bytes_moved += sent
-            budget -= sent
-            if budget <= 0:
-                budget = YIELD_EVERY
-                await asyncio.sleep(0)
+        with self.readiness(write=True) as writable:
+            while count is None or total < count:
+                piece = _SENDFILE_PIECE if count is None else count - total
+                try:
+                    sent = sendfile(out, fd, offset, piece)
+                except BlockingIOError:
+                    await writable.wait()
+                    budget = YIELD_EVERY
+                    continue
+                if sent == 0:
+                    break
+                offset += sent
+                total += sent
+                self.bytes_moved += sent
+                budget -= sent
+                if budget <= 0:
+                    budget = YIELD_EVERY
+                    await asyncio.sleep(0)
         return total
+
+    def readiness(self, *, write: bool) -> Readiness:
+        """A waiter for this socket that stays registered for one transfer loop (see
+        ketch.server.readiness); only for channels whose bytes go on the socket as they are."""
+        return Readiness(self._loop, self.sock.fileno(), write=write)
 
     def _tune_for_files(self) -> None:
         """Size the socket's send queue for whole files, once (see _SEND_BUFFER and
@@ -184,6 +191,8 @@ class DataChannel:
 
 
 def _on_this_host(sock: socket.socket) -> bool:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):  # a socketpair, in tests
+        return False
     try:
         return same_host(sock.getpeername()[0], sock.getsockname()[0])
     except OSError:  # the peer has gone: the transfer fails on its own

@@ -3,7 +3,8 @@
 The data socket is non-blocking. The loop reads with ``recv_into`` into one
 preallocated buffer for as long as the kernel has data, writing each piece
 to the file's descriptor with ``os.write``; only when the socket would block
-does it wait, with one future per *wait* (``add_reader``), not per piece.
+does it wait, with one future per *wait*, not per piece, and one reader
+registration for the whole upload (see :mod:`ketch.server.readiness`).
 Every ``YIELD_EVERY`` bytes read without waiting it still lets the event
 loop run, so a client faster than the disk cannot starve other sessions
 (or delay its own ABOR).
@@ -15,7 +16,7 @@ true here:
 * the meter (upload size limit, quota) is told each piece before it is
   written and may raise to stop the upload with nothing of that piece stored;
 * cancellation (ABOR, a stall, shutdown) can only happen at a wait, and the
-  wait always removes its reader.
+  reader is removed however the loop ends.
 
 Why not ``splice`` (socket to pipe to file, Linux)? It saves the copy
 into user space, but measured on loopback it was no faster than this loop
@@ -48,25 +49,26 @@ async def receive_to_fd(
     recv_into = sock.recv_into
     write = os.write
     budget = YIELD_EVERY
-    while True:
-        try:
-            count = recv_into(buffer)
-        except BlockingIOError:
-            await channel.readable()
-            budget = YIELD_EVERY
-            continue
-        if not count:
-            return
-        channel.bytes_moved += count
-        if meter is not None:
-            meter(count)
-        written = write(fd, view[:count])
-        while written < count:  # a short write: the disk filled up (the next write says so)
-            more = write(fd, view[written:count])
-            if not more:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written += more
-        budget -= count
-        if budget <= 0:
-            budget = YIELD_EVERY
-            await asyncio.sleep(0)
+    with channel.readiness(write=False) as readable:
+        while True:
+            try:
+                count = recv_into(buffer)
+            except BlockingIOError:
+                await readable.wait()
+                budget = YIELD_EVERY
+                continue
+            if not count:
+                return
+            channel.bytes_moved += count
+            if meter is not None:
+                meter(count)
+            written = write(fd, view[:count])
+            while written < count:  # a short write: the disk filled up (the next write says so)
+                more = write(fd, view[written:count])
+                if not more:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += more
+            budget -= count
+            if budget <= 0:
+                budget = YIELD_EVERY
+                await asyncio.sleep(0)
