@@ -199,8 +199,12 @@ def _on_this_host(sock: socket.socket) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)
 def same_host(peer: str, local: str) -> bool:
-    """Whether a connection's two ends are one host: the peer is loopback or our own address."""
+    """Whether a connection's two ends are one host: the peer is loopback or our own address.
+
+    Cached: every download asks, mostly for a few clients (parsing costs more than the rest).
+    """
     peer, local = plain_ip(peer), plain_ip(local)
     try:
         return ipaddress.ip_address(peer).is_loopback or peer == local
