@@ -130,7 +130,8 @@ class DataChannel:
 
     def readiness(self, *, write: bool) -> Readiness:
         """A waiter for this socket that stays registered for one transfer loop (see
-        ketch.server.readiness); only for channels whose bytes go on the socket as they are."""
+        ketch.server.readiness). It waits on the socket itself: under TLS, right for
+        writing (OpenSSL asks for it), not for reading (records may be buffered)."""
         return Readiness(self._loop, self.sock.fileno(), write=write)
 
     def _tune_for_files(self) -> None:

@@ -36,6 +36,7 @@ import socket
 import ssl
 
 from ketch.server.data_channel import YIELD_EVERY, DataChannel, DataConnectionError, DataOffer
+from ketch.server.readiness import Readiness
 from ketch.server.tls import reuse_refusal
 from ketch.server.transfers import TransferRefused
 
@@ -91,24 +92,26 @@ class TlsDataChannel(DataChannel):
         view = memoryview(buffer)
         total = 0
         budget = YIELD_EVERY
-        while count is None or total < count:
-            want = _FILE_PIECE if count is None else min(_FILE_PIECE, count - total)
-            got = os.preadv(fd, [view[:want]], offset)
-            if got == 0:
-                break
-            waited = await self._send_view(view[:got])
-            offset += got
-            total += got
-            budget = YIELD_EVERY if waited else budget - got
-            if budget <= 0:
-                budget = YIELD_EVERY
-                await asyncio.sleep(0)
+        with self.readiness(write=True) as writable:
+            while count is None or total < count:
+                want = _FILE_PIECE if count is None else min(_FILE_PIECE, count - total)
+                got = os.preadv(fd, [view[:want]], offset)
+                if got == 0:
+                    break
+                waited = await self._send_view(view[:got], writable)
+                offset += got
+                total += got
+                budget = YIELD_EVERY if waited else budget - got
+                if budget <= 0:
+                    budget = YIELD_EVERY
+                    await asyncio.sleep(0)
         return total
 
     async def send_all(self, data: bytes) -> None:
-        await self._send_view(memoryview(data))
+        with self.readiness(write=True) as writable:
+            await self._send_view(memoryview(data), writable)
 
-    async def _send_view(self, view: memoryview) -> bool:
+    async def _send_view(self, view: memoryview, writable: Readiness) -> bool:
         """Write all of ``view``; True if it had to wait for the socket.
 
         OpenSSL, without partial writes, takes a write whole or asks to be
@@ -123,7 +126,7 @@ class TlsDataChannel(DataChannel):
                 sent = self.tls_sock.send(piece)
             except ssl.SSLWantWriteError:
                 waited = True
-                await self._writable()
+                await writable.wait()
                 continue
             except ssl.SSLWantReadError:
                 waited = True
