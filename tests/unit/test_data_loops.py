@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -17,9 +18,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ketch.server import data_channel, receive_loop
+from ketch.server import data_channel, readiness, receive_loop
 from ketch.server.data_channel import DataChannel
 from ketch.server.receive_loop import receive_to_fd
+from ketch.server.tls_data import TlsDataChannel
 from ketch.server.transfers import TransferRefused, receive_file
 
 T = TypeVar("T")
@@ -213,18 +215,35 @@ def test_a_download_that_never_waits_still_lets_other_tasks_run(
 
 
 def counting(base: type[asyncio.AbstractEventLoop]) -> type[asyncio.AbstractEventLoop]:
-    """``base`` that counts its add_reader/add_writer calls (uvloop's Loop takes no patching)."""
+    """``base`` that counts reader/writer registrations and knows which stand.
+
+    Tracked here because uvloop's remove_reader/remove_writer return None
+    whether or not anything was registered.
+    """
 
     class Counting(base):  # type: ignore[valid-type,misc]
-        readers = writers = 0
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.added = {"reader": 0, "writer": 0}
+            self.standing: set[tuple[str, int]] = set()
 
-        def add_reader(self, *args: Any) -> None:
-            self.readers += 1
-            super().add_reader(*args)
+        def add_reader(self, fd: int, *args: Any) -> None:
+            self.added["reader"] += 1
+            self.standing.add(("reader", fd))
+            super().add_reader(fd, *args)
 
-        def add_writer(self, *args: Any) -> None:
-            self.writers += 1
-            super().add_writer(*args)
+        def add_writer(self, fd: int, *args: Any) -> None:
+            self.added["writer"] += 1
+            self.standing.add(("writer", fd))
+            super().add_writer(fd, *args)
+
+        def remove_reader(self, fd: int) -> bool:
+            self.standing.discard(("reader", fd))
+            return bool(super().remove_reader(fd))
+
+        def remove_writer(self, fd: int) -> bool:
+            self.standing.discard(("writer", fd))
+            return bool(super().remove_writer(fd))
 
     return Counting
 
@@ -243,9 +262,34 @@ def run_on(loop_name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return runner.run(main())
 
 
-def registrations(loop: asyncio.AbstractEventLoop) -> tuple[int, int]:
-    """(readers, writers) registered so far on a loop made by ``run_on``."""
-    return loop.readers, loop.writers  # type: ignore[attr-defined]
+def added(kind: str) -> int:
+    """Readers or writers added so far on the running loop (made by ``run_on``)."""
+    return int(asyncio.get_running_loop().added[kind])  # type: ignore[attr-defined]
+
+
+def standing() -> set[tuple[str, int]]:
+    """The (kind, fd) registrations standing on the running loop (made by ``run_on``)."""
+    return set(asyncio.get_running_loop().standing)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Grows by one at every Readiness.wait."""
+    counted: list[int] = []
+    wait = readiness.Readiness.wait
+
+    async def counted_wait(self: readiness.Readiness) -> None:
+        counted.append(1)
+        await wait(self)
+
+    monkeypatch.setattr(readiness.Readiness, "wait", counted_wait)
+    return counted
+
+
+@pytest.fixture
+def small_send_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads keep the socket's own small buffer, so they wait again and again."""
+    monkeypatch.setattr(data_channel, "_large_send_buffer_allowed", lambda: False)
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -273,15 +317,14 @@ def slow_reader(sock: socket.socket, into: bytearray) -> threading.Thread:
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_download_registers_for_writability_once_however_often_it_waits(
-    tmp_path: Path, loop_name: str
+    tmp_path: Path, loop_name: str, waits: list[int], small_send_buffer: None
 ) -> None:
     data = os.urandom(4 * 1024 * 1024 + 3)
     source = tmp_path / "down.bin"
     source.write_bytes(data)
     received = bytearray()
 
-    async def run() -> tuple[int, bool]:
-        loop = asyncio.get_running_loop()
+    async def run() -> tuple[int, set[tuple[str, int]]]:
         server_side, client_side = tcp_pair()
         server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         channel = DataChannel(server_side, "EPSV", lambda: None)
@@ -289,21 +332,22 @@ def test_a_download_registers_for_writability_once_however_often_it_waits(
         try:
             with source.open("rb", buffering=0) as file:
                 await channel.send_file(file.fileno(), 0)
-            still_registered = loop.remove_writer(server_side.fileno())
+            left = standing()
         finally:
             channel.close()
         await asyncio.to_thread(reader.join, 30)
-        return registrations(loop)[1], still_registered
+        return added("writer"), left
 
-    writers, still_registered = run_on(loop_name, run)
-    assert bytes(received) == data  # after many waits: a 16 KiB buffer for 4 MiB
+    writers, left = run_on(loop_name, run)
+    assert bytes(received) == data
+    assert len(waits) > 10  # a 32 KiB buffer for 4 MiB, read slowly
     assert writers == 1
-    assert not still_registered
+    assert left == set()
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_an_upload_registers_for_readability_once_however_often_it_waits(
-    tmp_path: Path, loop_name: str
+    tmp_path: Path, loop_name: str, waits: list[int]
 ) -> None:
     data = os.urandom(2 * 1024 * 1024 + 5)
     target = tmp_path / "up.bin"
@@ -314,8 +358,7 @@ def test_an_upload_registers_for_readability_once_however_often_it_waits(
                 sock.sendall(data[start : start + 65536])
                 time.sleep(0.001)
 
-    async def run() -> tuple[int, bool]:
-        loop = asyncio.get_running_loop()
+    async def run() -> tuple[int, set[tuple[str, int]]]:
         server_side, client_side = pair()
         channel = DataChannel(server_side, "EPSV", lambda: None)
         sender = threading.Thread(target=trickle, args=(client_side,), daemon=True)
@@ -323,24 +366,26 @@ def test_an_upload_registers_for_readability_once_however_often_it_waits(
         fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             await receive_to_fd(channel, fd)
-            still_registered = loop.remove_reader(server_side.fileno())
+            left = standing()
         finally:
             os.close(fd)
             channel.close()
         await asyncio.to_thread(sender.join, 30)
-        return registrations(loop)[0], still_registered
+        return added("reader"), left
 
-    readers, still_registered = run_on(loop_name, run)
-    assert target.read_bytes() == data  # after some 30 waits, one per trickled piece
+    readers, left = run_on(loop_name, run)
+    assert target.read_bytes() == data
+    assert len(waits) > 1  # some 30 pieces, a millisecond apart
     assert readers == 1
-    assert not still_registered
+    assert left == set()
 
 
-def test_a_cancelled_download_leaves_no_writer_registered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_cancelled_download_leaves_no_writer_registered(tmp_path: Path, loop_name: str) -> None:
     source = tmp_path / "down.bin"
     source.write_bytes(os.urandom(8 * 1024 * 1024))
 
-    async def run() -> bool:
+    async def run() -> set[tuple[str, int]]:
         server_side, client_side = tcp_pair()  # nobody reads: the download waits for good
         channel = DataChannel(server_side, "EPSV", lambda: None)
         try:
@@ -348,45 +393,101 @@ def test_a_cancelled_download_leaves_no_writer_registered(tmp_path: Path) -> Non
                 task = asyncio.create_task(channel.send_file(file.fileno(), 0))
                 for _ in range(200):
                     await asyncio.sleep(0.005)
-                    if channel.bytes_moved:
+                    if standing():
                         break
-                await asyncio.sleep(0.05)  # the socket is full: waiting now
+                assert standing(), "the download never waited for the socket"
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
-            return asyncio.get_running_loop().remove_writer(server_side.fileno())
+            return standing()
         finally:
             channel.close()
             client_side.close()
 
-    assert asyncio.run(run()) is False
+    assert run_on(loop_name, run) == set()
 
 
-def test_a_paced_piece_leaves_no_writer_registered_for_the_pause(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_paced_piece_leaves_no_writer_registered_for_the_pause(
+    tmp_path: Path, loop_name: str, waits: list[int], small_send_buffer: None
+) -> None:
     # A rate limit sleeps between pieces: a writer still registered then would
     # be called on every pass of the loop while the socket is writable.
     source = tmp_path / "down.bin"
     source.write_bytes(os.urandom(1024 * 1024))
     received = bytearray()
 
-    async def run() -> list[bool]:
-        loop = asyncio.get_running_loop()
+    async def run() -> list[set[tuple[str, int]]]:
         server_side, client_side = tcp_pair()
         server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         channel = DataChannel(server_side, "EPSV", lambda: None)
         reader = slow_reader(client_side, received)
-        left: list[bool] = []
+        left: list[set[tuple[str, int]]] = []
         try:
             with source.open("rb", buffering=0) as file:
                 offset = 0
                 while sent := await channel.send_file(file.fileno(), offset, 256 * 1024):
                     offset += sent
-                    left.append(loop.remove_writer(server_side.fileno()))
+                    left.append(standing())
         finally:
             channel.close()
         await asyncio.to_thread(reader.join, 30)
         return left
 
-    left = asyncio.run(run())
+    left = run_on(loop_name, run)
     assert len(received) == 1024 * 1024
-    assert left == [False] * 4
+    assert waits  # the pieces did wait for the socket
+    assert left == [set()] * 4
+
+
+class TlsWantingToRead:
+    """Stands in for an SSLSocket whose write needs the socket writable, then readable.
+
+    OpenSSL asks a writer to read while a handshake (renegotiation) is under
+    way: hard to provoke from a real peer, so the first two sends say so.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sends = 0
+        self.standing_at_third_send: set[tuple[str, int]] | None = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pending(self) -> int:
+        return 0
+
+    def send(self, piece: memoryview) -> int:
+        self.sends += 1
+        if self.sends == 1:
+            raise ssl.SSLWantWriteError()
+        if self.sends == 2:
+            raise ssl.SSLWantReadError()
+        if self.sends == 3:
+            self.standing_at_third_send = standing()
+        return self.sock.send(piece)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_tls_send_waiting_to_read_keeps_no_writer_registered(loop_name: str) -> None:
+    # A writable socket would call a standing writer on every pass of the loop
+    # for as long as the read wait lasts (up to the stall timeout): a busy loop.
+    async def run() -> tuple[TlsWantingToRead, set[tuple[str, int]]]:
+        server_side, client_side = tcp_pair()
+        tls = TlsWantingToRead(server_side)
+        plain = DataChannel(server_side, "EPSV", lambda: None)
+        channel = TlsDataChannel(tls, "EPSV", plain)  # type: ignore[arg-type]
+        try:
+            asyncio.get_running_loop().call_later(0.2, client_side.send, b"x")
+            async with asyncio.timeout(10):
+                await channel.send_all(b"hello")
+            return tls, standing()
+        finally:
+            server_side.close()
+            client_side.close()
+
+    tls, left = run_on(loop_name, run)
+    assert tls.sends == 3
+    assert tls.standing_at_third_send == set()  # the read wait's reader is gone too
+    assert left == set()

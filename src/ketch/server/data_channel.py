@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 
 from ketch.protocol.addresses import HostPort, plain_ip
@@ -56,7 +57,10 @@ class _LargeSendBuffers:
 #: a real link ACKs arrive by interrupt, so the limit would only shorten the queue that
 #: carries a download through moments when the event loop is busy: it is not set there.
 _LOCAL_UNSENT_LIMIT = 64 * 1024
-_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux's value; 3.12+ only
+# Python 3.12+ names the option; 25 is its number on Linux (3.12+), where alone it is set.
+_TCP_NOTSENT_LOWAT: int | None = getattr(
+    socket, "TCP_NOTSENT_LOWAT", 25 if sys.platform == "linux" else None
+)
 
 
 _WMEM_MAX = "/proc/sys/net/core/wmem_max"
@@ -215,6 +219,8 @@ def same_host(peer: str, local: str) -> bool:
 
 def _limit_unsent(sock: socket.socket) -> None:
     """Set ``_LOCAL_UNSENT_LIMIT``; a kernel without TCP_NOTSENT_LOWAT just queues as before."""
+    if _TCP_NOTSENT_LOWAT is None:
+        return
     try:  # noqa: SIM105  (one call per download; suppress() would cost a context manager)
         sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, _LOCAL_UNSENT_LIMIT)
     except OSError:

@@ -12,8 +12,9 @@ Epoll here is level-triggered: while registered, the callback also runs when
 nobody waits, on each loop pass while the socket stays ready (the one pass in
 which a woken transfer resumes, or a ``sleep(0)`` that yields to other
 sessions). It does nothing then. So a registration must never outlive the
-loop into a long pause, such as a rate limit's sleep between pieces: the loop
-would call it on every pass. The ``with`` block is the loop, nothing longer.
+loop into a long pause, such as a rate limit's sleep between pieces, or stay
+while the loop awaits something else (``release`` first): the event loop would
+call it on every pass. The ``with`` block is the loop, nothing longer.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ class Readiness:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Drop the registration now, before awaiting anything else (the next wait renews it).
+
+        The socket must still be open: its descriptor number, once closed, may
+        belong to another connection, whose registration this would remove. The
+        data channels close their socket only after the transfer loop has ended.
+        """
         if self._registered:
             self._registered = False
             if self._write:

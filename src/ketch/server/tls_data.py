@@ -130,6 +130,7 @@ class TlsDataChannel(DataChannel):
                 continue
             except ssl.SSLWantReadError:
                 waited = True
+                writable.release()  # else a writable socket calls it on every pass meanwhile
                 await self._wait_readable()
                 continue
             self.bytes_moved += sent
