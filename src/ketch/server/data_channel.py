@@ -177,23 +177,13 @@ class DataChannel:
         self._on_close()
 
     async def readable(self) -> None:
-        """Wait until the socket has data or end-of-file (one future per wait)."""
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        fd = self.sock.fileno()
-        self._loop.add_reader(fd, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            self._loop.remove_reader(fd)
+        """Wait once until the socket has data or end-of-file (loops use ``readiness``)."""
+        with self.readiness(write=False) as readable:
+            await readable.wait()
 
     async def _writable(self) -> None:
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        fd = self.sock.fileno()
-        self._loop.add_writer(fd, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            self._loop.remove_writer(fd)
+        with self.readiness(write=True) as writable:
+            await writable.wait()
 
 
 def _on_this_host(sock: socket.socket) -> bool:
@@ -244,11 +234,6 @@ def _large_send_buffer_allowed() -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return settable >= _SEND_BUFFER and autotuned < 2 * _SEND_BUFFER
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class DataOffer:
