@@ -368,6 +368,7 @@ class DataConnector:
         """
         accept = asyncio.ensure_future(self._accept_from_server(listener))
         answer = asyncio.ensure_future(self._control.read_reply())
+        handed_over = False
         try:
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
@@ -375,7 +376,9 @@ class DataConnector:
                     if answer.done() and not _preliminary(answer.result()):
                         reply = answer.result()
                         if reply.code < 300:
-                            return await accept, reply  # finished before we accepted
+                            sock = await accept  # finished before we accepted
+                            handed_over = True
+                            return sock, reply
                         raise self._connect_back_refused(advertised, via, reply)
                     sock = await accept
             except TimeoutError:
@@ -398,10 +401,12 @@ class DataConnector:
             if not _preliminary(reply) and reply.code >= 300:
                 sock.close()
                 raise reply_error(via, reply)
+            handed_over = True
             return sock, reply
         finally:
-            for task in (accept, answer):
-                task.cancel()
+            answer.cancel()
+            if not accept.cancel() and not handed_over:
+                _close_accepted(accept)  # the server connected, then refused (or we were cancelled)
 
     def _connect_back_refused(self, advertised: HostPort, via: str, reply: Reply) -> FtpError:
         if reply.code == 425:
@@ -464,3 +469,9 @@ def _describe(error: OSError) -> str:
     if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
         return "no route to that address"
     return error.strerror or str(error)
+
+
+def _close_accepted(accept: asyncio.Future[socket.socket]) -> None:
+    """Close the socket a finished accept made, when nobody took it."""
+    if not accept.cancelled() and accept.exception() is None:
+        accept.result().close()
