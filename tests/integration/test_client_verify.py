@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ketch.client import Client, HashUnsupported, VerifyFailed
+from ketch.client import Client, HashUnsupported, ReplyTimedOut, VerifyFailed
 
 from conftest import PASSWORD, USER, RunningServer
 from ftp_helpers import run_ketch as ketch
@@ -176,3 +176,23 @@ def test_verify_against_a_server_without_hash_fails_before_transferring(
                 await ftp.hash("file.txt")
 
     run(scenario())
+
+
+def test_a_hash_reply_too_late_for_the_timeout_does_not_answer_the_next_command(
+    server: RunningServer,
+) -> None:
+    """HASH of a big file outlasts the client's timeout: the error comes, then the
+    session is back in step (ABOR stops the hash), so the next command gets its own reply."""
+    with open(server.home / "big.bin", "wb") as big:
+        big.truncate(16 << 30)  # sparse: hashing 16 GiB of zeros takes seconds
+
+    async def scenario() -> tuple[str, str]:
+        ftp = Client(server.host, server.port, user=USER, password=PASSWORD, timeout=0.5)
+        async with ftp:
+            with pytest.raises(ReplyTimedOut) as late:
+                await ftp.hash("big.bin", "SHA-256")
+            return str(late.value), await ftp.pwd()
+
+    error, cwd = run(scenario())
+    assert "no reply" in error and "within 0.5 s" in error
+    assert cwd == "/"

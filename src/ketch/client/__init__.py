@@ -18,6 +18,7 @@ from ketch.client.errors import (
     PermanentReplyError,
     ProtocolError,
     ReplyError,
+    ReplyTimedOut,
     TransientReplyError,
     VerifyFailed,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "RemoteEntry",
     "RemoteHash",
     "ReplyError",
+    "ReplyTimedOut",
     "SyncClient",
     "TlsFailed",
     "TransferResult",

@@ -15,7 +15,7 @@ import os
 import socket
 import ssl
 
-from ketch.client.errors import ConnectFailed, FtpError, ProtocolError, unresolvable
+from ketch.client.errors import ConnectFailed, FtpError, ProtocolError, ReplyTimedOut, unresolvable
 from ketch.client.tls import TlsFailed, certificate_problem
 from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
 
@@ -172,7 +172,7 @@ class ControlConnection:
                 while not self._ready:
                     await self._fill()
         except TimeoutError:
-            raise ProtocolError(
+            raise ReplyTimedOut(
                 f"no reply from {self.host} within {limit:g} s",
                 "the server or the network stalled; try again, or raise --timeout",
             ) from None
@@ -183,9 +183,18 @@ class ControlConnection:
         return reply
 
     async def command(self, line: str) -> Reply:
-        """Send ``line`` and return the server's first reply to it."""
+        """Send ``line`` and return the server's first reply to it.
+
+        When the reply does not come in time, the conversation is resynchronised
+        (or closed) before the error is raised: a reply that came late, such as
+        a HASH of a big file, would otherwise answer the next command.
+        """
         await self.send(line)
-        return await self.read_reply()
+        try:
+            return await self.read_reply()
+        except ReplyTimedOut:
+            await self.resync()
+            raise
 
     def has_pending_reply(self) -> bool:
         """Whether a complete reply is already buffered."""

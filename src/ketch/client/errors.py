@@ -55,6 +55,10 @@ class ProtocolError(FtpError):
     """The server said something that is not valid FTP, or closed the connection."""
 
 
+class ReplyTimedOut(ProtocolError):
+    """No reply came within the timeout; one may still come, late."""
+
+
 class LocalFileError(FtpError):
     """A local file could not be read or written."""
 
