@@ -403,6 +403,17 @@ def test_a_command_pipelined_behind_hash_is_answered_after_it(
     ftp.close()
 
 
+def test_a_malformed_abor_behind_hash_is_refused_after_the_hash_reply(
+    server: RunningServer, payload: bytes
+) -> None:
+    """Only a well-formed ABOR is answered while hashing: "ABOR now"'s 501 comes after 213."""
+    ftp = connect(server)
+    ftp.sock.sendall(b"HASH data.bin\r\nABOR now\r\n")
+    assert ftp.getmultiline().startswith("213 SHA-256 ")
+    assert ftp.getmultiline().startswith("501 ABOR takes no argument")
+    ftp.close()
+
+
 def test_hash_refusals_say_what_is_wrong(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from ketch.server.jail import FilesystemError, PathEscapeError
 if TYPE_CHECKING:
     from ketch.server.session import Session
 
-__all__ = ["dispatch"]
+__all__ = ["dispatch", "well_formed"]
 
 log = logging.getLogger("ketch.server")
 
@@ -79,6 +79,12 @@ async def dispatch(session: Session, command: Command) -> None:
         )
     finally:
         session.command_raw = b""  # not kept while the session idles
+
+
+def well_formed(command: Command) -> bool:
+    """Whether ``command`` is a known verb with the argument it takes, so it would run."""
+    spec = COMMANDS.get(command.verb)
+    return spec is not None and _argument_refusal(spec, command.argument) is None
 
 
 def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:

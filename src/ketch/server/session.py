@@ -31,7 +31,7 @@ from ketch.server.auth import Account, Permission
 from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
 from ketch.server.data_channel import DataOffer
-from ketch.server.dispatch import dispatch
+from ketch.server.dispatch import dispatch, well_formed
 from ketch.server.filesystem import (
     Filesystem,
     FilesystemError,
@@ -294,8 +294,11 @@ class Session:
         return True
 
     async def _handle(self, command: Command) -> None:
-        if self.transfer is not None and command.verb not in self.urgent_commands:
-            # Keep replies in order: this command's answer follows the transfer's 226.
+        if self.transfer is not None and not (
+            command.verb in self.urgent_commands and well_formed(command)
+        ):
+            # Keep replies in order: this command's answer follows the transfer's 226. So
+            # does the 501 of a malformed ABOR: a HASH's client would take it for the 213.
             await asyncio.wait([self.transfer])
         await dispatch(self, command)
         self._last_activity = time.monotonic()
