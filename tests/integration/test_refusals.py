@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ketch.protocol.addresses import parse_pasv_reply
+from ketch.server.jail import Jail
 
 from conftest import READER, READER_PASSWORD, RunningServer
 from ftp_helpers import connect, reply_to
@@ -159,6 +160,35 @@ def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path:
     assert not (outside / "planted").exists()
     with pytest.raises(ftplib.error_perm, match=r"^550"):
         ftp.retrlines("LIST escape", lambda _: None)
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_gets_550(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a local user could win (see tests/unit/test_jail_races.py), end to end:
+    right after the jail checks ``sub/secret``, ``sub`` becomes a symlink out of the home."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not yours")
+    (server.home / "sub").mkdir()
+    (server.home / "sub" / "secret").write_bytes(b"yours")
+    checked = Jail.real_path
+
+    def check_then_swap(jail: Jail, virtual: str, *, follow_final: bool = True) -> str:
+        real = checked(jail, virtual, follow_final=follow_final)
+        sub = server.home / "sub"
+        if virtual == "/sub/secret" and not sub.is_symlink():
+            sub.rename(server.home / "sub.moved")
+            sub.symlink_to(outside)
+        return real
+
+    monkeypatch.setattr(Jail, "real_path", check_then_swap)
+    ftp = connect(server)
+    received: list[bytes] = []
+    with pytest.raises(ftplib.error_perm, match=r"^550 /sub/secret: .*outside your home"):
+        ftp.retrbinary("RETR sub/secret", received.append)
+    assert (server.home / "sub").is_symlink(), "the swap did not happen: the test proved nothing"
+    assert received == []
 
 
 def test_rename_target_cannot_escape(server: RunningServer, tmp_path: Path) -> None:

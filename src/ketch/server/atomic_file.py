@@ -24,7 +24,7 @@ import secrets
 import stat
 from typing import BinaryIO
 
-from ketch.server.jail import UPLOAD_TEMP_PREFIX
+from ketch.server.jail import UPLOAD_TEMP_PREFIX, Place
 
 __all__ = ["AtomicFile", "adopt_attributes", "temporary_name"]
 
@@ -55,24 +55,27 @@ def adopt_attributes(fd: int, existing: os.stat_result) -> None:
 
 
 class AtomicFile:
-    """An open temporary file that becomes ``target`` on :meth:`commit`.
+    """An open temporary file that becomes ``place``'s name on :meth:`commit`.
 
+    The temporary file ``temp`` is in the same directory, which the AtomicFile
+    holds (see ``Jail.place``) until :meth:`commit` or :meth:`discard`: the
+    rename acts there even if a path to it has been swapped meanwhile.
     ``placeholder`` is the stat of an empty file the upload itself created
-    at ``target`` to reserve the name (STOU): it counts as no file when
+    at the target to reserve the name (STOU): it counts as no file when
     committing, and :meth:`discard` removes it again.
     """
 
     def __init__(
         self,
         file: BinaryIO,
+        place: Place,
         temp: str,
-        target: str,
         *,
         placeholder: os.stat_result | None = None,
     ) -> None:
         self.file = file
+        self._place = place
         self._temp = temp
-        self._target = target
         self._placeholder = placeholder
         self._finished = False
 
@@ -86,13 +89,16 @@ class AtomicFile:
         size = os.fstat(self.file.fileno()).st_size
         self.file.close()
         replaced = self._replaced_size()
-        os.replace(self._temp, self._target)
+        place = self._place
+        os.replace(self._temp, place.name, src_dir_fd=place.dir_fd, dst_dir_fd=place.dir_fd)
         self._finished = True
+        place.close()
         return size, replaced
 
     def _replaced_size(self) -> int | None:
+        place = self._place
         try:
-            info = os.stat(self._target)
+            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
         if not stat.S_ISREG(info.st_mode) or self._is_placeholder(info):
@@ -113,13 +119,17 @@ class AtomicFile:
             return
         self._finished = True
         self.file.close()
+        place = self._place
         try:
-            os.unlink(self._temp)
+            os.unlink(self._temp, dir_fd=place.dir_fd)
         except FileNotFoundError:
             pass
         except OSError as error:
-            log.warning("cannot remove the temporary upload file %s: %s", self._temp, error)
+            shown = os.path.join(os.path.dirname(place.real), self._temp)
+            log.warning("cannot remove the temporary upload file %s: %s", shown, error)
         if self._placeholder is not None:
             with contextlib.suppress(OSError):
-                if self._is_placeholder(os.lstat(self._target)):
-                    os.unlink(self._target)
+                info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+                if self._is_placeholder(info):
+                    os.unlink(place.name, dir_fd=place.dir_fd)
+        place.close()

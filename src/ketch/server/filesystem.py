@@ -21,12 +21,13 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal
 
 from ketch.protocol.listing import FileFacts, ListLineMaker
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
-from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError
+from ketch.server.filesystem_api import Filesystem
+from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError, Place
 from ketch.server.mlsx_scan import mlsx_entry, scan_directory, scan_mlsx
 
 __all__ = [
@@ -46,94 +47,8 @@ _MAX_TEMPORARY_ATTEMPTS = 100
 # O_NONBLOCK keeps open() from waiting for a FIFO's other end; O_NOFOLLOW
 # makes a symlink swapped in after the jail check fail instead of being used.
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
-
-
-class Filesystem(Protocol):
-    """What a session may do with files; all paths are virtual."""
-
-    def stat(self, path: str) -> FileFacts:
-        """Facts about ``path``, following symlinks that stay inside the home."""
-        ...
-
-    def lstat(self, path: str) -> FileFacts:
-        """Facts about ``path`` itself; a symlink is reported as a link."""
-        ...
-
-    def list_dir(self, path: str) -> list[FileFacts]:
-        """The entries of a directory sorted by name; links are not followed."""
-        ...
-
-    def list_lines(self, path: str, now: float) -> list[str]:
-        """LIST's ``ls -l`` lines for a directory's entries: ``list_dir``, formatted as read."""
-        ...
-
-    def list_names(self, path: str) -> list[str]:
-        """The names of a directory's entries, sorted: ``list_dir`` without a stat each."""
-        ...
-
-    def is_dir(self, path: str) -> bool:
-        """Whether ``path`` is a reachable directory; never raises."""
-        ...
-
-    def is_file(self, path: str) -> bool:
-        """Whether ``path`` is a reachable regular file; never raises."""
-        ...
-
-    def open_read(self, path: str) -> BinaryIO:
-        """An unbuffered regular file opened for reading."""
-        ...
-
-    def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> BinaryIO:
-        """An unbuffered regular file opened for writing at ``offset`` or the end."""
-        ...
-
-    def create_unique(self, directory: str, stem: str) -> tuple[str, BinaryIO]:
-        """A new file named ``stem`` or ``stem.N`` and its virtual path."""
-        ...
-
-    def open_atomic_write(self, path: str, *, placeholder: bool = False) -> AtomicFile:
-        """A hidden temporary file that replaces ``path`` when committed.
-
-        ``placeholder``: ``path`` is an empty file this upload created to
-        reserve the name (STOU), removed again if the upload fails.
-        """
-        ...
-
-    def mkdir(self, path: str) -> None:
-        """Create a directory."""
-        ...
-
-    def rmdir(self, path: str) -> None:
-        """Remove an empty directory."""
-        ...
-
-    def remove(self, path: str) -> None:
-        """Remove a file or a symlink (never a directory)."""
-        ...
-
-    def rename(self, source: str, target: str) -> None:
-        """Rename ``source`` to ``target``, replacing a file already there."""
-        ...
-
-    def chmod(self, path: str, mode: int) -> None:
-        """Change permission bits (0o000 to 0o777)."""
-        ...
-
-    def list_mlsx(self, path: str) -> list[MlsxEntry]:
-        """MLSD's view of a directory's entries, sorted; links are not followed."""
-        ...
-
-    def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
-        """MLST's view of ``path`` (a link is reported as a link unless ``follow``)."""
-        ...
-
-    def set_mtime(self, path: str, mtime: float) -> None:
-        """Set the modification time (MFMT); the access time is kept."""
-        ...
-
-    def free_space(self, path: str) -> int:
-        """Bytes an unprivileged process may still write on ``path``'s filesystem."""
-        ...
+# A directory read for its names; not through a symlink (see Jail.place).
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def _reason(code: int | None) -> str:
@@ -207,7 +122,7 @@ class LocalFilesystem:
 
     # -- facts -------------------------------------------------------------
 
-    def _facts(self, name: str, info: os.stat_result, real: str) -> FileFacts:
+    def _facts(self, name: str, info: os.stat_result, place: Place) -> FileFacts:
         kind = _kind(info.st_mode)
         return FileFacts(
             name=name,
@@ -218,17 +133,17 @@ class LocalFilesystem:
             nlink=info.st_nlink,
             # Ids are hidden (like vsftpd's hide_ids): they mean nothing to the
             # client, and resolving names would cost a user-database lookup per entry.
-            link_target=self._link_target(real) if kind == "link" else None,
+            link_target=self._link_target(place.name, place.dir_fd) if kind == "link" else None,
         )
 
-    def _link_target(self, real: str) -> str | None:
+    def _link_target(self, name: str, dir_fd: int) -> str | None:
         """What a listing shows after "->", without revealing real paths.
 
         Relative targets are shown as written. Absolute ones are shown as
         virtual paths when they lie inside the home, and hidden otherwise.
         """
         try:
-            target = os.readlink(real)
+            target = os.readlink(name, dir_fd=dir_fd)
         except OSError:
             return None
         if not os.path.isabs(target):
@@ -236,23 +151,22 @@ class LocalFilesystem:
         return self._jail.virtual_path(target)
 
     def stat(self, path: str) -> FileFacts:
-        real = self._jail.real_path(path)
-        with _mapped(path):
-            info = os.stat(real)
-        return self._facts(_name_of(path), info, real)
+        return self._stat(path, follow=True)
 
     def lstat(self, path: str) -> FileFacts:
-        real = self._jail.real_path(path, follow_final=False)
-        with _mapped(path):
-            info = os.lstat(real)
-        return self._facts(_name_of(path), info, real)
+        return self._stat(path, follow=False)
+
+    def _stat(self, path: str, *, follow: bool) -> FileFacts:
+        # With follow, the jail resolved a final symlink: one there now was swapped in.
+        with self._jail.place(path, follow_final=follow) as place, _mapped(path):
+            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            return self._facts(_name_of(path), info, place)
 
     def list_dir(self, path: str) -> list[FileFacts]:
-        real = self._jail.real_path(path)
         # A NamedTuple's own constructor is a Python-level call, about as dear as the
         # rest of the loop; tuple.__new__ makes the same FileFacts without it.
         make = tuple.__new__
-        with _mapped(path):
+        with self._jail.place(path) as place, _mapped(path):
             return [
                 make(
                     FileFacts,
@@ -268,24 +182,27 @@ class LocalFilesystem:
                         target,
                     ),
                 )
-                for name, info, kind, target in scan_directory(real, self._link_target)
+                for name, info, kind, target in scan_directory(place, self._link_target)
             ]
 
     def list_lines(self, path: str, now: float) -> list[str]:
-        real = self._jail.real_path(path)
         # Each entry's lstat goes straight into its line: a big directory's LIST
         # costs a tenth less than making FileFacts first (see ListLineMaker).
         line = ListLineMaker(now).line
-        with _mapped(path):
+        with self._jail.place(path) as place, _mapped(path):
             return [
                 line(name, kind, info.st_size, info.st_mtime, info.st_mode, info.st_nlink, target)
-                for name, info, kind, target in scan_directory(real, self._link_target)
+                for name, info, kind, target in scan_directory(place, self._link_target)
             ]
 
     def list_names(self, path: str) -> list[str]:
-        real = self._jail.real_path(path)
-        with _mapped(path), os.scandir(real) as scan:
-            names = [entry.name for entry in scan if not entry.name.startswith(UPLOAD_TEMP_PREFIX)]
+        with self._jail.place(path) as place, _mapped(path):
+            fd = os.open(place.name, _DIRECTORY_FLAGS, dir_fd=place.dir_fd)
+            try:
+                with os.scandir(fd) as scan:  # reads a duplicate: fd stays ours to close
+                    names = [e.name for e in scan if not e.name.startswith(UPLOAD_TEMP_PREFIX)]
+            finally:
+                os.close(fd)
         names.sort()
         return names
 
@@ -306,14 +223,17 @@ class LocalFilesystem:
 
     # -- transfers ---------------------------------------------------------
 
-    def _open_regular(self, path: str, real: str, flags: int) -> int:
-        """A blocking descriptor for a regular file, or FilesystemError.
+    def _open_regular(self, path: str, place: Place, flags: int, name: str | None = None) -> int:
+        """A blocking descriptor for the regular file ``name`` (default: the place's), or
+        FilesystemError.
 
         The type is checked on the opened descriptor, so a file swapped for
         a FIFO between a check and the open is still caught.
         """
         with _mapped(path):
-            fd = os.open(real, flags | _OPEN_FLAGS, _NEW_FILE_MODE)
+            fd = os.open(
+                name or place.name, flags | _OPEN_FLAGS, _NEW_FILE_MODE, dir_fd=place.dir_fd
+            )
         try:
             with _mapped(path):
                 _check_regular(path, os.fstat(fd).st_mode)
@@ -324,28 +244,23 @@ class LocalFilesystem:
         return fd
 
     def open_read(self, path: str) -> BinaryIO:
-        real = self._jail.real_path(path)
-        fd = self._open_regular(path, real, os.O_RDONLY)
+        with self._jail.place(path) as place:
+            fd = self._open_regular(path, place, os.O_RDONLY)
         return os.fdopen(fd, "rb", buffering=0)
 
     def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> BinaryIO:
-        real = self._jail.real_path(path)
         if offset < 0:
             raise FilesystemError(f"{path}: restart offset {offset} is negative; use 0 or more")
-        # Check before opening so a refused upload leaves no file behind and
-        # a FIFO is never opened for writing at all.
-        with _mapped(path):
-            try:
-                existing = os.stat(real)
-            except FileNotFoundError:
-                existing = None
-        if existing is not None:
-            _check_regular(path, existing.st_mode)
-        if not append:
-            self._check_offset(path, offset, existing.st_size if existing else 0)
-
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
-        fd = self._open_regular(path, real, flags)
+        with self._jail.place(path) as place:
+            # Check before opening so a refused upload leaves no file behind and
+            # a FIFO is never opened for writing at all.
+            existing = _lstat_or_none(path, place)
+            if existing is not None:
+                _check_regular(path, existing.st_mode)
+            if not append:
+                self._check_offset(path, offset, existing.st_size if existing else 0)
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
+            fd = self._open_regular(path, place, flags)
         try:
             with _mapped(path):
                 if append:
@@ -371,42 +286,45 @@ class LocalFilesystem:
     def create_unique(self, directory: str, stem: str) -> tuple[str, BinaryIO]:
         if not stem or "/" in stem or stem in (".", ".."):
             raise FilesystemError(f"{stem!r}: not a usable file name; use a plain name without '/'")
-        real_dir = self._jail.real_path(directory)
-        for attempt in range(_MAX_UNIQUE_ATTEMPTS):
-            name = stem if attempt == 0 else f"{stem}.{attempt}"
-            virtual = posixpath.join(directory, name)
-            # The jail also vets the stem itself (NUL bytes and the like).
-            real = self._jail.real_path(virtual, follow_final=False)
-            if os.path.dirname(real) != real_dir:
-                raise FilesystemError(f"{virtual}: not a usable file name; choose another name")
-            try:
-                # O_EXCL is the atomic "only if nobody has this name" test; it
-                # also refuses an existing symlink rather than following it.
-                fd = self._open_regular(virtual, real, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-            except FilesystemError as error:
-                if isinstance(error.__cause__, FileExistsError):
-                    continue
-                raise
-            return virtual, os.fdopen(fd, "wb", buffering=0)
+        with self._jail.place(posixpath.join(directory, stem), follow_final=False) as place:
+            for attempt in range(_MAX_UNIQUE_ATTEMPTS):
+                name = stem if attempt == 0 else f"{stem}.{attempt}"
+                virtual = posixpath.join(directory, name)
+                # The jail also vets the name itself (NUL bytes and the like).
+                real = self._jail.real_path(virtual, follow_final=False)
+                if os.path.dirname(real) != os.path.dirname(place.real):
+                    raise FilesystemError(f"{virtual}: not a usable file name; choose another name")
+                try:
+                    # O_EXCL is the atomic "only if nobody has this name" test; it
+                    # also refuses an existing symlink rather than following it.
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                    fd = self._open_regular(virtual, place, flags, name)
+                except FilesystemError as error:
+                    if isinstance(error.__cause__, FileExistsError):
+                        continue
+                    raise
+                return virtual, os.fdopen(fd, "wb", buffering=0)
         raise FilesystemError(
             f"{posixpath.join(directory, stem)}: no free name after {_MAX_UNIQUE_ATTEMPTS} "
             "attempts; remove old uploads or choose another name"
         )
 
     def open_atomic_write(self, path: str, *, placeholder: bool = False) -> AtomicFile:
-        real = self._jail.real_path(path)
-        with _mapped(path):
-            try:
-                existing: os.stat_result | None = os.stat(real)
-            except FileNotFoundError:
-                existing = None
+        place = self._jail.place(path)  # held by the AtomicFile until it is done
+        try:
+            return self._atomic_write_at(path, place, placeholder=placeholder)
+        except BaseException:
+            place.close()
+            raise
+
+    def _atomic_write_at(self, path: str, place: Place, *, placeholder: bool) -> AtomicFile:
+        existing = _lstat_or_none(path, place)
         if existing is not None:
             _check_regular(path, existing.st_mode)
-        directory, name = os.path.split(real)
         for _ in range(_MAX_TEMPORARY_ATTEMPTS):
-            temp = os.path.join(directory, temporary_name(name))
+            temp = temporary_name(place.name)
             try:
-                fd = self._open_regular(path, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                fd = self._open_regular(path, place, os.O_WRONLY | os.O_CREAT | os.O_EXCL, temp)
             except FilesystemError as error:
                 if isinstance(error.__cause__, FileExistsError):
                     continue
@@ -420,46 +338,46 @@ class LocalFilesystem:
                     adopt_attributes(fd, existing)
         except BaseException:
             os.close(fd)
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=place.dir_fd)
             raise
         return AtomicFile(
             os.fdopen(fd, "wb", buffering=0),
+            place,
             temp,
-            real,
             placeholder=existing if placeholder else None,
         )
 
     # -- changes -----------------------------------------------------------
 
     def mkdir(self, path: str) -> None:
-        real = self._jail.real_path(path, follow_final=False)
-        with _mapped(path):
-            os.mkdir(real, _NEW_DIR_MODE)
+        with self._jail.place(path, follow_final=False) as place, _mapped(path):
+            os.mkdir(place.name, _NEW_DIR_MODE, dir_fd=place.dir_fd)
 
     def rmdir(self, path: str) -> None:
         _refuse_home(path, "remove")
-        real = self._jail.real_path(path, follow_final=False)
-        with _mapped(path):
-            os.rmdir(real)
+        with self._jail.place(path, follow_final=False) as place, _mapped(path):
+            os.rmdir(place.name, dir_fd=place.dir_fd)
 
     def remove(self, path: str) -> None:
         _refuse_home(path, "remove")
-        real = self._jail.real_path(path, follow_final=False)
-        with _mapped(path):
-            if stat.S_ISDIR(os.lstat(real).st_mode):
+        with self._jail.place(path, follow_final=False) as place, _mapped(path):
+            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
                 raise FilesystemError(
                     f"{path}: {os.strerror(errno.EISDIR)}; remove directories with RMD"
                 )
-            os.unlink(real)
+            os.unlink(place.name, dir_fd=place.dir_fd)
 
     def rename(self, source: str, target: str) -> None:
         _refuse_home(source, "rename")
         _refuse_home(target, "replace")
-        real_source = self._jail.real_path(source, follow_final=False)
-        real_target = self._jail.real_path(target, follow_final=False)
-        # The OS does not say which side failed, so both paths are named.
-        with _mapped(f"{source} -> {target}"):
-            os.rename(real_source, real_target)
+        with (
+            self._jail.place(source, follow_final=False) as old,
+            self._jail.place(target, follow_final=False) as new,
+            # The OS does not say which side failed, so both paths are named.
+            _mapped(f"{source} -> {target}"),
+        ):
+            os.rename(old.name, new.name, src_dir_fd=old.dir_fd, dst_dir_fd=new.dir_fd)
 
     def chmod(self, path: str, mode: int) -> None:
         if not 0 <= mode <= 0o777:
@@ -468,32 +386,46 @@ class LocalFilesystem:
             raise FilesystemError(
                 f"{path}: mode {mode:o} is not allowed; use permission bits 000 to 777"
             )
-        real = self._jail.real_path(path)
-        with _mapped(path):
-            os.chmod(real, mode)
+        with self._jail.place(path) as place, _mapped(path):
+            try:
+                os.chmod(place.name, mode, dir_fd=place.dir_fd, follow_symlinks=False)
+            except ValueError:  # Linux cannot chmod a link itself: one was swapped in
+                raise FilesystemError(
+                    f"{path}: is a symbolic link now; try again to change what it points to"
+                ) from None
 
     # -- extensions (MLSD/MLST, MFMT, AVBL) ----------------------------------
 
     def list_mlsx(self, path: str) -> list[MlsxEntry]:
-        real = self._jail.real_path(path)
-        with _mapped(path):
-            return scan_mlsx(real, self._link_target)
+        with self._jail.place(path) as place, _mapped(path):
+            return scan_mlsx(place, self._link_target)
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
-        real = self._jail.real_path(path, follow_final=follow)
-        with _mapped(path):
-            info = os.stat(real) if follow else os.lstat(real)
-        target = self._link_target(real) if stat.S_ISLNK(info.st_mode) else None
-        return mlsx_entry(_name_of(path), info, target)
+        with self._jail.place(path, follow_final=follow) as place, _mapped(path):
+            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            link = stat.S_ISLNK(info.st_mode)
+            return mlsx_entry(
+                _name_of(path), info, self._link_target(place.name, place.dir_fd) if link else None
+            )
 
     def set_mtime(self, path: str, mtime: float) -> None:
-        real = self._jail.real_path(path)
-        with _mapped(path):
+        with self._jail.place(path) as place, _mapped(path):
+            name, fd = place.name, place.dir_fd
+            atime = os.stat(name, dir_fd=fd, follow_symlinks=False).st_atime
             # Seconds as a float: nanoseconds of year 9999 would overflow the C type.
-            os.utime(real, (os.stat(real).st_atime, mtime))
+            os.utime(name, (atime, mtime), dir_fd=fd, follow_symlinks=False)
 
     def free_space(self, path: str) -> int:
         real = self._jail.real_path(path)
         with _mapped(path):
             info = os.statvfs(real)
         return info.f_bavail * info.f_frsize
+
+
+def _lstat_or_none(path: str, place: Place) -> os.stat_result | None:
+    """The place's own facts (a symlink there is not followed), or None if nothing is there."""
+    with _mapped(path):
+        try:
+            return os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None

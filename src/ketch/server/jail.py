@@ -7,6 +7,14 @@ of the home. ``Jail.real_path`` then maps that virtual path onto the disk
 and checks, after resolving symlinks, that the result is still inside the
 home: a symlink placed by a local user must not become a way out.
 
+A check on path strings alone leaves a race: between the check and the use,
+a local user who can write inside the home could swap a directory on the
+path for a symlink to somewhere else, and the kernel would follow it.
+``Jail.place`` closes it. It opens the checked path's directory and asks
+the kernel (``/proc/self/fd``) where that descriptor really is; the
+operation then acts on a single name relative to the descriptor, without
+following a symlink in it. Whatever is swapped after that is not looked at.
+
 The filesystem errors live here rather than in ``filesystem`` because the
 jail is the lower layer and raises them; ``filesystem`` re-exports them.
 """
@@ -16,13 +24,27 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["UPLOAD_TEMP_PREFIX", "FilesystemError", "Jail", "PathEscapeError", "resolve_virtual"]
+__all__ = [
+    "UPLOAD_TEMP_PREFIX",
+    "FilesystemError",
+    "Jail",
+    "PathEscapeError",
+    "Place",
+    "resolve_virtual",
+]
 
 #: Names of the temporary files of uploads in progress (see ketch.server.atomic_file).
 #: Clients can neither see nor name them, so nobody reads, replaces or deletes a
 #: half-written upload; a name with this prefix is refused in every path.
 UPLOAD_TEMP_PREFIX = ".ketch-upload-"
+
+# A directory held only as a place to act in: O_PATH needs no read permission (Linux).
+_DIRECTORY_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+# Where the kernel tells which path a descriptor has. Without /proc (some containers)
+# the place is not checked again: the jail is then as good as its string check.
+_FD_PATHS = "/proc/self/fd"
 
 
 class FilesystemError(Exception):
@@ -158,9 +180,69 @@ class Jail:
                 return os.path.realpath(os.path.join(self._home, *parts))
         return path
 
+    def place(self, virtual: str, *, follow_final: bool = True) -> Place:
+        """Where an operation on ``virtual`` acts: its directory, held open and checked.
+
+        The directory is opened after the check of :meth:`real_path` and then
+        checked again on the descriptor, so a component swapped for a symlink
+        in between is refused. The home itself is the name "." in itself. The
+        caller acts with ``dir_fd`` and ``name`` and never follows a symlink
+        in ``name`` (the check resolved it, so one there now was swapped in).
+        """
+        real = self.real_path(virtual, follow_final=follow_final)
+        directory, name = (real, ".") if real == self._home else os.path.split(real)
+        try:
+            fd = os.open(directory, _DIRECTORY_FLAGS)
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else "Input/output error"
+            raise FilesystemError(f"{virtual}: {reason}") from error
+        try:
+            where = os.readlink(f"{_FD_PATHS}/{fd}")
+        except FileNotFoundError:
+            pass  # no /proc to ask
+        except BaseException:
+            os.close(fd)
+            raise
+        else:
+            if not self.contains(where):
+                os.close(fd)
+                raise PathEscapeError(virtual)
+        return Place(fd, name, real)
+
     def virtual_path(self, real: str) -> str | None:
         """The virtual path of a real path inside the home, or None if outside."""
         normalized = os.path.normpath(real)
         if not self.contains(normalized):
             return None
         return "/" + normalized[len(self._home) :].strip("/")
+
+
+class Place:
+    """A checked directory held open, and the name an operation acts on in it.
+
+    A context manager: the descriptor is closed at the end of the ``with``.
+    """
+
+    __slots__ = ("dir_fd", "name", "real")
+
+    def __init__(self, dir_fd: int, name: str, real: str) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+        #: The checked real path, for messages and the few path-based calls left.
+        self.real = real
+
+    def __enter__(self) -> Place:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
