@@ -104,6 +104,37 @@ def test_pasv_pasv_pipelined_leave_no_port_bound(
     ftp.quit()
 
 
+def test_one_passive_port_serves_a_pasv_that_replaces_an_unused_one(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """With a one-port range, PASV after PASV (a client retrying, say) reuses the port.
+
+    The replaced offer let go of its listener only on a later loop pass, so the
+    new PASV found the only port still bound and got 425, every second time.
+    """
+    server = make_server(passive_ports="22626-22626", command_rate=0)
+    (server.home / "file.bin").write_bytes(b"y" * 1000)
+    ftp = connect(server)
+    for verb in ("PASV", "PASV", "EPSV", "PASV"):
+        assert reply_to(ftp, verb).startswith(("227", "229")), verb
+    ftp.sock.sendall(b"PASV\r\nPASV\r\n")  # also when both are read at once
+    assert ftp.getmultiline().startswith("227")
+    reply = ftp.getmultiline()
+    assert reply.startswith("227"), reply
+    # The last offer works: the download arrives through the one port.
+    data = socket.create_connection(("127.0.0.1", 22626), timeout=5)
+    ftp.voidcmd("TYPE I")
+    ftp.putcmd("RETR file.bin")
+    assert ftp.getmultiline().startswith("150")
+    received = b""
+    while chunk := data.recv(65536):
+        received += chunk
+    data.close()
+    assert ftp.getmultiline().startswith("226")
+    assert received == b"y" * 1000
+    ftp.quit()
+
+
 def test_client_vanishing_mid_transfer_leaves_server_healthy(
     server: RunningServer, big_file: Path
 ) -> None:

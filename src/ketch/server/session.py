@@ -30,7 +30,7 @@ from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
 from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
-from ketch.server.data_channel import DataOffer
+from ketch.server.data_offers import DataOffer
 from ketch.server.dispatch import dispatch, well_formed
 from ketch.server.filesystem import (
     Filesystem,

@@ -35,7 +35,8 @@ import os
 import socket
 import ssl
 
-from ketch.server.data_channel import YIELD_EVERY, DataChannel, DataConnectionError, DataOffer
+from ketch.server.data_channel import YIELD_EVERY, DataChannel, DataConnectionError
+from ketch.server.data_offers import DataOffer
 from ketch.server.readiness import Readiness
 from ketch.server.tls import reuse_refusal
 from ketch.server.transfers import TransferRefused

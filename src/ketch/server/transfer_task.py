@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.protocol.security import transfer_refusal
 from ketch.protocol.session_state import URGENT_COMMANDS
-from ketch.server.data_channel import DataChannel, DataConnectionError, DataOffer
+from ketch.server.data_channel import DataChannel, DataConnectionError
+from ketch.server.data_offers import DataOffer
 from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 

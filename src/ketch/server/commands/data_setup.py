@@ -20,7 +20,7 @@ from ketch.protocol.addresses import (
 )
 from ketch.server import port20_helper
 from ketch.server.command_table import Argument, command
-from ketch.server.data_channel import ActiveOffer, PassiveOffer
+from ketch.server.data_offers import ActiveOffer, PassiveOffer
 from ketch.server.passive_ports import PassivePortsExhausted
 from ketch.server.session import Session
 
