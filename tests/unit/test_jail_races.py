@@ -11,7 +11,11 @@ outside may be read, listed, created, changed or removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,9 @@ from typing import Any
 import pytest
 
 from ketch.server.filesystem import FilesystemError, LocalFilesystem
+from ketch.server.jail import Place
 
-SECRET = b"outside the home"
+SECRET = b"outside the home\n" * 1000  # 17000 bytes: a size no file inside has
 
 
 class Swapper:
@@ -46,6 +51,7 @@ def outside(tmp_path: Path) -> Path:
     (place / "file.txt").write_bytes(SECRET)
     (place / "other.txt").write_bytes(SECRET)
     (place / "dir").mkdir()
+    (place / "outside-only.txt").write_bytes(b"a name no listing inside has")
     os.utime(place / "file.txt", (1_000_000, 1_000_000))
     (place / "file.txt").chmod(0o600)
     return place
@@ -179,3 +185,94 @@ def test_without_a_swap_the_same_operations_work(tmp_path: Path, outside: Path) 
     fs.rename("/sub/other.txt", "/sub/renamed.txt")
     fs.remove("/sub/renamed.txt")
     assert sorted(os.listdir(home / "sub")) == ["dir", "file.txt", "file.txt.1", "new.txt"]
+
+
+def test_a_swap_after_the_place_is_held_changes_nothing_outside(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap just after ``Jail.place`` has checked its directory: the operations act on
+    the directory held (now ``sub.moved``) or refuse, and never reach outside."""
+    for operation in OPERATIONS.values():
+        home = tmp_path / f"home{len(list(tmp_path.iterdir()))}"
+        (home / "sub" / "dir").mkdir(parents=True)
+        (home / "sub" / "file.txt").write_bytes(b"inside")
+        (home / "sub" / "other.txt").write_bytes(b"inside")
+        fs = LocalFilesystem(home)
+        swapper = Swapper(home, outside)
+        jail = fs._jail
+        placed = jail.place
+
+        def place_then_swap(
+            virtual: str, *, follow_final: bool = True, _placed: Any = placed, _s: Any = swapper
+        ) -> Place:
+            place = _placed(virtual, follow_final=follow_final)
+            _s.after_check(virtual)
+            return place
+
+        monkeypatch.setattr(jail, "place", place_then_swap)
+        before = outside_state(outside)
+        result: Any = None
+        with contextlib.suppress(FilesystemError):
+            result = operation(fs)
+        assert swapper.swaps == 1
+        assert outside_state(outside) == before
+        # Nor is anything from outside read, listed or described.
+        shown = repr(result)
+        assert "outside the home" not in shown, "read from outside"
+        assert "outside-only" not in shown and str(len(SECRET)) not in shown, shown
+
+
+def test_a_symlink_loop_is_reported_as_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "loop").symlink_to("loop")
+    (home / "file.txt").write_bytes(b"x")
+    (home / "link").symlink_to("file.txt")
+    fs = LocalFilesystem(home)
+    for operation in (
+        lambda: fs.stat("/loop"),
+        lambda: fs.mlsx_entry("/loop", follow=True),
+        lambda: fs.chmod("/loop", 0o600),
+        lambda: fs.set_mtime("/loop", 2_000_000.0),
+        lambda: fs.open_read("/loop"),
+    ):
+        with pytest.raises(FilesystemError, match=r"^/loop: Too many levels of symbolic links"):
+            operation()
+    assert not fs.is_dir("/loop") and not fs.is_file("/loop")
+    assert fs.lstat("/loop").kind == "link"
+    # A link inside the home still leads to its target.
+    fs.chmod("/link", 0o604)
+    assert (home / "file.txt").stat().st_mode & 0o777 == 0o604
+    assert fs.is_file("/link") and fs.stat("/link").kind == "file"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) to unmount /proc in a private mount namespace",
+)
+def test_without_proc_chmod_still_works_and_the_log_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    """With no /proc (some containers) glibc cannot chmod without following a link,
+    and the jail cannot check its places: SITE CHMOD must still work, and the log
+    must say once what is missing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "f").write_bytes(b"x")
+    script = (
+        "import logging, sys\n"
+        "from pathlib import Path\n"
+        "from ketch.server.filesystem import LocalFilesystem\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "fs = LocalFilesystem(Path(sys.argv[1]))\n"
+        "fs.chmod('/f', 0o640)\n"
+        "fs.chmod('/f', 0o604)\n"
+        "print(fs.stat('/f').size)\n"
+    )
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+    command += ['umount -l /proc && exec "$0" -c "$1" "$2"', sys.executable, script, str(home)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+    assert (home / "f").stat().st_mode & 0o777 == 0o604
+    assert result.stderr.count("/proc/self/fd is missing") == 1, result.stderr

@@ -49,6 +49,8 @@ _MAX_TEMPORARY_ATTEMPTS = 100
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
 # A directory read for its names; not through a symlink (see Jail.place).
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+# Any file held only to ask about its filesystem (O_PATH needs no permission on it).
+_PLACE_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def _reason(code: int | None) -> str:
@@ -157,9 +159,8 @@ class LocalFilesystem:
         return self._stat(path, follow=False)
 
     def _stat(self, path: str, *, follow: bool) -> FileFacts:
-        # With follow, the jail resolved a final symlink: one there now was swapped in.
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):
-            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            info = _followed_stat(path, place) if follow else _own_stat(place)
             return self._facts(_name_of(path), info, place)
 
     def list_dir(self, path: str) -> list[FileFacts]:
@@ -208,9 +209,9 @@ class LocalFilesystem:
 
     def _mode_or_none(self, path: str) -> int | None:
         try:
-            real = self._jail.real_path(path)
-            return os.stat(real).st_mode
-        except (FilesystemError, OSError, ValueError):
+            with self._jail.place(path) as place, _mapped(path):
+                return _followed_stat(path, place).st_mode
+        except FilesystemError:
             return None
 
     def is_dir(self, path: str) -> bool:
@@ -387,12 +388,15 @@ class LocalFilesystem:
                 f"{path}: mode {mode:o} is not allowed; use permission bits 000 to 777"
             )
         with self._jail.place(path) as place, _mapped(path):
+            _followed_stat(path, place)  # a loop, or a link swapped in: ELOOP
             try:
                 os.chmod(place.name, mode, dir_fd=place.dir_fd, follow_symlinks=False)
-            except ValueError:  # Linux cannot chmod a link itself: one was swapped in
-                raise FilesystemError(
-                    f"{path}: is a symbolic link now; try again to change what it points to"
-                ) from None
+            except ValueError:
+                # glibc refuses for a link (swapped in just now), and for any file when it
+                # has no /proc to do this through; then the jail could not check the place
+                # either (see Jail.place), and only a link is still refused.
+                _followed_stat(path, place)
+                os.chmod(place.name, mode, dir_fd=place.dir_fd)
 
     # -- extensions (MLSD/MLST, MFMT, AVBL) ----------------------------------
 
@@ -402,7 +406,7 @@ class LocalFilesystem:
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):
-            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            info = _followed_stat(path, place) if follow else _own_stat(place)
             link = stat.S_ISLNK(info.st_mode)
             return mlsx_entry(
                 _name_of(path), info, self._link_target(place.name, place.dir_fd) if link else None
@@ -410,16 +414,36 @@ class LocalFilesystem:
 
     def set_mtime(self, path: str, mtime: float) -> None:
         with self._jail.place(path) as place, _mapped(path):
-            name, fd = place.name, place.dir_fd
-            atime = os.stat(name, dir_fd=fd, follow_symlinks=False).st_atime
+            atime = _followed_stat(path, place).st_atime
             # Seconds as a float: nanoseconds of year 9999 would overflow the C type.
-            os.utime(name, (atime, mtime), dir_fd=fd, follow_symlinks=False)
+            os.utime(place.name, (atime, mtime), dir_fd=place.dir_fd, follow_symlinks=False)
 
     def free_space(self, path: str) -> int:
-        real = self._jail.real_path(path)
-        with _mapped(path):
-            info = os.statvfs(real)
+        with self._jail.place(path) as place, _mapped(path):
+            fd = os.open(place.name, _PLACE_FLAGS, dir_fd=place.dir_fd)
+            try:
+                info = os.fstatvfs(fd)
+            finally:
+                os.close(fd)
         return info.f_bavail * info.f_frsize
+
+
+def _own_stat(place: Place) -> os.stat_result:
+    """The facts of the place's name itself (a symlink there is reported as one)."""
+    return os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+
+
+def _followed_stat(path: str, place: Place) -> os.stat_result:
+    """The facts of what ``path`` leads to, for a place checked with ``follow_final``.
+
+    The jail resolved every symlink on the way, so a link at the place is a
+    loop it could not resolve, or one swapped in since: either way it is not
+    followed, and ELOOP says why.
+    """
+    info = _own_stat(place)
+    if stat.S_ISLNK(info.st_mode):
+        raise FilesystemError(f"{path}: {os.strerror(errno.ELOOP)}")
+    return info
 
 
 def _lstat_or_none(path: str, place: Place) -> os.stat_result | None:

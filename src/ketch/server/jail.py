@@ -21,6 +21,7 @@ jail is the lower layer and raises them; ``filesystem`` re-exports them.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -39,6 +40,8 @@ __all__ = [
 #: Clients can neither see nor name them, so nobody reads, replaces or deletes a
 #: half-written upload; a name with this prefix is refused in every path.
 UPLOAD_TEMP_PREFIX = ".ketch-upload-"
+
+log = logging.getLogger("ketch.server")
 
 # A directory held only as a place to act in: O_PATH needs no read permission (Linux).
 _DIRECTORY_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
@@ -194,14 +197,15 @@ class Jail:
         try:
             fd = os.open(directory, _DIRECTORY_FLAGS)
         except OSError as error:
-            reason = os.strerror(error.errno) if error.errno else "Input/output error"
-            raise FilesystemError(f"{virtual}: {reason}") from error
+            raise FilesystemError(f"{virtual}: {_reason(error)}") from error
         try:
             where = os.readlink(f"{_FD_PATHS}/{fd}")
         except FileNotFoundError:
-            pass  # no /proc to ask
-        except BaseException:
+            _warn_without_proc()
+        except BaseException as error:
             os.close(fd)
+            if isinstance(error, OSError):
+                raise FilesystemError(f"{virtual}: {_reason(error)}") from error
             raise
         else:
             if not self.contains(where):
@@ -215,6 +219,26 @@ class Jail:
         if not self.contains(normalized):
             return None
         return "/" + normalized[len(self._home) :].strip("/")
+
+
+def _reason(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else "Input/output error"
+
+
+def _warn_without_proc() -> None:
+    """Say once per process that places cannot be checked again (no /proc)."""
+    if not _ProcWarning.given:
+        _ProcWarning.given = True
+        log.warning(
+            "%s is missing (is /proc mounted?): the jail cannot check the directories "
+            "it acts in, so a local user who can swap a directory for a symlink while a "
+            "command runs could get out of a home; mount /proc for the server",
+            _FD_PATHS,
+        )
+
+
+class _ProcWarning:
+    given = False
 
 
 class Place:

@@ -48,27 +48,27 @@ class QuotaExceeded(TransferRefused):
 
 
 def scan_usage(home: str) -> tuple[int, int]:
-    """The bytes and regular files under ``home``; unreadable parts count as empty."""
+    """The bytes and regular files under ``home``; unreadable parts count as empty.
+
+    ``os.fwalk`` goes down by directory descriptors and never through a
+    symlink, so a directory swapped for a symlink meanwhile is not walked
+    into: a local user cannot make the count take in a tree outside the home.
+    """
     total_bytes = total_files = 0
-    pending = [home]
-    while pending:
-        directory = pending.pop()
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat.S_ISDIR(info.st_mode):
-                        pending.append(entry.path)
-                    elif stat.S_ISREG(info.st_mode) and not entry.name.startswith(
-                        UPLOAD_TEMP_PREFIX
-                    ):
-                        total_bytes += info.st_size
-                        total_files += 1
-        except OSError:
-            continue
+    try:
+        for _, _, names, directory in os.fwalk(home):
+            for name in names:
+                if name.startswith(UPLOAD_TEMP_PREFIX):
+                    continue
+                try:
+                    info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    total_bytes += info.st_size
+                    total_files += 1
+    except OSError:  # the home itself is missing or unreadable (fwalk stats it first)
+        pass
     return total_bytes, total_files
 
 
