@@ -83,7 +83,9 @@ class PassiveOffer(DataOffer):
         self._accepted: socket.socket | None = None
         #: Set when the offer ran out of time with no connection from the client.
         self._expired = False
-        #: What connect() awaits while neither of those has happened.
+        #: Why accepting failed on our side (out of descriptors, say): connect() raises it.
+        self._error: OSError | None = None
+        #: What connect() awaits while none of those has happened.
         self._waiter: asyncio.Future[None] | None = None
         self._loop = loop = asyncio.get_running_loop()
         self._fd = self._listener.fileno()
@@ -91,23 +93,28 @@ class PassiveOffer(DataOffer):
         self._expiry: asyncio.TimerHandle | None = loop.call_later(timeout, self._expire)
 
     async def connect(self) -> DataChannel:
-        if self._accepted is None and not self._expired:
+        if self._fd >= 0:  # still listening: wait for the client, the timer or close()
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
         conn, self._accepted = self._accepted, None
-        if conn is None:
-            self._release_port()
-            raise DataConnectionError(
-                f"no data connection arrived on port {self.port} within {self._timeout:g} s; "
-                "check that your firewall allows outgoing connections to it, or use active mode"
-            )
-        return DataChannel(conn, self.mode, self._release_port)
+        if conn is not None:
+            return DataChannel(conn, self.mode, self._release_port)
+        self._release_port()
+        if self._error is not None:
+            raise self._error  # a local error: the transfer says 451 and names it
+        if not self._expired:
+            raise DataConnectionError("the passive data connection was withdrawn; send PASV again")
+        raise DataConnectionError(
+            f"no data connection arrived on port {self.port} within {self._timeout:g} s; "
+            "check that your firewall allows outgoing connections to it, or use active mode"
+        )
 
     def close(self) -> None:
         self._stop_listening()
+        self._wake()  # a connect() still waiting ends (no caller closes under one today)
         if self._accepted is not None:  # accepted, but no transfer ever used it
             self._accepted.close()
             self._accepted = None
@@ -122,10 +129,13 @@ class PassiveOffer(DataOffer):
                 return
             except ConnectionAbortedError:
                 continue  # reset while in the backlog: the next one may be the client's
-            except OSError as error:  # out of descriptors, say: the offer fails like a timeout
+            except OSError as error:
+                # Out of descriptors, say. Stop listening rather than be called again at
+                # once; the client's transfer gets a 451 naming the error, not firewall
+                # advice (even at the deadline: whether the client came cannot be told).
                 log.warning("passive data connection on port %d failed: %s", self.port, error)
+                self._error = error
                 self._stop_listening()
-                self._expired = True
                 self._wake()
                 return
             if plain_ip(peer[0]) == self._client_ip:

@@ -1,0 +1,108 @@
+"""PassiveOffer's ends other than the usual one, on real loopback sockets and both loops.
+
+The usual ends (the client connects; nobody connects in time; a stranger
+races the client) are covered through the server in tests/integration. Here:
+an offer closed while a transfer waits for its connection, and an accept
+that fails on the server's side (out of descriptors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from ketch.config_models import PortRange
+from ketch.server.data_channel import DataConnectionError
+from ketch.server.data_offers import PassiveOffer
+from ketch.server.event_loop import loop_factory
+from ketch.server.passive_ports import PassivePortPool
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def run_on(loop_name: str, main: Coroutine[Any, Any, str]) -> str:
+    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
+        return runner.run(main)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_closing_an_offer_ends_a_connect_that_waits(loop_name: str) -> None:
+    async def main() -> str:
+        pool = PassivePortPool(PortRange(31600, 31600))
+        offer = PassiveOffer(
+            pool, "127.0.0.1", client_ip="127.0.0.1", mode="PASV", timeout=30, advertised="x"
+        )
+        waiting = asyncio.ensure_future(offer.connect())
+        await asyncio.sleep(0.05)
+        offer.close()
+        async with asyncio.timeout(5):
+            with pytest.raises(DataConnectionError) as withdrawn:
+                await waiting
+        pool.open_listener("127.0.0.1").close()  # the one port is free again
+        return str(withdrawn.value)
+
+    assert "withdrawn" in run_on(loop_name, main())
+
+
+ACCEPT_FAILS = """
+import asyncio, errno, os, resource, socket, sys
+from ketch.config_models import PortRange
+from ketch.server.data_offers import PassiveOffer
+from ketch.server.event_loop import loop_factory
+from ketch.server.passive_ports import PassivePortPool
+
+async def main():
+    pool = PassivePortPool(PortRange(31610, 31610))
+    expired = []
+    offer = PassiveOffer(pool, "127.0.0.1", client_ip="127.0.0.1", mode="PASV", timeout=2,
+                         advertised="x", on_expiry=lambda: expired.append(1))
+    client = socket.socket()
+    client.setblocking(False)
+    client.connect_ex(("127.0.0.1", offer.port))
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    fillers = []  # the free numbers below the limit, so that accept finds none
+    while True:
+        try:
+            fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            break
+    try:
+        async with asyncio.timeout(5):
+            await offer.connect()
+    except OSError as error:
+        print("raised", errno.errorcode.get(error.errno), "expired", len(expired))
+    offer.close()
+    for fd in fillers:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    pool.open_listener("127.0.0.1").close()
+    print("port free")
+
+with asyncio.Runner(loop_factory=loop_factory(sys.argv[1])) as runner:
+    runner.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_an_accept_that_fails_here_is_raised_not_blamed_on_a_firewall(loop_name: str) -> None:
+    """Out of descriptors: the transfer gets the error itself (a 451 naming it), the
+    listener is dropped rather than called again and again, and the port comes back."""
+    result = subprocess.run(
+        [sys.executable, "-c", ACCEPT_FAILS, loop_name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["raised EMFILE expired 0", "port free"]
+    assert "passive data connection on port 31610 failed: [Errno 24]" in result.stderr
