@@ -9,6 +9,7 @@ the server's own log, which runs in this process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ftplib
 import logging
 import os
@@ -820,6 +821,32 @@ def test_connection_limits_apply_on_the_implicit_port_before_any_tls_handshake(
             assert second.recv(1) == b""
     finally:
         first.close()
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_implicit_ftps_takes_a_client_hello_sent_with_the_connection(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    loop_name: str,
+) -> None:
+    """Clients send their ClientHello as soon as TCP connects, before the server has
+    admitted the connection. Under uvloop a plain protocol read it first, so TLS never
+    saw it and the handshake waited for its timeout, about one connection in three."""
+    monkeypatch.setenv("KETCH_EVENT_LOOP", loop_name)  # the in-process server's loop
+    implicit_port = free_port()
+    server = make_tls_server(implicit_tls_port=implicit_port, max_connections_per_ip=100)
+    context = client_context(tls_files)
+
+    def banner(_: int) -> bytes:
+        raw = socket.create_connection((server.host, implicit_port), timeout=5)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.recv(1024)
+
+    # Many at once, so that the server's loop has other work queued when they arrive.
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        banners = list(pool.map(banner, range(48)))
+    assert all(line.startswith(b"220") for line in banners)
 
 
 def test_lftp_downloads_over_implicit_ftps(

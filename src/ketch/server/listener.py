@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import ssl
 import time
 from collections import Counter
+from typing import Any
 
 from ketch.config import PortRange, ServerConfig
 from ketch.protocol.addresses import plain_ip
@@ -17,10 +17,11 @@ from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
 from ketch.server.context import ServerContext
 from ketch.server.control_stream import ControlStream
+from ketch.server.implicit_tls import ImplicitTlsListener
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.session import SHUTDOWN_TEXT, Session
-from ketch.server.tls import ServerTls, reload_tls, secure_control_stream
+from ketch.server.tls import HANDSHAKE_TIMEOUT, ServerTls, reload_tls
 
 __all__ = ["ConnectionLimits", "FtpServer", "listening_socket"]
 
@@ -83,7 +84,7 @@ class FtpServer:
         # Loaded now, before root is dropped: the key is often readable by root only.
         self.context.tls = tls if tls is not None else ServerTls.from_config(config)
         self._implicit_socket: socket.socket | None = None
-        self._implicit_server: asyncio.Server | None = None
+        self._implicit_listener: ImplicitTlsListener | None = None
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
@@ -125,21 +126,19 @@ class FtpServer:
         )
         self._sweep_handle = loop.call_later(sweep_period(self.config), self._sweep)
         if self._implicit_socket is not None and self.context.tls is not None:
-            # Implicit FTPS: accepted in the clear like any connection, so bans and
-            # connection limits apply before a TLS handshake costs anything, then
-            # secured before the session (and its 220) starts.
-            self._implicit_server = await loop.create_server(
-                self._implicit_protocol, sock=self._implicit_socket, backlog=LISTEN_BACKLOG
-            )
+            # Implicit FTPS: admitted in the clear, then TLS from the first byte, before
+            # the session (and its 220) starts (see implicit_tls).
+            self._implicit_listener = ImplicitTlsListener(self._implicit_socket, self._on_implicit)
+            self._implicit_listener.start()
 
     def _control_protocol(self) -> ControlStream:
         return ControlStream(self._start_session, _STREAM_LIMIT)
 
-    def _implicit_protocol(self) -> ControlStream:
-        return ControlStream(functools.partial(self._start_session, implicit=True), _STREAM_LIMIT)
+    def _start_session(self, stream: ControlStream) -> None:
+        asyncio.get_running_loop().create_task(self._on_connection(stream))
 
-    def _start_session(self, stream: ControlStream, *, implicit: bool = False) -> None:
-        asyncio.get_running_loop().create_task(self._on_connection(stream, implicit=implicit))
+    def _on_implicit(self, sock: socket.socket, peer: Any) -> None:
+        asyncio.get_running_loop().create_task(self._on_implicit_connection(sock, peer))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -166,8 +165,8 @@ class FtpServer:
             self._server.close()
         elif self._socket is not None:
             self._socket.close()
-        if self._implicit_server is not None:
-            self._implicit_server.close()
+        if self._implicit_listener is not None:
+            self._implicit_listener.close()
         elif self._implicit_socket is not None:
             self._implicit_socket.close()
 
@@ -203,8 +202,8 @@ class FtpServer:
             self._sweep_handle.cancel()
         if self._server is not None:
             self._server.close()
-        if self._implicit_server is not None:
-            self._implicit_server.close()
+        if self._implicit_listener is not None:
+            self._implicit_listener.close()
         for task, session in list(self._sessions.items()):
             session.say_goodbye(421, SHUTDOWN_TEXT)
             task.cancel()
@@ -212,8 +211,6 @@ class FtpServer:
             await asyncio.wait(self._sessions, timeout=10)
         if self._server is not None:
             await self._server.wait_closed()
-        if self._implicit_server is not None:
-            await self._implicit_server.wait_closed()
 
     def _refusal(self, ip: str) -> str | None:
         """Why a new connection from ``ip`` is turned away (ban, limits), or None to admit it.
@@ -231,21 +228,33 @@ class FtpServer:
             log.warning("connection refused client=%s: %s", ip, refusal)
         return refusal
 
-    async def _on_connection(self, stream: ControlStream, *, implicit: bool = False) -> None:
+    async def _on_connection(self, stream: ControlStream) -> None:
         ip = plain_ip(stream.get_extra_info("peername")[0])
         refusal = self._refusal(ip)
         if refusal is not None:
-            if not implicit:  # a client expecting TLS would take a clear reply for garbage
-                stream.write(format_reply(421, refusal))
+            stream.write(format_reply(421, refusal))
             stream.close()
             return
+        await self._serve(stream, ip)
+
+    async def _on_implicit_connection(self, sock: socket.socket, peer: Any) -> None:
+        ip = plain_ip(peer[0])
+        if self._refusal(ip) is not None:
+            sock.close()  # no reply: a client expecting TLS would take one in the clear for garbage
+            return
         try:
-            if implicit:
-                secured = await self._secure(ip, stream)
-                if secured is None:
-                    self.limits.release(ip)
-                    return
-                stream = secured
+            stream = await self._secure(ip, sock)
+        except BaseException:
+            self.limits.release(ip)
+            raise
+        if stream is None:
+            self.limits.release(ip)
+            return
+        await self._serve(stream, ip)
+
+    async def _serve(self, stream: ControlStream, ip: str) -> None:
+        """Run the session of an admitted connection; release its place in ``limits`` after."""
+        try:
             session = Session(self.context, stream)
         except Exception:
             # A bug of ours before the session runs: log it and let the connection go.
@@ -270,18 +279,26 @@ class FtpServer:
             self.limits.release(ip)
             log.info("disconnect client=%s", ip)
 
-    async def _secure(self, ip: str, stream: ControlStream) -> ControlStream | None:
-        """The TLS handshake of an implicit FTPS connection: its stream, or None if it failed."""
+    async def _secure(self, ip: str, sock: socket.socket) -> ControlStream | None:
+        """The TLS handshake of an implicit FTPS connection: its stream, or None if it failed.
+
+        Once given to ``connect_accepted_socket`` the socket is the transport's, which
+        closes it however the handshake ends.
+        """
         tls = self.context.tls
+        stream = ControlStream(None, _STREAM_LIMIT)
         try:
             if tls is None:  # TLS was configured away by a reload; implicit needs a restart
+                sock.close()
                 raise ssl.SSLError("TLS is no longer configured")
-            return await secure_control_stream(stream, tls.context)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: stream, sock, ssl=tls.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
         except (ssl.SSLError, OSError, TimeoutError) as error:
             self.context.counters["tls_handshake_failed"] += 1
             log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
-            stream.close()
             return None
+        return stream
 
 
 # Connections the kernel queues before ketch accepts them (capped by somaxconn).
