@@ -849,6 +849,20 @@ def test_implicit_ftps_takes_a_client_hello_sent_with_the_connection(
     assert all(line.startswith(b"220") for line in banners)
 
 
+def test_stopping_the_server_ends_implicit_handshakes_in_progress(
+    make_tls_server: Callable[..., RunningServer],
+) -> None:
+    """A connection to the implicit port that never says ClientHello must not outlive
+    the server (its handshake task was left pending, its socket open)."""
+    implicit_port = free_port()
+    server = make_tls_server(implicit_tls_port=implicit_port)
+    with socket.create_connection((server.host, implicit_port), timeout=5) as silent:
+        assert wait_for(lambda: server.server.limits.total == 1), "never admitted"
+        server.stop()
+        assert silent.recv(1) == b""
+    assert server.server.limits.total == 0
+
+
 def test_lftp_downloads_over_implicit_ftps(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,

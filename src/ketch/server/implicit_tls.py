@@ -17,6 +17,7 @@ an implicit FTPS connection that hung about one time in three.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -28,9 +29,10 @@ log = logging.getLogger("ketch.server")
 
 # Connections taken per wake-up before the event loop serves others again.
 _ACCEPT_BURST = 64
-# After an accept error (out of descriptors, say), the pause before trying again:
-# the waiting connections stay in the backlog meanwhile, instead of the loop spinning.
+# After running out of descriptors or memory, the pause before trying again: the
+# waiting connections stay in the backlog meanwhile, instead of the loop spinning.
 _RETRY_AFTER = 1.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class ImplicitTlsListener:
@@ -81,6 +83,9 @@ class ImplicitTlsListener:
             except ConnectionAbortedError:
                 continue  # reset while in the backlog
             except OSError as error:
+                if error.errno not in _OUT_OF_RESOURCES:
+                    log.info("implicit FTPS: a connection failed before accept: %s", error)
+                    continue  # that connection's own trouble (EPROTO, EPERM...)
                 log.warning(
                     "implicit FTPS: cannot accept connections (%s); trying again in %g s",
                     error,

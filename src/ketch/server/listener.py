@@ -85,6 +85,8 @@ class FtpServer:
         self.context.tls = tls if tls is not None else ServerTls.from_config(config)
         self._implicit_socket: socket.socket | None = None
         self._implicit_listener: ImplicitTlsListener | None = None
+        #: Implicit FTPS connections still in their handshake (no session yet).
+        self._handshakes: set[asyncio.Task[None]] = set()
         self.limits = ConnectionLimits(config.max_connections, config.max_connections_per_ip)
         self._server: asyncio.Server | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
@@ -138,7 +140,9 @@ class FtpServer:
         asyncio.get_running_loop().create_task(self._on_connection(stream))
 
     def _on_implicit(self, sock: socket.socket, peer: Any) -> None:
-        asyncio.get_running_loop().create_task(self._on_implicit_connection(sock, peer))
+        task = asyncio.get_running_loop().create_task(self._on_implicit_connection(sock, peer))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -204,11 +208,14 @@ class FtpServer:
             self._server.close()
         if self._implicit_listener is not None:
             self._implicit_listener.close()
+        handshakes = list(self._handshakes)
+        for handshake in handshakes:
+            handshake.cancel()  # the transport closes the socket; the limits are released
         for task, session in list(self._sessions.items()):
             session.say_goodbye(421, SHUTDOWN_TEXT)
             task.cancel()
-        if self._sessions:
-            await asyncio.wait(self._sessions, timeout=10)
+        if self._sessions or handshakes:
+            await asyncio.wait([*self._sessions, *handshakes], timeout=10)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -250,6 +257,9 @@ class FtpServer:
         if stream is None:
             self.limits.release(ip)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._handshakes.discard(task)  # a session now: close() says goodbye to those
         await self._serve(stream, ip)
 
     async def _serve(self, stream: ControlStream, ip: str) -> None:
