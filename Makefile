@@ -60,16 +60,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-# The in-process test servers run on asyncio's loop; `ketch serve` runs on uvloop when
-# installed (it is, for the tests). The control-connection, TLS and lifecycle suites run
-# again on uvloop: an implicit-FTPS handshake race showed only there.
-UVLOOP_SUITES = tests/integration/test_ftps_server.py tests/integration/test_session_behaviour.py \
+# `ketch serve` runs on uvloop when it is installed, as it is for the tests, so the whole
+# suite runs on uvloop (an implicit-FTPS handshake race showed only there). The control-
+# connection, TLS and lifecycle suites run again on asyncio's own loop, which serves when
+# uvloop is not installed. (Plain `pytest` runs the in-process servers on asyncio.)
+ASYNCIO_SUITES = tests/integration/test_ftps_server.py tests/integration/test_session_behaviour.py \
     tests/integration/test_refusals.py tests/integration/test_lifecycle.py \
     tests/integration/test_extensions.py
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
-	KETCH_EVENT_LOOP=uvloop $(BIN)/pytest -q $(UVLOOP_SUITES)
+	KETCH_EVENT_LOOP=uvloop $(BIN)/pytest -q
+	KETCH_EVENT_LOOP=asyncio $(BIN)/pytest -q $(ASYNCIO_SUITES)
 
 # bench/ and soak/ import the shared harness/ package from the repository root.
 # The server under many sessions for minutes; samples and summary go to soak/results/.
