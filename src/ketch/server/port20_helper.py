@@ -50,6 +50,7 @@ from pathlib import Path
 
 # Renamed: low_source_ports' parameter carries the setting's own name.
 from ketch.protocol.addresses import active_source_port as default_source_port
+from ketch.server.readiness import Readiness
 
 __all__ = [
     "LowPortHelper",
@@ -182,27 +183,20 @@ class LowPortHelper:
 
     async def _reply(self, sequence: str) -> socket.socket:
         loop = asyncio.get_running_loop()
-        while True:
-            await _readable(loop, self._channel)
-            try:
-                message, fds, _flags, _address = socket.recv_fds(self._channel, _MESSAGE_SIZE, 1)
-            except BlockingIOError:
-                continue
-            if not message:
-                raise EOFError
-            received = [socket.socket(fileno=fd) for fd in fds]
-            kind, _, rest = message.decode("ascii", "replace").partition(" ")
-            number, _, detail = rest.partition(" ")
-            if number != sequence:  # the answer to a request that timed out
-                for sock in received:
-                    sock.close()
-                continue
-            if kind == "OK" and len(received) == 1:
-                return received[0]
-            for sock in received:
-                sock.close()
-            code, _, reason = detail.partition(" ")
-            raise OSError(int(code) if code.isdigit() else errno.EPROTO, reason or message)
+        # The loop awaits nothing but the channel: one registration for all its waits.
+        with Readiness(loop, self._channel.fileno(), write=False) as readable:
+            while True:
+                await readable.wait()
+                try:
+                    message, fds, _flags, _address = socket.recv_fds(
+                        self._channel, _MESSAGE_SIZE, 1
+                    )
+                except BlockingIOError:
+                    continue
+                if not message:
+                    raise EOFError
+                if (sock := _answer_to(sequence, message, fds)) is not None:
+                    return sock
 
     def close(self) -> None:
         """Close our end: the helper reads end-of-file and exits."""
@@ -214,19 +208,20 @@ class LowPortHelper:
             log.warning("the port-20 helper (pid %d) did not exit", self._process.pid)
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    waiter: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-    loop.add_reader(fd, _resolve, waiter)
-    try:
-        await waiter
-    finally:
-        loop.remove_reader(fd)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def _answer_to(sequence: str, message: bytes, fds: list[int]) -> socket.socket | None:
+    """The socket in the helper's answer to ``sequence``; None for a late answer to
+    another request (its sockets closed); OSError for a refusal."""
+    received = [socket.socket(fileno=fd) for fd in fds]
+    kind, _, rest = message.decode("ascii", "replace").partition(" ")
+    number, _, detail = rest.partition(" ")
+    if number == sequence and kind == "OK" and len(received) == 1:
+        return received[0]
+    for sock in received:
+        sock.close()
+    if number != sequence:  # the answer to a request that timed out
+        return None
+    code, _, reason = detail.partition(" ")
+    raise OSError(int(code) if code.isdigit() else errno.EPROTO, reason or message)
 
 
 _installed: LowPortHelper | None = None
