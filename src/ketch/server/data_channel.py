@@ -168,7 +168,7 @@ class DataChannel:
         self.sock.close()
         self._on_close()
 
-    async def readable(self) -> None:
+    async def _readable(self) -> None:
         """Wait once until the socket has data or end-of-file (loops use ``readiness``)."""
         with self.readiness(write=False) as readable:
             await readable.wait()

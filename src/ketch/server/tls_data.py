@@ -81,7 +81,7 @@ class TlsDataChannel(DataChannel):
                 self.tls_sock.do_handshake()
                 return
             except ssl.SSLWantReadError:
-                await self._wait_readable()
+                await self._readable()
             except ssl.SSLWantWriteError:
                 await self._writable()
 
@@ -132,7 +132,7 @@ class TlsDataChannel(DataChannel):
             except ssl.SSLWantReadError:
                 waited = True
                 writable.release()  # else a writable socket calls it on every pass meanwhile
-                await self._wait_readable()
+                await self._readable()
                 continue
             self.bytes_moved += sent
             start += sent
@@ -149,7 +149,7 @@ class TlsDataChannel(DataChannel):
                 count = self.tls_sock.recv_into(buffer)
             except ssl.SSLWantReadError:
                 self._receive_budget = YIELD_EVERY
-                await self._wait_readable()
+                await self._readable()
             except ssl.SSLWantWriteError:
                 await self._writable()
             except ssl.SSLEOFError:
@@ -165,14 +165,6 @@ class TlsDataChannel(DataChannel):
                     self._receive_budget = YIELD_EVERY
                     await asyncio.sleep(0)
                 return count
-
-    async def readable(self) -> None:
-        if self.tls_sock.pending():
-            return
-        await self._wait_readable()
-
-    async def _wait_readable(self) -> None:
-        await DataChannel.readable(self)
 
     async def finish(self) -> None:
         """Send close_notify, so the client knows the data is complete."""
