@@ -96,9 +96,8 @@ class AtomicFile:
         return size, replaced
 
     def _replaced_size(self) -> int | None:
-        place = self._place
         try:
-            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            info = self._place.stat()
         except FileNotFoundError:
             return None
         if not stat.S_ISREG(info.st_mode) or self._is_placeholder(info):
@@ -129,7 +128,6 @@ class AtomicFile:
             log.warning("cannot remove the temporary upload file %s: %s", shown, error)
         if self._placeholder is not None:
             with contextlib.suppress(OSError):
-                info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
-                if self._is_placeholder(info):
+                if self._is_placeholder(place.stat()):
                     os.unlink(place.name, dir_fd=place.dir_fd)
         place.close()

@@ -160,7 +160,7 @@ class LocalFilesystem:
 
     def _stat(self, path: str, *, follow: bool) -> FileFacts:
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):
-            info = _followed_stat(path, place) if follow else _own_stat(place)
+            info = _followed_stat(path, place) if follow else place.stat()
             return self._facts(_name_of(path), info, place)
 
     def list_dir(self, path: str) -> list[FileFacts]:
@@ -255,9 +255,7 @@ class LocalFilesystem:
         with self._jail.place(path) as place:
             # Check before opening so a refused upload leaves no file behind and
             # a FIFO is never opened for writing at all.
-            existing = _lstat_or_none(path, place)
-            if existing is not None:
-                _check_regular(path, existing.st_mode)
+            existing = _existing_regular(path, place)
             if not append:
                 self._check_offset(path, offset, existing.st_size if existing else 0)
             flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
@@ -319,9 +317,7 @@ class LocalFilesystem:
             raise
 
     def _atomic_write_at(self, path: str, place: Place, *, placeholder: bool) -> AtomicFile:
-        existing = _lstat_or_none(path, place)
-        if existing is not None:
-            _check_regular(path, existing.st_mode)
+        existing = _existing_regular(path, place)
         for _ in range(_MAX_TEMPORARY_ATTEMPTS):
             temp = temporary_name(place.name)
             try:
@@ -362,7 +358,7 @@ class LocalFilesystem:
     def remove(self, path: str) -> None:
         _refuse_home(path, "remove")
         with self._jail.place(path, follow_final=False) as place, _mapped(path):
-            info = os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            info = place.stat()
             if stat.S_ISDIR(info.st_mode):
                 raise FilesystemError(
                     f"{path}: {os.strerror(errno.EISDIR)}; remove directories with RMD"
@@ -406,7 +402,7 @@ class LocalFilesystem:
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):
-            info = _followed_stat(path, place) if follow else _own_stat(place)
+            info = _followed_stat(path, place) if follow else place.stat()
             link = stat.S_ISLNK(info.st_mode)
             return mlsx_entry(
                 _name_of(path), info, self._link_target(place.name, place.dir_fd) if link else None
@@ -428,11 +424,6 @@ class LocalFilesystem:
         return info.f_bavail * info.f_frsize
 
 
-def _own_stat(place: Place) -> os.stat_result:
-    """The facts of the place's name itself (a symlink there is reported as one)."""
-    return os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
-
-
 def _followed_stat(path: str, place: Place) -> os.stat_result:
     """The facts of what ``path`` leads to, for a place checked with ``follow_final``.
 
@@ -440,16 +431,19 @@ def _followed_stat(path: str, place: Place) -> os.stat_result:
     loop it could not resolve, or one swapped in since: either way it is not
     followed, and ELOOP says why.
     """
-    info = _own_stat(place)
+    info = place.stat()
     if stat.S_ISLNK(info.st_mode):
         raise FilesystemError(f"{path}: {os.strerror(errno.ELOOP)}")
     return info
 
 
-def _lstat_or_none(path: str, place: Place) -> os.stat_result | None:
-    """The place's own facts (a symlink there is not followed), or None if nothing is there."""
+def _existing_regular(path: str, place: Place) -> os.stat_result | None:
+    """The facts of the file an upload would replace (None if there is none); anything
+    but a regular file there (a directory, a FIFO, a symlink swapped in) is refused."""
     with _mapped(path):
         try:
-            return os.stat(place.name, dir_fd=place.dir_fd, follow_symlinks=False)
+            existing = place.stat()
         except FileNotFoundError:
             return None
+    _check_regular(path, existing.st_mode)
+    return existing

@@ -266,6 +266,10 @@ class Place:
     ) -> None:
         self.close()
 
+    def stat(self) -> os.stat_result:
+        """The facts of the name itself: a symlink there is reported as one, not followed."""
+        return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+
     def close(self) -> None:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
