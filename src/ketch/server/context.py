@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ketch.config import PortRange, ServerConfig
 from ketch.server.auth import Authenticator
+from ketch.server.listing_workers import ListingWorkers
 from ketch.server.login_guard import LoginGuard
 from ketch.server.masquerade import MasqueradePolicy, PrivateAdvertisementWarnings
 from ketch.server.passive_ports import PassivePortPool
@@ -43,6 +44,8 @@ class ServerContext:
     worker: str | None = None
     #: The TLS context for AUTH TLS, implicit FTPS and PROT P (None: no certificate, no FTPS).
     tls: ServerTls | None = None
+    #: The processes that make big LIST and MLSD listings (started on first need).
+    listing_workers: ListingWorkers = field(default_factory=ListingWorkers)
     #: Set when a graceful shutdown begins: a session ends at its next wait for a command.
     stopping: bool = False
 

@@ -23,12 +23,20 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from ketch.protocol.listing import FileFacts, ListLineMaker
+from ketch.protocol.listing import FileFacts
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_name
-from ketch.server.filesystem_api import Filesystem
-from ketch.server.jail import UPLOAD_TEMP_PREFIX, FilesystemError, Jail, PathEscapeError, Place
-from ketch.server.mlsx_scan import mlsx_entry, scan_directory, scan_mlsx
+from ketch.server.filesystem_api import Filesystem, OpenDirectory
+from ketch.server.jail import FilesystemError, Jail, PathEscapeError, Place
+from ketch.server.mlsx_scan import (
+    LIST_FLAGS,
+    directory_names,
+    list_lines_of,
+    mlsx_entries_of,
+    mlsx_entry,
+    scan_directory,
+    shown_link_target,
+)
 
 __all__ = [
     "Filesystem",
@@ -47,8 +55,6 @@ _MAX_TEMPORARY_ATTEMPTS = 100
 # O_NONBLOCK keeps open() from waiting for a FIFO's other end; O_NOFOLLOW
 # makes a symlink swapped in after the jail check fail instead of being used.
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
-# A directory read for its names; not through a symlink (see Jail.place).
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 # Any file held only to ask about its filesystem (O_PATH needs no permission on it).
 _PLACE_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
 
@@ -121,6 +127,7 @@ class LocalFilesystem:
 
     def __init__(self, home: Path) -> None:
         self._jail = Jail(home)
+        self._home = str(self._jail.home)
 
     # -- facts -------------------------------------------------------------
 
@@ -139,18 +146,8 @@ class LocalFilesystem:
         )
 
     def _link_target(self, name: str, dir_fd: int) -> str | None:
-        """What a listing shows after "->", without revealing real paths.
-
-        Relative targets are shown as written. Absolute ones are shown as
-        virtual paths when they lie inside the home, and hidden otherwise.
-        """
-        try:
-            target = os.readlink(name, dir_fd=dir_fd)
-        except OSError:
-            return None
-        if not os.path.isabs(target):
-            return target
-        return self._jail.virtual_path(target)
+        """What a listing shows after "->" (see mlsx_scan.shown_link_target)."""
+        return shown_link_target(name, dir_fd, self._home)
 
     def stat(self, path: str) -> FileFacts:
         return self._stat(path, follow=True)
@@ -187,25 +184,20 @@ class LocalFilesystem:
             ]
 
     def list_lines(self, path: str, now: float) -> list[str]:
-        # Each entry's lstat goes straight into its line: a big directory's LIST
-        # costs a tenth less than making FileFacts first (see ListLineMaker).
-        line = ListLineMaker(now).line
         with self._jail.place(path) as place, _mapped(path):
-            return [
-                line(name, kind, info.st_size, info.st_mtime, info.st_mode, info.st_nlink, target)
-                for name, info, kind, target in scan_directory(place, self._link_target)
-            ]
+            return list_lines_of(scan_directory(place, self._link_target), now)
+
+    def open_directory(self, path: str) -> OpenDirectory | None:
+        with self._jail.place(path) as place, _mapped(path):
+            return OpenDirectory(os.open(place.name, LIST_FLAGS, dir_fd=place.dir_fd), self._home)
 
     def list_names(self, path: str) -> list[str]:
         with self._jail.place(path) as place, _mapped(path):
-            fd = os.open(place.name, _DIRECTORY_FLAGS, dir_fd=place.dir_fd)
+            fd = os.open(place.name, LIST_FLAGS, dir_fd=place.dir_fd)
             try:
-                with os.scandir(fd) as scan:  # reads a duplicate: fd stays ours to close
-                    names = [e.name for e in scan if not e.name.startswith(UPLOAD_TEMP_PREFIX)]
+                return directory_names(fd)
             finally:
                 os.close(fd)
-        names.sort()
-        return names
 
     def _mode_or_none(self, path: str) -> int | None:
         try:
@@ -398,7 +390,7 @@ class LocalFilesystem:
 
     def list_mlsx(self, path: str) -> list[MlsxEntry]:
         with self._jail.place(path) as place, _mapped(path):
-            return scan_mlsx(place, self._link_target)
+            return mlsx_entries_of(scan_directory(place, self._link_target))
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):

@@ -8,13 +8,20 @@ POSIX strings relative to the user's home.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 from ketch.protocol.listing import FileFacts
 from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.atomic_file import AtomicFile
 
-__all__ = ["Filesystem"]
+__all__ = ["Filesystem", "OpenDirectory"]
+
+
+class OpenDirectory(NamedTuple):
+    """A directory opened for a listing worker (see listing_workers); close ``fd`` after."""
+
+    fd: int  # O_RDONLY | O_DIRECTORY, checked against the jail when opened
+    home: str  # the real home, for showing link targets as virtual paths
 
 
 class Filesystem(Protocol):
@@ -34,6 +41,11 @@ class Filesystem(Protocol):
 
     def list_lines(self, path: str, now: float) -> list[str]:
         """LIST's ``ls -l`` lines for a directory's entries: ``list_dir``, formatted as read."""
+        ...
+
+    def open_directory(self, path: str) -> OpenDirectory | None:
+        """The directory at ``path`` opened for reading its entries elsewhere, or None when
+        this filesystem has no directory descriptors to hand out (it lists in-process)."""
         ...
 
     def list_names(self, path: str) -> list[str]:

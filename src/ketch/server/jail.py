@@ -34,6 +34,7 @@ __all__ = [
     "PathEscapeError",
     "Place",
     "resolve_virtual",
+    "virtual_path_in",
 ]
 
 #: Names of the temporary files of uploads in progress (see ketch.server.atomic_file).
@@ -215,10 +216,20 @@ class Jail:
 
     def virtual_path(self, real: str) -> str | None:
         """The virtual path of a real path inside the home, or None if outside."""
-        normalized = os.path.normpath(real)
-        if not self.contains(normalized):
-            return None
-        return "/" + normalized[len(self._home) :].strip("/")
+        return virtual_path_in(self._home, real)
+
+
+def virtual_path_in(home: str, real: str) -> str | None:
+    """The virtual path of ``real`` inside the real, symlink-free ``home``, or None if outside.
+
+    A function as well as ``Jail.virtual_path``: the listing workers (see
+    listing_worker) show link targets with only the home's path at hand.
+    """
+    normalized = os.path.normpath(real)
+    prefix = home if home.endswith(os.sep) else home + os.sep
+    if normalized != home and not normalized.startswith(prefix):
+        return None
+    return "/" + normalized[len(home) :].strip("/")
 
 
 def _reason(error: OSError) -> str:

@@ -214,10 +214,13 @@ class FtpServer:
         for task, session in list(self._sessions.items()):
             session.say_goodbye(421, SHUTDOWN_TEXT)
             task.cancel()
-        if self._sessions or handshakes:
-            await asyncio.wait([*self._sessions, *handshakes], timeout=10)
-        if self._server is not None:
-            await self._server.wait_closed()
+        try:
+            if self._sessions or handshakes:
+                await asyncio.wait([*self._sessions, *handshakes], timeout=10)
+            if self._server is not None:
+                await self._server.wait_closed()
+        finally:
+            await self.context.listing_workers.close()
 
     def _refusal(self, ip: str) -> str | None:
         """Why a new connection from ``ip`` is turned away (ban, limits), or None to admit it.

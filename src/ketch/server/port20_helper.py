@@ -46,10 +46,10 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 # Renamed: low_source_ports' parameter carries the setting's own name.
 from ketch.protocol.addresses import active_source_port as default_source_port
+from ketch.server.helper_python import helper_command
 from ketch.server.readiness import Readiness
 
 __all__ = [
@@ -66,12 +66,6 @@ log = logging.getLogger("ketch.server.data")
 
 _MESSAGE_SIZE = 512
 _REPLY_TIMEOUT = 5.0
-# Started with -I (no current directory or PYTHON* variables on the path: it runs as
-# root); the directory holding the ketch package is appended for source checkouts.
-_BOOT = (
-    "import sys; sys.path.append(sys.argv.pop(1)); "
-    "from ketch.server.port20_helper import main; sys.exit(main(sys.argv[1:]))"
-)
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -115,15 +109,7 @@ class LowPortHelper:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-c",
-                    _BOOT,
-                    str(Path(__file__).resolve().parents[2]),
-                    f"--fd={theirs.fileno()}",
-                    *arguments,
-                ],
+                helper_command(__name__, f"--fd={theirs.fileno()}", *arguments),
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ from ketch.protocol.mlsx import (
 from ketch.protocol.session_state import LoginStage
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
-from ketch.server.listing_threads import make_listing
+from ketch.server.listing_workers import MLSD, ListingOptions
 from ketch.server.session import Session
 from ketch.server.transfer_task import refused_without_offer, start_transfer
 
@@ -82,11 +82,18 @@ async def machine_list_directory(session: Session, argument: str) -> None:
         )
         return
     selected, access = session.extensions.mlst_facts, access_of(session)
-    # Made in one pass (in a thread when the directory is big) and sent with one
-    # sendall, as LIST is.
-    data = await make_listing(
-        lambda: format_mlsd(fs.list_mlsx(path), selected, access, listed=listed), listed.size
+    # Made in one pass (by the listing workers when the directory is big) and
+    # sent with one sendall, as LIST is.
+    data, in_workers = await session.context.listing_workers.make(
+        fs,
+        path,
+        MLSD,
+        lambda home: ListingOptions(home, selected, access, listed),
+        lambda: format_mlsd(fs.list_mlsx(path), selected, access, listed=listed),
+        listed.size,
     )
+    if in_workers:
+        session.context.counters["listing_by_workers"] += 1
     await start_transfer(
         session,
         "MLSD",

@@ -14,6 +14,7 @@ from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.filesystem import Filesystem
 from ketch.server.listing_threads import make_listing
+from ketch.server.listing_workers import LIST, ListingOptions
 from ketch.server.session import Session
 from ketch.server.transfer_task import abort_transfer, refused_without_offer, start_transfer
 from ketch.server.transfers import TransferRefused, send_file
@@ -219,13 +220,21 @@ async def name_list(session: Session, argument: str) -> None:
 async def _send_listing(session: Session, verb: str, argument: str, *, names_only: bool) -> None:
     if await refused_without_offer(session, verb):
         return
-    # The whole listing is made in one pass (in a thread when the directory is
-    # big: see listing_threads) and sent with one sendall.
+    # The whole listing is made in one pass and sent with one sendall. A big
+    # directory's LIST is made by the listing workers, its NLST (no stat per
+    # name) or a wildcard's matches in a thread: see listing_workers.
     scope = _listing_scope(session, argument)
     make = _name_list_payload if names_only else _list_payload
-    data = await make_listing(
-        functools.partial(make, session.filesystem, scope), scope.directory_size
-    )
+    make_here = functools.partial(make, session.filesystem, scope)
+    if names_only or scope.directory is None or scope.pattern is not None:
+        data = await make_listing(make_here, scope.directory_size)
+    else:
+        data, in_workers = await session.context.listing_workers.make(
+            session.filesystem, scope.directory, LIST, ListingOptions, make_here,
+            scope.directory_size,
+        )  # fmt: skip
+        if in_workers:
+            session.context.counters["listing_by_workers"] += 1
     await start_transfer(
         session,
         verb,

@@ -1,0 +1,352 @@
+"""Big directory listings made by worker processes, in parts, on several cores at once.
+
+Listing a directory is Python work per entry (an ``lstat``, a line): some
+4 µs each, nearly all of it holding the GIL. A listing thread (see
+listing_threads) keeps the event loop turning but still takes the GIL from
+it, 5 ms at a time, and uses one core. Each server process therefore starts
+a few listing workers (see listing_worker) the first time it meets a big
+directory. They start lazily, so they run as ``run_as`` when root was
+dropped: they are started after that, and from the same process. For a big
+LIST or MLSD the server opens the directory through the jail and hands the
+descriptor to every worker; each reads and sorts the names, the first says
+where the parts begin, each formats its part, and the server joins the parts
+in order. A 10,000-entry LIST on two cores takes about two thirds as long
+as in one thread, and the event loop is not held at all.
+
+Whatever goes wrong with the workers costs nothing but speed: the listing is
+made in a thread as before. Workers that cannot start, die, or do not answer
+for ``ANSWER_TIMEOUT`` are stopped and started again on a later big listing,
+no sooner than ``RETRY_AFTER`` seconds; a listing cancelled halfway (its
+session ended) stops them too, as their answers would come out of step, and
+the next big listing starts them again. While the workers make one listing,
+another big one goes to a thread rather than wait its turn.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ketch.server.filesystem_api import Filesystem
+from ketch.server.helper_python import helper_command
+from ketch.server.jail import FilesystemError
+from ketch.server.listing_threads import BIG_DIRECTORY, make_listing
+from ketch.server.listing_worker import (
+    BOUNDS,
+    ERROR,
+    LIST,
+    MLSD,
+    PAYLOAD,
+    READY,
+    REPLY,
+    REQUEST,
+    ListingKind,
+    ListingOptions,
+)
+
+__all__ = ["LIST", "MLSD", "ListingKind", "ListingOptions", "ListingWorkers"]
+
+log = logging.getLogger("ketch.server")
+
+#: Seconds a starting worker may take to say it is ready (an interpreter start: ~0.1 s).
+START_TIMEOUT = 10.0
+#: Seconds a worker may go without answering during a listing (10,000 entries: ~0.02 s).
+ANSWER_TIMEOUT = 60.0
+#: Seconds after a failure before workers are started again.
+RETRY_AFTER = 60.0
+#: Seconds a stopping worker gets to leave before it is killed.
+STOP_TIMEOUT = 2.0
+# A worker's answers can be megabytes: fewer, bigger reads.
+_SOCKET_BUFFER = 1024 * 1024
+
+
+def _worker_count() -> int:
+    """One worker per core this process may run on, up to four; at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+class _WorkerFailed(Exception):
+    """A worker could not be started, died, or broke the protocol: stop them all."""
+
+
+class _DirectoryError(Exception):
+    """The workers could not read the directory (an errno): the client gets a 550."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.reason = os.strerror(code) if code else "Input/output error"
+
+
+@dataclass
+class _Worker:
+    process: asyncio.subprocess.Process
+    sock: socket.socket
+
+    async def send(self, header: bytes, fd: int, body: bytes) -> None:
+        """A request: ``header`` with ``fd`` attached, then ``body``."""
+        try:
+            # Nothing is ever queued on this socket between requests, so the small
+            # header always fits at once; only the body may have to wait.
+            sent = self.sock.sendmsg(
+                [header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+            )
+            await asyncio.get_running_loop().sock_sendall(self.sock, header[sent:] + body)
+        except OSError as error:
+            raise _WorkerFailed(f"sending to listing worker {self.process.pid}: {error}") from error
+
+    async def forward(self, message: bytes) -> None:
+        try:
+            await asyncio.get_running_loop().sock_sendall(self.sock, message)
+        except OSError as error:
+            raise _WorkerFailed(f"sending to listing worker {self.process.pid}: {error}") from error
+
+    async def receive(self, within: float = ANSWER_TIMEOUT) -> tuple[int, bytearray]:
+        """The next message: its type and body."""
+        try:
+            async with asyncio.timeout(within):
+                kind, length = REPLY.unpack(await self._exactly(REPLY.size))
+                if kind not in (READY, BOUNDS, PAYLOAD, ERROR):
+                    raise _WorkerFailed(f"listing worker {self.process.pid} sent type {kind}")
+                return kind, await self._exactly(length)
+        except TimeoutError:
+            raise _WorkerFailed(
+                f"listing worker {self.process.pid} did not answer within {within:.0f} s"
+            ) from None
+
+    async def _exactly(self, count: int) -> bytearray:
+        loop = asyncio.get_running_loop()
+        buffer = bytearray(count)
+        view, got = memoryview(buffer), 0
+        try:
+            while got < count:
+                received = await loop.sock_recv_into(self.sock, view[got:])
+                if not received:
+                    raise _WorkerFailed(f"listing worker {self.process.pid} has gone")
+                got += received
+        except OSError as error:
+            raise _WorkerFailed(f"reading listing worker {self.process.pid}: {error}") from error
+        return buffer
+
+
+async def _start_worker() -> _Worker:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for end in (ours, theirs):
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        command = helper_command("ketch.server.listing_worker", str(theirs.fileno()))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                cwd="/",
+            )
+        except OSError as error:
+            raise _WorkerFailed(f"cannot run {command[0]}: {error.strerror or error}") from error
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return _Worker(process, ours)
+
+
+class ListingWorkers:
+    """The listing workers of one server process, started on first need."""
+
+    def __init__(self, count: int | None = None) -> None:
+        self._count = count or _worker_count()
+        self._workers: list[_Worker] = []
+        self._starting: asyncio.Task[None] | None = None
+        self._next_start = 0.0  # monotonic time: no start before this
+        self._closed = False
+        # One listing at a time goes through the workers: each uses all of them.
+        self._turn = asyncio.Lock()
+
+    @property
+    def running(self) -> int:
+        """How many workers are ready for listings."""
+        return len(self._workers)
+
+    async def make(
+        self,
+        fs: Filesystem,
+        path: str,
+        kind: ListingKind,
+        options: Callable[[str], ListingOptions],
+        make_here: Callable[[], bytes],
+        directory_size: int,
+    ) -> tuple[bytes, bool]:
+        """The payload of a LIST or MLSD of the directory ``path``, and whether workers made it.
+
+        Small directories are listed right here by ``make_here()``; big ones
+        too (in a thread, see listing_threads) while the workers are not
+        running or are busy. ``options(home)`` gives the formatting options.
+        """
+        if directory_size <= BIG_DIRECTORY or not self._ready() or self._turn.locked():
+            return await make_listing(make_here, directory_size), False
+        directory = fs.open_directory(path)
+        if directory is None:
+            return await make_listing(make_here, directory_size), False
+        try:
+            data = await self._listing(directory.fd, kind, time.time(), options(directory.home))
+        except _DirectoryError as error:
+            raise FilesystemError(f"{path}: {error.reason}") from None
+        finally:
+            os.close(directory.fd)
+        if data is None:
+            return await make_listing(make_here, directory_size), False
+        return data, True
+
+    def _ready(self) -> bool:
+        """Whether workers are running; if not, start them in the background when it is time."""
+        if self._workers:
+            return True
+        if self._closed or self._starting is not None or time.monotonic() < self._next_start:
+            return False
+        self._starting = asyncio.get_running_loop().create_task(self._start())
+        return False
+
+    async def start(self) -> None:
+        """Start the workers now and wait until they are ready (or have failed)."""
+        if not self._workers and not self._closed:
+            if self._starting is None:
+                self._starting = asyncio.get_running_loop().create_task(self._start())
+            await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        workers: list[_Worker] = []
+        try:
+            for _ in range(self._count):
+                workers.append(await _start_worker())
+            for worker in workers:
+                kind, _ = await worker.receive(START_TIMEOUT)
+                if kind != READY:
+                    raise _WorkerFailed(f"listing worker {worker.process.pid} did not start")
+        except (OSError, _WorkerFailed) as error:
+            log.warning(
+                "listing workers could not start (%s): big listings are made in a thread "
+                "instead, and starting them is tried again in %.0f s",
+                str(error) or type(error).__name__,
+                RETRY_AFTER,
+            )
+            self._next_start = time.monotonic() + RETRY_AFTER
+            await _stop(workers)
+        except BaseException:
+            await asyncio.shield(_stop(workers))
+            raise
+        else:
+            if self._closed:
+                await _stop(workers)
+            else:
+                self._workers = workers
+        finally:
+            self._starting = None
+
+    async def _listing(
+        self, fd: int, kind: ListingKind, now: float, options: ListingOptions
+    ) -> bytes | None:
+        """The joined parts, or None when the workers failed (they are stopped then)."""
+        async with self._turn:
+            workers = self._workers
+            if not workers:
+                return None
+            try:
+                return await _exchange(workers, fd, kind, now, pickle.dumps(options))
+            except _DirectoryError:
+                raise  # every worker answered: they are in step and carry on
+            except _WorkerFailed as error:
+                log.warning(
+                    "listing workers stopped (%s): this listing is made in a thread, and "
+                    "workers are started again in %.0f s",
+                    error,
+                    RETRY_AFTER,
+                )
+                self._next_start = time.monotonic() + RETRY_AFTER
+                self._workers = []
+                await _stop(workers)
+                return None
+            except BaseException:
+                # Cancelled halfway: the workers' answers would come out of step.
+                self._workers = []
+                await asyncio.shield(_stop(workers))
+                raise
+
+    async def close(self) -> None:
+        """Stop the workers (and any start under way); later listings use a thread.
+
+        A listing the workers are making is given ``STOP_TIMEOUT`` to finish;
+        then the workers are killed under it, and it is made in a thread.
+        """
+        self._closed = True
+        if self._starting is not None:
+            await asyncio.wait([self._starting], timeout=START_TIMEOUT)
+        try:
+            await asyncio.wait_for(self._turn.acquire(), STOP_TIMEOUT)
+        except TimeoutError:
+            for worker in self._workers:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+            await self._turn.acquire()  # the listing sees them gone, stops them, lets go
+        try:
+            workers, self._workers = self._workers, []
+            await _stop(workers)
+        finally:
+            self._turn.release()
+
+
+async def _exchange(
+    workers: list[_Worker], fd: int, kind: ListingKind, now: float, options: bytes
+) -> bytes:
+    """One listing through every worker (see listing_worker for the messages)."""
+    parts = len(workers)
+    for part, worker in enumerate(workers):
+        await worker.send(REQUEST.pack(kind, part, parts, now, len(options)), fd, options)
+    if parts > 1:
+        first = workers[0]
+        message, bounds = await first.receive()
+        if message != BOUNDS:
+            raise _WorkerFailed(f"listing worker {first.process.pid} sent {message}, not bounds")
+        for worker in workers[1:]:
+            await worker.forward(REPLY.pack(BOUNDS, len(bounds)) + bounds)
+    payloads, failure = [], None
+    for worker in workers:  # every answer is read, so none is left for the next listing
+        message, body = await worker.receive()
+        if message == ERROR:
+            failure = failure or _DirectoryError(struct.unpack("=i", body)[0])
+        elif message != PAYLOAD:
+            raise _WorkerFailed(f"listing worker {worker.process.pid} sent {message}, not a part")
+        payloads.append(body)
+    if failure is not None:
+        raise failure
+    return b"".join(payloads)
+
+
+async def _stop(workers: list[_Worker]) -> None:
+    """Close the workers' sockets (they leave at the end of theirs) and reap them."""
+    for worker in workers:
+        worker.sock.close()
+    for worker in workers:
+        try:
+            await asyncio.wait_for(worker.process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()

@@ -1,0 +1,406 @@
+"""Listing workers: worker processes making big listings in parts (ketch.server.listing_workers).
+
+What is checked is what a user of LIST and MLSD relies on: the bytes are
+those a single in-process pass makes, whatever the workers go through (an
+error on the directory, a cancelled listing, workers that cannot start, a
+planted ``ketch`` package in the server's working directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ketch.protocol.listing import list_payload
+from ketch.protocol.mlsx import FACT_NAMES, Access, format_mlsd
+from ketch.server import event_loop, listing_workers
+from ketch.server.filesystem import LocalFilesystem
+from ketch.server.filesystem_api import OpenDirectory
+from ketch.server.jail import FilesystemError
+from ketch.server.listing_threads import BIG_DIRECTORY
+from ketch.server.listing_worker import (
+    ListingOptions,
+    bounds_of,
+    decode_bounds,
+    encode_bounds,
+    part_of,
+)
+from ketch.server.listing_workers import LIST, MLSD, ListingWorkers
+
+ACCESS = Access(list=True, read=True, write=True, delete=True, rename=True, mkdir=True)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run(loop_name: str, scenario: Coroutine[Any, Any, None]) -> None:
+    event_loop.run(scenario, loop_name)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose /big is big enough for the workers, with every kind of entry."""
+    home = tmp_path_factory.mktemp("home")
+    big = home / "big"
+    big.mkdir()
+    (big / "sub").mkdir()
+    (big / "inside").symlink_to(home / "big" / "sub")  # shown as /big/sub
+    (big / "outside").symlink_to("/etc/passwd")  # target hidden
+    (big / "relative").symlink_to("../big")
+    (big / ".ketch-upload-abc123").write_bytes(b"half an upload")  # never shown
+    (big / "line\nbreak").write_bytes(b"")
+    os.close(os.open(os.fsencode(big) + b"/latin1-\xe9", os.O_CREAT | os.O_WRONLY, 0o644))
+    index = 0
+    while os.stat(big).st_size <= BIG_DIRECTORY:
+        for _ in range(500):
+            (big / f"file{index:06d}-{'x' * (index % 40)}").write_bytes(b"y" * (index % 9))
+            index += 1
+    return home
+
+
+def expected_list(fs: LocalFilesystem) -> bytes:
+    return list_payload(fs.list_lines("/big", time.time()))
+
+
+def expected_mlsd(fs: LocalFilesystem, selected: tuple[str, ...] = FACT_NAMES) -> bytes:
+    listed = fs.mlsx_entry("/big", follow=True)
+    return format_mlsd(fs.list_mlsx("/big"), selected, ACCESS, listed=listed)
+
+
+def never_here() -> bytes:
+    raise AssertionError("made in-process: the workers should have made this listing")
+
+
+async def by_workers(
+    workers: ListingWorkers, fs: LocalFilesystem, kind: int, selected: tuple[str, ...] = FACT_NAMES
+) -> tuple[bytes, bool]:
+    listed = fs.mlsx_entry("/big", follow=True)
+
+    def options(home: str) -> ListingOptions:
+        if kind == LIST:
+            return ListingOptions(home)
+        return ListingOptions(home, selected, ACCESS, listed)
+
+    def here() -> bytes:
+        return expected_list(fs) if kind == LIST else expected_mlsd(fs, selected)
+
+    return await workers.make(fs, "/big", kind, options, here, BIG_DIRECTORY + 1)
+
+
+@pytest.fixture
+def worker_pids() -> Iterator[list[int]]:
+    """Pids a test saw; each must be gone (reaped) by the end of the test."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def pids_of(workers: ListingWorkers) -> list[int]:
+    return [worker.process.pid for worker in workers._workers]
+
+
+def test_parts_made_by_workers_join_into_the_listing_of_one_pass(
+    loop_name: str, home: Path, worker_pids: list[int]
+) -> None:
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(3)  # an odd count: parts of unequal length
+        await workers.start()
+        assert workers.running == 3
+        worker_pids.extend(pids_of(workers))
+        try:
+            for kind, expected in ((LIST, expected_list), (MLSD, expected_mlsd)):
+                data, in_workers = await by_workers(workers, fs, kind)
+                assert in_workers
+                assert data == expected(fs)
+            selected = ("size", "type")
+            data, _ = await by_workers(workers, fs, MLSD, selected)
+            assert data == expected_mlsd(fs, selected)
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+    listing = expected_list(fs).decode("utf-8", "surrogateescape")
+    assert ".ketch-upload-" not in listing
+    assert "inside -> /big/sub\r\n" in listing and "relative -> ../big\r\n" in listing
+    assert "outside\r\n" in listing and "/etc/passwd" not in listing
+    assert "line?break" in listing and "latin1-\udce9" in listing
+
+
+def test_small_directories_and_the_first_big_one_are_listed_in_process(
+    loop_name: str, home: Path, worker_pids: list[int]
+) -> None:
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        try:
+            data, in_workers = await workers.make(
+                fs, "/big", LIST, ListingOptions, lambda: b"small", BIG_DIRECTORY
+            )
+            assert (data, in_workers, workers.running) == (b"small", False, 0)
+            # The first big listing starts the workers and does not wait for them.
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert not in_workers and data == expected_list(fs)
+            await workers.start()
+            worker_pids.extend(pids_of(workers))
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert in_workers and data == expected_list(fs)
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+class _NotADirectory(LocalFilesystem):
+    """Hands the workers a regular file, as if the directory had been swapped meanwhile."""
+
+    def open_directory(self, path: str) -> OpenDirectory | None:
+        directory = super().open_directory(path)
+        assert directory is not None
+        os.close(directory.fd)
+        fd = os.open(self._jail.home / "big" / "file000001-x", os.O_RDONLY | os.O_CLOEXEC)
+        return OpenDirectory(fd, directory.home)
+
+
+def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_in_step(
+    loop_name: str, home: Path, worker_pids: list[int]
+) -> None:
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        try:
+            for kind in (LIST, MLSD):
+                with pytest.raises(FilesystemError, match=r"^/big: Not a directory$"):
+                    await by_workers(workers, _NotADirectory(home), kind)
+            assert pids_of(workers) == worker_pids  # the same workers carry on
+            data, in_workers = await by_workers(workers, LocalFilesystem(home), LIST)
+            assert in_workers and data == expected_list(LocalFilesystem(home))
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+def test_a_cancelled_listing_stops_the_workers_and_the_next_one_is_whole(
+    loop_name: str, home: Path, worker_pids: list[int]
+) -> None:
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        try:
+            listing = asyncio.ensure_future(by_workers(workers, fs, LIST))
+            await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
+            listing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await listing
+            # Answers of the cancelled listing must not be taken for the next one's.
+            assert workers.running == 0
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert not in_workers and data == expected_list(fs)
+            await workers.start()
+            worker_pids.extend(pids_of(workers))
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert in_workers and data == expected_list(fs)
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+def test_workers_that_cannot_start_leave_listings_to_a_thread(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(home / "no-such-python"))
+    starts = []
+    real_start = listing_workers._start_worker
+
+    async def counted_start() -> listing_workers._Worker:
+        starts.append(1)
+        return await real_start()
+
+    monkeypatch.setattr(listing_workers, "_start_worker", counted_start)
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        try:
+            await workers.start()
+            assert workers.running == 0 and starts == [1]
+            for _ in range(2):
+                data, in_workers = await by_workers(workers, fs, LIST)
+                assert not in_workers and data == expected_list(fs)
+                await asyncio.sleep(0.05)
+            assert starts == [1]  # not tried again before RETRY_AFTER
+        finally:
+            await workers.close()
+
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        run(loop_name, scenario())
+    [warning] = [r.getMessage() for r in caplog.records if "listing workers" in r.getMessage()]
+    assert "could not start (" in warning and "no-such-python" in warning
+    assert "made in a thread instead" in warning
+
+
+def test_closing_during_a_listing_lets_it_finish_or_moves_it_to_a_thread(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
+) -> None:
+    fs = LocalFilesystem(home)
+
+    async def scenario(stop_timeout: float) -> None:
+        monkeypatch.setattr(listing_workers, "STOP_TIMEOUT", stop_timeout)
+        workers = ListingWorkers(2)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        listing = asyncio.ensure_future(by_workers(workers, fs, MLSD))
+        await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
+        await workers.close()
+        data, in_workers = await asyncio.wait_for(listing, 30)
+        assert data == expected_mlsd(fs)
+        assert in_workers == (stop_timeout > 0)  # killed under it: made in a thread
+        assert workers.running == 0
+
+    run(loop_name, scenario(10.0))
+    run(loop_name, scenario(0.0))
+
+
+def test_a_big_listing_while_the_workers_are_busy_is_made_in_a_thread(
+    loop_name: str, home: Path, worker_pids: list[int]
+) -> None:
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        try:
+            results = await asyncio.gather(*(by_workers(workers, fs, LIST) for _ in range(3)))
+            assert [data for data, _ in results] == [expected_list(fs)] * 3
+            assert sorted(in_workers for _, in_workers in results) == [False, False, True]
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+def test_an_emptied_big_directory_lists_as_empty(
+    loop_name: str, tmp_path: Path, worker_pids: list[int]
+) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    while os.stat(big).st_size <= BIG_DIRECTORY:
+        for index in range(500):
+            (big / f"gone{len(os.listdir(big)):06d}-{index}").touch()
+    for name in os.listdir(big):
+        (big / name).unlink()
+    if os.stat(big).st_size <= BIG_DIRECTORY:
+        pytest.skip("this file system shrinks emptied directories (ext4 does not)")
+    fs = LocalFilesystem(tmp_path)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        try:
+            assert await by_workers(workers, fs, LIST) == (b"", True)
+            data, in_workers = await by_workers(workers, fs, MLSD)
+            assert in_workers and data == expected_mlsd(fs)
+            assert data.count(b"\r\n") == 1 and data.endswith(b"; .\r\n")  # the cdir line
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+def test_a_ketch_package_in_the_working_directory_is_not_what_workers_import(
+    loop_name: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    worker_pids: list[int],
+) -> None:  # fmt: skip
+    planted = tmp_path / "ketch"
+    (planted / "server").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "server" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)  # an FTP user could have uploaded ketch/ here
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(1)
+        await workers.start()
+        worker_pids.extend(pids_of(workers))
+        try:
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert in_workers and data == expected_list(fs)
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+    assert not marker.exists()
+
+
+def test_a_killed_worker_costs_one_listing_its_speed_and_workers_come_back(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
+) -> None:
+    monkeypatch.setattr(listing_workers, "RETRY_AFTER", 0.0)
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        await workers.start()
+        first = pids_of(workers)
+        worker_pids.extend(first)
+        try:
+            os.kill(first[1], 9)
+            data, in_workers = await by_workers(workers, fs, LIST)
+            assert not in_workers and data == expected_list(fs)
+            assert workers.running == 0
+            await workers.start()
+            worker_pids.extend(pids_of(workers))
+            assert workers.running == 2 and set(pids_of(workers)).isdisjoint(first)
+            data, in_workers = await by_workers(workers, fs, MLSD)
+            assert in_workers and data == expected_mlsd(fs)
+        finally:
+            await workers.close()
+
+    run(loop_name, scenario())
+
+
+# What listdir can return: no NUL or "/", and surrogate escapes for bytes that are not UTF-8.
+name_characters = st.characters(blacklist_characters="\0/", blacklist_categories=("Cs",))
+names = st.lists(
+    st.text(name_characters | st.sampled_from(["\udce9", "\udcff"]), min_size=1, max_size=4),
+    unique=True,
+).map(sorted)
+
+
+@given(names, names, st.integers(1, 5))
+def test_parts_cut_any_listing_into_ordered_runs_without_loss_or_repeat(
+    seen_by_first: list[str], seen_by_others: list[str], parts: int
+) -> None:
+    # Each worker reads the directory itself; what part 0's worker read sets the bounds.
+    bounds = decode_bounds(encode_bounds(bounds_of(seen_by_first, parts)))
+    assert len(bounds) == parts - 1
+    assert [b for b in bounds if b is not None and b not in seen_by_first] == []
+    joined = [name for part in range(parts) for name in part_of(seen_by_others, bounds, part)]
+    assert joined == seen_by_others
+    sizes = [len(part_of(seen_by_first, bounds, part)) for part in range(parts)]
+    assert max(sizes) - min(sizes) <= 1
