@@ -9,11 +9,13 @@ planted ``ketch`` package in the server's working directory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +81,10 @@ def expected_mlsd(fs: LocalFilesystem, selected: tuple[str, ...] = FACT_NAMES) -
     return format_mlsd(fs.list_mlsx("/big"), selected, ACCESS, listed=listed)
 
 
-def never_here() -> bytes:
-    raise AssertionError("made in-process: the workers should have made this listing")
-
-
 async def by_workers(
     workers: ListingWorkers, fs: LocalFilesystem, kind: int, selected: tuple[str, ...] = FACT_NAMES
 ) -> tuple[bytes, bool]:
+    """``workers.make`` of /big, and whether the workers made it (else in-process)."""
     listed = fs.mlsx_entry("/big", follow=True)
 
     def options(home: str) -> ListingOptions:
@@ -97,6 +96,17 @@ async def by_workers(
         return expected_list(fs) if kind == LIST else expected_mlsd(fs, selected)
 
     return await workers.make(fs, "/big", kind, options, here, BIG_DIRECTORY + 1)
+
+
+async def check_listing(
+    workers: ListingWorkers, fs: LocalFilesystem, kind: int, *, by_workers_expected: bool,
+    selected: tuple[str, ...] = FACT_NAMES,
+) -> bytes:  # fmt: skip
+    """/big listed through ``workers``: the in-process bytes, made where expected."""
+    data, in_workers = await by_workers(workers, fs, kind, selected)
+    assert in_workers == by_workers_expected
+    assert data == (expected_list(fs) if kind == LIST else expected_mlsd(fs, selected))
+    return data
 
 
 @pytest.fixture
@@ -113,26 +123,31 @@ def pids_of(workers: ListingWorkers) -> list[int]:
     return [worker.process.pid for worker in workers._workers]
 
 
+@contextlib.asynccontextmanager
+async def running_workers(count: int, pids: list[int]) -> AsyncIterator[ListingWorkers]:
+    """``count`` workers, started and ready (their pids noted in ``pids``), closed after."""
+    workers = ListingWorkers(count)
+    await workers.start()
+    assert workers.running == count
+    pids.extend(pids_of(workers))
+    try:
+        yield workers
+    finally:
+        await workers.close()
+
+
 def test_parts_made_by_workers_join_into_the_listing_of_one_pass(
     loop_name: str, home: Path, worker_pids: list[int]
 ) -> None:
     fs = LocalFilesystem(home)
 
     async def scenario() -> None:
-        workers = ListingWorkers(3)  # an odd count: parts of unequal length
-        await workers.start()
-        assert workers.running == 3
-        worker_pids.extend(pids_of(workers))
-        try:
-            for kind, expected in ((LIST, expected_list), (MLSD, expected_mlsd)):
-                data, in_workers = await by_workers(workers, fs, kind)
-                assert in_workers
-                assert data == expected(fs)
+        # An odd count: parts of unequal length.
+        async with running_workers(3, worker_pids) as workers:
+            for kind in (LIST, MLSD):
+                await check_listing(workers, fs, kind, by_workers_expected=True)
             selected = ("size", "type")
-            data, _ = await by_workers(workers, fs, MLSD, selected)
-            assert data == expected_mlsd(fs, selected)
-        finally:
-            await workers.close()
+            await check_listing(workers, fs, MLSD, by_workers_expected=True, selected=selected)
 
     run(loop_name, scenario())
     listing = expected_list(fs).decode("utf-8", "surrogateescape")
@@ -155,12 +170,10 @@ def test_small_directories_and_the_first_big_one_are_listed_in_process(
             )
             assert (data, in_workers, workers.running) == (b"small", False, 0)
             # The first big listing starts the workers and does not wait for them.
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert not in_workers and data == expected_list(fs)
+            await check_listing(workers, fs, LIST, by_workers_expected=False)
             await workers.start()
             worker_pids.extend(pids_of(workers))
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert in_workers and data == expected_list(fs)
+            await check_listing(workers, fs, LIST, by_workers_expected=True)
         finally:
             await workers.close()
 
@@ -182,18 +195,12 @@ def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_i
     loop_name: str, home: Path, worker_pids: list[int]
 ) -> None:
     async def scenario() -> None:
-        workers = ListingWorkers(2)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        try:
+        async with running_workers(2, worker_pids) as workers:
             for kind in (LIST, MLSD):
                 with pytest.raises(FilesystemError, match=r"^/big: Not a directory$"):
                     await by_workers(workers, _NotADirectory(home), kind)
             assert pids_of(workers) == worker_pids  # the same workers carry on
-            data, in_workers = await by_workers(workers, LocalFilesystem(home), LIST)
-            assert in_workers and data == expected_list(LocalFilesystem(home))
-        finally:
-            await workers.close()
+            await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=True)
 
     run(loop_name, scenario())
 
@@ -204,10 +211,7 @@ def test_a_cancelled_listing_stops_the_workers_and_the_next_one_is_whole(
     fs = LocalFilesystem(home)
 
     async def scenario() -> None:
-        workers = ListingWorkers(2)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        try:
+        async with running_workers(2, worker_pids) as workers:
             listing = asyncio.ensure_future(by_workers(workers, fs, LIST))
             await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
             listing.cancel()
@@ -215,14 +219,10 @@ def test_a_cancelled_listing_stops_the_workers_and_the_next_one_is_whole(
                 await listing
             # Answers of the cancelled listing must not be taken for the next one's.
             assert workers.running == 0
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert not in_workers and data == expected_list(fs)
+            await check_listing(workers, fs, LIST, by_workers_expected=False)
             await workers.start()
             worker_pids.extend(pids_of(workers))
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert in_workers and data == expected_list(fs)
-        finally:
-            await workers.close()
+            await check_listing(workers, fs, LIST, by_workers_expected=True)
 
     run(loop_name, scenario())
 
@@ -247,8 +247,7 @@ def test_workers_that_cannot_start_leave_listings_to_a_thread(
             await workers.start()
             assert workers.running == 0 and starts == [1]
             for _ in range(2):
-                data, in_workers = await by_workers(workers, fs, LIST)
-                assert not in_workers and data == expected_list(fs)
+                await check_listing(workers, fs, LIST, by_workers_expected=False)
                 await asyncio.sleep(0.05)
             assert starts == [1]  # not tried again before RETRY_AFTER
         finally:
@@ -268,16 +267,14 @@ def test_closing_during_a_listing_lets_it_finish_or_moves_it_to_a_thread(
 
     async def scenario(stop_timeout: float) -> None:
         monkeypatch.setattr(listing_workers, "STOP_TIMEOUT", stop_timeout)
-        workers = ListingWorkers(2)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        listing = asyncio.ensure_future(by_workers(workers, fs, MLSD))
-        await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
-        await workers.close()
-        data, in_workers = await asyncio.wait_for(listing, 30)
-        assert data == expected_mlsd(fs)
-        assert in_workers == (stop_timeout > 0)  # killed under it: made in a thread
-        assert workers.running == 0
+        async with running_workers(2, worker_pids) as workers:
+            listing = asyncio.ensure_future(
+                check_listing(workers, fs, MLSD, by_workers_expected=stop_timeout > 0)
+            )
+            await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
+            await workers.close()  # killed under the listing when it may not wait: a thread's
+            await asyncio.wait_for(listing, 30)
+            assert workers.running == 0
 
     run(loop_name, scenario(10.0))
     run(loop_name, scenario(0.0))
@@ -289,15 +286,10 @@ def test_a_big_listing_while_the_workers_are_busy_is_made_in_a_thread(
     fs = LocalFilesystem(home)
 
     async def scenario() -> None:
-        workers = ListingWorkers(2)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        try:
+        async with running_workers(2, worker_pids) as workers:
             results = await asyncio.gather(*(by_workers(workers, fs, LIST) for _ in range(3)))
             assert [data for data, _ in results] == [expected_list(fs)] * 3
             assert sorted(in_workers for _, in_workers in results) == [False, False, True]
-        finally:
-            await workers.close()
 
     run(loop_name, scenario())
 
@@ -317,16 +309,10 @@ def test_an_emptied_big_directory_lists_as_empty(
     fs = LocalFilesystem(tmp_path)
 
     async def scenario() -> None:
-        workers = ListingWorkers(2)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        try:
-            assert await by_workers(workers, fs, LIST) == (b"", True)
-            data, in_workers = await by_workers(workers, fs, MLSD)
-            assert in_workers and data == expected_mlsd(fs)
+        async with running_workers(2, worker_pids) as workers:
+            assert await check_listing(workers, fs, LIST, by_workers_expected=True) == b""
+            data = await check_listing(workers, fs, MLSD, by_workers_expected=True)
             assert data.count(b"\r\n") == 1 and data.endswith(b"; .\r\n")  # the cdir line
-        finally:
-            await workers.close()
 
     run(loop_name, scenario())
 
@@ -341,17 +327,10 @@ def test_a_ketch_package_in_the_working_directory_is_not_what_workers_import(
     (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     (planted / "server" / "__init__.py").write_text("")
     monkeypatch.chdir(tmp_path)  # an FTP user could have uploaded ketch/ here
-    fs = LocalFilesystem(home)
 
     async def scenario() -> None:
-        workers = ListingWorkers(1)
-        await workers.start()
-        worker_pids.extend(pids_of(workers))
-        try:
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert in_workers and data == expected_list(fs)
-        finally:
-            await workers.close()
+        async with running_workers(1, worker_pids) as workers:
+            await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=True)
 
     run(loop_name, scenario())
     assert not marker.exists()
@@ -364,22 +343,15 @@ def test_a_killed_worker_costs_one_listing_its_speed_and_workers_come_back(
     fs = LocalFilesystem(home)
 
     async def scenario() -> None:
-        workers = ListingWorkers(2)
-        await workers.start()
-        first = pids_of(workers)
-        worker_pids.extend(first)
-        try:
-            os.kill(first[1], 9)
-            data, in_workers = await by_workers(workers, fs, LIST)
-            assert not in_workers and data == expected_list(fs)
+        async with running_workers(2, worker_pids) as workers:
+            first = pids_of(workers)
+            os.kill(first[1], signal.SIGKILL)
+            await check_listing(workers, fs, LIST, by_workers_expected=False)
             assert workers.running == 0
             await workers.start()
             worker_pids.extend(pids_of(workers))
             assert workers.running == 2 and set(pids_of(workers)).isdisjoint(first)
-            data, in_workers = await by_workers(workers, fs, MLSD)
-            assert in_workers and data == expected_mlsd(fs)
-        finally:
-            await workers.close()
+            await check_listing(workers, fs, MLSD, by_workers_expected=True)
 
     run(loop_name, scenario())
 
