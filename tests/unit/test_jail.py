@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ketch.server.filesystem import FilesystemError, PathEscapeError
-from ketch.server.jail import Jail, resolve_virtual
+from ketch.server.jail import Jail, resolve_virtual, virtual_path_in
 
 # -- resolve_virtual -----------------------------------------------------------
 
@@ -202,9 +202,12 @@ def test_nul_byte_is_a_filesystem_error_not_a_crash(home: Path) -> None:
 
 def test_virtual_path_inverts_real_path(home: Path, outside: Path) -> None:
     jail = Jail(home)
-    assert jail.virtual_path(jail.real_path("/docs/a.txt")) == "/docs/a.txt"
-    assert jail.virtual_path(str(home.resolve())) == "/"
-    assert jail.virtual_path(str(outside)) is None
+    real_home = str(jail.home)
+    assert virtual_path_in(real_home, jail.real_path("/docs/a.txt")) == "/docs/a.txt"
+    assert virtual_path_in(real_home, str(home.resolve())) == "/"
+    assert virtual_path_in(real_home, str(outside)) is None
+    assert virtual_path_in(real_home, real_home + "-sibling/a.txt") is None
+    assert virtual_path_in("/", "/etc/passwd") == "/etc/passwd"
 
 
 def _tree_with_links(base: Path) -> Path:

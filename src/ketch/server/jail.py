@@ -214,16 +214,12 @@ class Jail:
                 raise PathEscapeError(virtual)
         return Place(fd, name, real)
 
-    def virtual_path(self, real: str) -> str | None:
-        """The virtual path of a real path inside the home, or None if outside."""
-        return virtual_path_in(self._home, real)
-
 
 def virtual_path_in(home: str, real: str) -> str | None:
     """The virtual path of ``real`` inside the real, symlink-free ``home``, or None if outside.
 
-    A function as well as ``Jail.virtual_path``: the listing workers (see
-    listing_worker) show link targets with only the home's path at hand.
+    A function, not a Jail method: the listing workers (see listing_worker)
+    show link targets with only the home's path at hand.
     """
     normalized = os.path.normpath(real)
     prefix = home if home.endswith(os.sep) else home + os.sep
