@@ -102,8 +102,10 @@ def bounds_of(names: list[str], parts: int) -> list[str | None]:
 
 
 def encode_bounds(bounds: list[str | None]) -> bytes:
-    """Bounds as sent: each ends in NUL (no name holds one); a name after a "/" (nor that), None
-    as nothing."""
+    """Bounds as sent: each is "/" and its name's bytes (None: nothing), then a NUL.
+
+    No name holds "/" or NUL, so neither can be mistaken for part of one.
+    """
     return b"".join(
         b"\0" if bound is None else b"/" + os.fsencode(bound) + b"\0" for bound in bounds
     )
