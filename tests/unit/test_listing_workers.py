@@ -25,18 +25,12 @@ from hypothesis import strategies as st
 
 from ketch.protocol.listing import list_payload
 from ketch.protocol.mlsx import FACT_NAMES, Access, format_mlsd
-from ketch.server import event_loop, listing_workers
+from ketch.server import event_loop, listing_worker, listing_workers
 from ketch.server.filesystem import LocalFilesystem
 from ketch.server.filesystem_api import OpenDirectory
 from ketch.server.jail import FilesystemError
 from ketch.server.listing_threads import BIG_DIRECTORY
-from ketch.server.listing_worker import (
-    ListingOptions,
-    bounds_of,
-    decode_bounds,
-    encode_bounds,
-    part_of,
-)
+from ketch.server.listing_worker import ListingOptions, join_names, parts_of, split_names
 from ketch.server.listing_workers import LIST, MLSD, ListingWorkers
 
 ACCESS = Access(list=True, read=True, write=True, delete=True, rename=True, mkdir=True)
@@ -260,6 +254,27 @@ def test_workers_that_cannot_start_leave_listings_to_a_thread(
     assert "made in a thread instead" in warning
 
 
+def test_a_worker_of_another_ketch_installation_is_not_used(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(listing_workers, "_WORKER_CODE", "/elsewhere/ketch/listing_worker.py")
+
+    async def scenario() -> None:
+        workers = ListingWorkers(2)
+        try:
+            await workers.start()
+            assert workers.running == 0
+            await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=False)
+        finally:
+            await workers.close()
+
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        run(loop_name, scenario())
+    [warning] = [r.getMessage() for r in caplog.records if "listing workers" in r.getMessage()]
+    assert f"runs {os.path.realpath(listing_worker.__file__)}, not /elsewhere/" in warning
+    assert "another ketch installed ahead of this one?" in warning
+
+
 def test_closing_during_a_listing_lets_it_finish_or_moves_it_to_a_thread(
     loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
 ) -> None:
@@ -364,15 +379,12 @@ names = st.lists(
 ).map(sorted)
 
 
-@given(names, names, st.integers(1, 5))
-def test_parts_cut_any_listing_into_ordered_runs_without_loss_or_repeat(
-    seen_by_first: list[str], seen_by_others: list[str], parts: int
+@given(names, st.integers(1, 5))
+def test_parts_cut_a_listing_into_ordered_runs_that_travel_intact(
+    listed: list[str], parts: int
 ) -> None:
-    # Each worker reads the directory itself; what part 0's worker read sets the bounds.
-    bounds = decode_bounds(encode_bounds(bounds_of(seen_by_first, parts)))
-    assert len(bounds) == parts - 1
-    assert [b for b in bounds if b is not None and b not in seen_by_first] == []
-    joined = [name for part in range(parts) for name in part_of(seen_by_others, bounds, part)]
-    assert joined == seen_by_others
-    sizes = [len(part_of(seen_by_first, bounds, part)) for part in range(parts)]
-    assert max(sizes) - min(sizes) <= 1
+    runs = parts_of(listed, parts)
+    assert len(runs) == parts
+    assert [name for run in runs for name in run] == listed
+    assert max(map(len, runs)) - min(map(len, runs)) <= 1
+    assert [split_names(join_names(run)) for run in runs] == runs

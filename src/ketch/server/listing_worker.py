@@ -12,17 +12,16 @@ The wire format is private to this module and ``listing_workers``: both
 always come from the same installation. A request is a fixed header
 (carrying the directory's descriptor as SCM_RIGHTS) followed by its options,
 pickled: they come from the server that started this process, never from a
-client. Each worker of a listing is asked for one part of it (see
-``_serve_one``): a BOUNDS message from part 0's worker, passed on by the
-server, says where each part begins, and every part ends in a PAYLOAD (its
-bytes, ready for the data connection) or an ERROR (an errno). Nothing in a
-request is resolved as a path: every ``lstat`` and ``readlink`` is relative
-to the received descriptor.
+client. Part 0's worker of a listing reads the directory and answers
+with the names of each other part (NAMES), which the server sends on in
+those parts' requests; every part ends in a PAYLOAD (its bytes, ready for
+the data connection), or part 0's in an ERROR (an errno) when the directory
+cannot be read. Nothing in a request is resolved as a path: every ``lstat``
+and ``readlink`` is relative to the received descriptor.
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import os
 import pickle
@@ -34,7 +33,6 @@ from dataclasses import dataclass
 from ketch.protocol.listing import list_payload
 from ketch.protocol.mlsx import Access, MlsxEntry, format_mlsd
 from ketch.server.mlsx_scan import (
-    LIST_FLAGS,
     directory_names,
     list_lines_of,
     mlsx_entries_of,
@@ -43,28 +41,27 @@ from ketch.server.mlsx_scan import (
 )
 
 __all__ = [
-    "BOUNDS",
     "ERROR",
     "LIST",
     "MLSD",
+    "NAMES",
     "PAYLOAD",
     "READY",
     "REPLY",
     "REQUEST",
     "ListingKind",
     "ListingOptions",
-    "bounds_of",
-    "decode_bounds",
-    "encode_bounds",
+    "join_names",
     "main",
-    "part_of",
+    "parts_of",
+    "split_names",
 ]
 
-#: kind, this worker's part, parts in all, the listing's "now", options length.
-REQUEST = struct.Struct("=BHHdQ")
+#: kind, this worker's part, parts in all, the listing's "now", options length, names length.
+REQUEST = struct.Struct("=BHHdQQ")
 #: message type and body length.
 REPLY = struct.Struct("=BQ")
-READY, BOUNDS, PAYLOAD, ERROR = 1, 2, 3, 4
+READY, NAMES, PAYLOAD, ERROR = 1, 2, 3, 4
 
 
 class ListingKind(enum.IntEnum):
@@ -87,44 +84,20 @@ class ListingOptions:
     listed: MlsxEntry | None = None  # MLSD: the directory itself, shown first as type=cdir
 
 
-def bounds_of(names: list[str], parts: int) -> list[str | None]:
-    """Where parts 1.. of the sorted ``names`` begin: ``parts - 1`` names; None past the end.
-
-    Parts are runs of (nearly) equal length in order, part ``k`` being the
-    names from bound ``k - 1`` (the first name for part 0) up to bound ``k``.
-    """
-    count = len(names)
-    bounds: list[str | None] = []
-    for part in range(1, parts):
-        start = part * count // parts
-        bounds.append(names[start] if start < count else None)
-    return bounds
+def parts_of(names: list[str], parts: int) -> list[list[str]]:
+    """``names`` cut into ``parts`` runs of (nearly) equal length, in order."""
+    cuts = [part * len(names) // parts for part in range(parts + 1)]
+    return [names[cuts[part] : cuts[part + 1]] for part in range(parts)]
 
 
-def encode_bounds(bounds: list[str | None]) -> bytes:
-    """Bounds as sent: each is "/" and its name's bytes (None: nothing), then a NUL.
-
-    No name holds "/" or NUL, so neither can be mistaken for part of one.
-    """
-    return b"".join(
-        b"\0" if bound is None else b"/" + os.fsencode(bound) + b"\0" for bound in bounds
-    )
+def join_names(names: list[str]) -> bytes:
+    """Names as sent: their bytes (surrogate escapes undone), NUL-separated (no name holds NUL)."""
+    return b"\0".join(map(os.fsencode, names))
 
 
-def decode_bounds(data: bytes) -> list[str | None]:
-    """``encode_bounds`` undone."""
-    return [os.fsdecode(item[1:]) if item else None for item in data.split(b"\0")[:-1]]
-
-
-def part_of(names: list[str], bounds: list[str | None], part: int) -> list[str]:
-    """The sorted ``names`` of ``part``, between its bounds (see bounds_of)."""
-    edges = [None, *bounds, None]
-    low, high = edges[part], edges[part + 1]
-    start = 0 if low is None else bisect.bisect_left(names, low)
-    end = len(names) if high is None else bisect.bisect_left(names, high)
-    if part and low is None:  # every part before this one reaches the end
-        start = len(names)
-    return names[start:end]
+def split_names(data: bytes) -> list[str]:
+    """``join_names`` undone."""
+    return list(map(os.fsdecode, data.split(b"\0"))) if data else []
 
 
 def _receive_exactly(sock: socket.socket, count: int) -> bytes:
@@ -163,30 +136,13 @@ def _format(kind: int, directory: int, names: list[str], now: float, options: Li
     )
 
 
-def _own_names(directory: int) -> list[str]:
-    """``directory_names``, read through a descriptor of this worker's own.
-
-    The received descriptor shares its file position with the server's and
-    the other workers' copies: reading the directory through it at the same
-    time as they do would interleave the reads, losing and repeating names.
-    Opening "." relative to it gives the same directory a position of its own.
-    """
-    own = os.open(".", LIST_FLAGS, dir_fd=directory)
-    try:
-        return directory_names(own)
-    finally:
-        os.close(own)
-
-
 def _serve_one(sock: socket.socket) -> bool:
     """Answer one request; False at the end of the server's socket.
 
-    Every worker of a listing reads and sorts the directory at the same time
-    (a big directory is read in many ``getdents`` calls anyway, so one read
-    is no more a snapshot than several). Part 0's worker says where the
-    other parts begin (BOUNDS); the server passes that on to the others. A
-    worker that cannot read the directory still takes part in these steps, so
-    the messages stay in step and the server hears the error once per worker.
+    Part 0's worker reads and sorts the directory, sends the names of every
+    other part (NAMES, which the server passes on in those parts' requests),
+    then makes its own part. The others start formatting as soon as their
+    names arrive, so only one reading of the directory is ever waited for.
     """
     header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, 1)
     if not header:
@@ -194,31 +150,22 @@ def _serve_one(sock: socket.socket) -> bool:
     try:
         if len(header) < REQUEST.size:
             header += _receive_exactly(sock, REQUEST.size - len(header))
-        kind, part, parts, now, options_length = REQUEST.unpack(header)
+        kind, part, parts, now, options_length, names_length = REQUEST.unpack(header)
         options: ListingOptions = pickle.loads(_receive_exactly(sock, options_length))
+        names = split_names(_receive_exactly(sock, names_length))
         if not fds:
             raise EOFError  # a request always carries its directory
         directory = fds[0]
-        failure: OSError | None = None
-        try:
-            names = _own_names(directory)
-        except OSError as error:
-            names, failure = [], error
-        bounds: list[str | None]
         if part == 0:
-            bounds = bounds_of(names, parts) if failure is None else [None] * (parts - 1)
-            if parts > 1:
-                _send(sock, BOUNDS, encode_bounds(bounds))
-        else:
-            kind_sent, length = REPLY.unpack(_receive_exactly(sock, REPLY.size))
-            if kind_sent != BOUNDS:
-                raise EOFError  # out of step with the server: start afresh
-            bounds = decode_bounds(_receive_exactly(sock, length))
-        if failure is None:
-            mine = part_of(names, bounds, part)
-            _send(sock, PAYLOAD, _format(kind, directory, mine, now, options, part == 0))
-        else:
-            _send(sock, ERROR, struct.pack("=i", failure.errno or 0))
+            try:
+                runs = parts_of(directory_names(directory), parts)
+            except OSError as error:
+                _send(sock, ERROR, struct.pack("=i", error.errno or 0))
+                return True
+            names = runs[0]
+            for run in runs[1:]:
+                _send(sock, NAMES, join_names(run))
+        _send(sock, PAYLOAD, _format(kind, directory, names, now, options, part == 0))
     finally:
         for fd in fds:
             os.close(fd)
@@ -235,7 +182,8 @@ def main(arguments: list[str]) -> int:
     sock = socket.socket(fileno=int(arguments[0]))
     sock.setblocking(True)
     try:
-        _send(sock, READY)
+        # Which code this is, so the server can tell a worker of another ketch installation.
+        _send(sock, READY, os.fsencode(os.path.realpath(__file__)))
         while _serve_one(sock):
             pass
     except (EOFError, OSError):
