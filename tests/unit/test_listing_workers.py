@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -117,6 +118,23 @@ def pids_of(workers: ListingWorkers) -> list[int]:
     return [worker.process.pid for worker in workers._workers]
 
 
+@pytest.fixture
+def waiting_for_answers(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set when the server first waits for a worker's answer, mid-listing (after READY)."""
+    waiting = asyncio.Event()
+    receive = listing_workers._Worker.receive
+
+    async def noted_receive(
+        self: listing_workers._Worker, within: float | None = None
+    ) -> tuple[int, bytearray]:
+        if within is None:  # not a start's wait for READY
+            waiting.set()
+        return await receive(self, within)
+
+    monkeypatch.setattr(listing_workers._Worker, "receive", noted_receive)
+    return waiting
+
+
 @contextlib.asynccontextmanager
 async def running_workers(count: int, pids: list[int]) -> AsyncIterator[ListingWorkers]:
     """``count`` workers, started and ready (their pids noted in ``pids``), closed after."""
@@ -185,11 +203,12 @@ class _NotADirectory(LocalFilesystem):
         return OpenDirectory(fd, directory.home)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3])
 def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_in_step(
-    loop_name: str, home: Path, worker_pids: list[int]
+    loop_name: str, home: Path, worker_pids: list[int], count: int
 ) -> None:
     async def scenario() -> None:
-        async with running_workers(2, worker_pids) as workers:
+        async with running_workers(count, worker_pids) as workers:
             for kind in (LIST, MLSD):
                 with pytest.raises(FilesystemError, match=r"^/big: Not a directory$"):
                     await by_workers(workers, _NotADirectory(home), kind)
@@ -200,14 +219,15 @@ def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_i
 
 
 def test_a_cancelled_listing_stops_the_workers_and_the_next_one_is_whole(
-    loop_name: str, home: Path, worker_pids: list[int]
+    loop_name: str, home: Path, worker_pids: list[int], waiting_for_answers: asyncio.Event
 ) -> None:
     fs = LocalFilesystem(home)
 
     async def scenario() -> None:
         async with running_workers(2, worker_pids) as workers:
+            waiting_for_answers.clear()
             listing = asyncio.ensure_future(by_workers(workers, fs, LIST))
-            await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
+            await waiting_for_answers.wait()  # the first request is out, its answers unread
             listing.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await listing
@@ -254,10 +274,20 @@ def test_workers_that_cannot_start_leave_listings_to_a_thread(
     assert "made in a thread instead" in warning
 
 
-def test_a_worker_of_another_ketch_installation_is_not_used(
-    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(listing_workers, "_WORKER_CODE", "/elsewhere/ketch/listing_worker.py")
+def test_a_worker_speaking_another_protocol_is_not_used(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    worker_pids: list[int],
+) -> None:  # fmt: skip
+    # As if this server had started before an upgrade changed the workers' messages.
+    monkeypatch.setattr(listing_workers, "PROTOCOL", "ketch listing worker 0")
+    real_start = listing_workers._start_worker
+
+    async def noted_start() -> listing_workers._Worker:
+        worker = await real_start()
+        worker_pids.append(worker.process.pid)
+        return worker
+
+    monkeypatch.setattr(listing_workers, "_start_worker", noted_start)
 
     async def scenario() -> None:
         workers = ListingWorkers(2)
@@ -270,29 +300,86 @@ def test_a_worker_of_another_ketch_installation_is_not_used(
 
     with caplog.at_level(logging.WARNING, logger="ketch.server"):
         run(loop_name, scenario())
+    assert len(worker_pids) == 2  # both started, both stopped and reaped
     [warning] = [r.getMessage() for r in caplog.records if "listing workers" in r.getMessage()]
-    assert f"runs {os.path.realpath(listing_worker.__file__)}, not /elsewhere/" in warning
-    assert "another ketch installed ahead of this one?" in warning
+    assert f"speaks {listing_worker.PROTOCOL!r}, not 'ketch listing worker 0'" in warning
+    assert os.path.realpath(listing_worker.__file__) in warning
+    assert "was ketch upgraded since the server started? Restart the server" in warning
 
 
-def test_closing_during_a_listing_lets_it_finish_or_moves_it_to_a_thread(
-    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
+def test_a_worker_out_of_descriptors_leaves_the_listing_to_a_thread_and_carries_on(
+    loop_name: str, home: Path, worker_pids: list[int]
 ) -> None:
     fs = LocalFilesystem(home)
 
-    async def scenario(stop_timeout: float) -> None:
-        monkeypatch.setattr(listing_workers, "STOP_TIMEOUT", stop_timeout)
+    async def scenario() -> None:
         async with running_workers(2, worker_pids) as workers:
+            first = worker_pids[0]
+            limits = resource.prlimit(first, resource.RLIMIT_NOFILE)
+            # Room for the descriptor it is sent (the lowest free number), none for the
+            # copy listdir makes of it (the next free one).
+            taken = {int(fd) for fd in os.listdir(f"/proc/{first}/fd")}
+            free = [number for number in range(len(taken) + 2) if number not in taken]
+            resource.prlimit(first, resource.RLIMIT_NOFILE, (free[1], limits[1]))
+            await check_listing(workers, fs, LIST, by_workers_expected=False)  # not a 550
+            assert pids_of(workers) == worker_pids  # the same workers, still in step
+            resource.prlimit(first, resource.RLIMIT_NOFILE, limits)
+            await check_listing(workers, fs, LIST, by_workers_expected=True)
+
+    run(loop_name, scenario())
+
+
+def test_a_worker_that_takes_no_request_is_given_up_on(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
+) -> None:
+    monkeypatch.setattr(listing_workers, "_SOCKET_BUFFER", 4096)  # names outgrow it
+    monkeypatch.setattr(listing_workers, "ANSWER_TIMEOUT", 0.5)
+    monkeypatch.setattr(listing_workers, "STOP_TIMEOUT", 0.2)
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        async with running_workers(2, worker_pids) as workers:
+            os.kill(worker_pids[1], signal.SIGSTOP)  # alive, but reads nothing
+            await asyncio.wait_for(check_listing(workers, fs, MLSD, by_workers_expected=False), 10)
+            assert workers.running == 0  # stopped (killed) and reaped: see worker_pids
+
+    run(loop_name, scenario())
+
+
+def test_parts_larger_than_the_socket_buffers_arrive_whole(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int]
+) -> None:
+    monkeypatch.setattr(listing_workers, "_SOCKET_BUFFER", 4096)  # the kernel's minimum, or near
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        async with running_workers(3, worker_pids) as workers:
+            for kind in (LIST, MLSD):
+                await check_listing(workers, fs, kind, by_workers_expected=True)
+
+    run(loop_name, scenario())
+
+
+@pytest.mark.parametrize("stop_timeout", [10.0, 0.0])
+def test_closing_during_a_listing_lets_it_finish_or_moves_it_to_a_thread(
+    loop_name: str, home: Path, monkeypatch: pytest.MonkeyPatch, worker_pids: list[int],
+    waiting_for_answers: asyncio.Event, stop_timeout: float,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(listing_workers, "STOP_TIMEOUT", stop_timeout)
+    fs = LocalFilesystem(home)
+
+    async def scenario() -> None:
+        async with running_workers(2, worker_pids) as workers:
+            waiting_for_answers.clear()
             listing = asyncio.ensure_future(
                 check_listing(workers, fs, MLSD, by_workers_expected=stop_timeout > 0)
             )
-            await asyncio.sleep(0.002)  # the requests are out; the answers are not read yet
+            await waiting_for_answers.wait()  # the first request is out, its answers unread
             await workers.close()  # killed under the listing when it may not wait: a thread's
             await asyncio.wait_for(listing, 30)
             assert workers.running == 0
 
-    run(loop_name, scenario(10.0))
-    run(loop_name, scenario(0.0))
+    run(loop_name, scenario())
 
 
 def test_a_big_listing_while_the_workers_are_busy_is_made_in_a_thread(

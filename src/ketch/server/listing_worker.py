@@ -8,16 +8,18 @@ the server, and on one core it cannot go faster. Workers are processes, so
 a big listing leaves the event loop alone, and its parts are made on as many
 cores as there are workers at once.
 
-The wire format is private to this module and ``listing_workers``: both
-always come from the same installation. A request is a fixed header
-(carrying the directory's descriptor as SCM_RIGHTS) followed by its options,
-pickled: they come from the server that started this process, never from a
-client. Part 0's worker of a listing reads the directory and answers
-with the names of each other part (NAMES), which the server sends on in
-those parts' requests; every part ends in a PAYLOAD (its bytes, ready for
-the data connection), or part 0's in an ERROR (an errno) when the directory
-cannot be read. Nothing in a request is resolved as a path: every ``lstat``
-and ``readlink`` is relative to the received descriptor.
+The wire format is private to this module and ``listing_workers``. A worker
+opens with READY and its ``PROTOCOL``; the server refuses one that speaks
+another (say, of a ketch upgraded in place since the server started). A
+request is a fixed header (carrying the directory's descriptor as
+SCM_RIGHTS) followed by its options, pickled: they come from the server that
+started this process, never from a client. Part 0's worker of a listing
+reads the directory and answers with the names of each other part (NAMES),
+which the server sends on in those parts' requests; every part ends in a
+PAYLOAD (its bytes, ready for the data connection), or part 0's in an ERROR
+(an errno) when the directory cannot be read. Nothing in a request is
+resolved as a path: every ``lstat`` and ``readlink`` is relative to the
+received descriptor.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "MLSD",
     "NAMES",
     "PAYLOAD",
+    "PROTOCOL",
     "READY",
     "REPLY",
     "REQUEST",
@@ -62,6 +65,8 @@ REQUEST = struct.Struct("=BHHdQQ")
 #: message type and body length.
 REPLY = struct.Struct("=BQ")
 READY, NAMES, PAYLOAD, ERROR = 1, 2, 3, 4
+#: What READY says. Bump the number with any change to the messages' meaning.
+PROTOCOL = f"ketch listing worker 3 {REQUEST.format} {REPLY.format}"
 
 
 class ListingKind(enum.IntEnum):
@@ -182,8 +187,8 @@ def main(arguments: list[str]) -> int:
     sock = socket.socket(fileno=int(arguments[0]))
     sock.setblocking(True)
     try:
-        # Which code this is, so the server can tell a worker of another ketch installation.
-        _send(sock, READY, os.fsencode(os.path.realpath(__file__)))
+        # The protocol, and (for the server's log) which code speaks it.
+        _send(sock, READY, PROTOCOL.encode() + b"\0" + os.fsencode(os.path.realpath(__file__)))
         while _serve_one(sock):
             pass
     except (EOFError, OSError):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import pickle
@@ -38,7 +39,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ketch.server import listing_worker
 from ketch.server.filesystem_api import Filesystem
 from ketch.server.helper_python import helper_command
 from ketch.server.jail import FilesystemError
@@ -49,6 +49,7 @@ from ketch.server.listing_worker import (
     MLSD,
     NAMES,
     PAYLOAD,
+    PROTOCOL,
     READY,
     REPLY,
     REQUEST,
@@ -68,8 +69,6 @@ ANSWER_TIMEOUT = 60.0
 RETRY_AFTER = 60.0
 #: Seconds a stopping worker gets to leave before it is killed.
 STOP_TIMEOUT = 2.0
-#: The worker code this server speaks to (a worker says which it runs when it starts).
-_WORKER_CODE = os.path.realpath(listing_worker.__file__)
 # A worker's answers can be megabytes: fewer, bigger reads.
 _SOCKET_BUFFER = 1024 * 1024
 
@@ -88,11 +87,23 @@ class _WorkerFailed(Exception):
 
 
 class _DirectoryError(Exception):
-    """The workers could not read the directory (an errno): the client gets a 550."""
+    """The first worker could not read the directory (an errno): the client gets a 550."""
 
     def __init__(self, code: int) -> None:
         super().__init__(code)
+        self.code = code
         self.reason = os.strerror(code) if code else "Input/output error"
+
+    @classmethod
+    def sent_by(cls, worker: _Worker, body: bytes | bytearray) -> _DirectoryError:
+        if len(body) != _ERRNO.size:
+            raise _WorkerFailed(f"listing worker {worker.process.pid} sent a malformed error")
+        return cls(_ERRNO.unpack(body)[0])
+
+
+_ERRNO = struct.Struct("=i")
+#: Errors of the worker's own resources, not the directory's: the listing is made here instead.
+_WORKER_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass
@@ -101,19 +112,25 @@ class _Worker:
     sock: socket.socket
 
     async def send(self, header: bytes, fd: int, body: bytes) -> None:
-        """A request: ``header`` with ``fd`` attached, then ``body``."""
+        """A request: ``header`` with ``fd`` attached, then ``body`` (names can be megabytes)."""
         try:
             # Nothing is ever queued on this socket between requests, so the small
             # header always fits at once; only the body may have to wait.
             sent = self.sock.sendmsg(
                 [header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
             )
-            await asyncio.get_running_loop().sock_sendall(self.sock, header[sent:] + body)
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                await asyncio.get_running_loop().sock_sendall(self.sock, header[sent:] + body)
+        except TimeoutError:
+            raise _WorkerFailed(
+                f"listing worker {self.process.pid} took no request for {ANSWER_TIMEOUT:.0f} s"
+            ) from None
         except OSError as error:
             raise _WorkerFailed(f"sending to listing worker {self.process.pid}: {error}") from error
 
-    async def receive(self, within: float = ANSWER_TIMEOUT) -> tuple[int, bytearray]:
-        """The next message: its type and body."""
+    async def receive(self, within: float | None = None) -> tuple[int, bytearray]:
+        """The next message: its type and body (within ``ANSWER_TIMEOUT`` unless told)."""
+        within = ANSWER_TIMEOUT if within is None else within
         try:
             async with asyncio.timeout(within):
                 kind, length = REPLY.unpack(await self._exactly(REPLY.size))
@@ -206,7 +223,9 @@ class ListingWorkers:
         try:
             data = await self._listing(directory.fd, kind, time.time(), options(directory.home))
         except _DirectoryError as error:
-            raise FilesystemError(f"{path}: {error.reason}") from None
+            if error.code not in _WORKER_SHORTAGES:
+                raise FilesystemError(f"{path}: {error.reason}") from None
+            data = None
         finally:
             os.close(directory.fd)
         if data is None:
@@ -235,15 +254,17 @@ class ListingWorkers:
             for _ in range(self._count):
                 workers.append(await _start_worker())
             for worker in workers:
-                kind, code = await worker.receive(START_TIMEOUT)
+                kind, hello = await worker.receive(START_TIMEOUT)
                 if kind != READY:
                     raise _WorkerFailed(f"listing worker {worker.process.pid} did not start")
-                theirs = os.fsdecode(bytes(code))
-                if theirs != _WORKER_CODE:
-                    # Its messages may not be ours: it would leave listings waiting.
+                protocol, _, code = bytes(hello).partition(b"\0")
+                if protocol != PROTOCOL.encode():
+                    # Its messages may not mean ours: it would leave listings waiting.
                     raise _WorkerFailed(
-                        f"listing worker {worker.process.pid} runs {theirs}, not "
-                        f"{_WORKER_CODE}: is another ketch installed ahead of this one?"
+                        f"listing worker {worker.process.pid} speaks "
+                        f"{protocol.decode(errors='replace')!r}, not {PROTOCOL!r} "
+                        f"({os.fsdecode(code)}): was ketch upgraded since the server started? "
+                        "Restart the server"
                     )
         except (OSError, _WorkerFailed) as error:
             log.warning(
@@ -276,7 +297,7 @@ class ListingWorkers:
             try:
                 return await _exchange(workers, fd, kind, now, pickle.dumps(options))
             except _DirectoryError:
-                raise  # every worker answered: they are in step and carry on
+                raise  # the first worker's answer, and nothing else was asked: still in step
             except _WorkerFailed as error:
                 log.warning(
                     "listing workers stopped (%s): this listing is made in a thread, and "
@@ -326,7 +347,7 @@ async def _exchange(
     for part, worker in enumerate(workers[1:], 1):
         message, names = await first.receive()
         if message == ERROR:  # the directory could not be read: nothing else is on its way
-            raise _DirectoryError(struct.unpack("=i", names)[0])
+            raise _DirectoryError.sent_by(first, names)
         if message != NAMES:
             raise _WorkerFailed(f"listing worker {first.process.pid} sent {message}, not names")
         header = REQUEST.pack(kind, part, parts, now, len(options), len(names))
@@ -335,7 +356,7 @@ async def _exchange(
     for worker in workers:
         message, body = await worker.receive()
         if message == ERROR and worker is first and parts == 1:
-            raise _DirectoryError(struct.unpack("=i", body)[0])
+            raise _DirectoryError.sent_by(first, body)
         if message != PAYLOAD:
             raise _WorkerFailed(f"listing worker {worker.process.pid} sent {message}, not a part")
         payloads.append(body)
