@@ -127,7 +127,7 @@ class LocalFilesystem:
 
     def __init__(self, home: Path) -> None:
         self._jail = Jail(home)
-        self._home = str(self._jail.home)
+        self._home = self._jail.home_text
 
     # -- facts -------------------------------------------------------------
 

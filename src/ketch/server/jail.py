@@ -132,6 +132,11 @@ class Jail:
         """The real, symlink-free home directory."""
         return Path(self._home)
 
+    @property
+    def home_text(self) -> str:
+        """``home`` as the string it is kept as (no Path made)."""
+        return self._home
+
     def contains(self, real: str) -> bool:
         """Whether an already resolved real path lies inside the home."""
         return real == self._home or real.startswith(self._prefix)
