@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ketch.server.filesystem_api import Filesystem
+from ketch.server.filesystem_api import Filesystem, OpenDirectory
 from ketch.server.helper_python import helper_command
 from ketch.server.jail import FilesystemError
 from ketch.server.listing_threads import BIG_DIRECTORY, make_listing
@@ -215,22 +215,31 @@ class ListingWorkers:
         too (in a thread, see listing_threads) while the workers are not
         running or are busy. ``options(home)`` gives the formatting options.
         """
-        if directory_size <= BIG_DIRECTORY or not self._ready() or self._turn.locked():
-            return await make_listing(make_here, directory_size), False
-        directory = fs.open_directory(path)
-        if directory is None:
-            return await make_listing(make_here, directory_size), False
-        try:
-            data = await self._listing(directory.fd, kind, time.time(), options(directory.home))
-        except _DirectoryError as error:
-            if error.code not in _WORKER_SHORTAGES:
-                raise FilesystemError(f"{path}: {error.reason}") from None
-            data = None
-        finally:
-            os.close(directory.fd)
+        data = None
+        if directory_size > BIG_DIRECTORY and self._ready() and not self._turn.locked():
+            directory = fs.open_directory(path)
+            if directory is not None:
+                data = await self._listing_of(directory, path, kind, options)
         if data is None:
             return await make_listing(make_here, directory_size), False
         return data, True
+
+    async def _listing_of(
+        self,
+        directory: OpenDirectory,
+        path: str,
+        kind: ListingKind,
+        options: Callable[[str], ListingOptions],
+    ) -> bytes | None:
+        """``_listing`` of an opened directory, which it closes; its errors as FilesystemError."""
+        try:
+            return await self._listing(directory.fd, kind, time.time(), options(directory.home))
+        except _DirectoryError as error:
+            if error.code in _WORKER_SHORTAGES:
+                return None
+            raise FilesystemError(f"{path}: {error.reason}") from None
+        finally:
+            os.close(directory.fd)
 
     def _ready(self) -> bool:
         """Whether workers are running; if not, start them in the background when it is time."""
