@@ -45,13 +45,14 @@ class ServerContext:
     #: The TLS context for AUTH TLS, implicit FTPS and PROT P (None: no certificate, no FTPS).
     tls: ServerTls | None = None
     #: The processes that make big LIST and MLSD listings (started on first need).
-    listing_workers: ListingWorkers = field(default_factory=ListingWorkers)
+    listing_workers: ListingWorkers = field(init=False)
     #: Set when a graceful shutdown begins: a session ends at its next wait for a command.
     stopping: bool = False
 
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_config(self.config)
         self.user_sessions = UserSessions(self.config)
+        self.listing_workers = ListingWorkers(counters=self.counters)
 
     @classmethod
     def from_config(

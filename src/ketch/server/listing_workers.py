@@ -36,6 +36,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -186,8 +187,10 @@ async def _start_worker() -> _Worker:
 class ListingWorkers:
     """The listing workers of one server process, started on first need."""
 
-    def __init__(self, count: int | None = None) -> None:
+    def __init__(self, count: int | None = None, counters: Counter[str] | None = None) -> None:
         self._count = count or _worker_count()
+        #: Where "listing_by_workers" is counted (the server's counters, for STAT and tests).
+        self._counters: Counter[str] = Counter() if counters is None else counters
         self._workers: list[_Worker] = []
         self._starting: asyncio.Task[None] | None = None
         self._next_start = 0.0  # monotonic time: no start before this
@@ -222,6 +225,7 @@ class ListingWorkers:
                 data = await self._listing_of(directory, path, kind, options)
         if data is None:
             return await make_listing(make_here, directory_size), False
+        self._counters["listing_by_workers"] += 1
         return data, True
 
     async def _listing_of(

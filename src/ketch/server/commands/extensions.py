@@ -84,7 +84,7 @@ async def machine_list_directory(session: Session, argument: str) -> None:
     selected, access = session.extensions.mlst_facts, access_of(session)
     # Made in one pass (by the listing workers when the directory is big) and
     # sent with one sendall, as LIST is.
-    data, in_workers = await session.context.listing_workers.make(
+    data, _ = await session.context.listing_workers.make(
         fs,
         path,
         MLSD,
@@ -92,8 +92,6 @@ async def machine_list_directory(session: Session, argument: str) -> None:
         lambda: format_mlsd(fs.list_mlsx(path), selected, access, listed=listed),
         listed.size,
     )
-    if in_workers:
-        session.context.counters["listing_by_workers"] += 1
     await start_transfer(
         session,
         "MLSD",

@@ -229,12 +229,10 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
     if names_only or scope.directory is None or scope.pattern is not None:
         data = await make_listing(make_here, scope.directory_size)
     else:
-        data, in_workers = await session.context.listing_workers.make(
+        data, _ = await session.context.listing_workers.make(
             session.filesystem, scope.directory, LIST, ListingOptions, make_here,
             scope.directory_size,
         )  # fmt: skip
-        if in_workers:
-            session.context.counters["listing_by_workers"] += 1
     await start_transfer(
         session,
         verb,
