@@ -72,6 +72,10 @@ data_stall_timeout = 120.0
 atomic_uploads = true
 # Largest file an upload may produce, in bytes (0: no limit).
 max_upload_size = 0
+# Seconds a verified password is remembered (as a keyed digest, in memory only),
+# so that the same user logging in again with it skips the costly argon2 check.
+# Wrong passwords are always checked in full; 0 checks every login.
+login_cache_seconds = 600.0
 # Seconds to wait before answering a failed login (slows password guessing).
 # The wait doubles with each further failure from the same IP address, up to
 # login_failure_delay_max; a successful login resets it.

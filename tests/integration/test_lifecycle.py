@@ -305,6 +305,31 @@ def test_sighup_reloads_users_and_sessions_keep_running(start_server: StartServe
     bob.quit()
 
 
+def test_a_remembered_password_stops_working_when_a_reload_changes_it(
+    start_server: StartServer,
+) -> None:
+    # login_cache_seconds (default 600 s) remembers alice's password after a login;
+    # a reload that changes her hash must not leave the old password working.
+    server, port, config = start_server()
+    login(port).quit()
+    login(port).quit()  # now remembered
+    old_hash = next(line for line in config.read_text().splitlines() if "password_hash" in line)
+    config.write_text(
+        config.read_text().replace(old_hash, f'password_hash = "{_HASHER.hash("n3w-pw")}"')
+    )
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("reload: configuration from", start=mark)
+
+    with pytest.raises(ftplib.error_perm, match="530"):
+        login(port)
+    fresh = ftplib.FTP(timeout=10)
+    fresh.connect(HOST, port)
+    fresh.login("alice", "n3w-pw")
+    assert fresh.voidcmd("NOOP").startswith("200")
+    fresh.quit()
+
+
 def test_sighup_with_an_invalid_file_keeps_the_old_configuration(
     start_server: StartServer,
 ) -> None:

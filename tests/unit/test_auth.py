@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ketch.server.auth import (
     hash_password,
     parse_permissions,
 )
+from ketch.server.verified_logins import MAX_REMEMBERED, VerifiedLogins
 
 # Cheap parameters keep the suite fast; verification reads them from the hash.
 _CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -185,3 +187,114 @@ def test_knows_names_that_could_log_in(tmp_path: Path) -> None:
     assert authenticator.knows("alice")
     assert authenticator.knows("Anonymous")
     assert not authenticator.knows("mallory")
+
+
+# -- verified passwords remembered (login_cache_seconds) ---------------------------
+
+
+class _CountingHasher(argon2.PasswordHasher):
+    """A real argon2 verifier that counts its checks."""
+
+    checks = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        self.checks += 1
+        return super().verify(hash, password)
+
+
+def _counted(config: ServerConfig) -> tuple[Authenticator, _CountingHasher]:
+    authenticator = Authenticator(config)
+    hasher = authenticator._verifier = _CountingHasher()
+    return authenticator, hasher
+
+
+def test_a_verified_password_is_not_checked_again_but_a_wrong_one_always_is(
+    tmp_path: Path,
+) -> None:
+    authenticator, hasher = _counted(_config(tmp_path))
+
+    async def logins() -> None:
+        for _ in range(3):
+            assert await authenticator.authenticate("alice", "s3cret") is not None
+        assert hasher.checks == 1
+        for guess in ("wrong", "s3cret ", "S3cret", ""):
+            assert await authenticator.authenticate("alice", guess) is None
+        assert hasher.checks == 5
+        assert await authenticator.authenticate("alice", "s3cret") is not None
+        assert hasher.checks == 5  # wrong guesses did not make it forget
+        assert await authenticator.authenticate("mallory", "s3cret") is None  # the dummy hash
+        assert hasher.checks == 6
+
+    asyncio.run(logins())
+
+
+def test_login_cache_seconds_0_checks_every_login(tmp_path: Path) -> None:
+    config = _config(tmp_path).model_copy(update={"login_cache_seconds": 0.0})
+    authenticator, hasher = _counted(config)
+
+    async def logins() -> None:
+        for _ in range(3):
+            assert await authenticator.authenticate("alice", "s3cret") is not None
+
+    asyncio.run(logins())
+    assert hasher.checks == 3
+
+
+def test_a_password_of_bytes_not_utf8_is_remembered_as_its_bytes(tmp_path: Path) -> None:
+    raw = b"caf\xe9"  # Latin-1 on the wire: decoded with surrogate escapes
+    password = raw.decode("utf-8", "surrogateescape")
+    authenticator, hasher = _counted(_config(tmp_path, password_hash=_CHEAP.hash(raw)))
+
+    async def logins() -> None:
+        for _ in range(2):
+            assert await authenticator.authenticate("alice", password) is not None
+        assert await authenticator.authenticate("alice", "café") is None
+
+    asyncio.run(logins())
+    assert hasher.checks == 2
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_verified_logins_expire_after_their_seconds() -> None:
+    clock = _Clock()
+    verified = VerifiedLogins(60.0, clock)
+    verified.remember("$hash-a", b"pw")
+    assert verified.holds("$hash-a", b"pw")
+    assert not verified.holds("$hash-a", b"pw2")
+    assert not verified.holds("$hash-b", b"pw")  # another hash: another user or a new hash
+    clock.now += 59.9
+    assert verified.holds("$hash-a", b"pw")  # holding it does not extend it
+    clock.now += 0.1
+    assert not verified.holds("$hash-a", b"pw")
+    verified.remember("$hash-a", b"pw")
+    assert verified.holds("$hash-a", b"pw")
+
+
+def test_verified_logins_keep_only_the_newest() -> None:
+    verified = VerifiedLogins(60.0)
+    for number in range(MAX_REMEMBERED):
+        verified.remember(f"$hash-{number}", b"pw")
+    verified.remember("$hash-0", b"pw")  # again: now the newest
+    verified.remember("$hash-new", b"pw")  # one too many: $hash-1 goes
+    assert verified.holds("$hash-0", b"pw")
+    assert not verified.holds("$hash-1", b"pw")
+    assert verified.holds("$hash-2", b"pw")
+    assert verified.holds("$hash-new", b"pw")
+    assert len(verified._checks) == MAX_REMEMBERED
+
+
+def test_verified_logins_hold_no_password_and_no_unkeyed_digest() -> None:
+    verified = VerifiedLogins(60.0)
+    verified.remember("$hash", b"s3cret")
+    digest, _ = verified._checks["$hash"]
+    assert b"s3cret" not in digest
+    for name in ("sha256", "sha512", "blake2b", "md5"):
+        assert digest != hashlib.new(name, b"s3cret").digest()[: len(digest)]
+    assert VerifiedLogins(60.0)._digest(b"s3cret") != digest  # each process has its own key

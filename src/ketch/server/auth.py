@@ -6,7 +6,9 @@ logins must not freeze every other session on the event loop. A hash made
 with a deliberately tiny cost (see ``_INLINE_COST``) is checked on the loop
 instead, since the thread hand-off would cost more than the check. Unknown
 user names are checked against a dummy hash of the same cost, so a client
-cannot tell "no such user" from "wrong password" by timing the reply.
+cannot tell "no such user" from "wrong password" by timing the reply. A
+password verified lately is remembered for ``login_cache_seconds`` (see
+verified_logins), so logging in again with it costs no second check.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from ketch.server.verified_logins import VerifiedLogins
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
@@ -128,6 +132,7 @@ class Authenticator:
         self._config = config
         self._users = {user.name: user for user in config.users}
         self._verifier = argon2.PasswordHasher()
+        self._verified = VerifiedLogins(config.login_cache_seconds)
         # Same parameters as the users' hashes, so an unknown name costs the
         # same time as a wrong password. Built now (one hash, once) so even the
         # first unknown name is not slower; with no users there is nobody to
@@ -188,16 +193,22 @@ class Authenticator:
         )
 
     async def _check(self, password_hash: str, password: str) -> bool:
-        """Verify in a worker thread, or inline when the hash is cheap (_INLINE_COST)."""
-        if password_hash in self._inline_hashes:
-            return self._verify(password_hash, password)
-        return await asyncio.to_thread(self._verify, password_hash, password)
-
-    def _verify(self, password_hash: str, password: str) -> bool:
-        """Runs in a worker thread; blocking for the hash's full cost is the point."""
+        """Whether ``password`` matches: remembered, else verified (see _INLINE_COST)."""
         # A password that is not UTF-8 on the wire holds surrogate escapes;
-        # hash its original bytes so it is checked, not an internal error.
+        # check its original bytes, so it is checked, not an internal error.
         secret = password.encode("utf-8", "surrogateescape")
+        if self._verified.holds(password_hash, secret):
+            return True
+        if password_hash in self._inline_hashes:
+            matches = self._verify(password_hash, secret)
+        else:
+            matches = await asyncio.to_thread(self._verify, password_hash, secret)
+        if matches:
+            self._verified.remember(password_hash, secret)
+        return matches
+
+    def _verify(self, password_hash: str, secret: bytes) -> bool:
+        """Runs in a worker thread; blocking for the hash's full cost is the point."""
         try:
             return self._verifier.verify(password_hash, secret)
         except VerificationError:
