@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from ketch.protocol.listing import list_payload
 from ketch.protocol.mlsx import FACT_NAMES, Access, format_mlsd
-from ketch.server import event_loop, listing_worker, listing_workers
+from ketch.server import event_loop, listed_names, listing_worker, listing_workers
 from ketch.server.filesystem import LocalFilesystem
 from ketch.server.filesystem_api import OpenDirectory
 from ketch.server.jail import FilesystemError
@@ -35,6 +35,25 @@ from ketch.server.listing_worker import ListingOptions, join_names, parts_of, sp
 from ketch.server.listing_workers import LIST, MLSD, ListingWorkers
 
 ACCESS = Access(list=True, read=True, write=True, delete=True, rename=True, mkdir=True)
+
+
+@pytest.fixture(autouse=True)
+def names_never_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every listing reads its directory, unless a test keeps names (see ``keep_names``)."""
+    monkeypatch.setattr(listed_names, "SETTLED_NS", 10**30)
+
+
+def keep_names(monkeypatch: pytest.MonkeyPatch, settled: float = 0.0) -> None:
+    """Keep the names of directories unchanged for ``settled`` seconds (ketch's own: 2)."""
+    monkeypatch.setattr(listed_names, "SETTLED_NS", int(settled * 1e9))
+
+
+@pytest.fixture(params=["read", "kept"])
+def names_from(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a listing gets its names: read by the first worker, or kept from before."""
+    if request.param == "kept":
+        keep_names(monkeypatch)
+    return str(request.param)
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -149,7 +168,7 @@ async def running_workers(count: int, pids: list[int]) -> AsyncIterator[ListingW
 
 
 def test_parts_made_by_workers_join_into_the_listing_of_one_pass(
-    loop_name: str, home: Path, worker_pids: list[int]
+    loop_name: str, home: Path, worker_pids: list[int], names_from: str
 ) -> None:
     fs = LocalFilesystem(home)
 
@@ -160,6 +179,8 @@ def test_parts_made_by_workers_join_into_the_listing_of_one_pass(
                 await check_listing(workers, fs, kind, by_workers_expected=True)
             selected = ("size", "type")
             await check_listing(workers, fs, MLSD, by_workers_expected=True, selected=selected)
+            reused = workers._counters["listing_names_reused"]
+            assert reused == (2 if names_from == "kept" else 0)
 
     run(loop_name, scenario())
     listing = expected_list(fs).decode("utf-8", "surrogateescape")
@@ -205,8 +226,10 @@ class _NotADirectory(LocalFilesystem):
 
 @pytest.mark.parametrize("count", [1, 2, 3])
 def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_in_step(
-    loop_name: str, home: Path, worker_pids: list[int], count: int
+    loop_name: str, home: Path, worker_pids: list[int], count: int, names_from: str
 ) -> None:
+    # "kept": the first worker is also asked for its own part's names, so with
+    # one worker the error comes where those would.
     async def scenario() -> None:
         async with running_workers(count, worker_pids) as workers:
             for kind in (LIST, MLSD):
@@ -416,6 +439,74 @@ def test_an_emptied_big_directory_lists_as_empty(
             data = await check_listing(workers, fs, MLSD, by_workers_expected=True)
             assert data.count(b"\r\n") == 1 and data.endswith(b"; .\r\n")  # the cdir line
 
+    run(loop_name, scenario())
+
+
+def make_big_directory(parent: Path) -> LocalFilesystem:
+    """A fresh /big under ``parent``, big enough for the workers; its filesystem."""
+    big = parent / "big"
+    big.mkdir()
+    index = 0
+    while os.stat(big).st_size <= BIG_DIRECTORY:
+        for _ in range(500):
+            (big / f"file{index:06d}").write_bytes(b"y")
+            index += 1
+    return LocalFilesystem(parent)
+
+
+def test_kept_names_serve_only_while_the_directory_is_unchanged(
+    loop_name: str, tmp_path: Path, worker_pids: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A listing reads the directory in the first ``settled`` s after a change,
+    # however quickly a change follows (changes within one clock tick included).
+    settled = 0.4
+    keep_names(monkeypatch, settled)
+    fs = make_big_directory(tmp_path)
+    big = tmp_path / "big"
+
+    async def listing(kind: int = LIST) -> tuple[str, int]:
+        """/big listed (checked against one pass), and how many listings reused names."""
+        data = await check_listing(workers, fs, kind, by_workers_expected=True)
+        return data.decode("utf-8", "surrogateescape"), workers._counters["listing_names_reused"]
+
+    async def settle() -> None:
+        await asyncio.sleep(settled + 0.1)
+
+    async def scenario() -> None:
+        nonlocal workers
+        async with running_workers(2, worker_pids) as workers:
+            await settle()
+            await listing()  # read, and kept
+            assert (await listing(MLSD))[1] == 1
+            assert (await listing())[1] == 2
+
+            # An entry's own change leaves the directory as it was: names are
+            # reused, and the entry is looked at afresh.
+            (big / "file000003").write_bytes(b"grown to 23 bytes here.")
+            text, reused = await listing()
+            assert reused == 3 and " 23 " in next(
+                line for line in text.splitlines() if line.endswith("file000003")
+            )
+
+            changes = [
+                lambda: (big / "added").write_bytes(b""),
+                lambda: (big / "file000004").unlink(),
+                lambda: (big / "file000005").rename(big / "renamed"),
+                lambda: (big / "file000006").rename(tmp_path / "moved-out"),
+            ]
+            for change in changes:
+                change()
+                await listing()  # read: the directory changed
+                assert (await listing())[1] == reused  # read: too lately changed to keep
+                await settle()
+                await listing()  # read, and kept
+                text, reused = await listing()
+                assert reused == 4 + changes.index(change)
+            assert "added\r\n" in text and "renamed\r\n" in text
+            assert "file000004" not in text and "file000005" not in text
+            assert "file000006" not in text
+
+    workers: ListingWorkers
     run(loop_name, scenario())
 
 

@@ -13,13 +13,15 @@ opens with READY and its ``PROTOCOL``; the server refuses one that speaks
 another (say, of a ketch upgraded in place since the server started). A
 request is a fixed header (carrying the directory's descriptor as
 SCM_RIGHTS) followed by its options, pickled: they come from the server that
-started this process, never from a client. Part 0's worker of a listing
-reads the directory and answers with the names of each other part (NAMES),
-which the server sends on in those parts' requests; every part ends in a
-PAYLOAD (its bytes, ready for the data connection), or part 0's in an ERROR
-(an errno) when the directory cannot be read. Nothing in a request is
-resolved as a path: every ``lstat`` and ``readlink`` is relative to the
-received descriptor.
+started this process, never from a client. A request with READ_DIRECTORY
+(part 0's) has its worker read the directory and answer with the names of
+each other part (NAMES), which the server sends on in those parts' requests,
+and with SEND_OWN_NAMES also with its own part's names, for the server to
+keep (see listed_names). Any other request carries its part's names. Every
+part ends in a PAYLOAD (its bytes, ready for the data connection), or a
+reading part's in an ERROR (an errno) when the directory cannot be read.
+Nothing in a request is resolved as a path: every ``lstat`` and
+``readlink`` is relative to the received descriptor.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ __all__ = [
     "PAYLOAD",
     "PROTOCOL",
     "READY",
+    "READ_DIRECTORY",
     "REPLY",
     "REQUEST",
+    "SEND_OWN_NAMES",
     "ListingKind",
     "ListingOptions",
     "join_names",
@@ -60,13 +64,15 @@ __all__ = [
     "split_names",
 ]
 
-#: kind, this worker's part, parts in all, the listing's "now", options length, names length.
-REQUEST = struct.Struct("=BHHdQQ")
+#: kind, flags, this worker's part, parts in all, the listing's "now", options and names length.
+REQUEST = struct.Struct("=BBHHdQQ")
+#: Request flags: read the directory (and send the other parts' names); send this part's too.
+READ_DIRECTORY, SEND_OWN_NAMES = 1, 2
 #: message type and body length.
 REPLY = struct.Struct("=BQ")
 READY, NAMES, PAYLOAD, ERROR = 1, 2, 3, 4
 #: What READY says. Bump the number with any change to the messages' meaning.
-PROTOCOL = f"ketch listing worker 3 {REQUEST.format} {REPLY.format}"
+PROTOCOL = f"ketch listing worker 4 {REQUEST.format} {REPLY.format}"
 
 
 class ListingKind(enum.IntEnum):
@@ -144,10 +150,11 @@ def _format(kind: int, directory: int, names: list[str], now: float, options: Li
 def _serve_one(sock: socket.socket) -> bool:
     """Answer one request; False at the end of the server's socket.
 
-    Part 0's worker reads and sorts the directory, sends the names of every
-    other part (NAMES, which the server passes on in those parts' requests),
-    then makes its own part. The others start formatting as soon as their
-    names arrive, so only one reading of the directory is ever waited for.
+    Part 0's worker, unless the server kept the names, reads and
+    sorts the directory, sends the names of every other part (NAMES, which
+    the server passes on in those parts' requests), then makes its own part.
+    The others start formatting as soon as their names arrive, so only one
+    reading of the directory is ever waited for.
     """
     header, fds, _, _ = socket.recv_fds(sock, REQUEST.size, 1)
     if not header:
@@ -155,13 +162,13 @@ def _serve_one(sock: socket.socket) -> bool:
     try:
         if len(header) < REQUEST.size:
             header += _receive_exactly(sock, REQUEST.size - len(header))
-        kind, part, parts, now, options_length, names_length = REQUEST.unpack(header)
+        kind, flags, part, parts, now, options_length, names_length = REQUEST.unpack(header)
         options: ListingOptions = pickle.loads(_receive_exactly(sock, options_length))
         names = split_names(_receive_exactly(sock, names_length))
         if not fds:
             raise EOFError  # a request always carries its directory
         directory = fds[0]
-        if part == 0:
+        if flags & READ_DIRECTORY:
             try:
                 runs = parts_of(directory_names(directory), parts)
             except OSError as error:
@@ -170,6 +177,8 @@ def _serve_one(sock: socket.socket) -> bool:
             names = runs[0]
             for run in runs[1:]:
                 _send(sock, NAMES, join_names(run))
+            if flags & SEND_OWN_NAMES:
+                _send(sock, NAMES, join_names(names))
         _send(sock, PAYLOAD, _format(kind, directory, names, now, options, part == 0))
     finally:
         for fd in fds:

@@ -12,7 +12,9 @@ descriptor to the first worker, which reads and sorts the names and sends
 back those of the other parts; the server hands each its part (and the
 descriptor), every worker formats its part, and the server joins the parts
 in order. A 10,000-entry LIST on two cores takes about two thirds as long
-as in one thread, and the event loop is not held at all.
+as in one thread, and the event loop is not held at all. The names of a
+directory that has not changed since it was last listed are kept (see
+listed_names) and sent to every worker at once: then nobody waits for a read.
 
 Whatever goes wrong with the workers costs nothing but speed: the listing is
 made in a thread as before. Workers that cannot start, die, or do not answer
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 from ketch.server.filesystem_api import Filesystem, OpenDirectory
 from ketch.server.helper_python import helper_command
 from ketch.server.jail import FilesystemError
+from ketch.server.listed_names import ListedNames
 from ketch.server.listing_threads import BIG_DIRECTORY, make_listing
 from ketch.server.listing_worker import (
     ERROR,
@@ -51,9 +54,11 @@ from ketch.server.listing_worker import (
     NAMES,
     PAYLOAD,
     PROTOCOL,
+    READ_DIRECTORY,
     READY,
     REPLY,
     REQUEST,
+    SEND_OWN_NAMES,
     ListingKind,
     ListingOptions,
 )
@@ -192,6 +197,7 @@ class ListingWorkers:
         #: Where "listing_by_workers" is counted (the server's counters, for STAT and tests).
         self._counters: Counter[str] = Counter() if counters is None else counters
         self._workers: list[_Worker] = []
+        self._names = ListedNames()
         self._starting: asyncio.Task[None] | None = None
         self._next_start = 0.0  # monotonic time: no start before this
         self._closed = False
@@ -237,7 +243,10 @@ class ListingWorkers:
     ) -> bytes | None:
         """``_listing`` of an opened directory, which it closes; its errors as FilesystemError."""
         try:
-            return await self._listing(directory.fd, kind, time.time(), options(directory.home))
+            seen = os.fstat(directory.fd)
+            return await self._listing(
+                directory.fd, seen, kind, time.time(), options(directory.home)
+            )
         except _DirectoryError as error:
             if error.code in _WORKER_SHORTAGES:
                 return None
@@ -300,15 +309,22 @@ class ListingWorkers:
             self._starting = None
 
     async def _listing(
-        self, fd: int, kind: ListingKind, now: float, options: ListingOptions
+        self, fd: int, seen: os.stat_result, kind: ListingKind, now: float, options: ListingOptions
     ) -> bytes | None:
-        """The joined parts, or None when the workers failed (they are stopped then)."""
+        """The joined parts, or None when the workers failed (they are stopped then).
+
+        ``seen`` is the directory's fstat, made before its names are read.
+        """
         async with self._turn:
             workers = self._workers
             if not workers:
                 return None
+            known = self._names.parts_of(seen, len(workers))
+            keep = known is None and self._names.may_keep(seen)
             try:
-                return await _exchange(workers, fd, kind, now, pickle.dumps(options))
+                data, names = await _exchange(
+                    workers, fd, kind, now, pickle.dumps(options), known, keep
+                )
             except _DirectoryError:
                 raise  # the first worker's answer, and nothing else was asked: still in step
             except _WorkerFailed as error:
@@ -327,6 +343,11 @@ class ListingWorkers:
                 self._workers = []
                 await asyncio.shield(_stop(workers))
                 raise
+            if names is not None:
+                self._names.keep(seen, names)
+            if known is not None:
+                self._counters["listing_names_reused"] += 1
+            return data
 
     async def close(self) -> None:
         """Stop the workers (and any start under way); later listings use a thread.
@@ -352,28 +373,57 @@ class ListingWorkers:
 
 
 async def _exchange(
-    workers: list[_Worker], fd: int, kind: ListingKind, now: float, options: bytes
-) -> bytes:
-    """One listing through every worker (see listing_worker for the messages)."""
+    workers: list[_Worker],
+    fd: int,
+    kind: ListingKind,
+    now: float,
+    options: bytes,
+    known: list[bytes] | None,
+    keep: bool,
+) -> tuple[bytes, list[bytes] | None]:
+    """One listing through every worker (see listing_worker for the messages).
+
+    With ``known`` names (one run per worker) nobody reads the directory;
+    else the first worker does, and with ``keep`` the names of every part
+    come back too.
+    """
     first, parts = workers[0], len(workers)
-    await first.send(REQUEST.pack(kind, 0, parts, now, len(options), 0), fd, options)
-    for part, worker in enumerate(workers[1:], 1):
-        message, names = await first.receive()
-        if message == ERROR:  # the directory could not be read: nothing else is on its way
-            raise _DirectoryError.sent_by(first, names)
-        if message != NAMES:
-            raise _WorkerFailed(f"listing worker {first.process.pid} sent {message}, not names")
-        header = REQUEST.pack(kind, part, parts, now, len(options), len(names))
-        await worker.send(header, fd, options + names)
+    if known is not None:
+        for part, worker in enumerate(workers):
+            header = REQUEST.pack(kind, 0, part, parts, now, len(options), len(known[part]))
+            await worker.send(header, fd, options + known[part])
+        names = None
+    else:
+        flags = READ_DIRECTORY | (SEND_OWN_NAMES if keep else 0)
+        await first.send(REQUEST.pack(kind, flags, 0, parts, now, len(options), 0), fd, options)
+        names = [b""] * parts
+        for part, worker in enumerate(workers[1:], 1):
+            names[part] = await _names_from(first)
+            header = REQUEST.pack(kind, 0, part, parts, now, len(options), len(names[part]))
+            await worker.send(header, fd, options + names[part])
+        if keep:
+            names[0] = await _names_from(first)
+    # A lone reading worker that asks for no names back answers an unreadable directory here.
+    error_comes_last = known is None and parts == 1 and not keep
     payloads = []
     for worker in workers:
         message, body = await worker.receive()
-        if message == ERROR and worker is first and parts == 1:
-            raise _DirectoryError.sent_by(first, body)
+        if message == ERROR and error_comes_last:
+            raise _DirectoryError.sent_by(first, body)  # nothing else was asked: still in step
         if message != PAYLOAD:
             raise _WorkerFailed(f"listing worker {worker.process.pid} sent {message}, not a part")
         payloads.append(body)
-    return b"".join(payloads)
+    return b"".join(payloads), names if keep else None
+
+
+async def _names_from(first: _Worker) -> bytes:
+    """The next part's names from the reading worker (or the error it met reading)."""
+    message, names = await first.receive()
+    if message == ERROR:  # the directory could not be read: nothing else is on its way
+        raise _DirectoryError.sent_by(first, names)
+    if message != NAMES:
+        raise _WorkerFailed(f"listing worker {first.process.pid} sent {message}, not names")
+    return bytes(names)
 
 
 async def _stop(workers: list[_Worker]) -> None:
