@@ -459,6 +459,28 @@ def _warm_up_listing(b: Bench, buffer: bytearray) -> None:
     time.sleep(1)  # an interpreter start per worker, on a machine that may be busy
 
 
+def _change(directory: Path) -> None:
+    """Change ``directory`` (its ctime) and leave its entries as they were."""
+    added = directory / ".bench-change"
+    added.touch()
+    added.unlink()
+
+
+def _timed_listing(
+    b: Bench, server: Server, control: Control, verb: str, changed: bool, buffer: bytearray
+) -> tuple[float | str, int]:
+    """Milliseconds ``verb`` of list10k took and its lines, or why it failed."""
+    if changed:
+        _change(server.disk_dir / "list10k")
+    started = time.perf_counter()
+    try:
+        _, lines = b.net(download(control, f"{verb} {server.remote('list10k')}", "passive",
+                                  buffer, count_lines=True))  # fmt: skip
+    except FAILED as error:
+        return short_error(error), 0
+    return (time.perf_counter() - started) * 1000, lines
+
+
 def listing(b: Bench) -> list[Table]:
     medians = Medians()
     supported: dict[str, bool] = {}
@@ -467,40 +489,44 @@ def listing(b: Bench) -> list[Table]:
     # A round takes well under a second, and one 40 ms listing is easily hit by a
     # neighbour's burst on a shared machine: three times the rounds, for steadier medians.
     rounds = LISTING_ROUND_FACTOR * b.rounds
-    for round_ in range(1, rounds + 1):
-        for server in b.in_turn(round_):
-            control = _logged_in(b, server)
-            try:
-                if server.name not in supported:
-                    supported[server.name] = "MLST" in b.net(control.features())
-                for verb in ("LIST", "MLSD"):
-                    if verb == "MLSD" and not supported[server.name]:
-                        continue
-                    command = f"{verb} {server.remote('list10k')}"
-                    started = time.perf_counter()
-                    try:
-                        _, lines = b.net(download(control, command, "passive", buffer,
-                                                  count_lines=True))  # fmt: skip
-                    except FAILED as error:
-                        medians.add(server.name, verb, short_error(error))
-                        continue
-                    ms = (time.perf_counter() - started) * 1000
-                    medians.add(server.name, verb, ms)
-                    medians.add(server.name, f"{verb} lines", lines)
-                    b.record({"scenario": "list", "server": server.name, "round": round_,
-                              "command": verb, "ms": ms, "lines": lines})  # fmt: skip
-            finally:
-                _quit(b, control)
+    # The rounds after a change come last: a change makes ketch read the directory
+    # again for the next 2 s, which would leak into the unchanged rounds.
+    for changed in (False, True):
+        for round_ in range(1, rounds + 1):
+            for server in b.in_turn(round_):
+                control = _logged_in(b, server)
+                try:
+                    if server.name not in supported:
+                        supported[server.name] = "MLST" in b.net(control.features())
+                    for verb in ("LIST", "MLSD"):
+                        if verb == "MLSD" and not supported[server.name]:
+                            continue
+                        name = f"{verb} changed" if changed else verb
+                        ms, lines = _timed_listing(b, server, control, verb, changed, buffer)
+                        medians.add(server.name, name, ms)
+                        if not isinstance(ms, str):
+                            medians.add(server.name, f"{name} lines", lines)
+                            b.record({"scenario": "list", "server": server.name,
+                                      "round": round_, "command": verb, "changed": changed,
+                                      "ms": ms, "lines": lines})  # fmt: skip
+                finally:
+                    _quit(b, control)
     columns = [Column("LIST", "LIST ms", "lower"), Column("MLSD", "MLSD ms", "lower"),
+               Column("LIST changed", "LIST after a change ms", "lower"),
+               Column("MLSD changed", "MLSD after a change ms", "lower"),
                Column("LIST lines", "LIST lines", None),
                Column("MLSD lines", "MLSD lines", None)]  # fmt: skip
     rows = medians.rows(b.names, columns)
     for server in b.servers:
         if not supported.get(server.name, True):
-            rows[server.name]["MLSD"] = rows[server.name]["MLSD lines"] = "n/a"
+            for column in ("MLSD", "MLSD changed", "MLSD lines"):
+                rows[server.name][column] = "n/a"
     notes = [f"a directory of {b.entries} empty files, passive, one session per round, "
              f"median of {rounds} rounds after one untimed LIST per server; "
-             "n/a: no MLST in FEAT"]  # fmt: skip
+             "n/a: no MLST in FEAT",
+             "after a change: a file was just created in the directory and removed again, "
+             "so ketch cannot reuse the names it read before (it does while a directory "
+             "stays unchanged for 2 s and more)"]  # fmt: skip
     notes += medians.error_notes()
     return [Table("Directory listing", columns, rows, notes)]
 
