@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+from ketch.server import listed_names
 from ketch.server.listing_threads import BIG_DIRECTORY
 from ketch.server.listing_workers import _worker_count
 
@@ -36,7 +37,13 @@ def _listings(server: RunningServer) -> list[bytes]:
         ftp.quit()
 
 
-def test_big_listings_made_by_workers_are_those_made_in_process(server: RunningServer) -> None:
+@pytest.mark.parametrize("names_kept", [False, True])
+def test_big_listings_made_by_workers_are_those_made_in_process(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, names_kept: bool
+) -> None:
+    # Kept: the names the LIST read serve both MLSDs (ketch keeps them once the
+    # directory has been unchanged for 2 s; here at once).
+    monkeypatch.setattr(listed_names, "SETTLED_NS", 0 if names_kept else 10**30)
     big = server.home / "big"
     big.mkdir()
     (big / "inside").symlink_to(big)
@@ -54,6 +61,7 @@ def test_big_listings_made_by_workers_are_those_made_in_process(server: RunningS
 
     by_workers = _listings(server)
     assert server.counters.get("listing_by_workers") == 3
+    assert server.counters.get("listing_names_reused", 0) == (2 if names_kept else 0)
     asyncio.run_coroutine_threadsafe(workers.close(), server.loop).result(TIMEOUT)
     for pid in pids:  # stopped and reaped
         with pytest.raises(ProcessLookupError):
