@@ -96,6 +96,16 @@ def test_list_names_are_list_dirs_names_without_stats(fs: Filesystem, home: Path
         fs.list_names("/nope")
 
 
+def test_only_uploads_in_progress_are_left_out_of_listings(fs: Filesystem, home: Path) -> None:
+    in_progress = [".ketch-upload-", ".ketch-upload-0123.a.part", ".ketch-upload-zz.part"]
+    neighbours = [".ketch-upload", ".ketch-upload.", ".ketch-uploae", ".ketch-uploac-", ".k", "~"]
+    for name in in_progress + neighbours:
+        (home / name).write_text("")
+    shown = sorted(["b.bin", "docs", *neighbours])
+    assert fs.list_names("/") == shown
+    assert [facts.name for facts in fs.list_dir("/")] == shown
+
+
 def test_links_are_listed_as_links_with_targets(fs: Filesystem, home: Path, outside: Path) -> None:
     (home / "relative").symlink_to("docs/a.txt")
     (home / "absolute").symlink_to(home / "docs")

@@ -566,3 +566,14 @@ def test_parts_cut_a_listing_into_ordered_runs_that_travel_intact(
     assert [name for run in runs for name in run] == listed
     assert max(map(len, runs)) - min(map(len, runs)) <= 1
     assert [split_names(join_names(run)) for run in runs] == runs
+
+
+raw_names = st.lists(st.binary(min_size=1, max_size=6).filter(lambda raw: b"\0" not in raw))
+
+
+@given(raw_names)
+def test_names_travel_as_the_bytes_the_directory_holds(raw: list[bytes]) -> None:
+    # Any bytes a name may hold, as listdir decodes them (undecodable ones as escapes).
+    listed = [os.fsdecode(name) for name in raw]
+    assert join_names(listed) == b"\0".join(raw)
+    assert split_names(b"\0".join(raw)) == listed
