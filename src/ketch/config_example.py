@@ -132,6 +132,11 @@ workers = 1
 # "auto" runs on uvloop when it is installed (pip install 'ketch[fast]'),
 # else on asyncio's own event loop; "asyncio" or "uvloop" choose one.
 event_loop = "auto"
+# Big LIST/MLSD (2,000+ entries) reuse the names a directory had when last
+# listed while its ctime shows no change (entries are still looked at afresh).
+# Turn off on file systems that do not keep directory ctimes current (some
+# FUSE ones, such as sshfs; NFS with a server clock behind this one's).
+listing_cache = true
 
 # FTPS (FTP over TLS, RFC 4217). With a certificate, clients may send AUTH TLS
 # (curl --ssl-reqd, lftp ftp:ssl-force). The certificate file holds the

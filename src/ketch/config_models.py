@@ -209,6 +209,8 @@ class ServerConfig(BaseModel):
     data_stall_timeout: float = Field(default=120.0, gt=0, strict=True, allow_inf_nan=False)
     atomic_uploads: bool = Field(default=True, strict=True)
     max_upload_size: int = Field(default=0, ge=0, strict=True)
+    #: Reuse the names of big directories unchanged (by ctime) since they were last listed.
+    listing_cache: bool = Field(default=True, strict=True)
     #: Seconds a verified password is remembered, so logging in again skips argon2 (0: never).
     login_cache_seconds: float = Field(default=600.0, ge=0, strict=True, allow_inf_nan=False)
     login_failure_delay: float = Field(default=1.0, ge=0, strict=True, allow_inf_nan=False)

@@ -65,6 +65,7 @@ RULES: dict[str, str] = {
     "data_stall_timeout": SECONDS_RULE,
     "atomic_uploads": "must be true or false",
     "max_upload_size": "must be a whole number of bytes, 0 or more (0 means no limit)",
+    "listing_cache": "must be true or false",
     "login_cache_seconds": "must be a number of seconds, 0 or more (0 checks every login)",
     "login_failure_delay": "must be a number of seconds, 0 or more",
     "login_failure_delay_max": (

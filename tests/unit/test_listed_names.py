@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ketch.config import ServerConfig
 from ketch.server import listed_names
+from ketch.server.context import ServerContext
 from ketch.server.listed_names import MAX_DIRECTORIES, MAX_NAME_BYTES, ListedNames
 
 
@@ -35,9 +37,11 @@ def test_names_are_reused_only_for_the_same_version_and_parts() -> None:
 def test_only_directories_unchanged_for_a_while_may_be_kept(tmp_path: Path) -> None:
     assert listed_names.SETTLED_NS == 2_000_000_000
     now = time.time_ns()
-    assert ListedNames.may_keep(stat_of(1, ctime_ns=now - 3_000_000_000))
-    assert not ListedNames.may_keep(stat_of(1, ctime_ns=now - 1_000_000_000))
-    assert not ListedNames.may_keep(os.stat(tmp_path))  # just made
+    kept = ListedNames(clock=lambda: now)
+    assert kept.may_keep(stat_of(1, ctime_ns=now - 2_000_000_001))
+    assert not kept.may_keep(stat_of(1, ctime_ns=now - 2_000_000_000))
+    assert ListedNames().may_keep(stat_of(1, ctime_ns=now - 60_000_000_000))  # the real clock
+    assert not ListedNames().may_keep(os.stat(tmp_path))  # just made
 
 
 def test_the_least_lately_listed_go_first() -> None:
@@ -60,6 +64,10 @@ def test_names_are_kept_up_to_a_total_size(monkeypatch: pytest.MonkeyPatch) -> N
     kept.keep(stat_of(3), [b"c" * 101])  # more than all: not kept, nothing dropped for it
     assert kept.parts_of(stat_of(3), 1) is None
     assert kept._bytes == 80
+    kept.keep(stat_of(2), [b"c" * 101])  # too big now: the old names go too
+    assert kept.parts_of(stat_of(2), 1) is None
+    assert kept._bytes == 40
+    kept.keep(stat_of(2), [b"b" * 40])
     kept.keep(stat_of(3), [b"c" * 30, b"d" * 20])  # 50: the oldest goes to make room
     assert kept.parts_of(stat_of(1), 1) is None
     assert kept.parts_of(stat_of(2), 1) == [b"b" * 40]
@@ -67,3 +75,13 @@ def test_names_are_kept_up_to_a_total_size(monkeypatch: pytest.MonkeyPatch) -> N
     kept.keep(stat_of(2), [b"e" * 10])  # again: replaces, counted once
     assert kept._bytes == 60
     assert MAX_NAME_BYTES == 32 * 1024 * 1024
+
+
+def test_listing_cache_reaches_the_listing_workers_and_follows_reloads(tmp_path: Path) -> None:
+    config = ServerConfig(root=tmp_path)
+    context = ServerContext.from_config(config)
+    assert context.listing_workers.keep_names
+    off = config.model_copy(update={"listing_cache": False})
+    context.reconfigure(off, context.authenticator, context.masquerade)
+    assert not context.listing_workers.keep_names
+    assert not ServerContext.from_config(off).listing_workers.keep_names

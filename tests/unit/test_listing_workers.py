@@ -457,25 +457,27 @@ def make_big_directory(parent: Path) -> LocalFilesystem:
 def test_kept_names_serve_only_while_the_directory_is_unchanged(
     loop_name: str, tmp_path: Path, worker_pids: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A listing reads the directory in the first ``settled`` s after a change,
-    # however quickly a change follows (changes within one clock tick included).
-    settled = 0.4
-    keep_names(monkeypatch, settled)
+    keep_names(monkeypatch, 2.0)  # ketch's own
     fs = make_big_directory(tmp_path)
     big = tmp_path / "big"
+    since_change = 0.0  # seconds: what the workers' clock says has passed since /big changed
+
+    def clock() -> int:
+        return os.stat(big).st_ctime_ns + int(since_change * 1e9)
 
     async def listing(kind: int = LIST) -> tuple[str, int]:
         """/big listed (checked against one pass), and how many listings reused names."""
         data = await check_listing(workers, fs, kind, by_workers_expected=True)
         return data.decode("utf-8", "surrogateescape"), workers._counters["listing_names_reused"]
 
-    async def settle() -> None:
-        await asyncio.sleep(settled + 0.1)
-
     async def scenario() -> None:
-        nonlocal workers
+        nonlocal workers, since_change
         async with running_workers(2, worker_pids) as workers:
-            await settle()
+            workers._names._clock = clock
+            since_change = 1.9
+            await listing()  # read: too lately changed to keep
+            assert (await listing())[1] == 0
+            since_change = 2.1
             await listing()  # read, and kept
             assert (await listing(MLSD))[1] == 1
             assert (await listing())[1] == 2
@@ -496,15 +498,22 @@ def test_kept_names_serve_only_while_the_directory_is_unchanged(
             ]
             for change in changes:
                 change()
+                since_change = 0.0
                 await listing()  # read: the directory changed
                 assert (await listing())[1] == reused  # read: too lately changed to keep
-                await settle()
+                since_change = 2.1
                 await listing()  # read, and kept
                 text, reused = await listing()
                 assert reused == 4 + changes.index(change)
             assert "added\r\n" in text and "renamed\r\n" in text
             assert "file000004" not in text and "file000005" not in text
             assert "file000006" not in text
+
+            workers.keep_names = False  # listing_cache = false (as after a reload)
+            await listing()
+            assert (await listing())[1] == reused
+            workers.keep_names = True
+            assert (await listing())[1] == reused + 1
 
     workers: ListingWorkers
     run(loop_name, scenario())

@@ -52,7 +52,9 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_config(self.config)
         self.user_sessions = UserSessions(self.config)
-        self.listing_workers = ListingWorkers(counters=self.counters)
+        self.listing_workers = ListingWorkers(
+            counters=self.counters, keep_names=self.config.listing_cache
+        )
 
     @classmethod
     def from_config(
@@ -81,3 +83,4 @@ class ServerContext:
         self.masquerade = masquerade
         self.login_guard.reconfigure(config)
         self.user_sessions.reconfigure(config)
+        self.listing_workers.keep_names = config.listing_cache

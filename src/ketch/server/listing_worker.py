@@ -106,7 +106,7 @@ def join_names(names: list[str]) -> bytes:
     """Names as sent: their bytes (surrogate escapes undone), NUL-separated (no name holds NUL).
 
     One encoding of the joined names makes the same bytes as ``os.fsencode``
-    of each, a twentieth of the cost.
+    of each, at a fraction of the cost (5 to 20 times less for 10,000 names).
     """
     return "\0".join(names).encode(_FS_ENCODING, _FS_ERRORS)
 

@@ -192,8 +192,15 @@ async def _start_worker() -> _Worker:
 class ListingWorkers:
     """The listing workers of one server process, started on first need."""
 
-    def __init__(self, count: int | None = None, counters: Counter[str] | None = None) -> None:
+    def __init__(
+        self,
+        count: int | None = None,
+        counters: Counter[str] | None = None,
+        keep_names: bool = True,
+    ) -> None:
         self._count = count or _worker_count()
+        #: Whether names of unchanged directories are reused (``listing_cache``).
+        self.keep_names = keep_names
         #: Where "listing_by_workers" is counted (the server's counters, for STAT and tests).
         self._counters: Counter[str] = Counter() if counters is None else counters
         self._workers: list[_Worker] = []
@@ -243,7 +250,10 @@ class ListingWorkers:
     ) -> bytes | None:
         """``_listing`` of an opened directory, which it closes; its errors as FilesystemError."""
         try:
-            seen = os.fstat(directory.fd)
+            try:
+                seen = os.fstat(directory.fd)
+            except OSError:
+                return None  # made in a thread, which says what is wrong
             return await self._listing(
                 directory.fd, seen, kind, time.time(), options(directory.home)
             )
@@ -319,8 +329,8 @@ class ListingWorkers:
             workers = self._workers
             if not workers:
                 return None
-            known = self._names.parts_of(seen, len(workers))
-            keep = known is None and self._names.may_keep(seen)
+            known = self._names.parts_of(seen, len(workers)) if self.keep_names else None
+            keep = known is None and self.keep_names and self._names.may_keep(seen)
             try:
                 data, names = await _exchange(
                     workers, fd, kind, now, pickle.dumps(options), known, keep

@@ -6,11 +6,13 @@ stolen hash slow to crack. A script that logs in every few seconds, or a
 client opening ten connections at once (``lftp mirror --parallel``), pays it
 every time. Like Dovecot's auth cache, the server therefore remembers a
 successful check for a while: as a BLAKE2b digest of the password, keyed with
-a random key of this process, next to the hash it matched. A later login
+a random key (made anew with each configuration), next to the hash it matched. A later login
 with the same password against the same hash matches that digest in a
 microsecond. A wrong password still costs a full check, so guessing is as
 slow as ever; a changed hash (a reload) matches nothing; and the digests live
 only in this process's memory, which the passwords themselves pass through.
+The trade-off: a reader of that memory could test guesses against a digest
+at BLAKE2b speed, not argon2's, for passwords used in the last ``seconds``.
 """
 
 from __future__ import annotations
