@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ftplib
 import io
+import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +167,22 @@ def test_stalled_transfer_is_aborted_with_426(make_server) -> None:  # type: ign
     assert reply.startswith("426") and "no data moved" in reply
     data.close()
     assert wait_for(lambda: server.counters.get("transfer_stalled") == 1)
+
+
+def test_a_slow_upload_is_progress_not_a_stall(make_server) -> None:  # type: ignore[no-untyped-def]
+    # Far less than the upload loop's wake threshold (SO_RCVLOWAT) arrives in all,
+    # a little at a time, for three times the stall timeout: it must be read as it comes.
+    server = make_server(data_stall_timeout=0.5)
+    pieces = [os.urandom(500) for _ in range(15)]
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    with ftp.transfercmd("STOR slow.bin") as data:
+        for piece in pieces:
+            data.sendall(piece)
+            time.sleep(0.1)
+    assert ftp.voidresp().startswith("226")
+    assert (server.home / "slow.bin").read_bytes() == b"".join(pieces)
+    assert server.counters.get("transfer_stalled", 0) == 0
 
 
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:

@@ -76,6 +76,10 @@ class Readiness:
         finally:
             self._waiter = None
 
+    def nudge(self) -> None:
+        """End the current wait as if the socket were ready (the loop then looks itself)."""
+        self._ready()
+
     def _ready(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
