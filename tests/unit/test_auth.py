@@ -21,6 +21,8 @@ from ketch.server.auth import (
 )
 from ketch.server.verified_logins import MAX_REMEMBERED, VerifiedLogins
 
+from fake_clock import FakeClock
+
 # Cheap parameters keep the suite fast; verification reads them from the hash.
 _CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -254,16 +256,8 @@ def test_a_password_of_bytes_not_utf8_is_remembered_as_its_bytes(tmp_path: Path)
     assert hasher.checks == 2
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_verified_logins_expire_after_their_seconds() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     verified = VerifiedLogins(60.0, clock)
     verified.remember("$hash-a", b"pw")
     assert verified.holds("$hash-a", b"pw")

@@ -9,17 +9,11 @@ from ketch.server.auth import Account, Permission
 from ketch.server.line_timer import LineTimer
 from ketch.server.user_sessions import UserSessions
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from fake_clock import FakeClock
 
 
 def test_no_line_no_timer() -> None:
-    timer = LineTimer(5.0, clock=FakeClock())
+    timer = LineTimer(5.0, clock=FakeClock(100.0))
     timer.start_waiting()
     assert timer.remaining() is None
     timer.received(b"NOOP\r\n", ["NOOP"])
@@ -28,7 +22,7 @@ def test_no_line_no_timer() -> None:
 
 
 def test_unfinished_line_runs_from_the_first_wait_across_reads() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     timer = LineTimer(5.0, clock=clock)
     timer.received(b"N", [])
     assert timer.remaining() is None  # busy with nothing yet: not waiting
@@ -44,7 +38,7 @@ def test_unfinished_line_runs_from_the_first_wait_across_reads() -> None:
 
 
 def test_a_new_tail_after_complete_lines_starts_fresh() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     timer = LineTimer(5.0, clock=clock)
     timer.received(b"N", [])
     timer.start_waiting()

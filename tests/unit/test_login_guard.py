@@ -9,18 +9,9 @@ import pytest
 
 from ketch.server.login_guard import LoginGuard, ban_reply_text
 
+from fake_clock import FakeClock
+
 IP = "192.0.2.7"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make_guard(clock: FakeClock, **overrides: Any) -> LoginGuard:
@@ -39,20 +30,20 @@ def make_guard(clock: FakeClock, **overrides: Any) -> LoginGuard:
 
 
 def test_delay_doubles_per_failure_up_to_the_cap() -> None:
-    guard = make_guard(FakeClock(), ban_after=0)
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
     delays = [guard.record_failure(IP).delay for _ in range(7)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
 
 
 def test_delay_is_per_address() -> None:
-    guard = make_guard(FakeClock(), ban_after=0)
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
     guard.record_failure(IP)
     guard.record_failure(IP)
     assert guard.record_failure("192.0.2.8").delay == 1.0
 
 
 def test_success_resets_the_delay() -> None:
-    guard = make_guard(FakeClock(), ban_after=0)
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
     for _ in range(3):
         guard.record_failure(IP)
     guard.record_success(IP)
@@ -61,24 +52,24 @@ def test_success_resets_the_delay() -> None:
 
 
 def test_cap_below_the_base_keeps_the_base() -> None:
-    guard = make_guard(FakeClock(), base_delay=2.0, max_delay=0.5, ban_after=0)
+    guard = make_guard(FakeClock(5000.0), base_delay=2.0, max_delay=0.5, ban_after=0)
     assert [guard.record_failure(IP).delay for _ in range(3)] == [2.0, 2.0, 2.0]
 
 
 def test_zero_base_means_no_delay() -> None:
-    guard = make_guard(FakeClock(), base_delay=0.0, ban_after=0)
+    guard = make_guard(FakeClock(5000.0), base_delay=0.0, ban_after=0)
     assert all(guard.record_failure(IP).delay == 0.0 for _ in range(100))
 
 
 def test_huge_failure_counts_do_not_overflow() -> None:
-    guard = make_guard(FakeClock(), ban_after=0)
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
     for _ in range(2000):
         delay = guard.record_failure(IP).delay
     assert delay == 8.0
 
 
 def test_delay_is_forgotten_after_the_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     guard = make_guard(clock, ban_after=0, ban_window=60.0)
     for _ in range(4):
         guard.record_failure(IP)
@@ -90,7 +81,7 @@ def test_delay_is_forgotten_after_the_window() -> None:
 
 
 def test_ban_after_n_failures_within_the_window(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     guard = make_guard(clock, ban_after=3)
     assert guard.record_failure(IP).banned_for is None
     assert guard.record_failure(IP).banned_for is None
@@ -109,7 +100,7 @@ def test_ban_after_n_failures_within_the_window(caplog: pytest.LogCaptureFixture
 
 
 def test_failures_spread_wider_than_the_window_do_not_ban() -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     guard = make_guard(clock, ban_after=3, ban_window=10.0)
     for _ in range(10):
         assert guard.record_failure(IP).banned_for is None
@@ -117,7 +108,7 @@ def test_failures_spread_wider_than_the_window_do_not_ban() -> None:
 
 
 def test_ban_is_per_address() -> None:
-    guard = make_guard(FakeClock(), ban_after=2)
+    guard = make_guard(FakeClock(5000.0), ban_after=2)
     guard.record_failure(IP)
     guard.record_failure(IP)
     assert guard.ban_remaining(IP) is not None
@@ -125,7 +116,7 @@ def test_ban_is_per_address() -> None:
 
 
 def test_zero_turns_banning_off() -> None:
-    guard = make_guard(FakeClock(), ban_after=0)
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
     for _ in range(1000):
         assert guard.record_failure(IP).banned_for is None
     assert guard.ban_remaining(IP) is None
@@ -136,7 +127,7 @@ def test_zero_turns_banning_off() -> None:
     [(["192.0.2.0/24"], IP), (["::1/128"], "::1"), (["127.0.0.1"], "127.0.0.1")],
 )
 def test_exempt_networks_are_delayed_but_never_banned(exempt: list[str], ip: str) -> None:
-    guard = make_guard(FakeClock(), ban_after=2, exempt=exempt)
+    guard = make_guard(FakeClock(5000.0), ban_after=2, exempt=exempt)
     verdicts = [guard.record_failure(ip) for _ in range(10)]
     assert all(v.banned_for is None for v in verdicts)
     assert verdicts[-1].delay == 8.0
@@ -147,7 +138,7 @@ def test_exempt_networks_are_delayed_but_never_banned(exempt: list[str], ip: str
 
 
 def test_success_does_not_lift_a_ban() -> None:
-    guard = make_guard(FakeClock(), ban_after=1)
+    guard = make_guard(FakeClock(5000.0), ban_after=1)
     guard.record_failure(IP)
     guard.record_success(IP)
     assert guard.ban_remaining(IP) is not None
@@ -162,7 +153,7 @@ def test_ban_text_names_address_and_time() -> None:
 
 
 def test_table_is_capped_dropping_the_least_recent() -> None:
-    guard = make_guard(FakeClock(), ban_after=1, max_entries=100)
+    guard = make_guard(FakeClock(5000.0), ban_after=1, max_entries=100)
     for n in range(1000):
         guard.record_failure(f"10.0.{n // 256}.{n % 256}")
     assert len(guard) == 100
@@ -171,7 +162,7 @@ def test_table_is_capped_dropping_the_least_recent() -> None:
 
 
 def test_a_banned_address_that_keeps_knocking_is_kept() -> None:
-    guard = make_guard(FakeClock(), ban_after=1, max_entries=10)
+    guard = make_guard(FakeClock(5000.0), ban_after=1, max_entries=10)
     guard.record_failure(IP)
     for n in range(50):
         assert guard.ban_remaining(IP) is not None  # connects again, moves to the back
@@ -180,7 +171,7 @@ def test_a_banned_address_that_keeps_knocking_is_kept() -> None:
 
 
 def test_expired_records_are_swept() -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     guard = make_guard(clock, ban_after=3, ban_window=10.0, ban_duration=20.0)
     for n in range(500):
         guard.record_failure(f"10.0.{n // 256}.{n % 256}")
@@ -191,7 +182,7 @@ def test_expired_records_are_swept() -> None:
 
 
 def test_bans_outlive_their_window_in_the_sweep() -> None:
-    clock = FakeClock()
+    clock = FakeClock(5000.0)
     guard = make_guard(clock, ban_after=1, ban_window=10.0, ban_duration=3600.0)
     guard.record_failure(IP)
     clock.advance(120)

@@ -22,15 +22,9 @@ from ketch.server.masquerade import (
     resolve_ipv4,
 )
 
+from fake_clock import FakeClock
+
 LOCAL = "10.9.9.9"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Resolver:
@@ -51,7 +45,7 @@ class Resolver:
 
 
 def policy(
-    resolver: Resolver | None = None, clock: Clock | None = None, **settings: Any
+    resolver: Resolver | None = None, clock: FakeClock | None = None, **settings: Any
 ) -> MasqueradePolicy:
     """A policy for ``settings``; host names resolve through ``resolver`` (no real DNS)."""
     resolver = resolver or Resolver("203.0.113.99")
@@ -69,17 +63,17 @@ def policy(
 
 
 def _address(
-    setting: str, value: str | None, resolver: Resolver, clock: Clock | None
+    setting: str, value: str | None, resolver: Resolver, clock: FakeClock | None
 ) -> AdvertisedAddress | None:
     if value is None:
         return None
     ip = value if is_ip_literal(value) else "203.0.113.99"
     return AdvertisedAddress(
-        setting, value, ip, refresh=300, resolver=resolver, clock=clock or Clock()
+        setting, value, ip, refresh=300, resolver=resolver, clock=clock or FakeClock()
     )
 
 
-def _entry(network: str, value: str, resolver: Resolver, clock: Clock | None) -> MapEntry:
+def _entry(network: str, value: str, resolver: Resolver, clock: FakeClock | None) -> MapEntry:
     address = _address(f"masquerade_map[{network}]", value, resolver, clock)
     assert address is not None
     return MapEntry(ipaddress.IPv4Network(network), address)
@@ -174,7 +168,7 @@ def test_from_config_looks_names_up_again_after_the_configured_refresh(tmp_path:
     assert config.masquerade_refresh == 45
 
     async def scenario() -> None:
-        resolver, clock = Resolver("203.0.113.2"), Clock()
+        resolver, clock = Resolver("203.0.113.2"), FakeClock()
         # Start-up resolves "localhost" for real; later lookups go through ``resolver``.
         chosen = MasqueradePolicy.from_config(config, resolver=resolver, clock=clock)
         assert chosen.resolved_names() == {"localhost": "127.0.0.1"}
@@ -197,7 +191,7 @@ def test_from_config_looks_names_up_again_after_the_configured_refresh(tmp_path:
     asyncio.run(scenario())
 
 
-def dynamic(resolver: Resolver, clock: Clock, refresh: float = 300) -> AdvertisedAddress:
+def dynamic(resolver: Resolver, clock: FakeClock, refresh: float = 300) -> AdvertisedAddress:
     return AdvertisedAddress(
         "masquerade_address",
         "ftp.example.com",
@@ -210,7 +204,7 @@ def dynamic(resolver: Resolver, clock: Clock, refresh: float = 300) -> Advertise
 
 def test_a_name_is_looked_up_again_only_when_the_refresh_time_has_passed() -> None:
     async def scenario() -> None:
-        resolver, clock = Resolver("203.0.113.2"), Clock()
+        resolver, clock = Resolver("203.0.113.2"), FakeClock()
         address = dynamic(resolver, clock)
         assert await address.current() == "203.0.113.1"
         clock.now += 299
@@ -226,7 +220,7 @@ def test_a_name_is_looked_up_again_only_when_the_refresh_time_has_passed() -> No
 
 def test_an_ip_literal_is_never_looked_up() -> None:
     async def scenario() -> None:
-        resolver, clock = Resolver("203.0.113.2"), Clock()
+        resolver, clock = Resolver("203.0.113.2"), FakeClock()
         address = AdvertisedAddress(
             "masquerade_address",
             "203.0.113.1",
@@ -246,7 +240,7 @@ def test_a_failed_lookup_keeps_the_last_good_address_and_warns_once_per_streak(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> None:
-        resolver, clock = Resolver("203.0.113.2"), Clock()
+        resolver, clock = Resolver("203.0.113.2"), FakeClock()
         address = dynamic(resolver, clock)
         resolver.answer = None
         for _ in range(3):
@@ -273,7 +267,7 @@ def test_a_failed_lookup_keeps_the_last_good_address_and_warns_once_per_streak(
 
 def test_a_slow_lookup_does_not_hold_pasv_and_lands_for_the_next_one() -> None:
     async def scenario() -> None:
-        resolver, clock = Resolver("203.0.113.2"), Clock()
+        resolver, clock = Resolver("203.0.113.2"), FakeClock()
         resolver.delay = 0.3
         address = dynamic(resolver, clock)
         clock.now += 300
@@ -292,7 +286,7 @@ def test_a_slow_lookup_does_not_hold_pasv_and_lands_for_the_next_one() -> None:
 
 def test_a_lookup_answering_garbage_counts_as_failed() -> None:
     async def scenario() -> None:
-        resolver, clock = Resolver("not an address"), Clock()
+        resolver, clock = Resolver("not an address"), FakeClock()
         address = dynamic(resolver, clock)
         clock.now += 300
         assert await address.current() == "203.0.113.1"

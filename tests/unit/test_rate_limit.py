@@ -6,16 +6,7 @@ import pytest
 
 from ketch.server.rate_limit import CommandThrottle, TokenBucket
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from fake_clock import FakeClock
 
 
 def test_burst_is_free_then_each_token_costs_one_interval() -> None:

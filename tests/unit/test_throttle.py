@@ -11,19 +11,13 @@ from ketch.server.auth import Account, Permission
 from ketch.server.rate_limit import TokenBucket
 from ketch.server.throttle import RateBook, Throttle, byte_bucket
 
+from fake_clock import FakeClock
+
 KIB = 1024
 MIB = 1024 * KIB
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def finish_time(bucket: TokenBucket, clock: Clock, sizes: list[list[int]]) -> float:
+def finish_time(bucket: TokenBucket, clock: FakeClock, sizes: list[list[int]]) -> float:
     """Simulate sessions moving pieces as the bucket allows; when the last one finishes.
 
     Each inner list is one session's pieces; a session moves its next piece
@@ -55,7 +49,7 @@ def test_zero_rate_is_not_a_bucket() -> None:
 
 
 def test_one_piece_is_free_then_pieces_wait_their_time() -> None:
-    clock = Clock()
+    clock = FakeClock()
     bucket = byte_bucket(512 * KIB, clock=clock)
     assert bucket.reserve(64 * KIB) == 0.0  # the burst allowance
     assert bucket.reserve(64 * KIB) == pytest.approx(0.125)
@@ -63,14 +57,14 @@ def test_one_piece_is_free_then_pieces_wait_their_time() -> None:
 
 
 def test_one_mebibyte_at_512_kib_per_second_takes_about_two_seconds() -> None:
-    clock = Clock()
+    clock = FakeClock()
     bucket = byte_bucket(512 * KIB, clock=clock)
     elapsed = finish_time(bucket, clock, [pieces(MIB, bucket.burst)])
     assert elapsed == pytest.approx(2.0 - 0.125)
 
 
 def test_idle_time_does_not_save_up_a_burst() -> None:
-    clock = Clock()
+    clock = FakeClock()
     bucket = byte_bucket(512 * KIB, clock=clock)
     bucket.reserve(64 * KIB)
     clock.now += 60
@@ -79,7 +73,7 @@ def test_idle_time_does_not_save_up_a_burst() -> None:
 
 
 def test_two_sessions_on_one_bucket_share_the_rate() -> None:
-    clock = Clock()
+    clock = FakeClock()
     shared = byte_bucket(512 * KIB, clock=clock)
     half = pieces(512 * KIB, shared.burst)
     together = finish_time(shared, clock, [half, half])
@@ -94,7 +88,7 @@ class Channel:
 
 
 def test_pace_marks_the_channel_paused_while_waiting() -> None:
-    clock = Clock()
+    clock = FakeClock()
     seen: list[tuple[float, bool]] = []
     channel = Channel()
 
