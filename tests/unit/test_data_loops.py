@@ -493,6 +493,32 @@ def test_a_tls_send_waiting_to_read_keeps_no_writer_registered(loop_name: str) -
     assert left == set()
 
 
+async def upload_over_tcp(
+    target: Path, send: Callable[[socket.socket, DataChannel], None]
+) -> float:
+    """``receive_to_fd`` of what ``send(client_side, channel)`` sends from a thread over
+    loopback TCP (which, unlike a socketpair, honours SO_RCVLOWAT); seconds it took."""
+    server_side, client_side = tcp_pair()
+    channel = DataChannel(server_side, "EPSV", lambda: None)
+
+    def sending() -> None:
+        with client_side:
+            send(client_side, channel)
+
+    sender = threading.Thread(target=sending, daemon=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    started = time.monotonic()
+    sender.start()
+    try:
+        await receive_to_fd(channel, fd)
+    finally:
+        os.close(fd)
+        channel.close()
+    took = time.monotonic() - started
+    await asyncio.to_thread(sender.join, 30)
+    return took
+
+
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_an_upload_in_small_pieces_does_not_wake_the_loop_for_each(
     tmp_path: Path, loop_name: str, waits: list[int]
@@ -501,29 +527,12 @@ def test_an_upload_in_small_pieces_does_not_wake_the_loop_for_each(
     data = os.urandom(4 * 1024 * 1024)
     target = tmp_path / "up.bin"
 
-    def small_pieces(sock: socket.socket) -> None:
-        with sock:
-            for start in range(0, len(data), 16384):
-                sock.sendall(data[start : start + 16384])
-                time.sleep(0.0005)  # slower than the loop reads: else pieces pile up anyway
+    def small_pieces(sock: socket.socket, _: DataChannel) -> None:
+        for start in range(0, len(data), 16384):
+            sock.sendall(data[start : start + 16384])
+            time.sleep(0.0005)  # slower than the loop reads: else pieces pile up anyway
 
-    async def run() -> float:
-        server_side, client_side = tcp_pair()
-        channel = DataChannel(server_side, "EPSV", lambda: None)
-        sender = threading.Thread(target=small_pieces, args=(client_side,), daemon=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
-        started = time.monotonic()
-        sender.start()
-        try:
-            await receive_to_fd(channel, fd)
-        finally:
-            os.close(fd)
-            channel.close()
-        took = time.monotonic() - started
-        await asyncio.to_thread(sender.join, 30)
-        return took
-
-    took = run_on(loop_name, run)
+    took = run_on(loop_name, lambda: upload_over_tcp(target, small_pieces))
     assert target.read_bytes() == data
     # Woken per piece, the loop would wait some 256 times. A wake finds WAKE_AT queued,
     # or a full receive window (small while the connection starts), or is a periodic look.
@@ -540,28 +549,13 @@ def test_a_slow_uploads_bytes_are_read_and_counted_as_they_come(
     target = tmp_path / "up.bin"
     counted_while_sending: list[int] = []
 
-    async def run() -> None:
-        server_side, client_side = tcp_pair()
-        channel = DataChannel(server_side, "EPSV", lambda: None)
+    def slowly(sock: socket.socket, channel: DataChannel) -> None:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.1)
+        counted_while_sending.append(channel.bytes_moved)
 
-        def slowly() -> None:
-            with client_side:
-                for piece in pieces:
-                    client_side.sendall(piece)
-                    time.sleep(0.1)
-                counted_while_sending.append(channel.bytes_moved)
-
-        sender = threading.Thread(target=slowly, daemon=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
-        sender.start()
-        try:
-            await receive_to_fd(channel, fd)
-        finally:
-            os.close(fd)
-            channel.close()
-        await asyncio.to_thread(sender.join, 30)
-
-    run_on(loop_name, run)
+    run_on(loop_name, lambda: upload_over_tcp(target, slowly))
     assert target.read_bytes() == b"".join(pieces)
     # A look every LOOK_EVERY (0.2 s) of the 1.2 s: most pieces were read before the end.
     assert counted_while_sending[0] >= 6000
