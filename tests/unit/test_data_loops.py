@@ -7,6 +7,8 @@ only when the socket would block, and let other tasks run now and then.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import io
 import os
 import socket
 import ssl
@@ -23,6 +25,7 @@ from ketch.server.data_channel import DataChannel
 from ketch.server.receive_loop import receive_to_fd
 from ketch.server.tls_data import TlsDataChannel
 from ketch.server.transfers import TransferRefused, receive_file
+from ketch.tools.certificates import write_certificate
 
 T = TypeVar("T")
 
@@ -559,3 +562,85 @@ def test_a_slow_uploads_bytes_are_read_and_counted_as_they_come(
     assert target.read_bytes() == b"".join(pieces)
     # A look every LOOK_EVERY (0.2 s) of the 1.2 s: most pieces were read before the end.
     assert counted_while_sending[0] >= 6000
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts its writes."""
+
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def tls_pair(directory: Path) -> tuple[ssl.SSLSocket, ssl.SSLSocket, DataChannel]:
+    """Loopback TCP under real TLS: the server's end (non-blocking), the client's (blocking,
+    with room to queue a few hundred KiB unread), and the plain channel TLS wrapped."""
+    files = write_certificate(directory, ["127.0.0.1"], days=1)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(files.certificate, files.key)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE  # a test's own certificate
+    server_side, client_side = tcp_pair()
+    server_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    client_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    plain = DataChannel(server_side, "EPSV", lambda: None)
+    server_side.setblocking(True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        client = pool.submit(client_context.wrap_socket, client_side)
+        server = server_context.wrap_socket(
+            server_side, server_side=True, suppress_ragged_eofs=False
+        )
+        client_tls = client.result(timeout=30)
+    server.setblocking(False)
+    return server, client_tls, plain
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "cut short"])
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_tls_upload_is_written_a_buffer_at_a_time_not_a_record_at_a_time(
+    tmp_path: Path, loop_name: str, ending: str
+) -> None:
+    # OpenSSL decrypts one 16 KiB record per read: 200,000 bytes are 13 of them.
+    data = os.urandom(200_000)
+    stored = CountingFile()
+
+    async def run() -> str | None:
+        server, client, plain = tls_pair(tmp_path)
+        channel = TlsDataChannel(server, "EPSV", plain)
+        queued = threading.Event()
+
+        def send() -> None:
+            client.sendall(data)
+            queued.set()
+            if ending == "close_notify":
+                client.unwrap()  # returns once the server's close_notify arrives
+            else:  # a FIN without close_notify: a truncation, after all the data
+                client.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            assert await asyncio.to_thread(queued.wait, 30)
+            await asyncio.sleep(0.05)  # the last records through loopback
+            refusal = None
+            try:
+                await receive_file(channel, stored, ascii=False)
+                await channel.finish()
+            except TransferRefused as error:
+                refusal = f"{error.code} {error.text}"
+        finally:
+            channel.close()
+        await asyncio.to_thread(sender.join, 30)
+        client.close()
+        return refusal
+
+    refusal = run_on(loop_name, run)
+    assert stored.getvalue() == data  # all that arrived, in either ending
+    assert stored.writes <= 2
+    if ending == "close_notify":
+        assert refusal is None
+    else:
+        assert refusal is not None and refusal.startswith("426 ") and "close_notify" in refusal

@@ -141,30 +141,45 @@ class TlsDataChannel(DataChannel):
     async def receive_into(self, buffer: bytearray) -> int:
         """Decrypted bytes into ``buffer``; 0 at the end (the client's close_notify).
 
-        A client faster than the server never makes this wait, so every
-        ``YIELD_EVERY`` bytes it lets the event loop run (other sessions, ABOR).
+        OpenSSL gives one TLS record (16 KiB at most) per read: the buffer is
+        filled from as many as have arrived, so the file gets one write per
+        buffer, not one per record. A client faster than the server never makes
+        this wait, so every ``YIELD_EVERY`` bytes it lets the event loop run
+        (other sessions, ABOR).
         """
-        while True:
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(buffer):
             try:
-                count = self.tls_sock.recv_into(buffer)
+                count = self.tls_sock.recv_into(view[filled:])
             except ssl.SSLWantReadError:
+                if filled:
+                    break
                 self._receive_budget = YIELD_EVERY
                 await self._readable()
+                continue
             except ssl.SSLWantWriteError:
+                if filled:
+                    break
                 await self._writable()
+                continue
             except ssl.SSLEOFError:
+                if filled:
+                    break  # what arrived before is stored first; the next read fails again
                 raise TransferRefused(
                     426,
                     "Transfer aborted: the data connection closed without TLS close_notify, "
                     "so the data may be cut short; send it again.",
                 ) from None
-            else:
-                self.bytes_moved += count
-                self._receive_budget -= count
-                if self._receive_budget <= 0:
-                    self._receive_budget = YIELD_EVERY
-                    await asyncio.sleep(0)
-                return count
+            if not count:
+                break  # close_notify: the next call gets 0 again
+            filled += count
+        self.bytes_moved += filled
+        self._receive_budget -= filled
+        if self._receive_budget <= 0:
+            self._receive_budget = YIELD_EVERY
+            await asyncio.sleep(0)
+        return filled
 
     async def finish(self) -> None:
         """Send close_notify, so the client knows the data is complete."""
