@@ -24,6 +24,7 @@ import pytest
 
 from ketch.server.filesystem import FilesystemError, LocalFilesystem
 from ketch.server.jail import Place
+from ketch.server.mlsx_scan import directory_names
 
 SECRET = b"outside the home\n" * 1000  # 17000 bytes: a size no file inside has
 
@@ -116,6 +117,16 @@ def atomic_write(fs: LocalFilesystem) -> Any:
         upload.discard()
 
 
+def names_of_opened(fs: LocalFilesystem) -> list[str]:
+    """What a listing worker reads through the descriptor open_directory hands out."""
+    directory = fs.open_directory("/sub")
+    assert directory is not None
+    try:
+        return directory_names(directory.fd)
+    finally:
+        os.close(directory.fd)
+
+
 def unique(fs: LocalFilesystem) -> Any:
     _, file = fs.create_unique("/sub", "file.txt")
     with file:
@@ -135,6 +146,7 @@ OPERATIONS: dict[str, Callable[[LocalFilesystem], Any]] = {
     "list_lines": lambda fs: fs.list_lines("/sub", 0.0),
     "list_names": lambda fs: fs.list_names("/sub"),
     "list_mlsx": lambda fs: fs.list_mlsx("/sub"),
+    "open_directory": names_of_opened,
     "list_dir (below)": lambda fs: fs.list_dir("/sub/dir"),
     "mkdir": lambda fs: fs.mkdir("/sub/planted"),
     "rmdir": lambda fs: fs.rmdir("/sub/dir"),
@@ -169,6 +181,7 @@ def test_without_a_swap_the_same_operations_work(tmp_path: Path, outside: Path) 
     assert read(fs) == b"inside"
     assert [entry.name for entry in fs.list_dir("/sub")] == ["dir", "file.txt", "other.txt"]
     assert fs.list_names("/sub") == ["dir", "file.txt", "other.txt"]
+    assert names_of_opened(fs) == ["dir", "file.txt", "other.txt"]
     assert len(fs.list_mlsx("/sub")) == 3 and len(fs.list_lines("/sub", 0.0)) == 3
     assert fs.stat("/sub/file.txt").size == len(b"inside")
     assert fs.mlsx_entry("/sub/file.txt").size == len(b"inside")

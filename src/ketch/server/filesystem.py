@@ -29,11 +29,11 @@ from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_nam
 from ketch.server.filesystem_api import Filesystem, OpenDirectory
 from ketch.server.jail import FilesystemError, Jail, PathEscapeError, Place
 from ketch.server.mlsx_scan import (
-    LIST_FLAGS,
     directory_names,
     list_lines_of,
     mlsx_entries_of,
     mlsx_entry,
+    open_listed,
     scan_directory,
     shown_link_target,
 )
@@ -189,11 +189,11 @@ class LocalFilesystem:
 
     def open_directory(self, path: str) -> OpenDirectory | None:
         with self._jail.place(path) as place, _mapped(path):
-            return OpenDirectory(os.open(place.name, LIST_FLAGS, dir_fd=place.dir_fd), self._home)
+            return OpenDirectory(open_listed(place), self._home)
 
     def list_names(self, path: str) -> list[str]:
         with self._jail.place(path) as place, _mapped(path):
-            fd = os.open(place.name, LIST_FLAGS, dir_fd=place.dir_fd)
+            fd = open_listed(place)
             try:
                 return directory_names(fd)
             finally:

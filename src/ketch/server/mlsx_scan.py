@@ -19,12 +19,12 @@ from ketch.protocol.mlsx import MlsxEntry
 from ketch.server.jail import UPLOAD_TEMP_PREFIX, Place, virtual_path_in
 
 __all__ = [
-    "LIST_FLAGS",
     "ScannedEntry",
     "directory_names",
     "list_lines_of",
     "mlsx_entries_of",
     "mlsx_entry",
+    "open_listed",
     "scan_directory",
     "scan_names",
     "shown_link_target",
@@ -38,9 +38,13 @@ _KINDS: dict[int, Kind] = {_S_IFREG: "file", _S_IFDIR: "dir", _S_IFLNK: "link"}
 LinkTarget = Callable[[str, int], "str | None"]
 #: One directory entry as read: name, its lstat, its kind, and a link's shown target.
 ScannedEntry = tuple[str, os.stat_result, Kind, "str | None"]
-#: How a listed directory is opened: the checked name was resolved, so a symlink
-#: there now was swapped in, and is not followed.
-LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+# The checked name was resolved: a symlink there now was swapped in, and is not followed.
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def open_listed(place: Place) -> int:
+    """A descriptor for reading the entries of the directory at ``place``; the caller closes it."""
+    return os.open(place.name, _LIST_FLAGS, dir_fd=place.dir_fd)
 
 
 def shown_link_target(name: str, dir_fd: int, home: str) -> str | None:
@@ -113,7 +117,7 @@ def scan_names(directory: int, names: list[str], link_target: LinkTarget) -> Ite
 
 def scan_directory(place: Place, link_target: LinkTarget) -> Iterator[ScannedEntry]:
     """``scan_names`` of every name ``directory_names`` shows of the directory at ``place``."""
-    directory = os.open(place.name, LIST_FLAGS, dir_fd=place.dir_fd)
+    directory = open_listed(place)
     try:
         yield from scan_names(directory, directory_names(directory), link_target)
     finally:
