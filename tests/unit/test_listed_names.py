@@ -23,14 +23,14 @@ def stat_of(ino: int, ctime_ns: int = 1, mtime_ns: int = 1, size: int = 4096) ->
 def test_names_are_reused_only_for_the_same_version_and_parts() -> None:
     kept = ListedNames()
     kept.keep(stat_of(7), [b"a\0b", b"c"])
-    assert kept.parts_of(stat_of(7), 2) == [b"a\0b", b"c"]
-    assert kept.parts_of(stat_of(8), 2) is None  # another directory
-    assert kept.parts_of(stat_of(7), 3) is None  # cut for another worker count: dropped
-    assert kept.parts_of(stat_of(7), 2) is None
+    assert kept.kept_parts(stat_of(7), 2) == [b"a\0b", b"c"]
+    assert kept.kept_parts(stat_of(8), 2) is None  # another directory
+    assert kept.kept_parts(stat_of(7), 3) is None  # cut for another worker count: dropped
+    assert kept.kept_parts(stat_of(7), 2) is None
     for changed in (stat_of(7, ctime_ns=2), stat_of(7, mtime_ns=2), stat_of(7, size=8192)):
         kept.keep(stat_of(7), [b"a", b"b"])
-        assert kept.parts_of(changed, 2) is None
-        assert kept.parts_of(stat_of(7), 2) is None  # a changed directory is dropped
+        assert kept.kept_parts(changed, 2) is None
+        assert kept.kept_parts(stat_of(7), 2) is None  # a changed directory is dropped
     assert kept._bytes == 0
 
 
@@ -48,11 +48,11 @@ def test_the_least_lately_listed_go_first() -> None:
     kept = ListedNames()
     for ino in range(MAX_DIRECTORIES):
         kept.keep(stat_of(ino), [b"x"])
-    assert kept.parts_of(stat_of(0), 1) == [b"x"]  # now the most lately used
+    assert kept.kept_parts(stat_of(0), 1) == [b"x"]  # now the most lately used
     kept.keep(stat_of(1000), [b"y"])  # one too many: 1 goes
-    assert kept.parts_of(stat_of(1), 1) is None
-    assert kept.parts_of(stat_of(0), 1) == [b"x"]
-    assert kept.parts_of(stat_of(1000), 1) == [b"y"]
+    assert kept.kept_parts(stat_of(1), 1) is None
+    assert kept.kept_parts(stat_of(0), 1) == [b"x"]
+    assert kept.kept_parts(stat_of(1000), 1) == [b"y"]
     assert len(kept._kept) == MAX_DIRECTORIES
 
 
@@ -62,16 +62,16 @@ def test_names_are_kept_up_to_a_total_size(monkeypatch: pytest.MonkeyPatch) -> N
     kept.keep(stat_of(1), [b"a" * 40])
     kept.keep(stat_of(2), [b"b" * 40])
     kept.keep(stat_of(3), [b"c" * 101])  # more than all: not kept, nothing dropped for it
-    assert kept.parts_of(stat_of(3), 1) is None
+    assert kept.kept_parts(stat_of(3), 1) is None
     assert kept._bytes == 80
     kept.keep(stat_of(2), [b"c" * 101])  # too big now: the old names go too
-    assert kept.parts_of(stat_of(2), 1) is None
+    assert kept.kept_parts(stat_of(2), 1) is None
     assert kept._bytes == 40
     kept.keep(stat_of(2), [b"b" * 40])
     kept.keep(stat_of(3), [b"c" * 30, b"d" * 20])  # 50: the oldest goes to make room
-    assert kept.parts_of(stat_of(1), 1) is None
-    assert kept.parts_of(stat_of(2), 1) == [b"b" * 40]
-    assert kept.parts_of(stat_of(3), 2) == [b"c" * 30, b"d" * 20]
+    assert kept.kept_parts(stat_of(1), 1) is None
+    assert kept.kept_parts(stat_of(2), 1) == [b"b" * 40]
+    assert kept.kept_parts(stat_of(3), 2) == [b"c" * 30, b"d" * 20]
     kept.keep(stat_of(2), [b"e" * 10])  # again: replaces, counted once
     assert kept._bytes == 60
     assert MAX_NAME_BYTES == 32 * 1024 * 1024

@@ -49,7 +49,7 @@ class ListedNames:
         self._kept: dict[_Identity, tuple[_Version, list[bytes]]] = {}
         self._bytes = 0
 
-    def parts_of(self, directory: os.stat_result, parts: int) -> list[bytes] | None:
+    def kept_parts(self, directory: os.stat_result, parts: int) -> list[bytes] | None:
         """The kept parts of ``directory`` (its fstat) if it is unchanged and was cut so."""
         identity = (directory.st_dev, directory.st_ino)
         kept = self._kept.pop(identity, None)

@@ -329,7 +329,7 @@ class ListingWorkers:
             workers = self._workers
             if not workers:
                 return None
-            known = self._names.parts_of(seen, len(workers)) if self.keep_names else None
+            known = self._names.kept_parts(seen, len(workers)) if self.keep_names else None
             keep = known is None and self.keep_names and self._names.may_keep(seen)
             try:
                 data, names = await _exchange(
