@@ -185,6 +185,24 @@ def test_a_slow_upload_is_progress_not_a_stall(make_server) -> None:  # type: ig
     assert server.counters.get("transfer_stalled", 0) == 0
 
 
+def test_a_stall_timeout_shorter_than_the_upload_loops_look_still_sees_progress(
+    make_server,
+) -> None:  # type: ignore[no-untyped-def]
+    # The upload loop reads a trickle only every LOOK_EVERY (0.2 s); bytes that have
+    # arrived but wait unread are progress too, whatever the stall timeout.
+    server = make_server(data_stall_timeout=0.12)
+    pieces = [os.urandom(200) for _ in range(25)]
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    with ftp.transfercmd("STOR trickle.bin") as data:
+        for piece in pieces:
+            data.sendall(piece)
+            time.sleep(0.04)
+    assert ftp.voidresp().startswith("226")
+    assert (server.home / "trickle.bin").read_bytes() == b"".join(pieces)
+    assert server.counters.get("transfer_stalled", 0) == 0
+
+
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "LIST")

@@ -8,12 +8,14 @@ the kind of transfer, and closes once.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import ipaddress
 import logging
 import os
 import socket
 import sys
+import termios
 from collections.abc import Callable
 
 from ketch.protocol.addresses import plain_ip
@@ -61,6 +63,8 @@ _TCP_WMEM = "/proc/sys/net/ipv4/tcp_wmem"
 #: Bytes a transfer loop moves back to back (without waiting for the socket)
 #: before it lets the event loop run: a fast peer must not starve other sessions.
 YIELD_EVERY = 16 << 20
+# The ioctl's int argument, for FIONREAD to fill in.
+_NO_BYTES = bytes(4)
 
 
 class DataConnectionError(Exception):
@@ -124,6 +128,19 @@ class DataChannel:
                     budget = YIELD_EVERY
                     await asyncio.sleep(0)
         return total
+
+    def unread_bytes(self) -> int:
+        """Bytes that have arrived on the socket and wait to be read.
+
+        The upload loop sleeps until ``WAKE_AT`` bytes are queued, looking only every
+        ``LOOK_EVERY`` (see ketch.server.receive_loop): a trickle may wait longer than a
+        short stall timeout, and is progress all the same.
+        """
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, _NO_BYTES)
+        except OSError:  # closed already
+            return 0
+        return int.from_bytes(raw, sys.byteorder, signed=True)
 
     def readiness(self, *, write: bool) -> Readiness:
         """A waiter for this socket that stays registered for one transfer loop (see

@@ -141,8 +141,10 @@ class StallWatchdog:
 
     def _check(self) -> None:
         now = self._loop.time()
-        if self._channel.bytes_moved != self._last_count or self._channel.paused:
-            self._last_count = self._channel.bytes_moved
+        # Bytes waiting unread count: the upload loop may sleep longer than a short timeout.
+        count = self._channel.bytes_moved + self._channel.unread_bytes()
+        if count != self._last_count or self._channel.paused:
+            self._last_count = count
             self._last_progress = now
         elif now - self._last_progress >= self._timeout:
             self.stalled = True
