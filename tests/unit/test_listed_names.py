@@ -85,3 +85,14 @@ def test_listing_cache_reaches_the_listing_workers_and_follows_reloads(tmp_path:
     context.reconfigure(off, context.authenticator, context.masquerade)
     assert not context.listing_workers.keep_names
     assert not ServerContext.from_config(off).listing_workers.keep_names
+
+
+def test_turned_off_the_kept_names_go_at_once(tmp_path: Path) -> None:
+    workers = ServerContext.from_config(ServerConfig(root=tmp_path)).listing_workers
+    workers._names.keep(stat_of(1), [b"a" * 40])
+    workers.keep_names = True  # on again while on: nothing changes
+    assert workers._names._bytes == 40
+    workers.keep_names = False
+    assert workers._names._bytes == 0
+    workers.keep_names = True
+    assert workers._names.kept_parts(stat_of(1), 1) is None

@@ -512,7 +512,9 @@ def test_kept_names_serve_only_while_the_directory_is_unchanged(
             workers.keep_names = False  # listing_cache = false (as after a reload)
             await listing()
             assert (await listing())[1] == reused
+            # Back on, nothing kept before comes back: the first listing reads again.
             workers.keep_names = True
+            assert (await listing())[1] == reused
             assert (await listing())[1] == reused + 1
 
     workers: ListingWorkers

@@ -83,6 +83,10 @@ class ListedNames:
         self._kept[identity] = (_version_of(directory), names)
         self._bytes += size
 
+    def clear(self) -> None:
+        self._kept.clear()
+        self._bytes = 0
+
 
 def _version_of(directory: os.stat_result) -> _Version:
     return directory.st_ctime_ns, directory.st_mtime_ns, directory.st_size

@@ -199,8 +199,7 @@ class ListingWorkers:
         keep_names: bool = True,
     ) -> None:
         self._count = count or _worker_count()
-        #: Whether names of unchanged directories are reused (``listing_cache``).
-        self.keep_names = keep_names
+        self._keep_names = keep_names
         #: Where "listing_by_workers" is counted (the server's counters, for STAT and tests).
         self._counters: Counter[str] = Counter() if counters is None else counters
         self._workers: list[_Worker] = []
@@ -210,6 +209,19 @@ class ListingWorkers:
         self._closed = False
         # One listing at a time goes through the workers: each uses all of them.
         self._turn = asyncio.Lock()
+
+    @property
+    def keep_names(self) -> bool:
+        """Whether names of unchanged directories are reused (``listing_cache``)."""
+        return self._keep_names
+
+    @keep_names.setter
+    def keep_names(self, keep: bool) -> None:
+        # Turned off, the kept names go at once: their memory, and names a file system
+        # that keeps no honest ctime (the reason to turn it off) could show when back on.
+        self._keep_names = keep
+        if not keep:
+            self._names.clear()
 
     @property
     def running(self) -> int:
