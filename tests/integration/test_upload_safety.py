@@ -197,6 +197,8 @@ def test_temporary_files_cannot_be_listed_read_or_deleted(
     other.retrlines("LIST -a", listing.append)
     assert not any(TEMP_PREFIX in line for line in listing)
     for command in (f"DELE {name}", f"MDTM {name}", f"RNFR {name}", f"STOR {name}"):
+        if command.startswith("STOR"):  # a data connection prepared: the name is what fails
+            assert other.sendcmd("PASV").startswith("227")
         reply = reply_to(other, command)
         assert reply.startswith("550") and "reserved for uploads" in reply, command
     send_and_close(data, b"")
@@ -239,6 +241,49 @@ def test_without_atomic_uploads_stor_writes_in_place(
     assert temporaries(server.home) == []
     send_and_close(data, b"")
     assert ftp.voidresp().startswith("226")
+
+
+@pytest.mark.parametrize("passive", [False, True], ids=["no PASV", "PASV never connected"])
+@pytest.mark.parametrize(
+    "commands",
+    [["STOR report.txt"], ["REST 10", "STOR report.txt"], ["APPE report.txt"]],
+    ids=["STOR", "REST+STOR", "APPE"],
+)
+def test_an_upload_that_gets_no_data_connection_changes_nothing(
+    make_server: Callable[..., RunningServer], commands: list[str], passive: bool
+) -> None:
+    # Written in place (no atomic uploads): opening must not cut the file before the
+    # data connection is there. A 425 means nothing happened (RFC 959 4.2).
+    server = make_server(atomic_uploads=False, data_connect_timeout=0.3)
+    old_file = server.home / "report.txt"
+    old_file.write_bytes(OLD)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    if passive:
+        assert ftp.sendcmd("PASV").startswith("227")  # and the client never connects
+    *setup, command = commands
+    for line in setup:
+        assert ftp.sendcmd(line).startswith("350")
+    reply = reply_to(ftp, command)
+    if passive:
+        assert reply.startswith("150"), reply
+        reply = ftp.getmultiline()
+    assert reply.startswith("425"), reply
+    assert old_file.read_bytes() == OLD
+    assert os.listdir(server.home) == ["report.txt"]
+    assert ftp.voidcmd("NOOP").startswith("200")
+
+
+@pytest.mark.parametrize("command", ["STOR new.txt", "APPE new.txt", "STOU new.txt"])
+@pytest.mark.parametrize("atomic", [True, False])
+def test_an_upload_without_pasv_or_port_creates_no_file(
+    make_server: Callable[..., RunningServer], command: str, atomic: bool
+) -> None:
+    server = make_server(atomic_uploads=atomic)
+    ftp = connect(server)
+    reply = reply_to(ftp, command)
+    assert reply.startswith("425") and "PASV" in reply, reply
+    assert os.listdir(server.home) == []
 
 
 def test_aborted_stou_leaves_no_file_and_a_completed_one_is_stored(

@@ -277,6 +277,15 @@ def test_rest_offset_truncates_and_positions(fs: Filesystem, home: Path) -> None
     assert (home / "docs" / "a.txt").read_bytes() == b"0123XY"
 
 
+def test_without_truncate_the_file_stays_whole_until_the_caller_cuts_it(
+    fs: Filesystem, home: Path
+) -> None:
+    for offset in (0, 4):
+        with fs.open_write("/docs/a.txt", offset=offset, truncate=False) as file:
+            assert file.tell() == offset
+            assert (home / "docs" / "a.txt").read_bytes() == b"0123456789"
+
+
 def test_rest_offset_at_end_resumes(fs: Filesystem, home: Path) -> None:
     with fs.open_write("/docs/a.txt", offset=10) as file:
         file.write(b"!")

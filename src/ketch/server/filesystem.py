@@ -241,7 +241,9 @@ class LocalFilesystem:
             fd = self._open_regular(path, place, os.O_RDONLY)
         return os.fdopen(fd, "rb", buffering=0)
 
-    def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> BinaryIO:
+    def open_write(
+        self, path: str, *, offset: int = 0, append: bool = False, truncate: bool = True
+    ) -> BinaryIO:
         if offset < 0:
             raise FilesystemError(f"{path}: restart offset {offset} is negative; use 0 or more")
         with self._jail.place(path) as place:
@@ -259,7 +261,8 @@ class LocalFilesystem:
                 else:
                     # Checked again on the descriptor: the file may have shrunk.
                     self._check_offset(path, offset, os.fstat(fd).st_size)
-                    os.ftruncate(fd, offset)
+                    if truncate:
+                        os.ftruncate(fd, offset)
                     os.lseek(fd, offset, os.SEEK_SET)
         except BaseException:
             os.close(fd)

@@ -64,8 +64,14 @@ class Filesystem(Protocol):
         """An unbuffered regular file opened for reading."""
         ...
 
-    def open_write(self, path: str, *, offset: int = 0, append: bool = False) -> BinaryIO:
-        """An unbuffered regular file opened for writing at ``offset`` or the end."""
+    def open_write(
+        self, path: str, *, offset: int = 0, append: bool = False, truncate: bool = True
+    ) -> BinaryIO:
+        """An unbuffered regular file opened for writing at ``offset`` or the end.
+
+        Without ``truncate`` what lies past ``offset`` stays until the caller cuts it
+        (an upload does once its data connection is there).
+        """
         ...
 
     def create_unique(self, directory: str, stem: str) -> tuple[str, BinaryIO]:

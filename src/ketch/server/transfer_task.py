@@ -48,7 +48,8 @@ TransferWork = Callable[[DataChannel], Awaitable[None]]
 async def refused_without_offer(session: Session, verb: str) -> bool:
     """Reply 425 and say True when no data connection is prepared for ``verb``.
 
-    Listings ask first, before reading a directory they could not send.
+    Listings and uploads ask first, before reading a directory they could not send or
+    touching a file (a 4xx must leave things as they were).
     """
     if session.data_offer is not None:
         return False

@@ -84,6 +84,9 @@ class Upload:
         self.charged_files = 0
         self._committed = False
         self._closed = False
+        #: Where a direct STOR cuts the file when its data starts (None: never). Not
+        #: when opening: a transfer that gets no data connection must change nothing.
+        self.cut_at: int | None = None
 
     # -- quota bookkeeping -------------------------------------------------------
 
@@ -137,6 +140,8 @@ class Upload:
         """
         metered = bool(self._max_size) or self._quota is not None
         try:
+            if self.cut_at is not None:
+                os.ftruncate(self._file.fileno(), self.cut_at)
             await receive_file(
                 channel,
                 self._file,
@@ -199,9 +204,11 @@ async def open_upload(session: Session, path: str, *, offset: int, append: bool)
         file, base = target.file, 0
     else:
         target = None
-        file = fs.open_write(path, offset=offset, append=append)
+        # Cut at the offset only once the data connection is there (see Upload.run).
+        file = fs.open_write(path, offset=offset, append=append, truncate=False)
         base = file.tell()
     upload = _make_upload(session, path, file, target, quota, base=base, baseline=existing or 0)
+    upload.cut_at = None if append or atomic else base
     upload.start_charges(new_file=existing is None)
     return upload
 

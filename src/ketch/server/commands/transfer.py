@@ -88,6 +88,9 @@ async def append(session: Session, argument: str) -> None:
 
 
 async def _receive(session: Session, verb: str, path: str, *, offset: int, append: bool) -> None:
+    # No data connection prepared: 425 before the file is opened (or created, or cut).
+    if await refused_without_offer(session, verb):
+        return
     if session.filesystem.is_dir(path):
         await session.reply(550, f"{path}: is a directory.")
         return
@@ -118,6 +121,8 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
 )
 async def store_unique(session: Session, argument: str) -> None:
     stem = posixpath.basename(argument.strip()) or "upload"
+    if await refused_without_offer(session, "STOU"):
+        return
     try:
         upload = await open_unique_upload(session, stem)
     except TransferRefused as refusal:
