@@ -119,6 +119,29 @@ def test_server_runs_as_nobody_after_binding_a_low_port(
         assert (uploaded.st_uid, uploaded.st_gid) == (nobody.pw_uid, nobody.pw_gid)
 
 
+def test_an_upload_cannot_replace_a_file_the_server_user_may_not_write(
+    public_dir: Path,
+) -> None:
+    # Atomic uploads replace by rename, which needs only the directory's write
+    # permission: nobody must still not replace root's 0644 file, or a 0444 one.
+    (public_dir / "readonly.txt").write_bytes(b"keep me\n")
+    (public_dir / "readonly.txt").chmod(0o444)
+    port = low_port_pair()
+    with ketch_serve(serve_args(port, public_dir), public_dir):
+        ftp = anonymous(port)
+        for name in ("hello.txt", "readonly.txt"):
+            before = (public_dir / name).read_bytes()
+            with pytest.raises(ftplib.error_perm, match=r"550.*Permission denied"):
+                ftp.storbinary(f"STOR {name}", io.BytesIO(b"replaced\n"))
+            assert (public_dir / name).read_bytes() == before
+            assert (public_dir / name).stat().st_uid == 0
+        assert sorted(os.listdir(public_dir)) == ["hello.txt", "readonly.txt"]
+        ftp.storbinary("STOR mine.txt", io.BytesIO(b"one\n"))
+        ftp.storbinary("STOR mine.txt", io.BytesIO(b"two\n"))  # its own file: replaced
+        assert (public_dir / "mine.txt").read_bytes() == b"two\n"
+        ftp.quit()
+
+
 def test_active_mode_comes_from_the_low_port_through_the_root_helper(public_dir: Path) -> None:
     port = low_port_pair()
     with ketch_serve(serve_args(port, public_dir), public_dir) as server:

@@ -313,6 +313,8 @@ class LocalFilesystem:
 
     def _atomic_write_at(self, path: str, place: Place, *, placeholder: bool) -> AtomicFile:
         existing = _existing_regular(path, place)
+        if existing is not None and not placeholder:
+            _check_may_replace(path, place)
         for _ in range(_MAX_TEMPORARY_ATTEMPTS):
             temp = temporary_name(place.name)
             try:
@@ -430,6 +432,18 @@ def _followed_stat(path: str, place: Place) -> os.stat_result:
     if stat.S_ISLNK(info.st_mode):
         raise FilesystemError(f"{path}: {os.strerror(errno.ELOOP)}")
     return info
+
+
+def _check_may_replace(path: str, place: Place) -> None:
+    """Refuse to replace a file the server's user may not write, as writing in place would.
+
+    The rename that ends an atomic upload needs write access to the directory
+    only: without this a user could replace a read-only file, or another
+    owner's, that APPE and REST+STOR (and every server writing in place) refuse.
+    """
+    if not os.access(place.name, os.W_OK, dir_fd=place.dir_fd, follow_symlinks=False):
+        with _mapped(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
 def _existing_regular(path: str, place: Place) -> os.stat_result | None:
