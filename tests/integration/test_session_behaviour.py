@@ -478,6 +478,31 @@ def test_stor_after_rest_beyond_end_gets_554_and_keeps_file(server: RunningServe
     assert (server.home / "short.bin").read_bytes() == b"abc"
 
 
+@pytest.mark.parametrize("command", ["RETR", "STOR"])
+def test_resuming_in_ascii_mode_is_refused_and_binary_resume_still_works(
+    server: RunningServer, command: str
+) -> None:
+    # The LF file is 3 bytes shorter than what TYPE A sends: an offset taken from a
+    # partial ASCII copy would not match the file (vsftpd and pyftpdlib refuse too).
+    text = b"one\ntwo\nthree\n"
+    (server.home / "lines.txt").write_bytes(text)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE A")
+    reply_to(ftp, "PASV")
+    assert reply_to(ftp, "REST 5").startswith("350")
+    reply = reply_to(ftp, f"{command} lines.txt")
+    assert reply.startswith("554") and "TYPE I" in reply, reply
+    assert (server.home / "lines.txt").read_bytes() == text
+    ftp.voidcmd("TYPE I")
+    if command == "RETR":
+        got: list[bytes] = []
+        ftp.retrbinary("RETR lines.txt", got.append, rest=4)
+        assert b"".join(got) == text[4:]
+    else:
+        ftp.storbinary("STOR lines.txt", io.BytesIO(b"TWO\n"), rest=4)
+        assert (server.home / "lines.txt").read_bytes() == b"one\nTWO\n"
+
+
 def test_ascii_retr_opening_reply_names_no_byte_count(server: RunningServer) -> None:
     (server.home / "lf.txt").write_bytes(b"a\nb\n")
     ftp = connect(server)

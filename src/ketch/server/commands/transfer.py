@@ -34,6 +34,8 @@ def mode_name(session: Session) -> str:
 async def retrieve(session: Session, argument: str) -> None:
     path = session.resolve(argument)
     offset = session.state.transfer_offset
+    if offset and await _refused_ascii_restart(session):
+        return
     # Open first and ask the descriptor: one path resolution instead of two, and the
     # size is that of the file actually sent. Not a regular file: 550 with the reason.
     file = session.filesystem.open_read(path)
@@ -57,6 +59,20 @@ async def retrieve(session: Session, argument: str) -> None:
     )
 
 
+async def _refused_ascii_restart(session: Session) -> bool:
+    """554 for REST in TYPE A, as vsftpd and pyftpdlib do: the offset would count bytes
+    on the wire, where line ends differ from the file's, so a resumed copy would come
+    out shifted (RFC 3659 §5 defines REST for stream mode by what was sent)."""
+    if session.state.transfer_type != "A":
+        return False
+    await session.reply(
+        554,
+        "Cannot resume in ASCII mode (TYPE A): the offset would not match the file. "
+        "Send TYPE I, then REST and the command again, or transfer the whole file.",
+    )
+    return True
+
+
 async def _reply_offset_beyond_end(session: Session, path: str, offset: int, size: int) -> None:
     await session.reply(
         554,
@@ -74,6 +90,8 @@ async def _reply_offset_beyond_end(session: Session, path: str, offset: int, siz
 async def store(session: Session, argument: str) -> None:
     path = session.resolve(argument)
     offset = session.state.transfer_offset
+    if offset and await _refused_ascii_restart(session):
+        return
     await _receive(session, "STOR", path, offset=offset, append=False)
 
 
