@@ -319,6 +319,40 @@ def slow_reader(sock: socket.socket, into: bytearray) -> threading.Thread:
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
+def test_send_all_counts_progress_as_the_client_takes_it(loop_name: str) -> None:
+    # What the stall watchdog reads: a slow client taking one big piece (an ASCII
+    # download's, a listing) must show progress long before the piece is all sent.
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    received = bytearray()
+
+    async def run() -> list[int]:
+        server_side, client_side = tcp_pair()
+        server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        reader = slow_reader(client_side, received)
+        seen: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                seen.append(channel.bytes_moved)
+                await asyncio.sleep(0.002)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await channel.send_all(data)
+        finally:
+            watcher.cancel()
+            channel.close()
+        await asyncio.to_thread(reader.join, 30)
+        return seen
+
+    seen = run_on(loop_name, run)
+    assert bytes(received) == data
+    partial = {count for count in seen if 0 < count < len(data)}
+    assert len(partial) > 10, sorted(partial)[:20]
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
 def test_a_download_registers_for_writability_once_however_often_it_waits(
     tmp_path: Path, loop_name: str, waits: list[int], small_send_buffer: None
 ) -> None:

@@ -160,8 +160,23 @@ class DataChannel:
             _limit_unsent(self.sock)
 
     async def send_all(self, data: bytes) -> None:
-        await self._loop.sock_sendall(self.sock, data)
-        self.bytes_moved += len(data)
+        """Send ``data`` whole, counting every kernel write as it happens.
+
+        Not ``loop.sock_sendall``, which counts nothing until the end: the stall
+        watchdog would see no progress while a slow client takes in one piece of
+        an ASCII download (512 KiB with CRLFs) or a whole listing.
+        """
+        view = memoryview(data)
+        send = self.sock.send
+        with self.readiness(write=True) as writable:
+            while view:
+                try:
+                    sent = send(view)
+                except BlockingIOError:
+                    await writable.wait()
+                    continue
+                self.bytes_moved += sent
+                view = view[sent:]
 
     async def receive_into(self, buffer: bytearray) -> int:
         count = await self._loop.sock_recv_into(self.sock, buffer)
