@@ -739,6 +739,28 @@ def test_abor_during_a_protected_download_answers_426_then_226_and_the_session_g
     assert wait_for(lambda: server.counters.get("transfer_aborted") == 1)
 
 
+def test_a_protected_download_the_client_closes_early_is_told_as_such(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    # The client going away is no "TLS error" hinting at damage on the path.
+    server = make_tls_server(tls_require_session_reuse=False)
+    (server.home / "big.bin").write_bytes(os.urandom(32 * MIB))
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("RETR big.bin")
+        assert conn.recv(1000)
+        conn.close()  # no close_notify, unread data: the server's next write fails
+        with pytest.raises(ftplib.error_temp) as failure:
+            ftp.voidresp()
+        assert ftp.pwd() == "/"
+    finally:
+        ftp.close()
+    assert str(failure.value).startswith("426 Data connection closed by the other side")
+
+
 def test_an_upload_cut_off_without_close_notify_is_refused_and_not_stored(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:

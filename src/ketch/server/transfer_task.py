@@ -215,7 +215,7 @@ async def run_transfer(
     except TransferRefused as refusal:  # a limit (upload size, quota) stopped it
         outcome = "refused"
         await session.reply(refusal.code, refusal.text)
-    except ConnectionError:
+    except (ConnectionError, ssl.SSLEOFError):  # the latter: closed without ending TLS
         outcome = "interrupted"
         await session.reply(426, "Data connection closed by the other side; transfer aborted.")
     except ssl.SSLError as error:  # an OSError too, but the server's disk is not to blame
