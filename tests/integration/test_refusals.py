@@ -118,6 +118,37 @@ def test_passive_listener_timeout_replies_425_and_logs_cause(
     assert "no connection arrived" in message and "firewall" in message
 
 
+def test_a_passive_port_closed_before_the_transfer_command_is_a_425_without_150(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    server = make_server(data_connect_timeout=0.3)
+    ftp = connect(server)
+    reply_to(ftp, "PASV")
+    time.sleep(0.6)  # the client dawdles: the offer runs out before RETR
+    (server.home / "f.txt").write_bytes(b"f")
+    reply = reply_to(ftp, "RETR f.txt")
+    assert reply.startswith("425") and "send PASV again" in reply, reply
+    assert reply_to(ftp, "NOOP").startswith("200")
+
+
+def test_the_passive_timeout_counts_again_from_the_transfer_command(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    # As vsftpd: PASV, RETR late in the timeout, then connect late in it again.
+    server = make_server(data_connect_timeout=0.5)
+    (server.home / "f.txt").write_bytes(b"contents")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    port = parse_pasv_reply(reply_to(ftp, "PASV")).port
+    time.sleep(0.3)
+    ftp.putcmd("RETR f.txt")
+    assert ftp.getresp().startswith("150")
+    time.sleep(0.3)  # 0.6 s after PASV, 0.3 s after RETR
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as data:
+        assert data.makefile("rb").read() == b"contents"
+    assert ftp.voidresp().startswith("226")
+
+
 # -- the jail ---------------------------------------------------------------------
 
 

@@ -92,8 +92,22 @@ class PassiveOffer(DataOffer):
         loop.add_reader(self._fd, self._on_readable)
         self._expiry: asyncio.TimerHandle | None = loop.call_later(timeout, self._expire)
 
+    async def prepare(self) -> None:
+        """Time ran out before the transfer command: 425 at once, not a 150 and then one."""
+        if self._expired:
+            self._release_port()
+            raise DataConnectionError(
+                f"nothing connected to port {self.port} within {self._timeout:g} s of the "
+                f"{self.mode} reply, so it was closed; send {self.mode} again right before "
+                "the transfer command (if the client did connect, a firewall dropped it: "
+                "allow outgoing connections to the server's passive ports, or use active mode)"
+            )
+
     async def connect(self) -> DataChannel:
         if self._fd >= 0:  # still listening: wait for the client, the timer or close()
+            # The timeout counts from the transfer command too (as vsftpd's): a client
+            # that took its time before RETR still gets all of it to connect.
+            self._restart_expiry()
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -153,6 +167,11 @@ class PassiveOffer(DataOffer):
                 self._client_ip,
             )
             conn.close()
+
+    def _restart_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = self._loop.call_later(self._timeout, self._expire)
 
     def _expire(self) -> None:
         """The offer's time is up with no connection from the client: log why, and close."""
