@@ -503,6 +503,23 @@ def test_resuming_in_ascii_mode_is_refused_and_binary_resume_still_works(
         assert (server.home / "lines.txt").read_bytes() == b"one\nTWO\n"
 
 
+def test_a_file_cut_short_while_being_sent_ends_in_451_not_226(server: RunningServer) -> None:
+    big = server.home / "growing-smaller.bin"
+    big.write_bytes(os.urandom(32 * 1024 * 1024))
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    with ftp.transfercmd("RETR growing-smaller.bin") as data:
+        got = data.recv(65536)
+        os.truncate(big, 1024 * 1024)  # the sender stops at the new end
+        while chunk := data.recv(1 << 20):
+            got += chunk
+    with pytest.raises(ftplib.error_temp) as failure:
+        ftp.voidresp()
+    assert str(failure.value).startswith("451") and "shrank from 33554432" in str(failure.value)
+    assert len(got) < 32 * 1024 * 1024
+    assert reply_to(ftp, "NOOP").startswith("200")
+
+
 def test_ascii_retr_opening_reply_names_no_byte_count(server: RunningServer) -> None:
     (server.home / "lf.txt").write_bytes(b"a\nb\n")
     ftp = connect(server)

@@ -37,7 +37,8 @@ _RECEIVE_BUFFER = 256 * 1024
 
 
 class TransferRefused(Exception):
-    """A limit stopped the transfer; the session replies ``code`` with ``text``."""
+    """A limit (or the file itself) stopped the transfer; the session replies ``code`` with
+    ``text``."""
 
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)

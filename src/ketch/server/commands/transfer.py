@@ -7,11 +7,12 @@ import functools
 import os
 import posixpath
 import time
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from ketch.protocol.listing import FileFacts, format_listing, format_name_list, list_payload
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.data_channel import DataChannel
 from ketch.server.filesystem import Filesystem
 from ketch.server.listing_threads import make_listing
 from ketch.server.listing_workers import LIST, ListingOptions
@@ -49,14 +50,30 @@ async def retrieve(session: Session, argument: str) -> None:
     size = "" if ascii else f" ({file_size} bytes)"
     account = session.account
     throttle = session.context.rates.throttle(account, "download") if account else None
+
+    async def send(channel: DataChannel) -> None:
+        await send_file(channel, file, offset, ascii=ascii, throttle=throttle)
+        _check_not_shrunk(path, file, file_size)
+
     await start_transfer(
         session,
         "RETR",
         path,
-        lambda channel: send_file(channel, file, offset, ascii=ascii, throttle=throttle),
+        send,
         opening=f"Opening {mode_name(session)} mode data connection for {path}{size}.",
         cleanup=file.close,
     )
+
+
+def _check_not_shrunk(path: str, file: BinaryIO, size: int) -> None:
+    """451 rather than 226 when the file was cut while being sent: the copy is short."""
+    now = os.fstat(file.fileno()).st_size
+    if now < size:
+        raise TransferRefused(
+            451,
+            f"Transfer aborted: {path} shrank from {size} to {now} bytes while being sent, "
+            "so the copy received is incomplete; download it again once it has stopped changing.",
+        )
 
 
 async def _refused_ascii_restart(session: Session) -> bool:
