@@ -15,13 +15,14 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import USER, RunningServer
+from conftest import USER, RunningServer, alice_with
 from peer_servers import PeerServer
 
 KETCH = [sys.executable, "-m", "ketch"]
@@ -240,6 +241,51 @@ def test_per_file_failures_exit_9_and_the_rest_is_transferred(
     assert len(failures) == 1 and failures[0].startswith("ketch: b.txt: ")
     assert (local / "a.txt").read_bytes() == b"a.txt"
     assert (local / "c.txt").read_bytes() == b"c.txt"
+
+
+def test_a_refused_download_leaves_the_old_local_file_whole(
+    make_server: Callable[..., RunningServer], home: Path, tmp_path: Path
+) -> None:
+    # alice may list but not read: the server refuses RETR (550), and the older
+    # local copy the mirror meant to replace must stay as it was.
+    remote = tmp_path / "listed-only"
+    remote.mkdir()
+    (remote / "fenced.txt").write_bytes(b"new remote content")
+    server = make_server(**alice_with(remote, permissions=["list"]))
+    local = tmp_path / "copy"
+    local.mkdir()
+    (local / "fenced.txt").write_bytes(b"old local content")
+    os.utime(local / "fenced.txt", (0, 0))  # older and another size: due for a download
+    counts, stderr = mirror(home, server.url("/"), str(local))
+    assert counts == {"transferred": 0, "skipped": 0, "failed": 1, "exit": 9}, stderr
+    assert "550" in stderr
+    assert (local / "fenced.txt").read_bytes() == b"old local content"
+    assert os.listdir(local) == ["fenced.txt"]  # no temporary file left behind
+
+
+def test_a_mirrored_file_replaces_a_local_symbolic_link_and_keeps_permissions(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    tree = server.home / "t"
+    tree.mkdir()
+    (tree / "linked.txt").write_bytes(b"remote linked")
+    (tree / "plain.txt").write_bytes(b"remote plain")
+    local = tmp_path / "copy"
+    local.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"must not be written through the link")
+    (local / "linked.txt").symlink_to(outside)
+    (local / "plain.txt").write_bytes(b"old")
+    (local / "plain.txt").chmod(0o600)
+    os.utime(local / "plain.txt", (0, 0))
+    counts, stderr = mirror(home, server.url("/t/"), str(local))
+    assert counts == {"transferred": 2, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert outside.read_bytes() == b"must not be written through the link"
+    assert not (local / "linked.txt").is_symlink()
+    assert (local / "linked.txt").read_bytes() == b"remote linked"
+    assert (local / "plain.txt").read_bytes() == b"remote plain"
+    assert (local / "plain.txt").stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(local)) == ["linked.txt", "plain.txt"]
 
 
 @pytest.mark.peer

@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import os
+import secrets
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -187,22 +188,40 @@ async def mirror_download(
 
 
 async def _download_one(client: Client, job: _Job, progress: Progress | None) -> TransferResult:
-    """Download into the local path (replacing a symbolic link there, never following it)."""
-    info = lstat(job.local)
-    if info is not None and stat.S_ISLNK(info.st_mode):
-        job.local.unlink()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    """Download into a hidden file beside the local path, then rename it over the path.
+
+    A refused or broken download so leaves the old local file whole (and no
+    half file where a whole one was), and a symbolic link at the path is
+    replaced, never followed.
+    """
+    temp = job.local.with_name(f".{job.local.name[:100]}.ketch-{secrets.token_hex(4)}.part")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        descriptor = os.open(job.local, flags, 0o666)
+        descriptor = os.open(temp, flags, 0o666)
     except OSError as error:
         raise LocalFileError(
             f"cannot write {job.local}: {error.strerror}", "check the local directory"
         ) from None
-    with os.fdopen(descriptor, "wb") as file:
-        # The listing gave the size: no SIZE command per file.
-        result = await client.download(job.remote, file, progress=progress, size=job.size)
-    if job.mtime is not None:
-        os.utime(job.local, (time.time(), job.mtime.timestamp()))
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            old = lstat(job.local)
+            if old is not None and stat.S_ISREG(old.st_mode):  # keep its permission bits
+                os.fchmod(file.fileno(), stat.S_IMODE(old.st_mode) & 0o777)
+            # The listing gave the size: no SIZE command per file.
+            result = await client.download(job.remote, file, progress=progress, size=job.size)
+        if job.mtime is not None:
+            os.utime(temp, (time.time(), job.mtime.timestamp()))
+        try:
+            os.replace(temp, job.local)
+        except OSError as error:
+            raise LocalFileError(
+                f"cannot write {job.local}: {error.strerror}",
+                "remove what is in the way (a directory?) or check the local directory",
+            ) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
     return result
 
 
