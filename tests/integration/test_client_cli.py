@@ -362,6 +362,29 @@ def test_missing_local_file_for_put_exits_8(server: RunningServer, home: Path, w
     one_error_line(ketch(home, work, "put", "absent.bin", server.url("/")), 8)
 
 
+def test_a_password_with_a_line_break_is_a_usage_error_that_never_shows_it(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    line = one_error_line(
+        ketch(home, work, "ls", "-u", f"{USER}:top\nsecret", server.url(user=None)), 2
+    )
+    assert "line break" in line and "PASS ****" in line
+    assert "top" not in line and "secret" not in line
+
+
+def test_a_name_with_byte_0xff_is_sent_doubled_and_arrives_whole(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    # RFC 2640 §3.1: 0xFF is Telnet's IAC; a client doubles it, the server undoes that.
+    name = b"x\xffy.txt"
+    (server.home / os.fsdecode(name)).write_bytes(b"latin-1 name")
+    ok(ketch(home, work, "get", server.url("/x%FFy.txt"), "got.txt"))
+    assert (work / "got.txt").read_bytes() == b"latin-1 name"
+    (work / "up.txt").write_bytes(b"uploaded")
+    ok(ketch(home, work, "put", "up.txt", server.url("/u%FFp.txt")))
+    assert (server.home / os.fsdecode(b"u\xffp.txt")).read_bytes() == b"uploaded"
+
+
 @pytest.mark.parametrize("url", ["http://example.com/x", "ftp://host:99999/x", "ftp://"])
 def test_bad_url_exits_2(home: Path, work: Path, url: str) -> None:
     line = one_error_line(ketch(home, work, "ls", url), 2)

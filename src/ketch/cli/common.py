@@ -29,6 +29,7 @@ from ketch.client import (
     DataConnectionFailed,
     FtpError,
     HashUnsupported,
+    InvalidArgument,
     LocalFileError,
     LoginFailed,
     ModeMemory,
@@ -80,6 +81,7 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, UrlError):
         return EXIT_USAGE
     codes: tuple[tuple[type[BaseException], int], ...] = (
+        (InvalidArgument, EXIT_USAGE),
         (ConnectFailed, 3),
         (LoginFailed, 4),
         (PermanentReplyError, 5),

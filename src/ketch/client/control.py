@@ -15,7 +15,14 @@ import os
 import socket
 import ssl
 
-from ketch.client.errors import ConnectFailed, FtpError, ProtocolError, ReplyTimedOut, unresolvable
+from ketch.client.errors import (
+    ConnectFailed,
+    FtpError,
+    InvalidArgument,
+    ProtocolError,
+    ReplyTimedOut,
+    unresolvable,
+)
 from ketch.client.tls import TlsFailed, certificate_problem
 from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
 
@@ -152,13 +159,20 @@ class ControlConnection:
             raise self._lost(error) from None
 
     async def send(self, line: str) -> None:
-        """Send one command line; CR or LF inside it would smuggle a second command."""
+        """Send one command line; CR or LF inside it would smuggle a second command.
+
+        A 0xFF byte (a non-UTF-8 name's) is doubled: alone it is Telnet's IAC, which
+        the server would take as a Telnet command (RFC 959 §4.1, RFC 2640 §3.1).
+        """
         if "\r" in line or "\n" in line:
-            raise ValueError(f"a command may not contain CR or LF: {line!r}")
+            raise InvalidArgument(
+                f"cannot send {mask_secrets(line)!r}: FTP cannot carry a line break (CR or LF)",
+                "remove it from the path or password (one read from a file keeps its newline)",
+            )
         if self.closed:
             raise ProtocolError(f"the control connection to {self.host} is closed", "connect again")
         transcript.debug("> %s", mask_secrets(line))
-        self._writer.write(encode_text(line) + b"\r\n")
+        self._writer.write(encode_text(line).replace(b"\xff", b"\xff\xff") + b"\r\n")
         try:
             await self._writer.drain()
         except OSError as error:

@@ -14,6 +14,7 @@ __all__ = [
     "DataConnectionFailed",
     "FtpError",
     "HashUnsupported",
+    "InvalidArgument",
     "LocalFileError",
     "LoginFailed",
     "PermanentReplyError",
@@ -33,6 +34,10 @@ class FtpError(Exception):
         self.what = what
         self.hint = hint
         super().__init__(f"{what} — {hint}" if hint else what)
+
+
+class InvalidArgument(FtpError, ValueError):
+    """An argument FTP cannot carry (a line break in a path or a password): the caller's to fix."""
 
 
 class ConnectFailed(FtpError):
