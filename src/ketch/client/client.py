@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Literal
 
 from ketch.client import transfers
-from ketch.client.control import ControlConnection
+from ketch.client.control import INTERRUPTED_WAIT, ControlConnection, being_cancelled
 from ketch.client.data_modes import (
     ActiveCommand,
     DataConnector,
@@ -255,9 +255,10 @@ class Client:
             return
         self._control = None
         if not control.closed:
+            wait = INTERRUPTED_WAIT if being_cancelled() else min(self.timeout, 5.0)
             try:
                 await control.send("QUIT")
-                await control.read_reply(timeout=min(self.timeout, 5.0))
+                await control.read_reply(timeout=wait)
             except Exception:  # the session is ending either way
                 pass
         await control.close()

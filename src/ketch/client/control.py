@@ -33,6 +33,15 @@ transcript = logging.getLogger("ketch.client.transcript")
 _READ_SIZE = 65536
 _SECRET_VERBS = ("PASS ", "ACCT ")
 _RESYNC_TIMEOUT = 10.0
+#: How long a cancelled task (Ctrl-C, a caller's timeout) still waits for the server to
+#: resynchronise or say goodbye: it answers at once or the connection is closed.
+INTERRUPTED_WAIT = 2.0
+
+
+def being_cancelled() -> bool:
+    """Whether the running task is being cancelled: clean-up must not wait long then."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def mask_secrets(line: str) -> str:
@@ -248,7 +257,7 @@ class ControlConnection:
         If that fails the connection is closed: a session that is out of step
         would pair replies with the wrong commands.
         """
-        limit = max(_RESYNC_TIMEOUT, self.timeout)
+        limit = INTERRUPTED_WAIT if being_cancelled() else max(_RESYNC_TIMEOUT, self.timeout)
         try:
             async with asyncio.timeout(limit):
                 await self.send("ABOR")

@@ -1,0 +1,96 @@
+"""Cancelling a client transfer (Ctrl-C, a caller's timeout) against a server gone silent.
+
+The server is a scripted thread on loopback (real sockets): it starts a
+download, sends a few bytes, then answers nothing, not even ABOR or QUIT. The
+client's clean-up must then give up within moments, not wait out its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+from ketch.client import Client
+from ketch.client.control import INTERRUPTED_WAIT
+
+CLIENT_TIMEOUT = 30.0
+
+
+def lines_of(control: socket.socket) -> Iterator[str]:
+    buffered = b""
+    while True:
+        while b"\n" not in buffered:
+            more = control.recv(4096)
+            if not more:
+                return
+            buffered += more
+        line, buffered = buffered.split(b"\n", 1)
+        yield line.decode().strip()
+
+
+def silent_after_five_bytes(listener: socket.socket, done: threading.Event) -> None:
+    control, _ = listener.accept()
+    control.settimeout(60)
+    data_listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    with control, data_listener:
+        control.sendall(b"220 scripted\r\n")
+        replies = {"USER": b"331 password\r\n", "PASS": b"230 in\r\n", "TYPE": b"200 ok\r\n"}
+        for line in lines_of(control):
+            verb = line.partition(" ")[0].upper()
+            if verb in replies:
+                control.sendall(replies[verb])
+            elif verb == "EPSV":
+                port = data_listener.getsockname()[1]
+                control.sendall(f"229 passive (|||{port}|)\r\n".encode())
+            elif verb == "RETR":
+                data, _ = data_listener.accept()
+                held.append(data)
+                control.sendall(b"150 here it comes\r\n")
+                data.sendall(b"12345")  # and then nothing more, on either connection
+            elif verb in ("SIZE", "FEAT"):
+                control.sendall(b"502 not here\r\n")
+            # ABOR, NOOP, QUIT and the rest: silence
+            if done.is_set():
+                break
+    for data in held:
+        data.close()
+
+
+def test_cancelling_a_download_from_a_silent_server_ends_within_moments() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    server = threading.Thread(target=silent_after_five_bytes, args=(listener, done), daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+
+    async def main() -> float:
+        started = asyncio.Event()
+
+        async def download() -> None:
+            async with Client(
+                "127.0.0.1", port, user="u", password="p", mode="passive", timeout=CLIENT_TIMEOUT
+            ) as ftp:
+                await ftp.download("f", io.BytesIO(), progress=lambda *_: started.set())
+
+        task = asyncio.create_task(download())
+        await asyncio.wait_for(started.wait(), 20)
+        cancelled_at = time.monotonic()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, CLIENT_TIMEOUT * 3)
+        return time.monotonic() - cancelled_at
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        done.set()
+        listener.close()
+    # Bounded by the clean-up waits (resync, then QUIT), not by the 30 s timeout.
+    assert took < 3 * INTERRUPTED_WAIT + 1, took
+    server.join(5)
