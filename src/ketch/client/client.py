@@ -9,10 +9,11 @@ messages say what to do; transfers live in transfers.py.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import posixpath
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -32,7 +33,13 @@ from ketch.client.errors import ConnectFailed, LoginFailed, ProtocolError, reply
 from ketch.client.tls import TlsFailed, TlsMode, TlsSettings
 from ketch.client.verify import RemoteHash, remote_hash, verify_file
 from ketch.protocol import Reply
-from ketch.protocol.remote_listing import RemoteEntry, parse_list, parse_mlsd, parse_mlsd_line
+from ketch.protocol.remote_listing import (
+    MlsdSyntaxError,
+    RemoteEntry,
+    parse_list,
+    parse_mlsd,
+    parse_mlsd_line,
+)
 from ketch.protocol.reply_values import (
     parse_feat,
     parse_hash_feature,
@@ -354,7 +361,9 @@ class Client:
     async def list(self, path: str = "") -> builtins.list[RemoteEntry]:
         """Directory entries (without . and ..); MLSD when offered, else LIST parsed."""
         if "MLST" in self.features:
-            return parse_mlsd(await self._listing("MLSD", path))
+            text = await self._listing("MLSD", path)
+            with _mlsd_errors(path):
+                return parse_mlsd(text)
         return parse_list(await self._listing("LIST", path), datetime.now(UTC))
 
     async def nlst(self, path: str = "") -> builtins.list[str]:
@@ -371,9 +380,10 @@ class Client:
         if "MLST" in self.features:
             reply = await self._expect(f"MLST {path}", 250)
             if len(reply.lines) >= 3:
-                return parse_mlsd_line(
-                    reply.lines[1][1:] if reply.lines[1][:1] == " " else reply.lines[1]
-                )
+                with _mlsd_errors(path):
+                    return parse_mlsd_line(
+                        reply.lines[1][1:] if reply.lines[1][:1] == " " else reply.lines[1]
+                    )
             raise ProtocolError(f"unreadable MLST reply: {reply.text!r}", "")
         parent, name = posixpath.split(path.rstrip("/"))
         if not name:
@@ -468,3 +478,16 @@ class Client:
     def __repr__(self) -> str:
         state: Literal["connected", "closed"] = "connected" if self._control else "closed"
         return f"<Client {self.user or 'anonymous'}@{self.host}:{self.port} {state}>"
+
+
+@contextlib.contextmanager
+def _mlsd_errors(path: str) -> Iterator[None]:
+    """A line outside the MLSD format is the server's fault: a ProtocolError, not a crash."""
+    try:
+        yield
+    except MlsdSyntaxError as error:
+        raise ProtocolError(
+            f"unreadable MLSD/MLST answer for {path or 'the current directory'}: {error}",
+            "the server sent a line outside the MLSD format (a file name with a line "
+            "break?); rename that file on the server or ask its admin",
+        ) from None

@@ -72,7 +72,7 @@ async def receive(
     """
     opened = await client.connector.open(command_line)
     moved = await _receive_all(client, opened, write, progress, done_before, total)
-    await _final_reply(client, command_line)
+    await _final_reply(client, command_line, opened)
     return moved, opened.stream.mode
 
 
@@ -103,7 +103,10 @@ async def _receive_all(
     return moved
 
 
-async def _final_reply(client: Client, command_line: str) -> None:
+async def _final_reply(client: Client, command_line: str, opened: OpenedData) -> None:
+    """Read the transfer's final reply, unless the server gave it instead of a 150."""
+    if opened.reply.code >= 200:
+        return
     reply = await client.control.read_reply()
     if reply.code not in (226, 250, 200):
         raise reply_error(command_line.split(" ", 1)[0], reply)
@@ -201,7 +204,7 @@ async def _download_into(
             raise LocalFileError(f"cannot write: {error.strerror}", _local_hint(error)) from None
 
     moved = await _receive_all(client, opened, write, progress, offset, total)
-    await _final_reply(client, "RETR")
+    await _final_reply(client, "RETR", opened)
     mode = opened.stream.mode
     if total is not None and offset + moved < total:
         raise DataConnectionFailed(
@@ -243,8 +246,7 @@ def open_download(
             await _abandon(client, stream)
             return
         await stream.close()
-        if opened.reply.code < 200:
-            await _final_reply(client, "RETR")
+        await _final_reply(client, "RETR", opened)
 
     return session()
 
@@ -359,7 +361,7 @@ async def _send(
         await _abandon(client, stream)
         raise
     await stream.close()
-    await _final_reply(client, command_line)
+    await _final_reply(client, command_line, opened)
     remote = command_line.split(" ", 1)[1]
     return TransferResult(remote, moved, offset, time.monotonic() - started, stream.mode)
 
