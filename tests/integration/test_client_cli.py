@@ -320,6 +320,14 @@ def test_netrc_supplies_user_and_password(server: RunningServer, home: Path, wor
     ok(ketch(home, work, "ls", "-u", USER, server.url(user=None)))
 
 
+def test_a_missing_netrc_file_named_on_the_command_line_is_an_error(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    result = ketch(home, work, "ls", "--netrc-file", str(work / "typo"), server.url(user=None))
+    line = one_error_line(result, 8)
+    assert "typo: no such file" in line and "--netrc-file" in line
+
+
 def test_url_credentials_win_over_netrc(server: RunningServer, home: Path, work: Path) -> None:
     write_netrc(home, f"machine {server.host} login {USER} password {PASSWORD}\n")
     url = server.url(user=READER, password=READER_PASSWORD)

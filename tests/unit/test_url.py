@@ -352,8 +352,10 @@ def test_netrc_ipv6_host(tmp_path: Path) -> None:
     assert credentials_from_netrc(parse_ftp_url("ftp://[::1]/").host, path) == ("alice", "pw")
 
 
-def test_missing_netrc_file_gives_nothing(tmp_path: Path) -> None:
-    assert credentials_from_netrc("h", str(tmp_path / "absent")) is None
+def test_a_named_netrc_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    # --netrc-file with a typo must not quietly log in as anonymous (~/.netrc may be absent).
+    with pytest.raises(UrlError, match=r"cannot read .*absent: no such file"):
+        credentials_from_netrc("h", str(tmp_path / "absent"))
 
 
 def test_malformed_netrc_names_file_and_line_but_not_the_secret(tmp_path: Path) -> None:

@@ -232,15 +232,18 @@ def _entry_for(parsed: netrc.netrc, host: str) -> tuple[str, str, str] | None:
 def credentials_from_netrc(host: str, netrc_path: str | None = None) -> tuple[str, str] | None:
     """(login, password) for ``host`` from a .netrc file (default ~/.netrc), or None.
 
-    None when the file does not exist or has neither an entry for the host
+    None when ~/.netrc does not exist or has neither an entry for the host
     nor a "default" entry, or the entry has no login. A missing password
-    gives "". Raises UrlError for a file that cannot be read or parsed, and
-    (as the stdlib checks for ~/.netrc only) for one other users can read.
+    gives "". Raises UrlError for a file that cannot be read or parsed, for
+    a ``netrc_path`` named but missing (a typo must not log in anonymously),
+    and (as the stdlib checks for ~/.netrc only) for one other users can read.
     """
     try:
         # Passing None, not the expanded path, keeps the stdlib's permission check.
         parsed = netrc.netrc(netrc_path)
     except FileNotFoundError:
+        if netrc_path is not None:
+            raise UrlError(f"cannot read {netrc_path}: no such file") from None
         return None
     except netrc.NetrcParseError as error:
         raise UrlError(_netrc_problem(error, netrc_path)) from None
