@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
+import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
-from ketch.client import Client
+import pytest
+
+from ketch.client import Client, FtpError, SyncClient
 from ketch.client.control import INTERRUPTED_WAIT
 
 CLIENT_TIMEOUT = 30.0
@@ -93,4 +98,39 @@ def test_cancelling_a_download_from_a_silent_server_ends_within_moments() -> Non
         listener.close()
     # Bounded by the clean-up waits (resync, then QUIT), not by the 30 s timeout.
     assert took < 3 * INTERRUPTED_WAIT + 1, took
+    server.join(5)
+
+
+def test_ctrl_c_in_a_sync_download_stops_it_cleanly_and_the_session_says_it_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    server = threading.Thread(target=silent_after_five_bytes, args=(listener, done), daemon=True)
+    server.start()
+    interrupted: list[threading.Timer] = []
+
+    def press_ctrl_c(*_: object) -> None:  # on the client's loop thread: SIGINT to main
+        if not interrupted:
+            interrupted.append(threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)))
+            interrupted[0].start()
+
+    port = listener.getsockname()[1]
+    ftp = SyncClient("127.0.0.1", port, user="u", password="p", mode="passive", timeout=30)
+    started = time.monotonic()
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="asyncio"),
+            pytest.raises(KeyboardInterrupt),
+            ftp,
+        ):
+            ftp.download("f", io.BytesIO(), progress=press_ctrl_c)
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        listener.close()
+    assert took < 6 * INTERRUPTED_WAIT, took  # not the 30 s timeout
+    assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+    with pytest.raises(FtpError, match="has ended"):
+        ftp.pwd()
     server.join(5)

@@ -255,14 +255,19 @@ class Client:
             # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
             await self._control_connection.command("OPTS UTF8 ON")
 
-    async def quit(self) -> None:
-        """Say QUIT (politely, bounded) and close; never raises."""
+    async def quit(self, *, wait: float | None = None) -> None:
+        """Say QUIT (politely, bounded) and close; never raises.
+
+        ``wait``: how long the server's goodbye is waited for; by default the
+        timeout, at most 5 s, and INTERRUPTED_WAIT when the task is being cancelled.
+        """
         control = self._control
         if control is None:
             return
         self._control = None
         if not control.closed:
-            wait = INTERRUPTED_WAIT if being_cancelled() else min(self.timeout, 5.0)
+            if wait is None:
+                wait = INTERRUPTED_WAIT if being_cancelled() else min(self.timeout, 5.0)
             try:
                 await control.send("QUIT")
                 await control.read_reply(timeout=wait)

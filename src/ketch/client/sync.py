@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from ketch.client.client import Client
+from ketch.client.control import INTERRUPTED_WAIT
+from ketch.client.errors import ProtocolError
 from ketch.client.transfers import Progress, TransferResult
 from ketch.client.verify import RemoteHash
 from ketch.protocol import Reply
@@ -27,6 +29,10 @@ from ketch.protocol.remote_listing import RemoteEntry
 __all__ = ["SyncClient"]
 
 T = TypeVar("T")
+
+# The longest an interrupted call waits for its coroutine's clean-up: a resync and a
+# socket close, each bounded by INTERRUPTED_WAIT.
+_CLEAN_UP_WAIT = 3 * INTERRUPTED_WAIT
 
 
 class SyncClient:
@@ -44,7 +50,33 @@ class SyncClient:
         self.client = Client(host, port, **settings)
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        """Run ``coroutine`` on the private loop and wait for it.
+
+        Interrupted (Ctrl-C) while waiting, the coroutine is cancelled and given
+        its bounded clean-up (see ketch.client.control.INTERRUPTED_WAIT) before
+        the KeyboardInterrupt goes on, so nothing is left running on the loop.
+        """
+        if self._loop.is_closed():
+            coroutine.close()
+            raise ProtocolError(
+                f"the session with {self.client.host} has ended (quit() was called)",
+                "open a new SyncClient",
+            )
+        finished = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coroutine
+            finally:
+                finished.set()
+
+        future = asyncio.run_coroutine_threadsafe(tracked(), self._loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            finished.wait(_CLEAN_UP_WAIT)
+            raise
 
     def __enter__(self) -> SyncClient:
         try:
@@ -60,7 +92,8 @@ class SyncClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.quit()
+        # After Ctrl-C, a server that has gone silent gets only a moment for its goodbye.
+        self.quit(wait=INTERRUPTED_WAIT if exc_type is KeyboardInterrupt else None)
 
     def connect(self) -> Reply:
         return self._run(self.client.connect())
@@ -68,12 +101,13 @@ class SyncClient:
     def login(self, user: str | None = None, password: str | None = None) -> None:
         self._run(self.client.login(user, password))
 
-    def quit(self) -> None:
-        """End the session and stop the private loop; safe to call twice."""
+    def quit(self, *, wait: float | None = None) -> None:
+        """End the session and stop the private loop; safe to call twice (``wait``: as
+        Client.quit's)."""
         if self._loop.is_closed():
             return
         try:
-            self._run(self.client.quit())
+            self._run(self.client.quit(wait=wait))
         finally:
             self._stop_loop()
 
