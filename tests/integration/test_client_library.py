@@ -8,6 +8,7 @@ data-connection command that was really used.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import threading
@@ -260,6 +261,34 @@ def test_an_upload_resumes_by_appending_what_is_missing(
     result = run(scenario())
     assert (result.offset, result.bytes) == (MIB + 5, len(data) - MIB - 5)
     assert sha256_file(target.disk / "half.bin") == sha256_bytes(data)
+
+
+def test_an_open_file_uploads_from_where_it_stands(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    # As ftplib's storbinary and a BytesIO: the caller's seek() decides the start.
+    server = make_server()
+    data = os.urandom(300_000)
+    local = tmp_path / "source.bin"
+    local.write_bytes(data)
+
+    async def scenario() -> list[Any]:
+        async with Client(
+            server.host, server.port, user=USER, password=PASSWORD, timeout=20
+        ) as ftp:
+            results = []
+            with local.open("rb") as file:
+                file.seek(1000)
+                results.append(await ftp.upload(file, "real-file.bin"))
+            stream = io.BytesIO(data)
+            stream.seek(1000)
+            results.append(await ftp.upload(stream, "bytes-io.bin"))
+            return results
+
+    results = run(scenario())
+    assert (server.home / "real-file.bin").read_bytes() == data[1000:]
+    assert (server.home / "bytes-io.bin").read_bytes() == data[1000:]
+    assert [result.bytes for result in results] == [len(data) - 1000] * 2
 
 
 @pytest.mark.parametrize("mode", MODES)

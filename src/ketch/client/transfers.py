@@ -332,9 +332,21 @@ async def _upload_file(
         if offset == total:
             return TransferResult(remote, 0, offset, 0.0, "")
         file.seek(offset)
+        start = offset
+    else:  # a file object uploads from where it stands, as with ftplib and BytesIO
+        start = _position(file)
+        if total is not None:
+            total = max(0, total - start)
     verb = "APPE" if append or offset else "STOR"
-    body = _sendfile_body(file, offset) if _sendfile_ok(file) else _reader_chunks(file)
+    body = _sendfile_body(file, start) if _sendfile_ok(file) else _reader_chunks(file)
     return await _send(client, f"{verb} {remote}", body, offset, total, progress)
+
+
+def _position(file: IO[bytes]) -> int:
+    try:
+        return file.tell()
+    except (OSError, AttributeError, ValueError):  # a pipe: it reads from where it is anyway
+        return 0
 
 
 async def _send(
