@@ -150,6 +150,26 @@ def test_get_to_default_name_into_directory_and_to_stdout(
     assert sha256(piped.stdout) == sha256(payload)
 
 
+def test_get_to_a_pipe_whose_reader_quits_stops_without_a_word(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    # ketch get URL - | head -c 100: the reader going away is no local disk trouble.
+    env = {**os.environ, "HOME": str(home)}
+    getter = subprocess.Popen(
+        [*KETCH, "get", server.url("/payload.bin"), "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=work,
+        env=env,
+    )
+    assert getter.stdout is not None
+    assert len(getter.stdout.read(100)) == 100
+    getter.stdout.close()  # as head does when it has its 100 bytes
+    _, stderr = getter.communicate(timeout=TIMEOUT)
+    assert getter.returncode == 1
+    assert stderr == b""
+
+
 def test_get_continue_resumes_a_partial_file(
     server: RunningServer, payload: bytes, home: Path, work: Path
 ) -> None:

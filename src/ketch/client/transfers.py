@@ -200,6 +200,8 @@ async def _download_into(
     def write(chunk: memoryview) -> None:
         try:
             file.write(chunk)
+        except BrokenPipeError:
+            raise  # the reader of a pipe went away (ketch get URL - | head): not a disk problem
         except OSError as error:
             raise LocalFileError(f"cannot write: {error.strerror}", _local_hint(error)) from None
 
