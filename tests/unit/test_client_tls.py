@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
+import trustme
 
 from ketch.client import Client, TlsFailed
 from ketch.client.tls import TlsSettings, certificate_problem
@@ -40,6 +44,41 @@ def test_an_untrusted_certificate_names_the_reason_and_the_options() -> None:
     message = str(certificate_problem(error, "ftp.example.com"))
     assert "TLS certificate of ftp.example.com is not trusted: self-signed certificate" in message
     assert "--cacert FILE" in message and "--insecure" in message
+
+
+def handshake_error(tmp_path: Path, certified: str, asked_for: str) -> ssl.SSLError:
+    """The real error of a handshake with a certificate for ``certified`` (trusted CA)."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(certified).configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        thread = threading.Thread(target=_serve_handshake, args=(server_context, conn))
+        thread.start()
+        with pytest.raises(ssl.SSLError) as caught:
+            client_context.wrap_socket(client, server_hostname=asked_for)
+        client.close()
+        thread.join(10)
+    return caught.value
+
+
+def _serve_handshake(context: ssl.SSLContext, conn: socket.socket) -> None:
+    with contextlib.suppress(ssl.SSLError, OSError), context.wrap_socket(conn, server_side=True):
+        pass
+
+
+@pytest.mark.parametrize("asked_for", ["127.0.0.1", "ftp.example.com"])
+def test_a_certificate_for_other_names_says_so_not_to_give_a_ca(
+    tmp_path: Path, asked_for: str
+) -> None:
+    error = handshake_error(tmp_path, "other.example.net", asked_for)
+    message = str(certificate_problem(error, asked_for))
+    assert f"TLS certificate of {asked_for} does not name it" in message, message
+    assert "--cacert" not in message and "--insecure" in message
 
 
 def test_implicit_tls_defaults_to_port_990_and_explicit_to_21() -> None:

@@ -92,8 +92,21 @@ class TlsSettings:
         return context
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH: the chain is
+# trusted, but for other names; a CA file would not help there.
+_NAME_MISMATCH = frozenset({62, 64})
+
+
 def certificate_problem(error: ssl.SSLError, host: str) -> TlsFailed:
     """A TLS handshake failure on the control connection, told so a person can act."""
+    if isinstance(error, ssl.SSLCertVerificationError) and (
+        getattr(error, "verify_code", None) in _NAME_MISMATCH
+    ):
+        return TlsFailed(
+            f"the TLS certificate of {host} does not name it: {error.verify_message}",
+            "connect by a name (or address) the certificate was issued for, or (unsafe) "
+            "skip the check with --insecure",
+        )
     if isinstance(error, ssl.SSLCertVerificationError):
         return TlsFailed(
             f"the TLS certificate of {host} is not trusted: {error.verify_message}",
