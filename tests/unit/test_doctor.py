@@ -207,6 +207,28 @@ def test_active_timeouts_without_nat_blame_a_firewall() -> None:
     assert any("from port 20 (active_source_port)" in fix for fix in diagnosis.server_fixes)
 
 
+def test_a_server_out_of_passive_ports_is_told_as_busy_with_the_range_to_widen() -> None:
+    # What ketch's server sends (server/passive_ports.py) when the range is used up.
+    reply = (
+        "425 Cannot open passive connection: all 1000 passive ports (50000-50999) are busy; "
+        "try again shortly, or ask the admin to widen passive_ports."
+    )
+    busy = [
+        Attempt(mode, sent=verb, reply=reply, failure=f"the server answered {reply}")
+        for mode, verb in (("EPSV", "EPSV"), ("PASV", "PASV"), ("PASV-fixup", "PASV"))
+    ]
+    diagnosis = observe(*busy, facts=natinfo())
+    assert {problems(diagnosis)[mode] for mode in ("EPSV", "PASV", "PASV-fixup")} == {"busy"}
+    assert diagnosis.modes["EPSV"].detail.count("425") == 1  # said once, not twice
+    assert "no passive port free just now" in diagnosis.verdict
+    assert diagnosis.verdict.count("425 Cannot open") == 1
+    assert "Use active mode" in diagnosis.verdict
+    assert any(
+        "Widen the server's passive_ports range (50000-50999)" in fix
+        for fix in diagnosis.server_fixes
+    )
+
+
 def test_a_private_pasv_address_is_named_and_masquerade_address_suggested() -> None:
     strict = Attempt(
         "PASV",

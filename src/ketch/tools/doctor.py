@@ -133,6 +133,8 @@ def _problem(attempt: Attempt, server_ip: str, facts: ServerFacts | None) -> Pro
         return "error"
     if code >= 500:
         return "refused-by-server"
+    if code >= 400:  # 425 "all passive ports are busy", 421: a passing state of the server
+        return "busy"
     if code != SETUP_SUCCESS[attempt.mode]:
         return "error"
     transfer_code = reply_code(attempt.transfer_reply)
@@ -173,6 +175,8 @@ def _failure_detail(attempt: Attempt, problem: Problem, facts: ServerFacts | Non
         where = _join(advertised.host, advertised.port)
     if problem == "refused-by-server":
         return f"the server refused {attempt.sent}: {attempt.reply}"
+    if problem == "busy":
+        return f"the server could not set up {attempt.sent} just now: {attempt.reply}"
     if problem == "rewritten":
         return f"{rewrite_of(attempt)}; then: {attempt.failure}"
     if problem == "private-address" and advertised is not None:

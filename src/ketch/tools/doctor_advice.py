@@ -231,7 +231,21 @@ class _Facts:
             return "because the advertised address cannot be reached (no route)"
         if problems == {"refused-by-server"}:
             return "because the server refuses EPSV and PASV"
+        if "busy" in problems:
+            return (
+                "because the server has no passive port free just now (it answered "
+                + "; ".join(self._busy_replies(PASSIVE_MODES))
+                + ")"
+            )
         return "(see each mode's detail)"
+
+    def _busy_replies(self, names: tuple[ModeName, ...]) -> list[str]:
+        replies = []
+        for name in self.failed(names):
+            attempt = self.attempt(name)
+            if self.modes[name].problem == "busy" and attempt and attempt.reply not in replies:
+                replies.append(attempt.reply or "")
+        return replies
 
     def _passive_notes(self) -> list[str]:
         notes = []
@@ -320,6 +334,12 @@ class _Facts:
                 f"Open {self.passive_range} for inbound TCP in the server's firewall, and "
                 "forward it one-to-one (same port numbers) on a NAT router in front of it: "
                 "`ketch firewall --format nftables` prints the rules."
+            )
+        if "busy" in problems:
+            fixes.append(
+                f"Widen {self.passive_range}: each session waiting for a data connection holds "
+                "one of its ports, so a range smaller than the sessions at once runs out "
+                "(or lower max_connections to fit it)."
             )
         if "EPSV" in self.modes and self.modes["EPSV"].problem == "refused-by-server":
             fixes.append(

@@ -44,6 +44,7 @@ Problem = Literal[
     "outside-range",
     "refused",
     "refused-by-server",
+    "busy",
     "unreachable",
     "error",
 ]
