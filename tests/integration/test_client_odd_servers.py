@@ -12,10 +12,11 @@ import io
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from ketch.client import Client, ProtocolError
+from ketch.client import Client, FtpError, ProtocolError
 
 Handler = Callable[[str, socket.socket, socket.socket], bytes | None]
 
@@ -112,3 +113,20 @@ def test_a_transfer_answered_226_without_150_ends_at_once() -> None:
     assert got.getvalue() == b""
     assert result.bytes == 0  # type: ignore[attr-defined]
     assert with_server(no_opening, lambda ftp: ftp.list()) == []
+
+
+def test_a_server_dying_mid_download_says_the_local_file_is_incomplete(tmp_path: Path) -> None:
+    def dies(_: str, control: socket.socket, data_listener: socket.socket) -> None:
+        data, _ = data_listener.accept()
+        control.sendall(b"150 here\r\n")
+        data.sendall(b"x" * 1000)
+        data.close()
+        control.shutdown(socket.SHUT_RDWR)  # the server process is gone
+
+    local = tmp_path / "partial.bin"
+    with pytest.raises(FtpError) as failure:
+        with_server(dies, lambda ftp: ftp.download("big.bin", local))
+    message = str(failure.value)
+    assert f"{local} is incomplete (1000 bytes)" in message, message
+    assert "-c" in message
+    assert local.read_bytes() == b"x" * 1000

@@ -174,9 +174,24 @@ async def download(
 
     try:
         return await _download_into(client, remote, open_file, offset, total, progress)
+    except FtpError as error:
+        if opened and not isinstance(error, LocalFileError):
+            opened[0].flush()
+            _say_incomplete(error, path, total)
+        raise
     finally:
         for file in opened:
             file.close()
+
+
+def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
+    """Make ``error``'s advice: the local file is partial, and how to finish it."""
+    of = f" of {total}" if total is not None else ""
+    error.hint = (
+        f"{path} is incomplete ({_local_size(path)}{of} bytes); "
+        "download again with -c (resume=True) to finish it"
+    )
+    error.args = (f"{error.what} — {error.hint}",)
 
 
 async def _download_into(
