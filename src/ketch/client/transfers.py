@@ -187,10 +187,8 @@ async def download(
 def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
     """Make ``error``'s advice: the local file is partial, and how to finish it."""
     of = f" of {total}" if total is not None else ""
-    error.hint = (
-        f"{path} is incomplete ({_local_size(path)}{of} bytes); "
-        "download again with -c (resume=True) to finish it"
-    )
+    advice = error.hint if "-c" in error.hint else "download again with -c (resume=True)"
+    error.hint = f"{path} is incomplete ({_local_size(path)}{of} bytes); {advice}"
     error.args = (f"{error.what} — {error.hint}",)
 
 
