@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ketch.protocol.addresses import parse_pasv_reply
+
 from conftest import RunningServer, alice_with
 from ftp_helpers import connect, reply_to, wait_for
 
@@ -427,6 +429,43 @@ def test_quota_is_shared_by_concurrent_sessions(
     assert first.voidresp().startswith("226")
     assert os.listdir(home) == ["first.bin"]
     assert upload(second, "STOR second.bin", b"b" * 100_000).startswith("226")
+
+
+def test_a_resumed_upload_waiting_for_its_data_connection_frees_no_quota_yet(
+    make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
+) -> None:
+    # REST 10 + STOR will cut the 200 KB file to 10 bytes, but only once data flows:
+    # until then those bytes are still on disk, and still count.
+    _, home = served_tree
+    (home / "big.bin").write_bytes(b"x" * 200_000)
+    server = make_server(**alice_with(home, quota_bytes=300_000))
+    waiting = connect(server)
+    waiting.voidcmd("TYPE I")
+    assert waiting.sendcmd("PASV").startswith("227")  # and never connects
+    assert waiting.sendcmd("REST 10").startswith("350")
+    waiting.putcmd("STOR big.bin")
+    assert waiting.getresp().startswith("150")
+    other = connect(server)
+    reply = upload(other, "STOR new.bin", os.urandom(150_000))
+    assert reply.startswith("552") and "Quota exceeded" in reply
+    assert (home / "big.bin").stat().st_size == 200_000
+
+
+def test_a_file_that_shrinks_below_the_offset_before_the_data_comes_is_not_padded(
+    server: RunningServer, old_file: Path
+) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    port = parse_pasv_reply(ftp.sendcmd("PASV")).port
+    assert ftp.sendcmd("REST 1000").startswith("350")
+    ftp.putcmd("STOR report.txt")
+    assert ftp.getresp().startswith("150")
+    os.truncate(old_file, 50)  # someone else cuts it meanwhile
+    with socket.create_connection((server.host, port), timeout=10) as data:
+        data.sendall(b"resumed")
+    reply = ftp.getmultiline()
+    assert reply.startswith("451") and "below the restart offset 1000" in reply, reply
+    assert old_file.read_bytes() == OLD[:50]  # no zeros, nothing written
 
 
 def test_parallel_uploads_never_take_a_user_over_quota(

@@ -91,7 +91,8 @@ class Upload:
     # -- quota bookkeeping -------------------------------------------------------
 
     def start_charges(self, new_file: bool) -> None:
-        """Record what opening did: a new file, or (REST) a file cut at the offset.
+        """Record what opening did: a new file (its size changes only as data comes; a
+        cut at the offset is charged when :meth:`run` makes it).
 
         The caller has checked the file count; for an atomic upload the new
         file is reserved until commit rather than real.
@@ -101,7 +102,6 @@ class Upload:
         if new_file:
             self._quota.adjust(0, 1)
             self.charged_files = 1
-        self._charge_size(self._base)
 
     def _charge_size(self, size: int) -> None:
         """Bring the ledger's charge for this upload in line with a file of ``size`` bytes."""
@@ -141,7 +141,7 @@ class Upload:
         metered = bool(self._max_size) or self._quota is not None
         try:
             if self.cut_at is not None:
-                os.ftruncate(self._file.fileno(), self.cut_at)
+                self._cut(self.cut_at)
             await receive_file(
                 channel,
                 self._file,
@@ -160,6 +160,21 @@ class Upload:
         except BaseException:
             self.close()
             raise
+
+    def _cut(self, offset: int) -> None:
+        """Cut the file at the restart offset, now that data can flow (see ``cut_at``)."""
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        if size < offset:  # it shrank while the data connection was awaited
+            raise TransferRefused(
+                451,
+                f"Transfer aborted: {self.path} shrank to {size} bytes, below the restart "
+                f"offset {offset}, before the data arrived; nothing was written. "
+                f"Send REST {size} (or less) and resume again.",
+            )
+        os.ftruncate(fd, offset)
+        if self._quota is not None:
+            self._charge_size(offset)
 
     def close(self) -> None:
         """After the transfer, whatever happened: discard an uncommitted atomic upload."""
