@@ -265,15 +265,16 @@ class Client:
         if control is None:
             return
         self._control = None
-        if not control.closed:
-            if wait is None:
-                wait = INTERRUPTED_WAIT if being_cancelled() else min(self.timeout, 5.0)
-            try:
+        if wait is None:
+            wait = INTERRUPTED_WAIT if being_cancelled() else min(self.timeout, 5.0)
+        try:
+            if not control.closed:
                 await control.send("QUIT")
                 await control.read_reply(timeout=wait)
-            except Exception:  # the session is ending either way
-                pass
-        await control.close()
+        except Exception:  # the session is ending either way
+            pass
+        finally:  # also when cancelled meanwhile
+            await control.close()
 
     close = quit
 

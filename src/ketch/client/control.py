@@ -270,6 +270,11 @@ class ControlConnection:
         except (FtpError, TimeoutError):
             transcript.debug("could not resynchronise; closing the control connection")
             await self.close()
+        except BaseException:
+            # Cancelled (Python 3.11.0-3.11.2 also report a timeout in a cancelled task so):
+            # a session left out of step would pair replies with the wrong commands.
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Close the socket without a goodbye (QUIT is the caller's)."""
