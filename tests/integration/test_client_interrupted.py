@@ -99,6 +99,7 @@ def test_cancelling_a_download_from_a_silent_server_ends_within_moments() -> Non
     # Bounded by the clean-up waits (resync, then QUIT), not by the 30 s timeout.
     assert took < 3 * INTERRUPTED_WAIT + 1, took
     server.join(5)
+    assert not server.is_alive()  # it saw the control connection closed
 
 
 def test_ctrl_c_in_a_sync_download_stops_it_cleanly_and_the_session_says_it_ended(
@@ -134,3 +135,4 @@ def test_ctrl_c_in_a_sync_download_stops_it_cleanly_and_the_session_says_it_ende
     with pytest.raises(FtpError, match="has ended"):
         ftp.pwd()
     server.join(5)
+    assert not server.is_alive()  # it saw the control connection closed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from datetime import datetime
@@ -48,33 +49,45 @@ class SyncClient:
         )
         self._thread.start()
         self.client = Client(host, port, **settings)
+        self._ended = False
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the private loop and wait for it.
+        """Run ``coroutine`` as a task on the private loop and wait for it.
 
-        Interrupted (Ctrl-C) while waiting, the coroutine is cancelled and given
-        its bounded clean-up (see ketch.client.control.INTERRUPTED_WAIT) before
-        the KeyboardInterrupt goes on, so nothing is left running on the loop.
+        Interrupted (Ctrl-C) while waiting, the task is cancelled and given its
+        bounded clean-up (see ketch.client.control.INTERRUPTED_WAIT) before the
+        KeyboardInterrupt goes on, so nothing is left running on the loop.
         """
-        if self._loop.is_closed():
+        if self._ended:
             coroutine.close()
             raise ProtocolError(
                 f"the session with {self.client.host} has ended (quit() was called)",
                 "open a new SyncClient",
             )
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
         finished = threading.Event()
+        tasks: list[asyncio.Task[T]] = []
 
-        async def tracked() -> T:
-            try:
-                return await coroutine
-            finally:
-                finished.set()
+        def settle(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                outcome.cancel()
+            elif (error := task.exception()) is not None:
+                outcome.set_exception(error)
+            else:
+                outcome.set_result(task.result())
+            finished.set()
 
-        future = asyncio.run_coroutine_threadsafe(tracked(), self._loop)
+        def start() -> None:
+            task = self._loop.create_task(coroutine)
+            task.add_done_callback(settle)
+            tasks.append(task)
+
+        self._loop.call_soon_threadsafe(start)
         try:
-            return future.result()
+            return outcome.result()
         except KeyboardInterrupt:
-            future.cancel()
+            # Runs after start() (the loop keeps their order), even if start() has not run yet.
+            self._loop.call_soon_threadsafe(lambda: tasks[0].cancel())
             finished.wait(_CLEAN_UP_WAIT)
             raise
 
@@ -104,7 +117,7 @@ class SyncClient:
     def quit(self, *, wait: float | None = None) -> None:
         """End the session and stop the private loop; safe to call twice (``wait``: as
         Client.quit's)."""
-        if self._loop.is_closed():
+        if self._ended:
             return
         try:
             self._run(self.client.quit(wait=wait))
@@ -114,6 +127,7 @@ class SyncClient:
     close = quit
 
     def _stop_loop(self) -> None:
+        self._ended = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
