@@ -53,9 +53,10 @@ async def send_file(
     *,
     ascii: bool,
     throttle: Throttle | None = None,
-) -> None:
+) -> int:
     """Send ``file`` from ``offset``; in ASCII mode LF becomes CRLF on the wire.
 
+    Returns how many bytes of the file went out (before any CRLF was added).
     With a ``throttle``, bytes go out in pieces of its chunk size, each
     followed by the wait the shared bucket asks for.
     """
@@ -63,20 +64,23 @@ async def send_file(
         fd = _fileno(file)
         if fd >= 0:
             if throttle is None:
-                await channel.send_file(fd, offset)
-                return
+                return await channel.send_file(fd, offset)
+            start = offset
             while sent := await channel.send_file(fd, offset, throttle.chunk_size):
                 offset += sent
                 await throttle.pace(channel, sent)
-            return
+            return offset - start
     file.seek(offset)
     encoder = AsciiEncoder() if ascii else None
     read_size = throttle.chunk_size if throttle else _READ_SIZE
+    taken = 0
     while chunk := file.read(read_size):
+        taken += len(chunk)
         data = encoder.convert(chunk) if encoder else chunk
         await channel.send_all(data)
         if throttle:
             await throttle.pace(channel, len(data))
+    return taken
 
 
 async def receive_file(

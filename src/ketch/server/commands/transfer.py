@@ -7,7 +7,7 @@ import functools
 import os
 import posixpath
 import time
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 from ketch.protocol.listing import FileFacts, format_listing, format_name_list, list_payload
 from ketch.server.auth import Permission
@@ -52,8 +52,8 @@ async def retrieve(session: Session, argument: str) -> None:
     throttle = session.context.rates.throttle(account, "download") if account else None
 
     async def send(channel: DataChannel) -> None:
-        await send_file(channel, file, offset, ascii=ascii, throttle=throttle)
-        _check_not_shrunk(path, file, file_size)
+        sent = await send_file(channel, file, offset, ascii=ascii, throttle=throttle)
+        _check_whole(path, offset + sent, file_size)
 
     await start_transfer(
         session,
@@ -65,14 +65,14 @@ async def retrieve(session: Session, argument: str) -> None:
     )
 
 
-def _check_not_shrunk(path: str, file: BinaryIO, size: int) -> None:
+def _check_whole(path: str, end: int, size: int) -> None:
     """451 rather than 226 when the file was cut while being sent: the copy is short."""
-    now = os.fstat(file.fileno()).st_size
-    if now < size:
+    if end < size:
         raise TransferRefused(
             451,
-            f"Transfer aborted: {path} shrank from {size} to {now} bytes while being sent, "
-            "so the copy received is incomplete; download it again once it has stopped changing.",
+            f"Transfer aborted: {path} shrank while being sent (it ended at byte {end} of "
+            f"{size}), so the copy received is incomplete; download it again once it has "
+            "stopped changing.",
         )
 
 
