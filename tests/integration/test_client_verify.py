@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ketch.client import Client, HashUnsupported, ReplyTimedOut, VerifyFailed
+from ketch.client.mirror import MirrorEvents, mirror_download
 
 from conftest import PASSWORD, USER, RunningServer
 from ftp_helpers import run_ketch as ketch
@@ -144,6 +145,39 @@ def test_mirror_verify_hashes_every_transferred_file(server: RunningServer, tmp_
     assert "mirror: 2 transferred" in stderr
     assert stderr.count("> HASH ") == 2
     assert (tmp_path / "copy" / "sub" / "b.txt").read_bytes() == b"b" * 2000
+
+
+def test_a_mirrored_copy_that_fails_verification_never_replaces_the_old_file(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    # The server's file changes once its bytes have been sent: the copy's hash then
+    # differs from the server's, and the older local copy must stay as it was.
+    tree = server.home / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"version 2, as sent")
+    local = tmp_path / "copy"
+    local.mkdir()
+    (local / "a.txt").write_bytes(b"version 1")
+    os.utime(local / "a.txt", (0, 0))
+
+    class ChangeAfterSending(MirrorEvents):
+        def started(self, path: str, size: int | None) -> Any:
+            def progress(done: int, total: int | None) -> None:
+                if total is not None and done >= total:  # replaced whole: HASH sees it
+                    (tree / "new.tmp").write_bytes(b"version 3, changed after")
+                    (tree / "new.tmp").rename(tree / "a.txt")
+
+            return progress
+
+    result = run(
+        mirror_download(
+            lambda: client(server), "tree", local, events=ChangeAfterSending(), verify=True
+        )
+    )
+    assert len(result.failed) == 1 and result.failed[0].startswith("a.txt: "), result.failed
+    assert f"differs from {local / 'a.txt'}" in result.failed[0], result.failed
+    assert (local / "a.txt").read_bytes() == b"version 1"
+    assert os.listdir(local) == ["a.txt"]
 
 
 # -- a server that cannot hash ----------------------------------------------------------

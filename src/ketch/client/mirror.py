@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ketch.client.client import Client
-from ketch.client.errors import FtpError, LocalFileError
+from ketch.client.errors import FtpError, LocalFileError, VerifyFailed
 from ketch.client.mirror_trees import (
     create_local_dirs,
     create_remote_dirs,
@@ -182,19 +182,29 @@ async def mirror_download(
                 run.result.skipped += 1
                 continue
             jobs.append(_Job(relative, join(remote_dir, relative), local, entry.size, entry.mtime))
-        transfer = _verified(_download_one) if verify else _download_one
+        transfer = _verified_download if verify else _download_one
         await _transfer_all(first, connect, jobs, transfer, run, parallel, dry_run)
     return run.finish()
 
 
-async def _download_one(client: Client, job: _Job, progress: Progress | None) -> TransferResult:
+async def _verified_download(
+    client: Client, job: _Job, progress: Progress | None
+) -> TransferResult:
+    return await _download_one(client, job, progress, verify=True)
+
+
+async def _download_one(
+    client: Client, job: _Job, progress: Progress | None, *, verify: bool = False
+) -> TransferResult:
     """Download into a hidden file beside the local path, then rename it over the path.
 
     A refused or broken download so leaves the old local file whole (and no
     half file where a whole one was), and a symbolic link at the path is
-    replaced, never followed.
+    replaced, never followed. ``verify`` compares hashes before the rename: a
+    copy that fails never replaces the old file.
     """
-    temp = job.local.with_name(f".{job.local.name[:100]}.ketch-{secrets.token_hex(4)}.part")
+    shown = os.fsdecode(os.fsencode(job.local.name)[:100])  # room for the rest in NAME_MAX
+    temp = job.local.with_name(f".{shown}.ketch-{secrets.token_hex(4)}.part")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         descriptor = os.open(temp, flags, 0o666)
@@ -209,6 +219,16 @@ async def _download_one(client: Client, job: _Job, progress: Progress | None) ->
                 os.fchmod(file.fileno(), stat.S_IMODE(old.st_mode) & 0o777)
             # The listing gave the size: no SIZE command per file.
             result = await client.download(job.remote, file, progress=progress, size=job.size)
+        if verify:
+            try:
+                await client.verify(job.remote, temp)
+            except VerifyFailed as error:  # named by the file it was meant to become
+                raise VerifyFailed(
+                    error.what.replace(str(temp), str(job.local)),
+                    error.hint,
+                    remote_digest=error.remote_digest,
+                    local_digest=error.local_digest,
+                ) from None
         if job.mtime is not None:
             os.utime(temp, (time.time(), job.mtime.timestamp()))
         try:
