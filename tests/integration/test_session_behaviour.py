@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import io
 import os
@@ -201,6 +202,22 @@ def test_a_stall_timeout_shorter_than_the_upload_loops_look_still_sees_progress(
     assert ftp.voidresp().startswith("226")
     assert (server.home / "trickle.bin").read_bytes() == b"".join(pieces)
     assert server.counters.get("transfer_stalled", 0) == 0
+
+
+def test_a_download_client_that_only_sends_is_still_stalled(make_server) -> None:  # type: ignore[no-untyped-def]
+    # Bytes a client sends on a download's data connection are no download progress.
+    server = make_server(data_stall_timeout=0.5)
+    (server.home / "big.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    with ftp.transfercmd("RETR big.bin") as data:
+        deadline = time.monotonic() + 10
+        while server.counters.get("transfer_stalled", 0) == 0 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                data.sendall(b"x")  # and never reads
+            time.sleep(0.05)
+    assert server.counters.get("transfer_stalled", 0) == 1
+    assert ftp.getmultiline().startswith("426")
 
 
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:

@@ -86,6 +86,8 @@ class DataChannel:
         self.bytes_moved = 0
         #: True while a bandwidth limit holds the transfer back: not a stall.
         self.paused = False
+        #: True once an upload reads from it: bytes waiting unread are progress then.
+        self.receiving = False
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._closed = False

@@ -99,6 +99,7 @@ async def receive_file(
     unbuffered file without a throttle takes the fast loop
     (:func:`~ketch.server.receive_loop.receive_to_fd`).
     """
+    channel.receiving = True
     if not ascii and throttle is None and channel.zero_copy:
         # Only an unbuffered file: writing to its descriptor must not overtake a buffer.
         fd = _fileno(file) if isinstance(file, io.FileIO) else -1
@@ -146,8 +147,9 @@ class StallWatchdog:
 
     def _check(self) -> None:
         now = self._loop.time()
-        # Bytes waiting unread count: the upload loop may sleep longer than a short timeout.
-        count = self._channel.bytes_moved + self._channel.unread_bytes()
+        # An upload's bytes waiting unread count: its loop may sleep past a short timeout.
+        channel = self._channel
+        count = channel.bytes_moved + (channel.unread_bytes() if channel.receiving else 0)
         if count != self._last_count or self._channel.paused:
             self._last_count = count
             self._last_progress = now
