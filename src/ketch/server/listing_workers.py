@@ -365,7 +365,7 @@ class ListingWorkers:
                 self._workers = []
                 await asyncio.shield(_stop(workers))
                 raise
-            if names is not None:
+            if names is not None and self.keep_names:  # not if turned off meanwhile
                 self._names.keep(seen, names)
             if known is not None:
                 self._counters["listing_names_reused"] += 1
