@@ -229,6 +229,15 @@ def test_a_server_out_of_passive_ports_is_told_as_busy_with_the_range_to_widen()
     )
 
 
+def test_only_a_passive_set_up_refused_for_now_is_busy() -> None:
+    closing = Attempt("EPSV", sent="EPSV", reply="421 Server shutting down.", failure="421")
+    active = Attempt(
+        "EPRT", sent=f"EPRT |1|{CLIENT}|40000|", reply="425 Cannot do that now.", failure="425"
+    )
+    found = problems(observe(closing, active, facts=natinfo()))
+    assert found["EPSV"] != "busy" and found["EPRT"] != "busy"
+
+
 def test_a_private_pasv_address_is_named_and_masquerade_address_suggested() -> None:
     strict = Attempt(
         "PASV",

@@ -133,8 +133,8 @@ def _problem(attempt: Attempt, server_ip: str, facts: ServerFacts | None) -> Pro
         return "error"
     if code >= 500:
         return "refused-by-server"
-    if code >= 400:  # 425 "all passive ports are busy", 421: a passing state of the server
-        return "busy"
+    if attempt.mode in PASSIVE_MODES and 400 <= code < 500 and code != 421:
+        return "busy"  # 425 "all passive ports are busy": a passing state of the server
     if code != SETUP_SUCCESS[attempt.mode]:
         return "error"
     transfer_code = reply_code(attempt.transfer_reply)
