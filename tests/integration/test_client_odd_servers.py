@@ -130,3 +130,37 @@ def test_a_server_dying_mid_download_says_the_local_file_is_incomplete(tmp_path:
     assert f"{local} is incomplete (1000 bytes)" in message, message
     assert "-c" in message
     assert local.read_bytes() == b"x" * 1000
+
+
+def sends_then(final: bytes | None) -> Handler:
+    """RETR: 1000 bytes, then ``final`` as the reply (None: the server dies instead)."""
+
+    def transfer(_: str, control: socket.socket, data_listener: socket.socket) -> bytes | None:
+        data, _ = data_listener.accept()
+        control.sendall(b"150 here\r\n")
+        data.sendall(b"x" * 1000)
+        data.close()
+        if final is None:
+            control.shutdown(socket.SHUT_RDWR)
+        return final
+
+    return transfer
+
+
+def test_a_servers_451_keeps_its_advice_and_does_not_suggest_resuming(tmp_path: Path) -> None:
+    # Resuming a file that changed as it was sent would join two versions of it.
+    final = b"451 Transfer aborted: f shrank while being sent; download it again later.\r\n"
+    local = tmp_path / "f"
+    with pytest.raises(FtpError) as failure:
+        with_server(sends_then(final), lambda ftp: ftp.download("f", local))
+    message = str(failure.value)
+    assert f"{local} is incomplete (1000 bytes)" in message, message
+    assert "-c" not in message
+
+
+def test_a_download_whose_bytes_all_came_is_not_called_incomplete(tmp_path: Path) -> None:
+    local = tmp_path / "f"
+    with pytest.raises(FtpError) as failure:
+        with_server(sends_then(None), lambda ftp: ftp.download("f", local, size=1000))
+    message = str(failure.value)
+    assert "all 1000 bytes reached" in message and "incomplete" not in message, message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -185,11 +186,27 @@ async def download(
 
 
 def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
-    """Make ``error``'s advice: the local file is partial, and how to finish it."""
-    of = f" of {total}" if total is not None else ""
-    advice = error.hint if "-c" in error.hint else "download again with -c (resume=True)"
-    error.hint = f"{path} is incomplete ({_local_size(path)}{of} bytes); {advice}"
+    """Make ``error``'s advice say what the local file holds now, and how to finish it."""
+    have = _local_size(path)
+    if total is not None and have >= total:
+        error.hint = (
+            f"all {total} bytes reached {path}, but the transfer did not end cleanly; "
+            "check it with --verify, or download it again"
+        )
+    elif isinstance(error, ReplyError) and error.code == 451:
+        # The server's own trouble (such as a file changing as it was sent): resuming
+        # could join two versions, so its advice stands.
+        error.hint = f"{path} is incomplete ({have} bytes); {error.hint}"
+    else:
+        of = f" of {total}" if total is not None else ""
+        own = _RESUME_ADVICE.search(error.hint) is not None
+        advice = error.hint if own else "download again with -c (resume=True)"
+        error.hint = f"{path} is incomplete ({have}{of} bytes); {advice}"
     error.args = (f"{error.what} — {error.hint}",)
+
+
+# A hint that already says to resume: the -c option, not --cacert and the like.
+_RESUME_ADVICE = re.compile(r"(?<![\w-])-c\b")
 
 
 async def _download_into(
