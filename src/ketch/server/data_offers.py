@@ -48,7 +48,8 @@ class PassiveOffer(DataOffer):
 
     Accepting starts at once, because clients connect right after the 227/229
     reply and before sending RETR; the listener closes after the first
-    legitimate connection or after ``timeout`` seconds. A stranger that
+    legitimate connection, or after ``timeout`` seconds without one (counted
+    again from the transfer command, when that comes first). A stranger that
     races the client to the port is refused as soon as it connects.
 
     The listener is watched by a reader callback and bounded by a timer, not
