@@ -113,6 +113,21 @@ def test_ls_names_and_json(listed: RunningServer, home: Path, work: Path) -> Non
     assert records["sub"]["type"] == "dir"
 
 
+def test_ls_of_a_file_shows_that_file_and_of_a_directory_without_slash_its_entries(
+    listed: RunningServer, home: Path, work: Path
+) -> None:
+    one = ketch(home, work, "ls", listed.url("/old.txt"))
+    ok(one)
+    (line,) = one.stdout.decode().splitlines()
+    assert re.fullmatch(r"- 13 2020-05-17 10:20:30 \S*old\.txt", line), line
+    (listed.home / "sub" / "inner.txt").write_bytes(b"i")
+    names = ketch(home, work, "ls", "--names", listed.url("/sub"))
+    ok(names)
+    assert names.stdout.decode().splitlines() == ["inner.txt"]
+    missing = one_error_line(ketch(home, work, "ls", listed.url("/absent.txt")), 5)
+    assert "550" in missing
+
+
 def test_ls_without_credentials_is_anonymous(server: RunningServer, home: Path, work: Path) -> None:
     result = ketch(home, work, "ls", "--names", "-v", server.url(user=None))
     stderr = ok(result)

@@ -65,7 +65,7 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
 
     async def work() -> None:
         async with target.client() as ftp:
-            entries = await ftp.list(target.path)
+            entries = await _entries_at(ftp, target.path, directory=target.url.is_directory)
         show = _name_shower()
         if as_json:
             for entry in entries:
@@ -79,6 +79,15 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
         sys.stdout.flush()
 
     run(options, work)
+
+
+async def _entries_at(ftp: Client, path: str, *, directory: bool) -> list[RemoteEntry]:
+    """A directory's entries, or (as ls does) the one entry of a file named without "/"."""
+    if not directory and path.strip("/"):
+        entry = await ftp.stat(path)
+        if entry.kind != "dir":
+            return [entry]
+    return await ftp.list(path)
 
 
 def _name_shower() -> Callable[[str], str]:
