@@ -64,7 +64,6 @@ def test_non_utf8_bytes_become_surrogate_escapes() -> None:
     ("text", "path", "is_directory"),
     [
         ("ftp://h/f.bin;type=i", "f.bin", False),
-        ("ftp://h/f.txt;TYPE=A", "f.txt", False),
         ("ftp://h/pub;type=d", "pub", True),
         ("ftp://h/pub/;type=d", "pub/", True),
         ("ftp://h/odd;type=x", "odd;type=x", False),  # not a typecode: part of the name
@@ -74,6 +73,11 @@ def test_non_utf8_bytes_become_surrogate_escapes() -> None:
 def test_rfc1738_typecode_is_stripped(text: str, path: str, is_directory: bool) -> None:
     parsed = parse_ftp_url(text)
     assert (parsed.path, parsed.is_directory) == (path, is_directory)
+
+
+def test_an_ascii_typecode_is_refused_not_ignored() -> None:
+    with pytest.raises(UrlError, match=r";type=a asks for an ASCII transfer.*drop ;type=a"):
+        parse_ftp_url("ftp://h/f.txt;TYPE=A")
 
 
 def test_surrounding_whitespace_is_ignored() -> None:

@@ -180,6 +180,11 @@ def _split_path(raw: str) -> tuple[str, bool]:
     typecode = _TYPECODE.search(raw)
     listing = False
     if typecode is not None:
+        if typecode[1].lower() == "a":  # silently binary instead would change the file's bytes
+            raise UrlError(
+                ";type=a asks for an ASCII transfer, which ketch does not make: it moves "
+                "files byte for byte (TYPE I); drop ;type=a"
+            )
         raw = raw[: typecode.start()]
         listing = typecode[1].lower() == "d"
     path = _decode(raw, "path")
