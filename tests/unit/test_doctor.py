@@ -238,6 +238,23 @@ def test_only_a_passive_set_up_refused_for_now_is_busy() -> None:
     assert found["EPSV"] != "busy" and found["EPRT"] != "busy"
 
 
+def test_when_only_plain_pasv_works_the_verdict_names_the_options_not_the_default() -> None:
+    # A proxy forwards the control port and the address the server names, nothing else:
+    # EPSV and PASV-fixup connect to the proxy's address and time out.
+    def timing_out(mode: ModeName, sent: str, reply: str) -> Attempt:
+        return Attempt(mode, sent=sent, reply=reply, failure="timed out", cause="timeout")
+
+    epsv = timing_out("EPSV", "EPSV", "229 Entering Extended Passive Mode (|||50007|)")
+    fixup = timing_out("PASV-fixup", "PASV", "227 Entering Passive Mode (198,18,3,2,195,81).")
+    eprt = timing_out("EPRT", f"EPRT |1|{CLIENT}|40000|", "200 EPRT accepted.")
+    port = timing_out("PORT", "PORT 198,18,1,10,156,65", "200 PORT accepted.")
+    diagnosis = observe(epsv, fixup, eprt, port, facts=natinfo())
+    assert diagnosis.modes["PASV"].works and not diagnosis.modes["EPSV"].works
+    assert "--no-epsv --trust-pasv-address" in diagnosis.verdict
+    assert "(the default)" not in diagnosis.verdict
+    assert any("--no-epsv --trust-pasv-address" in fix for fix in diagnosis.client_fixes)
+
+
 def test_a_private_pasv_address_is_named_and_masquerade_address_suggested() -> None:
     strict = Attempt(
         "PASV",

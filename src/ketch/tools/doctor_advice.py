@@ -118,7 +118,7 @@ class _Facts:
         elif passive:
             parts.append(
                 f"Passive mode works ({', '.join(passive)}); active mode fails "
-                f"{self._why_active()}. Use passive mode (the default)."
+                f"{self._why_active()}. {self._how_passive()}"
             )
         elif active:
             parts.append(
@@ -164,6 +164,20 @@ class _Facts:
             behind = self._behind_nat()
             parts.append(f"{behind[0].upper()}{behind[1:]}.")
         return " ".join(parts)
+
+    def _how_passive(self) -> str:
+        """Which passive options work: ketch's default tries EPSV, then PASV (to the server's
+        own address) only when EPSV is refused outright."""
+        passive = self.works(PASSIVE_MODES)
+        epsv_refused = "EPSV" in self.modes and self.modes["EPSV"].problem == "refused-by-server"
+        if "EPSV" in passive or ("PASV-fixup" in passive and epsv_refused):
+            return "Use passive mode (the default)."
+        if "PASV-fixup" in passive:
+            return "Use passive mode with PASV: --no-epsv."
+        return (
+            "Use passive mode with PASV, connecting to the address its reply names "
+            "(something between forwards only that): --no-epsv --trust-pasv-address."
+        )
 
     def _behind_nat(self) -> str:
         facts = self.observations.natinfo
@@ -290,6 +304,11 @@ class _Facts:
         if "EPSV" in passive and {"PASV", "PASV-fixup"} <= set(self.failed(PASSIVE_MODES)):
             fixes.append(
                 "Use EPSV: ketch's default (--epsv pins it); clients that only send PASV will fail."
+            )
+        if passive == ["PASV"]:
+            fixes.append(
+                "Send PASV and connect where its reply says: --no-epsv --trust-pasv-address "
+                "(curl: --disable-epsv --no-ftp-skip-pasv-ip; lftp: set ftp:prefer-epsv no)."
             )
         if active and not passive:
             fixes.append("Use active mode: --active (curl: -P -; lftp: set ftp:passive-mode off).")
