@@ -10,8 +10,10 @@ unreachable path live in tests/lab (network namespaces).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,63 @@ def test_active_mode_accepts_only_the_servers_connection(
         r.getMessage() for r in caplog.records if "refused a data connection" in r.getMessage()
     ]
     assert refusals and "from 127.0.0.2:" in refusals[0]
+
+
+def forward_one_connection(listener: socket.socket, target: tuple[str, int]) -> None:
+    """A TCP proxy for one connection: what a load balancer in front of a server does."""
+    client, _ = listener.accept()
+    upstream = socket.create_connection(target, timeout=30)
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+    back.start()
+    pump(client, upstream)
+    back.join(30)
+    client.close()
+    upstream.close()
+
+
+def test_active_mode_through_a_proxy_says_where_the_refused_connection_came_from(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    # The control connection goes to 127.0.0.3 (the proxy); the server connects back
+    # from 127.0.0.1, which the client refuses (RFC 2577): it must say so, not blame
+    # a firewall for a timeout.
+    server = make_server()
+    listener = socket.create_server(("127.0.0.3", 0))
+    listener.settimeout(30)
+    proxy = threading.Thread(
+        target=forward_one_connection, args=(listener, (server.host, server.port)), daemon=True
+    )
+    proxy.start()
+
+    async def scenario() -> None:
+        async with Client(
+            "127.0.0.3",
+            listener.getsockname()[1],
+            user=USER,
+            password=PASSWORD,
+            mode="active",
+            data_connect_timeout=2,
+            timeout=20,
+        ) as ftp:
+            await ftp.list()
+
+    try:
+        with pytest.raises(DataConnectionFailed) as failure:
+            run(scenario())
+    finally:
+        listener.close()
+        proxy.join(30)
+    message = str(failure.value)
+    assert "came from 127.0.0.1, not from 127.0.0.3" in message, message
+    assert "passive" in message and "firewall" not in message
 
 
 def test_active_ports_and_address_are_what_the_client_advertises(

@@ -366,7 +366,8 @@ class DataConnector:
         Servers differ in whether they connect before or after their 150 reply,
         and one that cannot connect says so with a 425, so both are awaited.
         """
-        accept = asyncio.ensure_future(self._accept_from_server(listener))
+        strangers: list[str] = []
+        accept = asyncio.ensure_future(self._accept_from_server(listener, strangers))
         answer = asyncio.ensure_future(self._control.read_reply())
         handed_over = False
         try:
@@ -383,6 +384,8 @@ class DataConnector:
                     sock = await accept
             except TimeoutError:
                 await self._resync(answer)
+                if strangers:
+                    raise self._connected_from_elsewhere(strangers[0], via) from None
                 raise DataConnectionFailed(
                     f"active mode: the server did not connect back to "
                     f"{advertised.host}:{advertised.port} within "
@@ -420,14 +423,28 @@ class DataConnector:
             )
         return reply_error("the transfer command", reply)
 
-    async def _accept_from_server(self, listener: socket.socket) -> socket.socket:
-        """Accept the first connection from the server's own address; drop others."""
+    def _connected_from_elsewhere(self, stranger: str, via: str) -> DataConnectionFailed:
+        server_ip = plain_ip(self._control.peer_ip)
+        return DataConnectionFailed(
+            f"active mode: a data connection came from {stranger}, not from {server_ip} (the "
+            "server's address), and was refused as a possible theft (RFC 2577)",
+            "the server connects from another address (behind a proxy or a load balancer, "
+            "or with several addresses): use passive mode (--passive)",
+            mode=via,
+        )
+
+    async def _accept_from_server(
+        self, listener: socket.socket, strangers: list[str]
+    ) -> socket.socket:
+        """Accept the first connection from the server's own address; drop others (and
+        note where they came from in ``strangers``)."""
         loop = asyncio.get_running_loop()
         server_ip = plain_ip(self._control.peer_ip)
         while True:
             sock, peer = await loop.sock_accept(listener)
             if plain_ip(peer[0]) == server_ip:
                 return sock
+            strangers.append(plain_ip(peer[0]))
             log.warning(
                 "refused a data connection from %s:%d: only the server (%s) may connect",
                 peer[0],
