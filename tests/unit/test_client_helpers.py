@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ketch.cli.output import safe_text
 from ketch.client.control import mask_secrets
 from ketch.client.data_modes import is_unroutable
 from ketch.client.errors import PermanentReplyError, TransientReplyError, reply_error
@@ -57,3 +58,16 @@ def test_reply_errors_are_classed_by_code_and_read_as_one_line() -> None:
         "RETR failed: 550 No such file really — check that the path exists and that this "
         "account may use it"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("caf\udce9.txt", "caf\\xe9.txt"),  # a Latin-1 name, kept as surrogate escapes
+        ("a\x1b[31mred", "a?[31mred"),  # no terminal escapes
+        ("new\nline", "new?line"),
+        ("été.txt", "été.txt"),  # real UTF-8 stays
+    ],
+)
+def test_names_on_status_lines_show_odd_bytes_plainly(name: str, shown: str) -> None:
+    assert safe_text(name) == shown

@@ -31,11 +31,15 @@ from ketch.client.transfers import Progress as ProgressCallback
 __all__ = ["Display", "amount", "describe_transfer", "safe_text", "write_out"]
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What surrogateescape makes of the bytes 0x80-0xFF that are not part of UTF-8.
+_STRAY_BYTES = re.compile("[\udc80-\udcff]")
 
 
 def safe_text(text: str) -> str:
-    """``text`` fit for one terminal line: control characters (ESC, CR, LF) shown as "?"."""
-    return _CONTROL_CHARACTERS.sub("?", text)
+    """``text`` fit for one terminal line: control characters (ESC, CR, LF) shown as "?",
+    and a name's bytes that are not UTF-8 (kept as surrogate escapes) as ``\\xNN``."""
+    text = _CONTROL_CHARACTERS.sub("?", text)
+    return _STRAY_BYTES.sub(lambda byte: f"\\x{ord(byte[0]) - 0xDC00:02x}", text)
 
 
 def write_out(text: str, stream: IO[bytes] | None = None) -> None:
