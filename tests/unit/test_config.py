@@ -386,3 +386,23 @@ def load_config_problem(overrides: dict[str, Any]) -> str:
     lines = str(caught.value).splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def test_quick_account_flags_keep_every_setting_of_the_configured_users(tmp_path: Path) -> None:
+    # --user/--write/--no-anonymous add to the accounts; they must not drop a user's
+    # quota, rates or session limit on the way.
+    from ketch.cli.serve import _apply_quick_accounts
+
+    config_file = tmp_path / "ketch.toml"
+    config_file.write_text(
+        f'root = "{tmp_path}"\n[[users]]\nname = "alice"\npassword_hash = "{_HASH}"\n'
+        f'home = "{tmp_path}"\nquota_bytes = 10\nquota_files = 3\ndownload_rate = 1000\n'
+        'upload_rate = 2000\nmax_sessions = 2\npermissions = ["all"]\n'
+    )
+    config = load_config(config_file)
+    changed = _apply_quick_accounts(config, config_file, {}, ("bob:pw",), False, True)
+    alice, bob = changed.users
+    assert alice == config.users[0]
+    assert (alice.quota_bytes, alice.quota_files, alice.max_sessions) == (10, 3, 2)
+    assert (alice.download_rate, alice.upload_rate) == (1000, 2000)
+    assert bob.name == "bob" and not changed.anonymous.enabled

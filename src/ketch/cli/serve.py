@@ -198,15 +198,8 @@ def _apply_quick_accounts(
 
     permissions = ["all"] if write else ["list", "read"]
     accounts = [
-        *(
-            {
-                "name": u.name,
-                "password_hash": u.password_hash,
-                "home": str(u.home),
-                "permissions": list(u.permissions),
-            }
-            for u in config.users
-        ),
+        # Whole, limits and quotas included: only the accounts are added to.
+        *(user.model_dump(mode="json") for user in config.users),
         *(
             {
                 "name": name,
