@@ -355,6 +355,24 @@ def test_sighup_with_an_invalid_file_keeps_the_old_configuration(
     before.quit()
 
 
+def test_a_reload_that_only_holds_with_a_restart_only_change_is_refused(
+    start_server: StartServer,
+) -> None:
+    # workers = 2 stays until a restart; quotas need workers = 1, so the new file must
+    # not be applied as if it had it (README: quotas with workers are refused).
+    server, port, config = start_server(workers=2)
+    text = config.read_text().replace("workers = 2", "workers = 1")
+    config.write_text(text + "quota_bytes = 150\n")  # alice's, the last table
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("not applied", start=mark)
+    problems = "".join(server.stderr[mark:])
+    assert "workers kept until a restart" in problems and "workers = 1" in problems
+    ftp = login(port)
+    assert ftp.voidcmd("NOOP").startswith("200")
+    ftp.quit()
+
+
 def test_sighup_applies_new_limits_to_state_kept_across_the_reload(
     start_server: StartServer,
 ) -> None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from ketch.config import ConfigError, ServerConfig
 from ketch.server.auth import Authenticator
 from ketch.server.masquerade import MasqueradePolicy
@@ -335,7 +337,18 @@ class Reloader:
                 )
                 kept[key] = old
         if kept:
-            config = config.model_copy(update=kept)
+            # Validated again: the new file with the old restart-only values must still
+            # hold together (quotas need workers = 1, say).
+            try:
+                config = ServerConfig.model_validate({**config.model_dump(), **kept})
+            except ValidationError as error:
+                return self._refuse(
+                    [
+                        f"{self._source}: with {', '.join(sorted(kept))} kept until a restart: "
+                        f"{detail['msg']}"
+                        for detail in error.errors(include_url=False)
+                    ]
+                )
         try:
             masquerade = await asyncio.to_thread(MasqueradePolicy.from_config, config)
         except ValueError as error:
