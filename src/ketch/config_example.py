@@ -78,7 +78,7 @@ max_upload_size = 0
 login_cache_seconds = 600.0
 # Seconds to wait before answering a failed login (slows password guessing).
 # The wait doubles with each further failure from the same IP address, up to
-# login_failure_delay_max; a successful login resets it.
+# login_failure_delay_max; a successful login to an account resets it (not an anonymous one).
 login_failure_delay = 1.0
 login_failure_delay_max = 8.0
 

@@ -51,6 +51,26 @@ def test_success_resets_the_delay() -> None:
     assert len(guard) == 1
 
 
+def test_logins_in_between_never_reset_the_count_toward_a_ban() -> None:
+    # A guesser that logs in anonymously (or to an account of its own) between tries
+    # must still be banned after ban_after failures in the window.
+    guard = make_guard(FakeClock(5000.0), ban_after=5)
+    verdicts = []
+    for round_ in range(3):
+        for _ in range(2):
+            verdicts.append(guard.record_failure(IP))
+        guard.record_success(IP, anonymous=round_ % 2 == 0)
+    assert [v.banned_for is not None for v in verdicts] == [False] * 4 + [True, False]
+
+
+def test_an_anonymous_login_does_not_reset_the_delay() -> None:
+    guard = make_guard(FakeClock(5000.0), ban_after=0)
+    for _ in range(3):
+        guard.record_failure(IP)
+    guard.record_success(IP, anonymous=True)
+    assert guard.record_failure(IP).delay == 8.0
+
+
 def test_cap_below_the_base_keeps_the_base() -> None:
     guard = make_guard(FakeClock(5000.0), base_delay=2.0, max_delay=0.5, ban_after=0)
     assert [guard.record_failure(IP).delay for _ in range(3)] == [2.0, 2.0, 2.0]

@@ -7,11 +7,13 @@ feeds on. Unknown names and wrong passwords are one kind of failure here.
 
 * Delay: the n-th consecutive failure from an address waits
   ``login_failure_delay * 2**(n-1)`` seconds before its 530, capped at
-  ``login_failure_delay_max``. A successful login from the address resets it.
+  ``login_failure_delay_max``. A successful login to an account from the
+  address resets it; an anonymous one does not (anyone can log in so, and
+  would otherwise guess at the base delay for ever).
 * Ban: ``ban_after_failures`` failures within ``ban_window`` seconds ban the
-  address for ``ban_duration`` seconds; connections from it then get 421
-  before the banner. Addresses in ``ban_exempt`` are never banned (they are
-  still delayed).
+  address for ``ban_duration`` seconds, whatever logins succeeded in between
+  (as fail2ban counts); connections from it then get 421 before the banner.
+  Addresses in ``ban_exempt`` are never banned (they are still delayed).
 
 Memory is bounded: a record expires once its failures are older than the
 window and its ban is over, expired records are swept out at most once a
@@ -209,14 +211,14 @@ class LoginGuard:
         )
         return FailureVerdict(delay, banned_for=self.ban_duration)
 
-    def record_success(self, ip: str) -> None:
-        """A login from ``ip`` worked: its delay starts again from the base."""
+    def record_success(self, ip: str, *, anonymous: bool = False) -> None:
+        """A login from ``ip`` worked: the delay of an account's login starts again from
+        the base. The failures counted toward a ban stay (see the module's docstring)."""
         record = self._records.get(ip)
-        if record is None:
+        if record is None or anonymous:
             return
         record.consecutive = 0
-        record.failures.clear()
-        if record.banned_until <= self._clock():
+        if not record.failures and record.banned_until <= self._clock():
             del self._records[ip]
 
     # -- housekeeping ------------------------------------------------------------

@@ -68,7 +68,7 @@ async def password(session: Session, secret: str) -> None:
             return
         await session.reply(530, "Login incorrect: check the user name and password.")
         return
-    guard.record_success(session.peer_ip)
+    guard.record_success(session.peer_ip, anonymous=account.anonymous)
     sessions = session.context.user_sessions
     slot = sessions.acquire(account)
     if slot is None:
