@@ -225,6 +225,23 @@ def test_endless_flood_is_closed_with_421(make_server: MakeServer) -> None:
     sock.close()
 
 
+def test_a_client_that_waits_for_each_reply_is_held_to_the_rate_never_closed(
+    make_server: MakeServer,
+) -> None:
+    # Held to 50/s after its burst for three times the flood timeout: it cannot send
+    # faster than it is answered, so it is no flood (a mirror sending SIZE per file).
+    server = make_server(command_rate=50, command_burst=1, command_flood_timeout=0.5)
+    sock, read_line = raw_control(server)
+    started = time.monotonic()
+    count = 0
+    while time.monotonic() - started < 1.5:
+        sock.sendall(b"NOOP\r\n")
+        assert read_line().startswith("200"), count
+        count += 1
+    assert count <= 1 + 50 * (time.monotonic() - started) + 1  # still held to the rate
+    sock.close()
+
+
 def test_rate_zero_turns_the_limit_off(make_server: MakeServer) -> None:
     server = make_server(command_rate=0, command_burst=1, command_flood_timeout=0.1)
     sock, read_line = raw_control(server)

@@ -94,6 +94,18 @@ def test_throttle_forgives_a_client_that_slows_down() -> None:
         assert throttle.delay() == 0.0
 
 
+def test_a_client_that_waited_for_the_reply_ends_the_run_but_still_waits() -> None:
+    clock = FakeClock()
+    throttle = CommandThrottle(rate=10, burst=1, flood_timeout=1.0, clock=clock)
+    assert throttle.delay() == 0.0
+    for _ in range(50):  # five seconds at the rate, each command after the last reply
+        throttle.client_waited()
+        delay = throttle.delay()
+        assert delay is not None and delay > 0
+        clock.advance(delay)
+        throttle.woke()
+
+
 def test_a_server_that_oversleeps_does_not_forgive_a_flood() -> None:
     """Tokens that come only from waking up late do not end the run of a flood."""
     clock = FakeClock()

@@ -113,6 +113,10 @@ class ControlStream(asyncio.Protocol):
 
     # -- what the session uses ------------------------------------------------
 
+    def has_data(self) -> bool:
+        """Whether received bytes wait to be read (the client sent ahead of the replies)."""
+        return bool(self._buffer)
+
     async def read(self, limit: int) -> bytes:
         """Up to ``limit`` bytes, waiting for some; b"" at EOF. Raises the connection's error.
 

@@ -8,13 +8,16 @@ client more to read and legitimate pipelining clients (mirrors sending
 SIZE/MDTM per file) something to trip over.
 
 A client that keeps sending faster than the rate for ``command_flood_timeout``
-seconds in a row is not pipelining a burst; it is flooding, and the session
-closes with 421. A run of throttled commands ends when a command finds a
-token waiting: the client slowed down, or the server was busy with its
-commands (a transfer, a big listing) long enough to earn it one. Not when
-the server merely overslept a throttling wait (a loaded or preempted
-process): the tokens of an oversleep are dropped (see :meth:`CommandThrottle.woke`),
-or a flood would be forgiven at every late wake-up and go on for ever.
+seconds in a row, its commands queueing up ahead of the replies, is not
+pipelining a burst; it is flooding, and the session closes with 421. A client
+that waits for each reply before its next command is only ever held to the
+rate (see :meth:`CommandThrottle.client_waited`). A run of throttled commands
+also ends when a command finds a token waiting: the client slowed down, or the
+server was busy with its commands (a transfer, a big listing) long enough to
+earn it one. Not when the server merely overslept a throttling wait (a loaded
+or preempted process): the tokens of an oversleep are dropped (see
+:meth:`CommandThrottle.woke`), or a flood would be forgiven at every late
+wake-up and go on for ever.
 
 The clock is injected so unit tests can drive the bucket without sleeping.
 """
@@ -117,6 +120,15 @@ class CommandThrottle:
         elif now + wait - self._throttled_since > self.flood_timeout:
             return None
         return wait
+
+    def client_waited(self) -> None:
+        """The next command came only after the last reply: the client follows the pace.
+
+        A client that waits for each reply cannot send faster than it is
+        answered, so however long it is held to the rate it is not flooding:
+        the run of throttled commands ends here (the rate's wait still applies).
+        """
+        self._throttled_since = None
 
     def woke(self) -> None:
         """The wait that ``delay`` asked for is over, maybe later than asked.

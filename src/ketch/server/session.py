@@ -169,6 +169,8 @@ class Session:
                 if timed_out := self._start_waiting():
                     await self.reply(421, timed_out)
                     break
+                # Nothing queued: the client waited for our last reply (see _pace).
+                waited = not self.stream.has_data()
                 try:
                     data = await self.stream.read(_READ_SIZE)
                 except asyncio.CancelledError:
@@ -180,13 +182,13 @@ class Session:
                 if not data:
                     break
                 self._last_activity = time.monotonic()
-                await self._serve_input(data)
+                await self._serve_input(data, waited)
         except (ConnectionError, TimeoutError):
             pass
         finally:
             await self._end()
 
-    async def _serve_input(self, data: bytes) -> None:
+    async def _serve_input(self, data: bytes, waited: bool) -> None:
         """Run the commands that ``data`` completes.
 
         A method of its own so that its commands are not kept alive (in the
@@ -195,8 +197,9 @@ class Session:
         events = self._lines.feed(data)
         self._line_timer.received(data, events)
         for event in events:
-            if self._throttle is not None and not await self._pace(self._throttle):
+            if self._throttle is not None and not await self._pace(self._throttle, waited):
                 return
+            waited = False  # the others in this piece came without waiting
             if self.context.stopping:
                 return  # a shutdown began: what is left unread or unrun stays so (421 next)
             if isinstance(event, LineTooLong):
@@ -270,8 +273,13 @@ class Session:
         # Another cancel besides ours (server shutdown) must still end the session.
         return task.uncancel() == 0
 
-    async def _pace(self, throttle: CommandThrottle) -> bool:
-        """Wait as the command rate limit asks; False (after a 421) when the client floods."""
+    async def _pace(self, throttle: CommandThrottle, waited: bool) -> bool:
+        """Wait as the command rate limit asks; False (after a 421) when the client floods.
+
+        ``waited``: the command arrived only after the previous reply went out.
+        """
+        if waited:
+            throttle.client_waited()
         delay = throttle.delay()
         if delay is None:
             log.warning(
