@@ -220,6 +220,21 @@ def test_a_download_client_that_only_sends_is_still_stalled(make_server) -> None
     assert ftp.getmultiline().startswith("426")
 
 
+def test_dele_removes_a_symlink_to_a_directory_and_refuses_a_directory(
+    server: RunningServer,
+) -> None:
+    (server.home / "real").mkdir()
+    (server.home / "real" / "kept.txt").write_bytes(b"k")
+    (server.home / "link").symlink_to("real")
+    ftp = connect(server)
+    assert reply_to(ftp, "DELE link").startswith("250")
+    assert not (server.home / "link").is_symlink()
+    assert (server.home / "real" / "kept.txt").read_bytes() == b"k"  # not followed
+    reply = reply_to(ftp, "DELE real")
+    assert reply.startswith("550") and "RMD" in reply, reply
+    assert (server.home / "real").is_dir()
+
+
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "LIST")

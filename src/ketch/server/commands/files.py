@@ -28,9 +28,8 @@ async def _quota(session: Session) -> Quota | None:
 )
 async def delete(session: Session, argument: str) -> None:
     path = session.resolve(argument)
-    if session.filesystem.is_dir(path):
-        await session.reply(550, f"{path}: is a directory; use RMD to remove directories.")
-        return
+    # No is_dir check here: it follows symlinks, and a link to a directory is removed like
+    # a file (as vsftpd does); Filesystem.remove refuses a real directory.
     quota = await _quota(session)
     removed = session.filesystem.lstat(path) if quota else None
     session.filesystem.remove(path)
