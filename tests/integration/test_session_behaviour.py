@@ -235,6 +235,18 @@ def test_dele_removes_a_symlink_to_a_directory_and_refuses_a_directory(
     assert (server.home / "real").is_dir()
 
 
+@pytest.mark.parametrize("between", ["FOO", "RNTO"], ids=["unknown command", "bare RNTO"])
+def test_rnto_must_follow_rnfr_at_once_even_after_a_refused_command(
+    server: RunningServer, between: str
+) -> None:
+    (server.home / "b.txt").write_bytes(b"b")
+    ftp = connect(server)
+    assert reply_to(ftp, "RNFR b.txt").startswith("350")
+    assert reply_to(ftp, between)[:1] == "5"  # 500 unknown / 501 no argument
+    assert reply_to(ftp, "RNTO c.txt").startswith("503")
+    assert (server.home / "b.txt").exists() and not (server.home / "c.txt").exists()
+
+
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "LIST")

@@ -31,6 +31,7 @@ async def dispatch(session: Session, command: Command) -> None:
     """Run ``command`` in ``session`` if every check lets it, else send the refusal."""
     spec = COMMANDS.get(command.verb)
     if spec is None:
+        session.state.before_command(command.verb)  # an unknown command cancels RNFR too
         verb = command.verb[:20] or "(empty line)"
         await session.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
         return
@@ -40,10 +41,10 @@ async def dispatch(session: Session, command: Command) -> None:
     session.state.before_command(spec.verb)
     policy = session.config.tls_required
     if policy != "off" and (tls_refusal := command_refusal(policy, session.tls, spec.verb)):
-        await session.reply(*tls_refusal)
+        await _refuse(session, *tls_refusal)
         return
     if refusal := _argument_refusal(spec, command.argument):
-        await session.reply(501, refusal)
+        await _refuse(session, 501, refusal)
         return
     if spec.permission is not Permission.NONE and not session.permits(spec.permission):
         log.info(
@@ -53,7 +54,7 @@ async def dispatch(session: Session, command: Command) -> None:
             session.peer_ip,
             spec.permission.name,
         )
-        await session.reply(550, session.permission_refusal(spec))
+        await _refuse(session, 550, session.permission_refusal(spec))
         return
     session.command_raw = command.raw
     try:
@@ -79,6 +80,13 @@ async def dispatch(session: Session, command: Command) -> None:
         )
     finally:
         session.command_raw = b""  # not kept while the session idles
+
+
+async def _refuse(session: Session, code: int, text: str) -> None:
+    """Refuse the command; a refused RNTO also ends the rename its RNFR began (RFC 959:
+    RNTO must follow RNFR at once, so a later RNTO cannot use a stale source)."""
+    session.state.rename_from = None
+    await session.reply(code, text)
 
 
 def well_formed(command: Command) -> bool:
