@@ -247,6 +247,22 @@ def test_rnto_must_follow_rnfr_at_once_even_after_a_refused_command(
     assert (server.home / "b.txt").exists() and not (server.home / "c.txt").exists()
 
 
+@pytest.mark.parametrize("line", [b"MKD x\ry", b"USER evil\rINFO forged", b"MKD a\r\x00b"])
+def test_a_carriage_return_inside_an_argument_is_refused(
+    server: RunningServer, line: bytes
+) -> None:
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    replies = sock.makefile("rb")
+    assert replies.readline().startswith(b"220")
+    sock.sendall(b"USER alice\r\nPASS s3cret\r\n")
+    assert replies.readline().startswith(b"331") and replies.readline().startswith(b"230")
+    sock.sendall(line + b"\r\n")
+    reply = replies.readline()
+    assert reply.startswith(b"501") and b"carriage return" in reply, reply
+    assert os.listdir(server.home) == []
+    sock.close()
+
+
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "LIST")

@@ -39,6 +39,16 @@ async def dispatch(session: Session, command: Command) -> None:
         await session.reply(530, "Please log in with USER and PASS first.")
         return
     session.state.before_command(spec.verb)
+    if "\r" in command.argument:
+        # A bare CR (or Telnet's CR NUL) would end a line in logs and split replies such as
+        # 257's: such names cannot be made here at all (RFC 959 has no use for them either).
+        await _refuse(
+            session,
+            501,
+            f"{spec.verb}: the argument holds a carriage return (CR), which no name here "
+            "may contain; remove it.",
+        )
+        return
     policy = session.config.tls_required
     if policy != "off" and (tls_refusal := command_refusal(policy, session.tls, spec.verb)):
         await _refuse(session, *tls_refusal)
