@@ -376,6 +376,15 @@ def test_epsv_all_refuses_other_data_setup(server: RunningServer) -> None:
 # -- transfer parameters and file commands ---------------------------------------
 
 
+def test_a_rest_offset_past_pythons_digit_limit_is_a_501_not_a_traceback(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    server = make_server(max_line_length=8192)
+    ftp = connect(server)
+    assert reply_to(ftp, "REST " + "9" * 4400)[:3] == "501"
+    assert reply_to(ftp, "NOOP")[:3] == "200"
+
+
 @pytest.mark.parametrize(
     ("line", "code"),
     [
@@ -403,6 +412,8 @@ def test_epsv_all_refuses_other_data_setup(server: RunningServer) -> None:
         ("RNTO x", "503"),
         ("REST abc", "501"),
         ("REST 10", "350"),
+        ("REST " + "0" * 30 + "18446744073709551615", "350"),  # 20 digits: 2**64 - 1
+        ("REST 123456789012345678901", "501"),  # 21: no file is that big
         ("PWD extra", "501"),
         ("SITE HELP", "214"),
         ("SITE NOPE", "500"),

@@ -293,13 +293,15 @@ async def _send_listing(session: Session, verb: str, argument: str, *, names_onl
 )
 async def restart(session: Session, argument: str) -> None:
     # isdigit() alone accepts "²" and other digits that int() reads differently or not at all.
-    if not (argument.isascii() and argument.isdigit()):
-        await session.reply(501, "REST needs a byte offset: a whole number of 0 or more.")
+    # Past 20 digits no file is that big (2**64 has 20), and int() refuses past 4300.
+    if not (argument.isascii() and argument.isdigit() and len(argument.lstrip("0")) <= 20):
+        await session.reply(
+            501, "REST needs a byte offset: a whole number of 0 or more, at most 20 digits."
+        )
         return
-    session.state.restart_offset = int(argument)
-    await session.reply(
-        350, f"Restarting at {int(argument)}: send RETR or STOR to start the transfer."
-    )
+    offset = int(argument)
+    session.state.restart_offset = offset
+    await session.reply(350, f"Restarting at {offset}: send RETR or STOR to start the transfer.")
 
 
 @command("ALLO", help="ALLO <bytes>: not needed on this server")
