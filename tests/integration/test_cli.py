@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,31 @@ def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0
     assert "active_source_port" in result.stderr and "banana" in result.stderr
+
+
+def test_a_listening_failure_names_the_port_or_address_at_fault(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        cases = [
+            (["--port", port], "port is in use; pick another port (--port)"),
+            (["--port", "0", "--listen", "192.0.2.99"], "fix listen_address (--listen)"),
+            (
+                ["--port", "0", "--tls", "--implicit-tls-port", port],
+                "pick another implicit_tls_port (--implicit-tls-port)",
+            ),
+        ]
+        for flags, expected in cases:
+            result = subprocess.run(
+                [*KETCH, "serve", "--listen", "127.0.0.1", *flags],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,  # --tls writes its certificate here
+            )
+            assert result.returncode != 0
+            lines = result.stderr.strip().splitlines()
+            assert expected in lines[-1], result.stderr
+            assert "Traceback" not in result.stderr
 
 
 def test_user_hash_prints_a_verifiable_argon2_hash() -> None:

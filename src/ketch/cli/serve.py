@@ -141,6 +141,7 @@ def serve(
     """
     from ketch.config import ConfigError, load_config
     from ketch.server import event_loop
+    from ketch.server.listener import ListenError
     from ketch.server.privileges import PrivilegeError
 
     overrides = {key: value for key, value in flags.items() if value is not None}
@@ -174,10 +175,10 @@ def serve(
         raise click.ClickException(str(error)) from None
     except PrivilegeError as error:
         raise click.ClickException(str(error)) from None
+    except ListenError as error:
+        raise click.ClickException(error.strerror or str(error)) from None
     except OSError as error:
-        raise click.ClickException(
-            f"cannot listen on port {config.port}: {error.strerror}; pick another with --port"
-        ) from None
+        raise click.ClickException(f"cannot start the server: {error}") from None
     except ValueError as error:
         raise click.ClickException(str(error)) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
@@ -105,7 +106,9 @@ class FtpServer:
             self._address = (host, port)
         if self.config.implicit_tls_port is not None and self._implicit_socket is None:
             self._implicit_socket = listening_socket(
-                self.config.resolved_listen_address(), self.config.implicit_tls_port
+                self.config.resolved_listen_address(),
+                self.config.implicit_tls_port,
+                setting="implicit_tls_port (--implicit-tls-port)",
             )
         assert self._address is not None
         return self._address
@@ -327,17 +330,46 @@ def sweep_period(config: ServerConfig) -> float:
     return min(1.0, max(0.05, min(config.idle_timeout, config.line_timeout) / 8))
 
 
-def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """The control listener; ``reuse_port`` lets several workers' sockets share the port."""
-    if host == "::" and socket.has_dualstack_ipv6():
+class ListenError(OSError):
+    """A listening socket could not be made; ``str()`` says which, why, and what to change."""
+
+
+def listening_socket(
+    host: str, port: int, *, reuse_port: bool = False, setting: str = "port (--port)"
+) -> socket.socket:
+    """A control listener; ``reuse_port`` lets several workers' sockets share the port.
+
+    Raises ListenError naming ``setting`` (the port's key and option) or the address.
+    """
+    try:
+        if host == "::" and socket.has_dualstack_ipv6():
+            return socket.create_server(
+                (host, port),
+                family=socket.AF_INET6,
+                dualstack_ipv6=True,
+                backlog=LISTEN_BACKLOG,
+                reuse_port=reuse_port,
+            )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server(
-            (host, port),
-            family=socket.AF_INET6,
-            dualstack_ipv6=True,
-            backlog=LISTEN_BACKLOG,
-            reuse_port=reuse_port,
+            (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
         )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server(
-        (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
-    )
+    except OSError as error:
+        raise ListenError(error.errno, _listen_problem(error, host, port, setting)) from None
+
+
+def _listen_problem(error: OSError, host: str, port: int, setting: str) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is in use; pick another {setting}"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {where}: {host} is not an address of this machine; "
+            "fix listen_address (--listen), or use 0.0.0.0 or :: for all addresses"
+        )
+    if error.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: ports below 1024 need root (then run_as drops it) "
+            f"or CAP_NET_BIND_SERVICE; or pick a {setting} of 1024 or more"
+        )
+    return f"cannot listen on {where}: {error.strerror or error}"
