@@ -271,6 +271,30 @@ def test_start_up_names_the_directories_run_as_cannot_use(public_dir: Path) -> N
         assert str(private) in line and "nobody" in line
 
 
+def test_start_up_warns_when_run_as_cannot_read_the_tls_key_for_reloads(
+    public_dir: Path, tmp_path: Path
+) -> None:
+    # Root loads the key at start; every SIGHUP reads it again, as nobody.
+    subprocess.run(
+        [sys.executable, "-m", "ketch", "cert", "--host", HOST, "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    key = tmp_path / f"{HOST}.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    args = [
+        *serve_args(0, public_dir),
+        "--tls-certificate",
+        str(tmp_path / f"{HOST}.crt"),
+        "--tls-key",
+        str(key),
+    ]
+    with ketch_serve(args, public_dir) as server:
+        line = server.wait_for("tls_key")
+        assert str(key) in line and "nobody cannot read it" in line and "SIGHUP" in line
+
+
 def test_logins_and_reloads_work_after_dropping_root(public_dir: Path) -> None:
     """Password checks and SIGHUP reloads run in worker threads: they must work as nobody."""
     hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

@@ -188,6 +188,15 @@ def access_problems(config: ServerConfig, user: str, config_file: Path | None = 
             f"{config_file}: {user} cannot read it, so SIGHUP cannot reload it; make it "
             f"readable to {user} (e.g. chgrp to its group and chmod g+r)"
         )
+    for key in ("tls_certificate", "tls_key"):
+        path = getattr(config, key)
+        if path is not None and not os.access(path, os.R_OK):
+            # Loaded once as root, the files are read again by every reload (SIGHUP).
+            problems.append(
+                f"{key} {path}: {user} cannot read it, so every SIGHUP reload will be "
+                f"refused; make it readable to {user} (e.g. chgrp to its group and "
+                "chmod g+r), or restart to apply changes"
+            )
     return problems
 
 
