@@ -18,8 +18,8 @@ import pytest
 from ftp_burst import burst
 from serve_process import children, connection_refused, free_port, ketch_serve
 
-from ketch.config import PortRange
-from ketch.server.workers import split_ports
+from ketch.config import PortRange, ServerConfig, load_config
+from ketch.server.workers import Supervisor, split_ports
 
 HOST = "127.0.0.1"
 SIZE = 64 * 1024
@@ -71,6 +71,27 @@ def test_passive_ranges_are_split_into_disjoint_contiguous_slices() -> None:
     assert split_ports(PortRange(7, 8), 2) == [PortRange(7, 7), PortRange(8, 8)]
     with pytest.raises(ValueError, match="3 workers"):
         split_ports(PortRange(7, 8), 3)
+
+
+def test_the_supervisor_waits_as_long_as_a_reload_lets_the_workers_wait(
+    root: Path,
+) -> None:
+    # Workers apply a reloaded shutdown_grace; the supervisor must not SIGKILL them at
+    # the old one's end. A file it cannot read leaves the longest value seen.
+    started = load_config(None, {"root": str(root), "shutdown_grace": 0.0})
+    files = iter([started.model_copy(update={"shutdown_grace": 100.0}), ValueError("bad")])
+
+    def build() -> ServerConfig:
+        item = next(files)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    supervisor = Supervisor(started, None, build, [], None)
+    supervisor._on_signal(signal.SIGHUP)
+    supervisor._on_signal(signal.SIGHUP)  # the second file is refused: 100 stays
+    supervisor._on_signal(signal.SIGTERM)
+    assert supervisor._kill_at - time.monotonic() > 100
 
 
 def test_a_range_smaller_than_the_workers_is_refused(tmp_path: Path, root: Path) -> None:

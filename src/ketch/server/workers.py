@@ -184,6 +184,8 @@ class Supervisor:
         self._run_as = run_as
         self._stopping = False
         self._kill_at = 0.0
+        #: The longest shutdown_grace any worker may be using (a reload can raise it).
+        self._grace = config.shutdown_grace
         self._reloaded = False  # restarted workers must read the file again
         # Workers hold the reading end; it closes (EOF) when the supervisor goes.
         self._lifeline_read, self._lifeline_write = os.pipe()
@@ -232,11 +234,12 @@ class Supervisor:
                 return
             log.info("supervisor: SIGHUP: passing it on to the workers")
             self._reloaded = True
+            self._grace = max(self._grace, self._reloaded_grace())
             self._signal_workers(signal.SIGHUP)
             return
         if not self._stopping:
             self._stopping = True
-            self._kill_at = time.monotonic() + self._config.shutdown_grace + _STOP_SLACK
+            self._kill_at = time.monotonic() + self._grace + _STOP_SLACK
             log.info("supervisor: %s: stopping the workers", name)
             # New connections are refused at once: only the workers' copies stay open.
             for slot in self._slots:
@@ -244,6 +247,18 @@ class Supervisor:
         else:
             log.info("supervisor: %s again: the workers cut off their sessions now", name)
         self._signal_workers(signal.SIGTERM)
+
+    def _reloaded_grace(self) -> float:
+        """shutdown_grace as the reloaded file has it, which the workers then wait for.
+
+        The larger of old and new is kept: a file the workers refuse leaves them
+        on the old value, and waiting longer than needed costs nothing (the
+        supervisor ends as soon as every worker has exited).
+        """
+        try:
+            return self._build_config().shutdown_grace
+        except Exception:  # the workers log what is wrong with the file
+            return self._grace
 
     def _signal_workers(self, signum: signal.Signals) -> None:
         for slot in self._slots:
