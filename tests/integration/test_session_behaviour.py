@@ -263,6 +263,24 @@ def test_a_carriage_return_inside_an_argument_is_refused(
     sock.close()
 
 
+@pytest.mark.parametrize(
+    "line",
+    ["STOR newdir/", "STOR a.txt/", "APPE a.txt/", "RETR a.txt/", "SIZE a.txt/", "DELE a.txt/",
+     "MDTM a.txt/", "HASH a.txt/", "MFMT 20200101000000 a.txt/"],
+)  # fmt: skip
+def test_a_file_command_on_a_name_ending_in_a_slash_is_refused(
+    server: RunningServer, line: str
+) -> None:
+    (server.home / "a.txt").write_bytes(b"kept")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    reply_to(ftp, "PASV")
+    reply = reply_to(ftp, line)
+    assert reply.startswith("501") and "ends in '/'" in reply, reply
+    assert sorted(os.listdir(server.home)) == ["a.txt"]
+    assert (server.home / "a.txt").read_bytes() == b"kept"
+
+
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "LIST")

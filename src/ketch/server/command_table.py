@@ -34,6 +34,8 @@ class Argument(enum.Enum):
     NONE = "none"
     OPTIONAL = "optional"
     REQUIRED = "required"
+    #: Required, and naming a file: it may not end in "/" (which names a directory).
+    FILE = "file"
 
 
 @dataclass(frozen=True)

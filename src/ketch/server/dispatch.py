@@ -105,9 +105,15 @@ def well_formed(command: Command) -> bool:
     return spec is not None and _argument_refusal(spec, command.argument) is None
 
 
+_NEEDED = frozenset({Argument.REQUIRED, Argument.FILE})
+
+
 def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
-    if spec.argument is Argument.REQUIRED and not argument:
+    if spec.argument in _NEEDED and not argument:
         return f"{spec.verb} needs an argument: {spec.help}"
+    if spec.argument is Argument.FILE and argument.rstrip(" ").endswith("/"):
+        # POSIX and vsftpd alike: "a.txt/" is no file (STOR would have made one named so).
+        return f"{spec.verb} names a file, and {argument!r} ends in '/'; drop the '/'."
     if spec.argument is Argument.NONE and argument:
         return f"{spec.verb} takes no argument: {spec.help}"
     return None

@@ -106,7 +106,7 @@ async def machine_list_directory(session: Session, argument: str) -> None:
 
 @command(
     "MFMT",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.WRITE,
     feature="MFMT",
     help="MFMT <YYYYMMDDHHMMSS> <path>: set a file's modification time (UTC)",

@@ -22,7 +22,7 @@ async def _quota(session: Session) -> Quota | None:
 
 @command(
     "DELE",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.DELETE,
     help="DELE <path>: delete a file",
 )
@@ -84,7 +84,7 @@ async def rename_to(session: Session, argument: str) -> None:
 
 @command(
     "SIZE",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.LIST,
     feature="SIZE",
     help="SIZE <path>: size of a file in bytes (in TYPE I)",
@@ -104,7 +104,7 @@ async def size(session: Session, argument: str) -> None:
 
 @command(
     "MDTM",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.LIST,
     feature="MDTM",
     help="MDTM <path>: modification time of a file (UTC, YYYYMMDDHHMMSS)",

@@ -183,7 +183,7 @@ async def _regular_size(session: Session, path: str) -> int | None:
 
 @command(
     "HASH",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.READ,
     feature=lambda session: hash_feature(session.extensions.hash_algorithm),
     help="HASH <path>: hash of a file (OPTS HASH picks the algorithm, RANG a byte range)",

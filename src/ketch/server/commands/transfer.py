@@ -28,7 +28,7 @@ def mode_name(session: Session) -> str:
 
 @command(
     "RETR",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.READ,
     help="RETR <path>: download a file",
 )
@@ -100,7 +100,7 @@ async def _reply_offset_beyond_end(session: Session, path: str, offset: int, siz
 
 @command(
     "STOR",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.WRITE,
     help="STOR <path>: upload a file (replaces it; after REST, from that offset)",
 )
@@ -114,7 +114,7 @@ async def store(session: Session, argument: str) -> None:
 
 @command(
     "APPE",
-    argument=Argument.REQUIRED,
+    argument=Argument.FILE,
     permission=Permission.APPEND,
     help="APPE <path>: upload, appending to the file if it exists",
 )
