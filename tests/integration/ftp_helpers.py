@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from conftest import PASSWORD, USER, RunningServer
@@ -92,3 +92,16 @@ def one_error_line(result: subprocess.CompletedProcess[bytes], code: int) -> str
     assert lines[0].startswith("ketch: ")
     assert "Traceback" not in stderr
     return lines[0]
+
+
+def command_lines(control: socket.socket) -> Iterator[str]:
+    """What a scripted server reads: each line the client sends, until it closes."""
+    buffered = b""
+    while True:
+        while b"\n" not in buffered:
+            more = control.recv(4096)
+            if not more:
+                return
+            buffered += more
+        line, buffered = buffered.split(b"\n", 1)
+        yield line.decode("utf-8", "surrogateescape").strip()

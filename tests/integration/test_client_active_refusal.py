@@ -17,6 +17,8 @@ import pytest
 
 from ketch.client import Client, FtpError
 
+from ftp_helpers import command_lines
+
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 60))
@@ -36,24 +38,13 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
     seen: dict[str, Any] = {}
     decided = threading.Event()
 
-    def reply_lines(control: socket.socket) -> Any:
-        buffered = b""
-        while True:
-            while b"\n" not in buffered:
-                more = control.recv(4096)
-                if not more:
-                    return
-                buffered += more
-            line, buffered = buffered.split(b"\n", 1)
-            yield line.decode().strip()
-
     def serve() -> None:
         control, _ = listener.accept()
         control.settimeout(10)
         with control:
             control.sendall(b"220 scripted\r\n")
             target: tuple[str, int] | None = None
-            for line in reply_lines(control):
+            for line in command_lines(control):
                 verb, _, argument = line.partition(" ")
                 if verb == "USER":
                     control.sendall(b"331 password\r\n")

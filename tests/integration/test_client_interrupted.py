@@ -16,26 +16,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from ketch.client import Client, FtpError, SyncClient
 from ketch.client.control import INTERRUPTED_WAIT
 
+from ftp_helpers import command_lines
+
 CLIENT_TIMEOUT = 30.0
-
-
-def lines_of(control: socket.socket) -> Iterator[str]:
-    buffered = b""
-    while True:
-        while b"\n" not in buffered:
-            more = control.recv(4096)
-            if not more:
-                return
-            buffered += more
-        line, buffered = buffered.split(b"\n", 1)
-        yield line.decode().strip()
 
 
 def silent_after_five_bytes(listener: socket.socket, done: threading.Event) -> None:
@@ -46,7 +35,7 @@ def silent_after_five_bytes(listener: socket.socket, done: threading.Event) -> N
     with control, data_listener:
         control.sendall(b"220 scripted\r\n")
         replies = {"USER": b"331 password\r\n", "PASS": b"230 in\r\n", "TYPE": b"200 ok\r\n"}
-        for line in lines_of(control):
+        for line in command_lines(control):
             verb = line.partition(" ")[0].upper()
             if verb in replies:
                 control.sendall(replies[verb])

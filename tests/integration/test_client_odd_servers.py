@@ -11,26 +11,16 @@ import asyncio
 import io
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ketch.client import Client, FtpError, ProtocolError
 
+from ftp_helpers import command_lines
+
 Handler = Callable[[str, socket.socket, socket.socket], bytes | None]
-
-
-def lines_of(control: socket.socket) -> Iterator[str]:
-    buffered = b""
-    while True:
-        while b"\n" not in buffered:
-            more = control.recv(4096)
-            if not more:
-                return
-            buffered += more
-        line, buffered = buffered.split(b"\n", 1)
-        yield line.decode("utf-8", "surrogateescape").strip()
 
 
 def serve_once(listener: socket.socket, transfer: Handler) -> None:
@@ -48,7 +38,7 @@ def serve_once(listener: socket.socket, transfer: Handler) -> None:
             "FEAT": b"211-Features:\r\n MLST type*;size*;modify*;\r\n EPSV\r\n211 End\r\n",
             "QUIT": b"221 bye\r\n",
         }
-        for line in lines_of(control):
+        for line in command_lines(control):
             verb = line.partition(" ")[0].upper()
             if verb in replies:
                 control.sendall(replies[verb])
