@@ -10,6 +10,7 @@ the server's own log, which runs in this process.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ftplib
 import logging
 import os
@@ -18,7 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -716,24 +717,34 @@ def _sha256() -> Any:
     return hashes.SHA256()
 
 
-def test_abor_during_a_protected_download_answers_426_then_226_and_the_session_goes_on(
-    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
-) -> None:
+@contextlib.contextmanager
+def protected_binary_session(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles, big_file: bool = False
+) -> Iterator[tuple[RunningServer, ftplib.FTP_TLS]]:
+    """alice logged in over TLS with PROT P and TYPE I (and a 32 MiB big.bin to fetch)."""
     server = make_tls_server(tls_require_session_reuse=False)
-    (server.home / "big.bin").write_bytes(os.urandom(32 * MIB))
+    if big_file:
+        (server.home / "big.bin").write_bytes(os.urandom(32 * MIB))
     ftp = ftplib_tls(server, tls_files)
     try:
         ftp.login(USER, PASSWORD)
         ftp.prot_p()
         ftp.voidcmd("TYPE I")
+        yield server, ftp
+        assert ftp.pwd() == "/"  # the session goes on
+    finally:
+        ftp.close()
+
+
+def test_abor_during_a_protected_download_answers_426_then_226_and_the_session_goes_on(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    with protected_binary_session(make_tls_server, tls_files, big_file=True) as (server, ftp):
         conn = ftp.transfercmd("RETR big.bin")
         first = conn.recv(65536)  # the transfer runs; the client stops reading
         ftp.sock.sendall(b"ABOR\r\n")
         replies = [ftp.getline(), ftp.getline()]
         conn.close()
-        assert ftp.pwd() == "/"
-    finally:
-        ftp.close()
     assert first
     assert replies[0].startswith("426 ") and replies[1].startswith("226 "), replies
     assert wait_for(lambda: server.counters.get("transfer_aborted") == 1)
@@ -743,41 +754,24 @@ def test_a_protected_download_the_client_closes_early_is_told_as_such(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
     # The client going away is no "TLS error" hinting at damage on the path.
-    server = make_tls_server(tls_require_session_reuse=False)
-    (server.home / "big.bin").write_bytes(os.urandom(32 * MIB))
-    ftp = ftplib_tls(server, tls_files)
-    try:
-        ftp.login(USER, PASSWORD)
-        ftp.prot_p()
-        ftp.voidcmd("TYPE I")
+    with protected_binary_session(make_tls_server, tls_files, big_file=True) as (_, ftp):
         conn = ftp.transfercmd("RETR big.bin")
         assert conn.recv(1000)
         conn.close()  # no close_notify, unread data: the server's next write fails
         with pytest.raises(ftplib.error_temp) as failure:
             ftp.voidresp()
-        assert ftp.pwd() == "/"
-    finally:
-        ftp.close()
     assert str(failure.value).startswith("426 Data connection closed by the other side")
 
 
 def test_an_upload_cut_off_without_close_notify_is_refused_and_not_stored(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:
-    server = make_tls_server(tls_require_session_reuse=False)
-    ftp = ftplib_tls(server, tls_files)
-    try:
-        ftp.login(USER, PASSWORD)
-        ftp.prot_p()
-        ftp.voidcmd("TYPE I")
+    with protected_binary_session(make_tls_server, tls_files) as (server, ftp):
         conn = ftp.transfercmd("STOR cut.bin")
         conn.sendall(os.urandom(100_000))
         conn.close()  # Python closes a TLS socket without close_notify: a truncation
         with pytest.raises(ftplib.error_temp) as refusal:
             ftp.voidresp()
-        assert ftp.pwd() == "/"
-    finally:
-        ftp.close()
     assert str(refusal.value).startswith("426 ")
     assert "without TLS close_notify" in str(refusal.value)
     assert not (server.home / "cut.bin").exists()
