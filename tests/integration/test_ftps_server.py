@@ -650,6 +650,19 @@ def test_ketch_cert_writes_a_certificate_that_loads_and_names_the_host(tmp_path:
     assert again.returncode == 1 and b"--force" in again.stderr
 
 
+def test_an_implicit_port_chosen_at_start_up_is_named_in_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    args = ["--tls", "--implicit-tls-port", "0", "--port", "0", "--listen", "127.0.0.1"]
+    with ketch_serve(args, cwd=tmp_path) as server:
+        summary = "".join(server.stdout)
+        found = re.search(r"implicit \(ftps://\) on port (\d+),", summary)
+        assert found is not None, summary
+        with socket.create_connection(("127.0.0.1", int(found[1])), timeout=10):
+            pass  # it is the port really listened on
+
+
 def test_ketch_serve_tls_generates_a_certificate_and_says_so_with_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -115,8 +115,11 @@ def _file_settings(config_file: Path | None) -> dict[str, Any]:
         return {}
 
 
-def tls_summary(config: ServerConfig, client_host: str, port: int) -> list[str]:
-    """The start-up summary's lines about FTPS (none when TLS is off)."""
+def tls_summary(
+    config: ServerConfig, client_host: str, port: int, implicit_port: int | None = None
+) -> list[str]:
+    """The start-up summary's lines about FTPS (none when TLS is off); ``implicit_port``
+    is the port the implicit listener got, when it was given as 0."""
     if config.tls_certificate is None:
         return []
     from ketch.tools.certificates import describe_certificate, state_directory
@@ -128,7 +131,7 @@ def tls_summary(config: ServerConfig, client_host: str, port: int) -> list[str]:
         return [f"  tls      certificate {config.tls_certificate}"]
     modes = "explicit (AUTH TLS)"
     if config.implicit_tls_port is not None:
-        where = config.implicit_tls_port or "chosen at start-up"
+        where = implicit_port or config.implicit_tls_port or "chosen at start-up"
         modes += f" and implicit (ftps://) on port {where}"
     required = {
         "off": "optional",

@@ -247,9 +247,16 @@ async def _serve(
         await server.start()
         helpers = [helper] if helper else []
         resolved = server.context.masquerade.resolved_names()
+        implicit = server.implicit_tls_address
         click.echo(
             _describe(
-                config, server.address, run_as, helpers, event_loop.current(), resolved=resolved
+                config,
+                server.address,
+                run_as,
+                helpers,
+                event_loop.current(),
+                resolved=resolved,
+                implicit_port=implicit[1] if implicit else None,
             )
         )
         await lifecycle.run()
@@ -268,6 +275,7 @@ def _describe(
     workers: Sequence[tuple[int, PortRange]] = (),
     *,
     resolved: Mapping[str, str] | None = None,
+    implicit_port: int | None = None,
 ) -> str:
     """The start-up summary: where, who, how data connections are made, how to try it.
 
@@ -329,7 +337,7 @@ def _describe(
             f"  control  {host} port {port} ({families})",
             *privileges,
             processes,
-            *tls_summary(config, client_host, port),
+            *tls_summary(config, client_host, port, implicit_port),
             *data.lines,
             *(f"  warning  {warning}" for warning in data.warnings),
             f"  try      curl ftp://{credentials}{client_host}:{port}/",
