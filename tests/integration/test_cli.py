@@ -35,6 +35,19 @@ def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert "pasive_ports" in result.stderr and "passive_ports" in result.stderr
 
 
+def test_config_check_also_finds_what_serve_looks_up_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(
+        f'root = "{tmp_path}"\nrun_as = "no-such-user-here"\n'
+        'masquerade_address = "no-such-host.invalid"\n'
+    )
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert "run_as = 'no-such-user-here': no such user" in result.stderr
+    assert "no-such-host.invalid' does not resolve" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0

@@ -388,10 +388,29 @@ def config_example() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(path: Path) -> None:
     """Validate a configuration file and report every problem."""
+    import pwd
+
     from ketch.config import ConfigError, load_config
+    from ketch.server.masquerade import MasqueradePolicy
 
     try:
-        load_config(path)
+        checked = load_config(path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    # What `serve` looks up at start beyond the file itself: the user, the names.
+    problems = []
+    if checked.run_as is not None:
+        try:
+            pwd.getpwnam(checked.run_as)
+        except KeyError:
+            problems.append(
+                f"{path}: run_as = {checked.run_as!r}: no such user on this system; name an "
+                "existing user (e.g. create one with `useradd --system --no-create-home ftp`)"
+            )
+    try:
+        MasqueradePolicy.from_config(checked)
+    except ValueError as error:
+        problems.append(f"{path}: {error}")
+    if problems:
+        raise click.ClickException("\n".join(problems))
     click.echo(f"{path}: ok")
