@@ -75,9 +75,15 @@ def load_config(
                 return "command line"
             return str(path) if path is not None else "configuration"
 
+        def key_of(detail: ErrorDetails) -> str | int:
+            if detail["loc"]:
+                return detail["loc"][0]
+            # A check of the whole configuration names its key (tls_required, say).
+            named = str((detail.get("ctx") or {}).get("key", ""))
+            return re.split(r"[.\[]", named, maxsplit=1)[0]
+
         problems = [
-            _describe(detail, source(detail["loc"][0] if detail["loc"] else ""))
-            for detail in error.errors(include_url=False)
+            _describe(detail, source(key_of(detail))) for detail in error.errors(include_url=False)
         ]
         raise ConfigError(problems) from None
 

@@ -406,3 +406,15 @@ def test_quick_account_flags_keep_every_setting_of_the_configured_users(tmp_path
     assert (alice.quota_bytes, alice.quota_files, alice.max_sessions) == (10, 3, 2)
     assert (alice.download_rate, alice.upload_rate) == (1000, 2000)
     assert bob.name == "bob" and not changed.anonymous.enabled
+
+
+def test_a_whole_config_check_blames_the_flag_that_set_the_key(tmp_path: Path) -> None:
+    config_file = tmp_path / "ketch.toml"
+    config_file.write_text(f'root = "{tmp_path}"\n')
+    with pytest.raises(ConfigError) as from_flag:
+        load_config(config_file, {"tls_required": "control"})
+    assert str(from_flag.value).startswith("command line: tls_required = 'control'")
+    config_file.write_text(f'root = "{tmp_path}"\ntls_required = "control"\n')
+    with pytest.raises(ConfigError) as from_file:
+        load_config(config_file)
+    assert str(from_file.value).startswith(f"{config_file}: tls_required = 'control'")
