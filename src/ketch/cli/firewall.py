@@ -70,8 +70,10 @@ def firewall(
 ) -> None:
     """Print commented firewall rules for what this server needs open.
 
-    Control port, passive range, active-mode source port, SSH; the same flags
-    as `ketch serve` override the file, so the rules match the server you run.
+    Control port, passive range, active-mode source port, SSH (and the implicit
+    FTPS port, from the file). --port, --listen, --passive-ports and
+    --active-source-port override the file as they do for `ketch serve`, so the
+    rules match the server you run.
     """
     from ketch.config import ConfigError, load_config
     from ketch.tools.firewall import FirewallError, plan_for, render

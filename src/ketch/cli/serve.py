@@ -87,7 +87,11 @@ def _parse_user(value: str) -> tuple[str, str]:
     default=None,
     help="Let PORT/EPRT name another host than the client (FXP; unsafe, RFC 2577).",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much goes to stderr: info has a line per login and transfer.",
+)
 @click.option(
     "--run-as",
     metavar="USER",
