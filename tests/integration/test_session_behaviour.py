@@ -44,6 +44,41 @@ def test_abor_during_transfer_answers_426_then_226(server: RunningServer, big_fi
     assert ftp.voidcmd("NOOP").startswith("200")  # the session goes on
 
 
+def test_abor_behind_a_command_waiting_for_the_transfer_is_still_heard(
+    server: RunningServer, big_file: Path
+) -> None:
+    # PWD waits for the transfer's end (its reply follows the 226); ABOR sent after it
+    # must still stop the transfer at once (RFC 959 4.1.3), and PWD then gets its turn.
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    assert len(data.recv(65536)) > 0  # then stop reading: the transfer cannot end by itself
+    ftp.putcmd("PWD")
+    ftp.putcmd("ABOR")
+    assert ftp.getmultiline().startswith("426")
+    assert ftp.getmultiline().startswith("226")
+    assert ftp.getmultiline().startswith('257 "/"')
+    data.close()
+    assert server.counters["transfer_aborted"] == 1
+    assert ftp.voidcmd("NOOP").startswith("200")
+
+
+def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    server = make_server(data_stall_timeout=60)
+    with (server.home / "big.bin").open("wb") as file:
+        file.truncate(BIG)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    assert len(data.recv(65536)) > 0
+    ftp.putcmd("PWD")
+    ftp.close()  # gone, with the transfer stuck on a client that reads no more
+    assert wait_for(lambda: server.server.sessions == {}, timeout=10), "still served"
+    data.close()
+
+
 def test_ftplib_abort_with_urgent_data_is_understood(server: RunningServer, big_file: Path) -> None:
     ftp = connect(server)
     ftp.voidcmd("TYPE I")

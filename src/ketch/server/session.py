@@ -78,6 +78,7 @@ class Session:
         "_last_activity",
         "_line_timer",
         "_lines",
+        "_queue",
         "_throttle",
         "_tls",
         "_wait_until",
@@ -130,6 +131,8 @@ class Session:
         self.aborting = False
         self.closing = False
         self._lines = CommandLineReader(self.config.max_line_length)
+        #: The commands _serve_input is running, while it runs (see _await_transfer).
+        self._queue: list[Command | LineTooLong] | None = None
         self._last_activity = time.monotonic()
         #: While waiting for input: when the wait must end (see wake_if_due).
         self._wait_until: float | None = None
@@ -196,23 +199,27 @@ class Session:
         """
         events = self._lines.feed(data)
         self._line_timer.received(data, events)
-        for event in events:
-            if self._throttle is not None and not await self._pace(self._throttle, waited):
-                return
-            waited = False  # the others in this piece came without waiting
-            if self.context.stopping:
-                return  # a shutdown began: what is left unread or unrun stays so (421 next)
-            if isinstance(event, LineTooLong):
-                await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
-            else:
-                await self._handle(event)
-            if self.closing:
-                return
-            if self._input_replaced:
-                # Lines sent in the clear after AUTH TLS must not run as if they came
-                # over TLS (plaintext command injection, as CVE-2011-0411).
-                self._input_replaced = False
-                return
+        self._queue = events  # commands read while one waits for a transfer join it
+        try:
+            for event in events:  # a list: it may grow while being run
+                if self._throttle is not None and not await self._pace(self._throttle, waited):
+                    return
+                waited = False  # the others in this piece came without waiting
+                if self.context.stopping:
+                    return  # a shutdown began: what is left unread or unrun stays so (421)
+                if isinstance(event, LineTooLong):
+                    await self.reply(500, f"Command line too long (limit {event.limit} bytes).")
+                else:
+                    await self._handle(event)
+                if self.closing:
+                    return
+                if self._input_replaced:
+                    # Lines sent in the clear after AUTH TLS must not run as if they came
+                    # over TLS (plaintext command injection, as CVE-2011-0411).
+                    self._input_replaced = False
+                    return
+        finally:
+            self._queue = None
 
     def _start_waiting(self) -> str | None:
         """Before reading: set when the wait must end, or give the 421 text of a timeout.
@@ -302,14 +309,51 @@ class Session:
         return True
 
     async def _handle(self, command: Command) -> None:
-        if self.transfer is not None and not (
-            command.verb in self.urgent_commands and well_formed(command)
+        # Keep replies in order: this command's answer follows the transfer's 226. So
+        # does the 501 of a malformed ABOR: a HASH's client would take it for the 213.
+        if (
+            self.transfer is not None
+            and not (command.verb in self.urgent_commands and well_formed(command))
+            and not await self._await_transfer(self.transfer)
         ):
-            # Keep replies in order: this command's answer follows the transfer's 226. So
-            # does the 501 of a malformed ABOR: a HASH's client would take it for the 213.
-            await asyncio.wait([self.transfer])
+            return  # the client hung up meanwhile
         await dispatch(self, command)
         self._last_activity = time.monotonic()
+
+    async def _await_transfer(self, transfer: asyncio.Task[None]) -> bool:
+        """Wait for ``transfer``, reading the control connection meanwhile.
+
+        RFC 959 §4.1.3: ABOR must be heard during a transfer, also behind a command
+        that waits for it. ABOR, STAT and NOOP read meanwhile run at once; other
+        commands join the queue being run. False when the client hung up (the
+        transfer is stopped then, and nothing more runs).
+        """
+        queue = self._queue
+        assert queue is not None, "only a command run by _serve_input waits here"
+        while not transfer.done():
+            reading = asyncio.ensure_future(self.stream.read(_READ_SIZE))
+            await asyncio.wait((transfer, reading), return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():  # the transfer ended first; nothing was taken
+                reading.cancel()
+                await asyncio.wait((reading,))
+                break
+            data = reading.result()
+            if not data:
+                self.closing = True
+                await stop_transfer_task(transfer)
+                return False
+            events = self._lines.feed(data)
+            self._line_timer.received(data, events)
+            for event in events:
+                if (
+                    isinstance(event, Command)
+                    and event.verb in self.urgent_commands
+                    and well_formed(event)
+                ):
+                    await dispatch(self, event)
+                else:
+                    queue.append(event)
+        return True
 
     # -- helpers for handlers -------------------------------------------------
 
