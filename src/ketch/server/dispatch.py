@@ -109,7 +109,7 @@ _NEEDED = frozenset({Argument.REQUIRED, Argument.FILE})
 
 
 def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
-    if spec.argument in _NEEDED and not argument:
+    if not argument and spec.argument in _NEEDED:
         return f"{spec.verb} needs an argument: {spec.help}"
     if spec.argument is Argument.FILE and argument.rstrip(" ").endswith("/"):
         # POSIX and vsftpd alike: "a.txt/" is no file (STOR would have made one named so).
