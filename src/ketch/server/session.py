@@ -332,7 +332,11 @@ class Session:
         assert queue is not None, "only a command run by _serve_input waits here"
         while not transfer.done():
             reading = asyncio.ensure_future(self.stream.read(_READ_SIZE))
-            await asyncio.wait((transfer, reading), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait((transfer, reading), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:  # the session is being stopped: no reader left behind
+                reading.cancel()
+                raise
             if not reading.done():  # the transfer ended first; nothing was taken
                 reading.cancel()
                 await asyncio.wait((reading,))
