@@ -205,35 +205,33 @@ def test_stalled_transfer_is_aborted_with_426(make_server) -> None:  # type: ign
     assert wait_for(lambda: server.counters.get("transfer_stalled") == 1)
 
 
-def test_a_slow_upload_is_progress_not_a_stall(make_server) -> None:  # type: ignore[no-untyped-def]
-    # Far less than the upload loop's wake threshold (SO_RCVLOWAT) arrives in all,
-    # a little at a time, for three times the stall timeout: it must be read as it comes.
-    server = make_server(data_stall_timeout=0.5)
-    pieces = [os.urandom(500) for _ in range(15)]
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    with ftp.transfercmd("STOR slow.bin") as data:
-        for piece in pieces:
-            data.sendall(piece)
-            time.sleep(0.1)
-    assert ftp.voidresp().startswith("226")
-    assert (server.home / "slow.bin").read_bytes() == b"".join(pieces)
-    assert server.counters.get("transfer_stalled", 0) == 0
-
-
-def test_a_stall_timeout_shorter_than_the_upload_loops_look_still_sees_progress(
-    make_server,
-) -> None:  # type: ignore[no-untyped-def]
-    # The upload loop reads a trickle only every LOOK_EVERY (0.2 s); bytes that have
-    # arrived but wait unread are progress too, whatever the stall timeout.
-    server = make_server(data_stall_timeout=0.12)
-    pieces = [os.urandom(200) for _ in range(25)]
+@pytest.mark.parametrize(
+    ("stall_timeout", "piece", "count", "pause"),
+    [
+        # Far less than the upload loop's wake threshold (SO_RCVLOWAT) arrives in all, a
+        # little at a time, for three times the stall timeout: it must be read as it comes.
+        (0.5, 500, 15, 0.1),
+        # A stall timeout under the loop's LOOK_EVERY (0.2 s): bytes that have arrived
+        # but wait unread are progress too.
+        (0.12, 200, 25, 0.04),
+    ],
+    ids=["slow upload", "timeout under the loop's look"],
+)
+def test_a_trickling_upload_is_progress_not_a_stall(
+    make_server,  # type: ignore[no-untyped-def]
+    stall_timeout: float,
+    piece: int,
+    count: int,
+    pause: float,
+) -> None:
+    server = make_server(data_stall_timeout=stall_timeout)
+    pieces = [os.urandom(piece) for _ in range(count)]
     ftp = connect(server)
     ftp.voidcmd("TYPE I")
     with ftp.transfercmd("STOR trickle.bin") as data:
-        for piece in pieces:
-            data.sendall(piece)
-            time.sleep(0.04)
+        for one in pieces:
+            data.sendall(one)
+            time.sleep(pause)
     assert ftp.voidresp().startswith("226")
     assert (server.home / "trickle.bin").read_bytes() == b"".join(pieces)
     assert server.counters.get("transfer_stalled", 0) == 0
