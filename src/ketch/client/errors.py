@@ -33,7 +33,11 @@ class FtpError(Exception):
     def __init__(self, what: str, hint: str = "") -> None:
         self.what = what
         self.hint = hint
-        super().__init__(f"{what} — {hint}" if hint else what)
+        super().__init__(what, hint)
+
+    def __str__(self) -> str:
+        # From the parts, so a caller that adds to the hint changes the message too.
+        return f"{self.what} — {self.hint}" if self.hint else self.what
 
 
 class InvalidArgument(FtpError, ValueError):

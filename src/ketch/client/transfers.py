@@ -202,7 +202,6 @@ def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
         own = _RESUME_ADVICE.search(error.hint) is not None
         advice = error.hint if own else "download again with -c (resume=True)"
         error.hint = f"{path} is incomplete ({have}{of} bytes); {advice}"
-    error.args = (f"{error.what} — {error.hint}",)
 
 
 # A hint that already says to resume: the -c option, not --cacert and the like.
