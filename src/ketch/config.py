@@ -88,6 +88,20 @@ def load_config(
         raise ConfigError(problems) from None
 
 
+def with_values(config: ServerConfig, values: Mapping[str, Any], source: str) -> ServerConfig:
+    """``config`` with ``values`` set, validated again as a whole.
+
+    Raises ConfigError (one line per problem, as load_config's) when they do not
+    hold together, e.g. quotas with ``workers`` kept above 1 by a reload.
+    """
+    try:
+        return ServerConfig.model_validate({**config.model_dump(), **values})
+    except ValidationError as error:
+        raise ConfigError(
+            [_describe(detail, source) for detail in error.errors(include_url=False)]
+        ) from None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()

@@ -25,9 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from ketch.config import ConfigError, ServerConfig
+from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
@@ -337,18 +335,12 @@ class Reloader:
                 )
                 kept[key] = old
         if kept:
-            # Validated again: the new file with the old restart-only values must still
-            # hold together (quotas need workers = 1, say).
+            # The new file with the old restart-only values must still hold together.
+            kept_now = f"{self._source} (with {', '.join(sorted(kept))} kept until a restart)"
             try:
-                config = ServerConfig.model_validate({**config.model_dump(), **kept})
-            except ValidationError as error:
-                return self._refuse(
-                    [
-                        f"{self._source}: with {', '.join(sorted(kept))} kept until a restart: "
-                        f"{detail['msg']}"
-                        for detail in error.errors(include_url=False)
-                    ]
-                )
+                config = with_values(config, kept, kept_now)
+            except ConfigError as error:
+                return self._refuse(error.problems)
         try:
             masquerade = await asyncio.to_thread(MasqueradePolicy.from_config, config)
         except ValueError as error:
