@@ -442,8 +442,7 @@ def _check_may_replace(path: str, place: Place) -> None:
     owner's, that APPE and REST+STOR (and every server writing in place) refuse.
     """
     if not os.access(place.name, os.W_OK, dir_fd=place.dir_fd, follow_symlinks=False):
-        with _mapped(path):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        raise FilesystemError(f"{path}: {_reason(errno.EACCES)}")
 
 
 def _existing_regular(path: str, place: Place) -> os.stat_result | None:
