@@ -392,10 +392,9 @@ def config_example() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def config_check(path: Path) -> None:
     """Validate a configuration file and report every problem."""
-    import pwd
-
     from ketch.config import ConfigError, load_config
     from ketch.server.masquerade import MasqueradePolicy
+    from ketch.server.privileges import PrivilegeError, run_as_user
 
     try:
         checked = load_config(path)
@@ -405,12 +404,9 @@ def config_check(path: Path) -> None:
     problems = []
     if checked.run_as is not None:
         try:
-            pwd.getpwnam(checked.run_as)
-        except KeyError:
-            problems.append(
-                f"{path}: run_as = {checked.run_as!r}: no such user on this system; name an "
-                "existing user (e.g. create one with `useradd --system --no-create-home ftp`)"
-            )
+            run_as_user(checked.run_as)
+        except PrivilegeError as error:
+            problems.append(f"{path}: {error}")
     try:
         MasqueradePolicy.from_config(checked)
     except ValueError as error:

@@ -35,6 +35,7 @@ __all__ = [
     "access_problems",
     "drop_privileges",
     "resolve_run_as",
+    "run_as_user",
     "warn_after_drop",
 ]
 
@@ -66,6 +67,17 @@ class RunAs:
         return f"{self.name} (uid {self.uid}, gid {self.gid})"
 
 
+def run_as_user(name: str) -> pwd.struct_passwd:
+    """The password entry of ``run_as``; PrivilegeError saying what to do if there is none."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise PrivilegeError(
+            f"run_as = {name!r}: no such user on this system; name an existing user "
+            "(e.g. create one with `useradd --system --no-create-home ftp`)"
+        ) from None
+
+
 def resolve_run_as(name: str | None) -> RunAs | None:
     """Look ``run_as`` up and check it fits who started the server; None: stay as we are.
 
@@ -80,13 +92,7 @@ def resolve_run_as(name: str | None) -> RunAs | None:
                 "after the ports are bound"
             )
         return None
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise PrivilegeError(
-            f"run_as = {name!r}: no such user on this system; name an existing user "
-            "(e.g. create one with `useradd --system --no-create-home ftp`)"
-        ) from None
+    entry = run_as_user(name)
     if euid != 0:
         raise PrivilegeError(
             f"run_as = {name!r} needs the server to be started as root, but it runs as "
