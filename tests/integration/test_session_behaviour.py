@@ -28,14 +28,20 @@ def big_file(server: RunningServer) -> Path:
     return path
 
 
-# -- aborting and failing transfers ----------------------------------------------
-
-
-def test_abor_during_transfer_answers_426_then_226(server: RunningServer, big_file: Path) -> None:
+def download_under_way(server: RunningServer) -> tuple[ftplib.FTP, socket.socket]:
+    """alice in TYPE I with RETR of big.bin running and its first piece read."""
     ftp = connect(server)
     ftp.voidcmd("TYPE I")
     data = ftp.transfercmd("RETR big.bin")
     assert len(data.recv(65536)) > 0
+    return ftp, data
+
+
+# -- aborting and failing transfers ----------------------------------------------
+
+
+def test_abor_during_transfer_answers_426_then_226(server: RunningServer, big_file: Path) -> None:
+    ftp, data = download_under_way(server)
     ftp.putcmd("ABOR")
     assert ftp.getmultiline().startswith("426")
     assert ftp.getmultiline().startswith("226")
@@ -49,10 +55,7 @@ def test_abor_behind_a_command_waiting_for_the_transfer_is_still_heard(
 ) -> None:
     # PWD waits for the transfer's end (its reply follows the 226); ABOR sent after it
     # must still stop the transfer at once (RFC 959 4.1.3), and PWD then gets its turn.
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    assert len(data.recv(65536)) > 0  # then stop reading: the transfer cannot end by itself
+    ftp, data = download_under_way(server)  # and no more read: it cannot end by itself
     ftp.putcmd("PWD")
     ftp.putcmd("ABOR")
     assert ftp.getmultiline().startswith("426")
@@ -69,10 +72,7 @@ def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
     server = make_server(data_stall_timeout=60)
     with (server.home / "big.bin").open("wb") as file:
         file.truncate(BIG)
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    assert len(data.recv(65536)) > 0
+    ftp, data = download_under_way(server)
     ftp.putcmd("PWD")
     ftp.close()  # gone, with the transfer stuck on a client that reads no more
     assert wait_for(lambda: server.server.sessions == {}, timeout=10), "still served"
@@ -176,10 +176,7 @@ def test_one_passive_port_serves_a_pasv_that_replaces_an_unused_one(
 def test_client_vanishing_mid_transfer_leaves_server_healthy(
     server: RunningServer, big_file: Path
 ) -> None:
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    data.recv(65536)
+    ftp, data = download_under_way(server)
     data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     data.close()  # reset, not a clean close
     ftp.close()
