@@ -288,8 +288,10 @@ def test_failed_login_is_delayed(make_server) -> None:  # type: ignore[no-untype
 def test_anonymous_refused_when_disabled(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(anonymous={"enabled": False})
     ftp = connect(server, login=False)
-    with pytest.raises(ftplib.error_perm, match=r"^530"):
+    with pytest.raises(ftplib.error_perm, match=r"^530 Anonymous login is turned off"):
         ftp.login()
+    # The USER reply does not ask for an e-mail address to then refuse it.
+    assert reply_to(ftp, "USER ftp") == "331 Password required for ftp."
 
 
 def test_anonymous_is_read_only_by_default(server: RunningServer) -> None:

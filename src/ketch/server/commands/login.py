@@ -23,7 +23,7 @@ log = logging.getLogger("ketch.server")
 async def user(session: Session, name: str) -> None:
     session.log_out()
     session.state.begin_login(name)
-    if name.lower() in ANONYMOUS_NAMES:
+    if name.lower() in ANONYMOUS_NAMES and session.config.anonymous.enabled:
         await session.reply(331, "Anonymous login: send your e-mail address as the password.")
     else:
         # The same reply for known and unknown names: no user enumeration.
@@ -66,7 +66,7 @@ async def password(session: Session, secret: str) -> None:
             await session.reply(421, ban_reply_text(session.peer_ip, verdict.banned_for))
             session.closing = True
             return
-        await session.reply(530, "Login incorrect: check the user name and password.")
+        await session.reply(530, _refusal_text(session, name))
         return
     guard.record_success(session.peer_ip, anonymous=account.anonymous)
     sessions = session.context.user_sessions
@@ -103,6 +103,13 @@ async def password(session: Session, secret: str) -> None:
         await session.reply(230, f"Anonymous access granted ({access}).")
     else:
         await session.reply(230, f"Logged in as {account.name}.")
+
+
+def _refusal_text(session: Session, name: str) -> str:
+    if name.lower() in ANONYMOUS_NAMES and not session.config.anonymous.enabled:
+        # Whether anonymous access is on is no secret: saying so spares the guessing.
+        return "Anonymous login is turned off on this server: log in with your user name."
+    return "Login incorrect: check the user name and password."
 
 
 @command("ACCT", needs_login=False, help="ACCT <account>: not needed on this server")
