@@ -537,7 +537,9 @@ def test_site_chmod_sets_mode(server: RunningServer) -> None:
     ftp = connect(server)
     assert reply_to(ftp, "SITE CHMOD 750 script.sh").startswith("200")
     assert path.stat().st_mode & 0o777 == 0o750
-    assert reply_to(ftp, "SITE CHMOD 99x script.sh").startswith("501")
+    for bad in ("99x", "0o644", "+644", "6_44", "17777", "-1"):
+        assert reply_to(ftp, f"SITE CHMOD {bad} script.sh").startswith("501"), bad
+    assert path.stat().st_mode & 0o777 == 0o750
 
 
 def test_rein_logs_out(server: RunningServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
@@ -143,15 +144,16 @@ async def site(session: Session, argument: str) -> None:
         await session.reply(500, f"Unknown SITE command {verb!r}; SITE HELP lists them.")
 
 
+# Octal digits only, as chmod(1) takes them: int(text, 8) would also take "0o7", "+7", "7_7".
+_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
+
+
 async def _site_chmod(session: Session, argument: str) -> None:
     mode_text, _, target = argument.strip().partition(" ")
-    try:
-        mode = int(mode_text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777 or not target:
+    if not _OCTAL_MODE.fullmatch(mode_text) or not target:
         await session.reply(501, "Usage: SITE CHMOD <octal mode, e.g. 644> <path>.")
         return
+    mode = int(mode_text, 8)
     if not session.permits(Permission.WRITE):
         await session.reply(550, "Permission denied: SITE CHMOD needs the 'write' permission.")
         return
