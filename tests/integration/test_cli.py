@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import argon2
+from serve_process import ketch_serve
 
 KETCH = [sys.executable, "-m", "ketch"]
 
@@ -95,3 +96,15 @@ def test_config_example_is_a_valid_config(tmp_path: Path) -> None:
     checked = run("config", "check", str(path))
     assert checked.returncode == 0, checked.stderr
     assert "passive_ports" in example.stdout and "masquerade_address" in example.stdout
+
+
+def test_serve_says_when_nobody_can_log_in(tmp_path: Path) -> None:
+    args = ["--port", "0", "--listen", "127.0.0.1", "--no-anonymous"]
+    with ketch_serve(args, tmp_path) as serving:
+        summary = "".join(serving.stdout)
+        assert "(no anonymous access and no accounts)" in summary
+        warnings = [line for line in serving.stdout if line.startswith("  warning  ")]
+        assert any("nobody can log in" in w and "--user NAME:PASSWORD" in w for w in warnings)
+        assert "WARNING" in serving.wait_for("set-up: nobody can log in")
+    with ketch_serve([*args, "--user", "bob:pw"], tmp_path) as serving:
+        assert not [line for line in serving.stdout if "nobody can log in" in line]

@@ -298,8 +298,15 @@ def _describe(
         who = f"anonymous {'read-write' if writable else 'read-only'}"
     else:
         who = "no anonymous access"
+    warnings = []
     if config.users:
         who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
+    elif not anonymous.enabled:
+        who += " and no accounts"
+        warnings.append(
+            "nobody can log in: anonymous access is off and there are no accounts; "
+            "add --user NAME:PASSWORD or a [[users]] entry, or allow anonymous access"
+        )
     data = setup_report(
         config,
         host=host,
@@ -307,7 +314,8 @@ def _describe(
         slices=[ports for _, ports in workers],
         resolved=resolved,
     )
-    for warning in data.warnings:
+    warnings += data.warnings
+    for warning in warnings:
         log.warning("set-up: %s", warning)
     client_host = (
         "127.0.0.1" if host in ("::", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
@@ -343,7 +351,7 @@ def _describe(
             processes,
             *tls_summary(config, client_host, port, implicit_port),
             *data.lines,
-            *(f"  warning  {warning}" for warning in data.warnings),
+            *(f"  warning  {warning}" for warning in warnings),
             f"  try      curl ftp://{credentials}{client_host}:{port}/",
         ]
     )
