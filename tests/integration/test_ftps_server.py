@@ -650,6 +650,16 @@ def test_ketch_cert_writes_a_certificate_that_loads_and_names_the_host(tmp_path:
     assert again.returncode == 1 and b"--force" in again.stderr
 
 
+def test_ketch_cert_names_its_files_by_absolute_path(tmp_path: Path) -> None:
+    # The "use it" line goes into a configuration read from another directory.
+    result = run([*_ketch(), "cert", "--host", "h.example", "--out", "certs"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    output = result.stdout.decode()
+    certificate = tmp_path / "certs" / "h.example.crt"
+    assert f"tls_certificate = {str(certificate)!r}" in output
+    assert f"--tls-key {tmp_path / 'certs' / 'h.example.key'}" in output
+
+
 def test_an_implicit_port_chosen_at_start_up_is_named_in_the_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

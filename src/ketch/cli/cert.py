@@ -51,7 +51,8 @@ def cert(hosts: tuple[str, ...], directory: Path, days: int, force: bool) -> Non
                 f"{host!r} is not a host name or IP address", param_hint="--host"
             )
     try:
-        files = write_certificate(directory, hosts, days=days, overwrite=force)
+        # Absolute: the paths printed are copied into a configuration read from elsewhere.
+        files = write_certificate(directory.absolute(), hosts, days=days, overwrite=force)
     except FileExistsError as error:
         raise click.ClickException(
             f"{error} exists already; choose another --out directory, or --force to replace it"
