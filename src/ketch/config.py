@@ -111,7 +111,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             "check the path, or start from `ketch config example`"
         ) from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig: a byte-order mark (as Windows editors write) is dropped, not an error.
+        return tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"{path}: not UTF-8 text (bad byte at offset {error.start}); save the file as UTF-8"

@@ -229,6 +229,14 @@ def test_unreadable_or_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Windows editors save "UTF-8" with a BOM; TOML forbids it, the admin cannot see it.
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbfport = 2121\nbanner = "caf\xc3\xa9"\n')
+    config = load_config(path)
+    assert (config.port, config.banner) == (2121, "caf\u00e9")
+
+
 def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
     problems = _problems_in(tmp_path / "k.toml", "port = -5\nmax_connections = 0\nfoo = 1\n")
     assert len(problems) == 3
@@ -418,3 +426,15 @@ def test_a_whole_config_check_blames_the_flag_that_set_the_key(tmp_path: Path) -
     with pytest.raises(ConfigError) as from_file:
         load_config(config_file)
     assert str(from_file.value).startswith(f"{config_file}: tls_required = 'control'")
+
+
+def test_serve_tls_finds_the_certificate_of_a_file_with_a_byte_order_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `ketch serve --tls` makes its own certificate only when none is configured.
+    from ketch.cli.cert import serving_certificate
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbftls_certificate = "/etc/ftp.crt"\n')
+    assert serving_certificate(path, {}) == {}

@@ -110,8 +110,7 @@ def _file_settings(config_file: Path | None) -> dict[str, Any]:
     if config_file is None:
         return {}
     try:
-        with config_file.open("rb") as file:
-            return tomllib.load(file)
+        return tomllib.loads(config_file.read_bytes().decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
 
