@@ -11,7 +11,8 @@ SOAK_SESSIONS ?= 500
 SOAK_SECONDS  ?= 300
 # `make bench` (not part of `make test`): rounds per scenario (medians), RETR/STOR file
 # size in MiB, and comma lists to narrow a run: BENCH_ONLY=retr,list BENCH_SERVERS=ketch,vsftpd
-# (scenarios: retr stor sessions idle list ftps, or 1-6; servers: ketch pyftpdlib vsftpd pure-ftpd).
+# (scenarios: retr stor sessions idle list ftps, or 1-6; servers: ketch pyftpdlib vsftpd pure-ftpd,
+# and floor for the sessions scenario only: see bench-floor).
 BENCH_ROUNDS  ?= 3
 BENCH_SIZE    ?= 1024
 BENCH_ONLY    ?=
@@ -25,7 +26,7 @@ ROOT   ?= .
 # unpacks them under .peers/ and installs the libraries they need.
 TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables iptables openssl
 
-.PHONY: run test check lint typecheck pytest fuzz soak bench clean
+.PHONY: run test check lint typecheck pytest fuzz soak bench bench-floor clean
 
 $(STAMP): pyproject.toml
 	scripts/make-venv $(PYTHON) $(VENV)
@@ -88,6 +89,12 @@ bench: $(BENCH_STAMP)
 	scripts/fetch-peer-servers bench/.peers
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) --size-mib $(BENCH_SIZE) \
 	    --only '$(BENCH_ONLY)' --servers '$(BENCH_SERVERS)'
+
+# The sessions scenario beside bench/floor_server.py, the least any Python server on uvloop
+# spends per session: what the CPU-per-session figures of ketch and pyftpdlib are made of.
+bench-floor: $(BENCH_STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) \
+	    --only sessions --servers ketch,pyftpdlib,floor
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .peers bench/.peers bench/.data

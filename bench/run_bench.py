@@ -30,7 +30,15 @@ from typing import Any
 
 from report import Column, Record, Table, render, write_markdown
 from scenarios import MIB, SCENARIOS, Bench
-from servers import BENCH, NAMES, Server, make_servers, missing_peers
+from servers import (
+    BENCH,
+    EXTRA_NAMES,
+    FLOOR_SCENARIOS,
+    NAMES,
+    Server,
+    make_servers,
+    missing_peers,
+)
 
 REPO = BENCH.parent
 DATA = BENCH / ".data"
@@ -40,9 +48,9 @@ RESULTS = BENCH / "results"
 ORDER = ["retr", "stor", "sessions", "idle", "list", "ftps", "workers"]
 
 
-def _choose(text: str, known: list[str], what: str) -> list[str]:
+def _choose(text: str, known: list[str], what: str, default: list[str] | None = None) -> list[str]:
     if not text.strip():
-        return list(known)
+        return list(known if default is None else default)
     chosen = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
         if item.isdigit() and 1 <= int(item) <= len(known) and what == "scenario":
@@ -174,8 +182,12 @@ def _loop_factory(no_uvloop: bool) -> tuple[Callable[[], asyncio.AbstractEventLo
 def main() -> int:
     args = parse_args()
     started_wall, started = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
-    names = _choose(args.servers, list(NAMES), "server")
+    names = _choose(args.servers, list(NAMES + EXTRA_NAMES), "server", default=list(NAMES))
     chosen = _choose(args.only, ORDER, "scenario")
+    if set(EXTRA_NAMES) & set(names) and set(chosen) - set(FLOOR_SCENARIOS):
+        only = ",".join(FLOOR_SCENARIOS)
+        raise SystemExit(f"bench: the floor serves only {only}: add --only {only} "
+                         "(make bench-floor does)")  # fmt: skip
     missing = missing_peers(names)
     if missing:
         raise SystemExit(f"bench: {', '.join(missing)} not under bench/.peers/root: "

@@ -5,6 +5,9 @@
   so that edits made to src/ during a run do not mix two versions.
 * pyftpdlib: bench/pyftpdlib_server.py, the default FTPServer (one process,
   asynchronous, no threads).
+* floor (only when named, sessions scenario only): bench/floor_server.py, a
+  bound rather than a peer: the session's six commands and a sendfile, and
+  nothing else, on one asyncio Protocol.
 * vsftpd and pure-ftpd: Debian's binaries unpacked under bench/.peers/root by
   scripts/fetch-peer-servers, set up as tests/peer_servers.py does: vsftpd
   serves anonymous logins (no password to check) with a writable ``pub``;
@@ -54,6 +57,10 @@ PURE_PW = PEERS_ROOT / "usr/bin/pure-pw"
 
 HOST = "127.0.0.1"
 NAMES = ("ketch", "pyftpdlib", "vsftpd", "pure-ftpd")
+#: Run only when named (--servers): the floor, a bound rather than a peer (floor_server.py).
+EXTRA_NAMES = ("floor",)
+#: The scenarios the extra servers can serve.
+FLOOR_SCENARIOS = ("sessions",)
 # The FTPS certificate (one per run, self-signed ECDSA P-256, as `ketch cert` makes) names these.
 TLS_HOSTS = (HOST, "localhost")
 TLS_KEY_TYPE = "ECDSA P-256"
@@ -342,6 +349,19 @@ def make_pyftpdlib(
     )  # fmt: skip
 
 
+def make_floor(base: Path, port: int, passive: tuple[int, int]) -> Server:
+    home = base / "floor"
+    command = [
+        sys.executable, str(BENCH / "floor_server.py"), "--port", str(port), "--home", str(home),
+        "--user", USER, "--password", PASSWORD, "--passive", f"{passive[0]}-{passive[1]}",
+    ]  # fmt: skip
+    return Server(
+        "floor", port, passive, home, "", command, base / "floor.log",
+        notes="bench/floor_server.py: one asyncio Protocol on uvloop, no features; "
+        "a lower bound, not a peer",
+    )  # fmt: skip
+
+
 def _deb_version(package: str) -> str:
     debs = sorted((BENCH / ".peers" / "debs").glob(f"{package}_*.deb"))
     return debs[-1].name.split("_")[1] if debs else ""
@@ -452,9 +472,9 @@ def make_servers(names: list[str], base: Path, src: Path) -> list[Server]:
     """Set up (not start) the named servers, each with its own ports and directory."""
     base.mkdir(parents=True, exist_ok=True)
     tls = write_certificate(base / "tls", TLS_HOSTS, days=7, stem="bench", overwrite=True)
-    ports = control_ports(len(NAMES))
+    ports = control_ports(len(NAMES) + len(EXTRA_NAMES))
     made: list[Server] = []
-    for index, name in enumerate(NAMES):
+    for index, name in enumerate(NAMES + EXTRA_NAMES):
         if name not in names:
             continue
         port, passive = ports[index], passive_range(index)
@@ -462,6 +482,8 @@ def make_servers(names: list[str], base: Path, src: Path) -> list[Server]:
             made.append(make_ketch(base, port, passive, src, tls))
         elif name == "pyftpdlib":
             made.append(make_pyftpdlib(base, port, passive, tls))
+        elif name == "floor":
+            made.append(make_floor(base, port, passive))
         elif name == "vsftpd":
             made.append(make_vsftpd(base, port, passive, tls))
         else:
