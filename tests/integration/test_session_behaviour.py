@@ -589,6 +589,20 @@ def test_nlst_wildcard_matches_last_component(server: RunningServer) -> None:
     assert ftp.nlst("*.none") == []
 
 
+def test_list_takes_options_and_a_double_dash_before_a_name_with_a_dash(
+    server: RunningServer,
+) -> None:
+    (server.home / "-notes").mkdir()
+    (server.home / "-notes" / "inside.txt").write_bytes(b"x")
+    ftp = connect(server)
+    assert ftp.nlst("-- -notes") == ["inside.txt"]
+    assert ftp.nlst("-a -- -notes") == ["inside.txt"]
+    assert "-notes" in ftp.nlst("-a")  # an option alone: the working directory
+    listing: list[str] = []
+    ftp.retrlines("LIST -la -- -notes", listing.append)
+    assert [line.split()[-1] for line in listing] == ["inside.txt"]
+
+
 def test_stor_after_rest_beyond_end_gets_554_and_keeps_file(server: RunningServer) -> None:
     (server.home / "short.bin").write_bytes(b"abc")
     ftp = connect(server)

@@ -179,11 +179,16 @@ async def store_unique(session: Session, argument: str) -> None:
 
 
 def split_list_argument(argument: str) -> str:
-    """Drop the ``ls`` options clients send (``LIST -la``, ``LIST -a dir``) and keep the path."""
+    """Drop the ``ls`` options clients send (``LIST -la``, ``LIST -a dir``) and keep the path.
+
+    As with ``ls``, ``--`` ends the options: ``LIST -- -notes`` lists a name with a dash.
+    """
     rest = argument.strip()
     while rest.startswith("-"):
-        _, _, rest = rest.partition(" ")
+        option, _, rest = rest.partition(" ")
         rest = rest.lstrip()
+        if option == "--":
+            break
     return rest
 
 
