@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
-import weakref
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ketch.protocol.addresses import address_facts
@@ -32,11 +29,7 @@ from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
 from ketch.server.data_offers import DataOffer
 from ketch.server.dispatch import dispatch, well_formed
-from ketch.server.filesystem import (
-    Filesystem,
-    FilesystemError,
-    LocalFilesystem,
-)
+from ketch.server.filesystem import Filesystem, FilesystemError, shared_filesystem
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
 from ketch.server.rate_limit import CommandThrottle
@@ -53,20 +46,6 @@ log = logging.getLogger("ketch.server")
 _READ_SIZE = 8192
 #: The 421 text of a session closed by a server shutdown.
 SHUTDOWN_TEXT = "Server shutting down; try again later."
-
-#: One LocalFilesystem per home, shared by the sessions logged in there (it keeps
-#: no per-session state: keep it so). Made once, it spares every login resolving
-#: the home again (a realpath: ~25 us) and every session a copy (~0.3 KiB).
-_filesystems: weakref.WeakValueDictionary[Path, LocalFilesystem] = weakref.WeakValueDictionary()
-
-
-def _filesystem_of(account: Account) -> LocalFilesystem:
-    """The account's filesystem; NotADirectoryError (from LocalFilesystem) if the home is gone."""
-    filesystem = _filesystems.get(account.home)
-    if filesystem is None or not os.path.isdir(account.home):
-        # No session there yet, or the home vanished: LocalFilesystem checks and says.
-        filesystem = _filesystems[account.home] = LocalFilesystem(account.home)
-    return filesystem
 
 
 class Session:
@@ -456,7 +435,7 @@ class Session:
 
     def log_in(self, account: Account) -> None:
         self.account = account
-        self.fs = _filesystem_of(account)
+        self.fs = shared_filesystem(account.home)
         self.cwd = "/"
         self.state.login_succeeded()
 
