@@ -267,6 +267,10 @@ def test_x_argument_readings_try_the_whole_path_first() -> None:
     assert split_x_argument("file 20 0")[1] == XCommandArgument("file", 20, 0)
     with pytest.raises(RangeRefused):
         split_x_argument("file 10 5")
+    # Numbers meant as a range but wrong are refused, not taken for part of a name.
+    for wrong in ("file -1 3", "file 0 +5", "file 0 " + "9" * 21):
+        with pytest.raises(RangeRefused, match="not two whole numbers"):
+            split_x_argument(wrong)
 
 
 def test_x_range_end_is_exclusive_and_must_fit() -> None:

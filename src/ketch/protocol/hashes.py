@@ -53,6 +53,8 @@ _ALIASES = {
     "CRC32": "CRC32", "CRC-32": "CRC32", "CRC": "CRC32",
 }  # fmt: skip
 _NUMBER = re.compile(r"[0-9]{1,20}")
+# What a client meant as a number, right or wrong: "-1", "+5", 30 digits.
+_SIGNED = re.compile(r"[-+]?[0-9]+")
 
 
 class Digest(Protocol):
@@ -181,7 +183,12 @@ def split_x_argument(argument: str) -> list[XCommandArgument]:
     """
     readings = [XCommandArgument(_unquote(argument))]
     words = argument.rsplit(" ", 2)
-    if len(words) == 3 and _NUMBER.fullmatch(words[1]) and _NUMBER.fullmatch(words[2]):
+    if len(words) == 3 and all(_SIGNED.fullmatch(word) for word in words[1:]):
+        if not all(_NUMBER.fullmatch(word) for word in words[1:]):
+            raise RangeRefused(
+                f"The range {words[1]} {words[2]} is not two whole numbers of 0 or more "
+                "(at most 20 digits); send <path> <start> <end>, e.g. 0 1024."
+            )
         start, end = int(words[1]), int(words[2])
         if start > end and end != 0:  # an end of 0 means the end of the file (x_range)
             raise RangeRefused(
