@@ -81,8 +81,9 @@ def test_nft_check_accepts_the_nftables_output(
         [],
         ["--port", "21", "--passive-ports", "40000-40099", "--listen", "198.18.0.5"],
         ["--listen", "2001:db8::5", "--active-source-port", "ephemeral", "--no-ssh"],
+        ["--allow-port", "443", "--allow-port", "80"],
     ],
-    ids=["default", "ipv4-address", "ipv6-address"],
+    ids=["default", "ipv4-address", "ipv6-address", "other-services"],
 )
 def test_nftables_output_loads_twice_and_shows_the_passive_range(
     make_netns: Callable[[str], NetNamespace],
@@ -100,19 +101,23 @@ def test_nftables_output_loads_twice_and_shows_the_passive_range(
     assert ruleset.count(f"tcp dport {passive} accept") == 1, ruleset
     assert "policy drop" in ruleset
     assert ('ct helper set "ftp-standard"' in ruleset) == bool(helper)
+    assert ("tcp dport { 80, 443 } accept" in ruleset) == ("--allow-port" in config)
 
 
 @HELPER
 def test_iptables_restore_accepts_the_iptables_output(
     make_netns: Callable[[str], NetNamespace], tmp_path: Path, helper: list[str]
 ) -> None:
-    path = rules(tmp_path, "--format", "iptables", "--family", "ipv4", *helper)
+    path = rules(
+        tmp_path, "--format", "iptables", "--family", "ipv4", "--allow-port", "8080", *helper
+    )
     ns = make_netns("fwipt")
     checked(ns, "iptables-restore", "--test", str(path))
     checked(ns, "iptables-restore", str(path))
     checked(ns, "iptables-restore", str(path))
     saved = checked(ns, "iptables-save")
     assert saved.count("--dport 50000:50999") == 1, saved
+    assert saved.count("--dport 8080") == 1, saved
     assert ("CT --helper ftp" in saved) == bool(helper)
 
 

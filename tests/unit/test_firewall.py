@@ -164,6 +164,41 @@ def test_masquerade_address_is_named_for_the_nat_in_front(tmp_path: Path) -> Non
     text = render(plan(tmp_path, masquerade_address="203.0.113.5"), "nftables")
     assert "masquerade_address 203.0.113.5" in text
     assert "masquerade_address is not set" in render(plan(tmp_path), "nftables")
+    # FTPS sessions and mapped client networks are told other addresses: said too.
+    both = plan(
+        tmp_path,
+        masquerade_address="203.0.113.5",
+        tls_masquerade_address="198.51.100.7",
+        masquerade_map={"10.0.0.0/8": "10.0.0.1"},
+    )
+    said = comments(render(both, "nftables"))
+    assert "tls_masquerade_address 198.51.100.7" in said
+    assert "Clients in the networks of masquerade_map" in said
+    assert "masquerade_map" not in comments(render(plan(tmp_path), "nftables"))
+
+
+def comments(text: str) -> str:
+    """The comment lines of ``text`` as one line of prose (wrapping undone)."""
+    return " ".join(
+        line.strip().lstrip("#").strip() for line in text.splitlines() if line.strip()[:1] == "#"
+    )
+
+
+@pytest.mark.parametrize("name", ["nftables", "iptables", "ufw", "firewalld"])
+def test_other_services_named_with_allow_port_stay_open(tmp_path: Path, name: str) -> None:
+    config = load_config(overrides={"root": str(tmp_path)})
+    facts = plan_for(config, other_ports=[443, 80, 22])
+    assert facts.other_ports == (80, 443)  # SSH is open already: not twice
+    text = render(facts, name)
+    assert has_live(text, r"\b80\b") and has_live(text, r"\b443\b")
+    assert not has_live(render(plan(tmp_path), name), r"\b(80|443)\b")
+
+
+@pytest.mark.parametrize("name", ["nftables", "iptables"])
+def test_drop_policy_files_say_they_close_every_other_service(tmp_path: Path, name: str) -> None:
+    said = comments(render(plan(tmp_path), name))
+    assert "a web or mail server here is cut off too" in said
+    assert "--allow-port PORT" in said
 
 
 # -- nftables ------------------------------------------------------------------------------

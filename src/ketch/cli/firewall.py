@@ -39,6 +39,15 @@ __all__ = ["firewall"]
 )
 @click.option("--no-ssh", is_flag=True, help="Leave SSH out of the rules.")
 @click.option(
+    "--allow-port",
+    "allow_ports",
+    multiple=True,
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Another TCP service of this host to keep open (repeatable): the nftables and "
+    "iptables files drop every inbound port they do not name.",
+)
+@click.option(
     "--family",
     type=click.Choice(FAMILIES),
     help="iptables only: ipv4 for iptables-restore, ipv6 for ip6tables-restore. "
@@ -65,6 +74,7 @@ def firewall(
     conntrack_helper: bool,
     ssh_port: int | None,
     no_ssh: bool,
+    allow_ports: tuple[int, ...],
     family: str | None,
     **flags: Any,
 ) -> None:
@@ -94,6 +104,7 @@ def firewall(
             config,
             ssh_port=None if no_ssh else (ssh_port or 22),
             conntrack_helper=conntrack_helper,
+            other_ports=allow_ports,
         )
         chosen = next((name for name in FAMILIES if name == family), plan.families[0])
         click.echo(render(plan, format_name, chosen), nl=False)

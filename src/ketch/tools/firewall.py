@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -72,6 +72,13 @@ class FirewallPlan:
     #: The SSH port to keep open so applying the rules does not lock the admin out.
     ssh_port: int | None
     conntrack_helper: bool
+    #: What FTPS sessions advertise instead (tls_masquerade_address), if set.
+    tls_masquerade_address: str | None = None
+    #: Whether masquerade_map names addresses for some client networks.
+    masquerade_map: bool = False
+    #: Other TCP services of the host to keep open (--allow-port): the nftables and
+    #: iptables files drop every new inbound connection they do not name.
+    other_ports: tuple[int, ...] = ()
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -94,7 +101,11 @@ class FirewallPlan:
 
 
 def plan_for(
-    config: ServerConfig, *, ssh_port: int | None = 22, conntrack_helper: bool = False
+    config: ServerConfig,
+    *,
+    ssh_port: int | None = 22,
+    conntrack_helper: bool = False,
+    other_ports: Sequence[int] = (),
 ) -> FirewallPlan:
     """What a server with ``config`` needs open; FirewallError when it cannot be said."""
     # Imported here so that the command line, which needs only FORMATS, starts fast.
@@ -136,6 +147,9 @@ def plan_for(
         masquerade_address=config.masquerade_address,
         ssh_port=ssh_port,
         conntrack_helper=conntrack_helper,
+        tls_masquerade_address=config.tls_masquerade_address,
+        masquerade_map=bool(config.masquerade_map),
+        other_ports=tuple(sorted(set(other_ports) - {ssh_port})),
     )
 
 
@@ -169,7 +183,7 @@ def explain_established() -> list[str]:
         "Packets of connections already accepted (the control connection, data",
         "connections in progress, active-mode connections the server opened) and",
         "connections conntrack marks as related (ICMP errors; FTP data connections",
-        "when the helper below is attached).",
+        "when the FTP conntrack helper is attached to the control port).",
     ]
 
 
@@ -215,17 +229,29 @@ def explain_helper(plan: FirewallPlan) -> list[str]:
 def explain_masquerade(plan: FirewallPlan) -> list[str]:
     """What the NAT router in front, if any, must do for this configuration."""
     ports = ", ".join(str(port) for port in plan.server_ports)
+    forward = f"forward TCP {ports} and {plan.passive_ports} to this host"
     if plan.masquerade_address:
-        return [
-            f"PASV advertises masquerade_address {plan.masquerade_address}: the NAT router",
-            f"in front must forward TCP {ports} and {plan.passive_ports} to this host,",
-            "to the same port numbers.",
-        ]
-    return [
-        "masquerade_address is not set: PASV advertises the address the client connected",
-        "to. Behind NAT that is a private address; set masquerade_address to the public",
-        f"one and forward TCP {ports} and {plan.passive_ports} to this host.",
-    ]
+        text = (
+            f"PASV advertises masquerade_address {plan.masquerade_address}: the NAT router "
+            f"in front must {forward}, to the same port numbers."
+        )
+    else:
+        text = (
+            "masquerade_address is not set: PASV advertises the address the client "
+            "connected to. Behind NAT that is a private address; set masquerade_address "
+            f"to the public one and {forward}."
+        )
+    if plan.tls_masquerade_address:
+        text += (
+            f" FTPS sessions advertise tls_masquerade_address {plan.tls_masquerade_address}: "
+            "its router must forward the same ports."
+        )
+    if plan.masquerade_map:
+        text += (
+            " Clients in the networks of masquerade_map are told the address the map "
+            "gives for theirs instead."
+        )
+    return wrap(text)
 
 
 def explain_header(plan: FirewallPlan, title: str, usage: list[str]) -> list[str]:

@@ -72,6 +72,9 @@ def render_ufw(plan: FirewallPlan, family: Family = "ipv4") -> str:
             f"# SSH on port {plan.ssh_port}, so enabling ufw does not lock you out.",
             f"ufw allow {plan.ssh_port}/tcp comment 'ssh'",
         ]
+    if plan.other_ports:
+        body.append("# Other services of this host (--allow-port).")
+        body += [f"ufw allow {port}/tcp comment 'other service'" for port in plan.other_ports]
     body += [
         "# FTP control connection: commands and replies.",
         _ufw_allow(plan, str(plan.control_port), "ketch: FTP control"),
@@ -168,6 +171,9 @@ def render_firewalld(plan: FirewallPlan, family: Family = "ipv4") -> str:
             f"# SSH on port {plan.ssh_port}, so reloading does not lock you out.",
             f"firewall-cmd --permanent --add-port={plan.ssh_port}/tcp",
         ]
+    if plan.other_ports:
+        body.append("# Other services of this host (--allow-port).")
+        body += [f"firewall-cmd --permanent --add-port={port}/tcp" for port in plan.other_ports]
     body.append("# FTP control connection: commands and replies.")
     if plan.conntrack_helper:
         body += _firewalld_helper(plan)

@@ -38,6 +38,15 @@ def _ssh_why(plan: FirewallPlan) -> list[str]:
     ]
 
 
+_OTHER_WHY = ["Other services of this host (--allow-port)."]
+#: What to say about the input chain's drop policy, in both files.
+_DROP_WHY = (
+    "New inbound connections this file does not name are dropped: it is the host's whole "
+    "inbound policy, so a web or mail server here is cut off too unless its ports are "
+    "named with --allow-port PORT (repeatable) when generating the file."
+)
+
+
 def _implicit_why(port: int) -> list[str]:
     return [f"Implicit FTPS on port {port}: a control connection that is TLS from the first byte."]
 
@@ -94,6 +103,12 @@ def render_nftables(plan: FirewallPlan, family: Family = "ipv4") -> str:
             *comment_block(_ssh_why(plan), indent="    "),
             f'    tcp dport {plan.ssh_port} accept comment "ssh"',
         ]
+    if plan.other_ports:
+        ports = ", ".join(map(str, plan.other_ports))
+        input_rules += [
+            *comment_block(_OTHER_WHY, indent="    "),
+            f'    tcp dport {{ {ports} }} accept comment "other services"',
+        ]
     input_rules += [
         "    # FTP control connection: commands and replies.",
         f'    {inbound}tcp dport {plan.control_port} accept comment "ketch: FTP control"',
@@ -122,13 +137,14 @@ def render_nftables(plan: FirewallPlan, family: Family = "ipv4") -> str:
         f"    {outbound}{active_match} ct state new accept"
         ' comment "ketch: active data connections"',
     ]
-    loading = [
-        "Check it with `nft -c -f FILE`, load it with `nft -f FILE` (as root). Loading it",
-        "again replaces the table, so it can be loaded any number of times. Only the",
-        'table "inet ketch" (IPv4 and IPv6) is touched; your other tables stay. A packet',
-        "that another table's input chain drops is still dropped: if you have one with",
-        "policy drop, accept these ports there as well.",
-    ]
+    loading = wrap(
+        "Check it with `nft -c -f FILE`, load it with `nft -f FILE` (as root). Loading it "
+        "again replaces the table, so it can be loaded any number of times. Only the table "
+        '"inet ketch" (IPv4 and IPv6) is touched; your other tables stay. Every table\'s '
+        "input chain sees each packet and a drop in any of them is final: an accept in "
+        "another table does not get past this one's policy drop, nor the other way round. "
+        + _DROP_WHY
+    )
     lines = [
         "#!/usr/sbin/nft -f",
         *comment_block(explain_header(plan, "nftables rules", loading)),
@@ -183,6 +199,7 @@ def render_iptables(plan: FirewallPlan, family: Family = "ipv4") -> str:
         + ": every rule of every chain there is flushed first",
         "(FORWARD keeps its policy but loses its rules). On a host with rules of its own",
         "(Docker, fail2ban, a router) copy the -A lines into your rules instead.",
+        *wrap(_DROP_WHY),
         "Debian's iptables-persistent loads /etc/iptables/rules.v4 and rules.v6 at boot.",
     ]
     if getattr(plan, other):
@@ -229,6 +246,12 @@ def render_iptables(plan: FirewallPlan, family: Family = "ipv4") -> str:
         lines += [
             *comment_block(_ssh_why(plan)),
             _ipt_rule("INPUT", f"-p tcp --dport {plan.ssh_port}", comment="ssh"),
+        ]
+    if plan.other_ports:
+        lines += comment_block(_OTHER_WHY)
+        lines += [
+            _ipt_rule("INPUT", f"-p tcp --dport {port}", comment="other service")
+            for port in plan.other_ports
         ]
     lines += [
         "# FTP control connection: commands and replies.",
