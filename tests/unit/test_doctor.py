@@ -423,6 +423,33 @@ def test_a_server_425_after_an_active_attempt_is_classified_from_its_text() -> N
     assert observe(vague).modes["PORT"].problem == "unreachable"
 
 
+def test_a_server_that_cannot_bind_its_active_source_port_is_told_so_not_the_client() -> None:
+    # ketch's 425 when active_source_port names a port it may not bind (server/data_offers.py).
+    said = (
+        "425 Cannot open data connection: cannot use source port 20 for active mode "
+        "(Permission denied); the admin should change active_source_port"
+    )
+    cannot_bind = {
+        verb: Attempt(
+            verb,
+            sent=line,
+            reply=f"200 {verb} accepted.",
+            failure="active mode: the server could not connect back",
+            transfer_reply=said,
+        )
+        for verb, line in (
+            ("EPRT", f"EPRT |1|{CLIENT}|40000|"),
+            ("PORT", "PORT 198,18,1,10,156,65"),
+        )
+    }
+    diagnosis = observe(*cannot_bind.values(), facts=natinfo())
+    assert problems(diagnosis)["EPRT"] == problems(diagnosis)["PORT"] == "server-setup"
+    assert "the server cannot open its side" in diagnosis.verdict
+    assert said in diagnosis.verdict
+    assert not any("firewall" in fix for fix in diagnosis.client_fixes)
+    assert any('active_source_port = "auto"' in fix for fix in diagnosis.server_fixes)
+
+
 def test_a_listing_the_server_refuses_is_not_blamed_on_the_data_connection() -> None:
     refused_listing = {
         mode: Attempt(

@@ -161,6 +161,8 @@ def _problem(attempt: Attempt, server_ip: str, facts: ServerFacts | None) -> Pro
 def _active_425_cause(reply: str) -> Problem:
     """Why the server could not connect back, from its 425 text (wordings differ)."""
     text = reply.lower()
+    if "source port" in text or "active_source_port" in text:
+        return "server-setup"  # ketch: its own source port could not be bound
     if "refused" in text:
         return "refused"
     if "no answer" in text or "timed out" in text or "timeout" in text:

@@ -187,6 +187,12 @@ class _Facts:
 
     def _why_active(self) -> str:
         problems = self.problems(ACTIVE_MODES)
+        if "server-setup" in problems:
+            return (
+                "because the server cannot open its side of the connection (it answered "
+                + "; ".join(self._setup_replies())
+                + ")"
+            )
         if self.behind_nat:
             return f"because {self._behind_nat()}"
         guess = ""
@@ -252,6 +258,15 @@ class _Facts:
                 + ")"
             )
         return "(see each mode's detail)"
+
+    def _setup_replies(self) -> list[str]:
+        replies = []
+        for name in self.failed(ACTIVE_MODES):
+            attempt = self.attempt(name)
+            reply = attempt.transfer_reply if attempt else None
+            if self.modes[name].problem == "server-setup" and reply and reply not in replies:
+                replies.append(reply)
+        return replies
 
     def _busy_replies(self, names: tuple[ModeName, ...]) -> list[str]:
         replies = []
@@ -364,6 +379,13 @@ class _Facts:
             fixes.append(
                 "Allow EPSV (RFC 2428): it carries no address, so it works through NAT without "
                 "masquerade_address."
+            )
+        if "server-setup" in self.problems(ACTIVE_MODES):
+            fixes.append(
+                "Active mode fails on the server's side: it may not bind the source port "
+                'active_source_port names. Set active_source_port = "auto" (control port - 1 '
+                'when it may, else an ephemeral port) or "ephemeral"; port 20 needs the server '
+                "started as root."
             )
         facts = self.observations.natinfo
         if facts is not None and not self.behind_nat and "timeout" in self.problems(ACTIVE_MODES):

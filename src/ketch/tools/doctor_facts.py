@@ -46,6 +46,7 @@ Problem = Literal[
     "refused-by-server",
     "busy",
     "unreachable",
+    "server-setup",
     "error",
 ]
 PASSIVE_MODES: tuple[ModeName, ...] = ("EPSV", "PASV", "PASV-fixup")
