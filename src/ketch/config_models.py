@@ -368,12 +368,20 @@ class ServerConfig(BaseModel):
 
     @field_validator("active_source_port", mode="before")
     @classmethod
-    def _check_active_source_port(cls, value: Any) -> Any:
+    def _check_active_source_port(cls, value: Any, info: ValidationInfo) -> Any:
         # Checked here in one go so a bad value gets one clear message rather
         # than a report from each branch of the union.
         if isinstance(value, str) and value.lower() in ("auto", "ephemeral"):
             return value.lower()
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+            # Ports the server listens on: every active connection would fail to bind.
+            ports: PortRange | None = info.data.get("passive_ports")
+            if value == info.data.get("port") or (ports and ports.low <= value <= ports.high):
+                raise ValueError(
+                    f"port {value} is one the server listens on (port or passive_ports), so "
+                    'active connections could not be made from it; use "auto" (port - 1) '
+                    "or another port"
+                )
             return value
         raise ValueError(RULES["active_source_port"])
 

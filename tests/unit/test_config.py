@@ -118,6 +118,8 @@ def test_bad_passive_range_names_key_value_and_allowed(
         ("active_source_port", "sometimes", "'sometimes'", "'auto', 'ephemeral' or a port"),
         ("active_source_port", 0, "0", "from 1 to 65535"),
         ("active_source_port", True, "true", "'auto', 'ephemeral'"),
+        ("active_source_port", 2121, "2121", "one the server listens on (port or passive"),
+        ("active_source_port", 50500, "50500", 'use "auto" (port - 1) or another port'),
         ("allow_foreign_addresses", "yes", "'yes'", "true or false"),
         ("max_connections", 0, "0", "at least 1"),
         ("max_connections_per_ip", 0, "0", "at least 1"),
