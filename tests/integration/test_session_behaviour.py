@@ -66,6 +66,23 @@ def test_abor_behind_a_command_waiting_for_the_transfer_is_still_heard(
     assert ftp.voidcmd("NOOP").startswith("200")
 
 
+def test_noop_behind_a_waiting_command_is_answered_after_it(
+    server: RunningServer, big_file: Path
+) -> None:
+    # Each line in a read of its own: NOOP must not overtake PWD's reply (RFC 959 4.2).
+    ftp, data = download_under_way(server)
+    ftp.putcmd("PWD")
+    time.sleep(0.3)
+    ftp.putcmd("NOOP")
+    time.sleep(0.3)
+    ftp.putcmd("ABOR")  # ABOR alone goes ahead, so that the transfer stops
+    assert ftp.getmultiline().startswith("426")
+    assert ftp.getmultiline().startswith("226")
+    assert ftp.getmultiline().startswith('257 "/"')
+    assert ftp.getmultiline().startswith("200")
+    data.close()
+
+
 def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
     make_server,  # type: ignore[no-untyped-def]
 ) -> None:

@@ -303,9 +303,10 @@ class Session:
         """Wait for ``transfer``, reading the control connection meanwhile.
 
         RFC 959 §4.1.3: ABOR must be heard during a transfer, also behind a command
-        that waits for it. ABOR, STAT and NOOP read meanwhile run at once; other
-        commands join the queue being run. False when the client hung up (the
-        transfer is stopped then, and nothing more runs).
+        that waits for it. ABOR read meanwhile runs at once; other commands, STAT and
+        NOOP too, join the queue being run, so that replies keep the commands' order.
+        False when the client hung up (the transfer is stopped then, and nothing more
+        runs).
         """
         queue = self._queue
         assert queue is not None, "only a command run by _serve_input waits here"
@@ -328,8 +329,11 @@ class Session:
             events = self._lines.feed(data)
             self._line_timer.received(data, events)
             for event in events:
+                # Only ABOR goes ahead: a STAT or NOOP answered now would come before the
+                # reply of the command waiting here, which the client sent first.
                 if (
                     isinstance(event, Command)
+                    and event.verb == "ABOR"
                     and event.verb in self.urgent_commands
                     and well_formed(event)
                 ):
