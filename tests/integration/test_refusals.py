@@ -38,7 +38,9 @@ def test_eprt_to_another_host_is_refused_as_bounce(server: RunningServer) -> Non
 def test_port_to_privileged_port_is_refused(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "PORT 127,0,0,1,0,80")
-    assert reply.startswith("501 ") and "below 1024" in reply
+    assert reply.startswith("504 ") and "below 1024" in reply  # RFC 2577 §3's code
+    reply = reply_to(ftp, "EPRT |1|127.0.0.1|1023|")
+    assert reply.startswith("504 ") and "below 1024" in reply
 
 
 def test_foreign_address_allowed_only_when_configured(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -409,7 +409,7 @@ def test_ipv6_epsv_and_eprt_work_and_pasv_is_refused(make_server) -> None:  # ty
     ftp = ftplib.FTP(timeout=10)
     ftp.connect("::1", server.port)
     ftp.login("alice", "s3cret")
-    assert reply_to(ftp, "PASV").startswith("425")
+    assert reply_to(ftp, "PASV") == "522 PASV cannot describe an IPv6 address: use EPSV."
     assert reply_to(ftp, "EPSV 1").startswith("522")
     received = io.BytesIO()
     ftp.retrbinary("RETR v6.txt", received.write)  # ftplib uses EPSV on IPv6

@@ -90,6 +90,15 @@ def test_epsv_all_allows_only_epsv() -> None:
     assert not any(state.data_setup_allowed(verb) for verb in ("PASV", "PORT", "EPRT"))
 
 
+def test_epsv_all_outlasts_a_new_user_but_not_rein() -> None:
+    state = logged_in()
+    state.epsv_all = True
+    state.begin_login("bob")
+    assert not state.data_setup_allowed("PASV")
+    state.reset()
+    assert state.data_setup_allowed("PASV")
+
+
 def test_reset_forgets_everything() -> None:
     state = logged_in()
     state.restart_offset, state.rename_from, state.epsv_all = 5, "/x", True

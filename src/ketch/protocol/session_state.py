@@ -101,8 +101,14 @@ class SessionState:
             self.restart_offset = 0
 
     def begin_login(self, name: str) -> None:
-        """USER: any earlier login is dropped (RFC 959 allows a new USER at any time)."""
+        """USER: any earlier login is dropped (RFC 959 allows a new USER at any time).
+
+        EPSV ALL stays: it told the NATs on the path that PORT and PASV will not come
+        again on this connection (RFC 2428 §4), whoever logs in. REIN ends it.
+        """
+        epsv_all = self.epsv_all
         self.reset()
+        self.epsv_all = epsv_all
         self.stage = LoginStage.AWAITING_PASSWORD
         self.user_name = name
 

@@ -81,7 +81,8 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
             session.peer_ip,
             refusal,
         )
-        await session.reply(501, refusal)
+        # RFC 2577 §3 suggests 504 for a privileged port; other refusals are the argument's.
+        await session.reply(504 if target.port < 1024 else 501, refusal)
         return
     source_port, required = _active_source(session)
     session.replace_offer(
@@ -163,7 +164,8 @@ async def passive(session: Session, _: str) -> None:
         await _passive_reply(session, 501, "PASV is refused after EPSV ALL: use EPSV.")
         return
     if session.peer_family == 2:
-        await _passive_reply(session, 425, "PASV cannot describe an IPv6 address: use EPSV.")
+        # Permanent (as PORT's 522), not 425: trying again later cannot help.
+        await _passive_reply(session, 522, "PASV cannot describe an IPv6 address: use EPSV.")
         return
     offer = await _open_passive(session, "PASV", advertised=await _advertised_address(session))
     if offer is not None:
