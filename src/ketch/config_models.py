@@ -374,13 +374,13 @@ class ServerConfig(BaseModel):
         if isinstance(value, str) and value.lower() in ("auto", "ephemeral"):
             return value.lower()
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
-            # Ports the server listens on: every active connection would fail to bind.
-            ports: PortRange | None = info.data.get("passive_ports")
-            if value == info.data.get("port") or (ports and ports.low <= value <= ports.high):
+            # The control port is always listened on: every active connection would fail
+            # to bind. (One inside passive_ports fails only sometimes: a start-up warning.)
+            if value == info.data.get("port"):
                 raise ValueError(
-                    f"port {value} is one the server listens on (port or passive_ports), so "
-                    'active connections could not be made from it; use "auto" (port - 1) '
-                    "or another port"
+                    f"port {value} is the control port the server listens on, so active "
+                    'connections could not be made from it; use "auto" (port - 1) or another '
+                    "port"
                 )
             return value
         raise ValueError(RULES["active_source_port"])
