@@ -56,7 +56,7 @@ from ketch.protocol import (
     parse_pasv_reply,
     parse_quoted_path,
 )
-from ketch.server.command_table import COMMANDS
+from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED
 
 from conftest import PASSWORD, USER, RunningServer, start_server
 
@@ -416,7 +416,7 @@ def environment(tmp_path: Path) -> Iterator[Environment]:
 
 # -- strategies ----------------------------------------------------------------------
 
-KNOWN_VERBS = frozenset(COMMANDS)
+KNOWN_VERBS = frozenset(COMMANDS) | frozenset(NOT_IMPLEMENTED)
 
 
 def _framed(raw: bytes) -> bytes:

@@ -21,7 +21,15 @@ from ketch.server.auth import Permission
 if TYPE_CHECKING:
     from ketch.server.session import Session
 
-__all__ = ["COMMANDS", "Argument", "CommandSpec", "FeatureLine", "command", "feature_lines"]
+__all__ = [
+    "COMMANDS",
+    "NOT_IMPLEMENTED",
+    "Argument",
+    "CommandSpec",
+    "FeatureLine",
+    "command",
+    "feature_lines",
+]
 
 Handler = Callable[["Session", str], Awaitable[None]]
 #: A FEAT line that depends on the session or configuration (``AUTH TLS`` only
@@ -51,6 +59,13 @@ class CommandSpec:
 
 
 COMMANDS: dict[str, CommandSpec] = {}
+
+#: Commands of the RFCs this server does not implement: 502, not "unknown" (500).
+NOT_IMPLEMENTED = {
+    "SMNT": "SMNT is not implemented: each account has one home; use CWD.",
+    "LPRT": "LPRT is not implemented: use EPRT (RFC 2428), or PORT.",
+    "LPSV": "LPSV is not implemented: use EPSV (RFC 2428), or PASV.",
+}
 
 
 def command(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ketch.protocol.commands import Command
 from ketch.protocol.security import command_refusal
 from ketch.server.auth import Permission
-from ketch.server.command_table import COMMANDS, Argument, CommandSpec
+from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ async def dispatch(session: Session, command: Command) -> None:
     spec = COMMANDS.get(command.verb)
     if spec is None:
         session.state.before_command(command.verb)  # an unknown command cancels RNFR too
+        if command.verb in NOT_IMPLEMENTED:
+            await session.reply(502, NOT_IMPLEMENTED[command.verb])
+            return
         verb = command.verb[:20] or "(empty line)"
         await session.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
         return

@@ -6,6 +6,7 @@ import fnmatch
 import functools
 import os
 import posixpath
+import re
 import time
 from typing import NamedTuple
 
@@ -309,8 +310,15 @@ async def restart(session: Session, argument: str) -> None:
     await session.reply(350, f"Restarting at {offset}: send RETR or STOR to start the transfer.")
 
 
-@command("ALLO", help="ALLO <bytes>: not needed on this server")
-async def allocate(session: Session, _: str) -> None:
+# RFC 959: ALLO <decimal integer> [<SP> R <SP> <decimal integer>]
+_ALLO_ARGUMENT = re.compile(r"[0-9]{1,20}( R [0-9]{1,20})?")
+
+
+@command("ALLO", help="ALLO <bytes> [R <record size>]: not needed on this server")
+async def allocate(session: Session, argument: str) -> None:
+    if not _ALLO_ARGUMENT.fullmatch(argument.strip()):
+        await session.reply(501, "Usage: ALLO <bytes> [R <record size>], in decimal.")
+        return
     await session.reply(202, "ALLO is not needed on this server; go ahead.")
 
 
