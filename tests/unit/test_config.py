@@ -118,7 +118,7 @@ def test_bad_passive_range_names_key_value_and_allowed(
         ("active_source_port", "sometimes", "'sometimes'", "'auto', 'ephemeral' or a port"),
         ("active_source_port", 0, "0", "from 1 to 65535"),
         ("active_source_port", True, "true", "'auto', 'ephemeral'"),
-        ("active_source_port", 2121, "2121", 'the control port the server listens on, so'),
+        ("active_source_port", 2121, "2121", "the control port the server listens on, so"),
         ("allow_foreign_addresses", "yes", "'yes'", "true or false"),
         ("max_connections", 0, "0", "at least 1"),
         ("max_connections_per_ip", 0, "0", "at least 1"),
