@@ -8,6 +8,8 @@ problem per mode, the verdict's key words and the fixes for each side.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -279,6 +281,41 @@ def test_a_private_pasv_address_is_named_and_masquerade_address_suggested() -> N
     assert any(f'masquerade_address = "{SERVER}"' in fix for fix in diagnosis.server_fixes)
     assert any("Allow EPSV" in fix for fix in diagnosis.server_fixes)
     assert any("--trust-pasv-address" in fix for fix in diagnosis.client_fixes)
+
+
+def masqueraded(host: str) -> Attempt:
+    """A PASV whose 227 names ``host`` (not SERVER, which the client used) and times out."""
+    return Attempt(
+        "PASV",
+        sent="PASV",
+        reply=f"227 Entering Passive Mode ({host.replace('.', ',')},195,80).",
+        connected_to=f"{host}:50000",
+        failure=f"passive data connection to {host}:50000 timed out",
+        cause="timeout",
+    )
+
+
+def test_a_masquerade_address_wrong_for_this_client_is_not_blamed_on_a_firewall() -> None:
+    # A LAN client of a server behind NAT without hairpinning: the public address times
+    # out, but PASV-fixup (and EPSV) reach the same ports: the firewall is open.
+    facts = dataclasses.replace(natinfo(), masquerade_address="203.0.113.5")
+    diagnosis = observe(masqueraded("203.0.113.5"), facts=facts)
+    assert diagnosis.modes["PASV-fixup"].works
+    assert not any("firewall" in fix for fix in diagnosis.server_fixes)
+    (fix,) = [fix for fix in diagnosis.server_fixes if "masquerade_map" in fix]
+    assert f'"198.18.1.0/24" = "{SERVER}"' in fix
+    assert not any("Set masquerade_address" in fix for fix in diagnosis.server_fixes)
+
+
+def test_a_masquerade_map_entry_wrong_for_this_client_is_named() -> None:
+    facts = dataclasses.replace(natinfo(), masquerade_address="203.0.113.5")
+    diagnosis = observe(masqueraded("10.9.9.9"), facts=facts)  # from the map, not the global
+    assert any(
+        "[masquerade_map] entry" in fix and f'make it "{SERVER}"' in fix
+        for fix in diagnosis.server_fixes
+    )
+    assert not any("Set masquerade_address" in fix for fix in diagnosis.server_fixes)
+    assert not any("firewall" in fix for fix in diagnosis.server_fixes)
 
 
 def test_a_pasv_reply_rewritten_on_the_way_is_reported() -> None:

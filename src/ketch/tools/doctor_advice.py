@@ -8,6 +8,7 @@ split between the client's user and the server's admin.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from ketch.client.errors import ConnectFailed, FtpError, LoginFailed
@@ -259,6 +260,39 @@ class _Facts:
             )
         return "(see each mode's detail)"
 
+    def _pasv_address_fix(self) -> str | None:
+        """When PASV fails only for the address a masquerade setting gives this client.
+
+        PASV-fixup reached the same passive ports at the address this client connected
+        to, so the firewall is open: what is wrong is the address in the 227 reply,
+        which the server took from masquerade_address or a masquerade_map entry.
+        """
+        facts = self.observations.natinfo
+        pasv = self.attempt("PASV")
+        advertised = pasv.advertised if pasv else None
+        if (
+            facts is None
+            or facts.masquerade_address is None
+            or advertised is None
+            or advertised.host == self.server_ip
+            or "PASV" not in self.failed(PASSIVE_MODES)
+            or "PASV-fixup" not in self.works(PASSIVE_MODES)
+        ):
+            return None
+        told = f"PASV tells this client to connect to {advertised.host}, but it reaches the "
+        told += f"server at {self.server_ip}, and the passive ports answer there"
+        if advertised.host == facts.masquerade_address:
+            network = _client_network(facts.client_address)
+            return (
+                f"{told}: masquerade_address suits clients outside, not this one's network. "
+                f'Add [masquerade_map] "{network}" = "{self.server_ip}" (adjust the network); '
+                "a map entry wins over masquerade_address for the clients it names."
+            )
+        return (
+            f"{told}: a [masquerade_map] entry (or tls_masquerade_address) names "
+            f'{advertised.host} for this client; make it "{self.server_ip}".'
+        )
+
     def _setup_replies(self) -> list[str]:
         replies = []
         for name in self.failed(ACTIVE_MODES):
@@ -350,6 +384,10 @@ class _Facts:
     def server_fixes(self) -> list[str]:
         fixes: list[str] = []
         problems = self.problems(PASSIVE_MODES)
+        if (address_fix := self._pasv_address_fix()) is not None:
+            # The passive ports are reachable (PASV-fixup got through): no firewall advice.
+            fixes.append(address_fix)
+            problems = self.problems(("EPSV",))
         if "private-address" in problems or (
             "rewritten" in problems and not self.works(PASSIVE_MODES)
         ):
@@ -397,6 +435,15 @@ class _Facts:
                 "`ketch firewall --format nftables` shows the output rules."
             )
         return fixes
+
+
+def _client_network(address: str | None) -> str:
+    """The /24 (IPv4) or /64 (IPv6) around ``address``, to show in a masquerade_map example."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return "CLIENT-NETWORK"
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False))
 
 
 def _fatal_fixes(error: FtpError, observations: Observations) -> tuple[list[str], list[str]]:
