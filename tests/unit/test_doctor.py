@@ -298,8 +298,8 @@ def masqueraded(host: str) -> Attempt:
 def test_a_masquerade_address_wrong_for_this_client_is_not_blamed_on_a_firewall() -> None:
     # A LAN client of a server behind NAT without hairpinning: the public address times
     # out, but PASV-fixup (and EPSV) reach the same ports: the firewall is open.
-    facts = dataclasses.replace(natinfo(), masquerade_address="203.0.113.5")
-    diagnosis = observe(masqueraded("203.0.113.5"), facts=facts)
+    facts = dataclasses.replace(natinfo(), masquerade_address="81.2.69.160")
+    diagnosis = observe(masqueraded("81.2.69.160"), facts=facts)
     assert diagnosis.modes["PASV-fixup"].works
     assert not any("firewall" in fix for fix in diagnosis.server_fixes)
     (fix,) = [fix for fix in diagnosis.server_fixes if "masquerade_map" in fix]
@@ -307,15 +307,19 @@ def test_a_masquerade_address_wrong_for_this_client_is_not_blamed_on_a_firewall(
     assert not any("Set masquerade_address" in fix for fix in diagnosis.server_fixes)
 
 
-def test_a_masquerade_map_entry_wrong_for_this_client_is_named() -> None:
-    facts = dataclasses.replace(natinfo(), masquerade_address="203.0.113.5")
-    diagnosis = observe(masqueraded("10.9.9.9"), facts=facts)  # from the map, not the global
-    assert any(
-        "[masquerade_map] entry" in fix and f'make it "{SERVER}"' in fix
-        for fix in diagnosis.server_fixes
+def test_a_rewritten_or_private_masquerade_keeps_its_own_advice() -> None:
+    facts = dataclasses.replace(natinfo(), masquerade_address="81.2.69.160")
+    rewritten = dataclasses.replace(
+        masqueraded("192.0.2.9"), server_saw="227 Entering Passive Mode (81,2,69,160,195,80)."
     )
-    assert not any("Set masquerade_address" in fix for fix in diagnosis.server_fixes)
-    assert not any("firewall" in fix for fix in diagnosis.server_fixes)
+    diagnosis = observe(rewritten, facts=facts)
+    assert any("rewrites passive replies" in fix for fix in diagnosis.server_fixes)
+    assert not any("suits clients outside the NAT" in fix for fix in diagnosis.server_fixes)
+    # A masquerade address nobody can reach: set a reachable one (not a map entry).
+    unreachable = dataclasses.replace(natinfo(), masquerade_address="10.0.0.9")
+    diagnosis = observe(masqueraded("10.0.0.9"), facts=unreachable)
+    assert any(f'masquerade_address = "{SERVER}"' in fix for fix in diagnosis.server_fixes)
+    assert not any("suits clients outside the NAT" in fix for fix in diagnosis.server_fixes)
 
 
 def test_a_pasv_reply_rewritten_on_the_way_is_reported() -> None:

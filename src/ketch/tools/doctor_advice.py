@@ -261,36 +261,36 @@ class _Facts:
         return "(see each mode's detail)"
 
     def _pasv_address_fix(self) -> str | None:
-        """When PASV fails only for the address a masquerade setting gives this client.
+        """When PASV fails only because this LAN client is told the public address.
 
         PASV-fixup reached the same passive ports at the address this client connected
-        to, so the firewall is open: what is wrong is the address in the 227 reply,
-        which the server took from masquerade_address or a masquerade_map entry.
+        to, so the firewall is open. The 227 named the masquerade address in effect for
+        this client (NATINFO says which), a global one, while the server sees the client
+        at a private address: a client inside the NAT, which does not loop connections to
+        its public address back in.
         """
         facts = self.observations.natinfo
         pasv = self.attempt("PASV")
         advertised = pasv.advertised if pasv else None
         if (
             facts is None
-            or facts.masquerade_address is None
             or advertised is None
+            or advertised.host != facts.masquerade_address
             or advertised.host == self.server_ip
-            or "PASV" not in self.failed(PASSIVE_MODES)
+            or not is_global(advertised.host)
+            or is_global(facts.client_address or "")
+            or self.modes["PASV"].problem not in ("timeout", "refused", "unreachable")
             or "PASV-fixup" not in self.works(PASSIVE_MODES)
         ):
             return None
-        told = f"PASV tells this client to connect to {advertised.host}, but it reaches the "
-        told += f"server at {self.server_ip}, and the passive ports answer there"
-        if advertised.host == facts.masquerade_address:
-            network = _client_network(facts.client_address)
-            return (
-                f"{told}: masquerade_address suits clients outside, not this one's network. "
-                f'Add [masquerade_map] "{network}" = "{self.server_ip}" (adjust the network); '
-                "a map entry wins over masquerade_address for the clients it names."
-            )
+        network = _client_network(facts.client_address)
         return (
-            f"{told}: a [masquerade_map] entry (or tls_masquerade_address) names "
-            f'{advertised.host} for this client; make it "{self.server_ip}".'
+            f"PASV tells this client to connect to {advertised.host}, but it reaches the "
+            f"server at {self.server_ip}, and the passive ports answer there: the "
+            "masquerade address suits clients outside the NAT, not this one inside it. Add "
+            f'[masquerade_map] "{network}" = "{self.server_ip}" (adjust the network; change '
+            "the entry if one names it already): a map entry wins over masquerade_address "
+            "and tls_masquerade_address for the clients it names."
         )
 
     def _setup_replies(self) -> list[str]:
