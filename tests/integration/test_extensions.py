@@ -339,6 +339,13 @@ def test_x_command_path_may_contain_spaces_and_digits(server: RunningServer) -> 
     ftp = connect(server)
     assert ftp.sendcmd("XMD5 a 1 2") == f"250 {hashlib.md5(b'whole').hexdigest()}"
     assert ftp.sendcmd("XMD5 a 1 3") == f"250 {hashlib.md5(b'th').hexdigest()}"
+    # Numbers that cannot be a range: a name's tail when such a file exists, else a 501.
+    (server.home / "a -1 3").write_bytes(b"dash")
+    (server.home / "a 5 2").write_bytes(b"backwards")
+    assert ftp.sendcmd("XMD5 a -1 3") == f"250 {hashlib.md5(b'dash').hexdigest()}"
+    assert ftp.sendcmd("XMD5 a 5 2") == f"250 {hashlib.md5(b'backwards').hexdigest()}"
+    assert reply_to(ftp, "XMD5 a -2 3").startswith("501 The range -2 3 is not two whole")
+    assert reply_to(ftp, "XMD5 a 5 1").startswith("501 The start 5 is after the end 1")
     ftp.close()
 
 

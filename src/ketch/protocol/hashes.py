@@ -165,6 +165,9 @@ class XCommandArgument:
     path: str
     start: int = 0
     end: int | None = None
+    #: Why the range is unusable, when the numbers are there but wrong: the 501 to send
+    #: if this reading is the one that names a file.
+    refusal: str | None = None
 
 
 def _unquote(path: str) -> str:
@@ -179,23 +182,28 @@ def split_x_argument(argument: str) -> list[XCommandArgument]:
 
     A path may itself contain spaces and digits, so the whole argument as
     one path comes first; the server uses the first reading that names a
-    file. Raises RangeRefused when the numbers are there but wrong.
+    file. Numbers that are there but wrong give a reading with a ``refusal``.
     """
     readings = [XCommandArgument(_unquote(argument))]
     words = argument.rsplit(" ", 2)
     if len(words) == 3 and all(_SIGNED.fullmatch(word) for word in words[1:]):
+        path = _unquote(words[0])
         if not all(_NUMBER.fullmatch(word) for word in words[1:]):
-            raise RangeRefused(
+            refusal = (
                 f"The range {words[1]} {words[2]} is not two whole numbers of 0 or more "
                 "(at most 20 digits); send <path> <start> <end>, e.g. 0 1024."
             )
+            readings.append(XCommandArgument(path, refusal=refusal))
+            return readings
         start, end = int(words[1]), int(words[2])
         if start > end and end != 0:  # an end of 0 means the end of the file (x_range)
-            raise RangeRefused(
+            refusal = (
                 f"The start {start} is after the end {end}; send <path> <start> <end> "
                 "with the end not included, e.g. 0 1024 for the first KiB."
             )
-        readings.append(XCommandArgument(_unquote(words[0]), start, end))
+            readings.append(XCommandArgument(path, refusal=refusal))
+            return readings
+        readings.append(XCommandArgument(path, start, end))
     return readings
 
 

@@ -233,15 +233,14 @@ async def byte_range(session: Session, argument: str) -> None:
 
 async def _x_hash(session: Session, verb: str, argument: str, algorithm: str) -> None:
     """XCRC & co.: ``<path> [<start> <end>]``, end not included; ``250 <hex>``."""
-    try:
-        readings = split_x_argument(argument)
-    except RangeRefused as refusal:
-        await session.reply(501, str(refusal))
-        return
+    readings = split_x_argument(argument)
     # The whole argument is tried as a path first: names may hold spaces and digits.
     chosen: XCommandArgument = next(
         (r for r in readings if session.filesystem.is_file(session.resolve(r.path))), readings[0]
     )
+    if chosen.refusal is not None:  # a file, and a range it could not mean
+        await session.reply(501, chosen.refusal)
+        return
     path = session.resolve(chosen.path)
     size = await _regular_size(session, path)
     if size is None:
