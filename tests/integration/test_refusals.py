@@ -41,6 +41,10 @@ def test_port_to_privileged_port_is_refused(server: RunningServer) -> None:
     assert reply.startswith("504 ") and "below 1024" in reply  # RFC 2577 §3's code
     reply = reply_to(ftp, "EPRT |1|127.0.0.1|1023|")
     assert reply.startswith("504 ") and "below 1024" in reply
+    # A foreign or NATed address to a low port is refused for the address: 501.
+    assert reply_to(ftp, "PORT 8,8,8,8,0,25").startswith("501 Refusing to connect to 8.8.8.8")
+    reply = reply_to(ftp, "PORT 10,0,0,5,0,25")
+    assert reply.startswith("501 ") and "behind NAT" in reply
 
 
 def test_foreign_address_allowed_only_when_configured(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -71,7 +71,8 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
     if not session.state.data_setup_allowed(verb):
         await session.reply(501, f"{verb} is refused after EPSV ALL: use EPSV.")
         return
-    if refusal := _active_refusal(session, verb, target):
+    if refused := _active_refusal(session, verb, target):
+        code, refusal = refused
         session.context.counters["active_refused"] += 1
         log.warning(
             "refused %s to %s port %d from client=%s: %s",
@@ -81,8 +82,7 @@ async def _prepare_active(session: Session, verb: str, target: HostPort) -> None
             session.peer_ip,
             refusal,
         )
-        # RFC 2577 §3 suggests 504 for a privileged port; other refusals are the argument's.
-        await session.reply(504 if target.port < 1024 else 501, refusal)
+        await session.reply(code, refusal)
         return
     source_port, required = _active_source(session)
     session.replace_offer(
@@ -120,24 +120,28 @@ def effective_source_port(session: Session) -> str:
     return str(port) if may_bind or required else "ephemeral"
 
 
-def _active_refusal(session: Session, verb: str, target: HostPort) -> str | None:
-    """RFC 2577 bounce protection: only the client's own address, only unprivileged ports."""
+def _active_refusal(session: Session, verb: str, target: HostPort) -> tuple[int, str] | None:
+    """RFC 2577 bounce protection: only the client's own address, only unprivileged ports.
+
+    The reply code and text of a refusal: 504 for a privileged port, as RFC 2577 §3
+    suggests; 501 for an address (clients read it as "use passive mode").
+    """
     target_ip = plain_ip(target.host)
     if target_ip != session.peer_ip and not session.config.allow_foreign_addresses:
         if _is_private(target_ip):
             # Shared contract C4: the client names the address it has behind a NAT,
             # and the server sees the NAT's. The real cause deserves the message.
-            return (
+            return 501, (
                 f"{verb} names {target.host}, but your connection comes from "
                 f"{session.peer_ip}: you appear to be behind NAT, so the server cannot "
                 "connect to you. Use passive mode (PASV/EPSV)"
             )
-        return (
+        return 501, (
             f"Refusing to connect to {target.host}: active mode may only connect back to your "
             f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
         )
     if target.port < 1024:
-        return (
+        return 504, (
             f"Refusing to connect to port {target.port}: ports below 1024 are privileged "
             "(RFC 2577); listen on a port of 1024 or more, or use passive mode"
         )
