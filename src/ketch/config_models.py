@@ -368,20 +368,12 @@ class ServerConfig(BaseModel):
 
     @field_validator("active_source_port", mode="before")
     @classmethod
-    def _check_active_source_port(cls, value: Any, info: ValidationInfo) -> Any:
+    def _check_active_source_port(cls, value: Any) -> Any:
         # Checked here in one go so a bad value gets one clear message rather
         # than a report from each branch of the union.
         if isinstance(value, str) and value.lower() in ("auto", "ephemeral"):
             return value.lower()
         if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
-            # The control port is always listened on: every active connection would fail
-            # to bind. (One inside passive_ports fails only sometimes: a start-up warning.)
-            if value == info.data.get("port"):
-                raise ValueError(
-                    f"port {value} is the control port the server listens on, so active "
-                    'connections could not be made from it; use "auto" (port - 1) or another '
-                    "port"
-                )
             return value
         raise ValueError(RULES["active_source_port"])
 
@@ -437,6 +429,25 @@ class ServerConfig(BaseModel):
                 raise ValueError(f"is empty; {RULES[str(info.field_name)]}")
             return Path(value).expanduser()
         return value
+
+    @model_validator(mode="after")
+    def _check_active_source_port_is_free(self) -> ServerConfig:
+        """A control port is always listened on: every active connection would fail to
+        bind it. (One inside passive_ports fails only sometimes: a start-up warning.)"""
+        source = self.active_source_port
+        if isinstance(source, int) and source in (self.port, self.implicit_tls_port):
+            raise PydanticCustomError(
+                "ketch_config",
+                "{message}",
+                {
+                    "message": f"port {source} is a control port the server listens on "
+                    "(port or implicit_tls_port), so active connections could not be made "
+                    'from it; use "auto" (port - 1) or another port',
+                    "key": "active_source_port",
+                    "value": source,
+                },
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> ServerConfig:

@@ -118,7 +118,7 @@ def test_bad_passive_range_names_key_value_and_allowed(
         ("active_source_port", "sometimes", "'sometimes'", "'auto', 'ephemeral' or a port"),
         ("active_source_port", 0, "0", "from 1 to 65535"),
         ("active_source_port", True, "true", "'auto', 'ephemeral'"),
-        ("active_source_port", 2121, "2121", "the control port the server listens on, so"),
+        ("active_source_port", 2121, "2121", "a control port the server listens on (port or"),
         ("allow_foreign_addresses", "yes", "'yes'", "true or false"),
         ("max_connections", 0, "0", "at least 1"),
         ("max_connections_per_ip", 0, "0", "at least 1"),
@@ -387,6 +387,11 @@ def test_workers_need_a_passive_port_each_and_no_quotas(tmp_path: Path) -> None:
     assert "quotas are counted inside one server process, so they need workers = 1" in problem
     assert "alice" in problem
     assert load_config(overrides={"workers": 1, "users": [user]}).users[0].quota_bytes == 10
+
+
+def test_active_source_port_may_not_be_the_implicit_ftps_port() -> None:
+    problem = load_config_problem({"implicit_tls_port": 3990, "active_source_port": 3990})
+    assert problem.startswith("command line: active_source_port = 3990: port 3990 is a control")
 
 
 def load_config_problem(overrides: dict[str, Any]) -> str:
