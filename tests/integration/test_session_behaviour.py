@@ -471,6 +471,7 @@ def test_a_rest_offset_past_pythons_digit_limit_is_a_501_not_a_traceback(
         ("STRU Z", "501"),
         ("ALLO 100", "202"),
         ("ALLO 100 R 512", "202"),
+        ("ALLO 100 r 512", "202"),
         ("ALLO", "501"),
         ("ALLO abc", "501"),
         ("SMNT /mnt", "502"),
@@ -563,6 +564,8 @@ def test_site_chmod_sets_mode(server: RunningServer) -> None:
     for bad in ("99x", "0o644", "+644", "6_44", "17777", "-1"):
         assert reply_to(ftp, f"SITE CHMOD {bad} script.sh").startswith("501"), bad
     assert path.stat().st_mode & 0o777 == 0o750
+    assert reply_to(ftp, "SITE CHMOD 00640 script.sh").startswith("200")  # as chmod(1)
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 def test_rein_logs_out(server: RunningServer) -> None:

@@ -144,8 +144,9 @@ async def site(session: Session, argument: str) -> None:
         await session.reply(500, f"Unknown SITE command {verb!r}; SITE HELP lists them.")
 
 
-# Octal digits only, as chmod(1) takes them: int(text, 8) would also take "0o7", "+7", "7_7".
-_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
+# Octal digits only, as chmod(1) takes them (leading zeros too): int(text, 8) would also
+# take "0o7", "+7", "7_7".
+_OCTAL_MODE = re.compile(r"0*[0-7]{1,4}")
 
 
 async def _site_chmod(session: Session, argument: str) -> None:

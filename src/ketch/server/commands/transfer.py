@@ -311,7 +311,7 @@ async def restart(session: Session, argument: str) -> None:
 
 
 # RFC 959: ALLO <decimal integer> [<SP> R <SP> <decimal integer>]
-_ALLO_ARGUMENT = re.compile(r"[0-9]{1,20}( R [0-9]{1,20})?")
+_ALLO_ARGUMENT = re.compile(r"[0-9]{1,20}( R [0-9]{1,20})?", re.IGNORECASE)
 
 
 @command("ALLO", help="ALLO <bytes> [R <record size>]: not needed on this server")
