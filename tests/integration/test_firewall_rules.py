@@ -222,6 +222,7 @@ def test_unknown_format_is_refused_with_the_valid_ones() -> None:
     [
         (["--format", "ufw", "--family", "ipv6"], ["--family", "iptables"]),
         (["--format", "nftables", "--no-ssh", "--ssh-port", "2222"], ["--no-ssh"]),
+        (["--format", "kubernetes", "--allow-port", "80"], ["--allow-port", "kubernetes"]),
     ],
 )
 def test_contradictory_options_are_usage_errors(args: list[str], words: list[str]) -> None:

@@ -90,6 +90,11 @@ def firewall(
 
     if no_ssh and ssh_port is not None:
         raise click.UsageError("--ssh-port and --no-ssh contradict each other; give one")
+    if allow_ports and format_name in ("docker-compose", "kubernetes"):
+        raise click.UsageError(
+            f"--allow-port applies to the host's firewall formats; {format_name} publishes "
+            "the FTP ports only"
+        )
     if family is not None and format_name != "iptables":
         raise click.UsageError(
             f"--family applies to --format iptables only; {format_name} covers both families"
