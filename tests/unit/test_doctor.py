@@ -489,6 +489,10 @@ def test_a_server_that_cannot_bind_its_active_source_port_is_told_so_not_the_cli
     assert said in diagnosis.verdict
     assert not any("firewall" in fix for fix in diagnosis.client_fixes)
     assert any('active_source_port = "auto"' in fix for fix in diagnosis.server_fixes)
+    # Behind NAT too, this side has nothing to forward for it.
+    behind = observe(*cannot_bind.values(), facts=natinfo(seen=SEEN_BEHIND_NAT))
+    assert behind.behind_nat
+    assert not any("forward a port range" in fix for fix in behind.client_fixes)
 
 
 def test_a_listing_the_server_refuses_is_not_blamed_on_the_data_connection() -> None:

@@ -363,7 +363,9 @@ class _Facts:
             fixes.append("Use active mode: --active (curl: -P -; lftp: set ftp:passive-mode off).")
         if self.failed(ACTIVE_MODES):
             problems = self.problems(ACTIVE_MODES)
-            if self.behind_nat:
+            if "server-setup" in problems:
+                pass  # the server's own source port: nothing to do on this side
+            elif self.behind_nat:
                 fixes.append(
                     "For active mode behind NAT, forward a port range on your router to this "
                     "host and run with --active-ports LOW-HIGH --active-address <your public "
