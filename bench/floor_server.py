@@ -96,6 +96,8 @@ class FloorSession(asyncio.Protocol):
     def retrieve(self, name: str) -> None:
         listener, self.listener = self.listener, None
         if listener is None or ".." in name.split("/"):
+            if listener is not None:
+                listener.close()
             self.transport.write(b"550 no\r\n")
             return
         try:
