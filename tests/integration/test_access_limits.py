@@ -218,10 +218,13 @@ def test_endless_flood_is_closed_with_421(make_server: MakeServer) -> None:
     elapsed = time.monotonic() - started
     assert replies[-1].startswith("421") and "Too many commands" in replies[-1]
     answered = sum(line.startswith("200") for line in replies)
-    # The burst, then 50/s for at least the half second of flood allowed (less a little
-    # for timer granularity), and never faster than 50/s over the time it really took
-    # (a loaded machine may take longer to close, but not answer faster).
-    assert 1 + 50 * 0.45 <= answered <= 1 + 50 * elapsed + 1, (answered, elapsed)
+    # Closed once throttling would outlast the half second allowed (one interval early
+    # at most), not before; meanwhile the burst, then 50/s: never faster over the time it
+    # really took, and not much slower either. The server's sleeps run late by a few ms
+    # (more on a loaded machine) and that time is not credited back (see
+    # CommandThrottle.woke), so the count alone is no measure: 23 or 25 in 0.48-0.50 s.
+    assert elapsed >= 0.5 - 1 / 50, (answered, elapsed)
+    assert 1 + 0.75 * 50 * elapsed <= answered <= 1 + 50 * elapsed + 1, (answered, elapsed)
     sock.close()
 
 
