@@ -68,7 +68,8 @@ class PortRange(NamedTuple):
 # -- masquerade_map entries ----------------------------------------------------
 
 
-def _map_error(key: str, value: str, message: str) -> PydanticCustomError:
+def _config_error(key: str, value: object, message: str) -> PydanticCustomError:
+    """A problem that names its own key and value (a table's entry, or several keys)."""
     return PydanticCustomError(
         "ketch_config", "{message}", {"message": message, "key": key, "value": value}
     )
@@ -78,15 +79,15 @@ def _map_network(text: str, key: str) -> ipaddress.IPv4Network:
     """A masquerade_map key: an IPv4 network (PASV, which the map serves, is IPv4 only)."""
     if text in ServerConfig.model_fields:
         # TOML puts every key after a [table] header into that table.
-        raise _map_error(
+        raise _config_error(
             key, text, f"{text!r} is a top-level key: move it above the [masquerade_map] header"
         )
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
-        raise _map_error(key, text, "is not an IP network; " + RULES["masquerade_map"]) from None
+        raise _config_error(key, text, "is not an IP network; " + RULES["masquerade_map"]) from None
     if not isinstance(network, ipaddress.IPv4Network):
-        raise _map_error(
+        raise _config_error(
             key,
             text,
             "is an IPv6 network, but only PASV uses the map and PASV is IPv4 only "
@@ -103,9 +104,9 @@ def _map_address(address: str, key: str) -> str:
     except ValueError:
         if is_hostname(address):
             return address
-        raise _map_error(key, address, RULES["masquerade_map"]) from None
+        raise _config_error(key, address, RULES["masquerade_map"]) from None
     if parsed.version != 4:
-        raise _map_error(
+        raise _config_error(
             key, address, "is an IPv6 address, but PASV can only advertise IPv4; use IPv4"
         )
     return str(parsed)
@@ -330,7 +331,7 @@ class ServerConfig(BaseModel):
             key = f'masquerade_map."{network_text}"'
             network = _map_network(network_text, key)
             if str(network) in checked:
-                raise _map_error(
+                raise _config_error(
                     key,
                     network_text,
                     f"is the same network as {network}, listed before it; keep one of them",
@@ -383,15 +384,11 @@ class ServerConfig(BaseModel):
         first_index: dict[str, int] = {}
         for index, user in enumerate(users):
             if user.name in first_index:
-                raise PydanticCustomError(
-                    "ketch_config",
-                    "{message}",
-                    {
-                        "message": f"duplicate user name (also users[{first_index[user.name]}]); "
-                        "give every user a different name",
-                        "key": f"users[{index}].name",
-                        "value": user.name,
-                    },
+                raise _config_error(
+                    f"users[{index}].name",
+                    user.name,
+                    f"duplicate user name (also users[{first_index[user.name]}]); "
+                    "give every user a different name",
                 )
             first_index[user.name] = index
         return users
@@ -436,16 +433,12 @@ class ServerConfig(BaseModel):
         bind it. (One inside passive_ports fails only sometimes: a start-up warning.)"""
         source = self.active_source_port
         if isinstance(source, int) and source in (self.port, self.implicit_tls_port):
-            raise PydanticCustomError(
-                "ketch_config",
-                "{message}",
-                {
-                    "message": f"port {source} is a control port the server listens on "
-                    "(port or implicit_tls_port), so active connections could not be made "
-                    'from it; use "auto" (port - 1) or another port',
-                    "key": "active_source_port",
-                    "value": source,
-                },
+            raise _config_error(
+                "active_source_port",
+                source,
+                f"port {source} is a control port the server listens on (port or "
+                "implicit_tls_port), so active connections could not be made from it; "
+                'use "auto" (port - 1) or another port',
             )
         return self
 
@@ -457,9 +450,7 @@ class ServerConfig(BaseModel):
         problem = settings_problem(self)
         if problem is not None:
             key, value, message = problem
-            raise PydanticCustomError(
-                "ketch_config", "{message}", {"message": message, "key": key, "value": value}
-            )
+            raise _config_error(key, value, message)
         return self
 
     @field_validator("run_as")
