@@ -32,6 +32,7 @@ __all__ = [
     "ServerConfig",
     "UserConfig",
     "load_config",
+    "read_toml",
 ]
 
 # Keys whose values must never be echoed: people paste passwords into them.
@@ -62,7 +63,7 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_toml(path)
+        data = read_toml(path)
         _anchor_paths(data, Path(os.path.abspath(path)).parent)
     override_keys = frozenset(overrides or ())
     data.update(overrides or {})
@@ -102,7 +103,8 @@ def with_values(config: ServerConfig, values: Mapping[str, Any], source: str) ->
         ) from None
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML as read, unchecked; ConfigError (one line) if it cannot be read."""
     try:
         raw = path.read_bytes()
     except OSError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,11 +106,13 @@ def _file_settings(config_file: Path | None) -> dict[str, Any]:
 
     Loading it properly, with its errors, is load_config's job a moment later.
     """
+    from ketch.config import ConfigError, read_toml
+
     if config_file is None:
         return {}
     try:
-        return tomllib.loads(config_file.read_bytes().decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return read_toml(config_file)
+    except ConfigError:
         return {}
 
 
