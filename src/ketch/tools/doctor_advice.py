@@ -191,7 +191,7 @@ class _Facts:
         if "server-setup" in problems:
             return (
                 "because the server cannot open its side of the connection (it answered "
-                + "; ".join(self._setup_replies())
+                + "; ".join(self._replies_of(ACTIVE_MODES, "server-setup"))
                 + ")"
             )
         if self.behind_nat:
@@ -255,7 +255,7 @@ class _Facts:
         if "busy" in problems:
             return (
                 "because the server has no passive port free just now (it answered "
-                + "; ".join(self._busy_replies(PASSIVE_MODES))
+                + "; ".join(self._replies_of(PASSIVE_MODES, "busy"))
                 + ")"
             )
         return "(see each mode's detail)"
@@ -293,21 +293,18 @@ class _Facts:
             "and tls_masquerade_address for the clients it names."
         )
 
-    def _setup_replies(self) -> list[str]:
-        replies = []
-        for name in self.failed(ACTIVE_MODES):
-            attempt = self.attempt(name)
-            reply = attempt.transfer_reply if attempt else None
-            if self.modes[name].problem == "server-setup" and reply and reply not in replies:
-                replies.append(reply)
-        return replies
-
-    def _busy_replies(self, names: tuple[ModeName, ...]) -> list[str]:
+    def _replies_of(self, names: tuple[ModeName, ...], problem: Problem) -> list[str]:
+        """What the server answered in the failed modes that had ``problem``, once each:
+        to the data-setup command, or (an active mode the server could not connect for)
+        to LIST."""
         replies = []
         for name in self.failed(names):
             attempt = self.attempt(name)
-            if self.modes[name].problem == "busy" and attempt and attempt.reply not in replies:
-                replies.append(attempt.reply or "")
+            if attempt is None or self.modes[name].problem != problem:
+                continue
+            reply = attempt.transfer_reply if name in ACTIVE_MODES else attempt.reply
+            if reply and reply not in replies:
+                replies.append(reply)
         return replies
 
     def _passive_notes(self) -> list[str]:
