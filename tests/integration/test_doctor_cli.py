@@ -172,6 +172,24 @@ def test_active_mode_refused_by_the_server_is_explained_and_passive_recommended(
     assert any("--passive" in fix for fix in report["fixes"]["client"])
 
 
+def test_a_server_that_cannot_bind_its_active_source_port_is_blamed(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    # Another socket holds the fixed active_source_port: every connect-back fails to bind.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        server = make_server(active_source_port=holder.getsockname()[1])
+        (server.home / "listed.txt").write_bytes(b"something to list\n")
+        code, report, _ = doctor_json(tmp_path, "--timeout", "3", server.url("/"))
+    assert code == 0  # passive works
+    assert problems(report)["EPRT"] == problems(report)["PORT"] == "server-setup"
+    assert "the server cannot open its side of the connection" in report["verdict"]
+    (client_fix,) = report["fixes"]["client"]  # use passive mode: nothing to open here
+    assert "passive" in client_fix.lower()
+    assert any("active_source_port" in fix for fix in report["fixes"]["server"])
+
+
 def test_over_ipv6_pasv_and_port_are_not_tried_and_the_rest_works(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

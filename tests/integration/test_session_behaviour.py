@@ -436,6 +436,14 @@ def test_epsv_all_refuses_other_data_setup(server: RunningServer) -> None:
         assert reply_to(ftp, line).startswith("501"), line
     port = parse_epsv_reply(reply_to(ftp, "EPSV"))
     assert 21000 <= port <= 21999
+    # A new login does not undo it (RFC 2428 §4: NATs on the path were told); REIN does.
+    reply_to(ftp, "USER alice")
+    assert reply_to(ftp, "PASS s3cret").startswith("230")
+    assert reply_to(ftp, "PASV").startswith("501")
+    assert reply_to(ftp, "REIN").startswith("220")
+    reply_to(ftp, "USER alice")
+    reply_to(ftp, "PASS s3cret")
+    assert reply_to(ftp, "PASV").startswith("227")
 
 
 # -- transfer parameters and file commands ---------------------------------------
