@@ -273,6 +273,29 @@ def test_an_upload_that_gets_no_data_connection_changes_nothing(
     assert reply.startswith("425"), reply
     assert old_file.read_bytes() == OLD
     assert os.listdir(server.home) == ["report.txt"]
+
+
+@pytest.mark.parametrize("command", ["STOR", "APPE"])
+def test_an_upload_to_a_new_name_that_gets_no_data_connection_leaves_no_file(
+    make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path], command: str
+) -> None:
+    # Opening creates the file (for the 550s to come before the 150); the 425 after
+    # the 150 must take it away again.
+    _, home = served_tree
+    before = sorted(os.listdir(home))
+    server = make_server(
+        atomic_uploads=False, data_connect_timeout=0.3, **alice_with(home, quota_files=2)
+    )
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    assert ftp.sendcmd("PASV").startswith("227")  # and the client never connects
+    assert reply_to(ftp, f"{command} brand-new.txt").startswith("150")
+    assert ftp.getmultiline().startswith("425")
+    assert sorted(os.listdir(home)) == before
+    # Nor does it stay charged: two new files still fit the quota of two.
+    for name in ("a.txt", "b.txt"):
+        assert upload(ftp, f"STOR {name}", b"x").startswith("226")
+    assert sorted(os.listdir(home)) == sorted([*before, "a.txt", "b.txt"])
     assert ftp.voidcmd("NOOP").startswith("200")
 
 

@@ -179,6 +179,8 @@ async def run_transfer(
 ) -> None:
     """Reply 150, connect ``offer``, run ``work`` on it and reply 226, or what fits.
 
+    ``cleanup`` may run twice (it must not mind): before a 425, and at the end.
+
     An active offer connects before the 150 (see ActiveOffer), so a failure
     there is a 425 with no 150 before it.
     """
@@ -200,6 +202,8 @@ async def run_transfer(
         outcome = "ok"
         await session.reply(226, done)
     except DataConnectionError as error:
+        if cleanup:  # before the reply: work never ran, and the client may look at once
+            cleanup()
         await session.reply(error.code, f"Cannot open data connection: {error}")
     except asyncio.CancelledError:
         if watchdog is not None and watchdog.stalled:

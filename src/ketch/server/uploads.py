@@ -26,8 +26,10 @@ neither configured there is no meter.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from ketch.server.atomic_file import AtomicFile
@@ -87,6 +89,10 @@ class Upload:
         #: Where a direct STOR cuts the file when its data starts (None: never). Not
         #: when opening: a transfer that gets no data connection must change nothing.
         self.cut_at: int | None = None
+        #: Removes the file a direct upload created by opening it (None: it existed),
+        #: should no data connection ever come: again, a 425 must change nothing.
+        self.remove_created: Callable[[], None] | None = None
+        self._ran = False
 
     # -- quota bookkeeping -------------------------------------------------------
 
@@ -139,6 +145,7 @@ class Upload:
         file and no temporary one.
         """
         metered = bool(self._max_size) or self._quota is not None
+        self._ran = True  # the data connection is there
         try:
             if self.cut_at is not None:
                 self._cut(self.cut_at)
@@ -182,6 +189,13 @@ class Upload:
             return
         self._closed = True
         if self._atomic is None:
+            if self.remove_created is not None and not self._ran:
+                self._file.close()
+                with contextlib.suppress(OSError):  # gone already: fine
+                    self.remove_created()
+                if self._quota is not None:
+                    self._quota.adjust(-self.charged_bytes, -self.charged_files)
+                return
             if self._quota is not None:
                 # What is on disk, also after a short write (a full disk).
                 with contextlib.suppress(OSError):
@@ -224,6 +238,8 @@ async def open_upload(session: Session, path: str, *, offset: int, append: bool)
         base = file.tell()
     upload = _make_upload(session, path, file, target, quota, base=base, baseline=existing or 0)
     upload.cut_at = None if append or atomic else base
+    if existing is None and not atomic:
+        upload.remove_created = functools.partial(fs.remove, path)
     upload.start_charges(new_file=existing is None)
     return upload
 
