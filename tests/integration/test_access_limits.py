@@ -315,3 +315,30 @@ def test_repeated_pasv_holds_one_port_per_session(make_server: MakeServer) -> No
     other.voidcmd("TYPE I")
     assert other.nlst() == []
     assert server.counters.get("passive_exhausted", 0) == 0
+
+
+def test_commands_queued_behind_a_transfer_are_still_held_to_the_rate(
+    make_server: MakeServer,
+) -> None:
+    # A flood sent while a command waits for the transfer must not skip the rate limit.
+    server = make_server(
+        command_rate=5, command_burst=1, command_flood_timeout=0.5, data_stall_timeout=60
+    )
+    with (server.home / "big.bin").open("wb") as file:
+        file.truncate(64 << 20)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    assert data.recv(65536)
+    ftp.putcmd("PWD")  # waits for the transfer, which waits for us to read
+    time.sleep(0.2)
+    ftp.sock.sendall(b"NOOP\r\n" * 50)
+    time.sleep(0.2)
+    data.close()  # the transfer ends (426); PWD and the NOOPs run, at 5 per second
+    replies = []
+    while line := ftp.file.readline():
+        replies.append(line)
+    assert replies[0].startswith("426") and replies[1].startswith('257 "/"'), replies[:2]
+    answered = sum(line.startswith("200") for line in replies)
+    assert answered <= 1 + 5 * 1.0, replies  # a burst, then 5/s for the half second
+    assert replies[-1].startswith("421") and "Too many commands" in replies[-1]
