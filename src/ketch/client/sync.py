@@ -65,7 +65,6 @@ class SyncClient:
                 "open a new SyncClient",
             )
         outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-        finished = threading.Event()
         tasks: list[asyncio.Task[T]] = []
 
         def settle(task: asyncio.Task[T]) -> None:
@@ -75,7 +74,6 @@ class SyncClient:
                 outcome.set_exception(error)
             else:
                 outcome.set_result(task.result())
-            finished.set()
 
         def start() -> None:
             task = self._loop.create_task(coroutine)
@@ -88,7 +86,7 @@ class SyncClient:
         except KeyboardInterrupt:
             # Runs after start() (the loop keeps their order), even if start() has not run yet.
             self._loop.call_soon_threadsafe(lambda: tasks[0].cancel())
-            finished.wait(_CLEAN_UP_WAIT)
+            concurrent.futures.wait([outcome], _CLEAN_UP_WAIT)
             raise
 
     def __enter__(self) -> SyncClient:
