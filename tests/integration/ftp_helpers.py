@@ -35,6 +35,16 @@ def reply_to(ftp: ftplib.FTP, line: str) -> str:
     return ftp.getmultiline()
 
 
+def download_under_way(server: RunningServer) -> tuple[ftplib.FTP, socket.socket]:
+    """alice in TYPE I with RETR of big.bin (made by the caller) running, its first
+    piece read."""
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin")
+    assert len(data.recv(65536)) > 0
+    return ftp, data
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))

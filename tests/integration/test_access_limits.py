@@ -18,7 +18,7 @@ import pytest
 from ketch.protocol.addresses import parse_pasv_reply
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import connect, reply_to, wait_for
+from ftp_helpers import connect, download_under_way, reply_to, wait_for
 
 MakeServer = Callable[..., RunningServer]
 
@@ -326,10 +326,7 @@ def test_commands_queued_behind_a_transfer_are_still_held_to_the_rate(
     )
     with (server.home / "big.bin").open("wb") as file:
         file.truncate(64 << 20)
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    assert data.recv(65536)
+    ftp, data = download_under_way(server)
     ftp.putcmd("PWD")  # waits for the transfer, which waits for us to read
     time.sleep(0.2)
     ftp.sock.sendall(b"NOOP\r\n" * 50)

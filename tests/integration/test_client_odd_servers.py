@@ -106,16 +106,9 @@ def test_a_transfer_answered_226_without_150_ends_at_once() -> None:
 
 
 def test_a_server_dying_mid_download_says_the_local_file_is_incomplete(tmp_path: Path) -> None:
-    def dies(_: str, control: socket.socket, data_listener: socket.socket) -> None:
-        data, _ = data_listener.accept()
-        control.sendall(b"150 here\r\n")
-        data.sendall(b"x" * 1000)
-        data.close()
-        control.shutdown(socket.SHUT_RDWR)  # the server process is gone
-
     local = tmp_path / "partial.bin"
-    with pytest.raises(FtpError) as failure:
-        with_server(dies, lambda ftp: ftp.download("big.bin", local))
+    with pytest.raises(FtpError) as failure:  # the server process is gone after 1000 bytes
+        with_server(sends_then(None), lambda ftp: ftp.download("big.bin", local))
     message = str(failure.value)
     assert f"{local} is incomplete (1000 bytes)" in message, message
     assert "-c" in message

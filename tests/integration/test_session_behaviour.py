@@ -15,7 +15,7 @@ import pytest
 from ketch.protocol.addresses import parse_epsv_reply
 
 from conftest import RunningServer
-from ftp_helpers import connect, free_port, reply_to, wait_for
+from ftp_helpers import connect, download_under_way, free_port, reply_to, wait_for
 
 BIG = 64 * 1024 * 1024
 
@@ -26,15 +26,6 @@ def big_file(server: RunningServer) -> Path:
     with path.open("wb") as file:
         file.truncate(BIG)
     return path
-
-
-def download_under_way(server: RunningServer) -> tuple[ftplib.FTP, socket.socket]:
-    """alice in TYPE I with RETR of big.bin running and its first piece read."""
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    assert len(data.recv(65536)) > 0
-    return ftp, data
 
 
 # -- aborting and failing transfers ----------------------------------------------
@@ -97,10 +88,7 @@ def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
 
 
 def test_ftplib_abort_with_urgent_data_is_understood(server: RunningServer, big_file: Path) -> None:
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    data.recv(65536)
+    ftp, data = download_under_way(server)
     # ftplib sends ABOR with MSG_OOB; the urgent byte must not be lost from the line.
     assert ftp.abort().startswith("426")
     assert ftp.getmultiline().startswith("226")  # RFC 959: 426 for the transfer, then 226
@@ -551,10 +539,7 @@ def test_stat_path_lists_over_control_connection(server: RunningServer) -> None:
 
 
 def test_stat_during_transfer_reports_it(server: RunningServer, big_file: Path) -> None:
-    ftp = connect(server)
-    ftp.voidcmd("TYPE I")
-    data = ftp.transfercmd("RETR big.bin")
-    data.recv(1024)
+    ftp, data = download_under_way(server)
     reply = reply_to(ftp, "STAT")
     assert reply.startswith("213") and "RETR /big.bin" in reply
     ftp.putcmd("ABOR")
