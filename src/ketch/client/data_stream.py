@@ -195,6 +195,7 @@ class DataStream:
             "the network or the server stopped moving data; try again (-c resumes a download)",
             mode=self.mode,
             address=self.peer,
+            advises_resume=True,
         )
 
     def _broken(self, error: OSError) -> DataConnectionFailed:
@@ -206,6 +207,7 @@ class DataStream:
                 "something on the path cuts TLS connections short",
                 mode=self.mode,
                 address=self.peer,
+                advises_resume=True,
             )
         reason = error.strerror or os.strerror(error.errno or 0) or str(error)
         return DataConnectionFailed(
@@ -213,4 +215,5 @@ class DataStream:
             "try again (-c resumes a download)",
             mode=self.mode,
             address=self.peer,
+            advises_resume=True,
         )

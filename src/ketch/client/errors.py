@@ -30,6 +30,9 @@ __all__ = [
 class FtpError(Exception):
     """Base class: ``str(error)`` is the one-line message for people."""
 
+    #: Whether ``hint`` already says to resume with -c (a cut-off download's own advice).
+    advises_resume = False
+
     def __init__(self, what: str, hint: str = "") -> None:
         self.what = what
         self.hint = hint
@@ -104,11 +107,19 @@ class DataConnectionFailed(FtpError):
     """
 
     def __init__(
-        self, what: str, hint: str, *, mode: str, address: str = "", cause: str = ""
+        self,
+        what: str,
+        hint: str,
+        *,
+        mode: str,
+        address: str = "",
+        cause: str = "",
+        advises_resume: bool = False,
     ) -> None:
         self.mode = mode
         self.address = address
         self.cause = cause
+        self.advises_resume = advises_resume
         super().__init__(what, hint)
 
 

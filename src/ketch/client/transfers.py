@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -199,13 +198,8 @@ def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
         error.hint = f"{path} is incomplete ({have} bytes); {error.hint}"
     else:
         of = f" of {total}" if total is not None else ""
-        own = _RESUME_ADVICE.search(error.hint) is not None
-        advice = error.hint if own else "download again with -c (resume=True)"
+        advice = error.hint if error.advises_resume else "download again with -c (resume=True)"
         error.hint = f"{path} is incomplete ({have}{of} bytes); {advice}"
-
-
-# A hint that already says to resume: the -c option, not --cacert and the like.
-_RESUME_ADVICE = re.compile(r"(?<![\w-])-c\b")
 
 
 async def _download_into(
@@ -242,6 +236,7 @@ async def _download_into(
             f"download of {remote} ended after {offset + moved} of {total} bytes",
             "try again with -c to resume",
             mode=mode,
+            advises_resume=True,
         )
     return TransferResult(remote, moved, offset, time.monotonic() - started, mode)
 
