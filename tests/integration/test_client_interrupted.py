@@ -3,6 +3,8 @@
 The server is a scripted thread on loopback (real sockets): it starts a
 download, sends a few bytes, then answers nothing, not even ABOR or QUIT. The
 client's clean-up must then give up within moments, not wait out its timeout.
+Against ketch itself, which answers ABOR at once, the interrupt must go on as
+soon as that clean-up is done.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ketch.client import Client, FtpError, SyncClient
 from ketch.client.control import INTERRUPTED_WAIT
+from ketch.client.sync import _CLEAN_UP_WAIT
 
+from conftest import PASSWORD, USER, RunningServer, alice_with
 from ftp_helpers import command_lines
 
 CLIENT_TIMEOUT = 30.0
@@ -127,3 +133,30 @@ def test_ctrl_c_in_a_sync_download_stops_it_cleanly_and_the_session_says_it_ende
         ftp.pwd()
     server.join(5)
     assert not server.is_alive()  # it saw the control connection closed
+
+
+def test_ctrl_c_in_a_sync_download_from_a_server_that_answers_returns_once_cleaned_up(
+    make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
+) -> None:
+    # ketch answers ABOR and QUIT at once: the KeyboardInterrupt must go on as soon as
+    # that clean-up is done, not after the whole wait allowed for a silent server.
+    home = served_tree[1]
+    (home / "slow.bin").write_bytes(bytes(1 << 20))
+    server = make_server(**alice_with(home, download_rate=64 * 1024))
+    pressed_at: list[float] = []
+
+    def ctrl_c() -> None:
+        pressed_at.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def press_ctrl_c_soon(*_: object) -> None:  # on the client's loop thread
+        if not pressed_at and not interrupted:
+            interrupted.append(threading.Timer(0.2, ctrl_c))
+            interrupted[0].start()
+
+    interrupted: list[threading.Timer] = []
+    with SyncClient(server.host, server.port, user=USER, password=PASSWORD, timeout=30) as ftp:
+        with pytest.raises(KeyboardInterrupt):
+            ftp.download("slow.bin", io.BytesIO(), progress=press_ctrl_c_soon)
+        took = time.monotonic() - pressed_at[0]
+    assert took < _CLEAN_UP_WAIT / 2, took

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from datetime import datetime
@@ -86,7 +87,10 @@ class SyncClient:
         except KeyboardInterrupt:
             # Runs after start() (the loop keeps their order), even if start() has not run yet.
             self._loop.call_soon_threadsafe(lambda: tasks[0].cancel())
-            concurrent.futures.wait([outcome], _CLEAN_UP_WAIT)
+            # Not concurrent.futures.wait(): Future.cancel() does not wake it, so every
+            # Ctrl-C sat out the whole wait. exception() is woken by cancel() too.
+            with contextlib.suppress(concurrent.futures.CancelledError, TimeoutError):
+                outcome.exception(_CLEAN_UP_WAIT)
             raise
 
     def __enter__(self) -> SyncClient:
