@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import socket
 import threading
@@ -260,6 +261,32 @@ def test_active_ports_and_address_are_what_the_client_advertises(
     numbers = [int(part) for part in port_lines[0][len("> PORT ") :].split(",")]
     assert numbers[:4] == [127, 0, 0, 1]
     assert numbers[4] * 256 + numbers[5] in ports
+
+
+def test_one_active_port_serves_transfer_after_transfer(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    # After an upload the client closes the data connection first, so its port is in
+    # TIME_WAIT: the next listener on it must still bind (SO_REUSEADDR).
+    server = make_server()
+
+    async def scenario() -> bytes:
+        async with Client(
+            server.host,
+            server.port,
+            user=USER,
+            password=PASSWORD,
+            mode="active",
+            active_ports=range(23520, 23521),
+        ) as ftp:
+            for number in range(3):
+                await ftp.upload([b"upload %d" % number], f"u{number}.txt")
+            received = io.BytesIO()
+            await ftp.download("u2.txt", received)
+            return received.getvalue()
+
+    assert run(scenario()) == b"upload 2"
+    assert (server.home / "u0.txt").read_bytes() == b"upload 0"
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("passive", "EPSV"), ("active", "EPRT")])

@@ -316,6 +316,9 @@ class DataConnector:
         random.shuffle(ports)  # parallel sessions should not all collide on the first port
         for port in ports:
             sock = socket.socket(family, socket.SOCK_STREAM)
+            # The port's last data connection may be in TIME_WAIT (after an upload we close
+            # first): without this, a range of N ports allowed N transfers a minute.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((local, port))
             except OSError:
