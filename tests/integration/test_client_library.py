@@ -263,6 +263,51 @@ def test_an_upload_resumes_by_appending_what_is_missing(
     assert sha256_file(target.disk / "half.bin") == sha256_bytes(data)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_resumable_upload_cut_off_before_the_remote_file_existed_resumes(
+    target: Target, mode: str, tmp_path: Path
+) -> None:
+    # With resume, even the first attempt appends (APPE): ketch discards a STOR that
+    # does not finish (atomic_uploads), which left nothing for the next -c to resume.
+    data = os.urandom(8 * MIB)
+    local = tmp_path / "fresh.bin"
+    local.write_bytes(data)
+
+    def stop_after_two_mib(done: int, total: int | None) -> None:
+        if done >= 2 * MIB:
+            raise Interrupted
+
+    async def attempt(progress: Callable[[int, int | None], None] | None) -> Any:
+        async with target.client(mode) as ftp:
+            return await ftp.upload(
+                local, target.remote("fresh.bin"), resume=True, progress=progress
+            )
+
+    with pytest.raises(Interrupted):
+        run(attempt(stop_after_two_mib))
+    kept = (target.disk / "fresh.bin").stat().st_size
+    assert 0 < kept < len(data)
+    result = run(attempt(None))
+    assert (result.offset, result.bytes) == (kept, len(data) - kept)
+    assert sha256_file(target.disk / "fresh.bin") == sha256_bytes(data)
+
+
+def test_resuming_an_empty_file_still_creates_it(target: Target, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    target.put_on_disk("remote-empty.txt", b"")
+    fetched = tmp_path / "fetched.txt"
+
+    async def scenario() -> None:
+        async with target.client("passive") as ftp:
+            await ftp.upload(empty, target.remote("new-empty.txt"), resume=True)
+            await ftp.download(target.remote("remote-empty.txt"), fetched, resume=True)
+
+    run(scenario())
+    assert (target.disk / "new-empty.txt").read_bytes() == b""
+    assert fetched.read_bytes() == b""
+
+
 def test_an_open_file_uploads_from_where_it_stands(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from ketch.client.data_stream import DataStream
 from ketch.client.errors import (
@@ -125,6 +125,16 @@ async def _restart_at(client: Client, offset: int) -> None:
         )
 
 
+async def _remote_size_for_resume(
+    client: Client, remote: str
+) -> tuple[int, Literal["size", "missing", "unknown"]]:
+    """The remote file's size (0 when it is missing or the server cannot tell), and which."""
+    try:
+        return await client.size(remote), "size"
+    except ReplyError as error:  # 550: no such file (yet); 500/502: no SIZE here
+        return 0, "missing" if error.code == 550 else "unknown"
+
+
 async def _remote_size(client: Client, remote: str) -> int | None:
     """SIZE, or None when the server cannot tell (no SIZE, or no such file)."""
     try:
@@ -153,8 +163,10 @@ async def download(
         return await _download_into(client, remote, lambda: file, offset, total, progress)
     path = Path(destination)
     if resume:
-        offset = _local_size(path)
-        if total is not None and offset >= total:
+        have = _local_size(path)
+        offset = have or 0
+        # An empty remote file is "complete" only once the local one exists too.
+        if total is not None and have is not None and offset >= total:
             if offset > total:
                 raise LocalFileError(
                     f"cannot resume {path}: it has {offset} bytes, more than the "
@@ -186,7 +198,7 @@ async def download(
 
 def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
     """Make ``error``'s advice say what the local file holds now, and how to finish it."""
-    have = _local_size(path)
+    have = _local_size(path) or 0
     if total is not None and have >= total:
         error.hint = (
             f"all {total} bytes reached {path}, but the transfer did not end cleanly; "
@@ -288,11 +300,12 @@ def _open_local(path: Path, mode: str) -> IO[bytes]:
         ) from None
 
 
-def _local_size(path: Path) -> int:
+def _local_size(path: Path) -> int | None:
+    """The local file's size; None when there is none."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
-        return 0
+        return None
     except OSError as error:
         raise LocalFileError(f"cannot read {path}: {error.strerror}", _local_hint(error)) from None
 
@@ -348,17 +361,22 @@ async def _upload_file(
                 "cannot resume an upload from a pipe or stream: it cannot skip what was sent",
                 "upload from a regular file, or upload without resuming",
             )
-        offset = await _remote_size(client, remote) or 0
+        offset, found = await _remote_size_for_resume(client, remote)
         if offset > total:
             raise LocalFileError(
                 f"cannot resume the upload to {remote}: it already has {offset} bytes, "
                 f"more than the local {total}",
                 "upload without resuming to replace it",
             )
-        if offset == total:
+        if offset == total and found == "size":
             return TransferResult(remote, 0, offset, 0.0, "")
         file.seek(offset)
         start = offset
+        # APPE from byte 0 too when the size is known (or the file is missing): a server
+        # writes an APPE to the file itself, so what arrives before a failure stays for the
+        # next -c, where a STOR may be discarded (ketch's atomic_uploads). An unknown size
+        # takes STOR: an APPE could add the whole file after content already there.
+        append = append or found != "unknown"
     else:  # a file object uploads from where it stands, as with ftplib and BytesIO
         start = _position(file)
         if total is not None:
