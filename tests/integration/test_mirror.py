@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -261,6 +262,39 @@ def test_a_refused_download_leaves_the_old_local_file_whole(
     assert "550" in stderr
     assert (local / "fenced.txt").read_bytes() == b"old local content"
     assert os.listdir(local) == ["fenced.txt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_mirror_stopped_by_a_signal_leaves_no_partial_files(
+    make_server: Callable[..., RunningServer], home: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    # cron's timeout and systemd send SIGTERM: it must clean up as Ctrl-C does, not
+    # leave a hidden .part file behind, under a new random name at every run.
+    remote = tmp_path / "slow"
+    remote.mkdir()
+    (remote / "big.bin").write_bytes(bytes(4 << 20))
+    server = make_server(**alice_with(remote, download_rate=256 * 1024))
+    local = tmp_path / "copy"
+    command = [*KETCH, "mirror", server.url("/"), str(local)]
+    with subprocess.Popen(
+        command, stderr=subprocess.PIPE, env={**os.environ, "HOME": str(home)}
+    ) as process:
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not (local.is_dir() and any(p.stat().st_size for p in local.iterdir())):
+                assert time.monotonic() < deadline, "the download never started"
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                time.sleep(0.05)
+            process.send_signal(stop)
+            _, stderr = process.communicate(timeout=TIMEOUT)
+        finally:
+            process.kill()
+    expected = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted")}[stop]
+    assert (process.returncode, stderr.decode().strip()) == (
+        expected[0],
+        f"ketch: {expected[1]}" + (" (SIGTERM)" if stop == signal.SIGTERM else ""),
+    )
+    assert os.listdir(local) == []
 
 
 def test_a_mirrored_file_replaces_a_local_symbolic_link_and_keeps_permissions(

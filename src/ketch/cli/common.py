@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -440,11 +441,37 @@ def fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: the command was stopped as by Ctrl-C (partial files removed)."""
+
+
 def run(options: ClientOptions, work: Callable[[], Awaitable[int | None]]) -> NoReturn:
-    """Run a command's coroutine and exit with its code, or the failure's."""
+    """Run a command's coroutine and exit with its code, or the failure's.
+
+    SIGTERM (cron's timeout, systemd's stop) cancels the command as asyncio.run
+    does for Ctrl-C, so it cleans up the same way: a mirror leaves no hidden
+    ``.part`` files behind, and the session says goodbye.
+    """
 
     async def main() -> int | None:
-        return await work()
+        task = asyncio.current_task()
+        assert task is not None
+        terminated: list[bool] = []
+
+        def terminate() -> None:
+            terminated.append(True)
+            task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            if terminated:
+                raise Terminated from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
 
     try:
         code = asyncio.run(main())
@@ -457,6 +484,8 @@ def report_failure(error: BaseException, *, verbose: bool) -> NoReturn:
     """Print the one line for ``error`` and exit with its code."""
     if isinstance(error, KeyboardInterrupt):
         fail("interrupted", 130)
+    if isinstance(error, Terminated):
+        fail("terminated (SIGTERM)", 143)
     if isinstance(error, (FtpError, CommandFailed, UrlError)):
         fail(str(error), exit_code_for(error))
     if isinstance(error, OSError):
