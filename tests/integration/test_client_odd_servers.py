@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ketch.client import Client, FtpError, ProtocolError
+from ketch.cli.common import exit_code_for
+from ketch.client import Client, ConnectFailed, FtpError, ProtocolError
 
 from ftp_helpers import command_lines
 
@@ -147,3 +148,42 @@ def test_a_download_whose_bytes_all_came_is_not_called_incomplete(tmp_path: Path
         with_server(sends_then(None), lambda ftp: ftp.download("f", local, size=1000))
     message = str(failure.value)
     assert "all 1000 bytes reached" in message and "incomplete" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "why"),
+    [("closes", "closed the control connection"), ("is silent", "no reply from")],
+)
+def test_a_server_that_gives_no_greeting_is_a_failure_to_connect(behaviour: str, why: str) -> None:
+    # Exit code 3 ("cannot connect") and a hint about the address, not a protocol error.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        connection, _ = listener.accept()
+        if behaviour == "closes":
+            connection.close()
+        else:
+            accepted.append(connection)  # held open, saying nothing
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+
+    async def scenario() -> None:
+        async with Client("127.0.0.1", port, user="u", password="p", timeout=1):
+            pass
+
+    try:
+        with pytest.raises(ConnectFailed) as failure:
+            asyncio.run(asyncio.wait_for(scenario(), 20))
+    finally:
+        thread.join(20)
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    message = str(failure.value)
+    assert message.startswith(f"no FTP greeting from 127.0.0.1 port {port}: "), message
+    assert why in message and "may not be an FTP server" in message, message
+    assert exit_code_for(failure.value) == 3

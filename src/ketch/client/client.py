@@ -167,9 +167,7 @@ class Client:
             tls=context if implicit else None,
         )
         try:
-            reply = await control.read_reply()
-            if reply.code == 120:  # "ready in nnn minutes": the real greeting follows
-                reply = await control.read_reply()
+            reply = await self._greeting(control, implicit)
             if reply.code != 220:
                 text = " ".join(reply.lines).strip()
                 raise ConnectFailed(
@@ -186,6 +184,21 @@ class Client:
             control, self.data_settings, self.mode_memory, (self.host, self.port), context
         )
         self.greeting = reply
+        return reply
+
+    async def _greeting(self, control: ControlConnection, implicit: bool) -> Reply:
+        """The server's greeting; a server that closes or says nothing did not let us in."""
+        try:
+            reply = await control.read_reply()
+            if reply.code == 120:  # "ready in nnn minutes": the real greeting follows
+                reply = await control.read_reply()
+        except ProtocolError as error:
+            hint = "check the address and port: it may not be an FTP server"
+            if not implicit:
+                hint += ", or one that speaks TLS from the first byte (ftps://)"
+            raise ConnectFailed(
+                f"no FTP greeting from {self.host} port {self.port}: {error.what}", hint
+            ) from None
         return reply
 
     def _tls_context(self) -> ssl.SSLContext | None:
