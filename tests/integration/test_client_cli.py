@@ -405,6 +405,29 @@ def test_missing_local_file_for_put_exits_8(server: RunningServer, home: Path, w
     one_error_line(ketch(home, work, "put", "absent.bin", server.url("/")), 8)
 
 
+def test_put_streams_a_named_pipe_and_a_device(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    # `ketch put <(command) URL` and a FIFO: not a regular file, but readable as stdin is.
+    fifo = work / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(b"through a pipe\n",), daemon=True)
+    writer.start()
+    try:
+        ok(ketch(home, work, "put", str(fifo), server.url("/from-fifo.txt")))
+    finally:
+        if writer.is_alive():  # nobody read the pipe: open it here, so the writer ends
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(10)
+    assert (server.home / "from-fifo.txt").read_bytes() == b"through a pipe\n"
+    ok(ketch(home, work, "put", "/dev/null", server.url("/null.txt")))
+    assert (server.home / "null.txt").read_bytes() == b""
+    line = one_error_line(ketch(home, work, "put", "--verify", "/dev/null", server.url("/n")), 2)
+    assert "not a regular file" in line and "without --verify" in line
+    line = one_error_line(ketch(home, work, "put", str(work), server.url("/d")), 8)
+    assert "it is a directory" in line
+
+
 def test_a_password_with_a_line_break_is_a_usage_error_that_never_shows_it(
     server: RunningServer, home: Path, work: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -215,6 +216,32 @@ def _check_writable(path: Path) -> None:
 # -- put -------------------------------------------------------------------------------
 
 
+def _check_readable(path: Path, *, verify: bool) -> None:
+    """Refuse what put cannot send: a missing file, a directory; a pipe (``<(cmd)``, a
+    FIFO) or a device streams like stdin, so only --verify, which reads it twice, is out."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise LocalFileError(
+            f"cannot read {path}: no such file", "name an existing local file"
+        ) from None
+    except OSError as error:
+        raise LocalFileError(
+            f"cannot read {path}: {error.strerror}", "check the path and its permissions"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise LocalFileError(
+            f"cannot read {path}: it is a directory",
+            "name a file (ketch mirror --reverse uploads a tree)",
+        )
+    if verify and not stat.S_ISREG(mode):
+        raise CommandFailed(
+            f"--verify hashes the local file afterwards, and {path} is not a regular file "
+            "(a pipe cannot be read twice); upload without --verify",
+            EXIT_USAGE,
+        )
+
+
 @click.command()
 @click.argument("file")
 @click.argument("url")
@@ -242,9 +269,8 @@ def put(file: str, url: str, resume: bool, verify: bool, options: ClientOptions)
         raise CommandFailed(
             "--verify hashes the local file afterwards; name a file, not -", EXIT_USAGE
         )
-    if not from_stdin and not Path(file).is_file():
-        why = "it is a directory" if Path(file).is_dir() else "no such file"
-        raise LocalFileError(f"cannot read {file}: {why}", "name an existing local file")
+    if not from_stdin:
+        _check_readable(Path(file), verify=verify)
     display = display_for(options)
     shown = posixpath.basename(remote)
 
