@@ -143,6 +143,7 @@ def test_mirror_verify_hashes_every_transferred_file(server: RunningServer, tmp_
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert "mirror: 2 transferred" in stderr
+    assert "; the transferred files' hashes match the server's" in stderr
     assert stderr.count("> HASH ") == 2
     assert (tmp_path / "copy" / "sub" / "b.txt").read_bytes() == b"b" * 2000
 

@@ -105,13 +105,13 @@ def mirror(
                     events=events,
                     verify=verify,
                 )
-        _report(result, display, "put" if reverse else "get", dry_run)
+        _report(result, display, "put" if reverse else "get", dry_run, verify)
         return EXIT_MIRROR_FAILED if result.failed else 0
 
     run(options, work)
 
 
-def _report(result: MirrorResult, display: Display, verb: str, dry_run: bool) -> None:
+def _report(result: MirrorResult, display: Display, verb: str, dry_run: bool, verify: bool) -> None:
     if dry_run:
         for directory in result.directories:
             write_out(f"mkdir {directory}")
@@ -126,6 +126,8 @@ def _report(result: MirrorResult, display: Display, verb: str, dry_run: bool) ->
         f"mirror: {result.transferred} transferred, {amount(result.bytes)}, "
         f"{result.skipped} skipped, {len(result.failed)} failed, "
         f"{len(result.directories)} directories created, {result.seconds:.2f} s"
+        # A file whose hashes differ is among the failures, with both hashes.
+        + ("; the transferred files' hashes match the server's" if verify else "")
     )
 
 
