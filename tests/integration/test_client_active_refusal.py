@@ -1,8 +1,9 @@
-"""The client in active mode against a scripted server that misbehaves after connecting back.
+"""The client in active mode against scripted servers that refuse in odd orders.
 
-The server is a small thread on loopback (real sockets) that connects to the
-client's EPRT address and then refuses the transfer without a 150, which no
-packaged server can be made to do on demand.
+Each server is a small thread on loopback (real sockets): one connects to the
+client's EPRT address and then refuses the transfer without a 150; another
+says 150 before connecting and then 425 without connecting. No packaged
+server can be made to do either on demand.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ketch.client import Client, FtpError
+from ketch.client import Client, DataConnectionFailed, FtpError
 
 from ftp_helpers import command_lines
 
@@ -86,7 +87,7 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
                 await ftp.download("file.bin", tmp_path / "file.bin")
             # The error (and the frames it holds) is still alive here.
             assert decided.wait(10), "the scripted server never connected back"
-            assert "550" in str(refused.value)
+            assert str(refused.value).startswith("RETR failed: 550"), refused.value
 
     try:
         run(scenario())
@@ -95,3 +96,57 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
         thread.join(10)
     assert not thread.is_alive()
     assert seen.get("eof") is True, "the client kept the server's data connection open"
+
+
+def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Path) -> None:
+    # Some servers reply 150 before they connect back, and 425 when they cannot: the
+    # client must take that 425, not wait out its data-connection timeout.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        control, _ = listener.accept()
+        control.settimeout(20)
+        with control:
+            control.sendall(b"220 scripted\r\n")
+            replies = {
+                "USER": b"331 password\r\n",
+                "PASS": b"230 in\r\n",
+                "TYPE": b"200 ok\r\n",
+                "EPRT": b"200 ok\r\n",
+                "RETR": b"150 connecting\r\n425 cannot open the data connection\r\n",
+                "NOOP": b"200 still here\r\n",
+                "QUIT": b"221 bye\r\n",
+            }
+            for line in command_lines(control):
+                verb = line.partition(" ")[0]
+                control.sendall(replies.get(verb, b"502 not here\r\n"))
+                if verb == "QUIT":
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def scenario() -> None:
+        async with Client(
+            "127.0.0.1",
+            listener.getsockname()[1],
+            user="u",
+            password="p",
+            mode="active",
+            data_connect_timeout=30,
+            timeout=10,
+        ) as ftp:
+            with pytest.raises(DataConnectionFailed) as refused:
+                await ftp.download("file.bin", tmp_path / "file.bin")
+            message = str(refused.value)
+            assert "could not connect back" in message and "425" in message, message
+            assert (await ftp.command("NOOP")).code == 200  # the replies are still in step
+
+    try:
+        run(scenario())
+    finally:
+        listener.close()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not (tmp_path / "file.bin").exists()

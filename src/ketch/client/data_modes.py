@@ -304,7 +304,8 @@ class DataConnector:
             advertised = HostPort(self._settings.active_address or self._control.local_ip, port)
             via = await self._request_active(advertised)
             await self._control.send(command_line)
-            sock, reply = await self._await_connect_back(listener, advertised, via)
+            verb = command_line.split(" ", 1)[0]
+            sock, reply = await self._await_connect_back(listener, advertised, verb, via)
         finally:
             listener.close()
         return OpenedData(DataStream(sock, mode=via, stall_timeout=self._control.timeout), reply)
@@ -362,29 +363,39 @@ class DataConnector:
         )
 
     async def _await_connect_back(
-        self, listener: socket.socket, advertised: HostPort, via: str
+        self, listener: socket.socket, advertised: HostPort, verb: str, via: str
     ) -> tuple[socket.socket, Reply]:
         """Wait for the server's connection while watching the control connection.
 
         Servers differ in whether they connect before or after their 150 reply,
-        and one that cannot connect says so with a 425, so both are awaited.
+        and one that cannot connect says so with a 425 (some after their 150), so
+        the control connection is watched until the connection comes.
         """
         strangers: list[str] = []
         accept = asyncio.ensure_future(self._accept_from_server(listener, strangers))
         answer = asyncio.ensure_future(self._control.read_reply())
+        preliminary: Reply | None = None
         handed_over = False
         try:
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
-                    await asyncio.wait({accept, answer}, return_when=asyncio.FIRST_COMPLETED)
-                    if answer.done() and not _preliminary(answer.result()):
+                    while not accept.done():
+                        await asyncio.wait({accept, answer}, return_when=asyncio.FIRST_COMPLETED)
+                        if accept.done() or not answer.done():
+                            continue
                         reply = answer.result()
-                        if reply.code < 300:
+                        if _preliminary(reply):
+                            # Some servers say 150 before they connect, and 425 if they
+                            # cannot: keep listening, or that 425 waits out the timeout.
+                            preliminary = reply
+                            answer = asyncio.ensure_future(self._control.read_reply())
+                        elif reply.code < 300:
                             sock = await accept  # finished before we accepted
                             handed_over = True
                             return sock, reply
-                        raise self._connect_back_refused(advertised, via, reply)
-                    sock = await accept
+                        else:
+                            raise self._connect_back_refused(advertised, verb, via, reply)
+                    sock = accept.result()
             except TimeoutError:
                 await self._resync(answer)
                 if strangers:
@@ -399,6 +410,9 @@ class DataConnector:
                     address=f"{advertised.host}:{advertised.port}",
                     cause="timeout",
                 ) from None
+            if preliminary is not None and not answer.done():
+                handed_over = True  # the read of the next reply is cancelled below
+                return sock, preliminary
             try:
                 reply = await answer
             except BaseException:
@@ -406,7 +420,7 @@ class DataConnector:
                 raise
             if not _preliminary(reply) and reply.code >= 300:
                 sock.close()
-                raise reply_error(via, reply)
+                raise reply_error(verb, reply)
             handed_over = True
             return sock, reply
         finally:
@@ -414,7 +428,9 @@ class DataConnector:
             if not accept.cancel() and not handed_over:
                 _close_accepted(accept)  # the server connected, then refused (or we were cancelled)
 
-    def _connect_back_refused(self, advertised: HostPort, via: str, reply: Reply) -> FtpError:
+    def _connect_back_refused(
+        self, advertised: HostPort, verb: str, via: str, reply: Reply
+    ) -> FtpError:
         if reply.code == 425:
             return DataConnectionFailed(
                 f"active mode: the server could not connect back to "
@@ -424,7 +440,7 @@ class DataConnector:
                 mode=via,
                 address=f"{advertised.host}:{advertised.port}",
             )
-        return reply_error("the transfer command", reply)
+        return reply_error(verb, reply)
 
     def _connected_from_elsewhere(self, stranger: str, via: str) -> DataConnectionFailed:
         server_ip = plain_ip(self._control.peer_ip)
