@@ -24,10 +24,18 @@ The clock is injected so unit tests can drive the bucket without sleeping.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["CommandThrottle", "TokenBucket"]
+if TYPE_CHECKING:
+    from ketch.server.session import Session
+
+__all__ = ["CommandThrottle", "TokenBucket", "pace"]
+
+log = logging.getLogger("ketch.server")
 
 Clock = Callable[[], float]
 
@@ -138,3 +146,33 @@ class CommandThrottle:
         """
         if self._bucket is not None:
             self._bucket.drop_surplus()
+
+
+async def pace(session: Session, throttle: CommandThrottle, waited: bool) -> bool:
+    """Wait as the command rate limit asks; False (after a 421) when the client floods.
+
+    ``waited``: the command arrived only after the previous reply went out.
+    """
+    if waited:
+        throttle.client_waited()
+    delay = throttle.delay()
+    if delay is None:
+        config = session.config
+        log.warning(
+            "command flood client=%s user=%s: faster than %g commands/s for %g s",
+            session.peer_ip,
+            session.state.user_name,
+            config.command_rate,
+            config.command_flood_timeout,
+        )
+        await session.reply(
+            421,
+            f"Too many commands: more than {config.command_rate:g} per second "
+            f"for {config.command_flood_timeout:g} s; closing the control connection.",
+        )
+        session.closing = True
+        return False
+    if delay > 0:
+        await asyncio.sleep(delay)
+        throttle.woke()
+    return True

@@ -32,7 +32,7 @@ from ketch.server.dispatch import dispatch, well_formed
 from ketch.server.filesystem import Filesystem, FilesystemError, shared_filesystem
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
-from ketch.server.rate_limit import CommandThrottle
+from ketch.server.rate_limit import CommandThrottle, pace
 from ketch.server.tls import secure_control_stream
 from ketch.server.transfer_task import stop_transfer_task
 
@@ -151,7 +151,7 @@ class Session:
                 if timed_out := self._start_waiting():
                     await self.reply(421, timed_out)
                     break
-                # Nothing queued: the client waited for our last reply (see _pace).
+                # Nothing queued: the client waited for our last reply (see rate_limit.pace).
                 waited = not self.stream.has_data()
                 try:
                     data = await self.stream.read(_READ_SIZE)
@@ -181,7 +181,7 @@ class Session:
         self._queue = events  # commands read while one waits for a transfer join it
         try:
             for event in events:  # a list: it may grow while being run
-                if self._throttle is not None and not await self._pace(self._throttle, waited):
+                if self._throttle is not None and not await pace(self, self._throttle, waited):
                     return
                 waited = False  # the others in this piece came without waiting
                 if self.context.stopping:
@@ -258,34 +258,6 @@ class Session:
         assert task is not None
         # Another cancel besides ours (server shutdown) must still end the session.
         return task.uncancel() == 0
-
-    async def _pace(self, throttle: CommandThrottle, waited: bool) -> bool:
-        """Wait as the command rate limit asks; False (after a 421) when the client floods.
-
-        ``waited``: the command arrived only after the previous reply went out.
-        """
-        if waited:
-            throttle.client_waited()
-        delay = throttle.delay()
-        if delay is None:
-            log.warning(
-                "command flood client=%s user=%s: faster than %g commands/s for %g s",
-                self.peer_ip,
-                self.state.user_name,
-                self.config.command_rate,
-                self.config.command_flood_timeout,
-            )
-            await self.reply(
-                421,
-                f"Too many commands: more than {self.config.command_rate:g} per second "
-                f"for {self.config.command_flood_timeout:g} s; closing the control connection.",
-            )
-            self.closing = True
-            return False
-        if delay > 0:
-            await asyncio.sleep(delay)
-            throttle.woke()
-        return True
 
     async def _handle(self, command: Command) -> None:
         # Keep replies in order: this command's answer follows the transfer's 226. So
