@@ -87,6 +87,24 @@ def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
     data.close()
 
 
+@pytest.mark.parametrize("line", ["NOOP", "STAT"])
+def test_a_noop_or_stat_pipelined_behind_retr_is_answered_after_its_replies(
+    server: RunningServer, line: str
+) -> None:
+    # Read with RETR in one piece, before the transfer has said 150: answered at once,
+    # its 200 (or 211) would come first, and a pipelining client would take it for RETR's.
+    (server.home / "small.txt").write_bytes(b"small file\n")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    port = parse_epsv_reply(reply_to(ftp, "EPSV"))
+    with socket.create_connection((server.host, port), timeout=10) as data:
+        ftp.sock.sendall(f"RETR small.txt\r\n{line}\r\n".encode())
+        assert data.makefile("rb").read() == b"small file\n"
+    replies = [ftp.getmultiline()[:3] for _ in range(3)]
+    assert replies == ["150", "226", "200" if line == "NOOP" else "211"]
+    ftp.quit()
+
+
 def test_ftplib_abort_with_urgent_data_is_understood(server: RunningServer, big_file: Path) -> None:
     ftp, data = download_under_way(server)
     # ftplib sends ABOR with MSG_OOB; the urgent byte must not be lost from the line.

@@ -32,6 +32,7 @@ __all__ = [
     "COMMANDS_BEFORE_LOGIN",
     "DATA_SETUP_COMMANDS",
     "TRANSFER_COMMANDS",
+    "URGENT_BEFORE_FIRST_REPLY",
     "URGENT_COMMANDS",
     "LoginStage",
     "SessionState",
@@ -60,6 +61,11 @@ TRANSFER_COMMANDS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "
 #: Commands served while a transfer runs instead of waiting for its end
 #: (RFC 959 §4.1.3: ABOR and STAT are meant to be sent during a transfer).
 URGENT_COMMANDS = frozenset({"ABOR", "STAT", "NOOP"})
+
+#: What is served at once before a running command's first reply: a transfer's until
+#: its 150, a HASH's (its only reply) throughout. A NOOP answered earlier would come
+#: first, and a client that pipelines would take its 200 for that reply.
+URGENT_BEFORE_FIRST_REPLY = frozenset({"ABOR"})
 
 #: Transfer commands that honour a pending REST offset.
 RESTARTABLE_COMMANDS = frozenset({"RETR", "STOR"})

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ketch.protocol.security import transfer_refusal
-from ketch.protocol.session_state import URGENT_COMMANDS
+from ketch.protocol.session_state import URGENT_BEFORE_FIRST_REPLY, URGENT_COMMANDS
 from ketch.server.data_channel import DataChannel, DataConnectionError
 from ketch.server.data_offers import DataOffer
 from ketch.server.tls_data import TlsOffer
@@ -98,6 +98,7 @@ async def start_transfer(
         session,
         run_transfer(session, offer, verb, path, work, opening, done, cleanup),
         f"{verb} {path}",
+        URGENT_BEFORE_FIRST_REPLY,  # STAT and NOOP too once the 150 is out
     )
 
 
@@ -194,6 +195,7 @@ async def run_transfer(
     try:
         await offer.prepare()
         await session.reply(150, opening)
+        session.urgent_commands = URGENT_COMMANDS
         channel = await offer.connect()
         watchdog = StallWatchdog(channel, task, config.data_stall_timeout)
         await work(channel)

@@ -32,6 +32,7 @@ from ketch.protocol.hashes import (
     split_x_argument,
     x_range,
 )
+from ketch.protocol.session_state import URGENT_BEFORE_FIRST_REPLY
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
@@ -85,10 +86,6 @@ def _digest_and_close(
         return digest_file(file, algorithm, offset, length, cancelled)
 
 
-#: What a session answers while it hashes: only ABOR. HASH has a single reply, and
-#: a NOOP answered before it would be taken for it by a client that pipelines.
-_URGENT_WHILE_HASHING = frozenset({"ABOR"})
-
 #: The final reply of a finished digest: (code, text) from the hex digest and the bytes hashed.
 ReplyOf = Callable[[str, int], tuple[int, str]]
 
@@ -125,7 +122,7 @@ async def _start_digest(
         session,
         _reply_when_hashed(session, command_line, asyncio.wrap_future(job), reply_of),
         f"{command_line} ({algorithm})",
-        _URGENT_WHILE_HASHING,
+        URGENT_BEFORE_FIRST_REPLY,  # HASH has one reply
     )
     task.add_done_callback(functools.partial(_hashing_done, cancelled, job, file))
 
