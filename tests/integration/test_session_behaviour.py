@@ -87,6 +87,28 @@ def test_a_client_hanging_up_behind_a_waiting_command_ends_the_transfer(
     data.close()
 
 
+def test_quit_then_a_half_close_still_gets_the_whole_download_then_226_and_221(
+    server: RunningServer,
+) -> None:
+    # What a script piping its commands into a socket does: its last line, then EOF on
+    # its side only. RFC 959: QUIT waits for the transfer; the download must not be cut.
+    payload = os.urandom(8 * 1024 * 1024)
+    (server.home / "whole.bin").write_bytes(payload)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    port = parse_epsv_reply(reply_to(ftp, "EPSV"))
+    with socket.create_connection((server.host, port), timeout=10) as data:
+        ftp.sock.sendall(b"RETR whole.bin\r\nQUIT\r\n")
+        ftp.sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := data.recv(1 << 20):
+            received += chunk
+    assert bytes(received) == payload
+    replies = [ftp.getmultiline()[:3] for _ in range(3)]
+    assert replies == ["150", "226", "221"]
+    ftp.close()
+
+
 @pytest.mark.parametrize("line", ["NOOP", "STAT"])
 def test_a_noop_or_stat_pipelined_behind_retr_is_answered_after_its_replies(
     server: RunningServer, line: str

@@ -265,20 +265,20 @@ class Session:
         if (
             self.transfer is not None
             and not (command.verb in self.urgent_commands and well_formed(command))
-            and not await self._await_transfer(self.transfer)
+            and not await self._await_transfer(self.transfer, command)
         ):
             return  # the client hung up meanwhile
         await dispatch(self, command)
         self._last_activity = time.monotonic()
 
-    async def _await_transfer(self, transfer: asyncio.Task[None]) -> bool:
+    async def _await_transfer(self, transfer: asyncio.Task[None], waiting: Command) -> bool:
         """Wait for ``transfer``, reading the control connection meanwhile.
 
         RFC 959 §4.1.3: ABOR must be heard during a transfer, also behind a command
         that waits for it. ABOR read meanwhile runs at once; other commands, STAT and
         NOOP too, join the queue being run, so that replies keep the commands' order.
         False when the client hung up (the transfer is stopped then, and nothing more
-        runs).
+        runs); not so when it half-closed after a QUIT, which waits for the transfer.
         """
         queue = self._queue
         assert queue is not None, "only a command run by _serve_input waits here"
@@ -294,7 +294,12 @@ class Session:
                 await asyncio.wait((reading,))
                 break
             data = reading.result()
-            if not data:
+            if not data and _quit_among(waiting, queue) and not self.stream.is_closing():
+                # "RETR f", "QUIT", then a half-close (a script's last line): RFC 959
+                # has QUIT wait for the transfer, then 226 and 221.
+                await asyncio.wait((transfer,))
+                break
+            if not data:  # hung up (or TLS, which cannot half-close): stop the transfer
                 self.closing = True
                 await stop_transfer_task(transfer)
                 return False
@@ -465,3 +470,10 @@ class Session:
             pass
         except TimeoutError:
             self.stream.abort()  # the client holds the close up: drop what it did not take
+
+
+def _quit_among(waiting: Command, queue: list[Command | LineTooLong]) -> bool:
+    """Whether QUIT is the command waiting for the transfer, or queued behind it."""
+    return waiting.verb == "QUIT" or any(
+        isinstance(event, Command) and event.verb == "QUIT" for event in queue
+    )
