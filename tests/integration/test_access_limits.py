@@ -339,3 +339,28 @@ def test_commands_queued_behind_a_transfer_are_still_held_to_the_rate(
     answered = sum(line.startswith("200") for line in replies)
     assert answered <= 1 + 5 * 1.0, replies  # a burst, then 5/s for the half second
     assert replies[-1].startswith("421") and "Too many commands" in replies[-1]
+
+
+def test_names_a_client_chose_cannot_forge_log_fields_or_terminal_output(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A user name and a file name carrying a terminal escape and fake fields: the log
+    # line keeps them inside one quoted field, escaped.
+    forged = "\x1b[2Jevil user=admin result=ok"
+    (server.home / "a b=c.txt").write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp = connect(server, login=False)
+        ftp.sock.sendall(f"USER {forged}\r\n".encode())
+        assert ftp.getmultiline().startswith("331")
+        assert reply_to(ftp, "PASS wrong").startswith("530")
+        ftp.login(USER, PASSWORD)
+        ftp.retrbinary("RETR a b=c.txt", lambda _: None)
+        ftp.quit()
+    messages = [r.getMessage() for r in caplog.records]
+    failed = [m for m in messages if m.startswith("login failed")]
+    assert failed == [
+        'login failed user="\\x1b[2Jevil user=admin result=ok" known=False client=127.0.0.1'
+    ]
+    transfers = [m for m in messages if m.startswith("transfer RETR")]
+    assert len(transfers) == 1 and ' path="/a b=c.txt" ' in transfers[0], transfers
+    assert not any("\x1b" in m for m in messages)

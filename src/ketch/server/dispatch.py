@@ -18,6 +18,7 @@ from ketch.protocol.security import command_refusal
 from ketch.server.auth import Permission
 from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
+from ketch.server.log_text import log_field
 
 if TYPE_CHECKING:
     from ketch.server.session import Session
@@ -63,7 +64,7 @@ async def dispatch(session: Session, command: Command) -> None:
         log.info(
             "refused %s user=%s client=%s: no %s permission",
             spec.verb,
-            session.state.user_name,
+            log_field(session.state.user_name),
             session.peer_ip,
             spec.permission.name,
         )
@@ -76,7 +77,7 @@ async def dispatch(session: Session, command: Command) -> None:
         log.warning(
             "refused %s user=%s client=%s: path outside the home directory (%r)",
             spec.verb,
-            session.state.user_name,
+            log_field(session.state.user_name),
             session.peer_ip,
             command.argument,
         )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
+from ketch.server.log_text import log_field
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT
@@ -230,14 +231,14 @@ class _Closer:
             log.info(
                 "shutdown: transfer cut off client=%s user=%s",
                 session.peer_ip,
-                session.state.user_name,
+                log_field(session.state.user_name),
             )
         else:
             self.finished += 1
             log.info(
                 "shutdown: transfer ended client=%s user=%s; closing the session",
                 session.peer_ip,
-                session.state.user_name,
+                log_field(session.state.user_name),
             )
         self.close(task, session)
 

@@ -32,6 +32,7 @@ from ketch.server.dispatch import dispatch, well_formed
 from ketch.server.filesystem import Filesystem, FilesystemError, shared_filesystem
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
+from ketch.server.log_text import log_field
 from ketch.server.rate_limit import CommandThrottle, pace
 from ketch.server.tls import secure_control_stream
 from ketch.server.transfer_task import stop_transfer_task
@@ -217,12 +218,16 @@ class Session:
         if self.transfer is not None:
             remaining = self.config.idle_timeout
         if remaining <= 0:
-            log.info("idle timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+            log.info(
+                "idle timeout client=%s user=%s", self.peer_ip, log_field(self.state.user_name)
+            )
             return f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
         line_left = self._line_timer.remaining()
         if line_left is not None:
             if line_left <= 0:
-                log.info("line timeout client=%s user=%s", self.peer_ip, self.state.user_name)
+                log.info(
+                    "line timeout client=%s user=%s", self.peer_ip, log_field(self.state.user_name)
+                )
                 return (
                     f"Command line not completed within {self.config.line_timeout:g} s: "
                     "closing the control connection."
@@ -372,7 +377,7 @@ class Session:
             log.info(
                 "client=%s user=%s read no replies for %g s (idle_timeout): closing",
                 self.peer_ip,
-                self.state.user_name,
+                log_field(self.state.user_name),
                 self.config.idle_timeout,
             )
             stream.abort()

@@ -22,6 +22,7 @@ from ketch.protocol.security import transfer_refusal
 from ketch.protocol.session_state import URGENT_BEFORE_FIRST_REPLY, URGENT_COMMANDS
 from ketch.server.data_channel import DataChannel, DataConnectionError
 from ketch.server.data_offers import DataOffer
+from ketch.server.log_text import log_field
 from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 
@@ -262,10 +263,10 @@ def _log_transfer(
     log.info(
         "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
         verb,
-        session.state.user_name,
+        log_field(session.state.user_name),
         session.peer_ip,
         mode,
-        path,
+        log_field(path),
         moved,
         seconds,
         outcome,

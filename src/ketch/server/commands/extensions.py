@@ -21,6 +21,7 @@ from ketch.protocol.session_state import LoginStage
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.listing_workers import MLSD, ListingOptions
+from ketch.server.log_text import log_field
 from ketch.server.session import Session
 from ketch.server.transfer_task import refused_without_offer, start_transfer
 
@@ -201,14 +202,14 @@ async def host(session: Session, argument: str) -> None:
         return
     served = session.context.config.host_names
     if served and name not in served:
-        log.info("host refused client=%s host=%s", session.peer_ip, name)
+        log.info("host refused client=%s host=%s", session.peer_ip, log_field(name))
         # The list of served names is not told to a client that has not logged in.
         await session.reply(
             504, f"This server does not serve {name}; check the host name in your URL."
         )
         return
     session.extensions.host_name = name
-    log.info("host client=%s host=%s", session.peer_ip, name)
+    log.info("host client=%s host=%s", session.peer_ip, log_field(name))
     await session.reply(220, f"Host {name} is ready: log in with USER and PASS.")
 
 
@@ -224,6 +225,9 @@ async def client_name(session: Session, argument: str) -> None:
     name = name[:_CLIENT_NAME_LIMIT]
     session.extensions.client_name = name
     log.info(
-        "client name client=%s user=%s name=%r", session.peer_ip, session.state.user_name, name
+        "client name client=%s user=%s name=%r",
+        session.peer_ip,
+        log_field(session.state.user_name),
+        name,
     )
     await session.reply(200, f"Noted: you are using {name}.")

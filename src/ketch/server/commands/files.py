@@ -9,6 +9,7 @@ from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.commands.nat_info import site_natinfo
+from ketch.server.log_text import log_field
 from ketch.server.quota import Quota
 from ketch.server.session import Session
 
@@ -36,7 +37,12 @@ async def delete(session: Session, argument: str) -> None:
     session.filesystem.remove(path)
     if quota and removed and removed.kind == "file":
         quota.adjust(-removed.size, -1)
-    log.info("delete user=%s client=%s path=%s", session.state.user_name, session.peer_ip, path)
+    log.info(
+        "delete user=%s client=%s path=%s",
+        log_field(session.state.user_name),
+        session.peer_ip,
+        log_field(path),
+    )
     await session.reply(250, f"{path}: deleted.")
 
 
@@ -75,10 +81,10 @@ async def rename_to(session: Session, argument: str) -> None:
         quota.adjust(-replaced.size, -1)
     log.info(
         "rename user=%s client=%s from=%s to=%s",
-        session.state.user_name,
+        log_field(session.state.user_name),
         session.peer_ip,
-        source,
-        target,
+        log_field(source),
+        log_field(target),
     )
     await session.reply(250, f"Renamed {source} to {target}.")
 

@@ -8,6 +8,7 @@ import logging
 from ketch.protocol.extension_state import ExtensionState
 from ketch.server.auth import ANONYMOUS_NAMES, Permission
 from ketch.server.command_table import Argument, command
+from ketch.server.log_text import log_field
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.session import Session
 
@@ -55,7 +56,7 @@ async def password(session: Session, secret: str) -> None:
         # Whether the name exists goes to the admin's log only, never to the client.
         log.warning(
             "login failed user=%s known=%s client=%s",
-            name,
+            log_field(name),
             session.context.authenticator.knows(name),
             session.peer_ip,
         )
@@ -79,7 +80,7 @@ async def password(session: Session, secret: str) -> None:
         session.context.counters["login_too_many_sessions"] += 1
         log.warning(
             "login refused user=%s client=%s: already %d sessions (the limit)",
-            name,
+            log_field(name),
             session.peer_ip,
             limit,
         )
@@ -92,12 +93,17 @@ async def password(session: Session, secret: str) -> None:
     except NotADirectoryError as error:
         sessions.release(slot)
         state.login_failed()
-        log.error("login refused user=%s client=%s: %s", name, session.peer_ip, error)
+        log.error("login refused user=%s client=%s: %s", log_field(name), session.peer_ip, error)
         await session.reply(530, "Your home directory is unavailable; ask the admin to check it.")
         return
     session.user_slot = slot
     session.context.counters["login_ok"] += 1
-    log.info("login ok user=%s client=%s anonymous=%s", name, session.peer_ip, account.anonymous)
+    log.info(
+        "login ok user=%s client=%s anonymous=%s",
+        log_field(name),
+        session.peer_ip,
+        account.anonymous,
+    )
     if account.anonymous:
         access = "read-only" if not account.permissions & Permission.WRITE else "read-write"
         await session.reply(230, f"Anonymous access granted ({access}).")
