@@ -199,6 +199,28 @@ def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path:
         ftp.retrlines("LIST escape", lambda _: None)
 
 
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("escape", "/escape: Permission denied (outside your home directory)"),
+        ("nowhere", "/nowhere: No such file or directory; check the name (LIST shows"),
+        ("file.txt", "/file.txt: not a directory; RETR downloads a file."),
+        ("a\x00b", "/a\\x00b: invalid file name"),  # escaped, not a raw NUL
+    ],
+)
+def test_cwd_says_why_it_refuses(
+    server: RunningServer, tmp_path: Path, target: str, reason: str
+) -> None:
+    os.symlink(tmp_path, server.home / "escape")
+    (server.home / "file.txt").write_bytes(b"a file")
+    ftp = connect(server)
+    ftp.sock.sendall(f"CWD {target}\r\n".encode())
+    reply = ftp.getmultiline()
+    assert reply.startswith("550 ") and reason in reply, reply
+    assert "\x00" not in reply
+    assert ftp.pwd() == "/"
+
+
 def test_a_directory_swapped_for_a_symlink_after_the_check_gets_550(
     server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

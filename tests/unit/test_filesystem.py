@@ -65,7 +65,9 @@ def test_stat_of_root_is_a_directory_named_slash(fs: Filesystem) -> None:
 def test_missing_file_error_names_virtual_path_and_reason(fs: Filesystem, tmp_path: Path) -> None:
     with pytest.raises(FilesystemError) as caught:
         fs.stat("/nope.txt")
-    assert str(caught.value) == "/nope.txt: No such file or directory"
+    assert str(caught.value) == (
+        "/nope.txt: No such file or directory; check the name (LIST shows what is there)"
+    )
 
 
 def test_list_dir_is_sorted_and_complete(fs: Filesystem, home: Path) -> None:
@@ -78,9 +80,9 @@ def test_list_dir_is_sorted_and_complete(fs: Filesystem, home: Path) -> None:
 
 
 def test_list_dir_of_a_file_is_an_error(fs: Filesystem) -> None:
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
+    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
         fs.list_dir("/b.bin")
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
+    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
         fs.list_names("/b.bin")
 
 
@@ -92,7 +94,7 @@ def test_list_names_are_list_dirs_names_without_stats(fs: Filesystem, home: Path
     assert fs.list_names("/") == ["A", "b.bin", "c", "dangling", "docs"]
     assert fs.list_names("/") == [facts.name for facts in fs.list_dir("/")]
     assert fs.list_names("/docs") == ["a.txt"]
-    with pytest.raises(FilesystemError, match=r"^/nope: No such file or directory$"):
+    with pytest.raises(FilesystemError, match=r"^/nope: No such file or directory; check the name \(LIST shows what is there\)$"):
         fs.list_names("/nope")
 
 
@@ -134,7 +136,7 @@ def test_list_lines_are_the_lines_of_list_dir(fs: Filesystem, home: Path, outsid
     shown = "\n".join(lines)
     assert "relative -> docs/a.txt" in shown and "absolute -> /docs" in shown
     assert str(outside) not in shown and "two?lines" in shown and " 2001 b.bin" in shown
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory$"):
+    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
         fs.list_lines("/b.bin", now)
     with pytest.raises(PathEscapeError):
         fs.list_lines("/escape", now)
@@ -243,7 +245,7 @@ def test_open_read_is_unbuffered_real_file(fs: Filesystem) -> None:
 
 
 def test_open_read_of_directory_is_refused(fs: Filesystem) -> None:
-    with pytest.raises(FilesystemError, match=r"^/docs: Is a directory$"):
+    with pytest.raises(FilesystemError, match=r"^/docs: Is a directory; name a file$"):
         fs.open_read("/docs")
 
 
@@ -355,14 +357,14 @@ def test_stou_refuses_a_stem_with_a_slash(fs: Filesystem) -> None:
 def test_mkdir_rmdir_round_trip(fs: Filesystem, home: Path) -> None:
     fs.mkdir("/docs/new")
     assert (home / "docs" / "new").is_dir()
-    with pytest.raises(FilesystemError, match=r"^/docs/new: File exists$"):
+    with pytest.raises(FilesystemError, match=r"^/docs/new: File exists; choose another name, or delete that one first$"):
         fs.mkdir("/docs/new")
     fs.rmdir("/docs/new")
     assert not (home / "docs" / "new").exists()
 
 
 def test_rmdir_of_non_empty_directory_fails(fs: Filesystem) -> None:
-    with pytest.raises(FilesystemError, match=r"^/docs: Directory not empty$"):
+    with pytest.raises(FilesystemError, match=r"^/docs: Directory not empty; delete what is in it first$"):
         fs.rmdir("/docs")
 
 
@@ -391,7 +393,7 @@ def test_remove_deletes_files_but_not_directories(fs: Filesystem, home: Path) ->
 def test_rename_moves_and_reports_failures(fs: Filesystem, home: Path) -> None:
     fs.rename("/b.bin", "/docs/c.bin")
     assert (home / "docs" / "c.bin").read_bytes() == b"bb"
-    with pytest.raises(FilesystemError, match=r"^/gone -> /x: No such file or directory$"):
+    with pytest.raises(FilesystemError, match=r"^/gone -> /x: No such file or directory; check the name \(LIST shows what is there\)$"):
         fs.rename("/gone", "/x")
 
 

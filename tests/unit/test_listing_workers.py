@@ -233,7 +233,7 @@ def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_i
     async def scenario() -> None:
         async with running_workers(count, worker_pids) as workers:
             for kind in (LIST, MLSD):
-                with pytest.raises(FilesystemError, match=r"^/big: Not a directory$"):
+                with pytest.raises(FilesystemError, match=r"^/big: Not a directory; a name on the path is a file; check the path$"):
                     await by_workers(workers, _NotADirectory(home), kind)
             assert pids_of(workers) == worker_pids  # the same workers carry on
             await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=True)

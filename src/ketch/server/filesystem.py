@@ -38,6 +38,7 @@ from ketch.server.mlsx_scan import (
     scan_directory,
     shown_link_target,
 )
+from ketch.server.os_errors import error_text
 
 __all__ = [
     "Filesystem",
@@ -61,11 +62,6 @@ _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
 _PLACE_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def _reason(code: int | None) -> str:
-    """The OS's wording for an errno, with a fallback for errors without one."""
-    return os.strerror(code) if code else "Input/output error"
-
-
 class _mapped:  # lower case: it reads like the function it replaced, ``with _mapped(path):``
     """Turn OS failures into FilesystemError naming only the virtual path.
 
@@ -85,7 +81,7 @@ class _mapped:  # lower case: it reads like the function it replaced, ``with _ma
         self, _: type[BaseException] | None, error: BaseException | None, __: object
     ) -> None:
         if isinstance(error, OSError):
-            raise FilesystemError(f"{self._virtual}: {_reason(error.errno)}") from error
+            raise FilesystemError(f"{self._virtual}: {error_text(error.errno)}") from error
         if isinstance(error, ValueError):  # the jail refuses bad names first; a backstop
             raise FilesystemError(
                 f"{self._virtual}: invalid file name; choose another name"
@@ -118,7 +114,7 @@ def _check_regular(virtual: str, mode: int) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        raise FilesystemError(f"{virtual}: {os.strerror(errno.EISDIR)}")
+        raise FilesystemError(f"{virtual}: {error_text(errno.EISDIR)}")
     raise FilesystemError(
         f"{virtual}: not a regular file (devices, FIFOs and sockets cannot be transferred)"
     )
@@ -447,7 +443,7 @@ def _followed_stat(path: str, place: Place) -> os.stat_result:
     """
     info = place.stat()
     if stat.S_ISLNK(info.st_mode):
-        raise FilesystemError(f"{path}: {os.strerror(errno.ELOOP)}")
+        raise FilesystemError(f"{path}: {error_text(errno.ELOOP)}")
     return info
 
 
@@ -459,7 +455,7 @@ def _check_may_replace(path: str, place: Place) -> None:
     owner's, that APPE and REST+STOR (and every server writing in place) refuse.
     """
     if not os.access(place.name, os.W_OK, dir_fd=place.dir_fd, follow_symlinks=False):
-        raise FilesystemError(f"{path}: {_reason(errno.EACCES)}")
+        raise FilesystemError(f"{path}: {error_text(errno.EACCES)}")
 
 
 def _existing_regular(path: str, place: Place) -> os.stat_result | None:

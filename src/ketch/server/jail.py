@@ -27,6 +27,8 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
+from ketch.server.os_errors import error_text
+
 __all__ = [
     "UPLOAD_TEMP_PREFIX",
     "FilesystemError",
@@ -203,7 +205,7 @@ class Jail:
         try:
             fd = os.open(directory, _DIRECTORY_FLAGS)
         except OSError as error:
-            raise FilesystemError(f"{virtual}: {_reason(error)}") from error
+            raise FilesystemError(f"{virtual}: {error_text(error.errno)}") from error
         try:
             where = os.readlink(f"{_FD_PATHS}/{fd}")
         except FileNotFoundError:
@@ -211,7 +213,7 @@ class Jail:
         except BaseException as error:
             os.close(fd)
             if isinstance(error, OSError):
-                raise FilesystemError(f"{virtual}: {_reason(error)}") from error
+                raise FilesystemError(f"{virtual}: {error_text(error.errno)}") from error
             raise
         else:
             if not self.contains(where):
@@ -231,10 +233,6 @@ def virtual_path_in(home: str, real: str) -> str | None:
     if normalized != home and not normalized.startswith(prefix):
         return None
     return "/" + normalized[len(home) :].strip("/")
-
-
-def _reason(error: OSError) -> str:
-    return os.strerror(error.errno) if error.errno else "Input/output error"
 
 
 def _warn_without_proc() -> None:

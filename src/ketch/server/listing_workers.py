@@ -62,6 +62,7 @@ from ketch.server.listing_worker import (
     ListingKind,
     ListingOptions,
 )
+from ketch.server.os_errors import error_text
 
 __all__ = ["LIST", "MLSD", "ListingKind", "ListingOptions", "ListingWorkers"]
 
@@ -98,7 +99,7 @@ class _DirectoryError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-        self.reason = os.strerror(code) if code else "Input/output error"
+        self.reason = error_text(code)
 
     @classmethod
     def sent_by(cls, worker: _Worker, body: bytes | bytearray) -> _DirectoryError:

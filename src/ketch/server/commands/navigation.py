@@ -40,8 +40,9 @@ async def change_to_parent(session: Session, _: str) -> None:
 
 
 async def _enter(session: Session, path: str) -> None:
-    if not session.filesystem.is_dir(path):
-        await session.reply(550, f"{path}: no such directory, or not accessible.")
+    # stat, not is_dir: a refusal says why (missing, outside the home, a bad name).
+    if session.filesystem.stat(path).kind != "dir":  # FilesystemError: 550 with the reason
+        await session.reply(550, f"{path}: not a directory; RETR downloads a file.")
         return
     session.cwd = path
     await session.reply(250, f"Working directory is now {path}.")

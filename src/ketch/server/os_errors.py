@@ -1,0 +1,40 @@
+"""What an OS error on the server's file system means to an FTP client, and what to do.
+
+Replies carry the OS's own wording (``No such file or directory``), which
+people and scripts know, followed by a next step where the client can take
+one. The jail and the filesystem layer word their 550s with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = ["error_text"]
+
+#: What to do about the errors a client can cause, after the OS's wording of each.
+_ADVICE = {
+    errno.ENOENT: "check the name (LIST shows what is there)",
+    errno.EEXIST: "choose another name, or delete that one first",
+    errno.ENOTEMPTY: "delete what is in it first",
+    errno.ENOTDIR: "a name on the path is a file; check the path",
+    errno.EISDIR: "name a file",
+    errno.EACCES: "the server's file permissions forbid it; ask its admin",
+    errno.EPERM: "the server's file permissions forbid it; ask its admin",
+    errno.ELOOP: "a symbolic link on the path loops; ask the server's admin",
+    errno.ENAMETOOLONG: "choose a shorter name",
+    errno.EINVAL: "not possible for this path (a directory cannot move into itself)",
+    errno.EXDEV: "they are on different file systems of the server; copy it instead",
+    errno.ENOSPC: "the server's disk is full; ask its admin",
+    errno.EDQUOT: "the server's disk quota is used up; ask its admin",
+    errno.EROFS: "the server's file system is read-only; ask its admin",
+    errno.EBUSY: "the server is using it; try again later",
+}
+
+
+def error_text(code: int | None) -> str:
+    """The OS's wording for an errno, and what to do when the client can do something."""
+    if not code:
+        return "Input/output error; try again, or ask the server's admin"
+    advice = _ADVICE.get(code)
+    return f"{os.strerror(code)}; {advice}" if advice else os.strerror(code)
