@@ -125,6 +125,14 @@ def test_negotiation_option_byte_that_is_lf_does_not_end_the_line() -> None:
     assert only_command(b"NO" + IAC + b"\xfd\nOP\r\n").verb == "NOOP"
 
 
+def test_a_subnegotiation_is_removed_whole_even_with_an_escaped_iac_or_a_line_end() -> None:
+    # IAC SB <option> ... IAC SE (RFC 855): a terminal type such as "xterm\n" is not text.
+    data = IAC + b"\xfa\x18\x00xt\r\n" + IAC + IAC + b"m" + IAC + b"\xf0NOOP\r\n"
+    assert only_command(data) == Command("NOOP", "", b"NOOP")
+    events = feed_all(CommandLineReader(), *(data[i : i + 1] for i in range(len(data))))
+    assert events == [Command("NOOP", "", b"NOOP")]
+
+
 def test_telnet_sequences_split_across_feeds_are_handled() -> None:
     data = IAC + b"\xf4" + IAC + b"\xf2AB" + IAC + b"\xfb\x03OR " + IAC + IAC + b"\r\n"
     events = feed_all(CommandLineReader(), *(data[i : i + 1] for i in range(len(data))))

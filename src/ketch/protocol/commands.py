@@ -23,11 +23,14 @@ __all__ = [
 _IAC = 0xFF
 _IAC_BYTE = b"\xff"
 _WILL, _DONT = 251, 254  # WILL, WONT, DO, DONT are 251..254 and carry an option byte
+_SB, _SE = 250, 240  # a subnegotiation: IAC SB <option> <bytes> IAC SE (RFC 855)
 
 # Telnet parser states.
 _DATA = 0
 _AFTER_IAC = 1
 _OPTION = 2
+_SUBNEGOTIATION = 3  # inside IAC SB ... IAC SE: nothing of it is command text
+_SUBNEGOTIATION_IAC = 4  # an IAC inside it: SE ends it, anything else does not
 
 # Lone surrogates that 'surrogateescape' cannot turn back into a byte.
 _STRAY_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -199,10 +202,22 @@ class CommandLineReader:
                     state = _DATA
                 elif _WILL <= byte <= _DONT:
                     state = _OPTION
+                elif byte == _SB:
+                    state = _SUBNEGOTIATION
                 else:
                     state = _DATA  # two-byte command such as IP or DM
-            else:
+            elif state == _OPTION:
                 pos += 1  # the option byte of WILL/WONT/DO/DONT
                 state = _DATA
+            else:  # skip a subnegotiation up to IAC SE
+                if state == _SUBNEGOTIATION_IAC:
+                    state = _DATA if data[pos] == _SE else _SUBNEGOTIATION
+                    pos += 1
+                    continue
+                iac = data.find(_IAC_BYTE, pos)
+                if iac < 0:
+                    break
+                pos = iac + 1
+                state = _SUBNEGOTIATION_IAC
         self._telnet = state
         return bytes(out)
