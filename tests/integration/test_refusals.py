@@ -293,6 +293,22 @@ def test_unknown_command_gets_500(server: RunningServer) -> None:
     assert reply_to(ftp, "XYZZY").startswith("500 ")
 
 
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (" NOOP", "500 The command line starts with a space; send the command name first."),
+        ("cwd\tdocs", "500 CWD: separate the argument from the command with a space, not a tab."),
+        ("", "500 Unknown command '(empty line)'; HELP lists the commands."),
+    ],
+)
+def test_a_line_that_names_no_command_gets_a_500_saying_why(
+    server: RunningServer, line: str, reply: str
+) -> None:
+    ftp = connect(server)
+    assert reply_to(ftp, line) == reply
+    assert ftp.pwd() == "/"  # and nothing ran
+
+
 def test_wrong_password_and_unknown_user_fail_alike(server: RunningServer) -> None:
     replies = []
     for user, password in (("alice", "wrong"), ("nobody", "wrong")):

@@ -36,8 +36,7 @@ async def dispatch(session: Session, command: Command) -> None:
         if command.verb in NOT_IMPLEMENTED:
             await session.reply(502, NOT_IMPLEMENTED[command.verb])
             return
-        verb = command.verb[:20] or "(empty line)"
-        await session.reply(500, f"Unknown command {verb!r}; HELP lists the commands.")
+        await session.reply(500, _unknown(command))
         return
     if not session.state.may_run(spec.verb, needs_login=spec.needs_login):
         await session.reply(530, "Please log in with USER and PASS first.")
@@ -121,3 +120,14 @@ def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
     if spec.argument is Argument.NONE and argument:
         return f"{spec.verb} takes no argument: {spec.help}"
     return None
+
+
+def _unknown(command: Command) -> str:
+    """The 500 for a line that names no command, saying what is wrong with it."""
+    if not command.verb and command.argument.strip():
+        return "The command line starts with a space; send the command name first."
+    name, tab, _ = command.verb.partition("\t")
+    if tab and name in COMMANDS:
+        return f"{name}: separate the argument from the command with a space, not a tab."
+    verb = command.verb[:20] or "(empty line)"
+    return f"Unknown command {verb!r}; HELP lists the commands."
