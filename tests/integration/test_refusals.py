@@ -59,9 +59,14 @@ def test_malformed_port_gets_501(server: RunningServer, argument: str) -> None:
     assert reply_to(ftp, f"PORT {argument}").startswith("501 ")
 
 
-def test_eprt_unknown_family_gets_522(server: RunningServer) -> None:
+@pytest.mark.parametrize("argument", ["|3|127.0.0.1|50000|", "|2|::1|50000|"])
+def test_eprt_of_another_family_gets_522_naming_the_one_that_works(
+    server: RunningServer, argument: str
+) -> None:
+    # RFC 2428: 522 lists what the server supports; on an IPv4 session that is (1) only,
+    # as a data connection is made from the session's own (IPv4) address.
     ftp = connect(server)
-    assert reply_to(ftp, "EPRT |3|127.0.0.1|50000|").startswith("522 ")
+    assert reply_to(ftp, f"EPRT {argument}") == "522 Network protocol not supported, use (1)"
 
 
 def test_passive_connection_from_foreign_address_is_refused(

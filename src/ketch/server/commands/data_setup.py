@@ -56,13 +56,19 @@ async def port(session: Session, argument: str) -> None:
 )
 async def extended_port(session: Session, argument: str) -> None:
     session.last_active_command = session.command_line
+    # RFC 2428 §2: 522 names the protocols the server can use, here only the control
+    # connection's: data connections are made from its local address.
+    unsupported = f"Network protocol not supported, use ({session.peer_family})"
     try:
         target = parse_eprt_argument(argument)
     except UnsupportedFamilyError:
-        await session.reply(522, "Network protocol not supported, use (1,2)")
+        await session.reply(522, unsupported)
         return
     except AddressSyntaxError as error:
         await session.reply(501, f"Bad EPRT argument: {error}.")
+        return
+    if (2 if ":" in target.host else 1) != session.peer_family:
+        await session.reply(522, unsupported)
         return
     await _prepare_active(session, "EPRT", target)
 
