@@ -308,6 +308,33 @@ def test_resuming_an_empty_file_still_creates_it(target: Target, tmp_path: Path)
     assert fetched.read_bytes() == b""
 
 
+def test_wrong_upload_sources_and_a_full_local_disk_are_ftp_errors_that_say_so(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    server = make_server()
+    (server.home / "some.bin").write_bytes(b"x" * 1000)
+
+    async def scenario() -> list[str]:
+        messages = []
+        async with Client(server.host, server.port, user=USER, password=PASSWORD) as ftp:
+            for attempt in (
+                ftp.upload(b"bytes, not chunks", "a.txt"),  # type: ignore[arg-type]
+                ftp.upload([b"chunk"], "b.txt", resume=True),
+                ftp.download("some.bin", "/dev/full"),
+            ):
+                with pytest.raises(FtpError) as failure:
+                    await attempt
+                messages.append(str(failure.value))
+            assert await ftp.pwd() == "/"  # the session goes on
+        return messages
+
+    not_bytes, no_resume, disk_full = run(scenario())
+    assert "not bytes" in not_bytes and "io.BytesIO(data)" in not_bytes
+    assert "cannot resume an upload from chunks" in no_resume
+    assert disk_full.startswith("cannot write /dev/full: No space left on device"), disk_full
+    assert not (server.home / "a.txt").exists() and not (server.home / "b.txt").exists()
+
+
 def test_an_open_file_uploads_from_where_it_stands(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

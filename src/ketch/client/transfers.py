@@ -22,6 +22,7 @@ from ketch.client.data_stream import DataStream
 from ketch.client.errors import (
     DataConnectionFailed,
     FtpError,
+    InvalidArgument,
     LocalFileError,
     ReplyError,
     reply_error,
@@ -185,15 +186,23 @@ async def download(
         return file
 
     try:
-        return await _download_into(client, remote, open_file, offset, total, progress)
+        result = await _download_into(client, remote, open_file, offset, total, progress)
+        for file in opened:
+            try:
+                file.close()
+            except OSError as error:
+                raise _write_error(file, error) from None
+        return result
     except FtpError as error:
         if opened and not isinstance(error, LocalFileError):
-            opened[0].flush()
+            with contextlib.suppress(OSError):  # a full disk: the error at hand says more
+                opened[0].flush()
             _say_incomplete(error, path, total)
         raise
     finally:
         for file in opened:
-            file.close()
+            with contextlib.suppress(OSError):  # closed above, unless something failed first
+                file.close()
 
 
 def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
@@ -238,10 +247,16 @@ async def _download_into(
         except BrokenPipeError:
             raise  # the reader of a pipe went away (ketch get URL - | head): not a disk problem
         except OSError as error:
-            raise LocalFileError(f"cannot write: {error.strerror}", _local_hint(error)) from None
+            raise _write_error(file, error) from None
 
     moved = await _receive_all(client, opened, write, progress, offset, total)
     await _final_reply(client, "RETR", opened)
+    try:  # what the file object still buffers may not fit either (a full disk)
+        file.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise _write_error(file, error) from None
     mode = opened.stream.mode
     if total is not None and offset + moved < total:
         raise DataConnectionFailed(
@@ -251,6 +266,12 @@ async def _download_into(
             advises_resume=True,
         )
     return TransferResult(remote, moved, offset, time.monotonic() - started, mode)
+
+
+def _write_error(file: IO[bytes], error: OSError) -> LocalFileError:
+    where = getattr(file, "name", None)  # a path, "<stdout>", or none (BytesIO)
+    named = f" {where}" if isinstance(where, str) else ""
+    return LocalFileError(f"cannot write{named}: {error.strerror}", _local_hint(error))
 
 
 def open_download(
@@ -338,8 +359,16 @@ async def upload(
             return await _upload_file(client, file, remote, resume, append, progress)
     if hasattr(source, "read"):
         return await _upload_file(client, source, remote, resume, append, progress)  # type: ignore[arg-type]
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(
+            "upload takes a path, a file object or chunks of bytes, not bytes",
+            "pass [data] or io.BytesIO(data)",
+        )
     if resume:
-        raise ValueError("resume needs a file to seek in, not a stream of chunks")
+        raise InvalidArgument(
+            "cannot resume an upload from chunks: it cannot skip what was sent",
+            "upload from a file, or without resume",
+        )
     return await _send(
         client, f"{'APPE' if append else 'STOR'} {remote}", _chunks_of(source), 0, None, progress
     )
