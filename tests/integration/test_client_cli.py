@@ -535,3 +535,42 @@ def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
     assert "\x1b[" in screen  # drawn with terminal codes
     assert "payload.bin" in screen
     assert "MiB" in screen or "KiB" in screen  # rich's download column
+
+
+def test_a_download_shown_on_the_terminal_draws_no_progress_bar_over_it(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    """`ketch get URL -` in a terminal: the file is the output; a bar would garble it."""
+    text = b"".join(b"line %05d of the file\n" % number for number in range(2000))
+    (server.home / "shown.txt").write_bytes(text)
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "HOME": str(home), "COLUMNS": "100", "TERM": "xterm"}
+    drawn = bytearray()
+    try:
+        process = subprocess.Popen(
+            [*KETCH, "get", server.url("/shown.txt"), "-"],
+            stdout=terminal,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            cwd=work,
+            env=env,
+        )
+        os.close(terminal)
+        terminal = -1
+
+        def read_terminal() -> None:
+            with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
+                while chunk := os.read(controller, 65536):
+                    drawn.extend(chunk)
+
+        reader = threading.Thread(target=read_terminal, daemon=True)
+        reader.start()
+        process.wait(timeout=TIMEOUT)
+        reader.join(timeout=TIMEOUT)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert process.returncode == 0
+    assert b"\x1b[" not in drawn
+    assert drawn.replace(b"\r\n", b"\n").startswith(text)  # the terminal turns \n into \r\n

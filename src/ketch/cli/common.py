@@ -507,6 +507,6 @@ def _quiet_broken_pipe() -> NoReturn:
     raise SystemExit(EXIT_OTHER)
 
 
-def display_for(options: ClientOptions) -> Display:
+def display_for(options: ClientOptions, *, bars: bool = True) -> Display:
     """The progress bars and status lines for a command run with ``options``."""
-    return Display(verbose=options.verbose, quiet=options.quiet)
+    return Display(verbose=options.verbose, quiet=options.quiet, bars=bars)

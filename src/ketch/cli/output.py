@@ -82,11 +82,11 @@ class Display:
     Without a terminal nothing but plain text is written: no ANSI codes.
     """
 
-    def __init__(self, *, verbose: bool = False, quiet: bool = False) -> None:
+    def __init__(self, *, verbose: bool = False, quiet: bool = False, bars: bool = True) -> None:
         self.verbose = verbose
         self.quiet = quiet
         self._progress: Progress | None = None
-        if not quiet and sys.stderr.isatty():
+        if bars and not quiet and sys.stderr.isatty():
             self._progress = Progress(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),

@@ -167,7 +167,8 @@ def get(url: str, dest: str | None, resume: bool, verify: bool, options: ClientO
     local = None if to_stdout else _download_destination(dest, name)
     if local is not None:
         _check_writable(local)
-    display = display_for(options)
+    # A file shown on the terminal and a bar redrawn on it would garble each other.
+    display = display_for(options, bars=not (to_stdout and sys.stdout.isatty()))
 
     async def work() -> None:
         async with target.client() as ftp:
