@@ -574,3 +574,26 @@ def test_a_download_shown_on_the_terminal_draws_no_progress_bar_over_it(
     assert process.returncode == 0
     assert b"\x1b[" not in drawn
     assert drawn.replace(b"\r\n", b"\n").startswith(text)  # the terminal turns \n into \r\n
+
+
+@pytest.mark.parametrize("command", ["ls", "get"])
+def test_output_to_a_closed_stdout_is_a_local_error_that_says_so(
+    server: RunningServer, home: Path, work: Path, command: str
+) -> None:
+    (server.home / "some.txt").write_bytes(b"some text\n")
+    url = server.url("/" if command == "ls" else "/some.txt")
+    result = subprocess.run(
+        [*KETCH, command, url, *(["-"] if command == "get" else [])],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),  # as `ketch ls URL >&-` starts it
+        cwd=work,
+        env={**os.environ, "HOME": str(home)},
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 8, result.stderr
+    what = "local error" if command == "ls" else "cannot write"
+    assert result.stderr.decode().splitlines() == [
+        f"ketch: {what}: stdout is closed; send the output somewhere (> file)"
+    ]

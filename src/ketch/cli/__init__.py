@@ -8,6 +8,10 @@ options, credentials and exit codes of common.py.
 
 from __future__ import annotations
 
+import errno
+import io
+import sys
+
 import click
 
 from ketch import __version__
@@ -28,6 +32,7 @@ Exit codes of the client commands:
   3 cannot connect                 8 local file error
   4 login refused                  9 mirror finished with some files failed
                                   10 --verify: the hashes differ
+ 130 interrupted (Ctrl-C)         143 stopped by SIGTERM
 """
 
 
@@ -35,6 +40,18 @@ Exit codes of the client commands:
 @click.version_option(__version__, prog_name="ketch")
 def main() -> None:
     """ketch: an FTP server, client and tools that work through NAT and firewalls."""
+    if sys.stdout is None:  # started with stdout closed (ketch ls URL >&-)
+        sys.stdout = io.TextIOWrapper(_ClosedStdout(), write_through=True)
+
+
+class _ClosedStdout(io.RawIOBase):
+    """Stands in for a closed stdout: writing to it is a local error that says so."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, _: object) -> int:
+        raise OSError(errno.EBADF, "stdout is closed; send the output somewhere (> file)")
 
 
 for _command in (

@@ -10,6 +10,7 @@ the session stays usable for the next command.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -336,6 +337,8 @@ def _local_hint(error: OSError) -> str:
         return "check the local file's permissions"
     if isinstance(error, IsADirectoryError):
         return "name a file, not a directory"
+    if error.errno == errno.EBADF:  # closed under us (the CLI words a closed stdout itself)
+        return ""
     return "check the local path and free disk space"
 
 
