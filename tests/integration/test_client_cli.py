@@ -113,6 +113,21 @@ def test_ls_names_and_json(listed: RunningServer, home: Path, work: Path) -> Non
     assert records["sub"]["type"] == "dir"
 
 
+def test_ls_json_gives_a_name_that_is_not_utf8_as_its_bytes_too(
+    server: RunningServer, home: Path, work: Path
+) -> None:
+    # JSON cannot carry the byte 0xE9 of a Latin-1 name: name_hex keeps it exactly.
+    (server.home / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x")
+    (server.home / "plain.txt").write_bytes(b"y")
+    result = ketch(home, work, "ls", "--json", server.url("/"))
+    ok(result)
+    result.stdout.decode("utf-8")  # strict UTF-8 throughout: no lone surrogates
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    latin = next(r for r in records if "name_hex" in r)
+    assert (latin["name"], bytes.fromhex(latin["name_hex"])) == ("caf\ufffd.txt", b"caf\xe9.txt")
+    assert [r for r in records if r["name"] == "plain.txt" and "name_hex" not in r]
+
+
 def test_ls_of_a_file_shows_that_file_and_of_a_directory_without_slash_its_entries(
     listed: RunningServer, home: Path, work: Path
 ) -> None:

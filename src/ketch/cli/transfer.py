@@ -51,7 +51,12 @@ _TIME_FORMATS = {"second": "%Y-%m-%d %H:%M:%S", "minute": "%Y-%m-%d %H:%M", "day
 @click.command()
 @click.argument("url")
 @click.option("--names", is_flag=True, help="Print names only, one a line.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: name, type, size, mtime.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON lines: name, type, size, mtime (and name_hex for a name that is not UTF-8).",
+)
 @client_options
 def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
     """List a remote directory: ketch ls ftp://host/dir/
@@ -122,16 +127,32 @@ def _as_json(entry: RemoteEntry) -> dict[str, object]:
     mtime = None
     if entry.mtime is not None:
         mtime = entry.mtime.strftime("%Y-%m-%dT%H:%M:%SZ")
-    record: dict[str, object] = {
-        "name": entry.name,
-        "type": entry.kind,
-        "size": entry.size,
-        "mtime": mtime,
-        "mtime_precision": entry.mtime_precision,
-    }
-    if entry.kind == "link":
-        record["target"] = entry.link_target
+    record: dict[str, object] = {}
+    _put_name(record, "name", entry.name)
+    record.update(
+        type=entry.kind, size=entry.size, mtime=mtime, mtime_precision=entry.mtime_precision
+    )
+    if entry.kind == "link" and entry.link_target is not None:
+        _put_name(record, "target", entry.link_target)
+    elif entry.kind == "link":
+        record["target"] = None
     return record
+
+
+def _put_name(record: dict[str, object], key: str, text: str) -> None:
+    """``text`` under ``key``; a name that is not UTF-8 also gets ``<key>_hex``, its bytes.
+
+    JSON has no place for undecodable bytes: written as lone surrogates, strict
+    readers (jq) turn them into U+FFFD and the name is lost.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        record[key] = raw.decode("utf-8", "replace")
+        record[f"{key}_hex"] = raw.hex()
+    else:
+        record[key] = text
 
 
 # -- get -------------------------------------------------------------------------------
