@@ -260,6 +260,8 @@ def _log_transfer(
     session: Session, verb: str, path: str, mode: str, moved: int, seconds: float, outcome: str
 ) -> None:
     session.context.counters[f"transfer_{outcome}"] += 1
+    if not log.isEnabledFor(logging.INFO):  # every transfer passes here: skip the quoting
+        return
     log.info(
         "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
         verb,
