@@ -512,16 +512,16 @@ def test_old_file_listing_uses_the_recent_format_within_a_day(
     assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]
 
 
-def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
-    server: RunningServer, payload: bytes, home: Path, work: Path
-) -> None:
-    """With stderr on a terminal, rich draws a bar there; the data on stdout is untouched."""
+def on_terminal(home: Path, work: Path, *args: str, stdout_too: bool) -> tuple[int, bytes, bytes]:
+    """Run ``ketch ARGS`` with stderr (and stdout, if ``stdout_too``) on a pseudo-terminal;
+    returns the exit code, stdout when it is a pipe, and what the terminal received."""
     controller, terminal = pty.openpty()
     env = {**os.environ, "HOME": str(home), "COLUMNS": "100", "TERM": "xterm"}
+    drawn = bytearray()
     try:
         process = subprocess.Popen(
-            [*KETCH, "get", server.url("/payload.bin"), "-"],
-            stdout=subprocess.PIPE,
+            [*KETCH, *args],
+            stdout=terminal if stdout_too else subprocess.PIPE,
             stderr=terminal,
             stdin=subprocess.DEVNULL,
             cwd=work,
@@ -529,7 +529,6 @@ def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
         )
         os.close(terminal)
         terminal = -1
-        drawn = bytearray()
 
         def read_terminal() -> None:
             with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
@@ -544,7 +543,17 @@ def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
         os.close(controller)
         if terminal >= 0:
             os.close(terminal)
-    assert process.returncode == 0
+    return process.returncode, data or b"", bytes(drawn)
+
+
+def test_a_terminal_gets_a_progress_bar_on_stderr_and_stdout_stays_clean(
+    server: RunningServer, payload: bytes, home: Path, work: Path
+) -> None:
+    """With stderr on a terminal, rich draws a bar there; the data on stdout is untouched."""
+    code, data, drawn = on_terminal(
+        home, work, "get", server.url("/payload.bin"), "-", stdout_too=False
+    )
+    assert code == 0
     assert sha256(data) == sha256(payload)
     screen = drawn.decode(errors="replace")
     assert "\x1b[" in screen  # drawn with terminal codes
@@ -558,35 +567,8 @@ def test_a_download_shown_on_the_terminal_draws_no_progress_bar_over_it(
     """`ketch get URL -` in a terminal: the file is the output; a bar would garble it."""
     text = b"".join(b"line %05d of the file\n" % number for number in range(2000))
     (server.home / "shown.txt").write_bytes(text)
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "HOME": str(home), "COLUMNS": "100", "TERM": "xterm"}
-    drawn = bytearray()
-    try:
-        process = subprocess.Popen(
-            [*KETCH, "get", server.url("/shown.txt"), "-"],
-            stdout=terminal,
-            stderr=terminal,
-            stdin=subprocess.DEVNULL,
-            cwd=work,
-            env=env,
-        )
-        os.close(terminal)
-        terminal = -1
-
-        def read_terminal() -> None:
-            with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
-                while chunk := os.read(controller, 65536):
-                    drawn.extend(chunk)
-
-        reader = threading.Thread(target=read_terminal, daemon=True)
-        reader.start()
-        process.wait(timeout=TIMEOUT)
-        reader.join(timeout=TIMEOUT)
-    finally:
-        os.close(controller)
-        if terminal >= 0:
-            os.close(terminal)
-    assert process.returncode == 0
+    code, _, drawn = on_terminal(home, work, "get", server.url("/shown.txt"), "-", stdout_too=True)
+    assert code == 0
     assert b"\x1b[" not in drawn
     assert drawn.replace(b"\r\n", b"\n").startswith(text)  # the terminal turns \n into \r\n
 
