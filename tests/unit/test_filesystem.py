@@ -20,6 +20,12 @@ from ketch.server.filesystem import (
     PathEscapeError,
 )
 
+# The reasons' full text (see ketch.server.os_errors), as regular expressions.
+NOT_A_DIRECTORY = "Not a directory; a name on the path is a file; check the path"
+NO_SUCH_FILE = r"No such file or directory; check the name \(LIST shows what is there\)"
+FILE_EXISTS = "File exists; choose another name, or delete that one first"
+NOT_EMPTY = "Directory not empty; delete what is in it first"
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
@@ -80,9 +86,9 @@ def test_list_dir_is_sorted_and_complete(fs: Filesystem, home: Path) -> None:
 
 
 def test_list_dir_of_a_file_is_an_error(fs: Filesystem) -> None:
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
+    with pytest.raises(FilesystemError, match=rf"^/b.bin: {NOT_A_DIRECTORY}$"):
         fs.list_dir("/b.bin")
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
+    with pytest.raises(FilesystemError, match=rf"^/b.bin: {NOT_A_DIRECTORY}$"):
         fs.list_names("/b.bin")
 
 
@@ -94,7 +100,7 @@ def test_list_names_are_list_dirs_names_without_stats(fs: Filesystem, home: Path
     assert fs.list_names("/") == ["A", "b.bin", "c", "dangling", "docs"]
     assert fs.list_names("/") == [facts.name for facts in fs.list_dir("/")]
     assert fs.list_names("/docs") == ["a.txt"]
-    with pytest.raises(FilesystemError, match=r"^/nope: No such file or directory; check the name \(LIST shows what is there\)$"):
+    with pytest.raises(FilesystemError, match=rf"^/nope: {NO_SUCH_FILE}$"):
         fs.list_names("/nope")
 
 
@@ -136,7 +142,7 @@ def test_list_lines_are_the_lines_of_list_dir(fs: Filesystem, home: Path, outsid
     shown = "\n".join(lines)
     assert "relative -> docs/a.txt" in shown and "absolute -> /docs" in shown
     assert str(outside) not in shown and "two?lines" in shown and " 2001 b.bin" in shown
-    with pytest.raises(FilesystemError, match=r"^/b.bin: Not a directory; a name on the path is a file; check the path$"):
+    with pytest.raises(FilesystemError, match=rf"^/b.bin: {NOT_A_DIRECTORY}$"):
         fs.list_lines("/b.bin", now)
     with pytest.raises(PathEscapeError):
         fs.list_lines("/escape", now)
@@ -357,14 +363,14 @@ def test_stou_refuses_a_stem_with_a_slash(fs: Filesystem) -> None:
 def test_mkdir_rmdir_round_trip(fs: Filesystem, home: Path) -> None:
     fs.mkdir("/docs/new")
     assert (home / "docs" / "new").is_dir()
-    with pytest.raises(FilesystemError, match=r"^/docs/new: File exists; choose another name, or delete that one first$"):
+    with pytest.raises(FilesystemError, match=rf"^/docs/new: {FILE_EXISTS}$"):
         fs.mkdir("/docs/new")
     fs.rmdir("/docs/new")
     assert not (home / "docs" / "new").exists()
 
 
 def test_rmdir_of_non_empty_directory_fails(fs: Filesystem) -> None:
-    with pytest.raises(FilesystemError, match=r"^/docs: Directory not empty; delete what is in it first$"):
+    with pytest.raises(FilesystemError, match=rf"^/docs: {NOT_EMPTY}$"):
         fs.rmdir("/docs")
 
 
@@ -393,7 +399,7 @@ def test_remove_deletes_files_but_not_directories(fs: Filesystem, home: Path) ->
 def test_rename_moves_and_reports_failures(fs: Filesystem, home: Path) -> None:
     fs.rename("/b.bin", "/docs/c.bin")
     assert (home / "docs" / "c.bin").read_bytes() == b"bb"
-    with pytest.raises(FilesystemError, match=r"^/gone -> /x: No such file or directory; check the name \(LIST shows what is there\)$"):
+    with pytest.raises(FilesystemError, match=rf"^/gone -> /x: {NO_SUCH_FILE}$"):
         fs.rename("/gone", "/x")
 
 

@@ -34,6 +34,9 @@ from ketch.server.listing_threads import BIG_DIRECTORY
 from ketch.server.listing_worker import ListingOptions, join_names, parts_of, split_names
 from ketch.server.listing_workers import LIST, MLSD, ListingWorkers
 
+# The reason's full text (see ketch.server.os_errors).
+NOT_A_DIRECTORY = "Not a directory; a name on the path is a file; check the path"
+
 ACCESS = Access(list=True, read=True, write=True, delete=True, rename=True, mkdir=True)
 
 
@@ -233,7 +236,7 @@ def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_i
     async def scenario() -> None:
         async with running_workers(count, worker_pids) as workers:
             for kind in (LIST, MLSD):
-                with pytest.raises(FilesystemError, match=r"^/big: Not a directory; a name on the path is a file; check the path$"):
+                with pytest.raises(FilesystemError, match=rf"^/big: {NOT_A_DIRECTORY}$"):
                     await by_workers(workers, _NotADirectory(home), kind)
             assert pids_of(workers) == worker_pids  # the same workers carry on
             await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=True)
