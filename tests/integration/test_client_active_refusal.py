@@ -25,6 +25,12 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
+def active_client(listener: socket.socket, **settings: Any) -> Client:
+    """A client in active mode for the scripted server behind ``listener``."""
+    port = listener.getsockname()[1]
+    return Client("127.0.0.1", port, user="u", password="p", mode="active", timeout=10, **settings)
+
+
 def test_a_refusal_after_the_server_connected_back_closes_that_connection(
     tmp_path: Path,
 ) -> None:
@@ -75,14 +81,7 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
     thread.start()
 
     async def scenario() -> None:
-        async with Client(
-            "127.0.0.1",
-            listener.getsockname()[1],
-            user="u",
-            password="p",
-            mode="active",
-            timeout=10,
-        ) as ftp:
+        async with active_client(listener) as ftp:
             with pytest.raises(FtpError) as refused:
                 await ftp.download("file.bin", tmp_path / "file.bin")
             # The error (and the frames it holds) is still alive here.
@@ -128,15 +127,7 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
     thread.start()
 
     async def scenario() -> None:
-        async with Client(
-            "127.0.0.1",
-            listener.getsockname()[1],
-            user="u",
-            password="p",
-            mode="active",
-            data_connect_timeout=30,
-            timeout=10,
-        ) as ftp:
+        async with active_client(listener, data_connect_timeout=30) as ftp:
             with pytest.raises(DataConnectionFailed) as refused:
                 await ftp.download("file.bin", tmp_path / "file.bin")
             message = str(refused.value)
