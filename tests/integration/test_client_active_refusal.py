@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,58 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
         thread.join(10)
     assert not thread.is_alive()
     assert not (tmp_path / "file.bin").exists()
+
+
+def test_a_server_that_says_150_before_connecting_back_still_delivers(tmp_path: Path) -> None:
+    # The client reads on after the 150 (a 425 may follow); once the connection comes,
+    # that read must be over before the final reply is read, or the two reads collide.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        control, _ = listener.accept()
+        control.settimeout(20)
+        target: tuple[str, int] | None = None
+        with control:
+            control.sendall(b"220 scripted\r\n")
+            for line in command_lines(control):
+                verb, _, argument = line.partition(" ")
+                if verb == "EPRT":
+                    _, _, host, port, _ = argument.split("|")
+                    target = (host, int(port))
+                if verb == "RETR" and target is not None:
+                    control.sendall(b"150 connecting to you\r\n")
+                    time.sleep(0.3)  # the client is reading the control connection now
+                    with socket.create_connection(target, timeout=10) as data:
+                        data.sendall(b"the file\n")
+                    time.sleep(0.5)  # the client has its connection, and reads replies again
+                    control.sendall(b"226 done\r\n")
+                    continue
+                replies = {"USER": b"331 p\r\n", "PASS": b"230 in\r\n", "QUIT": b"221 bye\r\n"}
+                control.sendall(replies.get(verb, b"200 ok\r\n"))
+                if verb == "QUIT":
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def scenario() -> bytes:
+        async with active_client(listener) as ftp:
+            await ftp.prepare_binary()
+            opened = await ftp.connector.open("RETR file.txt")
+            assert opened.reply.code == 150
+            # At once, with no await between: the read begun after the 150 must be over.
+            final = await ftp.control.read_reply()
+            buffer = bytearray(100)
+            count = await opened.stream.recv_into(memoryview(buffer))
+            await opened.stream.close()
+            assert final.code == 226
+            assert (await ftp.command("NOOP")).code == 200
+            return bytes(buffer[:count])
+
+    try:
+        assert run(scenario()) == b"the file\n"
+    finally:
+        listener.close()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -411,7 +411,12 @@ class DataConnector:
                     cause="timeout",
                 ) from None
             if preliminary is not None and not answer.done():
-                handed_over = True  # the read of the next reply is cancelled below
+                # The read begun after the 150 must be over before anyone reads replies
+                # again (a StreamReader takes one reader); a reply it got meanwhile stays.
+                answer.cancel()
+                await asyncio.wait((answer,))
+            if preliminary is not None and answer.cancelled():
+                handed_over = True
                 return sock, preliminary
             try:
                 reply = await answer
@@ -424,7 +429,9 @@ class DataConnector:
             handed_over = True
             return sock, reply
         finally:
-            answer.cancel()
+            if not answer.done():  # left by an error or a cancel: over before the next read
+                answer.cancel()
+                await asyncio.wait((answer,))
             if not accept.cancel() and not handed_over:
                 _close_accepted(accept)  # the server connected, then refused (or we were cancelled)
 
