@@ -498,6 +498,20 @@ def test_mfmt_sets_the_modification_time(server: RunningServer) -> None:
     ftp.close()
 
 
+def test_mdtm_in_its_setter_form_is_refused_with_a_pointer_to_mfmt(server: RunningServer) -> None:
+    # Some clients send "MDTM <time> <path>" to set a time; ketch offers MFMT for that.
+    (server.home / "stamp.txt").write_bytes(b"x")
+    ftp = connect(server)
+    reply = reply_to(ftp, "MDTM 20200229123456 stamp.txt")
+    assert reply.startswith("550 /20200229123456 stamp.txt: No such file or directory"), reply
+    assert reply.endswith("to set a file's time, send MFMT YYYYMMDDHHMMSS <path>"), reply
+    # A file that really has such a name is still answered.
+    (server.home / "20200229123456 stamp.txt").write_bytes(b"y")
+    assert reply_to(ftp, "MDTM 20200229123456 stamp.txt").startswith("213 ")
+    assert "MFMT" not in reply_to(ftp, "MDTM missing.txt")
+    ftp.close()
+
+
 def test_mfmt_refusals(server: RunningServer) -> None:
     ftp = connect(server)
     assert reply_to(ftp, "MFMT 20201301000000 x").startswith("501 Usage: MFMT")

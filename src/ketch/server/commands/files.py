@@ -9,6 +9,7 @@ from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.commands.nat_info import site_natinfo
+from ketch.server.jail import FilesystemError
 from ketch.server.log_text import log_field
 from ketch.server.quota import Quota
 from ketch.server.session import Session
@@ -118,12 +119,23 @@ async def size(session: Session, argument: str) -> None:
 )
 async def modification_time(session: Session, argument: str) -> None:
     path = session.resolve(argument)
-    facts = session.filesystem.stat(path)
+    try:
+        facts = session.filesystem.stat(path)
+    except FilesystemError as error:
+        if _MDTM_SETTER.match(argument):  # "MDTM <time> <path>", some clients' MFMT
+            raise FilesystemError(
+                f"{error}; to set a file's time, send MFMT YYYYMMDDHHMMSS <path>"
+            ) from error
+        raise
     if facts.kind != "file":
         await session.reply(550, f"{path}: not a regular file.")
         return
     await session.reply(213, format_mdtm(facts.mtime))
 
+
+#: The setter form of MDTM that some clients send (vsftpd's mdtm_write): not offered here,
+#: as a name starting with 14 digits and a space would be ambiguous; MFMT says it plainly.
+_MDTM_SETTER = re.compile(r"\d{14}(\.\d+)? \S")
 
 _SITE_HELP = [
     "SITE commands:",
