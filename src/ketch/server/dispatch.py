@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from ketch.protocol.commands import Command
 from ketch.protocol.security import command_refusal
 from ketch.server.auth import Permission
+from ketch.server.client_text import log_field
 from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
-from ketch.server.log_text import log_field
 
 if TYPE_CHECKING:
     from ketch.server.session import Session

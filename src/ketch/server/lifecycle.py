@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
-from ketch.server.log_text import log_field
+from ketch.server.client_text import log_field
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT

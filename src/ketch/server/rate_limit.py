@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ketch.server.log_text import log_field
+from ketch.server.client_text import log_field
 
 if TYPE_CHECKING:
     from ketch.server.session import Session

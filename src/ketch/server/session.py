@@ -25,6 +25,7 @@ from ketch.protocol.replies import format_reply
 from ketch.protocol.security import TlsState
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
+from ketch.server.client_text import log_field
 from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
 from ketch.server.data_offers import DataOffer
@@ -32,7 +33,6 @@ from ketch.server.dispatch import dispatch, well_formed
 from ketch.server.filesystem import Filesystem, FilesystemError, shared_filesystem
 from ketch.server.jail import resolve_virtual
 from ketch.server.line_timer import LineTimer
-from ketch.server.log_text import log_field
 from ketch.server.rate_limit import CommandThrottle, pace
 from ketch.server.tls import secure_control_stream
 from ketch.server.transfer_task import stop_transfer_task

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.protocol.security import transfer_refusal
 from ketch.protocol.session_state import URGENT_BEFORE_FIRST_REPLY, URGENT_COMMANDS
+from ketch.server.client_text import log_field
 from ketch.server.data_channel import DataChannel, DataConnectionError
 from ketch.server.data_offers import DataOffer
-from ketch.server.log_text import log_field
 from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 

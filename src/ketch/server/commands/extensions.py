@@ -19,9 +19,9 @@ from ketch.protocol.mlsx import (
 )
 from ketch.protocol.session_state import LoginStage
 from ketch.server.auth import Permission
+from ketch.server.client_text import log_field
 from ketch.server.command_table import Argument, command
 from ketch.server.listing_workers import MLSD, ListingOptions
-from ketch.server.log_text import log_field
 from ketch.server.session import Session
 from ketch.server.transfer_task import refused_without_offer, start_transfer
 

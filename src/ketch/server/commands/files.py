@@ -7,10 +7,10 @@ import re
 
 from ketch.protocol.listing import format_mdtm
 from ketch.server.auth import Permission
+from ketch.server.client_text import log_field
 from ketch.server.command_table import Argument, command
 from ketch.server.commands.nat_info import site_natinfo
 from ketch.server.jail import FilesystemError
-from ketch.server.log_text import log_field
 from ketch.server.quota import Quota
 from ketch.server.session import Session
 

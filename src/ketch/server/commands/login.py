@@ -7,8 +7,8 @@ import logging
 
 from ketch.protocol.extension_state import ExtensionState
 from ketch.server.auth import ANONYMOUS_NAMES, Permission
+from ketch.server.client_text import echoed, log_field
 from ketch.server.command_table import Argument, command
-from ketch.server.log_text import log_field
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.session import Session
 
@@ -28,7 +28,7 @@ async def user(session: Session, name: str) -> None:
         await session.reply(331, "Anonymous login: send your e-mail address as the password.")
     else:
         # The same reply for known and unknown names: no user enumeration.
-        await session.reply(331, f"Password required for {name}.")
+        await session.reply(331, f"Password required for {echoed(name)}.")
 
 
 @command("PASS", needs_login=False, help="PASS <password>: finish logging in")

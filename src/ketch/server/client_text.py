@@ -1,4 +1,4 @@
-"""Text a client chose (user names, paths, host names), made safe for one log line.
+"""Text a client chose (user names, paths, host names), made safe to log or echo back.
 
 Log lines are ``key=value`` fields, read by people on a terminal and by
 scripts (fail2ban, log shippers). A user name such as ``"x result=ok"`` or a
@@ -10,7 +10,7 @@ non-ASCII names included, are logged as they are.
 
 from __future__ import annotations
 
-__all__ = ["log_field"]
+__all__ = ["echoed", "log_field"]
 
 _QUOTED = frozenset(' "\\=')
 
@@ -22,6 +22,12 @@ def log_field(text: str | None) -> str:
     if text and text.isprintable() and _QUOTED.isdisjoint(text):
         return text
     return '"' + "".join(_escaped(char) for char in text) + '"'
+
+
+def echoed(text: str) -> str:
+    """``text`` for a reply that repeats it: itself when printable, else quoted with escapes,
+    so a reply never carries control characters (a terminal escape, a NUL) back."""
+    return text if text.isprintable() else log_field(text)
 
 
 def _escaped(char: str) -> str:

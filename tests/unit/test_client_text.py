@@ -1,10 +1,10 @@
-"""log_field: what a client chose cannot forge a log field, a line or terminal output."""
+"""log_field and echoed: what a client chose cannot forge a log field, a line or terminal output."""
 
 from __future__ import annotations
 
 import pytest
 
-from ketch.server.log_text import log_field
+from ketch.server.client_text import echoed, log_field
 
 
 @pytest.mark.parametrize("plain", ["alice", "/pub/a.txt", "/dir/café.txt", "x-y_z.1"])
@@ -30,3 +30,8 @@ def test_other_text_is_quoted_with_escapes(text: str, logged: str) -> None:
 
 def test_no_name_yet_is_a_dash() -> None:
     assert log_field(None) == "-"
+
+
+def test_an_echo_keeps_printable_text_and_escapes_the_rest() -> None:
+    assert echoed("alice smith") == "alice smith"
+    assert echoed("\x1b[2Jevil") == '"\\x1b[2Jevil"'
