@@ -210,12 +210,18 @@ def test_insecure_skips_the_certificate_check_and_warns(
 
 
 def test_ftps_against_a_server_without_tls_says_so(
-    make_server: Callable[..., RunningServer], tmp_path: Path
+    make_server: Callable[..., RunningServer], tls_files: TlsFiles, tmp_path: Path
 ) -> None:
     server = make_server()
     target = f"ftp://{USER}:{PASSWORD}@{server.host}:{server.port}/"
     line = one_error_line(ketch(tmp_path, "ls", "--ftps", target), 3)
     assert "does not offer TLS: AUTH TLS answered 5" in line
+    # A certificate option alone asks for TLS too: never a login in the clear.
+    for option in ("--insecure", f"--cacert={tls_files.ca_file}"):
+        result = ketch(tmp_path, "ls", "-v", option, target)
+        stderr = result.stderr.decode()
+        assert result.returncode == 3 and "does not offer TLS" in stderr, stderr
+        assert "> AUTH TLS" in stderr and "> PASS" not in stderr, stderr
 
 
 def test_mirror_over_ftps_keeps_remote_times(

@@ -158,13 +158,13 @@ TLS_OPTIONS = (
         metavar="FILE",
         type=click.Path(exists=True, dir_okay=False),
         help="Check the server's TLS certificate against the CA certificates in FILE (PEM) "
-        "instead of the system's.",
+        "instead of the system's (implies --ftps on an ftp:// URL).",
     ),
     click.option(
         "--insecure",
         is_flag=True,
         help="Do not check the server's TLS certificate (unsafe: anyone on the way could "
-        "pose as the server).",
+        "pose as the server; implies --ftps on an ftp:// URL).",
     ),
 )
 
@@ -318,10 +318,16 @@ class Target:
 
     @property
     def tls(self) -> TlsMode | None:
-        """ftps:// is implicit TLS; --ftps asks for explicit TLS on ftp://."""
+        """ftps:// is implicit TLS; --ftps asks for explicit TLS on ftp://.
+
+        So do --cacert and --insecure: who names a certificate check expects TLS, and
+        without it the password would go in the clear.
+        """
         if self.url.scheme == "ftps":
             return "implicit"
-        return "explicit" if self.options.ftps else None
+        options = self.options
+        wants_tls = options.ftps or options.cacert is not None or options.insecure
+        return "explicit" if wants_tls else None
 
     def client(self, mode_memory: ModeMemory | None = None) -> Client:
         """A Client for this target, not yet connected (``async with`` it)."""
