@@ -297,7 +297,8 @@ def handshake_failure(error: OSError) -> str:
             "the client does not trust this server's certificate: give it the CA that signed "
             "it (curl --cacert, ketch --cacert)"
         )
-    elif "version" in lowered or "protocol" in lowered:
+    elif ("version" in lowered or "protocol" in lowered) and "wrong_version" not in lowered:
+        # (WRONG_VERSION_NUMBER is what OpenSSL says of bytes that are no TLS at all.)
         advice = "the client must use TLS 1.2 or newer"
     else:
         advice = "the client must start TLS on the data connection after PROT P, or send PROT C"
