@@ -390,3 +390,17 @@ def test_ketch_server_refuses_data_without_session_reuse_and_the_session_goes_on
             assert await ftp.list() == []
 
     run(scenario())
+
+
+@pytest.mark.parametrize("server", ["ketch", "vsftpd"])
+def test_a_login_refused_for_want_of_tls_says_to_use_ftps(
+    request: pytest.FixtureRequest, tmp_path: Path, server: str
+) -> None:
+    # vsftpd: "530 Anonymous sessions must use encryption."; ketch names TLS.
+    if server == "ketch":
+        running: RunningServer = request.getfixturevalue("ketch_tls")
+        target = running.url("/")
+    else:
+        target = url(request.getfixturevalue("vsftpd_tls"), "pub/")
+    line = one_error_line(ketch(tmp_path, "ls", target), 4)
+    assert line.endswith("— the server wants TLS: use --ftps (or an ftps:// URL)"), line

@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import logging
 import posixpath
+import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -55,6 +56,10 @@ __all__ = ["Client"]
 log = logging.getLogger("ketch.client")
 
 ANONYMOUS_PASSWORD = "anonymous@"
+
+
+#: What a refused login says when the server wants the session encrypted.
+_ASKS_FOR_TLS = re.compile(r"\b(TLS|SSL|encrypt\w*|cleartext|AUTH)\b", re.IGNORECASE)
 
 
 class Client:
@@ -251,9 +256,12 @@ class Client:
             )
         if reply.code not in (230, 202):
             text = " ".join(reply.lines).strip()
+            hint = "check the user name and password (in the URL or ~/.netrc)"
+            if self.tls is None and (reply.code == 534 or _ASKS_FOR_TLS.search(text)):
+                # vsftpd: "must use encryption"; ketch, proftpd: "TLS"; pure-ftpd: "cleartext"
+                hint = "the server wants TLS: use --ftps (or an ftps:// URL)"
             raise LoginFailed(
-                f"login as {user!r} refused by {self.host}: {reply.code} {text}",
-                "check the user name and password (in the URL or ~/.netrc)",
+                f"login as {user!r} refused by {self.host}: {reply.code} {text}", hint
             )
         self.user = user
         if self.tls is not None:
