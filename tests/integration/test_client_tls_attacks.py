@@ -158,3 +158,7 @@ def test_a_tls_download_cut_short_without_close_notify_is_an_error(
     with scripted(script) as server, pytest.raises(DataConnectionFailed) as failure:
         asyncio.run(attempt(server.port))
     assert "close_notify" in str(failure.value)
+    # What did arrive was authenticated by TLS: it is kept, for -c to go on from.
+    kept = (tmp_path / "file.bin").read_bytes()
+    assert len(kept) == len(data) // 2 and data.startswith(kept)
+    assert f"is incomplete ({len(kept)} bytes)" in str(failure.value)

@@ -47,6 +47,7 @@ class DataStream:
         sock.setblocking(False)
         self._sock = sock
         self._tls: ssl.SSLSocket | None = None
+        self._tls_failure: OSError | None = None
         self._file_buffer: memoryview | None = None  # TLS uploads: file chunks pass through here
         self._loop = asyncio.get_running_loop()
         self.mode = mode  # EPSV, PASV, EPRT or PORT: what made this connection
@@ -129,6 +130,8 @@ class DataStream:
         tls = self._tls
         if tls is None:
             return await self._guarded(self._loop.sock_recv_into(self._sock, buffer), "received")
+        if self._tls_failure is not None:  # held back from the last call (see below)
+            raise self._broken(self._tls_failure)
         count = await self._guarded(
             call_tls(self._loop, tls, lambda: tls.recv_into(buffer)), "received"
         )
@@ -139,7 +142,10 @@ class DataStream:
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except OSError as error:
-                raise self._broken(error) from None
+                # The bytes read before it are authentic: they go out first (a download
+                # cut short keeps them, for -c), and the failure with the next call.
+                self._tls_failure = error
+                break
             if not more:
                 break
             count += more
