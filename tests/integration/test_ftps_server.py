@@ -29,6 +29,7 @@ import trustme
 from cryptography import x509
 from serve_process import ketch_serve
 
+from ketch.client import SyncClient
 from ketch.protocol import security
 
 from conftest import PASSWORD, USER, RunningServer, require_program
@@ -826,16 +827,33 @@ def test_an_upload_cut_off_without_close_notify_is_refused_and_not_stored(
     assert not [path.name for path in server.home.iterdir() if path.name.startswith(".ketch")]
 
 
-def test_sighup_serves_a_renewed_certificate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("renewal", ["EC", "RSA"])
+def test_sighup_serves_a_renewed_certificate_and_older_sessions_keep_theirs(
+    tmp_path: Path, renewal: str
+) -> None:
+    # An RSA certificate after the EC one `ketch cert` makes: loaded into the live context
+    # it sat beside the EC one, which most clients went on getting.
     from ketch.tools.certificates import write_certificate
 
     old = write_certificate(tmp_path / "old", ["127.0.0.1"], days=5)
-    new = write_certificate(tmp_path / "new", ["127.0.0.1"], days=90)
+    if renewal == "EC":
+        renewed = write_certificate(tmp_path / "new", ["127.0.0.1"], days=90)
+        new_certificate, new_key = renewed.certificate.read_bytes(), renewed.key.read_bytes()
+    else:
+        issued = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+            "127.0.0.1", key_type=trustme.KeyType.RSA
+        )
+        new_certificate = issued.cert_chain_pems[0].bytes()
+        new_key = issued.private_key_pem.bytes()
+    new_fingerprint = (
+        x509.load_pem_x509_certificate(new_certificate).fingerprint(_sha256()).hex(":").upper()
+    )
     live_certificate, live_key = tmp_path / "live.crt", tmp_path / "live.key"
     live_certificate.write_bytes(old.certificate.read_bytes())
     live_key.write_bytes(old.key.read_bytes())
     root = tmp_path / "root"
     root.mkdir()
+    (root / "seen.txt").write_bytes(b"seen\n")
     port = free_port()
     config = tmp_path / "ketch.toml"
     config.write_text(
@@ -844,12 +862,19 @@ def test_sighup_serves_a_renewed_certificate(tmp_path: Path) -> None:
     )
     with ketch_serve(["--config", str(config)], cwd=tmp_path) as server:
         assert _served_fingerprint(port) == old.fingerprint
-        live_certificate.write_bytes(new.certificate.read_bytes())
-        live_key.write_bytes(new.key.read_bytes())
-        mark = len(server.stderr)
-        server.signal(signal.SIGHUP)
-        server.wait_for("loaded for new connections", start=mark)
-        assert _served_fingerprint(port) == new.fingerprint
+        # A session begun before the reload, whose data connections must resume its TLS
+        # session (tls_require_session_reuse, the default) after it.
+        with SyncClient(
+            "127.0.0.1", port, tls="explicit", cafile=str(old.certificate), timeout=20
+        ) as earlier:
+            assert earlier.nlst() == ["seen.txt"]
+            live_certificate.write_bytes(new_certificate)
+            live_key.write_bytes(new_key)
+            mark = len(server.stderr)
+            server.signal(signal.SIGHUP)
+            server.wait_for("loaded for new connections", start=mark)
+            assert _served_fingerprint(port) == new_fingerprint
+            assert earlier.nlst() == ["seen.txt"]
 
 
 def _served_fingerprint(port: int) -> str:

@@ -178,7 +178,7 @@ class ServerTls:
             return
         certificate, key = config.tls_certificate, config.tls_key
         try:
-            make_server_context(certificate, key)  # a bad pair must not half-replace the good one
+            fresh = make_server_context(certificate, key)
         except (ssl.SSLError, OSError) as error:
             log.error(
                 "reload: cannot load TLS certificate %s (%s); still using %s",
@@ -187,9 +187,20 @@ class ServerTls:
                 self.certificate,
             )
             return
-        self.context.load_cert_chain(certificate, key)
+        # A new context, not load_cert_chain on the live one: that adds a certificate per
+        # key type, so an RSA one after an EC one left the EC one served to most clients.
+        # Sessions begun before keep theirs for their data connections (control_context),
+        # which must resume TLS sessions that only the old context's tickets open.
+        self.context = fresh
         self.certificate, self.key = certificate, key
         log.info("reload: TLS certificate %s loaded for new connections", certificate)
+
+
+def control_context(stream: ControlStream) -> ssl.SSLContext | None:
+    """The TLS context of a control connection (None in the clear): its data connections
+    use it too, as a session's TLS session resumes only where it was made."""
+    ssl_object = stream.get_extra_info("ssl_object")
+    return ssl_object.context if ssl_object is not None else None
 
 
 def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | None:

@@ -23,6 +23,7 @@ from ketch.protocol.session_state import URGENT_BEFORE_FIRST_REPLY, URGENT_COMMA
 from ketch.server.client_text import log_field
 from ketch.server.data_channel import DataChannel, DataConnectionError
 from ketch.server.data_offers import DataOffer
+from ketch.server.tls import control_context
 from ketch.server.tls_data import TlsOffer
 from ketch.server.transfers import StallWatchdog, TransferRefused
 
@@ -86,11 +87,10 @@ async def start_transfer(
             cleanup()
         await session.reply(521, refusal)
         return
-    server_tls = session.context.tls
-    if server_tls is not None and session.tls.protection == "P":
+    if session.tls.protection == "P" and (context := control_context(session.stream)):
         offer = TlsOffer(
             offer,
-            server_tls.context,
+            context,
             require_reuse=config.tls_require_session_reuse,
             timeout=config.data_connect_timeout,
         )
