@@ -291,13 +291,13 @@ class TlsOffer(DataOffer):
 def handshake_failure(error: OSError) -> str:
     """The 425/522 text for a failed data handshake: the likely cause and what to do."""
     reason = (error.reason if isinstance(error, ssl.SSLError) else error.strerror) or str(error)
-    lowered = reason.lower()
+    lowered = reason.lower().replace("_", " ")  # OpenSSL's TLSV1_ALERT_UNKNOWN_CA too
     if "unknown ca" in lowered or "certificate" in lowered:
         advice = (
             "the client does not trust this server's certificate: give it the CA that signed "
             "it (curl --cacert, ketch --cacert)"
         )
-    elif ("version" in lowered or "protocol" in lowered) and "wrong_version" not in lowered:
+    elif ("version" in lowered or "protocol" in lowered) and "wrong version" not in lowered:
         # (WRONG_VERSION_NUMBER is what OpenSSL says of bytes that are no TLS at all.)
         advice = "the client must use TLS 1.2 or newer"
     else:
