@@ -4,10 +4,12 @@ command rate, slowloris lines and the passive ports one session can hold."""
 from __future__ import annotations
 
 import ftplib
+import gc
 import logging
 import select
 import socket
 import statistics
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -367,3 +369,22 @@ def test_names_a_client_chose_cannot_forge_log_fields_or_terminal_output(
     transfers = [m for m in messages if m.startswith("transfer RETR")]
     assert len(transfers) == 1 and ' path="/a b=c.txt" ' in transfers[0], transfers
     assert not any("\x1b" in m for m in messages)
+
+
+def test_connections_reset_at_once_leave_no_error_and_no_slot_taken(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A port scanner or a TCP health check: connect, then RST. On uvloop such a transport
+    # has no peer name any more by the time it is served.
+    server = make_server(max_connections_per_ip=3)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for _ in range(20):
+            probe = socket.create_connection((server.host, server.port), timeout=5)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            probe.close()
+        assert wait_for(lambda: server.server.sessions == {}, timeout=5)
+        time.sleep(0.2)
+        gc.collect()  # asyncio reports a failed task that nobody awaited when it is collected
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    for _ in range(3):  # every slot of the per-address limit is free again
+        connect(server).quit()

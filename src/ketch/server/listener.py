@@ -242,7 +242,11 @@ class FtpServer:
         return refusal
 
     async def _on_connection(self, stream: ControlStream) -> None:
-        ip = plain_ip(stream.get_extra_info("peername")[0])
+        peer = stream.get_extra_info("peername")
+        if peer is None:  # reset before it was served (a port scan, a health check): uvloop
+            stream.close()
+            return
+        ip = plain_ip(peer[0])
         refusal = self._refusal(ip)
         if refusal is not None:
             stream.write(format_reply(421, refusal))
