@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import logging
 import os
@@ -140,6 +141,33 @@ def test_a_passive_port_closed_before_the_transfer_command_is_a_425_without_150(
     reply = reply_to(ftp, "RETR f.txt")
     assert reply.startswith("425") and "send PASV again" in reply, reply
     assert reply_to(ftp, "NOOP").startswith("200")
+
+
+@pytest.mark.parametrize("client", ["never connects", "connects, sends no command"])
+def test_a_passive_port_left_unused_for_the_timeout_is_free_for_other_sessions(
+    make_server,  # type: ignore[no-untyped-def]
+    client: str,
+) -> None:
+    # One port in the range: while an expired offer held it, every PASV got 425.
+    server = make_server(passive_ports="22640-22640", data_connect_timeout=0.3)
+    (server.home / "f.txt").write_bytes(b"contents")
+    idle = connect(server)
+    idle.voidcmd("TYPE I")
+    port = parse_pasv_reply(reply_to(idle, "PASV")).port
+    with contextlib.ExitStack() as stack:
+        if client == "connects, sends no command":
+            data = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+            assert data.recv(1) == b""  # closed by the server once the timeout passed
+        else:
+            time.sleep(0.6)
+        other = connect(server)
+        assert reply_to(other, "PASV").startswith("227 ")  # the port is free again
+        other.quit()
+    refusal = reply_to(idle, "RETR f.txt")  # on the PASV made above: 425, no 150 first
+    assert refusal.startswith("425 "), refusal
+    assert "send PASV again right before the transfer command" in refusal
+    assert reply_to(idle, "PASV").startswith("227 ")  # and the session goes on
+    idle.quit()
 
 
 def test_the_passive_timeout_counts_again_from_the_transfer_command(

@@ -84,6 +84,8 @@ class PassiveOffer(DataOffer):
         self._accepted: socket.socket | None = None
         #: Set when the offer ran out of time with no connection from the client.
         self._expired = False
+        #: Set when the client's connection waited the timeout for a transfer command.
+        self._unused = False
         #: Why accepting failed on our side (out of descriptors, say): connect() raises it.
         self._error: OSError | None = None
         #: What connect() awaits while none of those has happened.
@@ -95,6 +97,12 @@ class PassiveOffer(DataOffer):
 
     async def prepare(self) -> None:
         """Time ran out before the transfer command: 425 at once, not a 150 and then one."""
+        if self._unused:
+            raise DataConnectionError(
+                f"the data connection to port {self.port} waited {self._timeout:g} s for a "
+                "transfer command, so it was closed; send PASV again right before the "
+                "transfer command"
+            )
         if self._expired:
             self._release_port()
             raise DataConnectionError(
@@ -116,6 +124,7 @@ class PassiveOffer(DataOffer):
                 self._waiter = None
         conn, self._accepted = self._accepted, None
         if conn is not None:
+            self._stop_listening()  # the timer for an unused connection (see _on_readable)
             return DataChannel(conn, self.mode, self._release_port)
         self._release_port()
         if self._error is not None:
@@ -157,6 +166,9 @@ class PassiveOffer(DataOffer):
                 conn.setblocking(False)
                 self._accepted = conn
                 self._stop_listening()
+                # Kept for the transfer command, but not for ever: a client that connects
+                # and never sends one would hold a descriptor and a passive port.
+                self._expiry = self._loop.call_later(self._timeout, self._drop_unused)
                 self._wake()
                 return
             # RFC 2577 port theft: someone else raced the client to the port.
@@ -174,6 +186,15 @@ class PassiveOffer(DataOffer):
             self._expiry.cancel()
         self._expiry = self._loop.call_later(self._timeout, self._expire)
 
+    def _drop_unused(self) -> None:
+        """The client connected but sent no transfer command in time: close, free the port."""
+        self._expiry = None
+        if self._accepted is not None:
+            self._accepted.close()
+            self._accepted = None
+        self._unused = True
+        self._release_port()
+
     def _expire(self) -> None:
         """The offer's time is up with no connection from the client: log why, and close."""
         self._expiry = None
@@ -182,6 +203,7 @@ class PassiveOffer(DataOffer):
             return  # it did (or accepting failed, and said so)
         self._stop_listening()
         self._expired = True
+        self._release_port()  # nothing listens on it now: another session may have it
         self._wake()
         # Shared contract C3: what was advertised, to whom, how long, and the fix.
         advertised = f"[{self.advertised}]" if ":" in self.advertised else self.advertised
