@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import io
 import os
 import socket
@@ -24,7 +25,7 @@ from ketch.server import data_channel, readiness, receive_loop
 from ketch.server.data_channel import DataChannel
 from ketch.server.receive_loop import receive_to_fd
 from ketch.server.tls_data import TlsDataChannel
-from ketch.server.transfers import TransferRefused, receive_file
+from ketch.server.transfers import StallWatchdog, TransferRefused, receive_file
 from ketch.tools.certificates import write_certificate
 
 T = TypeVar("T")
@@ -678,3 +679,45 @@ def test_a_tls_upload_is_written_a_buffer_at_a_time_not_a_record_at_a_time(
         assert refusal is None
     else:
         assert refusal is not None and refusal.startswith("426 ") and "close_notify" in refusal
+
+
+def test_a_download_the_client_drains_slowly_is_progress_to_the_stall_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client elsewhere (no TCP_NOTSENT_LOWAT): sendfile queues megabytes at once, then
+    # waits for room far longer than the stall timeout while a slow client reads them.
+    monkeypatch.setattr(data_channel, "_on_this_host", lambda _: False)
+    path = tmp_path / "big.bin"
+    with path.open("wb") as file:
+        file.truncate(64 * 1024 * 1024)
+    stop = threading.Event()
+
+    def read_slowly(sock: socket.socket) -> None:  # some 80 KiB/s, in small windows
+        with sock:
+            while not stop.is_set() and sock.recv(4096):
+                time.sleep(0.05)
+
+    async def run() -> tuple[bool, int]:
+        server_side, client_side = tcp_pair()
+        client_side.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        channel = DataChannel(server_side, "EPSV", lambda: None)
+        reader = threading.Thread(target=read_slowly, args=(client_side,), daemon=True)
+        reader.start()
+        with path.open("rb") as file:
+            sending = asyncio.create_task(channel.send_file(file.fileno(), 0))
+            watchdog = StallWatchdog(channel, sending, 1.0)
+            try:
+                await asyncio.wait((sending,), timeout=3.0)  # three stall timeouts
+            finally:
+                watchdog.stop()
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+                stop.set()
+                channel.close()
+        reader.join(5)
+        return watchdog.stalled, channel.bytes_moved
+
+    stalled, queued = asyncio.run(run())
+    assert queued > 1024 * 1024  # megabytes went into the send buffer in one go
+    assert not stalled

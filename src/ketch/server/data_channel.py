@@ -144,6 +144,19 @@ class DataChannel:
             return 0
         return int.from_bytes(raw, sys.byteorder, signed=True)
 
+    def unacknowledged_bytes(self) -> int:
+        """Bytes handed to the kernel that the client has not acknowledged yet (SIOCOUTQ).
+
+        A download can queue megabytes in the send buffer: a slow client then reads for
+        longer than a stall timeout before the socket takes more, and its reading is
+        progress all the same (0 where the system cannot tell).
+        """
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, _NO_BYTES)
+        except OSError:  # closed already, or not Linux
+            return 0
+        return int.from_bytes(raw, sys.byteorder, signed=True)
+
     def readiness(self, *, write: bool) -> Readiness:
         """A waiter for this socket that stays registered for one transfer loop (see
         ketch.server.readiness). It waits on the socket itself: under TLS, right for

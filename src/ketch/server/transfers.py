@@ -148,8 +148,13 @@ class StallWatchdog:
     def _check(self) -> None:
         now = self._loop.time()
         # An upload's bytes waiting unread count: its loop may sleep past a short timeout.
+        # A download's count falls as the client acknowledges what waits in the send
+        # buffer, which a slow client may take longer than the timeout to drain.
         channel = self._channel
-        count = channel.bytes_moved + (channel.unread_bytes() if channel.receiving else 0)
+        if channel.receiving:
+            count = channel.bytes_moved + channel.unread_bytes()
+        else:
+            count = channel.bytes_moved - channel.unacknowledged_bytes()
         if count != self._last_count or self._channel.paused:
             self._last_count = count
             self._last_progress = now
