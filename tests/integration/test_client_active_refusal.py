@@ -9,9 +9,11 @@ server can be made to do either on demand.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,19 @@ from ftp_helpers import command_lines
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+@contextlib.contextmanager
+def serving(serve: Callable[[], None], listener: socket.socket) -> Iterator[None]:
+    """Run the scripted server ``serve`` on a thread; close ``listener`` and join it after."""
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        listener.close()
+        thread.join(10)
+    assert not thread.is_alive(), "the scripted server did not finish"
 
 
 def active_client(listener: socket.socket, **settings: Any) -> Client:
@@ -78,9 +93,6 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
                 else:
                     control.sendall(b"502 not here\r\n")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-
     async def scenario() -> None:
         async with active_client(listener) as ftp:
             with pytest.raises(FtpError) as refused:
@@ -89,12 +101,8 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
             assert decided.wait(10), "the scripted server never connected back"
             assert str(refused.value).startswith("RETR failed: 550"), refused.value
 
-    try:
+    with serving(serve, listener):
         run(scenario())
-    finally:
-        listener.close()
-        thread.join(10)
-    assert not thread.is_alive()
     assert seen.get("eof") is True, "the client kept the server's data connection open"
 
 
@@ -124,9 +132,6 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
                 if verb == "QUIT":
                     return
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-
     async def scenario() -> None:
         async with active_client(listener, data_connect_timeout=30) as ftp:
             with pytest.raises(DataConnectionFailed) as refused:
@@ -135,12 +140,8 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
             assert "could not connect back" in message and "425" in message, message
             assert (await ftp.command("NOOP")).code == 200  # the replies are still in step
 
-    try:
+    with serving(serve, listener):
         run(scenario())
-    finally:
-        listener.close()
-        thread.join(10)
-    assert not thread.is_alive()
     assert not (tmp_path / "file.bin").exists()
 
 
@@ -174,9 +175,6 @@ def test_a_server_that_says_150_before_connecting_back_still_delivers(tmp_path: 
                 if verb == "QUIT":
                     return
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-
     async def scenario() -> bytes:
         async with active_client(listener) as ftp:
             await ftp.prepare_binary()
@@ -191,9 +189,5 @@ def test_a_server_that_says_150_before_connecting_back_still_delivers(tmp_path: 
             assert (await ftp.command("NOOP")).code == 200
             return bytes(buffer[:count])
 
-    try:
+    with serving(serve, listener):
         assert run(scenario()) == b"the file\n"
-    finally:
-        listener.close()
-        thread.join(10)
-    assert not thread.is_alive()

@@ -398,19 +398,13 @@ def test_plain_bytes_on_a_data_connection_after_prot_p_are_told_to_start_tls(
 ) -> None:
     # OpenSSL calls bytes that are no TLS a WRONG_VERSION_NUMBER: the advice is to start
     # TLS (or send PROT C), not to upgrade the TLS version.
-    server = make_tls_server(tls_require_session_reuse=False)
-    ftp = ftplib_tls(server, tls_files)
-    try:
-        ftp.login(USER, PASSWORD)
-        ftp.prot_p()
-        ftp.voidcmd("TYPE I")
+    with protected_binary_session(make_tls_server, tls_files) as (server, ftp):
         ftp._prot_p = False  # type: ignore[attr-defined]  # ftplib's switch: no TLS on data
         with ftp.transfercmd("STOR plain.txt") as data:
             data.sendall(b"plain bytes, no TLS record\r\n" * 10)
         with pytest.raises(ftplib.error_perm) as refusal:
             ftp.voidresp()
-    finally:
-        ftp.close()
+        ftp._prot_p = True  # type: ignore[attr-defined]
     text = str(refusal.value)
     assert text.startswith("522 ") and "WRONG_VERSION_NUMBER" in text, text
     assert "start TLS on the data connection after PROT P, or send PROT C" in text, text
