@@ -394,6 +394,29 @@ def test_sighup_applies_new_limits_to_state_kept_across_the_reload(
         ftp.quit()
 
 
+@pytest.mark.parametrize("timeout", ["idle_timeout", "line_timeout"])
+def test_sighup_shortens_the_timeouts_of_sessions_already_waiting(
+    start_server: StartServer, timeout: str
+) -> None:
+    # A wait begun before the reload was timed with the old value: 30 s here, against 1 s.
+    server, port, config = start_server(idle_timeout=30, line_timeout=30)
+    ftp = login(port, timeout=20)
+    if timeout == "line_timeout":
+        ftp.sock.sendall(b"NO")  # a line begun, never ended
+    root = Path(server_root(config))
+    config.write_text(config_text(port, root, ["alice"], **{timeout: 1}))
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("reload: configuration from", start=mark)
+    reloaded = time.monotonic()
+    reply = ftp.getline()
+    waited = time.monotonic() - reloaded
+    word = "Idle for 1 s" if timeout == "idle_timeout" else "not completed within 1 s"
+    assert reply.startswith("421 ") and word in reply, reply
+    assert waited < 10, f"closed {waited:.1f} s after the reload, by the old timeout"
+    ftp.close()
+
+
 def server_root(config: Path) -> str:
     for line in config.read_text().splitlines():
         if line.startswith("root = "):

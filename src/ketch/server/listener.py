@@ -187,7 +187,7 @@ class FtpServer:
         self.limits.max_per_ip = config.max_connections_per_ip
         self.context.tls = reload_tls(self.context.tls, config)
         for session in self._sessions.values():
-            session.config = config  # sessions read their limits from here at use time
+            session.reconfigure(config)
 
     async def serve_forever(self) -> None:
         assert self._server is not None, "start() first"

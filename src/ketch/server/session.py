@@ -38,6 +38,7 @@ from ketch.server.tls import secure_control_stream
 from ketch.server.transfer_task import stop_transfer_task
 
 if TYPE_CHECKING:
+    from ketch.config import ServerConfig
     from ketch.server.context import ServerContext
 
 __all__ = ["SHUTDOWN_TEXT", "Session"]
@@ -235,6 +236,14 @@ class Session:
             remaining = min(remaining, line_left)
         self._wait_until = now + remaining
         return None
+
+    def reconfigure(self, config: ServerConfig) -> None:
+        """A reload: limits are read from ``config`` at use time; a wait under way ends at
+        the next sweep, to be timed again with the new idle and line timeouts."""
+        self.config = config
+        self._line_timer.timeout = config.line_timeout
+        if self._wait_until is not None:
+            self._wait_until = 0.0
 
     @property
     def waiting_for_command(self) -> bool:
