@@ -156,6 +156,7 @@ class _Closer:
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.cutting = False
+        self.why = ""  # why transfers are cut off, for their 426
         self.finished = 0
         self.cut_off = 0
         self._seen: set[SessionTask] = set()
@@ -198,9 +199,11 @@ class _Closer:
         self._busy.add(task)
         return True
 
-    def cut(self, sessions: dict[SessionTask, Session]) -> None:
-        """The deadline: cancel every transfer (its callback says 426) and close the rest."""
+    def cut(self, sessions: dict[SessionTask, Session], why: str) -> None:
+        """The deadline: cancel every transfer (its callback says 426, and ``why``) and
+        close the rest."""
         self.cutting = True
+        self.why = why
         for task, session in sessions.items():
             if task not in self._seen:
                 self.take(task, session)
@@ -224,9 +227,7 @@ class _Closer:
         if transfer.cancelled() and self.cutting:
             self.cut_off += 1
             session.say_goodbye(
-                426,
-                f"Transfer cut off: the server is shutting down and its {self.grace:g} s "
-                "grace period is over.",
+                426, f"Transfer cut off: the server is shutting down and {self.why}."
             )
             log.info(
                 "shutdown: transfer cut off client=%s user=%s",
@@ -280,7 +281,12 @@ async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reaso
                 running,
                 len(sessions),
             )
-            closer.cut(sessions)
+            why = (
+                "was told again to stop at once"
+                if hurry.is_set()
+                else f"its {grace:g} s grace period is over"
+            )
+            closer.cut(sessions, why)
         elif cut_at is not None and now - cut_at > _CLOSE_TIMEOUT:
             log.warning("shutdown: %d session(s) did not close; exiting anyway", len(sessions))
             break
