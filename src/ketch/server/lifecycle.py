@@ -153,8 +153,7 @@ def _running_transfer(session: Session) -> asyncio.Task[None] | None:
 class _Closer:
     """Tells each session once that the server stops, now or when its transfer ends."""
 
-    def __init__(self, grace: float) -> None:
-        self.grace = grace
+    def __init__(self) -> None:
         self.cutting = False
         self.why = ""  # why transfers are cut off, for their 426
         self.finished = 0
@@ -253,7 +252,7 @@ async def shut_down(server: FtpServer, grace: float, hurry: asyncio.Event, reaso
     server.stop_accepting()
     server.context.stopping = True
     deadline = loop.time() + grace
-    closer = _Closer(grace)
+    closer = _Closer()
     sessions = server.sessions
     waiting = sum(closer.take(task, session) for task, session in sessions.items())
     log.info(
