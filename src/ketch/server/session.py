@@ -320,14 +320,9 @@ class Session:
             events = self._lines.feed(data)
             self._line_timer.received(data, events)
             for event in events:
-                # Only ABOR goes ahead: a STAT or NOOP answered now would come before the
-                # reply of the command waiting here, which the client sent first.
-                if (
-                    isinstance(event, Command)
-                    and event.verb == "ABOR"
-                    and event.verb in self.urgent_commands
-                    and well_formed(event)
-                ):
+                # Only ABOR goes ahead (every urgent set has it): a STAT or NOOP answered
+                # now would come before the reply of the command waiting here.
+                if isinstance(event, Command) and event.verb == "ABOR" and well_formed(event):
                     await dispatch(self, event)
                 else:
                     queue.append(event)
