@@ -139,10 +139,8 @@ async def _remote_size_for_resume(
 
 async def _remote_size(client: Client, remote: str) -> int | None:
     """SIZE, or None when the server cannot tell (no SIZE, or no such file)."""
-    try:
-        return await client.size(remote)
-    except ReplyError:
-        return None
+    size, found = await _remote_size_for_resume(client, remote)
+    return size if found == "size" else None
 
 
 # -- downloads -------------------------------------------------------------------
