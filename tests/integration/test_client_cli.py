@@ -119,6 +119,8 @@ def test_ls_json_gives_a_name_that_is_not_utf8_as_its_bytes_too(
     # JSON cannot carry the byte 0xE9 of a Latin-1 name: name_hex keeps it exactly.
     (server.home / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x")
     (server.home / "plain.txt").write_bytes(b"y")
+    os.symlink(os.fsdecode(b"caf\xe9.txt"), server.home / "to-latin")
+    os.symlink("plain.txt", server.home / "to-plain")
     result = ketch(home, work, "ls", "--json", server.url("/"))
     ok(result)
     result.stdout.decode("utf-8")  # strict UTF-8 throughout: no lone surrogates
@@ -126,6 +128,10 @@ def test_ls_json_gives_a_name_that_is_not_utf8_as_its_bytes_too(
     latin = next(r for r in records if "name_hex" in r)
     assert (latin["name"], bytes.fromhex(latin["name_hex"])) == ("caf\ufffd.txt", b"caf\xe9.txt")
     assert [r for r in records if r["name"] == "plain.txt" and "name_hex" not in r]
+    links = {r["name"]: r for r in records if r["type"] == "link"}
+    assert links["to-plain"]["target"] == "plain.txt" and "target_hex" not in links["to-plain"]
+    # A target MLSD cannot carry (not UTF-8): the key is there, and null.
+    assert "target" in links["to-latin"] and links["to-latin"]["target"] is None
 
 
 def test_ls_of_a_file_shows_that_file_and_of_a_directory_without_slash_its_entries(

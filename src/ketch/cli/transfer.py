@@ -132,19 +132,20 @@ def _as_json(entry: RemoteEntry) -> dict[str, object]:
     record.update(
         type=entry.kind, size=entry.size, mtime=mtime, mtime_precision=entry.mtime_precision
     )
-    if entry.kind == "link" and entry.link_target is not None:
+    if entry.kind == "link":
         _put_name(record, "target", entry.link_target)
-    elif entry.kind == "link":
-        record["target"] = None
     return record
 
 
-def _put_name(record: dict[str, object], key: str, text: str) -> None:
+def _put_name(record: dict[str, object], key: str, text: str | None) -> None:
     """``text`` under ``key``; a name that is not UTF-8 also gets ``<key>_hex``, its bytes.
 
     JSON has no place for undecodable bytes: written as lone surrogates, strict
     readers (jq) turn them into U+FFFD and the name is lost.
     """
+    if text is None:  # a link whose target the listing did not give
+        record[key] = None
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
