@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from ketch.protocol.commands import Command
 from ketch.protocol.security import command_refusal
 from ketch.server.auth import Permission
-from ketch.server.client_text import log_field
 from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
 
@@ -63,7 +62,7 @@ async def dispatch(session: Session, command: Command) -> None:
         log.info(
             "refused %s user=%s client=%s: no %s permission",
             spec.verb,
-            log_field(session.state.user_name),
+            session.log_user,
             session.peer_ip,
             spec.permission.name,
         )
@@ -76,7 +75,7 @@ async def dispatch(session: Session, command: Command) -> None:
         log.warning(
             "refused %s user=%s client=%s: path outside the home directory (%r)",
             spec.verb,
-            log_field(session.state.user_name),
+            session.log_user,
             session.peer_ip,
             command.argument,
         )

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
-from ketch.server.client_text import log_field
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT
@@ -231,14 +230,14 @@ class _Closer:
             log.info(
                 "shutdown: transfer cut off client=%s user=%s",
                 session.peer_ip,
-                log_field(session.state.user_name),
+                session.log_user,
             )
         else:
             self.finished += 1
             log.info(
                 "shutdown: transfer ended client=%s user=%s; closing the session",
                 session.peer_ip,
-                log_field(session.state.user_name),
+                session.log_user,
             )
         self.close(task, session)
 

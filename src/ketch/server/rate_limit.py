@@ -30,8 +30,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ketch.server.client_text import log_field
-
 if TYPE_CHECKING:
     from ketch.server.session import Session
 
@@ -163,7 +161,7 @@ async def pace(session: Session, throttle: CommandThrottle, waited: bool) -> boo
         log.warning(
             "command flood client=%s user=%s: faster than %g commands/s for %g s",
             session.peer_ip,
-            log_field(session.state.user_name),
+            session.log_user,
             config.command_rate,
             config.command_flood_timeout,
         )

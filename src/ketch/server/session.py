@@ -219,16 +219,12 @@ class Session:
         if self.transfer is not None:
             remaining = self.config.idle_timeout
         if remaining <= 0:
-            log.info(
-                "idle timeout client=%s user=%s", self.peer_ip, log_field(self.state.user_name)
-            )
+            log.info("idle timeout client=%s user=%s", self.peer_ip, self.log_user)
             return f"Idle for {self.config.idle_timeout:g} s: closing the control connection."
         line_left = self._line_timer.remaining()
         if line_left is not None:
             if line_left <= 0:
-                log.info(
-                    "line timeout client=%s user=%s", self.peer_ip, log_field(self.state.user_name)
-                )
+                log.info("line timeout client=%s user=%s", self.peer_ip, self.log_user)
                 return (
                     f"Command line not completed within {self.config.line_timeout:g} s: "
                     "closing the control connection."
@@ -352,6 +348,11 @@ class Session:
         self._extensions = value
 
     @property
+    def log_user(self) -> str:
+        """The user name as a log field (quoted and escaped when it must be; see client_text)."""
+        return log_field(self.state.user_name)
+
+    @property
     def command_line(self) -> str:
         """The line of the command being run, as received (SITE NATINFO shows PORT/EPRT's).
 
@@ -381,7 +382,7 @@ class Session:
             log.info(
                 "client=%s user=%s read no replies for %g s (idle_timeout): closing",
                 self.peer_ip,
-                log_field(self.state.user_name),
+                self.log_user,
                 self.config.idle_timeout,
             )
             stream.abort()

@@ -265,7 +265,7 @@ def _log_transfer(
     log.info(
         "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
         verb,
-        log_field(session.state.user_name),
+        session.log_user,
         session.peer_ip,
         mode,
         log_field(path),

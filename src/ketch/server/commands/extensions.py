@@ -227,7 +227,7 @@ async def client_name(session: Session, argument: str) -> None:
     log.info(
         "client name client=%s user=%s name=%r",
         session.peer_ip,
-        log_field(session.state.user_name),
+        session.log_user,
         name,
     )
     await session.reply(200, f"Noted: you are using {name}.")

@@ -40,7 +40,7 @@ async def delete(session: Session, argument: str) -> None:
         quota.adjust(-removed.size, -1)
     log.info(
         "delete user=%s client=%s path=%s",
-        log_field(session.state.user_name),
+        session.log_user,
         session.peer_ip,
         log_field(path),
     )
@@ -82,7 +82,7 @@ async def rename_to(session: Session, argument: str) -> None:
         quota.adjust(-replaced.size, -1)
     log.info(
         "rename user=%s client=%s from=%s to=%s",
-        log_field(session.state.user_name),
+        session.log_user,
         session.peer_ip,
         log_field(source),
         log_field(target),
