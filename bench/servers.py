@@ -47,7 +47,7 @@ from ketch.tools.certificates import CertificateFiles, write_certificate
 
 from harness.ports import bindable, ephemeral_ports
 from harness.processes import signal_group, stop_group
-from harness.procfs import CLOCK_TICKS, cpu_ticks, process_tree, pss, rss
+from harness.procfs import CLOCK_TICKS, cpu_ticks, kernel_ticks, process_tree, pss, rss
 
 BENCH = Path(__file__).resolve().parent
 PEERS_ROOT = BENCH / ".peers" / "root"
@@ -229,6 +229,12 @@ class Server:
         """The tree's CPU time; of a wrapper, only what it reaped (orphaned sessions)."""
         root, *rest = self.tree()
         ticks = cpu_ticks(root, own=not self.wrapped) + sum(cpu_ticks(pid) for pid in rest)
+        return ticks / CLOCK_TICKS
+
+    def kernel_seconds(self) -> float:
+        """The part of ``cpu_seconds`` spent in the kernel (system calls, TCP, softirqs)."""
+        root, *rest = self.tree()
+        ticks = kernel_ticks(root, own=not self.wrapped) + sum(kernel_ticks(pid) for pid in rest)
         return ticks / CLOCK_TICKS
 
     def server_pids(self) -> list[int]:

@@ -11,6 +11,7 @@ __all__ = [
     "CLOCK_TICKS",
     "cpu_ticks",
     "fd_count",
+    "kernel_ticks",
     "listen_drops",
     "process_tree",
     "pss",
@@ -64,6 +65,16 @@ def cpu_ticks(pid: int, own: bool = True) -> int:
     except OSError:
         return 0
     return sum(int(value) for value in fields[11 if own else 13 : 15])
+
+
+def kernel_ticks(pid: int, own: bool = True) -> int:
+    """The part of ``cpu_ticks`` spent in the kernel: stime + cstime (only cstime
+    when ``own`` is false); 0 once the process is gone."""
+    try:
+        fields = _stat_fields(pid)
+    except OSError:
+        return 0
+    return int(fields[14]) + (int(fields[12]) if own else 0)
 
 
 def rss(pid: int) -> int:
