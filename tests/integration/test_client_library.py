@@ -263,6 +263,20 @@ def test_an_upload_resumes_by_appending_what_is_missing(
     assert sha256_file(target.disk / "half.bin") == sha256_bytes(data)
 
 
+def test_an_upload_from_bytes_io_resumes_by_appending_what_is_missing(target: Target) -> None:
+    # A file object without a descriptor still knows its size when it can seek.
+    data = os.urandom(2 * MIB + 3)
+    target.put_on_disk("half-io.bin", data[:MIB])
+
+    async def scenario() -> Any:
+        async with target.client("passive") as ftp:
+            return await ftp.upload(io.BytesIO(data), target.remote("half-io.bin"), resume=True)
+
+    result = run(scenario())
+    assert (result.offset, result.bytes) == (MIB, len(data) - MIB)
+    assert sha256_file(target.disk / "half-io.bin") == sha256_bytes(data)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_a_resumable_upload_cut_off_before_the_remote_file_existed_resumes(
     target: Target, mode: str, tmp_path: Path

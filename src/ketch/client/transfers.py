@@ -479,12 +479,25 @@ def _sendfile_ok(file: IO[bytes]) -> bool:
 
 
 def _file_size(file: IO[bytes]) -> int | None:
-    """The size of a regular file; None for pipes and sockets, whose st_size means nothing."""
+    """The size of a regular file or of a seekable object without a descriptor (BytesIO);
+    None for pipes and sockets, whose st_size means nothing."""
     try:
         info = os.fstat(file.fileno())
     except (OSError, AttributeError, ValueError):
-        return None
+        return _seekable_size(file)
     return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _seekable_size(file: IO[bytes]) -> int | None:
+    try:
+        if not file.seekable():
+            return None
+        here = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(here)
+    except (OSError, AttributeError, ValueError):
+        return None
+    return end
 
 
 def _sendfile_body(file: IO[bytes], offset: int) -> _Body:
