@@ -437,6 +437,26 @@ def test_quota_files_refuses_a_new_file_before_the_transfer(
     assert sorted(os.listdir(home)) == ["one.txt", "three.txt"]
 
 
+def test_renaming_a_file_onto_another_name_of_itself_frees_no_quota(
+    make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
+) -> None:
+    # Two names of one file: a path through a symlinked directory, and a hard link.
+    # rename() between them changes nothing on disk, so no bytes or files come back.
+    _, home = served_tree
+    (home / "d").mkdir()
+    (home / "d" / "a.bin").write_bytes(b"x" * 950)
+    (home / "lnk").symlink_to("d")
+    os.link(home / "d" / "a.bin", home / "hard.bin")
+    server = make_server(**alice_with(home, quota_bytes=2_000, quota_files=3))
+    ftp = connect(server)
+    for _ in range(3):
+        ftp.rename("d/a.bin", "lnk/a.bin")
+        ftp.rename("hard.bin", "d/a.bin")
+    reply = upload(ftp, "STOR new.bin", os.urandom(1_000))
+    assert reply.startswith("552") and "Quota exceeded (2000 bytes allowed" in reply
+    assert not (home / "new.bin").exists()
+
+
 def test_quota_is_shared_by_concurrent_sessions(
     make_server: Callable[..., RunningServer], served_tree: tuple[Path, Path]
 ) -> None:

@@ -103,6 +103,24 @@ def _name_of(virtual: str) -> str:
     return posixpath.basename(virtual) or "/"
 
 
+def _replaced_file_size(source: Place, target: Place) -> int | None:
+    """The size of the regular file a rename of ``source`` onto ``target`` replaces.
+
+    Compared by inode, not by path: two names of one file (a hard link, or a path
+    through a symlinked directory) rename to nothing and free nothing (POSIX).
+    """
+    try:
+        there = target.stat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(there.st_mode):
+        return None
+    here = source.stat()
+    if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+        return None
+    return there.st_size
+
+
 def _refuse_home(virtual: str, action: str) -> None:
     """Removing or renaming the home would pull the floor from under the session."""
     if virtual == "/":
@@ -375,7 +393,7 @@ class LocalFilesystem:
                 )
             os.unlink(place.name, dir_fd=place.dir_fd)
 
-    def rename(self, source: str, target: str) -> None:
+    def rename(self, source: str, target: str) -> int | None:
         _refuse_home(source, "rename")
         _refuse_home(target, "replace")
         with (
@@ -384,7 +402,9 @@ class LocalFilesystem:
             # The OS does not say which side failed, so both paths are named.
             _mapped(f"{source} -> {target}"),
         ):
+            replaced = _replaced_file_size(old, new)
             os.rename(old.name, new.name, src_dir_fd=old.dir_fd, dst_dir_fd=new.dir_fd)
+        return replaced
 
     def chmod(self, path: str, mode: int) -> None:
         if not 0 <= mode <= 0o777:

@@ -98,8 +98,14 @@ class Filesystem(Protocol):
         """Remove a file or a symlink (never a directory)."""
         ...
 
-    def rename(self, source: str, target: str) -> None:
-        """Rename ``source`` to ``target``, replacing a file already there."""
+    def rename(self, source: str, target: str) -> int | None:
+        """Rename ``source`` to ``target``, replacing a file already there.
+
+        Returns the size of the regular file the rename replaced, for the quota;
+        None when it replaced none (another name for ``source`` itself is not
+        replaced: renaming a file onto a hard link or a path through a symlink to
+        it leaves both names, and frees nothing).
+        """
         ...
 
     def chmod(self, path: str, mode: int) -> None:

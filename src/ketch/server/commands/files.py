@@ -74,12 +74,9 @@ async def rename_to(session: Session, argument: str) -> None:
         return
     target = session.resolve(argument)
     quota = await _quota(session)
-    replaced = None
-    if quota and target != source and session.filesystem.is_file(target):
-        replaced = session.filesystem.lstat(target)  # a symlink is replaced, not its target
-    session.filesystem.rename(source, target)
-    if quota and replaced and replaced.kind == "file":
-        quota.adjust(-replaced.size, -1)
+    replaced = session.filesystem.rename(source, target)
+    if quota and replaced is not None:
+        quota.adjust(-replaced, -1)
     log.info(
         "rename user=%s client=%s from=%s to=%s",
         session.log_user,
