@@ -351,9 +351,25 @@ def test_a_file_command_on_a_name_ending_in_a_slash_is_refused(
     ftp.voidcmd("TYPE I")
     reply_to(ftp, "PASV")
     reply = reply_to(ftp, line)
-    assert reply.startswith("501") and "ends in '/'" in reply, reply
+    code = "553" if line.startswith(("STOR", "APPE")) else "550"  # not a syntax error (501)
+    assert reply.startswith(code) and "ends in '/'" in reply, reply
     assert sorted(os.listdir(server.home)) == ["a.txt"]
     assert (server.home / "a.txt").read_bytes() == b"kept"
+
+
+def test_renaming_a_file_to_a_name_ending_in_a_slash_is_refused(server: RunningServer) -> None:
+    (server.home / "a.txt").write_bytes(b"kept")
+    (server.home / "d").mkdir()
+    ftp = connect(server)
+    reply_to(ftp, "RNFR a.txt")
+    reply = reply_to(ftp, "RNTO d/a.txt/")
+    assert reply.startswith("553") and "ends in '/'" in reply, reply
+    assert (server.home / "a.txt").read_bytes() == b"kept"
+    assert os.listdir(server.home / "d") == []
+    # A directory may be named with its slash.
+    reply_to(ftp, "RNFR d")
+    assert reply_to(ftp, "RNTO e/").startswith("250")
+    assert (server.home / "e").is_dir()
 
 
 def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:

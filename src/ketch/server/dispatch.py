@@ -56,7 +56,7 @@ async def dispatch(session: Session, command: Command) -> None:
         await _refuse(session, *tls_refusal)
         return
     if refusal := _argument_refusal(spec, command.argument):
-        await _refuse(session, 501, refusal)
+        await _refuse(session, *refusal)
         return
     if spec.permission is not Permission.NONE and not session.permits(spec.permission):
         log.info(
@@ -108,16 +108,20 @@ def well_formed(command: Command) -> bool:
 
 
 _NEEDED = frozenset({Argument.REQUIRED, Argument.FILE})
+_STORING = frozenset({"STOR", "APPE"})
 
 
-def _argument_refusal(spec: CommandSpec, argument: str) -> str | None:
+def _argument_refusal(spec: CommandSpec, argument: str) -> tuple[int, str] | None:
     if not argument and spec.argument in _NEEDED:
-        return f"{spec.verb} needs an argument: {spec.help}"
+        return 501, f"{spec.verb} needs an argument: {spec.help}"
     if spec.argument is Argument.FILE and argument.rstrip(" ").endswith("/"):
         # POSIX and vsftpd alike: "a.txt/" is no file (STOR would have made one named so).
-        return f"{spec.verb} names a file, and {argument!r} ends in '/'; drop the '/'."
+        # Not a syntax error (501) but a name that is no plain file: 553 for a name to
+        # store under (RFC 959), 550 for the rest (RFC 3659 §4.2 for SIZE), as vsftpd.
+        code = 553 if spec.verb in _STORING else 550
+        return code, f"{spec.verb} names a file, and {argument!r} ends in '/'; drop the '/'."
     if spec.argument is Argument.NONE and argument:
-        return f"{spec.verb} takes no argument: {spec.help}"
+        return 501, f"{spec.verb} takes no argument: {spec.help}"
     return None
 
 

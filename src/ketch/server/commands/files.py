@@ -72,6 +72,12 @@ async def rename_to(session: Session, argument: str) -> None:
     if source is None:
         await session.reply(503, "Send RNFR first, immediately followed by RNTO.")
         return
+    if argument.rstrip(" ").endswith("/") and session.filesystem.lstat(source).kind != "dir":
+        # rename(2) refuses it too (ENOTDIR); resolving would drop the '/' and go ahead.
+        await session.reply(
+            553, f"RNTO {argument!r} ends in '/', but {source} is no directory; drop the '/'."
+        )
+        return
     target = session.resolve(argument)
     quota = await _quota(session)
     replaced = session.filesystem.rename(source, target)
