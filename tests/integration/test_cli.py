@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ftplib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import argon2
-from serve_process import ketch_serve
+import pytest
+from serve_process import KETCH_SERVE, STARTUP_TIMEOUT, STOP_TIMEOUT, free_port, ketch_serve
 
 KETCH = [sys.executable, "-m", "ketch"]
 
@@ -108,3 +113,45 @@ def test_serve_says_when_nobody_can_log_in(tmp_path: Path) -> None:
         assert "WARNING" in serving.wait_for("set-up: nobody can log in")
     with ketch_serve([*args, "--user", "bob:pw"], tmp_path) as serving:
         assert not [line for line in serving.stdout if "nobody can log in" in line]
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
+def test_serve_started_with_a_standard_descriptor_closed_serves_and_stops_cleanly(
+    tmp_path: Path, closed: int
+) -> None:
+    # As a daemon may start it (`ketch serve <&-`): the event loop's own descriptor must
+    # not take the free number, which libuv refuses to close (it aborted, exit 134).
+    port = free_port()
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "pub.txt").write_text("hi")
+    output = (tmp_path / "output.txt").open("w")
+    address = ["--port", str(port), "--listen", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*KETCH_SERVE, "--root", str(tmp_path / "srv"), *address],
+        stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+        preexec_fn=lambda: os.close(closed),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and not _accepts(port):
+            assert process.poll() is None, (tmp_path / "output.txt").read_text()
+            time.sleep(0.1)
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", port, timeout=10)
+            ftp.login()
+            assert ftp.nlst() == ["pub.txt"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=STOP_TIMEOUT) == 0, (tmp_path / "output.txt").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)
+        output.close()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

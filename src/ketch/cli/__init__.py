@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import sys
 
 import click
@@ -40,8 +41,28 @@ Exit codes of the client commands:
 @click.version_option(__version__, prog_name="ketch")
 def main() -> None:
     """ketch: an FTP server, client and tools that work through NAT and firewalls."""
-    if sys.stdout is None:  # started with stdout closed (ketch ls URL >&-)
+    _fill_closed_standard_descriptors()
+    if click.get_current_context().invoked_subcommand == "serve":
+        # A server started as a daemon with its output closed still serves; what it
+        # would print goes nowhere (its log goes where log_file says).
+        if sys.stdout is None:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the process's life)
+        if sys.stderr is None:
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    elif sys.stdout is None:  # started with stdout closed (ketch ls URL >&-)
         sys.stdout = io.TextIOWrapper(_ClosedStdout(), write_through=True)
+
+
+def _fill_closed_standard_descriptors() -> None:
+    """Open /dev/null on each of descriptors 0-2 that whoever started ketch left closed.
+
+    Otherwise the next socket or file takes that number: libuv (uvloop) aborts the
+    process when it closes a descriptor of its own below 3, and a write meant for
+    stdout or stderr would land in a client's connection.
+    """
+    while (fd := os.open(os.devnull, os.O_RDWR)) <= 2:
+        pass  # it now holds the free standard number; the next open tries the one after
+    os.close(fd)
 
 
 class _ClosedStdout(io.RawIOBase):
