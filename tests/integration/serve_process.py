@@ -26,7 +26,7 @@ STOP_TIMEOUT = 10.0
 class ServeProcess:
     """One `ketch serve` process and the lines it has written so far."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, *, new_session: bool = False) -> None:
         self.process = subprocess.Popen(
             [*KETCH_SERVE, *args],
             stdout=subprocess.PIPE,
@@ -35,6 +35,7 @@ class ServeProcess:
             text=True,
             errors="replace",
             cwd=cwd,
+            start_new_session=new_session,  # a process group of its own, to signal whole
         )
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -111,9 +112,9 @@ class ServeProcess:
 
 
 @contextmanager
-def ketch_serve(args: list[str], cwd: Path) -> Iterator[ServeProcess]:
+def ketch_serve(args: list[str], cwd: Path, *, new_session: bool = False) -> Iterator[ServeProcess]:
     """Start `ketch serve` with ``args``, wait for its summary, stop it afterwards."""
-    server = ServeProcess(args, cwd)
+    server = ServeProcess(args, cwd, new_session=new_session)
     try:
         server.wait_started()
         yield server

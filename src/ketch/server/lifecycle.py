@@ -70,10 +70,13 @@ class Lifecycle:
         reloader: Reloader | None = None,
         *,
         stop_signals: tuple[signal.Signals, ...] = _STOP_SIGNALS,
+        supervisor: tuple[signal.Signals, signal.Signals] | None = None,
     ) -> None:
         self._server = server
         self._reloader = reloader
         self._stop_signals = stop_signals
+        #: A worker's: the signals its supervisor sends to stop it, then to cut off.
+        self._supervisor_signals = supervisor
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()
         self._reason = ""
@@ -86,10 +89,16 @@ class Lifecycle:
         for signum in self._stop_signals:
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if self._supervisor_signals:
+            stop, cut_off = self._supervisor_signals
+            # Only a cut-off signal cuts off: the stop copy may follow the worker's own
+            # SIGTERM from the same signal to the whole group.
+            loop.add_signal_handler(stop, self._on_supervisor_stop)
+            loop.add_signal_handler(cut_off, self.cut_off, "the supervisor's second stop signal")
 
     def uninstall(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (*self._stop_signals, signal.SIGHUP):
+        for signum in (*self._stop_signals, signal.SIGHUP, *(self._supervisor_signals or ())):
             loop.remove_signal_handler(signum)
 
     async def run(self) -> None:
@@ -104,6 +113,10 @@ class Lifecycle:
     def _on_stop_signal(self, signum: int) -> None:
         self.request_stop(signal.Signals(signum).name)
 
+    def _on_supervisor_stop(self) -> None:
+        if not self._stop.is_set():
+            self.request_stop("stop signal to the supervisor")
+
     def request_stop(self, reason: str) -> None:
         """What a stop signal does: stop gracefully, or at once when already stopping."""
         if self._finished:
@@ -111,8 +124,18 @@ class Lifecycle:
         if not self._stop.is_set():
             self._reason = reason
             self._stop.set()
-        elif not self._hurry.is_set():
-            log.warning("shutdown: %s received again: cutting off every session now", reason)
+        else:
+            self.cut_off(f"{reason} received again")
+
+    def cut_off(self, why: str) -> None:
+        """Stop now, cutting off every session and transfer."""
+        if self._finished:
+            return
+        if not self._stop.is_set():
+            self._reason = why
+            self._stop.set()
+        if not self._hurry.is_set():
+            log.warning("shutdown: %s: cutting off every session now", why)
             self._hurry.set()
 
     def request_reload(self) -> None:

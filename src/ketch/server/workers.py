@@ -18,8 +18,12 @@ a crashed worker is restarted on the same socket (connections that arrived
 meanwhile wait in its backlog) with the same helper and passive slice.
 
 Signals: SIGTERM or SIGINT to the supervisor is passed on to every worker as
-SIGTERM (graceful stop, a second one cuts off); SIGHUP is passed on (each worker
-reloads the file itself). Workers ignore SIGINT, so Ctrl-C in a terminal, which
+SIGUSR1 (graceful stop), a second one as SIGUSR2 (cut off); SIGHUP is passed on
+(each worker reloads the file itself). Not as SIGTERM, which a worker may also
+get straight from a signal to the whole process group (systemd's default
+KillMode, `timeout`, kill -TERM -PGID): that one stop request would then reach
+it twice and cut every transfer off. A worker's own SIGTERM still stops it (a
+second one cuts off). Workers ignore SIGINT, so Ctrl-C in a terminal, which
 reaches the whole process group, counts once. A worker whose supervisor dies
 (even killed) sees its lifeline pipe close and stops gracefully.
 """
@@ -56,6 +60,10 @@ __all__ = ["Supervisor", "bind_sockets", "serve_workers", "split_ports"]
 log = logging.getLogger("ketch.server")
 
 _HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
+#: What the supervisor sends the workers: stop gracefully; cut every session off.
+_STOP_GRACEFULLY, _CUT_OFF = signal.SIGUSR1, signal.SIGUSR2
+# Blocked from before the fork until a worker's event loop handles them.
+_FROM_SUPERVISOR = {_STOP_GRACEFULLY, _CUT_OFF}
 # A worker that dies sooner than this after starting is restarted after a delay
 # that doubles with each such quick death, up to _MAX_BACKOFF.
 _QUICK_DEATH = 10.0
@@ -194,7 +202,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Block the handled signals (``run`` takes them in turn) and fork every worker."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED | _FROM_SUPERVISOR)
         for slot in self._slots:
             self._spawn(slot)
 
@@ -216,7 +224,7 @@ class Supervisor:
         finally:
             os.close(self._lifeline_write)
             os.close(self._lifeline_read)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED | _FROM_SUPERVISOR)
         log.info("supervisor: every worker has exited")
 
     def _wait_time(self) -> float:
@@ -237,6 +245,7 @@ class Supervisor:
             self._grace = max(self._grace, self._reloaded_grace())
             self._signal_workers(signal.SIGHUP)
             return
+        order = _CUT_OFF if self._stopping else _STOP_GRACEFULLY
         if not self._stopping:
             self._stopping = True
             self._kill_at = time.monotonic() + self._grace + _STOP_SLACK
@@ -246,7 +255,7 @@ class Supervisor:
                 slot.sock.close()
         else:
             log.info("supervisor: %s again: the workers cut off their sessions now", name)
-        self._signal_workers(signal.SIGTERM)
+        self._signal_workers(order)
 
     def _reloaded_grace(self) -> float:
         """shutdown_grace as the reloaded file has it, which the workers then wait for.
@@ -379,9 +388,12 @@ class Supervisor:
             if self._config_file
             else None
         )
-        lifecycle = Lifecycle(server, reloader, stop_signals=(signal.SIGTERM,))
+        from_supervisor = (_STOP_GRACEFULLY, _CUT_OFF)
+        lifecycle = Lifecycle(
+            server, reloader, stop_signals=(signal.SIGTERM,), supervisor=from_supervisor
+        )
         lifecycle.install()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED | _FROM_SUPERVISOR)
         loop = asyncio.get_running_loop()
         loop.add_reader(self._lifeline_read, self._supervisor_gone, lifecycle)
         await server.start()
