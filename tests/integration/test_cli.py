@@ -54,6 +54,27 @@ def test_config_check_also_finds_what_serve_looks_up_at_start(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_config_check_prints_the_warnings_serve_would_log(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\nport = 2121\npassive_ports = "2100-2200"\n')
+    result = run("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "includes the control port 2121" in result.stderr
+    assert result.stderr.count(": warning: ") == 3
+    assert result.stdout.strip() == f"{config}: ok, with 3 warning(s)"
+
+
+def test_config_check_refuses_passive_ports_run_as_could_not_bind(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\nrun_as = "nobody"\npassive_ports = "1000-1100"\n')
+    result = run("config", "check", str(config))
+    if "no such user" in result.stderr:
+        pytest.skip("there is no user 'nobody' on this system")
+    assert result.returncode != 0
+    assert "passive_ports 1000-1100 starts below" in result.stderr
+    assert "use a range from" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0

@@ -251,6 +251,20 @@ def test_run_as_is_refused_when_not_started_as_root(
     assert "Traceback" not in result.stderr
 
 
+def test_passive_ports_the_run_as_user_could_not_bind_are_refused_at_start(
+    public_dir: Path,
+) -> None:
+    # Passive listeners are bound after root is dropped: every PASV would fail.
+    args = ["--run-as", "nobody", "--port", "0", "--listen", HOST, "--root", str(public_dir)]
+    result = subprocess.run(
+        [*KETCH_SERVE, *args, "--passive-ports", "1000-1100"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "passive_ports 1000-1100 starts below 1024" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_start_up_names_the_directories_run_as_cannot_use(public_dir: Path) -> None:
     private = public_dir / "private"
     private.mkdir(mode=0o700)  # root's alone

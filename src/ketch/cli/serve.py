@@ -229,9 +229,15 @@ async def _serve(
     """Bind, drop root if told to, serve until SIGTERM/SIGINT; SIGHUP reloads the file."""
     from ketch.server import FtpServer, event_loop, port20_helper
     from ketch.server.lifecycle import Lifecycle, Reloader
-    from ketch.server.privileges import drop_privileges, resolve_run_as, warn_after_drop
+    from ketch.server.privileges import (
+        drop_privileges,
+        refuse_unbindable_passive_ports,
+        resolve_run_as,
+        warn_after_drop,
+    )
 
     run_as = resolve_run_as(config.run_as)
+    refuse_unbindable_passive_ports(config)
     server = FtpServer(config)
     host, port = server.bind()
     helper = (
@@ -402,17 +408,24 @@ def config_check(path: Path) -> None:
     """Validate a configuration file and report every problem."""
     from ketch.config import ConfigError, load_config
     from ketch.server.masquerade import MasqueradePolicy
-    from ketch.server.privileges import PrivilegeError, run_as_user
+    from ketch.server.privileges import (
+        PrivilegeError,
+        refuse_unbindable_passive_ports,
+        run_as_user,
+    )
+    from ketch.server.setup_report import setup_report
+    from ketch.server.workers import split_ports
 
     try:
         checked = load_config(path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    # What `serve` looks up at start beyond the file itself: the user, the names.
+    # What `serve` looks up or refuses at start beyond the file itself.
     problems = []
     if checked.run_as is not None:
         try:
             run_as_user(checked.run_as)
+            refuse_unbindable_passive_ports(checked)
         except PrivilegeError as error:
             problems.append(f"{path}: {error}")
     try:
@@ -421,4 +434,12 @@ def config_check(path: Path) -> None:
         problems.append(f"{path}: {error}")
     if problems:
         raise click.ClickException("\n".join(problems))
-    click.echo(f"{path}: ok")
+    # And what it warns about: contradictions that leave it serving, but not well.
+    slices = split_ports(checked.passive_ports, checked.workers) if checked.workers > 1 else []
+    report = setup_report(
+        checked, host=checked.resolved_listen_address(), port=checked.port, slices=slices
+    )
+    for warning in report.warnings:
+        click.echo(f"{path}: warning: {warning}", err=True)
+    count = len(report.warnings)
+    click.echo(f"{path}: ok" + (f", with {count} warning(s)" if count else ""))

@@ -34,6 +34,7 @@ __all__ = [
     "RunAs",
     "access_problems",
     "drop_privileges",
+    "refuse_unbindable_passive_ports",
     "resolve_run_as",
     "run_as_user",
     "warn_after_drop",
@@ -210,12 +211,32 @@ def warn_after_drop(config: ServerConfig, target: RunAs, config_file: Path | Non
     """Log what the dropped identity will trip over: unreadable homes, low passive ports."""
     for problem in access_problems(config, target.name, config_file):
         log.warning("%s", problem)
-    if config.passive_ports.low < 1024:
-        log.warning(
-            "passive_ports %s starts below 1024, which %s may not bind; use a range above 1023",
-            config.passive_ports,
-            target.name,
+
+
+def refuse_unbindable_passive_ports(config: ServerConfig) -> None:
+    """PrivilegeError when ``run_as`` could not bind the passive range once root is dropped.
+
+    Passive listeners are bound per transfer, after the drop: every PASV and EPSV
+    would fail. Checked before anything is bound; the kernel's limit is read, since
+    containers often lower it to 0.
+    """
+    lowest = _unprivileged_port_start()
+    if config.run_as is not None and config.passive_ports.low < lowest:
+        raise PrivilegeError(
+            f"passive_ports {config.passive_ports} starts below {lowest}, the lowest port "
+            f"{config.run_as} may bind once root is dropped (run_as), so every PASV and EPSV "
+            f"would fail; use a range from {lowest} up, e.g. 50000-50999"
         )
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        return int(Path(_UNPRIVILEGED_PORT_START).read_text())
+    except (OSError, ValueError):  # not Linux, or a kernel before 4.11
+        return 1024
+
+
+_UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
 def _user_name(uid: int) -> str:

@@ -46,7 +46,12 @@ from typing import TYPE_CHECKING
 from ketch.config import PortRange
 from ketch.server import event_loop, port20_helper
 from ketch.server.listener import listening_socket
-from ketch.server.privileges import drop_privileges, resolve_run_as, warn_after_drop
+from ketch.server.privileges import (
+    drop_privileges,
+    refuse_unbindable_passive_ports,
+    resolve_run_as,
+    warn_after_drop,
+)
 from ketch.server.tls import ServerTls
 
 if TYPE_CHECKING:
@@ -126,6 +131,7 @@ def serve_workers(
 ) -> None:
     """Run ``config.workers`` workers until a stop signal; see the module text."""
     run_as = resolve_run_as(config.run_as)
+    refuse_unbindable_passive_ports(config)
     loop_name = event_loop.resolve(config.event_loop)  # fails here, not in every worker
     count = config.workers
     sockets = bind_sockets(config.resolved_listen_address(), config.port, count)
