@@ -18,6 +18,9 @@ from ketch.config import load_config
 from ketch.tools.firewall import FORMATS, FirewallError, FirewallPlan, plan_for, render
 from ketch.tools.firewall_formats import LARGE_RANGE
 
+# A well-formed argon2id hash (nobody logs in here).
+HASH = "$argon2id$v=19$m=8,t=1,p=1$c29tZXNhbHQ$ZmFrZWhhc2hmYWtlaGFzaA"
+
 
 def plan(
     tmp_path: Path, *, ssh_port: int | None = 22, helper: bool = False, **keys: Any
@@ -340,6 +343,35 @@ def test_docker_compose_publishes_the_range_one_to_one_and_warns(tmp_path: Path)
     assert "203.0.113.5" in text and "host's public address" in text
     assert "WARNING" in text
     assert "WARNING" not in render(plan(tmp_path, passive_ports="50000-50009"), "docker-compose")
+
+
+def test_docker_compose_mounts_the_config_the_served_directories_and_the_tls_files(
+    tmp_path: Path,
+) -> None:
+    import yaml  # test extras
+
+    from ketch.tools.certificates import write_certificate
+
+    (tmp_path / "srv" / "pub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    files = write_certificate(tmp_path / "certs", ["ftp.example.com"])
+    config_file = tmp_path / "ketch.toml"
+    config_file.write_text(
+        f'root = "srv"\ntls_certificate = "{files.certificate}"\ntls_key = "{files.key}"\n'
+        '[anonymous]\nhome = "srv/pub"\n'
+        f'[[users]]\nname = "bob"\npassword_hash = "{HASH}"\nhome = "{tmp_path}/elsewhere"\n'
+    )
+    config = load_config(config_file)
+    text = render(plan_for(config, config_file=config_file), "docker-compose")
+    service = yaml.safe_load(text)["services"]["ketch"]
+    assert service["command"] == ["ketch", "serve", "--config", str(config_file)]
+    assert service["volumes"] == [
+        f"{config_file}:{config_file}:ro",
+        f"{tmp_path}/srv:{tmp_path}/srv",  # the anonymous home inside it: once
+        f"{tmp_path}/elsewhere:{tmp_path}/elsewhere",
+        f"{files.certificate}:{files.certificate}:ro",
+        f"{files.key}:{files.key}:ro",
+    ]
 
 
 def test_kubernetes_service_lists_every_passive_port(tmp_path: Path) -> None:

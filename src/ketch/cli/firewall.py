@@ -107,6 +107,7 @@ def firewall(
         config = load_config(config_file, overrides)
         plan = plan_for(
             config,
+            config_file=config_file,
             ssh_port=None if no_ssh else (ssh_port or 22),
             conntrack_helper=conntrack_helper,
             other_ports=allow_ports,

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Literal
 from ketch.protocol.addresses import active_source_port
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ketch.config import PortRange, ServerConfig
 
 __all__ = [
@@ -79,6 +81,11 @@ class FirewallPlan:
     #: Other TCP services of the host to keep open (--allow-port): the nftables and
     #: iptables files drop every new inbound connection they do not name.
     other_ports: tuple[int, ...] = ()
+    #: The configuration file, if any, and what the server reads besides: the served
+    #: directories (writable) and the TLS files (read-only), for a container to mount.
+    config_file: Path | None = None
+    served_directories: tuple[Path, ...] = ()
+    tls_files: tuple[Path, ...] = ()
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -103,6 +110,7 @@ class FirewallPlan:
 def plan_for(
     config: ServerConfig,
     *,
+    config_file: Path | None = None,
     ssh_port: int | None = 22,
     conntrack_helper: bool = False,
     other_ports: Sequence[int] = (),
@@ -150,7 +158,20 @@ def plan_for(
         tls_masquerade_address=config.tls_masquerade_address,
         masquerade_map=bool(config.masquerade_map),
         other_ports=tuple(sorted(set(other_ports) - {ssh_port})),
+        config_file=config_file.resolve() if config_file else None,
+        served_directories=_served_directories(config),
+        tls_files=tuple(path for path in (config.tls_certificate, config.tls_key) if path),
     )
+
+
+def _served_directories(config: ServerConfig) -> tuple[Path, ...]:
+    """The root and every home outside it, each once."""
+    homes = [config.root, config.anonymous.home, *(user.home for user in config.users)]
+    found: list[Path] = []
+    for home in homes:
+        if home is not None and not any(home.is_relative_to(other) for other in found):
+            found = [other for other in found if not other.is_relative_to(home)] + [home]
+    return tuple(found)
 
 
 # -- explanations shared by every format ----------------------------------------------

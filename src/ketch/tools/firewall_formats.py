@@ -9,6 +9,8 @@ The YAML is written by hand, so every string that could be misread is quoted.
 
 from __future__ import annotations
 
+import json
+
 from ketch.tools.firewall import (
     Family,
     FirewallPlan,
@@ -211,6 +213,22 @@ def render_firewalld(plan: FirewallPlan, family: Family = "ipv4") -> str:
 # -- docker compose --------------------------------------------------------------------------
 
 
+def _compose_files(plan: FirewallPlan) -> list[str]:
+    """The command and volumes: each file at the same path inside as outside, so the
+    configuration's paths (relative ones are read from the file's directory) hold there."""
+    config = str(plan.config_file) if plan.config_file else "/etc/ketch/ketch.toml"
+    volumes = [f"{config}:{config}:ro"]
+    volumes += [f"{path}:{path}" for path in plan.served_directories]
+    volumes += [f"{path}:{path}:ro" for path in plan.tls_files]
+    lines = [
+        f"    command: {json.dumps(['ketch', 'serve', '--config', config])}",
+        "    volumes:",
+    ]
+    if plan.config_file is None:
+        lines.append("      # No --config given: write the file the server is to read here.")
+    return lines + [f"      - {json.dumps(volume)}" for volume in volumes]
+
+
 def render_docker_compose(plan: FirewallPlan, family: Family = "ipv4") -> str:
     """A compose service publishing the control port and the passive range 1:1."""
     del family
@@ -244,6 +262,9 @@ def render_docker_compose(plan: FirewallPlan, family: Family = "ipv4") -> str:
     notes += [
         "Active mode leaves through Docker's NAT, which may change the source port;",
         "passive mode is the one to rely on here.",
+        "",
+        "The configuration file, the directories it serves and its TLS files are mounted",
+        "at the paths they have on this machine, so the file's paths hold in the container.",
     ]
     ports = [
         "      # FTP control connection.",
@@ -261,10 +282,7 @@ def render_docker_compose(plan: FirewallPlan, family: Family = "ipv4") -> str:
         "services:",
         "  ketch:",
         "    image: ketch",
-        '    command: ["ketch", "serve", "--config", "/etc/ketch/ketch.toml"]',
-        "    volumes:",
-        '      - "./ketch.toml:/etc/ketch/ketch.toml:ro"',
-        '      - "./ftp:/srv/ftp"',
+        *_compose_files(plan),
         "    restart: unless-stopped",
         "    # For a large passive range: the host's network, no proxies, no port list.",
         "    # network_mode: host",
