@@ -36,6 +36,17 @@ def test_eprt_to_another_host_is_refused_as_bounce(server: RunningServer) -> Non
     assert reply_to(ftp, "EPRT |1|127.0.0.2|50000|").startswith("501 ")
 
 
+def test_an_active_connection_refused_by_the_client_says_so(server: RunningServer) -> None:
+    # The event loop's own text ("Connect call failed (...)") says nothing of why.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        ftp = connect(server)
+        reply_to(ftp, f"PORT 127,0,0,1,{port >> 8},{port & 255}")
+        reply = reply_to(ftp, "NLST")
+    assert reply.startswith("425") and "(Connection refused)" in reply, reply
+
+
 def test_port_to_privileged_port_is_refused(server: RunningServer) -> None:
     ftp = connect(server)
     reply = reply_to(ftp, "PORT 127,0,0,1,0,80")

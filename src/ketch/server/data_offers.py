@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 
@@ -296,18 +297,18 @@ class ActiveOffer(DataOffer):
             # TIME_WAIT; in "auto" mode an ephemeral port is fine, so try once more.
             retry = self._source_port is not None and not self._source_port_required
             if not retry or error.errno not in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
-                raise self._failure(error.strerror or str(error)) from None
+                raise self._failure(_reason(error)) from None
             log.debug(
                 "active connect from port %s failed (%s); retrying from an ephemeral port",
                 self._source_port,
-                error.strerror,
+                _reason(error),
             )
         try:
             return await self._connect_from(None)
         except TimeoutError:
             raise self._failure(f"no answer within {self._timeout:g} s") from None
         except OSError as error:
-            raise self._failure(error.strerror or str(error)) from None
+            raise self._failure(_reason(error)) from None
 
     def _failure(self, reason: str) -> DataConnectionError:
         return DataConnectionError(
@@ -376,3 +377,9 @@ class ActiveOffer(DataOffer):
 
 def _nothing() -> None:
     pass
+
+
+def _reason(error: OSError) -> str:
+    """The system's words for a failed connect ("Connection refused"), not the event
+    loop's "Connect call failed ('10.0.0.5', 2000)", which says nothing of why."""
+    return os.strerror(error.errno) if error.errno else str(error)
