@@ -188,6 +188,20 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def test_natinfo_names_the_whole_passive_range_not_the_workers_slice(
+    tmp_path: Path, root: Path
+) -> None:
+    # What doctor tells the admin to open: every worker's ports.
+    port = free_port()
+    config = write_config(tmp_path, root, passive_ports="21470-21479")
+    args = ["--config", str(config), "--port", str(port), "--workers", "2"]
+    with ketch_serve(args, tmp_path) as server, ftplib.FTP(timeout=10) as ftp:
+        ftp.connect(HOST, port)
+        ftp.login()
+        assert " passive-ports: 21470-21479" in ftp.sendcmd("SITE NATINFO").splitlines()
+        server.signal(signal.SIGTERM)
+
+
 def test_a_crashed_worker_is_restarted_and_connections_wait_for_it(
     tmp_path: Path, root: Path
 ) -> None:

@@ -21,7 +21,7 @@ from ketch.config_models import PortRange
 from ketch.server.data_channel import DataConnectionError
 from ketch.server.data_offers import PassiveOffer
 from ketch.server.event_loop import loop_factory
-from ketch.server.passive_ports import PassivePortPool
+from ketch.server.passive_ports import PassivePortPool, PassivePortsExhausted
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -48,6 +48,15 @@ def test_closing_an_offer_ends_a_connect_that_waits(loop_name: str) -> None:
         return str(withdrawn.value)
 
     assert "withdrawn" in run_on(loop_name, main())
+
+
+def test_a_workers_exhausted_slice_is_named_as_its_share_of_the_range() -> None:
+    pool = PassivePortPool(PortRange(31620, 31620), configured=PortRange(31620, 31629))
+    with pool.open_listener("127.0.0.1"), pytest.raises(PassivePortsExhausted) as exhausted:
+        pool.open_listener("127.0.0.1")
+    assert str(exhausted.value).startswith(
+        "all 1 passive ports (31620-31620) (this process's share of 31620-31629) are busy;"
+    )
 
 
 ACCEPT_FAILS = """

@@ -64,7 +64,9 @@ class ServerContext:
         return cls(
             config=config,
             authenticator=Authenticator(config),
-            passive_ports=PassivePortPool(passive_ports or config.passive_ports),
+            passive_ports=PassivePortPool(
+                passive_ports or config.passive_ports, configured=config.passive_ports
+            ),
             masquerade=MasqueradePolicy.from_config(config),
         )
 

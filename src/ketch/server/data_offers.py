@@ -219,7 +219,7 @@ class PassiveOffer(DataOffer):
             self.port,
             self._client_ip,
             self._timeout,
-            self._pool.ports,
+            self._pool.configured,
             self.advertised,
         )
         if self._on_expiry is not None:

@@ -21,11 +21,12 @@ __all__ = ["PassivePortPool", "PassivePortsExhausted"]
 
 
 class PassivePortsExhausted(Exception):
-    """Every port of the configured range is in use."""
+    """Every port of the range (or of this worker's slice of it) is in use."""
 
-    def __init__(self, ports: PortRange) -> None:
+    def __init__(self, ports: PortRange, configured: PortRange) -> None:
+        share = "" if ports == configured else f" (this process's share of {configured})"
         super().__init__(
-            f"all {ports.high - ports.low + 1} passive ports ({ports.low}-{ports.high}) are busy; "
+            f"all {ports.size} passive ports ({ports}){share} are busy; "
             "try again shortly, or ask the admin to widen passive_ports"
         )
         self.ports = ports
@@ -34,8 +35,10 @@ class PassivePortsExhausted(Exception):
 class PassivePortPool:
     """Hands out listening sockets bound to ports inside one range."""
 
-    def __init__(self, ports: PortRange) -> None:
+    def __init__(self, ports: PortRange, configured: PortRange | None = None) -> None:
         self.ports = ports
+        #: passive_ports as configured: ``ports`` is a worker's slice of it (workers > 1).
+        self.configured = configured or ports
         self._reserved: set[int] = set()
         # Start at a random place and go round, so a port just released (and
         # possibly still reachable by a late packet) is the last to be reused.
@@ -69,7 +72,7 @@ class PassivePortPool:
                 raise
             self._reserved.add(port)
             return sock
-        raise PassivePortsExhausted(self.ports)
+        raise PassivePortsExhausted(self.ports, self.configured)
 
     def release(self, port: int) -> None:
         self._reserved.discard(port)

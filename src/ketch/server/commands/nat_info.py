@@ -26,7 +26,7 @@ async def nat_facts(session: Session) -> list[tuple[str, str]]:
         ("last-passive-reply", session.last_passive_reply or "none"),
         ("last-active-command", session.last_active_command or "none"),
         ("masquerade-address", await source.current() if source is not None else "none"),
-        ("passive-ports", str(context.passive_ports.ports)),
+        ("passive-ports", str(context.passive_ports.configured)),  # all workers': what to open
         ("active-source-port", effective_source_port(session)),
         ("passive-expired", str(context.counters["passive_expired"])),
     ]
