@@ -48,6 +48,8 @@ def test_big_listings_made_by_workers_are_those_made_in_process(
     big.mkdir()
     (big / "inside").symlink_to(big)
     (big / "outside").symlink_to("/etc")
+    (big / "up").symlink_to("../..")  # relative, and out of the home
+    (big / "again").symlink_to("../big")
     (big / "new\nline").write_bytes(b"")
     index = 0
     while os.stat(big).st_size <= BIG_DIRECTORY:
@@ -71,9 +73,10 @@ def test_big_listings_made_by_workers_are_those_made_in_process(
 
     assert by_workers == in_process
     listing, mlsd, mlsd_some_facts = by_workers
-    assert listing.count(b"\r\n") == index + 3
+    assert listing.count(b"\r\n") == index + 5
     assert b" inside -> /big\r\n" in listing and b" outside\r\n" in listing
+    assert b" up\r\n" in listing and b" again -> ../big\r\n" in listing
     assert b" new?line\r\n" in listing
-    assert mlsd.count(b"\r\n") == index + 4  # and the cdir line
+    assert mlsd.count(b"\r\n") == index + 6  # and the cdir line
     assert b"size=1;modify=" in mlsd_some_facts
     assert b"perm=" not in mlsd_some_facts and b"type=" not in mlsd_some_facts

@@ -243,6 +243,38 @@ def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path:
         ftp.retrlines("LIST escape", lambda _: None)
 
 
+def test_listings_hide_relative_link_targets_that_lead_out_of_the_home(
+    server: RunningServer,
+) -> None:
+    # alice's home sits beside the reader's: "../reader/secret.txt" names another
+    # customer's file, and must be hidden as an absolute target outside is.
+    home = server.home
+    (home / "sub").mkdir()
+    (home / "sub" / "up").symlink_to("..")
+    hidden = {
+        "neighbour": "../reader/secret.txt",  # climbs out as written
+        "roundabout": "../alice/sub",  # climbs out and back: names the home's real name
+        "via_link": "sub/up/../reader",  # stays inside as written, leaves when followed
+    }
+    shown = {"down": "sub", "back_in": "sub/../sub", "dangling": "gone/../sub"}
+    for name, target in {**hidden, **shown}.items():
+        (home / name).symlink_to(target)
+    ftp = connect(server)
+    lines: list[str] = []
+    ftp.retrlines("LIST", lines.append)
+    listed = {line.split(maxsplit=8)[8].split(" -> ")[0]: line for line in lines}
+    mlsd = dict(ftp.mlsd())
+    for name in hidden:
+        assert listed[name].endswith(f" {name}"), listed[name]
+        assert mlsd[name]["type"] == "OS.unix=slink"
+        assert ftp.sendcmd(f"MLST {name}").splitlines()[1].startswith(" type=OS.unix=slink;")
+    for name, target in shown.items():
+        assert listed[name].endswith(f" {name} -> {target}")
+        assert mlsd[name]["type"] == f"OS.unix=slink:{target}"
+    assert not any("reader" in line or "alice" in line for line in lines)
+    ftp.quit()
+
+
 @pytest.mark.parametrize(
     ("target", "reason"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import posixpath
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ketch.server.filesystem import FilesystemError, PathEscapeError
-from ketch.server.jail import Jail, resolve_virtual, virtual_path_in
+from ketch.server.jail import Jail, link_stays_inside, resolve_virtual, virtual_path_in
 
 # -- resolve_virtual -----------------------------------------------------------
 
@@ -237,3 +238,38 @@ def test_resolving_below_the_home_gives_what_realpath_gives(
     jail = Jail(home)
     expected = os.path.realpath(os.path.join(os.path.realpath(home), *parts))
     assert jail._resolve(parts) == expected
+
+
+_TARGET_PARTS = st.sampled_from(["a", "b", "in", "out", "up", "missing", "..", ".", "home"])
+_STEPS = {"..": -1, ".": 0}  # how far each part of a path goes down (any name: 1)
+
+
+@given(
+    below=st.lists(st.sampled_from(["a", "b"]), max_size=2),
+    parts=st.lists(_TARGET_PARTS, min_size=1, max_size=5),
+    absolute=st.booleans(),
+)
+def test_a_link_target_stays_inside_only_if_written_and_followed_inside(
+    tmp_path_factory: pytest.TempPathFactory, below: list[str], parts: list[str], absolute: bool
+) -> None:
+    # Followed: where realpath (what the jail follows) leads. Written: a relative target
+    # never climbs above the home, and an absolute one is under it.
+    home = os.path.realpath(_tree_with_links(tmp_path_factory.mktemp("links")))
+    directory = os.path.join(home, *below)
+    target = os.path.join(home, *parts) if absolute else "/".join(parts)
+    followed = os.path.realpath(os.path.join(directory, target))
+    if absolute:
+        written = virtual_path_in(home, target) is not None
+    else:
+        depths = itertools.accumulate((_STEPS.get(part, 1) for part in parts), initial=len(below))
+        written = min(depths) >= 0
+    expected = written and virtual_path_in(home, followed) is not None
+    assert link_stays_inside(home, directory, target) == expected
+
+
+def test_a_relative_link_target_in_an_unknown_directory_is_not_taken_as_inside(
+    home: Path,
+) -> None:
+    real_home = os.path.realpath(home)
+    assert not link_stays_inside(real_home, None, "docs")
+    assert link_stays_inside(real_home, None, f"{real_home}/docs")

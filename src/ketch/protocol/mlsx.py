@@ -10,7 +10,7 @@ ones with ``*``.
 Decisions where the RFC leaves a choice:
 
 * A symbolic link is listed as a link, not as its target: ``type=OS.unix=slink``
-  with ``:target`` appended when the target is shown in LIST too (relative, or
+  with ``:target`` appended when the target is shown in LIST too (it stays
   inside the home) and is made only of characters a fact value may hold. Its
   target is not followed, so a link cannot reveal facts about files outside
   the home. FIFOs, sockets and devices are ``OS.unix=fifo``, ``socket``,

@@ -30,6 +30,7 @@ from ketch.server.atomic_file import AtomicFile, adopt_attributes, temporary_nam
 from ketch.server.filesystem_api import Filesystem, OpenDirectory
 from ketch.server.jail import FilesystemError, Jail, PathEscapeError, Place
 from ketch.server.mlsx_scan import (
+    LinkTarget,
     directory_names,
     list_lines_of,
     mlsx_entries_of,
@@ -173,12 +174,17 @@ class LocalFilesystem:
             nlink=info.st_nlink,
             # Ids are hidden (like vsftpd's hide_ids): they mean nothing to the
             # client, and resolving names would cost a user-database lookup per entry.
-            link_target=self._link_target(place.name, place.dir_fd) if kind == "link" else None,
+            link_target=self._link_target(place) if kind == "link" else None,
         )
 
-    def _link_target(self, name: str, dir_fd: int) -> str | None:
-        """What a listing shows after "->" (see mlsx_scan.shown_link_target)."""
-        return shown_link_target(name, dir_fd, self._home)
+    def _link_target(self, place: Place) -> str | None:
+        """What a listing shows after "->" for the link at ``place`` (see shown_link_target)."""
+        return shown_link_target(place.name, place.dir_fd, self._home, os.path.dirname(place.real))
+
+    def _link_targets_in(self, directory: Place) -> LinkTarget:
+        """What a listing of ``directory`` shows after "->" for each of its links."""
+        home, real = self._home, directory.real
+        return lambda name, dir_fd: shown_link_target(name, dir_fd, home, real)
 
     def stat(self, path: str) -> FileFacts:
         return self._stat(path, follow=True)
@@ -211,12 +217,12 @@ class LocalFilesystem:
                         target,
                     ),
                 )
-                for name, info, kind, target in scan_directory(place, self._link_target)
+                for name, info, kind, target in scan_directory(place, self._link_targets_in(place))
             ]
 
     def list_lines(self, path: str, now: float) -> list[str]:
         with self._jail.place(path) as place, _mapped(path):
-            return list_lines_of(scan_directory(place, self._link_target), now)
+            return list_lines_of(scan_directory(place, self._link_targets_in(place)), now)
 
     def open_directory(self, path: str) -> OpenDirectory | None:
         with self._jail.place(path) as place, _mapped(path):
@@ -428,15 +434,13 @@ class LocalFilesystem:
 
     def list_mlsx(self, path: str) -> list[MlsxEntry]:
         with self._jail.place(path) as place, _mapped(path):
-            return mlsx_entries_of(scan_directory(place, self._link_target))
+            return mlsx_entries_of(scan_directory(place, self._link_targets_in(place)))
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
         with self._jail.place(path, follow_final=follow) as place, _mapped(path):
             info = _followed_stat(path, place) if follow else place.stat()
             link = stat.S_ISLNK(info.st_mode)
-            return mlsx_entry(
-                _name_of(path), info, self._link_target(place.name, place.dir_fd) if link else None
-            )
+            return mlsx_entry(_name_of(path), info, self._link_target(place) if link else None)
 
     def set_mtime(self, path: str, mtime: float) -> None:
         with self._jail.place(path) as place, _mapped(path):

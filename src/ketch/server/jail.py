@@ -35,6 +35,8 @@ __all__ = [
     "Jail",
     "PathEscapeError",
     "Place",
+    "descriptor_path",
+    "link_stays_inside",
     "resolve_virtual",
     "virtual_path_in",
 ]
@@ -233,6 +235,69 @@ def virtual_path_in(home: str, real: str) -> str | None:
     if normalized != home and not normalized.startswith(prefix):
         return None
     return "/" + normalized[len(home) :].strip("/")
+
+
+def link_stays_inside(home: str, directory: str | None, target: str) -> bool:
+    """Whether the target of a link in ``directory`` keeps inside the real ``home``.
+
+    ``directory`` is real and inside the home (None: unknown, and then no
+    relative target can be said to stay inside). The target must stay inside
+    as written: an absolute one lies in the home, and a relative one never
+    climbs above it on the way (``../../other-customer/private`` names what
+    is outside even if it came back). It must also lead inside when followed
+    as the jail would (see :func:`_followed_inside`).
+    """
+    if os.path.isabs(target):
+        return virtual_path_in(home, target) is not None and _followed_inside(home, "/", target)
+    if directory is None:
+        return False
+    depth = 0 if directory == home else directory.count("/") - home.rstrip("/").count("/")
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return _followed_inside(home, directory, target)
+
+
+def _followed_inside(home: str, start: str, target: str) -> bool:
+    """Whether ``os.path.realpath`` of ``target`` from the real ``start`` lies inside ``home``.
+
+    The walk of ``Jail._resolve``: the home and its parents are real
+    directories and are not looked at, every other component gets one
+    ``lstat``, and at the first symlink realpath takes over.
+    """
+    prefix = home if home.endswith(os.sep) else home + os.sep
+    path = start
+    parts = target.split("/")
+    for index, part in enumerate(parts):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            path = os.path.dirname(path)  # what realpath does: path has no link in it
+            continue
+        path = os.path.join(path, part)
+        if path != home and not prefix.startswith(path + os.sep) and _is_link(path):
+            path = os.path.realpath(os.path.join(path, *parts[index + 1 :]))
+            break
+    return path == home or path.startswith(prefix)
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:  # missing or unreadable: taken as it is written, as realpath does
+        return False
+
+
+def descriptor_path(fd: int) -> str | None:
+    """Where the kernel says the descriptor ``fd`` is, or None without /proc."""
+    try:
+        return os.readlink(f"{_FD_PATHS}/{fd}")
+    except OSError:
+        return None
 
 
 def _warn_without_proc() -> None:

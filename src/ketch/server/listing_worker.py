@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from ketch.protocol.listing import list_payload
 from ketch.protocol.mlsx import Access, MlsxEntry, format_mlsd
+from ketch.server.jail import descriptor_path
 from ketch.server.mlsx_scan import (
     directory_names,
     list_lines_of,
@@ -138,10 +139,10 @@ def _send(sock: socket.socket, kind: int, body: bytes = b"") -> None:
 
 def _format(kind: int, directory: int, names: list[str], now: float, options: ListingOptions,
             first: bool) -> bytes:  # fmt: skip
-    home = options.home
+    home, real = options.home, descriptor_path(directory)
 
     def link_target(name: str, dir_fd: int) -> str | None:
-        return shown_link_target(name, dir_fd, home)
+        return shown_link_target(name, dir_fd, home, real)
 
     entries = scan_names(directory, names, link_target)
     if kind == LIST:

@@ -16,9 +16,10 @@ from typing import Literal
 
 from ketch.protocol.listing import ListLineMaker
 from ketch.protocol.mlsx import MlsxEntry
-from ketch.server.jail import UPLOAD_TEMP_PREFIX, Place, virtual_path_in
+from ketch.server.jail import UPLOAD_TEMP_PREFIX, Place, link_stays_inside, virtual_path_in
 
 __all__ = [
+    "LinkTarget",
     "ScannedEntry",
     "directory_names",
     "list_lines_of",
@@ -47,19 +48,22 @@ def open_listed(place: Place) -> int:
     return os.open(place.name, _LIST_FLAGS, dir_fd=place.dir_fd)
 
 
-def shown_link_target(name: str, dir_fd: int, home: str) -> str | None:
+def shown_link_target(name: str, dir_fd: int, home: str, directory: str | None) -> str | None:
     """What a listing shows after "->" for the link ``name``, without revealing real paths.
 
-    Relative targets are shown as written. Absolute ones are shown as virtual
-    paths when they lie inside the real ``home``, and hidden otherwise.
+    ``directory`` is the real path of the link's directory (``dir_fd``), None
+    when unknown. A target is shown only when it stays inside the real
+    ``home`` (see ``link_stays_inside``): a relative one as written, an
+    absolute one as its virtual path. Any other is hidden, so a listing names
+    nothing outside the home.
     """
     try:
         target = os.readlink(name, dir_fd=dir_fd)
     except OSError:
         return None
-    if not os.path.isabs(target):
-        return target
-    return virtual_path_in(home, target)
+    if not link_stays_inside(home, directory, target):
+        return None
+    return virtual_path_in(home, target) if os.path.isabs(target) else target
 
 
 def mlsx_entry(name: str, info: os.stat_result, link_target: str | None) -> MlsxEntry:
@@ -100,7 +104,7 @@ def scan_names(directory: int, names: list[str], link_target: LinkTarget) -> Ite
     One ``lstat`` per name relative to the directory's descriptor: no path
     lookup from the root each time. Entries that vanish or cannot be stat'ed
     meanwhile are skipped. ``link_target(name, dir_fd)`` says what to show for
-    a link (the jail hides absolute targets outside the home). LIST and MLSD
+    a link (see ``shown_link_target``). LIST and MLSD
     both read directories through this one loop.
     """
     kinds = _KINDS
