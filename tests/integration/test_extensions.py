@@ -190,6 +190,32 @@ def test_mlsd_permissions_follow_the_account(server: RunningServer) -> None:
     ftp.close()
 
 
+def test_perm_claims_only_what_the_server_allows_for_the_home_and_special_files(
+    server: RunningServer,
+) -> None:
+    (server.home / "sub").mkdir()
+    os.mkfifo(server.home / "pipe")
+    ftp = connect(server)
+    # The home: everything but removing (d) and renaming (f) it, which the server refuses.
+    assert ";perm=celmp;" in ftp.sendcmd("MLST /")
+    assert dict(ftp.mlsd("/"))["."]["perm"] == "celmp"
+    assert dict(ftp.mlsd("/sub"))["."]["perm"] == "cdeflmp"  # any other directory: all
+    assert reply_to(ftp, "RMD /")[:3] == "550"
+    ftp.sendcmd("RNFR /")
+    assert reply_to(ftp, "RNTO /moved")[:3] == "550"
+    # A FIFO: renamed and deleted (d, f), never transferred (no r, a or w).
+    assert dict(ftp.mlsd())["pipe"]["perm"] == "df"
+    facts = ftp.sendcmd("MLST pipe").splitlines()[1]
+    assert facts.startswith(" type=OS.unix=fifo;") and ";perm=df;" in facts
+    for verb in ("RETR", "STOR", "APPE"):
+        ftp.sendcmd("EPSV")
+        assert reply_to(ftp, f"{verb} pipe")[:3] == "550"
+    ftp.rename("pipe", "renamed")
+    ftp.delete("renamed")
+    assert list(server.home.iterdir()) == [server.home / "sub"]
+    ftp.close()
+
+
 def test_mlsd_of_a_file_is_refused_and_of_a_missing_path_is_550(server: RunningServer) -> None:
     (server.home / "f.txt").write_bytes(b"f")
     ftp = connect(server)

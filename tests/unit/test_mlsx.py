@@ -83,9 +83,20 @@ def test_symlink_is_a_link_with_its_target_when_the_target_is_a_valid_value() ->
     assert fact_line(spaced, ("type",), EVERYTHING) == "type=OS.unix=slink;"
 
 
-def test_special_files_get_os_specific_types() -> None:
+def test_special_files_get_os_specific_types_and_may_only_be_deleted_or_renamed() -> None:
     fifo = entry("p", "other", stat.S_IFIFO | 0o600)
-    assert fact_line(fifo, ("type", "perm"), EVERYTHING) == "type=OS.unix=fifo;perm=;"
+    assert fact_line(fifo, ("type", "perm"), EVERYTHING) == "type=OS.unix=fifo;perm=df;"
+    assert fact_line(fifo, ("perm",), READ_ONLY) == "perm=;"
+    data = format_mlsd([fifo], ("perm",), Access(delete=True)).decode()
+    assert data == "perm=d; p\r\n"
+
+
+def test_the_home_is_never_said_to_be_deletable_or_renamable() -> None:
+    home = entry("/", "dir", stat.S_IFDIR | 0o755)
+    assert fact_line(home, ("perm",), EVERYTHING) == "perm=celmp;"
+    assert fact_line(home, ("perm",), READ_ONLY) == "perm=el;"
+    cdir = format_mlsd([], ("perm",), EVERYTHING, listed=home).decode()
+    assert cdir == "perm=celmp; .\r\n"
 
 
 def test_mlst_reply_has_one_fact_line_starting_with_a_space() -> None:

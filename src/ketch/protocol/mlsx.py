@@ -19,7 +19,9 @@ Decisions where the RFC leaves a choice:
   is not something a client can transfer.
 * ``modify`` is whole seconds, UTC (MFMT sets no more than that either).
 * ``perm`` comes from the account's permissions, not from the mode bits: it
-  says what the server will allow this user, which is what §7.5.5 asks.
+  says what the server will allow this user, which is what §7.5.5 asks. The
+  home (named "/") is never removed or renamed, so it has no ``d`` or ``f``;
+  FIFOs, sockets and devices are never transferred, so they have only those two.
 * ``unique`` is ``<st_dev>g<st_ino>`` in hex, so hard links share it.
 """
 
@@ -68,7 +70,7 @@ _SPECIAL_TYPES = {
 class MlsxEntry(NamedTuple):
     """What the facts of one name are made from (``lstat``: links are not followed)."""
 
-    name: str  # may contain surrogate escapes for names that are not UTF-8
+    name: str  # "/" for the home itself; may contain surrogate escapes (names not UTF-8)
     kind: Literal["file", "dir", "link", "other"]
     size: int
     mtime: float  # POSIX seconds, UTC
@@ -106,8 +108,19 @@ class Access:
             ("l", self.list), ("m", self.mkdir), ("p", self.delete),
         )  # fmt: skip
 
+    def home_perm(self) -> str:
+        """``dir_perm`` without d and f for the home: no session may remove or rename it."""
+        return _letters(
+            ("c", self.write), ("e", self.list), ("l", self.list), ("m", self.mkdir),
+            ("p", self.delete),
+        )  # fmt: skip
+
     def link_perm(self) -> str:
         """A link itself can only be deleted or renamed; what its target allows is not shown."""
+        return _letters(("d", self.delete), ("f", self.rename))
+
+    def special_perm(self) -> str:
+        """A FIFO, socket or device can be deleted or renamed; RETR and STOR refuse it."""
         return _letters(("d", self.delete), ("f", self.rename))
 
 
@@ -161,10 +174,10 @@ def _perm_value(entry: MlsxEntry, access: Access) -> str:
     if entry.kind == "file":
         return access.file_perm()
     if entry.kind == "dir":
-        return access.dir_perm()
+        return access.home_perm() if entry.name == "/" else access.dir_perm()
     if entry.kind == "link":
         return access.link_perm()
-    return ""
+    return access.special_perm()
 
 
 def fact_line(
@@ -230,7 +243,7 @@ def format_mlsd(
         "file": access.file_perm(),
         "dir": access.dir_perm(),
         "link": access.link_perm(),
-        "other": "",
+        "other": access.special_perm(),
     }
     if selected == FACT_NAMES:
         _all_fact_lines(entries, perms, lines)

@@ -117,7 +117,8 @@ class Filesystem(Protocol):
         ...
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:
-        """MLST's view of ``path`` (a link is reported as a link unless ``follow``)."""
+        """MLST's view of ``path`` (a link is reported as a link unless ``follow``); the home
+        is named "/", which is how its ``perm`` fact knows it cannot be removed or renamed."""
         ...
 
     def set_mtime(self, path: str, mtime: float) -> None:
