@@ -142,6 +142,34 @@ def test_an_upload_cannot_replace_a_file_the_server_user_may_not_write(
         ftp.quit()
 
 
+def test_a_directory_the_server_user_cannot_search_is_refused_not_listed_as_empty(
+    public_dir: Path, nobody: pwd.struct_passwd
+) -> None:
+    # nobody may read the names in it (r) but not look any up (no x): entering it and
+    # listing it would show an empty directory that is not empty.
+    noexec = public_dir / "noexec"
+    noexec.mkdir()
+    (noexec / "f").write_bytes(b"f\n")
+    os.chown(noexec, nobody.pw_uid, nobody.pw_gid)
+    noexec.chmod(0o644)
+    port = low_port_pair()
+    with ketch_serve(serve_args(port, public_dir), public_dir):
+        ftp = anonymous(port)
+        with pytest.raises(ftplib.error_perm, match=r"^550 /noexec: Permission denied; .*search"):
+            ftp.cwd("noexec")
+        assert ftp.pwd() == "/"
+        listing_refused = r"^550 /noexec: Permission denied; .* needs r and x permission"
+        with pytest.raises(ftplib.error_perm, match=listing_refused):
+            ftp.retrlines("LIST noexec", lambda _: None)
+        with pytest.raises(ftplib.error_perm, match=listing_refused):
+            list(ftp.mlsd("noexec"))
+        assert ftp.nlst("noexec") == ["f"]  # names alone need no look-up
+        noexec.chmod(0o755)
+        ftp.cwd("noexec")
+        assert [name for name, _ in ftp.mlsd()] == [".", "f"]
+        ftp.quit()
+
+
 def test_active_mode_comes_from_the_low_port_through_the_root_helper(public_dir: Path) -> None:
     port = low_port_pair()
     with ketch_serve(serve_args(port, public_dir), public_dir) as server:

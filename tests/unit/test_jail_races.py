@@ -141,6 +141,7 @@ OPERATIONS: dict[str, Callable[[LocalFilesystem], Any]] = {
     "create_unique": unique,
     "stat": lambda fs: fs.stat("/sub/file.txt"),
     "lstat": lambda fs: fs.lstat("/sub/file.txt"),
+    "enter": lambda fs: fs.enter("/sub/dir"),
     "mlsx_entry": lambda fs: fs.mlsx_entry("/sub/file.txt"),
     "list_dir": lambda fs: fs.list_dir("/sub"),
     "list_lines": lambda fs: fs.list_lines("/sub", 0.0),
@@ -184,6 +185,7 @@ def test_without_a_swap_the_same_operations_work(tmp_path: Path, outside: Path) 
     assert names_of_opened(fs) == ["dir", "file.txt", "other.txt"]
     assert len(fs.list_mlsx("/sub")) == 3 and len(fs.list_lines("/sub", 0.0)) == 3
     assert fs.stat("/sub/file.txt").size == len(b"inside")
+    fs.enter("/sub/dir")
     assert fs.mlsx_entry("/sub/file.txt").size == len(b"inside")
     write(fs)
     atomic_write(fs)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -240,6 +243,60 @@ def test_an_error_reading_the_directory_is_a_filesystem_error_and_workers_stay_i
                     await by_workers(workers, _NotADirectory(home), kind)
             assert pids_of(workers) == worker_pids  # the same workers carry on
             await check_listing(workers, LocalFilesystem(home), LIST, by_workers_expected=True)
+
+    run(loop_name, scenario())
+
+
+# prctl(2): drop a capability from the bounding set, which after exec is all root has.
+_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def _drop_root_file_access() -> None:
+    """In a worker about to exec: root no longer overrides file permissions, as after run_as."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.fixture
+def workers_bound_by_file_permissions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing workers started from now on cannot look into a directory without x for them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: workers are made to lack root's power over file permissions")
+    try:
+        subprocess.run(["true"], check=True, preexec_fn=_drop_root_file_access)
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"cannot drop capabilities here ({error})")
+    start = asyncio.create_subprocess_exec
+    monkeypatch.setattr(
+        asyncio,
+        "create_subprocess_exec",
+        functools.partial(start, preexec_fn=_drop_root_file_access),
+    )
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.usefixtures("workers_bound_by_file_permissions")
+def test_entries_workers_may_not_look_at_are_a_filesystem_error_not_an_empty_listing(
+    loop_name: str, home: Path, tmp_path: Path, worker_pids: list[int], count: int
+) -> None:
+    # Mode 0600: the workers may read the names, but lstat no entry (no x).
+    unsearchable = tmp_path / "home"
+    (unsearchable / "big").mkdir(parents=True)
+    for index in range(6):
+        (unsearchable / "big" / f"file{index}").write_bytes(b"x")
+    (unsearchable / "big").chmod(0o600)
+    denied = r"^/big: Permission denied; the server may not read or search this directory"
+
+    async def scenario() -> None:
+        async with running_workers(count, worker_pids) as workers:
+            for kind in (LIST, MLSD):
+                # The test itself is root and could list it: a listing comes from the workers.
+                with pytest.raises(FilesystemError, match=denied):
+                    await by_workers(workers, LocalFilesystem(unsearchable), kind)
+            assert pids_of(workers) == worker_pids  # the same workers carry on, in step
+            await check_listing(workers, LocalFilesystem(home), MLSD, by_workers_expected=True)
 
     run(loop_name, scenario())
 

@@ -39,7 +39,7 @@ from ketch.server.mlsx_scan import (
     scan_directory,
     shown_link_target,
 )
-from ketch.server.os_errors import error_text
+from ketch.server.os_errors import error_text, listing_error_text
 
 __all__ = [
     "Filesystem",
@@ -71,6 +71,7 @@ class _mapped:  # lower case: it reads like the function it replaced, ``with _ma
     """
 
     __slots__ = ("_virtual",)
+    _text = staticmethod(error_text)
 
     def __init__(self, virtual: str) -> None:
         self._virtual = virtual
@@ -82,11 +83,18 @@ class _mapped:  # lower case: it reads like the function it replaced, ``with _ma
         self, _: type[BaseException] | None, error: BaseException | None, __: object
     ) -> None:
         if isinstance(error, OSError):
-            raise FilesystemError(f"{self._virtual}: {error_text(error.errno)}") from error
+            raise FilesystemError(f"{self._virtual}: {self._text(error.errno)}") from error
         if isinstance(error, ValueError):  # the jail refuses bad names first; a backstop
             raise FilesystemError(
                 f"{self._virtual}: invalid file name; choose another name"
             ) from error
+
+
+class _mapped_listing(_mapped):
+    """``_mapped`` for listings, whose refusals say what the directory lacks."""
+
+    __slots__ = ()
+    _text = staticmethod(listing_error_text)
 
 
 def _kind(mode: int) -> Literal["file", "dir", "link", "other"]:
@@ -197,11 +205,23 @@ class LocalFilesystem:
             info = _followed_stat(path, place) if follow else place.stat()
             return self._facts(_name_of(path), info, place)
 
+    def enter(self, path: str) -> None:
+        with self._jail.place(path) as place, _mapped(path):
+            if not stat.S_ISDIR(_followed_stat(path, place).st_mode):
+                raise FilesystemError(f"{path}: not a directory; RETR downloads a file.")
+            # What chdir would check: without search (x) permission nothing in it can be
+            # reached, and its listings could not look at a single entry.
+            if not os.access(place.name, os.X_OK, dir_fd=place.dir_fd, follow_symlinks=False):
+                raise FilesystemError(
+                    f"{path}: Permission denied; the server may not search this directory "
+                    "(entering it needs x permission on it); ask its admin"
+                )
+
     def list_dir(self, path: str) -> list[FileFacts]:
         # A NamedTuple's own constructor is a Python-level call, about as dear as the
         # rest of the loop; tuple.__new__ makes the same FileFacts without it.
         make = tuple.__new__
-        with self._jail.place(path) as place, _mapped(path):
+        with self._jail.place(path) as place, _mapped_listing(path):
             return [
                 make(
                     FileFacts,
@@ -221,15 +241,15 @@ class LocalFilesystem:
             ]
 
     def list_lines(self, path: str, now: float) -> list[str]:
-        with self._jail.place(path) as place, _mapped(path):
+        with self._jail.place(path) as place, _mapped_listing(path):
             return list_lines_of(scan_directory(place, self._link_targets_in(place)), now)
 
     def open_directory(self, path: str) -> OpenDirectory | None:
-        with self._jail.place(path) as place, _mapped(path):
+        with self._jail.place(path) as place, _mapped_listing(path):
             return OpenDirectory(open_listed(place), self._home)
 
     def list_names(self, path: str) -> list[str]:
-        with self._jail.place(path) as place, _mapped(path):
+        with self._jail.place(path) as place, _mapped(path):  # names alone need no x
             fd = open_listed(place)
             try:
                 return directory_names(fd)
@@ -433,7 +453,7 @@ class LocalFilesystem:
     # -- extensions (MLSD/MLST, MFMT, AVBL) ----------------------------------
 
     def list_mlsx(self, path: str) -> list[MlsxEntry]:
-        with self._jail.place(path) as place, _mapped(path):
+        with self._jail.place(path) as place, _mapped_listing(path):
             return mlsx_entries_of(scan_directory(place, self._link_targets_in(place)))
 
     def mlsx_entry(self, path: str, *, follow: bool = False) -> MlsxEntry:

@@ -35,6 +35,11 @@ class Filesystem(Protocol):
         """Facts about ``path`` itself; a symlink is reported as a link."""
         ...
 
+    def enter(self, path: str) -> None:
+        """Check that ``path`` can be the working directory: a directory the server may
+        search (as chdir checks); FilesystemError says why not."""
+        ...
+
     def list_dir(self, path: str) -> list[FileFacts]:
         """The entries of a directory sorted by name; links are not followed."""
         ...

@@ -18,8 +18,9 @@ started this process, never from a client. A request with READ_DIRECTORY
 each other part (NAMES), which the server sends on in those parts' requests,
 and with SEND_OWN_NAMES also with its own part's names, for the server to
 keep (see listed_names). Any other request carries its part's names. Every
-part ends in a PAYLOAD (its bytes, ready for the data connection), or a
-reading part's in an ERROR (an errno) when the directory cannot be read.
+part ends in a PAYLOAD (its bytes, ready for the data connection), or in an
+ERROR (an errno) when the directory cannot be read, or an entry of the part
+cannot be looked at (the directory is not searchable).
 Nothing in a request is resolved as a path: every ``lstat`` and
 ``readlink`` is relative to the received descriptor.
 """
@@ -74,7 +75,7 @@ READ_DIRECTORY, SEND_OWN_NAMES = 1, 2
 REPLY = struct.Struct("=BQ")
 READY, NAMES, PAYLOAD, ERROR = 1, 2, 3, 4
 #: What READY says. Bump the number with any change to the messages' meaning.
-PROTOCOL = f"ketch listing worker 4 {REQUEST.format} {REPLY.format}"
+PROTOCOL = f"ketch listing worker 5 {REQUEST.format} {REPLY.format}"
 
 
 class ListingKind(enum.IntEnum):
@@ -188,7 +189,12 @@ def _serve_one(sock: socket.socket) -> bool:
                 _send(sock, NAMES, join_names(run))
             if flags & SEND_OWN_NAMES:
                 _send(sock, NAMES, join_names(names))
-        _send(sock, PAYLOAD, _format(kind, directory, names, now, options, part == 0))
+        try:
+            payload = _format(kind, directory, names, now, options, part == 0)
+        except OSError as error:
+            _send(sock, ERROR, struct.pack("=i", error.errno or 0))
+        else:
+            _send(sock, PAYLOAD, payload)
     finally:
         for fd in fds:
             os.close(fd)

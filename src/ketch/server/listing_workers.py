@@ -62,7 +62,7 @@ from ketch.server.listing_worker import (
     ListingKind,
     ListingOptions,
 )
-from ketch.server.os_errors import error_text
+from ketch.server.os_errors import listing_error_text
 
 __all__ = ["LIST", "MLSD", "ListingKind", "ListingOptions", "ListingWorkers"]
 
@@ -94,12 +94,12 @@ class _WorkerFailed(Exception):
 
 
 class _DirectoryError(Exception):
-    """The first worker could not read the directory (an errno): the client gets a 550."""
+    """A worker could not read the directory or look at its entries (an errno): a 550."""
 
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-        self.reason = error_text(code)
+        self.reason = listing_error_text(code)
 
     @classmethod
     def sent_by(cls, worker: _Worker, body: bytes | bytearray) -> _DirectoryError:
@@ -349,7 +349,7 @@ class ListingWorkers:
                     workers, fd, kind, now, pickle.dumps(options), known, keep
                 )
             except _DirectoryError:
-                raise  # the first worker's answer, and nothing else was asked: still in step
+                raise  # every worker asked has answered (see _exchange): still in step
             except _WorkerFailed as error:
                 log.warning(
                     "listing workers stopped (%s): this listing is made in a thread, and "
@@ -426,16 +426,19 @@ async def _exchange(
             await worker.send(header, fd, options + names[part])
         if keep:
             names[0] = await _names_from(first)
-    # A lone reading worker that asks for no names back answers an unreadable directory here.
-    error_comes_last = known is None and parts == 1 and not keep
-    payloads = []
+    # Every worker ends its part with a PAYLOAD or an ERROR (see listing_worker): the
+    # error is raised once all have answered, so the next listing finds them in step.
+    payloads, errors = [], []
     for worker in workers:
         message, body = await worker.receive()
-        if message == ERROR and error_comes_last:
-            raise _DirectoryError.sent_by(first, body)  # nothing else was asked: still in step
-        if message != PAYLOAD:
+        if message == ERROR:
+            errors.append(_DirectoryError.sent_by(worker, body))
+        elif message == PAYLOAD:
+            payloads.append(body)
+        else:
             raise _WorkerFailed(f"listing worker {worker.process.pid} sent {message}, not a part")
-        payloads.append(body)
+    if errors:
+        raise errors[0]
     return b"".join(payloads), names if keep else None
 
 

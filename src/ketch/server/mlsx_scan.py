@@ -102,17 +102,19 @@ def scan_names(directory: int, names: list[str], link_target: LinkTarget) -> Ite
     ``directory``.
 
     One ``lstat`` per name relative to the directory's descriptor: no path
-    lookup from the root each time. Entries that vanish or cannot be stat'ed
-    meanwhile are skipped. ``link_target(name, dir_fd)`` says what to show for
-    a link (see ``shown_link_target``). LIST and MLSD
-    both read directories through this one loop.
+    lookup from the root each time. Entries that vanish meanwhile are skipped;
+    any other failure (EACCES: the directory is not searchable, so no entry
+    could be looked at) is raised, rather than passed off as an empty listing.
+    ``link_target(name, dir_fd)`` says what to show for a link (see
+    ``shown_link_target``). LIST and MLSD both read directories through this
+    one loop.
     """
     kinds = _KINDS
     lstat = os.lstat
     for name in names:
         try:
             info = lstat(name, dir_fd=directory)
-        except OSError:
+        except FileNotFoundError:
             continue
         kind = kinds.get(info.st_mode & _S_IFMT, "other")
         target = link_target(name, directory) if kind == "link" else None

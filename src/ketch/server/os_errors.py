@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["error_text"]
+__all__ = ["error_text", "listing_error_text"]
 
 #: What to do about the errors a client can cause, after the OS's wording of each.
 _ADVICE = {
@@ -32,9 +32,23 @@ _ADVICE = {
 }
 
 
+#: What to do when a listing is refused: it reads the directory's names (r) and looks each up (x).
+_LISTING_DENIED = (
+    "the server may not read or search this directory (a listing needs r and x permission "
+    "on it); ask its admin"
+)
+
+
 def error_text(code: int | None) -> str:
     """The OS's wording for an errno, and what to do when the client can do something."""
     if not code:
         return "Input/output error; try again, or ask the server's admin"
     advice = _ADVICE.get(code)
     return f"{os.strerror(code)}; {advice}" if advice else os.strerror(code)
+
+
+def listing_error_text(code: int | None) -> str:
+    """``error_text`` for a listing of a directory: a refusal says what the directory lacks."""
+    if code == errno.EACCES:
+        return f"{os.strerror(code)}; {_LISTING_DENIED}"
+    return error_text(code)

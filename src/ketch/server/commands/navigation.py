@@ -40,10 +40,9 @@ async def change_to_parent(session: Session, _: str) -> None:
 
 
 async def _enter(session: Session, path: str) -> None:
-    # stat, not is_dir: a refusal says why (missing, outside the home, a bad name).
-    if session.filesystem.stat(path).kind != "dir":  # FilesystemError: 550 with the reason
-        await session.reply(550, f"{path}: not a directory; RETR downloads a file.")
-        return
+    # A refusal says why (missing, not a directory, not searchable, outside the home):
+    # FilesystemError, a 550 with the reason.
+    session.filesystem.enter(path)
     session.cwd = path
     await session.reply(250, f"Working directory is now {path}.")
 
