@@ -161,7 +161,7 @@ def test_ftplib_anonymous_nlst_shows_the_served_names(
         ftp.set_pasv(mode.passive)
         assert ftp.login().startswith("230")  # ftplib's anonymous login
         assert sorted(ftp.nlst()) == ["docs", "hello.txt"]
-        assert ftp.nlst("docs") == ["readme.md"]
+        assert ftp.nlst("docs") == ["docs/readme.md"]
         assert ftp.setup_verbs() == {mode.setup_verb}
         ftp.quit()
     finally:

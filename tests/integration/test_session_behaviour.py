@@ -6,6 +6,7 @@ import contextlib
 import ftplib
 import io
 import os
+import posixpath
 import socket
 import time
 from pathlib import Path
@@ -664,14 +665,53 @@ def test_nlst_wildcard_matches_last_component(server: RunningServer) -> None:
     assert ftp.nlst("*.none") == []
 
 
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("sub", ["sub/a.txt", "sub/b.log"]),
+        ("sub/", ["sub/a.txt", "sub/b.log"]),
+        ("/sub", ["/sub/a.txt", "/sub/b.log"]),
+        ("sub/*.txt", ["sub/a.txt"]),
+        ("sub/a.txt", ["sub/a.txt"]),
+        ("-a sub", ["sub/a.txt", "sub/b.log"]),
+    ],
+)
+def test_nlst_of_another_directory_gives_names_that_retr_finds(
+    server: RunningServer, argument: str, expected: list[str]
+) -> None:
+    # What mget does: NLST dir, then RETR each name as given (vsftpd and proftpd
+    # put the argument's directory in front for the same reason).
+    (server.home / "sub").mkdir()
+    (server.home / "sub" / "a.txt").write_bytes(b"content of a")
+    (server.home / "sub" / "b.log").write_bytes(b"content of b")
+    ftp = connect(server)
+    names = sorted(ftp.nlst(argument))
+    assert names == expected
+    for name in names:
+        received = io.BytesIO()
+        ftp.retrbinary(f"RETR {name}", received.write)
+        assert received.getvalue() == (server.home / "sub" / posixpath.basename(name)).read_bytes()
+
+
+@pytest.mark.parametrize("argument", [None, "-a", "*", ".", "./"])
+def test_nlst_of_the_working_directory_gives_bare_names(
+    server: RunningServer, argument: str | None
+) -> None:
+    (server.home / "a.txt").write_bytes(b"a")
+    (server.home / "sub").mkdir()
+    ftp = connect(server)
+    names = ftp.nlst() if argument is None else ftp.nlst(argument)
+    assert sorted(names) == ["a.txt", "sub"]
+
+
 def test_list_takes_options_and_a_double_dash_before_a_name_with_a_dash(
     server: RunningServer,
 ) -> None:
     (server.home / "-notes").mkdir()
     (server.home / "-notes" / "inside.txt").write_bytes(b"x")
     ftp = connect(server)
-    assert ftp.nlst("-- -notes") == ["inside.txt"]
-    assert ftp.nlst("-a -- -notes") == ["inside.txt"]
+    assert ftp.nlst("-- -notes") == ["-notes/inside.txt"]
+    assert ftp.nlst("-a -- -notes") == ["-notes/inside.txt"]
     assert "-notes" in ftp.nlst("-a")  # an option alone: the working directory
     listing: list[str] = []
     ftp.retrlines("LIST -la -- -notes", listing.append)

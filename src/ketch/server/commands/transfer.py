@@ -203,20 +203,32 @@ class _Scope(NamedTuple):
     directory: str | None  # whose entries are listed; None: ``path`` itself, a file
     pattern: str | None  # the wildcard the entries must match, if any
     directory_size: int  # the listed directory's st_size (0 for a file): is it big?
+    name_prefix: str  # what NLST puts before each name (see _name_prefix)
 
 
 def _listing_scope(session: Session, argument: str) -> _Scope:
     fs = session.filesystem
-    path = session.resolve(split_list_argument(argument))
+    # Normalized as resolve() does it (lexically), but relative where the client was.
+    written = posixpath.normpath(split_list_argument(argument))
+    path = session.resolve(written)
     parent, pattern = posixpath.split(path)
     if _GLOB_CHARACTERS.intersection(pattern) and not fs.is_file(path) and not fs.is_dir(path):
         # Classic clients' `mget *.txt` sends NLST *.txt; like vsftpd, only the last
         # path component may hold wildcards.
-        return _Scope(path, parent, pattern, fs.stat(parent).size)
+        prefix = _name_prefix(posixpath.dirname(written))
+        return _Scope(path, parent, pattern, fs.stat(parent).size, prefix)
     facts = fs.stat(path)
     if facts.kind == "dir":
-        return _Scope(path, path, None, facts.size)
-    return _Scope(path, None, None, 0)
+        return _Scope(path, path, None, facts.size, _name_prefix(written))
+    return _Scope(path, None, None, 0, _name_prefix(posixpath.dirname(written)))
+
+
+def _name_prefix(directory: str) -> str:
+    """NLST's names start with the directory the client named, as in vsftpd and proftpd,
+    so that ``mget`` can RETR each name as given; the working directory's stay bare."""
+    if directory in ("", "."):
+        return ""
+    return directory if directory.endswith("/") else directory + "/"
 
 
 def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
@@ -243,13 +255,16 @@ def _list_payload(fs: Filesystem, scope: _Scope) -> bytes:
 
 
 def _name_list_payload(fs: Filesystem, scope: _Scope) -> bytes:
-    """NLST's data: ``_list_payload`` without a stat per entry."""
+    """NLST's data: ``_list_payload`` without a stat per entry, names behind their prefix."""
+    prefix = scope.name_prefix
     if scope.directory is None:
-        return format_name_list([fs.lstat(scope.path).name])
+        return format_name_list([prefix + fs.lstat(scope.path).name])
     names = fs.list_names(scope.directory)
     if scope.pattern is not None:
         pattern = scope.pattern
         names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+    if prefix:
+        names = [prefix + name for name in names]
     return format_name_list(names)
 
 
