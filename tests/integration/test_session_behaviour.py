@@ -718,6 +718,48 @@ def test_list_takes_options_and_a_double_dash_before_a_name_with_a_dash(
     assert [line.split()[-1] for line in listing] == ["inside.txt"]
 
 
+def test_listings_find_names_that_start_or_end_with_a_space(server: RunningServer) -> None:
+    # RFC 959 pathnames may hold spaces anywhere, and RETR and STOR keep them: the
+    # listings split off only the ls options in front ("-la "), as vsftpd does.
+    (server.home / " notes").mkdir()
+    (server.home / " notes" / "inner.txt").write_bytes(b"x")
+    (server.home / "draft ").write_bytes(b"draft")
+    ftp = connect(server)
+    assert ftp.nlst(" notes") == [" notes/inner.txt"]
+    assert ftp.nlst("-a  notes") == [" notes/inner.txt"]
+    assert ftp.nlst("draft ") == ["draft "]
+    for argument in (" notes", "-la  notes"):
+        listing: list[str] = []
+        ftp.retrlines(f"LIST {argument}", listing.append)
+        assert [line.split()[-1] for line in listing] == ["inner.txt"], argument
+    listing = []
+    ftp.retrlines("LIST draft ", listing.append)
+    assert len(listing) == 1 and listing[0].endswith(" draft "), listing
+    status = ftp.sendcmd("STAT draft ").splitlines()
+    assert status[0] == "213-Status of /draft :" and status[1].endswith(" draft "), status
+
+
+def test_listings_take_the_option_forms_clients_send(server: RunningServer) -> None:
+    (server.home / "top.txt").write_bytes(b"x")
+    (server.home / "sub").mkdir()
+    (server.home / "sub" / "inner.txt").write_bytes(b"x")
+    ftp = connect(server)
+    for line, expected in [
+        ("LIST", ["sub", "top.txt"]),
+        ("LIST -la", ["sub", "top.txt"]),
+        ("LIST -a /sub", ["inner.txt"]),
+        ("LIST -l -a sub", ["inner.txt"]),
+    ]:
+        listing: list[str] = []
+        ftp.retrlines(line, listing.append)
+        assert sorted(entry.split()[-1] for entry in listing) == expected, line
+    for line, expected in [("NLST", ["sub", "top.txt"]), ("NLST -1", ["sub", "top.txt"])]:
+        names: list[str] = []
+        ftp.retrlines(line, names.append)
+        assert sorted(names) == expected, line
+    assert ftp.sendcmd("STAT -la sub").splitlines()[1].endswith(" inner.txt")
+
+
 def test_stor_after_rest_beyond_end_gets_554_and_keeps_file(server: RunningServer) -> None:
     (server.home / "short.bin").write_bytes(b"abc")
     ftp = connect(server)

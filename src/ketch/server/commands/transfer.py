@@ -182,12 +182,13 @@ async def store_unique(session: Session, argument: str) -> None:
 def split_list_argument(argument: str) -> str:
     """Drop the ``ls`` options clients send (``LIST -la``, ``LIST -a dir``) and keep the path.
 
+    Each option ends at one space, as in vsftpd; the path after it is kept as it is,
+    spaces and all, as RETR and STOR keep theirs (a name may start or end with one).
     As with ``ls``, ``--`` ends the options: ``LIST -- -notes`` lists a name with a dash.
     """
-    rest = argument.strip()
+    rest = argument
     while rest.startswith("-"):
         option, _, rest = rest.partition(" ")
-        rest = rest.lstrip()
         if option == "--":
             break
     return rest
