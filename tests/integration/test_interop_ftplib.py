@@ -432,6 +432,45 @@ def test_ftplib_stou_twice_gives_two_distinct_files(
     assert sorted(alice.nlst()) == sorted(["upload", *names])
 
 
+def test_ftplib_stou_into_a_directory_stores_there_under_the_name_it_replies(
+    server: RunningServer,
+    alice: RecordingFTP,
+) -> None:
+    (server.home / "sub").mkdir()
+    (server.home / "sub" / "report").write_bytes(b"already here")
+    data = os.urandom(1000)
+    opening, done = stou(alice, data, "STOU sub/report")
+    assert opening.startswith("150 FILE: sub/"), opening  # RFC 1123 4.1.2.9
+    name = opening.removeprefix("150 FILE: ").strip()
+    assert name != "sub/report" and name in done
+    assert (server.home / name).read_bytes() == data
+    assert (server.home / "sub" / "report").read_bytes() == b"already here"
+    assert os.listdir(server.home) == ["sub"]
+    received = bytearray()
+    alice.retrbinary(f"RETR {name}", received.extend)  # the name replied is one RETR finds
+    assert bytes(received) == data
+
+
+@pytest.mark.parametrize(
+    ("directory", "says"),
+    [("nodir", "no such directory"), ("outside", "outside your home directory")],
+)
+def test_ftplib_stou_into_a_directory_it_may_not_use_gets_550_and_stores_nothing(
+    server: RunningServer,
+    alice: RecordingFTP,
+    tmp_path: Path,
+    directory: str,
+    says: str,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (server.home / "outside").symlink_to(elsewhere)
+    with pytest.raises(ftplib.error_perm, match=f"^550 /{directory}: .*{says}"):
+        stou(alice, b"data", f"STOU {directory}/report")
+    assert os.listdir(server.home) == ["outside"]
+    assert os.listdir(elsewhere) == []
+
+
 # -- APPE ------------------------------------------------------------------------
 
 

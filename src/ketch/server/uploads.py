@@ -244,15 +244,16 @@ async def open_upload(session: Session, path: str, *, offset: int, append: bool)
     return upload
 
 
-async def open_unique_upload(session: Session, stem: str) -> Upload:
-    """Open a new file with a unique name for STOU (an empty placeholder reserves the name)."""
+async def open_unique_upload(session: Session, directory: str, stem: str) -> Upload:
+    """Open a new file with a unique name in ``directory`` for STOU (an empty placeholder
+    reserves the name)."""
     fs = session.filesystem
     account = session.account
     assert account is not None
     quota = await session.context.quotas.quota_for(account)
     if quota is not None:
         quota.check(0, 1)
-    path, file = fs.create_unique(session.cwd, stem)
+    path, file = fs.create_unique(directory, stem)
     target = None
     if session.config.atomic_uploads:
         file.close()

@@ -14,7 +14,7 @@ from ketch.protocol.listing import FileFacts, format_listing, format_name_list, 
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import DataChannel
-from ketch.server.filesystem import Filesystem
+from ketch.server.filesystem import Filesystem, FilesystemError
 from ketch.server.listing_threads import make_listing
 from ketch.server.listing_workers import LIST, ListingOptions
 from ketch.server.session import Session
@@ -156,15 +156,19 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
     help="STOU [name]: upload under a new unique name the server chooses",
 )
 async def store_unique(session: Session, argument: str) -> None:
-    stem = posixpath.basename(argument.strip()) or "upload"
+    written_directory, stem = posixpath.split(argument.strip())
+    directory = session.resolve(written_directory)
     if await refused_without_offer(session, "STOU"):
         return
+    if await _refused_upload_directory(session, directory):
+        return
     try:
-        upload = await open_unique_upload(session, stem)
+        upload = await open_unique_upload(session, directory, stem or "upload")
     except TransferRefused as refusal:
         await session.reply(refusal.code, refusal.text)
         return
-    name = posixpath.basename(upload.path)
+    # Named as the client named the directory, so that RETR finds it as it is.
+    name = _name_prefix(posixpath.normpath(written_directory)) + posixpath.basename(upload.path)
     await start_transfer(
         session,
         "STOU",
@@ -174,6 +178,23 @@ async def store_unique(session: Session, argument: str) -> None:
         done=f"Transfer complete; stored as {name}.",
         cleanup=upload.close,
     )
+
+
+async def _refused_upload_directory(session: Session, directory: str) -> bool:
+    """550 when ``directory`` is missing or no directory; outside the home, the jail's 550."""
+    try:
+        is_directory = session.filesystem.stat(directory).kind == "dir"
+    except FilesystemError as error:
+        if not isinstance(error.__cause__, FileNotFoundError):
+            raise
+        is_directory = False
+    if not is_directory:
+        await session.reply(
+            550,
+            f"{directory}: no such directory to store into; create it with MKD "
+            "or name a directory that exists.",
+        )
+    return not is_directory
 
 
 # -- listings ---------------------------------------------------------------
