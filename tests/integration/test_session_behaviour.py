@@ -770,6 +770,29 @@ def test_stor_after_rest_beyond_end_gets_554_and_keeps_file(server: RunningServe
     assert (server.home / "short.bin").read_bytes() == b"abc"
 
 
+@pytest.mark.parametrize("verb", ["STOR", "APPE"])
+@pytest.mark.parametrize("path", ["nodir/x", "outside/x", "pipe"])
+def test_upload_after_rest_to_a_path_it_cannot_write_gets_the_550_of_a_plain_upload(
+    server: RunningServer, tmp_path: Path, verb: str, path: str
+) -> None:
+    # Not a 554 "offset beyond the end of /nodir/x (0 bytes)": that sends the user
+    # after a smaller offset when the path is what is wrong.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (server.home / "outside").symlink_to(elsewhere)
+    os.mkfifo(server.home / "pipe")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    reply_to(ftp, "PASV")
+    plain = reply_to(ftp, f"{verb} {path}")
+    assert plain.startswith("550"), plain
+    reply_to(ftp, "PASV")
+    assert reply_to(ftp, "REST 5").startswith("350")
+    assert reply_to(ftp, f"{verb} {path}") == plain
+    assert os.listdir(elsewhere) == []
+    assert sorted(os.listdir(server.home)) == ["outside", "pipe"]
+
+
 @pytest.mark.parametrize("command", ["RETR", "STOR"])
 def test_resuming_in_ascii_mode_is_refused_and_binary_resume_still_works(
     server: RunningServer, command: str

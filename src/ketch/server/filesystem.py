@@ -46,6 +46,7 @@ __all__ = [
     "FilesystemError",
     "LocalFilesystem",
     "PathEscapeError",
+    "RestartOffsetError",
     "shared_filesystem",
 ]
 
@@ -61,6 +62,17 @@ _MAX_TEMPORARY_ATTEMPTS = 100
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
 # Any file held only to ask about its filesystem (O_PATH needs no permission on it).
 _PLACE_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+class RestartOffsetError(FilesystemError):
+    """The restart offset (REST) lies beyond the end of the file, which is ``size`` bytes."""
+
+    def __init__(self, virtual: str, offset: int, size: int) -> None:
+        super().__init__(
+            f"{virtual}: restart offset {offset} is beyond the end of the file (size {size}); "
+            f"restart at {size} or less"
+        )
+        self.size = size
 
 
 class _mapped:  # lower case: it reads like the function it replaced, ``with _mapped(path):``
@@ -329,10 +341,7 @@ class LocalFilesystem:
     @staticmethod
     def _check_offset(path: str, offset: int, size: int) -> None:
         if offset > size:
-            raise FilesystemError(
-                f"{path}: restart offset {offset} is beyond the end of the file (size {size}); "
-                f"restart at {size} or less"
-            )
+            raise RestartOffsetError(path, offset, size)
 
     def create_unique(self, directory: str, stem: str) -> tuple[str, BinaryIO]:
         if not stem or "/" in stem or stem in (".", ".."):

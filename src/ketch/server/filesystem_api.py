@@ -75,7 +75,9 @@ class Filesystem(Protocol):
         """An unbuffered regular file opened for writing at ``offset`` or the end.
 
         Without ``truncate`` what lies past ``offset`` stays until the caller cuts it
-        (an upload does once its data connection is there).
+        (an upload does once its data connection is there). An offset past the end
+        raises RestartOffsetError, but only after the checks of the path itself, so
+        that a path that cannot be written gets their error.
         """
         ...
 

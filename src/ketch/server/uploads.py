@@ -218,7 +218,8 @@ class Upload:
 async def open_upload(session: Session, path: str, *, offset: int, append: bool) -> Upload:
     """Open ``path`` for STOR (at ``offset``) or APPE, atomically where that applies.
 
-    Raises FilesystemError (550) or QuotaExceeded (552) before anything is created.
+    Raises FilesystemError (550; RestartOffsetError for an offset past the end) or
+    QuotaExceeded (552) before anything is created.
     """
     fs = session.filesystem
     account = session.account

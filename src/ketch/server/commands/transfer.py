@@ -14,7 +14,7 @@ from ketch.protocol.listing import FileFacts, format_listing, format_name_list, 
 from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import DataChannel
-from ketch.server.filesystem import Filesystem, FilesystemError
+from ketch.server.filesystem import Filesystem, FilesystemError, RestartOffsetError
 from ketch.server.listing_threads import make_listing
 from ketch.server.listing_workers import LIST, ListingOptions
 from ketch.server.session import Session
@@ -130,13 +130,11 @@ async def _receive(session: Session, verb: str, path: str, *, offset: int, appen
     if session.filesystem.is_dir(path):
         await session.reply(550, f"{path}: is a directory.")
         return
-    if offset:
-        size = session.filesystem.stat(path).size if session.filesystem.is_file(path) else 0
-        if offset > size:
-            await _reply_offset_beyond_end(session, path, offset, size)
-            return
     try:
         upload = await open_upload(session, path, offset=offset, append=append)
+    except RestartOffsetError as error:  # raised after the path's checks: a bad path gets 550
+        await _reply_offset_beyond_end(session, path, offset, error.size)
+        return
     except TransferRefused as refusal:  # over quota before a byte was sent
         await session.reply(refusal.code, refusal.text)
         return
