@@ -749,6 +749,8 @@ def test_listings_take_the_option_forms_clients_send(server: RunningServer) -> N
         ("LIST -la", ["sub", "top.txt"]),
         ("LIST -a /sub", ["inner.txt"]),
         ("LIST -l -a sub", ["inner.txt"]),
+        ("LIST  ", ["sub", "top.txt"]),  # blanks alone name no file
+        ("LIST -la  ", ["sub", "top.txt"]),
     ]:
         listing: list[str] = []
         ftp.retrlines(line, listing.append)

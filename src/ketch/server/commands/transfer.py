@@ -210,7 +210,7 @@ def split_list_argument(argument: str) -> str:
         option, _, rest = rest.partition(" ")
         if option == "--":
             break
-    return rest
+    return rest if rest.strip(" ") else ""  # "LIST  ", "LIST -la  ": no path, not " "
 
 
 _GLOB_CHARACTERS = frozenset("*?[")
