@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from ketch.config_rules import (
     RULES,
+    ends_in_a_number,
     existing_directory,
     is_hostname,
     permission_words,
@@ -100,15 +101,30 @@ def _map_address(address: str, key: str) -> str:
     """A masquerade_map value: an IPv4 address or a host name (resolved at start-up)."""
     address = address.strip()
     try:
+        return _advertised_address(address, RULES["masquerade_map"])
+    except ValueError as error:
+        raise _config_error(key, address, str(error)) from None
+
+
+def _advertised_address(address: str, rule: str) -> str:
+    """An address for PASV to advertise: an IPv4 address (normalized) or a host name.
+
+    ValueError says what is wrong, ``rule`` when it is neither an address nor a name.
+    """
+    try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         if is_hostname(address):
             return address
-        raise _config_error(key, address, RULES["masquerade_map"]) from None
+        if ends_in_a_number(address):
+            raise ValueError(
+                "is not a valid IPv4 address (a name ending in a number is read as a "
+                "shortened one: '10.1' means 10.0.0.1); write all four numbers, such as "
+                "'203.0.113.5', or a host name such as 'ftp.example.com'"
+            ) from None
+        raise ValueError(rule) from None
     if parsed.version != 4:
-        raise _config_error(
-            key, address, "is an IPv6 address, but PASV can only advertise IPv4; use IPv4"
-        )
+        raise ValueError("is an IPv6 address, but PASV can only advertise IPv4; use IPv4")
     return str(parsed)
 
 
@@ -314,14 +330,7 @@ class ServerConfig(BaseModel):
     def _check_masquerade(cls, address: str | None, info: ValidationInfo) -> str | None:
         if address is None:
             return None
-        address = address.strip()
-        try:
-            return str(ipaddress.ip_address(address))
-        except ValueError:
-            pass
-        if not is_hostname(address):
-            raise ValueError(RULES[str(info.field_name)])
-        return address
+        return _advertised_address(address.strip(), RULES[str(info.field_name)])
 
     @field_validator("masquerade_map")
     @classmethod

@@ -18,6 +18,7 @@ from ketch.server.auth import ANONYMOUS_NAMES, PERMISSION_WORDS, parse_permissio
 __all__ = [
     "DIRECTORY_RULE",
     "RULES",
+    "ends_in_a_number",
     "existing_directory",
     "is_hostname",
     "permission_words",
@@ -161,8 +162,20 @@ def permission_words(words: list[str]) -> list[str]:
     return words
 
 
+def ends_in_a_number(text: str) -> bool:
+    """Whether the last label is a number (decimal, or hex as '0x7f'), as no top-level
+    domain is (RFC 1123 2.1): the resolver reads such a name as a shortened IPv4
+    address, so '203.0.113' would quietly mean 203.0.0.113."""
+    last = text.removesuffix(".").rpartition(".")[2]
+    return re.fullmatch(r"[0-9]+|0[xX][0-9A-Fa-f]*", last) is not None
+
+
 def is_hostname(text: str) -> bool:
     """RFC 1123 host name syntax; whether it resolves is checked at start-up."""
     name = text[:-1] if text.endswith(".") else text
     label = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-    return 0 < len(name) <= 253 and all(label.fullmatch(part) for part in name.split("."))
+    return (
+        0 < len(name) <= 253
+        and all(label.fullmatch(part) for part in name.split("."))
+        and not ends_in_a_number(name)
+    )

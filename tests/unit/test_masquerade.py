@@ -364,6 +364,44 @@ def test_bad_map_entries_are_refused_saying_what_to_do(
         assert word in message
 
 
+def _masquerade_problem(key: str, value: str) -> str:
+    settings: dict[str, Any] = {key: value}
+    if key == "masquerade_map":
+        settings = {key: {"10.0.0.0/8": value}}
+    with pytest.raises(ConfigError) as refused:
+        load_config(None, settings)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["masquerade_address", "tls_masquerade_address", "masquerade_map"])
+@pytest.mark.parametrize("value", ["203.0.113", "10.1", "127.1.", "0x7f000001", "ftp.123"])
+def test_a_shortened_ipv4_address_is_refused_not_expanded(key: str, value: str) -> None:
+    # getaddrinfo reads "203.0.113" the inet_aton way, as 203.0.0.113: advertised, unnoticed.
+    problem = _masquerade_problem(key, value)
+    assert problem.startswith(f"command line: {key}"), problem
+    assert f"= {value!r}: is not a valid IPv4 address" in problem
+    assert "write all four numbers, such as '203.0.113.5'" in problem
+
+
+@pytest.mark.parametrize("key", ["masquerade_address", "tls_masquerade_address"])
+@pytest.mark.parametrize("value", ["::1", "2001:db8::5", "::ffff:203.0.113.5"])
+def test_an_ipv6_masquerade_address_is_refused_as_the_map_refuses_it(key: str, value: str) -> None:
+    problem = _masquerade_problem(key, value)
+    assert problem == (
+        f"command line: {key} = {value!r}: is an IPv6 address, but PASV can only advertise "
+        "IPv4; use IPv4"
+    )
+
+
+def test_names_ending_in_a_number_are_no_host_names() -> None:
+    with pytest.raises(
+        ConfigError, match=r"host_names = \['203.0.113'\]: '203.0.113' is not a host"
+    ):
+        load_config(None, {"host_names": ["203.0.113"]})
+    ok = load_config(None, {"masquerade_address": "ftp1.example.com", "host_names": ["a1.b2c"]})
+    assert ok.masquerade_address == "ftp1.example.com"
+
+
 def test_tls_masquerade_address_and_refresh_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"tls_masquerade_address .*host name"):
         load_config(None, {"tls_masquerade_address": "bad host!"})
