@@ -33,6 +33,7 @@ from ketch.config_rules import (
     RULES,
     ends_in_a_number,
     existing_directory,
+    expand_home,
     is_hostname,
     permission_words,
     reject_empty_path,
@@ -430,10 +431,10 @@ class ServerConfig(BaseModel):
     @field_validator("tls_certificate", "tls_key", mode="before")
     @classmethod
     def _check_tls_path(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str):
-            if not value.strip():
-                raise ValueError(f"is empty; {RULES[str(info.field_name)]}")
-            return Path(value).expanduser()
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"is empty; {RULES[str(info.field_name)]}")
+        if isinstance(value, str | Path):  # a Path from a command-line flag, too
+            return expand_home(Path(value))
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ __all__ = [
     "RULES",
     "ends_in_a_number",
     "existing_directory",
+    "expand_home",
     "is_hostname",
     "permission_words",
     "reject_empty_path",
@@ -139,9 +140,25 @@ def reject_empty_path(value: Any) -> Any:
     return value
 
 
+def expand_home(path: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~NAME`` expanded, or ValueError saying why not."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "Could not determine home directory."
+        name = str(path).partition(os.sep)[0].removeprefix("~")
+        if not name:
+            raise ValueError(
+                "'~' has no home directory to stand for (HOME is not set); write the full path"
+            ) from None
+        raise ValueError(
+            f"no such user for '~{name}'; write the full path, "
+            "or ~NAME with the name of an existing user"
+        ) from None
+
+
 def existing_directory(path: Path) -> Path:
     """``path`` made absolute, or ValueError saying why it cannot be served."""
-    path = path.expanduser()
+    path = expand_home(path)
     try:
         is_dir = path.is_dir()
         exists = is_dir or path.exists()

@@ -75,6 +75,21 @@ def test_config_check_refuses_passive_ports_run_as_could_not_bind(tmp_path: Path
     assert "use a range from" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_tilde_naming_no_user_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text('root = "~no-such-user-for-ketch/x"\n')
+    for args in (
+        ["config", "check", str(config)],
+        ["firewall", "--config", str(config), "--format", "nftables"],
+        ["serve", "--port", "0", "--root", "~no-such-user-for-ketch"],
+    ):
+        result = run(*args)
+        assert result.returncode != 0
+        assert "root = '~no-such-user-for-ketch" in result.stderr, args
+        assert "no such user for '~no-such-user-for-ketch'; write the full path" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0

@@ -289,6 +289,38 @@ def test_overrides_win_over_the_file_and_are_blamed_on_the_command_line(tmp_path
         load_config(path, {"port": 99999})
 
 
+NO_SUCH_USER = "~no-such-user-for-ketch"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        (f'root = "{NO_SUCH_USER}/x"\n', "root"),
+        (f'[anonymous]\nhome = "{NO_SUCH_USER}"\n', "anonymous.home"),
+        (
+            f'[[users]]\nname = "alice"\npassword_hash = "{_HASH}"\nhome = "{NO_SUCH_USER}"\n',
+            "users[0].home",
+        ),
+        (f'tls_certificate = "{NO_SUCH_USER}/a.crt"\n', "tls_certificate"),
+        (f'tls_certificate = "/x.crt"\ntls_key = "{NO_SUCH_USER}/a.key"\n', "tls_key"),
+    ],
+)
+def test_a_tilde_naming_no_user_is_a_config_error_naming_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    # Path.expanduser() raises RuntimeError ("Could not determine home directory.").
+    served = "" if key == "root" else f'root = "{tmp_path}"\n'
+    (problem,) = _problems_in(tmp_path / "k.toml", served + toml)
+    assert f"{key} = '{NO_SUCH_USER}" in problem
+    assert f"no such user for '{NO_SUCH_USER}'; write the full path" in problem
+
+
+def test_a_tilde_naming_no_user_on_the_command_line_is_blamed_on_it() -> None:
+    for key in ("root", "tls_certificate"):
+        problem = _override_problem(key, Path(NO_SUCH_USER))
+        assert problem.startswith(f"command line: {key} = '{NO_SUCH_USER}': no such user for")
+
+
 # -- users and anonymous ------------------------------------------------------------
 
 
