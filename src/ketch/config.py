@@ -232,6 +232,10 @@ def _describe(detail: ErrorDetails, source: str) -> str:
     else:
         message = _rule_for(loc) or detail["msg"]
 
+    if not key:
+        # A check of the whole configuration that names no key: its input is every
+        # setting, which as "= {...}" would bury the message.
+        return f"{source}: {message}"
     rule_key = re.sub(r"\[\d+\]", "", key)
     shown = "(value not shown)" if rule_key in _SECRET_KEYS else f"= {_render(value)}"
     return f"{source}: {key} {shown}: {message}"

@@ -17,6 +17,7 @@ from ketch.server.auth import ANONYMOUS_NAMES, PERMISSION_WORDS, parse_permissio
 
 __all__ = [
     "DIRECTORY_RULE",
+    "NUL_IN_PATH",
     "RULES",
     "ends_in_a_number",
     "existing_directory",
@@ -140,8 +141,18 @@ def reject_empty_path(value: Any) -> Any:
     return value
 
 
+#: No file name can hold a NUL byte: the operating system would read it as the end.
+NUL_IN_PATH = "the path holds a NUL byte (\\x00), which no file name can contain; remove it"
+
+
 def expand_home(path: Path) -> Path:
-    """``path`` with a leading ``~`` or ``~NAME`` expanded, or ValueError saying why not."""
+    """``path`` with a leading ``~`` or ``~NAME`` expanded, or ValueError saying why not.
+
+    Every path setting passes here first, so a NUL byte is refused here too: later,
+    os calls would raise "embedded null byte" or, in is_dir(), quietly answer False.
+    """
+    if "\0" in str(path):
+        raise ValueError(NUL_IN_PATH)
     try:
         return path.expanduser()
     except RuntimeError:  # "Could not determine home directory."

@@ -321,6 +321,47 @@ def test_a_tilde_naming_no_user_on_the_command_line_is_blamed_on_it() -> None:
         assert problem.startswith(f"command line: {key} = '{NO_SUCH_USER}': no such user for")
 
 
+NUL_IN_PATH = "the path holds a NUL byte (\\x00), which no file name can contain; remove it"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('root = "a\\u0000b"\n', "root"),
+        ('[anonymous]\nhome = "a\\u0000b"\n', "anonymous.home"),
+        (
+            f'[[users]]\nname = "alice"\npassword_hash = "{_HASH}"\nhome = "a\\u0000b"\n',
+            "users[0].home",
+        ),
+        ('tls_certificate = "a\\u0000b"\n', "tls_certificate"),
+        ('tls_certificate = "/x.crt"\ntls_key = "a\\u0000b"\n', "tls_key"),
+    ],
+)
+def test_a_nul_byte_in_a_path_is_refused_naming_the_key(
+    tmp_path: Path, toml: str, key: str
+) -> None:
+    # tls_certificate gave " = {every setting}: embedded null byte"; root "no such directory".
+    served = "" if key == "root" else f'root = "{tmp_path}"\n'
+    (problem,) = _problems_in(tmp_path / "k.toml", served + toml)
+    shown = repr(str(tmp_path / "a\0b"))
+    assert problem == f"{tmp_path / 'k.toml'}: {key} = {shown}: {NUL_IN_PATH}"
+
+
+def test_a_whole_config_problem_without_a_key_shows_no_settings() -> None:
+    from pydantic_core import ErrorDetails
+
+    from ketch.config import _describe
+
+    detail: ErrorDetails = {
+        "type": "value_error",
+        "loc": (),
+        "msg": "Value error, the settings do not hold together",
+        "input": {"root": "/srv", "port": 21},
+        "ctx": {"error": ValueError("the settings do not hold together")},
+    }
+    assert _describe(detail, "k.toml") == "k.toml: the settings do not hold together"
+
+
 # -- users and anonymous ------------------------------------------------------------
 
 

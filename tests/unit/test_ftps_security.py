@@ -19,7 +19,7 @@ from ketch.protocol.security import (
     pbsz_reply,
     prot_reply,
 )
-from ketch.server.tls import ServerTls, make_server_context
+from ketch.server.tls import ServerTls, certificate_problem, make_server_context
 from ketch.tools.certificates import ensure_serving_certificate, write_certificate
 
 # -- the protocol decisions --------------------------------------------------------
@@ -128,6 +128,14 @@ def test_missing_and_mismatched_files_name_the_setting_and_the_fix(
     assert "is not a PEM certificate" in problems(
         tmp_path, tls_certificate=str(garbage), tls_key=str(key)
     )
+
+
+def test_a_certificate_path_with_a_nul_byte_is_a_problem_not_an_exception() -> None:
+    # open() raises ValueError ("embedded null byte"), not OSError.
+    problem = certificate_problem(Path("a\0b.crt"), None)
+    assert problem is not None and problem.key == "tls_certificate"
+    assert problem.message.startswith("the path holds a NUL byte (\\x00)")
+    assert problem.message.endswith("; remove it")
 
 
 def test_tls_settings_without_a_certificate_are_refused(tmp_path: Path) -> None:

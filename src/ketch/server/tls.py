@@ -149,6 +149,8 @@ def _unreadable(path: Path) -> str | None:
         )
     except OSError as error:
         return f"cannot be read ({os.strerror(error.errno or 0)}); check the path"
+    except ValueError:  # "embedded null byte"
+        return "the path holds a NUL byte (\\x00), which no file name can contain; remove it"
     return None
 
 
