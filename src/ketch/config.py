@@ -229,6 +229,9 @@ def _describe(detail: ErrorDetails, source: str) -> str:
         message = detail["msg"]
     elif kind == "value_error" and "error" in context:
         message = str(context["error"])
+    elif kind == "finite_number":
+        # TOML has inf and nan; the rule alone ("greater than 0") would seem to allow inf.
+        message = f"is not a finite number; {_rule_for(loc) or 'give a finite number'}"
     else:
         message = _rule_for(loc) or detail["msg"]
 

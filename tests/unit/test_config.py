@@ -145,6 +145,20 @@ def test_each_key_reports_key_value_and_what_is_allowed(
     assert "pydantic" not in problem and "further information" not in problem
 
 
+FLOAT_KEYS = [
+    name for name, field in ServerConfig.model_fields.items() if field.annotation is float
+]
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_inf_and_nan_are_refused_as_not_finite(tmp_path: Path, key: str, value: str) -> None:
+    # "idle_timeout = inf: must be a number of seconds greater than 0" seemed to allow inf.
+    (problem,) = _problems_in(tmp_path / "k.toml", f"{key} = {value}\n")
+    rule = RULES[key]
+    assert problem == f"{tmp_path / 'k.toml'}: {key} = {value}: is not a finite number; {rule}"
+
+
 def test_root_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     problem = _override_problem("root", str(tmp_path / "file"))
