@@ -283,9 +283,17 @@ class ServerConfig(BaseModel):
         if address is None:
             return None
         try:
-            return str(ipaddress.ip_address(address.strip()))
+            parsed = ipaddress.ip_address(address.strip())
         except ValueError:
             raise ValueError(RULES["listen_address"]) from None
+        mapped = getattr(parsed, "ipv4_mapped", None)
+        if mapped is not None:
+            # The listener's IPv6 socket is IPv6-only: binding it fails with EINVAL.
+            raise ValueError(
+                f"is an IPv4-mapped IPv6 address, which cannot be listened on; "
+                f"give the IPv4 address itself: '{mapped}'"
+            )
+        return str(parsed)
 
     @field_validator("root", mode="before")
     @classmethod

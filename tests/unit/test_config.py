@@ -191,6 +191,19 @@ def test_valid_values_are_accepted_and_normalized(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "ipv4"), [("::ffff:1.2.3.4", "1.2.3.4"), ("::FFFF:7f00:1", "127.0.0.1")]
+)
+def test_an_ipv4_mapped_listen_address_is_refused_naming_the_ipv4_address(
+    value: str, ipv4: str
+) -> None:
+    # Bound as given it failed at start-up with a bare "Invalid argument".
+    assert _override_problem("listen_address", value) == (
+        f"command line: listen_address = {value!r}: is an IPv4-mapped IPv6 address, "
+        f"which cannot be listened on; give the IPv4 address itself: '{ipv4}'"
+    )
+
+
 def test_listen_address_defaults_to_all_addresses() -> None:
     assert ServerConfig().resolved_listen_address() in ("::", "0.0.0.0")
 
