@@ -5,6 +5,9 @@ from __future__ import annotations
 import ftplib
 import os
 import signal
+
+
+import os
 import socket
 import subprocess
 import sys
@@ -88,6 +91,24 @@ def test_a_tilde_naming_no_user_is_an_error_not_a_traceback(tmp_path: Path) -> N
         assert "root = '~no-such-user-for-ketch" in result.stderr, args
         assert "no such user for '~no-such-user-for-ketch'; write the full path" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_event_loop_in_the_environment_is_named_as_its_source(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [*KETCH, "serve", "--port", "0", "--listen", "127.0.0.1", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KETCH_EVENT_LOOP": "foo"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: KETCH_EVENT_LOOP = 'foo' (in the environment): unknown event loop; "
+        "use 'auto', 'asyncio' or 'uvloop', or unset KETCH_EVENT_LOOP"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_flag_value_is_refused_before_listening() -> None:

@@ -56,6 +56,30 @@ def test_the_environment_overrides_the_setting(monkeypatch: pytest.MonkeyPatch) 
         resolve("auto")
 
 
+def test_an_unknown_override_names_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KETCH_EVENT_LOOP", "foo")
+    with pytest.raises(EventLoopError) as refused:
+        resolve("auto")
+    assert str(refused.value) == (
+        "KETCH_EVENT_LOOP = 'foo' (in the environment): unknown event loop; "
+        "use 'auto', 'asyncio' or 'uvloop', or unset KETCH_EVENT_LOOP"
+    )
+
+
+def test_a_missing_uvloop_names_where_it_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    without_uvloop(monkeypatch)
+    with pytest.raises(EventLoopError, match=r"^event_loop = 'uvloop' but .* set event_loop"):
+        resolve("uvloop")
+    monkeypatch.setenv("KETCH_EVENT_LOOP", "uvloop")
+    with pytest.raises(
+        EventLoopError,
+        match=r"^KETCH_EVENT_LOOP = 'uvloop' \(in the environment\) but .* unset KETCH_EVENT_LOOP$",
+    ):
+        resolve("auto")
+
+
 @pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
 def test_run_runs_on_the_chosen_loop(choice: str) -> None:
     if choice == "uvloop" and not HAVE_UVLOOP:

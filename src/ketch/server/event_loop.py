@@ -32,9 +32,18 @@ class EventLoopError(Exception):
 
 def resolve(choice: str) -> Literal["asyncio", "uvloop"]:
     """The loop ``choice`` means on this machine (the environment may override it)."""
-    choice = os.environ.get(_OVERRIDE) or choice
+    override = os.environ.get(_OVERRIDE)
+    # Messages name where the choice came from: an override is easily forgotten.
+    if override:
+        setting, fix = f"{_OVERRIDE} = {override!r} (in the environment)", f"unset {_OVERRIDE}"
+        choice = override
+    else:
+        setting, fix = f"event_loop = {choice!r}", "set event_loop = 'auto'"
     if choice not in ("auto", "asyncio", "uvloop"):
-        raise EventLoopError(f"event loop {choice!r} is unknown; use 'auto', 'asyncio' or 'uvloop'")
+        unset = f", or unset {_OVERRIDE}" if override else ""
+        raise EventLoopError(
+            f"{setting}: unknown event loop; use 'auto', 'asyncio' or 'uvloop'{unset}"
+        )
     if choice == "asyncio":
         return "asyncio"
     try:
@@ -42,8 +51,8 @@ def resolve(choice: str) -> Literal["asyncio", "uvloop"]:
     except ImportError:
         if choice == "uvloop":
             raise EventLoopError(
-                "event_loop = 'uvloop' but uvloop is not installed; install it "
-                "(pip install 'ketch[fast]') or set event_loop = 'auto'"
+                f"{setting} but uvloop is not installed; install it "
+                f"(pip install 'ketch[fast]') or {fix}"
             ) from None
         return "asyncio"
     return "uvloop"
