@@ -111,6 +111,29 @@ def test_an_unknown_event_loop_in_the_environment_is_named_as_its_source(
     assert "Traceback" not in result.stderr
 
 
+def test_a_user_flag_clashing_with_a_configured_user_names_the_flag_and_the_file(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "ketch.toml"
+    hashed = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
+    config.write_text(
+        f'root = "{tmp_path}"\n[[users]]\nname = "alice"\npassword_hash = "{hashed}"\n'
+        f'home = "{tmp_path}"\n'
+    )
+    serve = ["serve", "--port", "0", "--listen", "127.0.0.1"]
+    result = run(*serve, "--config", str(config), "--user", "alice:x")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"Error: command line: --user alice: {config} already has a user 'alice' "
+        "(users[0]); give --user another name, or remove one of them"
+    )
+    result = run(*serve, "--root", str(tmp_path), "--user", "bob:x", "--user", "bob:y")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "Error: command line: --user bob: given twice; give every --user a different name"
+    )
+
+
 def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0

@@ -201,6 +201,8 @@ def _apply_quick_accounts(
     from ketch.config import load_config
     from ketch.server.auth import hash_password
 
+    quick = [_parse_user(value) for value in users]
+    _check_quick_names([name for name, _ in quick], config, config_file)
     permissions = ["all"] if write else ["list", "read"]
     accounts = [
         # Whole, limits and quotas included: only the accounts are added to.
@@ -212,7 +214,7 @@ def _apply_quick_accounts(
                 "home": str(config.root),
                 "permissions": permissions,
             }
-            for name, password in map(_parse_user, users)
+            for name, password in quick
         ),
     ]
     anonymous = config.anonymous.model_dump(mode="json")
@@ -221,6 +223,24 @@ def _apply_quick_accounts(
     if write and not users:
         anonymous["permissions"] = ["all"]
     return load_config(config_file, {**overrides, "users": accounts, "anonymous": anonymous})
+
+
+def _check_quick_names(names: list[str], config: ServerConfig, config_file: Path | None) -> None:
+    """ConfigError naming --user and the file when a --user name is taken: validated
+    later, it would be blamed on an entry users[N] the person never wrote."""
+    from ketch.config import ConfigError
+
+    configured = {user.name: index for index, user in enumerate(config.users)}
+    for position, name in enumerate(names):
+        if name in configured:
+            raise ConfigError(
+                f"command line: --user {name}: {config_file} already has a user {name!r} "
+                f"(users[{configured[name]}]); give --user another name, or remove one of them"
+            )
+        if name in names[:position]:
+            raise ConfigError(
+                f"command line: --user {name}: given twice; give every --user a different name"
+            )
 
 
 async def _serve(
