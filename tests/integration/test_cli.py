@@ -173,6 +173,49 @@ def test_user_hash_prints_a_verifiable_argon2_hash() -> None:
     assert argon2.PasswordHasher().verify(hashed, "correct horse")
 
 
+def test_user_hash_of_a_password_that_is_not_utf8_hashes_its_bytes_and_warns() -> None:
+    # The server checks a password's bytes as sent; this was a UnicodeEncodeError traceback.
+    result = subprocess.run(
+        [*KETCH, "user", "hash", "--password-stdin"],
+        input=b"\xff\xfe\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert argon2.PasswordHasher().verify(result.stdout.decode().strip(), b"\xff\xfe")
+    assert result.stderr.decode() == (
+        "warning: the password is not UTF-8 text (byte 0xff at offset 0); "
+        "it is hashed as these bytes, which a client must send\n"
+    )
+
+
+def test_user_hash_with_standard_input_closed_says_to_pipe_the_password_in() -> None:
+    # Python sets sys.stdin to None: this was an AttributeError traceback.
+    script = 'exec "$@" <&-'
+    result = subprocess.run(
+        ["sh", "-c", script, "sh", *KETCH, "user", "hash", "--password-stdin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr == (
+        "Error: standard input is closed, so there is no password to read; "
+        "pipe it in: ketch user hash --password-stdin < FILE\n"
+    )
+
+
+def test_user_hash_without_a_terminal_says_to_add_password_stdin() -> None:
+    # click.prompt warned "Password input may be echoed" and aborted with no hint.
+    result = run("user", "hash", stdin="secret\n")
+    assert result.returncode != 0
+    assert result.stderr == (
+        "Error: standard input is not a terminal, so the password cannot be typed; "
+        "to read it from standard input, add --password-stdin\n"
+    )
+    assert "secret" not in result.stdout + result.stderr
+
+
 def test_config_example_is_a_valid_config(tmp_path: Path) -> None:
     example = run("config", "example")
     assert example.returncode == 0

@@ -397,13 +397,47 @@ def user_hash(password_stdin: bool) -> None:
     """Print an argon2 hash for a user's password_hash in the config file."""
     from ketch.server.auth import hash_password
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _piped_password() if password_stdin else _typed_password()
     if not password:
         raise click.ClickException("empty password: give a non-empty one")
     click.echo(hash_password(password))
+
+
+def _piped_password() -> bytes:
+    """The first line of standard input as bytes, as the server checks a password's bytes:
+    one that is not UTF-8 is hashed as given (with a warning), not refused."""
+    if sys.stdin is None:  # started with standard input closed (<&-)
+        raise click.ClickException(
+            "standard input is closed, so there is no password to read; "
+            "pipe it in: ketch user hash --password-stdin < FILE"
+        )
+    try:
+        line = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot read the password from standard input ({error.strerror}); "
+            "pipe it in: ketch user hash --password-stdin < FILE"
+        ) from None
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        click.echo(
+            f"warning: the password is not UTF-8 text (byte {line[error.start]:#04x} at "
+            f"offset {error.start}); it is hashed as these bytes, which a client must send",
+            err=True,
+        )
+    return line
+
+
+def _typed_password() -> str:
+    if sys.stdin is None or not sys.stdin.isatty():
+        # click would print "Password input may be echoed" and abort with no hint.
+        raise click.ClickException(
+            "standard input is not a terminal, so the password cannot be typed; "
+            "to read it from standard input, add --password-stdin"
+        )
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
 
 
 # -- config ---------------------------------------------------------------------

@@ -120,7 +120,7 @@ class Account:
     upload_rate: int = 0
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str | bytes) -> str:
     """An argon2id hash of ``password`` with argon2-cffi's default cost."""
     return argon2.PasswordHasher().hash(password)
 
