@@ -11,7 +11,9 @@ pydantic's reports into one plain line per problem.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
+import pwd
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -110,7 +112,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(
             f"{path}: cannot read the configuration file ({os.strerror(error.errno or 0)}); "
-            "check the path, or start from `ketch config example`"
+            + _unreadable_advice(error)
         ) from None
     try:
         # utf-8-sig: a byte-order mark (as Windows editors write) is dropped, not an error.
@@ -129,6 +131,28 @@ def read_toml(path: Path) -> dict[str, Any]:
             f"{path}:{match[1]}: invalid TOML at column {match[2]}: {reason}; "
             "fix the syntax on that line"
         ) from None
+
+
+def _unreadable_advice(error: OSError) -> str:
+    """What to do about a configuration file that cannot be read, by why not."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        # This process's user: after run_as, a reload (SIGHUP) reads as that user.
+        user = _effective_user()
+        return (
+            f"make it readable by {user}, the user the server runs as "
+            f"(e.g. chgrp to its group and chmod g+r)"
+        )
+    if error.errno == errno.EISDIR:
+        return "give the path of the file, not of its directory"
+    return "check the path, or start from `ketch config example`"
+
+
+def _effective_user() -> str:
+    uid = os.geteuid()
+    try:
+        return f"{pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _anchor_paths(data: dict[str, Any], base: Path) -> None:

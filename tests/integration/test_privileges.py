@@ -372,3 +372,27 @@ def test_logins_and_reloads_work_after_dropping_root(public_dir: Path) -> None:
         bob.quit()
         alice.quit()
         assert "Traceback" not in "".join(server.stderr), server.output()
+
+
+def test_a_reload_that_cannot_read_the_file_says_to_make_it_readable_by_run_as(
+    public_dir: Path, nobody: pwd.struct_passwd
+) -> None:
+    # Root reads the file at start; nobody reads it on SIGHUP. "check the path, or start
+    # from `ketch config example`" was no help for a file that is there.
+    config = public_dir / "ketch.toml"
+    config.write_text(
+        f'listen_address = "{HOST}"\nport = 0\nroot = "{public_dir}"\n'
+        f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\n'
+    )
+    config.chmod(0o600)
+    with ketch_serve(["--config", str(config)], public_dir) as server:
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        line = server.wait_for("cannot read the configuration file", start=mark)
+        assert line.rstrip("\n").endswith(
+            f"reload: {config}: cannot read the configuration file (Permission denied); "
+            f"make it readable by 'nobody' (uid {nobody.pw_uid}), the user the server runs as "
+            "(e.g. chgrp to its group and chmod g+r)"
+        ), line
+        assert "ketch config example" not in line
+        assert "Traceback" not in "".join(server.stderr), server.output()

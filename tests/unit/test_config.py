@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import pwd
 import re
 from pathlib import Path
 from typing import Any
@@ -255,6 +258,32 @@ def test_unreadable_or_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b'banner = "caf\xe9"\n')
     with pytest.raises(ConfigError, match="not UTF-8 text"):
         load_config(path)
+
+
+def test_a_missing_file_gets_path_advice_and_a_forbidden_one_permission_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ketch.toml"
+    with pytest.raises(ConfigError) as missing:
+        load_config(path)
+    assert str(missing.value) == (
+        f"{path}: cannot read the configuration file (No such file or directory); "
+        "check the path, or start from `ketch config example`"
+    )
+    path.write_text("port = 21\n")
+
+    def forbidden(self: Path) -> bytes:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", forbidden)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    with pytest.raises(ConfigError) as denied:
+        load_config(path)
+    assert str(denied.value) == (
+        f"{path}: cannot read the configuration file (Permission denied); make it readable "
+        f"by {user!r} (uid {os.geteuid()}), the user the server runs as "
+        "(e.g. chgrp to its group and chmod g+r)"
+    )
 
 
 def test_a_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
