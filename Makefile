@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# ROOT in single quotes (its own quotes escaped), so a path with spaces is one argument.
 run: $(STAMP)
-	$(BIN)/ketch serve --root $(ROOT)
+	$(BIN)/ketch serve --root '$(subst ','\'',$(ROOT))'
 
 test: $(STAMP)
 	scripts/install-debian-packages $(TEST_DEBIAN_PACKAGES)

@@ -22,8 +22,6 @@ import pytest
 
 from conftest import require_program
 
-pytestmark = pytest.mark.peer
-
 KETCH = Path(sys.executable).with_name("ketch")
 STARTUP_TIMEOUT = 15
 STOP_TIMEOUT = 10
@@ -60,6 +58,31 @@ def wait_for_line(
     return None
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_passes_a_root_with_spaces_and_quotes_as_one_argument(tmp_path: Path) -> None:
+    # `make run ROOT="/tmp/x y"` ran `ketch serve --root /tmp/x y`: an extra-argument error.
+    make = require_program("make")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ketch").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (fake_bin / "ketch").chmod(0o755)
+    root = str(tmp_path / "it's a dir")
+    # -o: the venv stamp counts as made, so only the run recipe's command runs.
+    make_run = [make, "-s", "-C", str(REPOSITORY), "-o", ".venv/.installed", "run"]
+    result = subprocess.run(
+        [*make_run, f"BIN={fake_bin}", f"ROOT={root}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["serve", "--root", root]
+
+
+@pytest.mark.peer
 def test_ketch_serve_as_make_run_starts_serves_curl_and_stops_on_sigterm(tmp_path: Path) -> None:
     curl = require_program("curl")
     assert KETCH.exists(), f"{KETCH} is missing: install the project (make test does)"
