@@ -163,7 +163,7 @@ def test_a_directory_the_server_user_cannot_search_is_refused_not_listed_as_empt
             ftp.retrlines("LIST noexec", lambda _: None)
         with pytest.raises(ftplib.error_perm, match=listing_refused):
             list(ftp.mlsd("noexec"))
-        assert ftp.nlst("noexec") == ["f"]  # names alone need no look-up
+        assert ftp.nlst("noexec") == ["noexec/f"]  # names alone need no look-up
         noexec.chmod(0o755)
         ftp.cwd("noexec")
         assert [name for name, _ in ftp.mlsd()] == [".", "f"]
