@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import datetime
 import ftplib
 import logging
 import os
@@ -869,6 +870,62 @@ def test_sighup_serves_a_renewed_certificate_and_older_sessions_keep_theirs(
             server.wait_for("loaded for new connections", start=mark)
             assert _served_fingerprint(port) == new_fingerprint
             assert earlier.nlst() == ["seen.txt"]
+
+
+_DAY = datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("valid_from", "valid_until", "summary_says", "warning_says"),
+    [
+        (
+            datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+            datetime.datetime(2020, 1, 3, tzinfo=datetime.UTC),
+            "EXPIRED on 2020-01-03",
+            "has expired",
+        ),
+        (2 * _DAY, 60 * _DAY, "NOT VALID before", "is not valid yet"),
+        (-30 * _DAY, 5 * _DAY, ", in 4 day(s)", "expires in 4 day(s)"),
+    ],
+    ids=["expired", "not-yet-valid", "expiring-soon"],
+)
+def test_a_certificate_outside_its_dates_is_warned_about_at_start_and_on_reload(
+    tmp_path: Path,
+    valid_from: datetime.datetime | datetime.timedelta,
+    valid_until: datetime.datetime | datetime.timedelta,
+    summary_says: str,
+    warning_says: str,
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = (
+        now + when if isinstance(when, datetime.timedelta) else when
+        for when in (valid_from, valid_until)
+    )
+    issued = trustme.CA().issue_cert("127.0.0.1", not_before=not_before, not_after=not_after)
+    certificate, key = tmp_path / "dated.crt", tmp_path / "dated.key"
+    issued.cert_chain_pems[0].write_to_path(str(certificate))
+    issued.private_key_pem.write_to_path(str(key))
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    config.write_text(
+        f'listen_address = "127.0.0.1"\nport = {port}\nroot = "{tmp_path}"\n'
+        f'tls_certificate = "{certificate}"\ntls_key = "{key}"\n'
+    )
+    dates = (f"{not_before:%Y-%m-%d}", f"{not_after:%Y-%m-%d}")
+    with ketch_serve(["--config", str(config)], cwd=tmp_path) as server:
+        assert summary_says in "".join(server.stdout)
+        warning = server.wait_for(warning_says)
+        assert "WARNING" in warning and str(certificate) in warning
+        assert all(date in warning for date in dates) and "ketch cert" in warning, warning
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        reloaded = server.wait_for(
+            f"reload: TLS certificate {certificate} {warning_says}", start=mark
+        )
+        assert "WARNING" in reloaded and all(date in reloaded for date in dates)
+        # Served all the same: the admin may be in the middle of renewing it.
+        fingerprint = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+        assert _served_fingerprint(port) == fingerprint.fingerprint(_sha256()).hex(":").upper()
 
 
 def _served_fingerprint(port: int) -> str:

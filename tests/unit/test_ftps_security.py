@@ -20,7 +20,12 @@ from ketch.protocol.security import (
     prot_reply,
 )
 from ketch.server.tls import ServerTls, certificate_problem, make_server_context
-from ketch.tools.certificates import ensure_serving_certificate, write_certificate
+from ketch.tools.certificates import (
+    describe_certificate,
+    ensure_serving_certificate,
+    validity_warning,
+    write_certificate,
+)
 
 # -- the protocol decisions --------------------------------------------------------
 
@@ -185,6 +190,23 @@ def test_the_serving_certificate_is_kept_until_the_names_change(tmp_path: Path) 
     assert "ftp.example.org" in renamed.hosts
     left = renamed.not_after - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(days=360) < left <= datetime.timedelta(days=366)
+
+
+def test_certificate_dates_are_warned_about_until_two_weeks_before_the_end(
+    pair: tuple[Path, Path],
+) -> None:
+    files = describe_certificate(*pair)  # valid for 30 days from now
+    start, end = files.not_before, files.not_after
+    assert validity_warning(files) is None
+    assert validity_warning(files, end - datetime.timedelta(days=15)) is None
+    soon = validity_warning(files, end - datetime.timedelta(days=13, hours=1))
+    assert soon is not None and "expires in 13 day(s)" in soon and str(files.certificate) in soon
+    late = validity_warning(files, end - datetime.timedelta(hours=1))
+    assert late is not None and "expires within a day" in late
+    expired = validity_warning(files, end)
+    assert expired is not None and "has expired" in expired and "ketch cert" in expired
+    early = validity_warning(files, start - datetime.timedelta(seconds=1))
+    assert early is not None and "is not valid yet" in early and "clock" in early
 
 
 def test_the_context_allows_tls_1_2_and_newer_only(pair: tuple[Path, Path]) -> None:

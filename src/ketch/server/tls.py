@@ -167,7 +167,9 @@ class ServerTls:
         """The server's TLS, or None when no certificate is configured (no FTPS)."""
         if config.tls_certificate is None:
             return None
-        return cls(config.tls_certificate, config.tls_key)
+        tls = cls(config.tls_certificate, config.tls_key)
+        _warn_about_dates(tls.certificate)
+        return tls
 
     def reload(self, config: ServerConfig) -> None:
         """Load the configured (possibly renewed) certificate for new connections."""
@@ -196,6 +198,7 @@ class ServerTls:
         self.context = fresh
         self.certificate, self.key = certificate, key
         log.info("reload: TLS certificate %s loaded for new connections", certificate)
+        _warn_about_dates(certificate, "reload: ")
 
 
 def control_context(stream: ControlStream) -> ssl.SSLContext | None:
@@ -225,7 +228,22 @@ def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | N
         "reload: TLS on with certificate %s (AUTH TLS; implicit FTPS needs a restart)",
         config.tls_certificate,
     )
+    _warn_about_dates(tls.certificate, "reload: ")
     return tls
+
+
+def _warn_about_dates(certificate: Path, prefix: str = "") -> None:
+    """Log that clients refuse (or soon will) the certificate for its dates. It is served
+    all the same: the admin may be in the middle of renewing it."""
+    from ketch.tools.certificates import describe_certificate, validity_warning
+
+    try:
+        files = describe_certificate(certificate, certificate)
+    except (OSError, ValueError):
+        return  # OpenSSL loaded it a moment ago; this second read is only for the dates
+    warning = validity_warning(files)
+    if warning is not None:
+        log.warning("%s%s", prefix, warning)
 
 
 def reuse_refusal(data_socket: ssl.SSLSocket, *, required: bool) -> str | None:

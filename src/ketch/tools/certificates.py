@@ -26,17 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "EXPIRY_WARNING",
     "CertificateFiles",
     "describe_certificate",
     "ensure_serving_certificate",
     "fingerprint",
     "make_self_signed",
     "state_directory",
+    "validity_warning",
     "write_certificate",
 ]
 
-#: A generated serving certificate is made again when it has fewer days left.
-_RENEW_BEFORE = datetime.timedelta(days=7)
+#: A certificate with less time left than this is warned about (at start, on reload);
+#: `ketch serve --tls` makes its generated one again at start when it is this close to its end.
+EXPIRY_WARNING = datetime.timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class CertificateFiles:
     #: SHA-256 of the certificate (DER), as "AB:CD:...", for pinning.
     fingerprint: str
     hosts: tuple[str, ...]
+    not_before: datetime.datetime
     not_after: datetime.datetime
 
 
@@ -149,6 +153,7 @@ def _describe(certificate_path: Path, key_path: Path, certificate_pem: bytes) ->
         key=key_path,
         fingerprint=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
         hosts=hosts,
+        not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
     )
 
@@ -156,6 +161,28 @@ def _describe(certificate_path: Path, key_path: Path, certificate_pem: bytes) ->
 def describe_certificate(certificate_path: Path, key_path: Path) -> CertificateFiles:
     """What a certificate file holds (names, fingerprint, expiry)."""
     return _describe(certificate_path, key_path, certificate_path.read_bytes())
+
+
+def validity_warning(files: CertificateFiles, now: datetime.datetime | None = None) -> str | None:
+    """Why clients refuse (or soon will refuse) the certificate by its dates, and what to
+    do; None while it is valid for longer than EXPIRY_WARNING."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    span = f"valid {files.not_before:%Y-%m-%d %H:%M} to {files.not_after:%Y-%m-%d %H:%M} UTC"
+    self_signed = "or make a self-signed one with `ketch cert --host NAME`"
+    fix = f"renew it, {self_signed}, then reload (SIGHUP) or restart"
+    if now >= files.not_after:
+        return f"TLS certificate {files.certificate} has expired ({span}): clients refuse it; {fix}"
+    if now < files.not_before:
+        return (
+            f"TLS certificate {files.certificate} is not valid yet ({span}): clients refuse "
+            f"it until then; check this machine's clock, or use a certificate valid now "
+            f"({self_signed}), then reload (SIGHUP) or restart"
+        )
+    left = files.not_after - now
+    if left < EXPIRY_WARNING:
+        when = f"in {left.days} day(s)" if left.days else "within a day"
+        return f"TLS certificate {files.certificate} expires {when} ({span}); before then, {fix}"
+    return None
 
 
 def state_directory() -> Path:
@@ -184,7 +211,7 @@ def ensure_serving_certificate(
     if (
         existing is not None
         and key_path.is_file()
-        and existing.not_after - now > _RENEW_BEFORE
+        and existing.not_after - now > EXPIRY_WARNING
         and set(hosts) <= set(existing.hosts)
     ):
         return existing, False
