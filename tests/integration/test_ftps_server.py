@@ -681,6 +681,30 @@ def test_ketch_cert_names_its_files_by_absolute_path(tmp_path: Path) -> None:
     assert f"--tls-key {tmp_path / 'certs' / 'h.example.key'}" in output
 
 
+def test_ketch_cert_writes_a_non_ascii_host_name_in_its_idna_form(tmp_path: Path) -> None:
+    result = run([*_ketch(), "cert", "--host", "ünïcode.example", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr.decode()
+    certificate = tmp_path / "xn--ncode-cta3g.example.crt"
+    parsed = x509.load_pem_x509_certificate(certificate.read_bytes())
+    names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["xn--ncode-cta3g.example"]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, tmp_path / "xn--ncode-cta3g.example.key")
+
+
+@pytest.mark.parametrize(
+    "host", [".", "..", "exa_mple..com", "a:b", "a\x01b", "-dash.example", "a b", ""]
+)
+def test_ketch_cert_refuses_what_is_no_host_name_or_ip_address(host: str, tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    result = run([*_ketch(), "cert", "--host", "ok.example", "--host", host, "--out", str(out)])
+    error = result.stderr.decode()
+    assert result.returncode == 2, error
+    assert f"--host {host!r}: not a host name or IP address; give a name such as" in error
+    assert "Traceback" not in error
+    assert not out.exists()  # no files named after it, such as certs/..crt
+
+
 def test_an_implicit_port_chosen_at_start_up_is_named_in_the_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 from collections.abc import Mapping
@@ -46,14 +47,10 @@ def cert(hosts: tuple[str, ...], directory: Path, days: int, force: bool) -> Non
     """
     from ketch.tools.certificates import write_certificate
 
-    for host in hosts:
-        if not host or any(char.isspace() or char in "/\\" for char in host):
-            raise click.BadParameter(
-                f"{host!r} is not a host name or IP address", param_hint="--host"
-            )
+    names = _certificate_names(hosts)
     try:
         # Absolute: the paths printed are copied into a configuration read from elsewhere.
-        files = write_certificate(directory.absolute(), hosts, days=days, overwrite=force)
+        files = write_certificate(directory.absolute(), names, days=days, overwrite=force)
     except FileExistsError as error:
         raise click.ClickException(
             f"{error} exists already; choose another --out directory, or --force to replace it"
@@ -72,6 +69,20 @@ def cert(hosts: tuple[str, ...], directory: Path, days: int, force: bool) -> Non
     )
 
 
+def _certificate_names(hosts: tuple[str, ...]) -> list[str]:
+    """The --host values as the certificate holds them (non-ASCII names IDNA-encoded);
+    a usage error naming the first that is no host name or IP address."""
+    from ketch.tools.certificates import certificate_name
+
+    names = []
+    for host in hosts:
+        try:
+            names.append(certificate_name(host))
+        except ValueError as error:
+            raise click.UsageError(f"--host {host!r}: {error}") from None
+    return names
+
+
 # -- for `ketch serve` -----------------------------------------------------------
 
 
@@ -88,19 +99,34 @@ def serving_certificate(config_file: Path | None, overrides: Mapping[str, Any]) 
     settings = {**_file_settings(config_file), **overrides}
     if settings.get("tls_certificate"):
         return {}
-    hosts = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
-    for key in ("listen_address", "masquerade_address", "tls_masquerade_address"):
-        address = settings.get(key)
-        if isinstance(address, str) and address not in ("0.0.0.0", "::", *hosts):
-            hosts.append(address)
     try:
-        files, _ = ensure_serving_certificate(hosts)
+        files, _ = ensure_serving_certificate(_serving_hosts(settings))
     except OSError as error:
         raise click.ClickException(
             f"cannot write a certificate for --tls ({error}); set XDG_STATE_HOME to a "
             "writable directory, or give --tls-certificate and --tls-key (see `ketch cert`)"
         ) from None
     return {"tls_certificate": files.certificate, "tls_key": files.key}
+
+
+def _serving_hosts(settings: Mapping[str, Any]) -> list[str]:
+    """The names and addresses the generated certificate holds: this machine's, and the
+    addresses the settings (unchecked yet) give clients."""
+    from ketch.tools.certificates import certificate_name
+
+    candidates = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    for key in ("listen_address", "masquerade_address", "tls_masquerade_address"):
+        address = settings.get(key)
+        if isinstance(address, str) and address not in ("0.0.0.0", "::"):
+            candidates.append(address)
+    hosts: list[str] = []
+    for host in candidates:
+        # A machine name a certificate cannot hold (my_host) is left out; a bad setting
+        # is reported by the configuration check that follows.
+        with contextlib.suppress(ValueError):
+            if (name := certificate_name(host)) not in hosts:
+                hosts.append(name)
+    return hosts
 
 
 def _file_settings(config_file: Path | None) -> dict[str, Any]:

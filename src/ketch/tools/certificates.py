@@ -25,9 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ketch.config_rules import is_hostname
+
 __all__ = [
     "EXPIRY_WARNING",
     "CertificateFiles",
+    "certificate_name",
     "describe_certificate",
     "ensure_serving_certificate",
     "fingerprint",
@@ -53,6 +56,25 @@ class CertificateFiles:
     not_after: datetime.datetime
 
 
+def certificate_name(host: str) -> str:
+    """``host`` as a certificate names it: an IP address, or a host name in ASCII (IDNA
+    A-labels for a non-ASCII name, without a final dot); ValueError when it is neither."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii").removesuffix(".")
+    except UnicodeError:  # an empty or over-long label
+        name = ""
+    if not is_hostname(name):
+        raise ValueError(
+            "not a host name or IP address; give a name such as ftp.example.com "
+            "(letters, digits and '-' between dots) or an address such as 192.0.2.7"
+        )
+    return name
+
+
 def _subject_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in hosts:
@@ -64,11 +86,15 @@ def _subject_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def make_self_signed(hosts: Sequence[str], days: int = 365) -> tuple[bytes, bytes]:
-    """A self-signed server certificate for ``hosts`` (names or IP addresses), PEM and key PEM."""
+    """A self-signed server certificate for ``hosts`` (names or IP addresses), PEM and key PEM.
+
+    ValueError when a host is neither (see :func:`certificate_name`).
+    """
     if not hosts:
         raise ValueError("a certificate needs at least one host name or IP address")
     if days < 1:
         raise ValueError("a certificate must be valid for at least 1 day")
+    hosts = [certificate_name(host) for host in hosts]
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64])])
     now = datetime.datetime.now(datetime.UTC)
@@ -113,7 +139,7 @@ def write_certificate(
     """
     certificate_pem, key_pem = make_self_signed(hosts, days)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = stem or hosts[0]
+    stem = stem or certificate_name(hosts[0])
     certificate_path = directory / f"{stem}.crt"
     key_path = directory / f"{stem}.key"
     if not overwrite:
