@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ketch.config import ServerConfig
     from ketch.tools.certificates import CertificateFiles
 
-__all__ = ["cert", "serving_certificate", "tls_summary"]
+__all__ = ["cert", "certificate_configured", "serving_certificate", "tls_summary"]
 
 
 @click.command()
@@ -97,7 +97,7 @@ def serving_certificate(config_file: Path | None, overrides: Mapping[str, Any]) 
     from ketch.tools.certificates import ensure_serving_certificate
 
     settings = {**_file_settings(config_file), **overrides}
-    if settings.get("tls_certificate"):
+    if _configures_certificate(settings):
         return {}
     try:
         files, _ = ensure_serving_certificate(_serving_hosts(settings))
@@ -107,6 +107,15 @@ def serving_certificate(config_file: Path | None, overrides: Mapping[str, Any]) 
             "writable directory, or give --tls-certificate and --tls-key (see `ketch cert`)"
         ) from None
     return {"tls_certificate": files.certificate, "tls_key": files.key}
+
+
+def certificate_configured(config_file: Path | None, overrides: Mapping[str, Any]) -> bool:
+    """Whether the file or the flags set tls_certificate: then --tls generates none."""
+    return _configures_certificate({**_file_settings(config_file), **overrides})
+
+
+def _configures_certificate(settings: Mapping[str, Any]) -> bool:
+    return bool(settings.get("tls_certificate"))
 
 
 def _serving_hosts(settings: Mapping[str, Any]) -> list[str]:

@@ -152,17 +152,23 @@ def serve(
     if "active_source_port" in overrides and overrides["active_source_port"].isdigit():
         overrides["active_source_port"] = int(overrides["active_source_port"])
 
+    generated: dict[str, Path] = {}  # --tls: the certificate made as none is configured
+
     def build_config() -> ServerConfig:
         """The file with the flags on top; again on every SIGHUP."""
-        config = load_config(config_file, overrides)
-        return _apply_quick_accounts(config, config_file, overrides, users, write, no_anonymous)
+        settings = {**overrides, **_unless_configured(generated, config_file, overrides)}
+        config = load_config(config_file, settings)
+        return _apply_quick_accounts(config, config_file, settings, users, write, no_anonymous)
 
     try:
         if tls:
             from ketch.cli.cert import serving_certificate
+            from ketch.server.tls import mark_generated
 
-            overrides.update(serving_certificate(config_file, overrides))
+            generated.update(serving_certificate(config_file, overrides))
         config = build_config()
+        if generated:
+            mark_generated(generated["tls_certificate"], generated["tls_key"])
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     except click.BadParameter:
@@ -185,6 +191,16 @@ def serve(
         raise click.ClickException(f"cannot start the server: {error}") from None
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _unless_configured(
+    generated: dict[str, Path], config_file: Path | None, overrides: Mapping[str, Any]
+) -> dict[str, Path]:
+    """The certificate --tls generated, unless the file or the flags now set one: a
+    certificate added to the file later replaces it on reload."""
+    from ketch.cli.cert import certificate_configured
+
+    return {} if not generated or certificate_configured(config_file, overrides) else generated
 
 
 def _apply_quick_accounts(
