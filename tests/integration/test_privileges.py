@@ -17,6 +17,7 @@ import pwd
 import random
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -396,3 +397,45 @@ def test_a_reload_that_cannot_read_the_file_says_to_make_it_readable_by_run_as(
         ), line
         assert "ketch config example" not in line
         assert "Traceback" not in "".join(server.stderr), server.output()
+
+
+def test_reloads_keep_the_certificate_tls_generated_which_stays_root_only(
+    public_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--tls generates its key as root (0600 in a 0700 directory); nobody cannot read it,
+    and must not need to: every SIGHUP was refused for reading it again."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    port = low_port_pair()
+    config = public_dir / "ketch.toml"
+
+    def write_config(*names: str) -> None:
+        users = "".join(
+            f'[[users]]\nname = "{name}"\npassword_hash = "{hasher.hash(name + "-pw")}"\n'
+            f'home = "{public_dir}"\n\n'
+            for name in names
+        )
+        config.write_text(
+            f'listen_address = "{HOST}"\nport = {port}\nroot = "{public_dir}"\n'
+            f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\ntls_required = "control"\n'
+            f"\n{users}"
+        )
+        config.chmod(0o644)
+
+    write_config("alice")
+    with ketch_serve(["--tls", "--config", str(config)], public_dir) as server:
+        state = tmp_path / "state" / "ketch"
+        write_config("alice", "bob")
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        outcome = server.wait_for("applied", start=mark)  # "applied: ..." or "not applied"
+        assert "not applied" not in outcome, server.output()
+        trusting = ssl.create_default_context(cafile=str(state / "serve.crt"))
+        bob = ftplib.FTP_TLS(context=trusting, timeout=10)
+        bob.connect(HOST, port)
+        assert bob.login("bob", "bob-pw").startswith("230")  # over TLS, with that certificate
+        bob.quit()
+        log = "".join(server.stderr)
+        assert "cannot read it" not in log and "cannot be read" not in log, server.output()
+    assert (state / "serve.key").stat().st_mode & 0o777 == 0o600
+    assert state.stat().st_mode & 0o777 == 0o700 and state.stat().st_uid == 0

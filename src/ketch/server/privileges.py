@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ketch.server.auth import Permission, parse_permissions
+from ketch.server.tls import is_generated
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
@@ -195,9 +196,13 @@ def access_problems(config: ServerConfig, user: str, config_file: Path | None = 
             f"{config_file}: {user} cannot read it, so SIGHUP cannot reload it; make it "
             f"readable to {user} (e.g. chgrp to its group and chmod g+r)"
         )
+    # Reloads do not read the pair --tls generated again: root's alone is as it should be.
+    generated = config.tls_certificate is not None and is_generated(
+        config.tls_certificate, config.tls_key
+    )
     for key in ("tls_certificate", "tls_key"):
         path = getattr(config, key)
-        if path is not None and not os.access(path, os.R_OK):
+        if path is not None and not generated and not os.access(path, os.R_OK):
             # Loaded once as root, the files are read again by every reload (SIGHUP).
             problems.append(
                 f"{key} {path}: {user} cannot read it, so every SIGHUP reload will be "

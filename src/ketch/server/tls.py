@@ -13,7 +13,9 @@ and FTPS has no use for it).
 
 A reload (SIGHUP) loads a renewed certificate into the same context, so new
 connections get it and open sessions keep theirs. The files are checked in a
-scratch context first: a bad pair is logged and the old one stays.
+scratch context first: a bad pair is logged and the old one stays. The pair
+``ketch serve --tls`` generated is read once, at start, and kept as loaded:
+after run_as, its key is root's alone, as a private key should be.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ketch.server.control_stream import ControlStream
 
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
+    from ketch.tools.certificates import CertificateFiles
 
 __all__ = [
     "CertificateProblem",
@@ -186,6 +189,11 @@ class ServerTls:
         self.certificate = certificate
         self.key = key
         self.context = make_server_context(certificate, key)
+        # The pair --tls generated is read this once: reloads reuse the context (and the
+        # dates) rather than read files that, after run_as, only root may read.
+        self._generated = (
+            (self.context, _read_dates(certificate)) if is_generated(certificate, key) else None
+        )
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ServerTls | None:
@@ -193,7 +201,7 @@ class ServerTls:
         if config.tls_certificate is None:
             return None
         tls = cls(config.tls_certificate, config.tls_key)
-        _warn_about_dates(tls.certificate)
+        _warn_about_dates(_read_dates(tls.certificate))
         return tls
 
     def reload(self, config: ServerConfig) -> None:
@@ -206,6 +214,9 @@ class ServerTls:
             )
             return
         certificate, key = config.tls_certificate, config.tls_key
+        if self._generated is not None and is_generated(certificate, key):
+            self._use_generated(certificate, key)
+            return
         try:
             fresh = make_server_context(certificate, key)
         except (ssl.SSLError, OSError) as error:
@@ -227,7 +238,22 @@ class ServerTls:
             certificate,
             _origin(certificate, key),
         )
-        _warn_about_dates(certificate, "reload: ")
+        _warn_about_dates(_read_dates(certificate), "reload: ")
+
+    def _use_generated(self, certificate: Path, key: Path | None) -> None:
+        """No certificate configured: the one --tls generated, as loaded at start."""
+        assert self._generated is not None
+        context, dates = self._generated
+        again = "still" if self.context is context else "again"
+        self.context = context
+        self.certificate, self.key = certificate, key
+        log.info(
+            "reload: TLS certificate %s%s %s in use for new connections (loaded at start)",
+            certificate,
+            _origin(certificate, key),
+            again,
+        )
+        _warn_about_dates(dates, "reload: ")
 
 
 def control_context(stream: ControlStream) -> ssl.SSLContext | None:
@@ -257,20 +283,26 @@ def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | N
         "reload: TLS on with certificate %s (AUTH TLS; implicit FTPS needs a restart)",
         config.tls_certificate,
     )
-    _warn_about_dates(tls.certificate, "reload: ")
+    _warn_about_dates(_read_dates(tls.certificate), "reload: ")
     return tls
 
 
-def _warn_about_dates(certificate: Path, prefix: str = "") -> None:
-    """Log that clients refuse (or soon will) the certificate for its dates. It is served
-    all the same: the admin may be in the middle of renewing it."""
-    from ketch.tools.certificates import describe_certificate, validity_warning
+def _read_dates(certificate: Path) -> CertificateFiles | None:
+    """The certificate's dates (and names), read again after OpenSSL loaded it."""
+    from ketch.tools.certificates import describe_certificate
 
     try:
-        files = describe_certificate(certificate, certificate)
+        return describe_certificate(certificate, certificate)
     except (OSError, ValueError):
-        return  # OpenSSL loaded it a moment ago; this second read is only for the dates
-    warning = validity_warning(files)
+        return None  # changed or gone since OpenSSL read it a moment ago: no dates to check
+
+
+def _warn_about_dates(files: CertificateFiles | None, prefix: str = "") -> None:
+    """Log that clients refuse (or soon will) the certificate for its dates. It is served
+    all the same: the admin may be in the middle of renewing it."""
+    from ketch.tools.certificates import validity_warning
+
+    warning = validity_warning(files) if files is not None else None
     if warning is not None:
         log.warning("%s%s", prefix, warning)
 
@@ -338,6 +370,8 @@ def settings_problem(config: ServerConfig) -> tuple[str, object, str] | None:
                 config.implicit_tls_port,
                 "is the control port; choose another port (990 by convention)",
             )
+    if is_generated(config.tls_certificate, config.tls_key):
+        return None  # checked and loaded at start, and not read again (see ServerTls)
     problem = certificate_problem(config.tls_certificate, config.tls_key)
     if problem is not None:
         return problem.key, str(problem.path), problem.message
