@@ -15,7 +15,13 @@ if TYPE_CHECKING:
     from ketch.config import ServerConfig
     from ketch.tools.certificates import CertificateFiles
 
-__all__ = ["cert", "certificate_configured", "serving_certificate", "tls_summary"]
+__all__ = [
+    "cert",
+    "certificate_configured",
+    "serving_certificate",
+    "tls_summary",
+    "try_command",
+]
 
 
 @click.command()
@@ -154,19 +160,21 @@ def _file_settings(config_file: Path | None) -> dict[str, Any]:
 
 
 def tls_summary(
-    config: ServerConfig, client_host: str, port: int, implicit_port: int | None = None
+    config: ServerConfig,
+    files: CertificateFiles | None,
+    client_host: str,
+    port: int,
+    implicit_port: int | None = None,
 ) -> list[str]:
-    """The start-up summary's lines about FTPS (none when TLS is off); ``implicit_port``
-    is the port the implicit listener got, when it was given as 0."""
+    """The start-up summary's lines about FTPS (none when TLS is off). ``files`` is what
+    the certificate holds, as read when it was loaded (None: it could not be read);
+    ``implicit_port`` the port the implicit listener got, when it was given as 0."""
     if config.tls_certificate is None:
         return []
-    from ketch.tools.certificates import describe_certificate, state_directory
-
-    key = config.tls_key or config.tls_certificate
-    try:
-        files = describe_certificate(config.tls_certificate, key)
-    except (OSError, ValueError):
+    if files is None:
         return [f"  tls      certificate {config.tls_certificate}"]
+    from ketch.tools.certificates import state_directory
+
     modes = "explicit (AUTH TLS)"
     if config.implicit_tls_port is not None:
         where = implicit_port or config.implicit_tls_port or "chosen at start-up"
@@ -183,12 +191,30 @@ def tls_summary(
         f"({origin}for {', '.join(files.hosts) or 'no names'}, {_validity(files)})",
         f"  tls      SHA-256 fingerprint {files.fingerprint}",
     ]
-    if generated:
-        lines.append(
-            f"  tls      try curl --ssl-reqd --cacert {files.certificate} "
-            f"ftp://{client_host}:{port}/"
-        )
+    if generated and config.tls_required == "off":  # else the summary's last line is this
+        url = f"ftp://{client_host}:{port}/"
+        lines.append(f"  tls      try {_curl_over_tls(files, client_host, url)}")
     return lines
+
+
+def try_command(
+    config: ServerConfig, files: CertificateFiles | None, client_host: str, url: str
+) -> str:
+    """The summary's curl command for ``url``: over TLS when the server requires it."""
+    if config.tls_certificate is None or config.tls_required == "off":
+        return f"curl {url}"
+    return _curl_over_tls(files, client_host, url)
+
+
+def _curl_over_tls(files: CertificateFiles | None, client_host: str, url: str) -> str:
+    """curl with AUTH TLS, trusting the certificate file when it is self-signed and names
+    the host; else with -k, which skips the check, and a shell comment saying so."""
+    host = client_host.removeprefix("[").removesuffix("]")
+    if files is not None and files.self_signed and host in files.hosts:
+        return f"curl --ssl-reqd --cacert {files.certificate} {url}"
+    names = ", ".join(files.hosts) if files is not None else ""
+    elsewhere = f"; clients connect by a name it holds ({names})" if names else ""
+    return f"curl --ssl-reqd -k {url}  # -k: no certificate check, for this test only{elsewhere}"
 
 
 def _validity(files: CertificateFiles) -> str:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ketch.config import PortRange, ServerConfig
     from ketch.server.port20_helper import LowPortHelper
     from ketch.server.privileges import RunAs
+    from ketch.tools.certificates import CertificateFiles
 
 # ketch.config (pydantic) is imported by the commands that need it, so that the
 # client commands start without paying for it.
@@ -294,6 +295,7 @@ async def _serve(
         helpers = [helper] if helper else []
         resolved = server.context.masquerade.resolved_names()
         implicit = server.implicit_tls_address
+        tls = server.context.tls
         click.echo(
             _describe(
                 config,
@@ -303,6 +305,7 @@ async def _serve(
                 event_loop.current(),
                 resolved=resolved,
                 implicit_port=implicit[1] if implicit else None,
+                certificate=tls.files if tls else None,
             )
         )
         await lifecycle.run()
@@ -322,14 +325,16 @@ def _describe(
     *,
     resolved: Mapping[str, str] | None = None,
     implicit_port: int | None = None,
+    certificate: CertificateFiles | None = None,
 ) -> str:
     """The start-up summary: where, who, how data connections are made, how to try it.
 
     ``workers`` are the worker processes' pids and passive slices, when there are several;
-    ``resolved`` the addresses masquerade host names resolved to. Warnings about the
+    ``resolved`` the addresses masquerade host names resolved to; ``certificate`` what the
+    TLS certificate holds, read when it was loaded (before run_as). Warnings about the
     data-connection set-up are also logged.
     """
-    from ketch.cli.cert import tls_summary
+    from ketch.cli.cert import tls_summary, try_command
     from ketch.server.setup_report import setup_report
 
     host, port = address
@@ -365,6 +370,7 @@ def _describe(
     credentials = (
         "" if anonymous.enabled or not config.users else f"{config.users[0].name}:PASSWORD@"
     )
+    url = f"ftp://{credentials}{client_host}:{port}/"
     privileges = []
     if run_as is not None:
         line = f"  user     {run_as}"
@@ -391,10 +397,10 @@ def _describe(
             f"  control  {host} port {port} ({families})",
             *privileges,
             processes,
-            *tls_summary(config, client_host, port, implicit_port),
+            *tls_summary(config, certificate, client_host, port, implicit_port),
             *data.lines,
             *(f"  warning  {warning}" for warning in warnings),
-            f"  try      curl ftp://{credentials}{client_host}:{port}/",
+            f"  try      {try_command(config, certificate, client_host, url)}",
         ]
     )
 

@@ -189,11 +189,13 @@ class ServerTls:
         self.certificate = certificate
         self.key = key
         self.context = make_server_context(certificate, key)
-        # The pair --tls generated is read this once: reloads reuse the context (and the
-        # dates) rather than read files that, after run_as, only root may read.
-        self._generated = (
-            (self.context, _read_dates(certificate)) if is_generated(certificate, key) else None
-        )
+        #: What the certificate served holds (names, fingerprint, dates), read along with
+        #: it: at start that is before run_as, for the summary and the date warnings.
+        self.files = _read_certificate(certificate, key)
+        # The pair --tls generated is read this once: reloads reuse it rather than read
+        # files that, after run_as, only root may read.
+        generated = is_generated(certificate, key)
+        self._generated = (self.context, self.files) if generated else None
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ServerTls | None:
@@ -201,7 +203,7 @@ class ServerTls:
         if config.tls_certificate is None:
             return None
         tls = cls(config.tls_certificate, config.tls_key)
-        _warn_about_dates(_read_dates(tls.certificate))
+        _warn_about_dates(tls.files)
         return tls
 
     def reload(self, config: ServerConfig) -> None:
@@ -233,19 +235,20 @@ class ServerTls:
         # which must resume TLS sessions that only the old context's tickets open.
         self.context = fresh
         self.certificate, self.key = certificate, key
+        self.files = _read_certificate(certificate, key)
         log.info(
             "reload: TLS certificate %s%s loaded for new connections",
             certificate,
             _origin(certificate, key),
         )
-        _warn_about_dates(_read_dates(certificate), "reload: ")
+        _warn_about_dates(self.files, "reload: ")
 
     def _use_generated(self, certificate: Path, key: Path | None) -> None:
         """No certificate configured: the one --tls generated, as loaded at start."""
         assert self._generated is not None
-        context, dates = self._generated
+        context, files = self._generated
         again = "still" if self.context is context else "again"
-        self.context = context
+        self.context, self.files = context, files
         self.certificate, self.key = certificate, key
         log.info(
             "reload: TLS certificate %s%s %s in use for new connections (loaded at start)",
@@ -253,7 +256,7 @@ class ServerTls:
             _origin(certificate, key),
             again,
         )
-        _warn_about_dates(dates, "reload: ")
+        _warn_about_dates(files, "reload: ")
 
 
 def control_context(stream: ControlStream) -> ssl.SSLContext | None:
@@ -283,18 +286,18 @@ def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | N
         "reload: TLS on with certificate %s (AUTH TLS; implicit FTPS needs a restart)",
         config.tls_certificate,
     )
-    _warn_about_dates(_read_dates(tls.certificate), "reload: ")
+    _warn_about_dates(tls.files, "reload: ")
     return tls
 
 
-def _read_dates(certificate: Path) -> CertificateFiles | None:
-    """The certificate's dates (and names), read again after OpenSSL loaded it."""
+def _read_certificate(certificate: Path, key: Path | None) -> CertificateFiles | None:
+    """What the certificate holds, read again right after OpenSSL loaded it."""
     from ketch.tools.certificates import describe_certificate
 
     try:
-        return describe_certificate(certificate, certificate)
+        return describe_certificate(certificate, key or certificate)
     except (OSError, ValueError):
-        return None  # changed or gone since OpenSSL read it a moment ago: no dates to check
+        return None  # changed or gone since OpenSSL read it a moment ago
 
 
 def _warn_about_dates(files: CertificateFiles | None, prefix: str = "") -> None:

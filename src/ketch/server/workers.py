@@ -165,6 +165,7 @@ def serve_workers(
                 [helper for helper in helpers if helper is not None],
                 loop_name,
                 [(slot.pid, slot.ports) for slot in slots],
+                certificate=tls.files if tls else None,
             ),
             flush=True,
         )

@@ -52,6 +52,8 @@ class CertificateFiles:
     #: SHA-256 of the certificate (DER), as "AB:CD:...", for pinning.
     fingerprint: str
     hosts: tuple[str, ...]
+    #: Issued by itself (as `ketch cert` and --tls make them): clients trust the file itself.
+    self_signed: bool
     not_before: datetime.datetime
     not_after: datetime.datetime
 
@@ -179,6 +181,7 @@ def _describe(certificate_path: Path, key_path: Path, certificate_pem: bytes) ->
         key=key_path,
         fingerprint=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
         hosts=hosts,
+        self_signed=certificate.issuer == certificate.subject,
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
     )
