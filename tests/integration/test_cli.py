@@ -5,9 +5,6 @@ from __future__ import annotations
 import ftplib
 import os
 import signal
-
-
-import os
 import socket
 import subprocess
 import sys
