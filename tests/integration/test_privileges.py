@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import argon2
@@ -92,6 +92,24 @@ def serve_args(port: int, root: Path) -> list[str]:
         "--passive-ports",
         PASSIVE_PORTS,
     ]
+
+
+def write_accounts_config(
+    config: Path, port: int, public_dir: Path, names: Sequence[str], extra: str = ""
+) -> None:
+    """A run_as configuration with an account per name (password: name + "-pw"), which
+    nobody may read again on SIGHUP."""
+    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    users = "".join(
+        f'[[users]]\nname = "{name}"\npassword_hash = "{hasher.hash(name + "-pw")}"\n'
+        f'home = "{public_dir}"\n\n'
+        for name in names
+    )
+    config.write_text(
+        f'listen_address = "{HOST}"\nport = {port}\nroot = "{public_dir}"\n'
+        f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\n{extra}\n{users}'
+    )
+    config.chmod(0o644)
 
 
 def anonymous(port: int) -> ftplib.FTP:
@@ -341,22 +359,12 @@ def test_start_up_warns_when_run_as_cannot_read_the_tls_key_for_reloads(
 
 def test_logins_and_reloads_work_after_dropping_root(public_dir: Path) -> None:
     """Password checks and SIGHUP reloads run in worker threads: they must work as nobody."""
-    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     port = low_port_pair()
+    config = public_dir / "ketch.toml"
 
     def write_config(*names: str) -> None:
-        users = "".join(
-            f'[[users]]\nname = "{name}"\npassword_hash = "{hasher.hash(name + "-pw")}"\n'
-            f'home = "{public_dir}"\n\n'
-            for name in names
-        )
-        config.write_text(
-            f'listen_address = "{HOST}"\nport = {port}\nroot = "{public_dir}"\n'
-            f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\n\n{users}'
-        )
-        config.chmod(0o644)  # nobody reads it again on SIGHUP
+        write_accounts_config(config, port, public_dir, names)
 
-    config = public_dir / "ketch.toml"
     write_config("alice")
     with ketch_serve(["--config", str(config)], public_dir) as server:
         alice = ftplib.FTP(timeout=10)
@@ -406,22 +414,11 @@ def test_reloads_keep_the_certificate_tls_generated_which_stays_root_only(
     """--tls generates its key as root (0600 in a 0700 directory); nobody cannot read it,
     and must not need to: every SIGHUP was refused for reading it again."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     port = low_port_pair()
     config = public_dir / "ketch.toml"
 
     def write_config(*names: str) -> None:
-        users = "".join(
-            f'[[users]]\nname = "{name}"\npassword_hash = "{hasher.hash(name + "-pw")}"\n'
-            f'home = "{public_dir}"\n\n'
-            for name in names
-        )
-        config.write_text(
-            f'listen_address = "{HOST}"\nport = {port}\nroot = "{public_dir}"\n'
-            f'passive_ports = "{PASSIVE_PORTS}"\nrun_as = "nobody"\ntls_required = "control"\n'
-            f"\n{users}"
-        )
-        config.chmod(0o644)
+        write_accounts_config(config, port, public_dir, names, 'tls_required = "control"\n')
 
     write_config("alice")
     with ketch_serve(["--tls", "--config", str(config)], public_dir) as server:

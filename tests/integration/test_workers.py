@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -222,6 +222,31 @@ def test_a_crashed_worker_is_restarted_and_connections_wait_for_it(
                 assert ftp.size("/small.bin") == SIZE
 
 
+def slow_config(tmp_path: Path, root: Path, passive: str, *, size: int, rate: int) -> Path:
+    """A config whose anonymous downloads of slow.bin (``size`` bytes) take ``size/rate`` s."""
+    (root / "slow.bin").write_bytes(os.urandom(size))
+    config = write_config(tmp_path, root, passive_ports=passive)
+    config.write_text(config.read_text() + f"[anonymous]\ndownload_rate = {rate}\n")
+    return config
+
+
+@contextmanager
+def slow_download(port: int, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """curl downloading slow.bin, once its first bytes have arrived; stopped at the end."""
+    fetched = tmp_path / "fetched.bin"
+    curl = subprocess.Popen(
+        ["curl", "-sS", "-o", str(fetched), f"ftp://{HOST}:{port}/slow.bin"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: fetched.exists() and fetched.stat().st_size > 0)
+        yield curl, fetched
+    finally:
+        if curl.poll() is None:
+            curl.kill()
+        curl.wait(timeout=10)
+
+
 def test_sigterm_stops_every_worker_and_then_the_supervisor(tmp_path: Path, root: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, root, passive_ports="21420-21429")
@@ -244,25 +269,15 @@ def test_one_sigterm_to_the_whole_process_group_lets_running_transfers_finish(
 ) -> None:
     # systemd's default KillMode and `timeout` signal every process of the group: the
     # workers get that SIGTERM and the supervisor's stop as well, which is one request.
-    (root / "slow.bin").write_bytes(os.urandom(600_000))
     port = free_port()
-    config = write_config(tmp_path, root, passive_ports="21450-21459")
-    config.write_text(config.read_text() + "[anonymous]\ndownload_rate = 200000\n")
+    config = slow_config(tmp_path, root, "21450-21459", size=600_000, rate=200_000)
     args = ["--config", str(config), "--port", str(port), "--workers", "2"]
-    with ketch_serve(args, tmp_path, new_session=True) as server:
-        fetched = tmp_path / "fetched.bin"
-        curl = subprocess.Popen(
-            ["curl", "-sS", "-o", str(fetched), f"ftp://{HOST}:{port}/slow.bin"],
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_until(lambda: fetched.exists() and fetched.stat().st_size > 0)
-            os.killpg(server.pid, signal.SIGTERM)
-            assert curl.wait(timeout=30) == 0, curl.stderr.read() if curl.stderr else ""
-        finally:
-            if curl.poll() is None:
-                curl.kill()
-                curl.wait(timeout=10)
+    with (
+        ketch_serve(args, tmp_path, new_session=True) as server,
+        slow_download(port, tmp_path) as (curl, fetched),
+    ):
+        os.killpg(server.pid, signal.SIGTERM)
+        assert curl.wait(timeout=30) == 0
         assert fetched.read_bytes() == (root / "slow.bin").read_bytes()
         assert server.wait_exit(timeout=30) == 0, server.output()
         assert "cutting off" not in server.output()
@@ -271,28 +286,15 @@ def test_one_sigterm_to_the_whole_process_group_lets_running_transfers_finish(
 def test_a_second_sigterm_to_the_supervisor_cuts_the_workers_transfers_off(
     tmp_path: Path, root: Path
 ) -> None:
-    (root / "slow.bin").write_bytes(os.urandom(2_000_000))
     port = free_port()
-    config = write_config(tmp_path, root, passive_ports="21460-21469")
-    config.write_text(config.read_text() + "[anonymous]\ndownload_rate = 100000\n")
+    config = slow_config(tmp_path, root, "21460-21469", size=2_000_000, rate=100_000)
     args = ["--config", str(config), "--port", str(port), "--workers", "2"]
-    with ketch_serve(args, tmp_path) as server:
-        fetched = tmp_path / "fetched.bin"
-        curl = subprocess.Popen(
-            ["curl", "-sS", "-o", str(fetched), f"ftp://{HOST}:{port}/slow.bin"],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until(lambda: fetched.exists() and fetched.stat().st_size > 0)
-            server.signal(signal.SIGTERM)
-            server.wait_for("waiting up to 30 s for 1 running transfer")
-            server.signal(signal.SIGTERM)
-            server.wait_for("the supervisor's second stop signal: cutting off every session now")
-            assert curl.wait(timeout=15) != 0  # cut off, 18 s before its end
-        finally:
-            if curl.poll() is None:
-                curl.kill()
-                curl.wait(timeout=10)
+    with ketch_serve(args, tmp_path) as server, slow_download(port, tmp_path) as (curl, _):
+        server.signal(signal.SIGTERM)
+        server.wait_for("waiting up to 30 s for 1 running transfer")
+        server.signal(signal.SIGTERM)
+        server.wait_for("the supervisor's second stop signal: cutting off every session now")
+        assert curl.wait(timeout=15) != 0  # cut off, 18 s before its end
         assert server.wait_exit(timeout=15) == 0, server.output()
 
 
