@@ -2,8 +2,9 @@
 
 Each server is a small thread on loopback (real sockets): one connects to the
 client's EPRT address and then refuses the transfer without a 150; another
-says 150 before connecting and then 425 without connecting. No packaged
-server can be made to do either on demand.
+says 150 before connecting and then 425 without connecting; a third finishes
+its transfer before the client accepts. No packaged server can be made to do
+any of these on demand.
 """
 
 from __future__ import annotations
@@ -191,3 +192,62 @@ def test_a_server_that_says_150_before_connecting_back_still_delivers(tmp_path: 
 
     with serving(serve, listener):
         assert run(scenario()) == b"the file\n"
+
+
+def test_a_226_that_comes_before_the_connection_is_accepted_still_delivers_the_data(
+    tmp_path: Path,
+) -> None:
+    # A server that says 150 before connecting back may finish (connect, send, close,
+    # 226) before a loaded client accepts. After a 1xx, the 2xx is the final reply
+    # (RFC 959 §4.2): the data must be read whole, not dropped as "no data".
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    payload = b"all of the file\n" * 1000
+    client_loop: list[asyncio.AbstractEventLoop] = []
+    stopped, resume = threading.Event(), threading.Event()
+
+    def stop_client() -> None:  # blocks the client's event loop, as a SIGSTOP would
+        stopped.set()
+        resume.wait(10)
+
+    def serve() -> None:
+        control, _ = listener.accept()
+        control.settimeout(20)
+        target: tuple[str, int] | None = None
+        with control:
+            control.sendall(b"220 scripted\r\n")
+            for line in command_lines(control):
+                verb, _, argument = line.partition(" ")
+                if verb == "EPRT":
+                    _, _, host, port, _ = argument.split("|")
+                    target = (host, int(port))
+                if verb == "RETR" and target is not None:
+                    control.sendall(b"150 connecting to you\r\n")
+                    time.sleep(0.3)  # the client has the 150 and watches for a 425 now
+                    client_loop[0].call_soon_threadsafe(stop_client)
+                    assert stopped.wait(10)
+                    with socket.create_connection(target, timeout=10) as data:
+                        data.sendall(payload)
+                    control.sendall(b"226 done\r\n")
+                    resume.set()
+                    continue
+                replies = {
+                    "USER": b"331 p\r\n",
+                    "PASS": b"230 in\r\n",
+                    "SIZE": b"502 no SIZE here\r\n",
+                    "QUIT": b"221 bye\r\n",
+                }
+                control.sendall(replies.get(verb, b"200 ok\r\n"))
+                if verb == "QUIT":
+                    return
+
+    async def scenario() -> None:
+        client_loop.append(asyncio.get_running_loop())
+        async with active_client(listener) as ftp:
+            result = await ftp.download("file.bin", tmp_path / "file.bin")
+            assert result.bytes == len(payload)
+            assert (await ftp.command("NOOP")).code == 200  # the 226 was read once
+
+    with serving(serve, listener):
+        run(scenario())
+    assert (tmp_path / "file.bin").read_bytes() == payload

@@ -66,6 +66,7 @@ class ControlConnection:
         self._writer = writer
         self._parser = ReplyParser()
         self._ready: collections.deque[Reply] = collections.deque()
+        self._read_ahead: Reply | None = None  # see keep_for_next_read
         self.closed = False
         self.host = host  # the name the user gave, for messages
         self.timeout = timeout
@@ -143,7 +144,7 @@ class ControlConnection:
         """
         # StreamReader has no public way to look at what it buffered.
         buffered = len(getattr(self._reader, "_buffer", b""))
-        if self._ready or self._parser.pending or buffered:
+        if self._ready or self._read_ahead is not None or self._parser.pending or buffered:
             await self.close()
             raise TlsFailed(
                 f"{self.host} sent more data in the clear after accepting AUTH TLS, "
@@ -189,6 +190,9 @@ class ControlConnection:
 
     async def read_reply(self, timeout: float | None = None) -> Reply:  # noqa: ASYNC109
         """The next complete reply (preliminary 1xx replies included)."""
+        if self._read_ahead is not None:  # in the transcript already
+            reply, self._read_ahead = self._read_ahead, None
+            return reply
         limit = self.timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
@@ -219,9 +223,17 @@ class ControlConnection:
             await self.resync()
             raise
 
+    def keep_for_next_read(self, reply: Reply) -> None:
+        """Make ``reply``, read too early, the next read_reply's result.
+
+        Watching for a 425 after a 150 can read the transfer's final reply
+        before its data connection is taken; the transfer's end must still get it.
+        """
+        self._read_ahead = reply
+
     def has_pending_reply(self) -> bool:
         """Whether a complete reply is already buffered."""
-        return bool(self._ready)
+        return bool(self._ready) or self._read_ahead is not None
 
     async def _fill(self) -> None:
         try:

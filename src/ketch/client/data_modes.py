@@ -392,7 +392,7 @@ class DataConnector:
                         elif reply.code < 300:
                             sock = await accept  # finished before we accepted
                             handed_over = True
-                            return sock, reply
+                            return sock, self._opening_reply(preliminary, reply)
                         else:
                             raise self._connect_back_refused(advertised, verb, via, reply)
                     sock = accept.result()
@@ -427,13 +427,25 @@ class DataConnector:
                 sock.close()
                 raise reply_error(verb, reply)
             handed_over = True
-            return sock, reply
+            return sock, self._opening_reply(preliminary, reply)
         finally:
             if not answer.done():  # left by an error or a cancel: over before the next read
                 answer.cancel()
                 await asyncio.wait((answer,))
             if not accept.cancel() and not handed_over:
                 _close_accepted(accept)  # the server connected, then refused (or we were cancelled)
+
+    def _opening_reply(self, preliminary: Reply | None, reply: Reply) -> Reply:
+        """The reply that opens the transfer, given the one read after ``preliminary``.
+
+        After a 1xx, a 2xx is the final reply (RFC 959 §4.2), even when it came
+        before the connection was accepted: it is kept for the transfer's final
+        read, or the data would be taken as never sent.
+        """
+        if preliminary is None or _preliminary(reply):
+            return reply
+        self._control.keep_for_next_read(reply)
+        return preliminary
 
     def _connect_back_refused(
         self, advertised: HostPort, verb: str, via: str, reply: Reply
