@@ -29,6 +29,7 @@ from peer_servers import PeerServer
 pytestmark = pytest.mark.peer
 
 PRIVATE_ELSEWHERE = "198.18.0.5"  # private (RFC 2544), and not this machine
+SHARED_ADDRESS_SPACE = "100.64.1.1"  # RFC 6598: a carrier-grade NAT's inside
 
 
 def run(coroutine: Any) -> Any:
@@ -104,6 +105,35 @@ def test_a_private_pasv_address_is_replaced_by_the_servers_own(
     fixups = [r.getMessage() for r in caplog.records if "--trust-pasv-address" in r.getMessage()]
     assert fixups, "the fix-up must be reported at debug level"
     assert f"PASV advertises {PRIVATE_ELSEWHERE}" in fixups[0]
+    assert "connecting to 127.0.0.1:" in fixups[0]
+
+
+def test_a_pasv_address_in_shared_address_space_is_replaced_by_the_servers_own(
+    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 100.64.0.0/10 (RFC 6598, carrier-grade NAT) is not private to Python 3.11's
+    # ipaddress, but no more reachable across the internet than 10.0.0.0/8.
+    # (masquerade_address spares loopback clients; a map entry does not.)
+    server = make_server(masquerade_map={"127.0.0.0/8": SHARED_ADDRESS_SPACE})
+    (server.home / "here.txt").write_bytes(b"x")
+    client = Client(
+        server.host,
+        server.port,
+        user=USER,
+        password=PASSWORD,
+        mode="passive",
+        passive_command="PASV",
+        data_connect_timeout=2,
+    )
+
+    async def scenario() -> list[str]:
+        async with client as ftp:
+            return [entry.name for entry in await ftp.list()]
+
+    with caplog.at_level(logging.DEBUG, logger="ketch.client"):
+        assert "here.txt" in run(scenario())
+    fixups = [r.getMessage() for r in caplog.records if "--trust-pasv-address" in r.getMessage()]
+    assert fixups and f"PASV advertises {SHARED_ADDRESS_SPACE}" in fixups[0]
     assert "connecting to 127.0.0.1:" in fixups[0]
 
 

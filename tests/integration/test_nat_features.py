@@ -12,6 +12,7 @@ import ftplib
 import logging
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from ketch.protocol.addresses import parse_pasv_reply
 from ketch.server.lifecycle import Reloader
 from ketch.server.masquerade import MasqueradePolicy
 
-from conftest import RunningServer
+from conftest import PASSWORD, USER, RunningServer
 from ftp_helpers import connect, reply_to, wait_for
 
 
@@ -222,6 +223,44 @@ def test_active_mode_naming_another_private_address_says_behind_nat(
     assert server.counters["active_refused"] == 1
     assert natinfo(ftp)["last-active-command"] == line
     assert reply_to(ftp, "LIST").startswith("425 ")  # nothing was prepared
+
+
+def test_active_mode_naming_a_shared_address_space_address_says_behind_nat(
+    server: RunningServer,
+) -> None:
+    # 100.64.0.0/10 (RFC 6598): a client behind carrier-grade NAT names it. Python
+    # 3.11's ipaddress does not call it private, but it is no more reachable.
+    reply = reply_to(connect(server), "PORT 100,64,1,2,200,10")
+    assert reply.startswith("501 ") and "names 100.64.1.2" in reply
+    assert "behind NAT" in reply and "passive" in reply
+
+
+@pytest.mark.parametrize(
+    ("line", "host"),
+    [("PORT 0,0,0,0,200,10", "0.0.0.0"), ("EPRT |1|0.0.0.0|51210|", "0.0.0.0")],
+)
+def test_active_mode_naming_the_unspecified_address_says_so(
+    server: RunningServer, line: str, host: str
+) -> None:
+    reply = reply_to(connect(server), line)
+    assert reply.startswith("501 ") and f"names {host}, the unspecified address" in reply
+    assert "behind NAT" not in reply
+    assert "send your own address (127.0.0.1)" in reply and "passive mode" in reply
+
+
+def test_eprt_naming_the_unspecified_ipv6_address_says_so(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    try:
+        server = make_server(listen_address="::1")
+    except OSError as error:
+        pytest.skip(f"cannot listen on ::1 here: {error}")
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect("::1", server.port)
+    ftp.login(USER, PASSWORD)
+    reply = reply_to(ftp, "EPRT |2|::|51210|")
+    assert reply.startswith("501 ") and "names ::, the unspecified address" in reply
+    assert "behind NAT" not in reply and "send your own address (::1)" in reply
 
 
 def test_active_mode_naming_a_public_address_is_a_plain_bounce_refusal(

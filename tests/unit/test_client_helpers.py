@@ -35,6 +35,7 @@ def test_passwords_never_reach_the_transcript(line: str, shown: str) -> None:
         "0.0.0.0",
         "169.254.1.1",
         "198.18.0.5",
+        "100.64.1.1",
         "fd00::1",
         "::1",
         "fe80::1",

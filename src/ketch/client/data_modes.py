@@ -99,14 +99,9 @@ def is_unroutable(host: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_unspecified
-        or address.is_reserved
-        or address.is_multicast
-    )
+    # Not is_private: it misses 100.64.0.0/10 (RFC 6598, carrier-grade NAT) on
+    # Python 3.11; not is_global takes it in, as ketch doctor's rule does.
+    return not address.is_global or address.is_reserved or address.is_multicast
 
 
 class _PassiveUnreachable(DataConnectionFailed):

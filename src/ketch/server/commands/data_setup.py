@@ -134,18 +134,7 @@ def _active_refusal(session: Session, verb: str, target: HostPort) -> tuple[int,
     """
     target_ip = plain_ip(target.host)
     if target_ip != session.peer_ip and not session.config.allow_foreign_addresses:
-        if _is_private(target_ip):
-            # Shared contract C4: the client names the address it has behind a NAT,
-            # and the server sees the NAT's. The real cause deserves the message.
-            return 501, (
-                f"{verb} names {target.host}, but your connection comes from "
-                f"{session.peer_ip}: you appear to be behind NAT, so the server cannot "
-                "connect to you. Use passive mode (PASV/EPSV)"
-            )
-        return 501, (
-            f"Refusing to connect to {target.host}: active mode may only connect back to your "
-            f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
-        )
+        return 501, _why_not_there(session, verb, target.host)
     if target.port < 1024:
         return 504, (
             f"Refusing to connect to port {target.port}: ports below 1024 are privileged "
@@ -154,13 +143,34 @@ def _active_refusal(session: Session, verb: str, target: HostPort) -> tuple[int,
     return None
 
 
-def _is_private(ip: str) -> bool:
-    """A private (RFC 1918-like) address other than loopback; 198.18.0.0/15 counts."""
+def _why_not_there(session: Session, verb: str, host: str) -> str:
+    """The refusal text for an active-mode address other than the client's own."""
+    address = _address_or_none(host)
+    if address is not None and address.is_unspecified:
+        return (
+            f"{verb} names {host}, the unspecified address, which is no host to connect to: "
+            f"send your own address ({session.peer_ip}), or use passive mode (PASV/EPSV)"
+        )
+    # Not is_private: it misses 100.64.0.0/10 (RFC 6598, carrier-grade NAT) on Python 3.11.
+    if address is not None and not address.is_global and not address.is_loopback:
+        # Shared contract C4: the client names the address it has behind a NAT,
+        # and the server sees the NAT's. The real cause deserves the message.
+        return (
+            f"{verb} names {host}, but your connection comes from "
+            f"{session.peer_ip}: you appear to be behind NAT, so the server cannot "
+            "connect to you. Use passive mode (PASV/EPSV)"
+        )
+    return (
+        f"Refusing to connect to {host}: active mode may only connect back to your "
+        f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
+    )
+
+
+def _address_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(ip)
+        return ipaddress.ip_address(plain_ip(host))
     except ValueError:
-        return False
-    return address.is_private and not address.is_loopback
+        return None
 
 
 # -- passive ----------------------------------------------------------------
