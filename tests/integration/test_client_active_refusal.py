@@ -251,3 +251,44 @@ def test_a_226_that_comes_before_the_connection_is_accepted_still_delivers_the_d
     with serving(serve, listener):
         run(scenario())
     assert (tmp_path / "file.bin").read_bytes() == payload
+
+
+def test_when_both_modes_are_blocked_the_hint_blames_the_firewalls(tmp_path: Path) -> None:
+    # Auto mode: nothing accepts the passive connection, and the server's connection
+    # back is refused too. Both failures are network ones, and the hint says so.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    closed = socket.socket()  # bound, never listening: connecting to it is refused
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+
+    def serve() -> None:
+        control, _ = listener.accept()
+        control.settimeout(20)
+        with control:
+            control.sendall(b"220 scripted\r\n")
+            replies = {
+                "USER": b"331 password\r\n",
+                "PASS": b"230 in\r\n",
+                "EPSV": f"229 passive (|||{closed_port}|)\r\n".encode(),
+                "RETR": b"425 could not connect to 127.0.0.1 (Connection refused)\r\n",
+                "SIZE": b"502 no SIZE here\r\n",
+                "QUIT": b"221 bye\r\n",
+            }
+            for line in command_lines(control):
+                verb = line.partition(" ")[0]
+                control.sendall(replies.get(verb, b"200 ok\r\n"))
+                if verb == "QUIT":
+                    return
+
+    async def scenario() -> None:
+        port = listener.getsockname()[1]
+        async with Client("127.0.0.1", port, user="u", password="p", timeout=10) as ftp:
+            with pytest.raises(DataConnectionFailed) as failed:
+                await ftp.download("file.bin", tmp_path / "file.bin")
+            hint = failed.value.hint
+            assert hint.count("firewall") == 2, failed.value
+            assert "try again later" not in hint and "active_source_port" not in hint, hint
+
+    with closed, serving(serve, listener):
+        run(scenario())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ftplib
 import io
 import logging
 import socket
@@ -156,6 +157,49 @@ def test_auto_mode_uses_passive_and_remembers_it(
     assert run(scenario()) == ["EPSV", "EPSV"]
     # The memory a mirror's sessions share now knows passive works with this server.
     assert memory.get((server.host, server.port)) == "passive"
+
+
+def test_when_both_modes_fail_the_hint_follows_each_failures_cause(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    # Passive fails because the one passive port is taken (a passing state), active
+    # because the server cannot bind its source port (a setting): no firewall is to blame.
+    with socket.create_server(("127.0.0.1", 0)) as taken_source_port:
+        source_port = taken_source_port.getsockname()[1]
+        server = make_server(passive_ports="21500-21500", active_source_port=source_port)
+        holder = ftplib.FTP(timeout=10)
+        holder.connect(server.host, server.port)
+        holder.login(USER, PASSWORD)
+        assert holder.sendcmd("PASV").startswith("227 ")  # holds the only passive port
+
+        async def scenario(mode: str) -> None:
+            async with Client(
+                server.host,
+                server.port,
+                user=USER,
+                password=PASSWORD,
+                mode=mode,  # type: ignore[arg-type]
+            ) as ftp:
+                await ftp.list()
+
+        try:
+            with pytest.raises(DataConnectionFailed) as failed:
+                run(scenario("auto"))
+            with pytest.raises(DataConnectionFailed) as active_failed:
+                run(scenario("active"))
+        finally:
+            holder.close()
+    error = failed.value
+    assert "passive ports (21500-21500) are busy" in error.what, error
+    assert f"cannot use source port {source_port}" in error.what, error
+    assert "firewall" not in error.hint, error
+    assert "try again later, or ask its admin to widen passive_ports" in error.hint, error
+    assert "its admin should change active_source_port" in error.hint, error
+    # Active mode alone says the same, and that passive mode is the way round it.
+    assert active_failed.value.hint == (
+        "the server cannot use its active source port: its admin should change "
+        "active_source_port; or use passive mode (--passive)"
+    )
 
 
 def test_active_mode_accepts_only_the_servers_connection(

@@ -168,11 +168,12 @@ class DataConnector:
         try:
             return await self._open_active(command_line)
         except DataConnectionFailed as active_error:
+            # Each mode failed for a reason of its own (a busy server, a firewall, a
+            # setting): the hint gives the remedy each attempt reported.
             raise DataConnectionFailed(
                 f"no data connection to {self._control.host}: {passive_error.what}; "
                 f"then {active_error.what}",
-                "a firewall blocks both directions; ask the server's admin to open its "
-                "passive port range (and set masquerade_address if it is behind NAT)",
+                f"{passive_error.remedy}; {active_error.remedy}",
                 mode=active_error.mode,
                 address=active_error.address,
             ) from None
@@ -222,10 +223,20 @@ class DataConnector:
 
     def _refused_passive(self, verb: str, reply: Reply) -> DataConnectionFailed:
         error = reply_error(verb, reply)
+        if reply.code >= 500:
+            remedy = "the server does not allow passive mode: ask its admin to allow EPSV or PASV"
+        elif reply.code == 421:
+            remedy = error.hint
+        else:  # 425 "all passive ports are busy" and the like: a passing state
+            remedy = (
+                "the server has no passive port free just now: try again later, "
+                "or ask its admin to widen passive_ports"
+            )
         return _PassiveUnreachable(
             f"the server refused passive mode: {error.what}",
             "try --active",
             mode=verb,
+            remedy=remedy,
         )
 
     def _fix_up(self, advertised: HostPort) -> HostPort:
@@ -258,13 +269,14 @@ class DataConnector:
                 await asyncio.get_running_loop().sock_connect(sock, (target.host, target.port))
         except TimeoutError:
             sock.close()
-            reason, hint = self._why_passive_timed_out(target, timeout)
+            reason, remedy = self._why_passive_timed_out(target, timeout)
             raise _PassiveUnreachable(
                 f"passive data connection to {address} timed out: {reason}",
-                hint,
+                f"try --active, or {remedy}",
                 mode=via,
                 address=address,
                 cause="timeout",
+                remedy=remedy,
             ) from None
         except OSError as error:
             sock.close()
@@ -275,19 +287,21 @@ class DataConnector:
                 mode=via,
                 address=address,
                 cause=_cause_of(error),
+                remedy=_passive_connect_remedy(error),
             ) from None
         return sock
 
     def _why_passive_timed_out(self, target: HostPort, timeout: float) -> tuple[str, str]:
+        """Why the connection timed out, and the remedy."""
         differs = plain_ip(target.host) != plain_ip(self._control.peer_ip)
         if differs and is_unroutable(target.host):
             return (
                 "the server advertises a private address",
-                "try --active, or the server's admin should set masquerade_address",
+                "the server's admin should set masquerade_address",
             )
         return (
             f"nothing answered within {timeout:g} s, so a firewall or NAT drops it",
-            "try --active, or the server's admin should open its passive port range",
+            "the server's admin should open its passive port range",
         )
 
     # -- active ----------------------------------------------------------------
@@ -329,6 +343,7 @@ class DataConnector:
             f"no free local port for active mode in {shown}",
             "widen --active-ports or use passive mode",
             mode="EPRT",
+            remedy="widen --active-ports",
         )
 
     async def _request_active(self, advertised: HostPort) -> str:
@@ -354,7 +369,10 @@ class DataConnector:
         if reply.code in (500, 501) and is_unroutable(self._settings.active_address or ""):
             hint = "the server may refuse private addresses; use passive mode (--passive)"
         return DataConnectionFailed(
-            f"the server refused active mode: {error.what}", hint, mode=verb
+            f"the server refused active mode: {error.what}",
+            hint,
+            mode=verb,
+            remedy=_active_refusal_remedy(reply, error.hint),
         )
 
     async def _await_connect_back(
@@ -404,6 +422,7 @@ class DataConnector:
                     mode=via,
                     address=f"{advertised.host}:{advertised.port}",
                     cause="timeout",
+                    remedy=_INBOUND_BLOCKED,
                 ) from None
             if preliminary is not None and not answer.done():
                 # The read begun after the 150 must be over before anyone reads replies
@@ -446,13 +465,24 @@ class DataConnector:
         self, advertised: HostPort, verb: str, via: str, reply: Reply
     ) -> FtpError:
         if reply.code == 425:
+            if "source port" in reply.text.lower():
+                # ketch's words when it cannot bind its active_source_port: a server
+                # setting, not a firewall here.
+                remedy = _SOURCE_PORT_UNUSABLE
+                hint = f"{remedy}; or use passive mode (--passive)"
+            else:
+                remedy = _INBOUND_BLOCKED
+                hint = (
+                    "a NAT or firewall in front of this client blocks inbound connections; "
+                    "use passive mode (--passive)"
+                )
             return DataConnectionFailed(
                 f"active mode: the server could not connect back to "
                 f"{advertised.host}:{advertised.port} ({reply.code} {reply.text.strip()})",
-                "a NAT or firewall in front of this client blocks inbound connections; "
-                "use passive mode (--passive)",
+                hint,
                 mode=via,
                 address=f"{advertised.host}:{advertised.port}",
+                remedy=remedy,
             )
         return reply_error(verb, reply)
 
@@ -464,6 +494,8 @@ class DataConnector:
             "the server connects from another address (behind a proxy or a load balancer, "
             "or with several addresses): use passive mode (--passive)",
             mode=via,
+            remedy="the server connects back from another address than its own (behind a "
+            "proxy or a load balancer), so active mode cannot work with it",
         )
 
     async def _accept_from_server(
@@ -502,6 +534,40 @@ class DataConnector:
 
 def _preliminary(reply: Reply) -> bool:
     return 100 <= reply.code < 200
+
+
+# Remedies for active mode (DataConnectionFailed.remedy): what makes that mode work.
+_INBOUND_BLOCKED = (
+    "a NAT or firewall in front of this client blocks the server's connections back: pick "
+    "--active-ports and open them there (behind NAT, forward them to this host)"
+)
+_SOURCE_PORT_UNUSABLE = (
+    "the server cannot use its active source port: its admin should change active_source_port"
+)
+
+
+def _passive_connect_remedy(error: OSError) -> str:
+    """What makes a passive connection work that failed with ``error``."""
+    if error.errno == errno.ECONNREFUSED:
+        return (
+            "nothing accepts connections on the server's passive port: its admin should check "
+            "its passive port range, its firewall and port forwarding, and masquerade_address"
+        )
+    if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "the server's admin should check masquerade_address (the advertised address)"
+    return "the server's admin should check its passive port range and masquerade_address"
+
+
+def _active_refusal_remedy(reply: Reply, generic: str) -> str:
+    """What makes active mode work when the server refused EPRT/PORT with ``reply``."""
+    if reply.code in (500, 502):
+        return "the server does not offer active mode"
+    if reply.code == 421:
+        return generic
+    return (
+        "the server will not connect to the address this client gives: behind NAT, give "
+        "--active-address (the public address) and forward --active-ports to this host"
+    )
 
 
 def _cause_of(error: OSError) -> str:

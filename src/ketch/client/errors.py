@@ -104,6 +104,8 @@ class DataConnectionFailed(FtpError):
     or PORT); ``address`` is ``host:port`` of the far end when known.
     ``cause`` says how the TCP connection itself failed, when it did:
     "timeout", "refused" or "unreachable" (``ketch doctor`` classifies by it).
+    ``remedy`` is what would make this mode work, without ``hint``'s "use the
+    other mode": when both modes fail, the message gives each mode's remedy.
     """
 
     def __init__(
@@ -114,11 +116,13 @@ class DataConnectionFailed(FtpError):
         mode: str,
         address: str = "",
         cause: str = "",
+        remedy: str = "",
         advises_resume: bool = False,
     ) -> None:
         self.mode = mode
         self.address = address
         self.cause = cause
+        self.remedy = remedy or hint
         self.advises_resume = advises_resume
         super().__init__(what, hint)
 
