@@ -288,7 +288,9 @@ def test_vsftpd_advertising_a_private_address_and_refusing_epsv(
     assert "Plain PASV fails (private-address)" in verdict
     assert "The server refuses EPSV" in verdict
     server_fixes = " ".join(report["fixes"]["server"])
-    assert 'masquerade_address = "127.0.0.1"' in server_fixes
+    # Not masquerade_address = "127.0.0.1": every client would be told that loopback address.
+    assert 'masquerade_address = "127.0.0.1"' not in server_fixes
+    assert '[masquerade_map] "127.0.0.0/24" = "127.0.0.1"' in server_fixes
     assert "Allow EPSV" in server_fixes
     assert any("--trust-pasv-address" in fix for fix in report["fixes"]["client"])
 

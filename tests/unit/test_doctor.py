@@ -75,7 +75,12 @@ def natinfo(seen: str = CLIENT, ports: tuple[int, int] | None = (50000, 50999)) 
     return ServerFacts(client_address=seen, server_address=f"{SERVER}:21", passive_ports=ports)
 
 
-def observe(*attempts: Attempt, facts: ServerFacts | None = None) -> Diagnosis:
+def observe(
+    *attempts: Attempt,
+    facts: ServerFacts | None = None,
+    server: str = SERVER,
+    client: str = CLIENT,
+) -> Diagnosis:
     given = {attempt.mode: attempt for attempt in attempts}
     defaults: dict[ModeName, Attempt] = {
         "EPSV": EPSV_OK,
@@ -86,11 +91,11 @@ def observe(*attempts: Attempt, facts: ServerFacts | None = None) -> Diagnosis:
     }
     return diagnose(
         Observations(
-            url=f"ftp://{SERVER}:21/",
-            host=SERVER,
-            server_ip=SERVER,
+            url=f"ftp://{server}:21/",
+            host=server,
+            server_ip=server,
             server_port=21,
-            client_address=CLIENT,
+            client_address=client,
             natinfo=facts,
             attempts=tuple(given.get(mode, defaults[mode]) for mode in MODES),
         )
@@ -320,6 +325,107 @@ def test_a_rewritten_or_private_masquerade_keeps_its_own_advice() -> None:
     diagnosis = observe(masqueraded("10.0.0.9"), facts=unreachable)
     assert any(f'masquerade_address = "{SERVER}"' in fix for fix in diagnosis.server_fixes)
     assert not any("suits clients outside the NAT" in fix for fix in diagnosis.server_fixes)
+    # It is the configured value that is wrong, and the fix says to correct it.
+    assert any(
+        "10.0.0.9, the masquerade address set for this client" in fix
+        for fix in diagnosis.server_fixes
+    )
+
+
+def facts_at(server: str, seen: str, masquerade: str | None) -> ServerFacts:
+    """NATINFO of a server at ``server`` that sees its client at ``seen``."""
+    return ServerFacts(
+        client_address=seen,
+        server_address=f"{server}:21",
+        passive_ports=(50000, 50999),
+        masquerade_address=masquerade,
+    )
+
+
+def test_a_map_entry_giving_loopback_clients_a_bad_address_is_named() -> None:
+    # [masquerade_map] "127.0.0.0/8" = "198.51.100.7": the local client is told an address
+    # it cannot reach. masquerade_address = "127.0.0.1" would tell every client that.
+    facts = facts_at("127.0.0.1", "127.0.0.1", "198.51.100.7")
+    diagnosis = observe(
+        masqueraded("198.51.100.7"), facts=facts, server="127.0.0.1", client="127.0.0.1"
+    )
+    assert problems(diagnosis)["PASV"] == "private-address"
+    assert not any("masquerade_address =" in fix for fix in diagnosis.server_fixes)
+    (fix,) = [fix for fix in diagnosis.server_fixes if "198.51.100.7" in fix]
+    assert "[masquerade_map] entry whose network holds 127.0.0.1" in fix
+    assert "remove that entry" in fix
+
+
+def test_a_server_on_a_private_address_is_not_given_it_as_masquerade_address() -> None:
+    # A LAN server with a wrong masquerade_address: correct that value, and for this
+    # client's network map the LAN address; never masquerade_address = a LAN address.
+    server, client = "192.168.1.10", "192.168.1.20"
+    entry = f'[masquerade_map] "192.168.1.0/24" = "{server}"'
+    configured = facts_at(server, client, "10.9.9.9")
+    diagnosis = observe(masqueraded("10.9.9.9"), facts=configured, server=server, client=client)
+    assert not any("masquerade_address =" in fix for fix in diagnosis.server_fixes)
+    (fix,) = [fix for fix in diagnosis.server_fixes if "10.9.9.9" in fix]
+    assert "the masquerade address set for this client" in fix and "correct it" in fix
+    assert entry in fix
+    # Nothing configured (a container's own address goes out): the same map entry.
+    unset = facts_at(server, client, None)
+    diagnosis = observe(masqueraded("172.17.0.2"), facts=unset, server=server, client=client)
+    assert not any("masquerade_address =" in fix for fix in diagnosis.server_fixes)
+    assert any(entry in fix for fix in diagnosis.server_fixes)
+
+
+PUBLIC_SERVER, STALE_PUBLIC, PUBLIC_CLIENT = "81.2.69.142", "81.2.69.160", "2.125.160.216"
+
+
+def test_a_stale_public_masquerade_address_is_blamed_not_a_firewall() -> None:
+    # EPSV and PASV to the server's own address reach the passive ports; PASV to the
+    # public address the server advertises times out: that address is out of date.
+    facts = facts_at(PUBLIC_SERVER, PUBLIC_CLIENT, STALE_PUBLIC)
+    diagnosis = observe(
+        masqueraded(STALE_PUBLIC), facts=facts, server=PUBLIC_SERVER, client=PUBLIC_CLIENT
+    )
+    assert problems(diagnosis)["PASV"] == "timeout" and diagnosis.modes["PASV-fixup"].works
+    assert not any("firewall" in fix for fix in diagnosis.server_fixes)
+    (fix,) = [fix for fix in diagnosis.server_fixes if STALE_PUBLIC in fix]
+    assert f"{STALE_PUBLIC} is an out-of-date masquerade address" in fix
+    assert f'masquerade_address = "{PUBLIC_SERVER}"' in fix
+    # ketch's client replaces only private PASV addresses, never a public one.
+    assert "Plain PASV fails (timeout)" in diagnosis.verdict
+    assert "as ketch" not in diagnosis.verdict and "as curl does" in diagnosis.verdict
+
+
+def test_when_only_a_public_pasv_address_fixed_up_works_ketch_is_not_said_to_do_it() -> None:
+    facts = facts_at(PUBLIC_SERVER, PUBLIC_CLIENT, STALE_PUBLIC)
+    epsv_denied = Attempt(
+        "EPSV", sent="EPSV", reply="500 Unknown command.", failure="the server refused"
+    )
+    timed_out = [
+        Attempt(
+            verb,
+            sent=f"{verb} ...",
+            reply=f"200 {verb} accepted.",
+            failure="active mode: the server did not connect back within 5 s",
+            cause="timeout",
+        )
+        for verb in ("EPRT", "PORT")
+    ]
+    diagnosis = observe(
+        masqueraded(STALE_PUBLIC),
+        epsv_denied,
+        *timed_out,
+        facts=facts,
+        server=PUBLIC_SERVER,
+        client=PUBLIC_CLIENT,
+    )
+    assert diagnosis.verdict.startswith("Passive mode works (PASV-fixup)")
+    assert "(the default)" not in diagnosis.verdict and "--no-epsv" not in diagnosis.verdict
+    assert "ketch's client cannot use passive mode here" in diagnosis.verdict
+    assert not any("ketch's default" in fix for fix in diagnosis.client_fixes)
+    assert any(
+        "--ftp-skip-pasv-ip" in fix and "ketch's client replaces only private" in fix
+        for fix in diagnosis.client_fixes
+    )
+    assert any("out-of-date masquerade address" in fix for fix in diagnosis.server_fixes)
 
 
 def test_a_pasv_reply_rewritten_on_the_way_is_reported() -> None:

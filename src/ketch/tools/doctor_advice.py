@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ketch.client.data_modes import is_unroutable
 from ketch.client.errors import ConnectFailed, FtpError, LoginFailed
+from ketch.protocol.addresses import plain_ip
 from ketch.tools.doctor_facts import (
     ACTIVE_MODES,
     MODES,
@@ -86,6 +88,32 @@ class _Facts:
     @property
     def server_ip(self) -> str:
         return self.observations.server_ip or self.observations.host
+
+    @property
+    def pasv_advertised(self) -> str | None:
+        """The address the PASV probes' 227 named."""
+        for name in ("PASV", "PASV-fixup"):
+            attempt = self.attempt(name)
+            if attempt is not None and attempt.advertised is not None:
+                return attempt.advertised.host
+        return None
+
+    @property
+    def fixed_up_by_ketch(self) -> bool:
+        """Whether ketch's client connects where the PASV-fixup probe did: it replaces
+        only an unroutable PASV address (as FileZilla does), never a public one."""
+        advertised = self.pasv_advertised
+        if advertised is None or plain_ip(advertised) == plain_ip(self.server_ip):
+            return True
+        return is_unroutable(advertised)
+
+    def passive_for_ketch(self) -> list[ModeName]:
+        """The passive modes that work and that ketch's client can use."""
+        return [
+            name
+            for name in self.works(PASSIVE_MODES)
+            if name != "PASV-fixup" or self.fixed_up_by_ketch
+        ]
 
     @property
     def passive_range(self) -> str:
@@ -170,6 +198,13 @@ class _Facts:
         """Which passive options work: ketch's default tries EPSV, then PASV (to the server's
         own address) only when EPSV is refused outright."""
         passive = self.works(PASSIVE_MODES)
+        if passive == ["PASV-fixup"] and not self.fixed_up_by_ketch:
+            return (
+                "But ketch's client cannot use passive mode here: it replaces only private "
+                f"PASV addresses, and {self.pasv_advertised} is public. curl connects to the "
+                "server's own address by default (lftp: set ftp:ignore-pasv-address yes); "
+                "or wait until the server's admin corrects the address PASV advertises."
+            )
         epsv_refused = "EPSV" in self.modes and self.modes["EPSV"].problem == "refused-by-server"
         if "EPSV" in passive or ("PASV-fixup" in passive and epsv_refused):
             return "Use passive mode (the default)."
@@ -277,6 +312,7 @@ class _Facts:
             or advertised is None
             or advertised.host != facts.masquerade_address
             or advertised.host == self.server_ip
+            or is_global(self.server_ip)  # reached across the internet: _stale_masquerade_fix
             or not is_global(advertised.host)
             or is_global(facts.client_address or "")
             or self.modes["PASV"].problem not in ("timeout", "refused", "unreachable")
@@ -292,6 +328,108 @@ class _Facts:
             "the entry if one names it already): a map entry wins over masquerade_address "
             "and tls_masquerade_address for the clients it names."
         )
+
+    def _stale_masquerade_fix(self) -> str | None:
+        """When PASV names a public address other than the public one the client reached
+        the server at, and the passive ports answer there: the advertised one is stale."""
+        advertised = self.pasv_advertised
+        pasv = self.modes.get("PASV")
+        if (
+            advertised is None
+            or pasv is None
+            or pasv.problem not in ("timeout", "refused", "unreachable")
+            or "PASV-fixup" not in self.works(PASSIVE_MODES)
+            or plain_ip(advertised) == plain_ip(self.server_ip)
+            or not is_global(advertised)
+            or not is_global(self.server_ip)
+        ):
+            return None
+        through = " and ".join(
+            name if name == "EPSV" else f"PASV to {self.server_ip}"
+            for name in self.works(("EPSV", "PASV-fixup"))
+        )
+        reached = (
+            f"this client reaches the server at {self.server_ip}, and its passive ports are "
+            f"open there ({through} got through)"
+        )
+        fix = f'Set masquerade_address = "{self.server_ip}"'
+        facts = self.observations.natinfo
+        if facts is None:
+            return (
+                f"PASV advertises {advertised}, but {reached}: {advertised} is probably an "
+                f"out-of-date masquerade address. {fix} (or what this server calls it)."
+            )
+        if facts.masquerade_address is None:
+            return (
+                f"PASV advertises {advertised}, the server's own address, but {reached}. {fix} "
+                "so PASV advertises that address."
+            )
+        return (
+            f"PASV advertises {advertised}, but {reached}: {advertised} is an out-of-date "
+            f"masquerade address. {fix} (or correct the [masquerade_map] entry for "
+            f"{_client_network(facts.client_address)} if one names {advertised}); a host "
+            "name there, with masquerade_refresh, follows a changing public address."
+        )
+
+    def _advertised_address_fix(self) -> str:
+        """What makes PASV advertise an address this client reaches (it names a private one).
+
+        masquerade_address is told to every client outside the map: never a private or
+        loopback address this client happens to reach the server at.
+        """
+        facts = self.observations.natinfo
+        if facts is not None and facts.masquerade_address == self.pasv_advertised:
+            return self._configured_address_fix()
+        if _site_local(self.server_ip):
+            advertised = self.pasv_advertised or "an address"
+            return f"PASV advertises {advertised}, which this client cannot reach. {self._map_it()}"
+        return (
+            f'Set masquerade_address = "{self.server_ip}" (the address clients reach the '
+            "server at) so PASV advertises it; for clients on other networks use "
+            "[masquerade_map]."
+        )
+
+    def _configured_address_fix(self) -> str:
+        """When the address PASV names is the masquerade address configured for this client."""
+        advertised = self.pasv_advertised
+        seen = self._seen_client()
+        configured = (
+            f"PASV advertises {advertised}, the masquerade address set for this client, and "
+            "this client cannot reach it"
+        )
+        if _is_loopback(seen):
+            # ketch tells loopback clients the local address unless a map entry names them.
+            return (
+                f"{configured}. A loopback client gets one only from a [masquerade_map] entry "
+                f"whose network holds {seen}: remove that entry (loopback clients are then "
+                "told the local address) or correct it."
+            )
+        if _site_local(self.server_ip):
+            return (
+                f"{configured}: correct it where it is set (masquerade_address, or the "
+                f"[masquerade_map] entry for this client's network). {self._map_it()}"
+            )
+        return (
+            f'{configured}: correct it where it is set: masquerade_address = "{self.server_ip}" '
+            "(the address clients reach the server at), or the [masquerade_map] entry for "
+            f"this client's network if one names {advertised}."
+        )
+
+    def _map_it(self) -> str:
+        """Advice for a server reached at a private or loopback address: a map entry."""
+        entry = f'[masquerade_map] "{_client_network(self._seen_client())}" = "{self.server_ip}"'
+        kind = "a loopback" if _is_loopback(self.server_ip) else "a private"
+        return (
+            f"This client reaches the server at {self.server_ip}, {kind} address, so give "
+            f"its network {entry}; masquerade_address is what clients on the internet are "
+            "told, and must be the server's public address."
+        )
+
+    def _seen_client(self) -> str:
+        """This client's address as the server sees it (NATINFO), else as it is here."""
+        facts = self.observations.natinfo
+        seen = facts.client_address if facts is not None else None
+        return seen or self.observations.client_address or ""
 
     def _replies_of(self, names: tuple[ModeName, ...], problem: Problem) -> list[str]:
         """What the server answered in the failed modes that had ``problem``, once each:
@@ -311,10 +449,15 @@ class _Facts:
         notes = []
         if "PASV-fixup" in self.works(PASSIVE_MODES) and "PASV" in self.failed(PASSIVE_MODES):
             problem = self.modes["PASV"].problem
+            who = (
+                "as ketch, curl and FileZilla do by default"
+                if self.fixed_up_by_ketch
+                else "as curl does by default (ketch's client and FileZilla replace only "
+                f"private addresses, and {self.pasv_advertised} is public)"
+            )
             notes.append(
                 f"Plain PASV fails ({problem}); it works only when the client connects to the "
-                "server's own address instead of the one in the 227 reply, as ketch, curl and "
-                "FileZilla do by default."
+                f"server's own address instead of the one in the 227 reply, {who}."
             )
         if (
             "EPSV" in self.failed(PASSIVE_MODES)
@@ -332,7 +475,7 @@ class _Facts:
     def client_fixes(self) -> list[str]:
         passive, active = self.works(PASSIVE_MODES), self.works(ACTIVE_MODES)
         fixes: list[str] = []
-        if passive and self.failed(ACTIVE_MODES):
+        if self.passive_for_ketch() and self.failed(ACTIVE_MODES):
             fixes.append(
                 "Use passive mode: ketch's default (--passive forces it); in other clients turn "
                 "passive mode on (lftp: set ftp:passive-mode on; curl uses it by default)."
@@ -342,11 +485,7 @@ class _Facts:
             and "PASV" in self.failed(PASSIVE_MODES)
             and "EPSV" not in passive
         ):
-            fixes.append(
-                "Keep connecting to the server's own address when PASV names another: ketch's "
-                "default (do not pass --trust-pasv-address); curl: --ftp-skip-pasv-ip; lftp: "
-                "set ftp:ignore-pasv-address yes."
-            )
+            fixes.append(self._connect_to_server_fix())
         if "EPSV" in passive and {"PASV", "PASV-fixup"} <= set(self.failed(PASSIVE_MODES)):
             fixes.append(
                 "Use EPSV: ketch's default (--epsv pins it); clients that only send PASV will fail."
@@ -356,7 +495,7 @@ class _Facts:
                 "Send PASV and connect where its reply says: --no-epsv --trust-pasv-address "
                 "(curl: --disable-epsv --no-ftp-skip-pasv-ip; lftp: set ftp:prefer-epsv no)."
             )
-        if active and not passive:
+        if active and not self.passive_for_ketch():
             fixes.append("Use active mode: --active (curl: -P -; lftp: set ftp:passive-mode off).")
         if self.failed(ACTIVE_MODES):
             problems = self.problems(ACTIVE_MODES)
@@ -380,21 +519,33 @@ class _Facts:
             )
         return fixes
 
+    def _connect_to_server_fix(self) -> str:
+        """How clients connect to the server's own address instead of the PASV one."""
+        if self.fixed_up_by_ketch:
+            return (
+                "Keep connecting to the server's own address when PASV names another: ketch's "
+                "default (do not pass --trust-pasv-address); curl: --ftp-skip-pasv-ip; lftp: "
+                "set ftp:ignore-pasv-address yes."
+            )
+        return (
+            f"Connect to the server's own address instead of {self.pasv_advertised}, which "
+            "PASV names: curl does by default (--ftp-skip-pasv-ip); lftp: set "
+            "ftp:ignore-pasv-address yes. ketch's client replaces only private PASV "
+            "addresses, so it cannot do this with a public one."
+        )
+
     def server_fixes(self) -> list[str]:
         fixes: list[str] = []
         problems = self.problems(PASSIVE_MODES)
-        if (address_fix := self._pasv_address_fix()) is not None:
+        address_fix = self._pasv_address_fix() or self._stale_masquerade_fix()
+        if address_fix is not None:
             # The passive ports are reachable (PASV-fixup got through): no firewall advice.
             fixes.append(address_fix)
             problems = self.problems(("EPSV",))
         if "private-address" in problems or (
             "rewritten" in problems and not self.works(PASSIVE_MODES)
         ):
-            fixes.append(
-                f'Set masquerade_address = "{self.server_ip}" (the address clients reach the '
-                "server at) so PASV advertises it; for clients on other networks use "
-                "[masquerade_map]."
-            )
+            fixes.append(self._advertised_address_fix())
         if "rewritten" in problems:
             fixes.append(
                 "A device in front of the server rewrites passive replies (FTP ALG or conntrack "
@@ -434,6 +585,31 @@ class _Facts:
                 "`ketch firewall --format nftables` shows the output rules."
             )
         return fixes
+
+
+# Addresses only one host or site reaches, so masquerade_address (told to every client
+# outside the map) must not be one. 198.18.0.0/15 and the documentation ranges are not:
+# labs and examples use them for public addresses.
+_SITE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def _site_local(address: str) -> bool:
+    """Loopback, link-local, RFC 1918, RFC 6598 (carrier-grade NAT) or unique-local."""
+    try:
+        ip = ipaddress.ip_address(plain_ip(address))
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_link_local or any(ip in net for net in _SITE_NETWORKS)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(plain_ip(address)).is_loopback
+    except ValueError:
+        return False
 
 
 def _client_network(address: str | None) -> str:
