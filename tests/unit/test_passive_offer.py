@@ -59,6 +59,37 @@ def test_a_workers_exhausted_slice_is_named_as_its_share_of_the_range() -> None:
     )
 
 
+NO_DESCRIPTOR_LEFT = """
+import os, resource
+from ketch.config_models import PortRange
+from ketch.server.passive_ports import PassiveListenerFailed, PassivePortPool
+
+pool = PassivePortPool(PortRange(31630, 31639))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+fillers = []
+while True:
+    try:
+        fillers.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        break
+try:
+    pool.open_listener("127.0.0.1")
+except PassiveListenerFailed as error:
+    print(error)
+"""
+
+
+def test_a_listener_the_system_cannot_make_is_its_own_error_not_a_crash() -> None:
+    # Out of descriptors: PASV answers 425 with this text instead of a 451 and a traceback.
+    result = subprocess.run(
+        [sys.executable, "-c", NO_DESCRIPTOR_LEFT], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.startswith(
+        "the server could not open a listening socket (Too many open files); try again"
+    ), result.stdout + result.stderr
+
+
 ACCEPT_FAILS = """
 import asyncio, errno, os, resource, socket, sys
 from ketch.config_models import PortRange

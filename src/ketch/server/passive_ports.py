@@ -12,12 +12,13 @@ transfers; ``ketch serve`` prints that figure at start-up.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import socket
 
 from ketch.config import PortRange
 
-__all__ = ["PassivePortPool", "PassivePortsExhausted"]
+__all__ = ["PassiveListenerFailed", "PassivePortPool", "PassivePortsExhausted"]
 
 
 class PassivePortsExhausted(Exception):
@@ -30,6 +31,17 @@ class PassivePortsExhausted(Exception):
             "try again shortly, or ask the admin to widen passive_ports"
         )
         self.ports = ports
+
+
+class PassiveListenerFailed(Exception):
+    """A listener could not be made for a reason other than a busy port (out of
+    descriptors, say): the whole server's trouble, not this client's."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(
+            f"the server could not open a listening socket ({os.strerror(error.errno or 0)}); "
+            "try again shortly, and tell the server's admin if it lasts"
+        )
 
 
 class PassivePortPool:
@@ -59,7 +71,10 @@ class PassivePortPool:
             self._cursor = self.ports.low if port >= self.ports.high else port + 1
             if port in self._reserved:
                 continue
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as error:  # out of descriptors or memory: every port alike
+                raise PassiveListenerFailed(error) from error
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((bind_ip, port))
@@ -69,7 +84,7 @@ class PassivePortPool:
                 sock.close()
                 if error.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
-                raise
+                raise PassiveListenerFailed(error) from error
             self._reserved.add(port)
             return sock
         raise PassivePortsExhausted(self.ports, self.configured)

@@ -21,7 +21,7 @@ from ketch.protocol.addresses import (
 from ketch.server import port20_helper
 from ketch.server.command_table import Argument, command
 from ketch.server.data_offers import ActiveOffer, PassiveOffer
-from ketch.server.passive_ports import PassivePortsExhausted
+from ketch.server.passive_ports import PassiveListenerFailed, PassivePortsExhausted
 from ketch.server.session import Session
 
 log = logging.getLogger("ketch.server")
@@ -251,6 +251,10 @@ async def _open_passive(session: Session, verb: str, *, advertised: str) -> Pass
     except PassivePortsExhausted as error:
         counters["passive_exhausted"] += 1
         log.warning("passive port range exhausted: %s (client=%s)", error, session.peer_ip)
+        await _passive_reply(session, 425, f"Cannot open passive connection: {error}.")
+        return None
+    except PassiveListenerFailed as error:
+        log.warning("%s failed: %s (client=%s)", verb, error.__cause__, session.peer_ip)
         await _passive_reply(session, 425, f"Cannot open passive connection: {error}.")
         return None
     session.data_offer = offer
