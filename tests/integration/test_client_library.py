@@ -306,6 +306,27 @@ def test_a_resumable_upload_cut_off_before_the_remote_file_existed_resumes(
     assert sha256_file(target.disk / "fresh.bin") == sha256_bytes(data)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_upload_given_up_midway_leaves_the_session_usable(target: Target, mode: str) -> None:
+    # ABOR then NOOP bring the replies back in step; pure-ftpd answers an ABOR during an
+    # upload with 426 and 451, no 2xx: waiting for one closed the session after a timeout.
+    def stop_after_one_mib(done: int, total: int | None) -> None:
+        if done >= MIB:
+            raise Interrupted
+
+    async def scenario() -> int:
+        async with target.client(mode) as ftp:
+            with pytest.raises(Interrupted):
+                await ftp.upload(
+                    io.BytesIO(os.urandom(8 * MIB)), target.remote("given-up.bin"),
+                    progress=stop_after_one_mib,
+                )  # fmt: skip
+            await ftp.upload(io.BytesIO(b"next"), target.remote("next.txt"))
+            return await ftp.size(target.remote("next.txt"))
+
+    assert run(scenario()) == 4
+
+
 def test_resuming_an_empty_file_still_creates_it(target: Target, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")

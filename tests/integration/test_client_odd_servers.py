@@ -8,6 +8,7 @@ carry on, never crash or hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
 import threading
@@ -38,6 +39,7 @@ def serve_once(listener: socket.socket, transfer: Handler) -> None:
             "TYPE": b"200 ok\r\n",
             "FEAT": b"211-Features:\r\n MLST type*;size*;modify*;\r\n EPSV\r\n211 End\r\n",
             "QUIT": b"221 bye\r\n",
+            "NOOP": b"200 ok\r\n",
         }
         for line in command_lines(control):
             verb = line.partition(" ")[0].upper()
@@ -114,6 +116,41 @@ def test_a_server_dying_mid_download_says_the_local_file_is_incomplete(tmp_path:
     assert f"{local} is incomplete (1000 bytes)" in message, message
     assert "-c" in message
     assert local.read_bytes() == b"x" * 1000
+
+
+def test_an_abor_answered_426_and_451_leaves_the_session_in_step() -> None:
+    # pure-ftpd's answer to ABOR in mid-transfer has no 2xx: waiting for one ran out the
+    # timeout and closed the session.
+    retrievals = []
+
+    def aborted_once(_: str, control: socket.socket, data_listener: socket.socket) -> bytes:
+        retrievals.append(1)
+        if len(retrievals) > 1:
+            return send_data(b"second")(_, control, data_listener)
+        data, _ = data_listener.accept()
+        with data, contextlib.suppress(OSError):  # the client stops reading, then closes
+            control.sendall(b"150 here\r\n")
+            data.sendall(bytes(8 << 20))
+        seen = b""
+        while b"ABOR" not in seen and (more := control.recv(64)):
+            seen += more
+        return b"426 Transfer aborted\r\n451-Transfer aborted\r\n451 0.003 seconds\r\n"
+
+    class GivenUp(Exception):
+        pass
+
+    def give_up(done: int, total: int | None) -> None:
+        if done >= 1 << 20:
+            raise GivenUp
+
+    async def work(ftp: Client) -> bytes:
+        with pytest.raises(GivenUp):
+            await ftp.download("big.bin", io.BytesIO(), progress=give_up)
+        second = io.BytesIO()
+        await ftp.download("small.bin", second)  # on the same connection, in step
+        return second.getvalue()
+
+    assert with_server(aborted_once, work) == b"second"
 
 
 def sends_then(final: bytes | None) -> Handler:

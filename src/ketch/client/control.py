@@ -263,9 +263,10 @@ class ControlConnection:
         """Bring the conversation back in step after a transfer was abandoned.
 
         ABOR stops whatever the server still does for it, and replies are read
-        up to its 2xx. Only then is NOOP sent and replies read up to NOOP's 200,
-        so a late 426 or 425 cannot answer the next command. NOOP must not go
-        out with ABOR: pure-ftpd reads both while aborting and drops the NOOP.
+        up to its 2xx, or up to the second final reply. Only then is NOOP sent
+        and replies read up to NOOP's 200, so a late 426 or 425 cannot answer
+        the next command. NOOP must not go out with ABOR: pure-ftpd reads both
+        while aborting and drops the NOOP.
         If that fails the connection is closed: a session that is out of step
         would pair replies with the wrong commands.
         """
@@ -273,9 +274,14 @@ class ControlConnection:
         try:
             async with asyncio.timeout(limit):
                 await self.send("ABOR")
-                # 426/451 end the transfer; a 2xx (or a 5xx refusal) ends ABOR.
-                while (await self.read_reply(limit)).code // 100 not in (2, 5):
-                    pass
+                # 426/451 end the transfer; a 2xx (or a 5xx refusal) ends ABOR. Two final
+                # replies end both whatever their codes: pure-ftpd answers 426 and 451.
+                finals = 0
+                while finals < 2:
+                    code = (await self.read_reply(limit)).code
+                    if code // 100 in (2, 5):
+                        break
+                    finals += code >= 200
                 await self.send("NOOP")
                 while (await self.read_reply(limit)).code != 200:
                     pass
