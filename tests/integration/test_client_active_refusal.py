@@ -146,35 +146,47 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
     assert not (tmp_path / "file.bin").exists()
 
 
+def serve_active_retrieval(
+    listener: socket.socket, retrieve: Callable[[socket.socket, tuple[str, int]], None]
+) -> None:
+    """One scripted session: RETR after EPRT goes to ``retrieve`` with the address the
+    client named; SIZE is not offered, anything else gets its plain success reply."""
+    control, _ = listener.accept()
+    control.settimeout(20)
+    target: tuple[str, int] | None = None
+    replies = {"USER": b"331 p\r\n", "PASS": b"230 in\r\n", "SIZE": b"502 no SIZE here\r\n"}
+    with control:
+        control.sendall(b"220 scripted\r\n")
+        for line in command_lines(control):
+            verb, _, argument = line.partition(" ")
+            if verb == "EPRT":
+                _, _, host, port, _ = argument.split("|")
+                target = (host, int(port))
+            if verb == "RETR" and target is not None:
+                retrieve(control, target)
+            elif verb == "QUIT":
+                control.sendall(b"221 bye\r\n")
+                return
+            else:
+                control.sendall(replies.get(verb, b"200 ok\r\n"))
+
+
 def test_a_server_that_says_150_before_connecting_back_still_delivers(tmp_path: Path) -> None:
     # The client reads on after the 150 (a 425 may follow); once the connection comes,
     # that read must be over before the final reply is read, or the two reads collide.
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
 
+    def retrieve(control: socket.socket, target: tuple[str, int]) -> None:
+        control.sendall(b"150 connecting to you\r\n")
+        time.sleep(0.3)  # the client is reading the control connection now
+        with socket.create_connection(target, timeout=10) as data:
+            data.sendall(b"the file\n")
+        time.sleep(0.5)  # the client has its connection, and reads replies again
+        control.sendall(b"226 done\r\n")
+
     def serve() -> None:
-        control, _ = listener.accept()
-        control.settimeout(20)
-        target: tuple[str, int] | None = None
-        with control:
-            control.sendall(b"220 scripted\r\n")
-            for line in command_lines(control):
-                verb, _, argument = line.partition(" ")
-                if verb == "EPRT":
-                    _, _, host, port, _ = argument.split("|")
-                    target = (host, int(port))
-                if verb == "RETR" and target is not None:
-                    control.sendall(b"150 connecting to you\r\n")
-                    time.sleep(0.3)  # the client is reading the control connection now
-                    with socket.create_connection(target, timeout=10) as data:
-                        data.sendall(b"the file\n")
-                    time.sleep(0.5)  # the client has its connection, and reads replies again
-                    control.sendall(b"226 done\r\n")
-                    continue
-                replies = {"USER": b"331 p\r\n", "PASS": b"230 in\r\n", "QUIT": b"221 bye\r\n"}
-                control.sendall(replies.get(verb, b"200 ok\r\n"))
-                if verb == "QUIT":
-                    return
+        serve_active_retrieval(listener, retrieve)
 
     async def scenario() -> bytes:
         async with active_client(listener) as ftp:
@@ -210,36 +222,18 @@ def test_a_226_that_comes_before_the_connection_is_accepted_still_delivers_the_d
         stopped.set()
         resume.wait(10)
 
+    def retrieve(control: socket.socket, target: tuple[str, int]) -> None:
+        control.sendall(b"150 connecting to you\r\n")
+        time.sleep(0.3)  # the client has the 150 and watches for a 425 now
+        client_loop[0].call_soon_threadsafe(stop_client)
+        assert stopped.wait(10)
+        with socket.create_connection(target, timeout=10) as data:
+            data.sendall(payload)
+        control.sendall(b"226 done\r\n")
+        resume.set()
+
     def serve() -> None:
-        control, _ = listener.accept()
-        control.settimeout(20)
-        target: tuple[str, int] | None = None
-        with control:
-            control.sendall(b"220 scripted\r\n")
-            for line in command_lines(control):
-                verb, _, argument = line.partition(" ")
-                if verb == "EPRT":
-                    _, _, host, port, _ = argument.split("|")
-                    target = (host, int(port))
-                if verb == "RETR" and target is not None:
-                    control.sendall(b"150 connecting to you\r\n")
-                    time.sleep(0.3)  # the client has the 150 and watches for a 425 now
-                    client_loop[0].call_soon_threadsafe(stop_client)
-                    assert stopped.wait(10)
-                    with socket.create_connection(target, timeout=10) as data:
-                        data.sendall(payload)
-                    control.sendall(b"226 done\r\n")
-                    resume.set()
-                    continue
-                replies = {
-                    "USER": b"331 p\r\n",
-                    "PASS": b"230 in\r\n",
-                    "SIZE": b"502 no SIZE here\r\n",
-                    "QUIT": b"221 bye\r\n",
-                }
-                control.sendall(replies.get(verb, b"200 ok\r\n"))
-                if verb == "QUIT":
-                    return
+        serve_active_retrieval(listener, retrieve)
 
     async def scenario() -> None:
         client_loop.append(asyncio.get_running_loop())
