@@ -59,25 +59,35 @@ def test_a_workers_exhausted_slice_is_named_as_its_share_of_the_range() -> None:
     )
 
 
-NO_DESCRIPTOR_LEFT = """
+# For the scripts below, run in a process of their own: no descriptor left below ``limit``.
+USE_EVERY_DESCRIPTOR = """
 import os, resource
+
+def use_every_descriptor(limit):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    fillers = []
+    while True:
+        try:
+            fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            return fillers
+"""
+
+NO_DESCRIPTOR_LEFT = (
+    USE_EVERY_DESCRIPTOR
+    + """
 from ketch.config_models import PortRange
 from ketch.server.passive_ports import PassiveListenerFailed, PassivePortPool
 
 pool = PassivePortPool(PortRange(31630, 31639))
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-fillers = []
-while True:
-    try:
-        fillers.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError:
-        break
+use_every_descriptor(64)
 try:
     pool.open_listener("127.0.0.1")
 except PassiveListenerFailed as error:
     print(error)
 """
+)
 
 
 def test_a_listener_the_system_cannot_make_is_its_own_error_not_a_crash() -> None:
@@ -90,7 +100,9 @@ def test_a_listener_the_system_cannot_make_is_its_own_error_not_a_crash() -> Non
     ), result.stdout + result.stderr
 
 
-ACCEPT_FAILS = """
+ACCEPT_FAILS = (
+    USE_EVERY_DESCRIPTOR
+    + """
 import asyncio, errno, os, resource, socket, sys
 from ketch.config_models import PortRange
 from ketch.server.data_offers import PassiveOffer
@@ -107,13 +119,7 @@ async def main():
     client.connect_ex(("127.0.0.1", offer.port))
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
-    fillers = []  # the free numbers below the limit, so that accept finds none
-    while True:
-        try:
-            fillers.append(os.open("/dev/null", os.O_RDONLY))
-        except OSError:
-            break
+    fillers = use_every_descriptor(highest + 1)  # so that accept finds none
     try:
         async with asyncio.timeout(5):
             await offer.connect()
@@ -129,6 +135,7 @@ async def main():
 with asyncio.Runner(loop_factory=loop_factory(sys.argv[1])) as runner:
     runner.run(main())
 """
+)
 
 
 @pytest.mark.parametrize("loop_name", LOOPS)
