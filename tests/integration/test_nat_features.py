@@ -248,6 +248,14 @@ def test_active_mode_naming_the_unspecified_address_says_so(
     assert "send your own address (127.0.0.1)" in reply and "passive mode" in reply
 
 
+def test_the_unspecified_address_is_refused_even_where_foreign_addresses_are_allowed(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    # On Linux a connect to 0.0.0.0 reaches the server's own host: a bounce to itself.
+    reply = reply_to(connect(make_server(allow_foreign_addresses=True)), "PORT 0,0,0,0,200,10")
+    assert reply.startswith("501 ") and "the unspecified address" in reply, reply
+
+
 def test_eprt_naming_the_unspecified_ipv6_address_says_so(
     make_server: Callable[..., RunningServer],
 ) -> None:

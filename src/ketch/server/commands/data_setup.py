@@ -133,7 +133,9 @@ def _active_refusal(session: Session, verb: str, target: HostPort) -> tuple[int,
     suggests; 501 for an address (clients read it as "use passive mode").
     """
     target_ip = plain_ip(target.host)
-    if target_ip != session.peer_ip and not session.config.allow_foreign_addresses:
+    foreign = target_ip != session.peer_ip
+    # The unspecified address is never allowed: Linux connects it to the server's own host.
+    if foreign and (not session.config.allow_foreign_addresses or _is_unspecified(target_ip)):
         return 501, _why_not_there(session, verb, target.host)
     if target.port < 1024:
         return 504, (
@@ -146,7 +148,7 @@ def _active_refusal(session: Session, verb: str, target: HostPort) -> tuple[int,
 def _why_not_there(session: Session, verb: str, host: str) -> str:
     """The refusal text for an active-mode address other than the client's own."""
     address = _address_or_none(host)
-    if address is not None and address.is_unspecified:
+    if _is_unspecified(host):
         return (
             f"{verb} names {host}, the unspecified address, which is no host to connect to: "
             f"send your own address ({session.peer_ip}), or use passive mode (PASV/EPSV)"
@@ -164,6 +166,11 @@ def _why_not_there(session: Session, verb: str, host: str) -> str:
         f"Refusing to connect to {host}: active mode may only connect back to your "
         f"own address ({session.peer_ip}); use passive mode (PASV/EPSV)"
     )
+
+
+def _is_unspecified(host: str) -> bool:
+    address = _address_or_none(host)
+    return address is not None and address.is_unspecified
 
 
 def _address_or_none(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
