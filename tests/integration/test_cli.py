@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import ftplib
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import argon2
 import pytest
+import trustme
 from serve_process import KETCH_SERVE, STARTUP_TIMEOUT, STOP_TIMEOUT, free_port, ketch_serve
 
 KETCH = [sys.executable, "-m", "ketch"]
@@ -62,6 +64,26 @@ def test_config_check_prints_the_warnings_serve_would_log(tmp_path: Path) -> Non
     assert "includes the control port 2121" in result.stderr
     assert result.stderr.count(": warning: ") == 3
     assert result.stdout.strip() == f"{config}: ok, with 3 warning(s)"
+
+
+def test_config_check_warns_about_an_expired_certificate(tmp_path: Path) -> None:
+    issued = trustme.CA().issue_cert(
+        "127.0.0.1",
+        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2020, 1, 3, tzinfo=datetime.UTC),
+    )
+    certificate, key = tmp_path / "old.crt", tmp_path / "old.key"
+    issued.cert_chain_pems[0].write_to_path(str(certificate))
+    issued.private_key_pem.write_to_path(str(key))
+    config = tmp_path / "ketch.toml"
+    config.write_text(
+        f'root = "{tmp_path}"\ntls_certificate = "{certificate}"\ntls_key = "{key}"\n'
+    )
+    result = run("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"warning: TLS certificate {certificate} has expired" in result.stderr
+    assert "ketch cert" in result.stderr
+    assert result.stdout.strip() == f"{config}: ok, with 1 warning(s)"
 
 
 def test_config_check_refuses_passive_ports_run_as_could_not_bind(tmp_path: Path) -> None:

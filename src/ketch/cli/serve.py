@@ -515,7 +515,25 @@ def config_check(path: Path) -> None:
     report = setup_report(
         checked, host=checked.resolved_listen_address(), port=checked.port, slices=slices
     )
-    for warning in report.warnings:
+    warnings = [*report.warnings]
+    if (dates := _certificate_dates_warning(checked)) is not None:
+        warnings.append(dates)
+    for warning in warnings:
         click.echo(f"{path}: warning: {warning}", err=True)
-    count = len(report.warnings)
+    count = len(warnings)
     click.echo(f"{path}: ok" + (f", with {count} warning(s)" if count else ""))
+
+
+def _certificate_dates_warning(config: ServerConfig) -> str | None:
+    """What serve would warn about the certificate's dates (expired, not yet valid, soon)."""
+    from ketch.tools.certificates import describe_certificate, validity_warning
+
+    if config.tls_certificate is None:
+        return None
+    try:
+        files = describe_certificate(
+            config.tls_certificate, config.tls_key or config.tls_certificate
+        )
+    except (OSError, ValueError):  # unreadable: the configuration check has said so
+        return None
+    return validity_warning(files)
