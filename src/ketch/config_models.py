@@ -45,6 +45,7 @@ __all__ = [
     "PortRange",
     "ServerConfig",
     "UserConfig",
+    "user_name_problem",
 ]
 
 
@@ -96,6 +97,19 @@ def _map_network(text: str, key: str) -> ipaddress.IPv4Network:
             "(EPSV carries no address); use IPv4 networks",
         )
     return network
+
+
+def user_name_problem(name: str) -> str | None:
+    """What is wrong with an account's name (the text after the key), or None."""
+    if not name:
+        return "is empty; " + RULES["users.name"]
+    if any(char.isspace() or not char.isprintable() for char in name):
+        return "contains spaces or control characters; " + RULES["users.name"]
+    if name.lower() in ANONYMOUS_NAMES:
+        return (
+            "is reserved for anonymous login (configured under [anonymous]); pick another user name"
+        )
+    return None
 
 
 def _map_address(address: str, key: str) -> str:
@@ -158,15 +172,8 @@ class UserConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not name:
-            raise ValueError("is empty; " + RULES["users.name"])
-        if any(char.isspace() or not char.isprintable() for char in name):
-            raise ValueError("contains spaces or control characters; " + RULES["users.name"])
-        if name.lower() in ANONYMOUS_NAMES:
-            raise ValueError(
-                "is reserved for anonymous login (configured under [anonymous]); "
-                "pick another user name"
-            )
+        if problem := user_name_problem(name):
+            raise ValueError(problem)
         return name
 
     @field_validator("password_hash")

@@ -130,6 +130,19 @@ def test_an_unknown_event_loop_in_the_environment_is_named_as_its_source(
     assert "Traceback" not in result.stderr
 
 
+def test_a_user_flag_with_a_name_no_account_may_have_names_the_flag() -> None:
+    serve = ["serve", "--port", "0", "--listen", "127.0.0.1", "--user"]
+    result = run(*serve, "ftp:x")
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "Error: command line: --user 'ftp': is reserved for anonymous login "
+        "(configured under [anonymous]); pick another user name"
+    )
+    result = run(*serve, "bad name:x")
+    assert "--user 'bad name': contains spaces" in result.stderr, result.stderr
+    assert "users[0]" not in result.stderr
+
+
 def test_a_user_flag_clashing_with_a_configured_user_names_the_flag_and_the_file(
     tmp_path: Path,
 ) -> None:

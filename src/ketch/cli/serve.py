@@ -243,12 +243,15 @@ def _apply_quick_accounts(
 
 
 def _check_quick_names(names: list[str], config: ServerConfig, config_file: Path | None) -> None:
-    """ConfigError naming --user and the file when a --user name is taken: validated
-    later, it would be blamed on an entry users[N] the person never wrote."""
+    """ConfigError naming --user (and the file) when a --user name is no valid name or is
+    taken: validated later, it would be blamed on an entry users[N] the person never wrote."""
     from ketch.config import ConfigError
+    from ketch.config_models import user_name_problem
 
     configured = {user.name: index for index, user in enumerate(config.users)}
     for position, name in enumerate(names):
+        if problem := user_name_problem(name):
+            raise ConfigError(f"command line: --user {name!r}: {problem}")
         if name in configured:
             raise ConfigError(
                 f"command line: --user {name}: {config_file} already has a user {name!r} "
