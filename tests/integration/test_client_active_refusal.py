@@ -107,6 +107,24 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
     assert seen.get("eof") is True, "the client kept the server's data connection open"
 
 
+def serve_canned_replies(
+    listener: socket.socket, replies: dict[str, bytes], otherwise: bytes
+) -> None:
+    """One scripted session: anyone logs in, each verb gets its reply from ``replies``
+    (``otherwise`` for the rest), until QUIT."""
+    control, _ = listener.accept()
+    control.settimeout(20)
+    replies = {"USER": b"331 password\r\n", "PASS": b"230 in\r\n", **replies}
+    with control:
+        control.sendall(b"220 scripted\r\n")
+        for line in command_lines(control):
+            verb = line.partition(" ")[0]
+            if verb == "QUIT":
+                control.sendall(b"221 bye\r\n")
+                return
+            control.sendall(replies.get(verb, otherwise))
+
+
 def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Path) -> None:
     # Some servers reply 150 before they connect back, and 425 when they cannot: the
     # client must take that 425, not wait out its data-connection timeout.
@@ -114,24 +132,13 @@ def test_a_425_after_a_150_ends_the_wait_for_the_connection_at_once(tmp_path: Pa
     listener.settimeout(10)
 
     def serve() -> None:
-        control, _ = listener.accept()
-        control.settimeout(20)
-        with control:
-            control.sendall(b"220 scripted\r\n")
-            replies = {
-                "USER": b"331 password\r\n",
-                "PASS": b"230 in\r\n",
-                "TYPE": b"200 ok\r\n",
-                "EPRT": b"200 ok\r\n",
-                "RETR": b"150 connecting\r\n425 cannot open the data connection\r\n",
-                "NOOP": b"200 still here\r\n",
-                "QUIT": b"221 bye\r\n",
-            }
-            for line in command_lines(control):
-                verb = line.partition(" ")[0]
-                control.sendall(replies.get(verb, b"502 not here\r\n"))
-                if verb == "QUIT":
-                    return
+        replies = {
+            "TYPE": b"200 ok\r\n",
+            "EPRT": b"200 ok\r\n",
+            "RETR": b"150 connecting\r\n425 cannot open the data connection\r\n",
+            "NOOP": b"200 still here\r\n",
+        }
+        serve_canned_replies(listener, replies, otherwise=b"502 not here\r\n")
 
     async def scenario() -> None:
         async with active_client(listener, data_connect_timeout=30) as ftp:
@@ -257,23 +264,12 @@ def test_when_both_modes_are_blocked_the_hint_blames_the_firewalls(tmp_path: Pat
     closed_port = closed.getsockname()[1]
 
     def serve() -> None:
-        control, _ = listener.accept()
-        control.settimeout(20)
-        with control:
-            control.sendall(b"220 scripted\r\n")
-            replies = {
-                "USER": b"331 password\r\n",
-                "PASS": b"230 in\r\n",
-                "EPSV": f"229 passive (|||{closed_port}|)\r\n".encode(),
-                "RETR": b"425 could not connect to 127.0.0.1 (Connection refused)\r\n",
-                "SIZE": b"502 no SIZE here\r\n",
-                "QUIT": b"221 bye\r\n",
-            }
-            for line in command_lines(control):
-                verb = line.partition(" ")[0]
-                control.sendall(replies.get(verb, b"200 ok\r\n"))
-                if verb == "QUIT":
-                    return
+        replies = {
+            "EPSV": f"229 passive (|||{closed_port}|)\r\n".encode(),
+            "RETR": b"425 could not connect to 127.0.0.1 (Connection refused)\r\n",
+            "SIZE": b"502 no SIZE here\r\n",
+        }
+        serve_canned_replies(listener, replies, otherwise=b"200 ok\r\n")
 
     async def scenario() -> None:
         port = listener.getsockname()[1]
