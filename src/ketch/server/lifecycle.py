@@ -114,26 +114,25 @@ class Lifecycle:
         self.request_stop(signal.Signals(signum).name)
 
     def _on_supervisor_stop(self) -> None:
-        if not self._stop.is_set():
-            self.request_stop("stop signal to the supervisor")
+        self._begin_stop("stop signal to the supervisor")  # a second one is no hurry
 
     def request_stop(self, reason: str) -> None:
         """What a stop signal does: stop gracefully, or at once when already stopping."""
-        if self._finished:
-            return
+        if self._stop.is_set():
+            self.cut_off(f"{reason} received again")
+        else:
+            self._begin_stop(reason)
+
+    def _begin_stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self._reason = reason
             self._stop.set()
-        else:
-            self.cut_off(f"{reason} received again")
 
     def cut_off(self, why: str) -> None:
         """Stop now, cutting off every session and transfer."""
         if self._finished:
             return
-        if not self._stop.is_set():
-            self._reason = why
-            self._stop.set()
+        self._begin_stop(why)
         if not self._hurry.is_set():
             log.warning("shutdown: %s: cutting off every session now", why)
             self._hurry.set()
