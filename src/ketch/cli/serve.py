@@ -529,14 +529,11 @@ def config_check(path: Path) -> None:
 
 def _certificate_dates_warning(config: ServerConfig) -> str | None:
     """What serve would warn about the certificate's dates (expired, not yet valid, soon)."""
-    from ketch.tools.certificates import describe_certificate, validity_warning
+    from ketch.server.tls import read_certificate
+    from ketch.tools.certificates import validity_warning
 
     if config.tls_certificate is None:
         return None
-    try:
-        files = describe_certificate(
-            config.tls_certificate, config.tls_key or config.tls_certificate
-        )
-    except (OSError, ValueError):  # unreadable: the configuration check has said so
-        return None
-    return validity_warning(files)
+    # Unreadable: the configuration check has said so.
+    files = read_certificate(config.tls_certificate, config.tls_key)
+    return validity_warning(files) if files is not None else None

@@ -40,6 +40,7 @@ __all__ = [
     "is_generated",
     "make_server_context",
     "mark_generated",
+    "read_certificate",
     "reload_tls",
     "reuse_refusal",
     "secure_control_stream",
@@ -191,7 +192,7 @@ class ServerTls:
         self.context = make_server_context(certificate, key)
         #: What the certificate served holds (names, fingerprint, dates), read along with
         #: it: at start that is before run_as, for the summary and the date warnings.
-        self.files = _read_certificate(certificate, key)
+        self.files = read_certificate(certificate, key)
         # The pair --tls generated is read this once: reloads reuse it rather than read
         # files that, after run_as, only root may read.
         generated = is_generated(certificate, key)
@@ -235,7 +236,7 @@ class ServerTls:
         # which must resume TLS sessions that only the old context's tickets open.
         self.context = fresh
         self.certificate, self.key = certificate, key
-        self.files = _read_certificate(certificate, key)
+        self.files = read_certificate(certificate, key)
         log.info(
             "reload: TLS certificate %s%s loaded for new connections",
             certificate,
@@ -290,8 +291,11 @@ def reload_tls(current: ServerTls | None, config: ServerConfig) -> ServerTls | N
     return tls
 
 
-def _read_certificate(certificate: Path, key: Path | None) -> CertificateFiles | None:
-    """What the certificate holds, read again right after OpenSSL loaded it."""
+def read_certificate(certificate: Path, key: Path | None) -> CertificateFiles | None:
+    """What the certificate holds (names, fingerprint, dates); None when it cannot be read.
+
+    The server reads it right after OpenSSL loaded it: None then means it changed
+    or went away in between."""
     from ketch.tools.certificates import describe_certificate
 
     try:
