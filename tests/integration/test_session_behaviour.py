@@ -626,6 +626,35 @@ def test_rein_logs_out(server: RunningServer) -> None:
     assert ftp.pwd() == "/"
 
 
+def test_rein_drops_a_prepared_data_connection(server: RunningServer) -> None:
+    (server.home / "a.txt").write_bytes(b"a")
+    ftp = connect(server)
+    assert reply_to(ftp, "PASV").startswith("227")
+    assert reply_to(ftp, "REIN").startswith("220")
+    ftp.login("alice", "s3cret")
+    assert reply_to(ftp, "RETR a.txt").startswith("425")
+
+
+def test_a_new_login_keeps_the_transfer_type_and_the_prepared_connection(
+    server: RunningServer,
+) -> None:
+    # RFC 959 §4.1.1: USER at any time flushes the login; "all transfer parameters are
+    # unchanged". Reset to TYPE A, this download would gain a CR before every LF.
+    payload = os.urandom(4096) + b"\n" * 64
+    (server.home / "bin.dat").write_bytes(payload)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    host, port = ftplib.parse227(reply_to(ftp, "PASV"))
+    ftp.login("alice", "s3cret")
+    with socket.create_connection((host, port), timeout=10) as data:
+        assert reply_to(ftp, "RETR bin.dat").startswith("150")
+        received = b""
+        while chunk := data.recv(65536):
+            received += chunk
+    assert ftp.getmultiline().startswith("226")
+    assert received == payload
+
+
 def test_rnfr_is_cancelled_by_another_command(server: RunningServer) -> None:
     (server.home / "a.txt").write_bytes(b"a")
     ftp = connect(server)

@@ -45,12 +45,15 @@ def test_failed_login_returns_to_awaiting_user() -> None:
     assert state.stage is LoginStage.AWAITING_USER and state.user_name is None
 
 
-def test_user_while_logged_in_starts_a_new_login() -> None:
+def test_user_while_logged_in_starts_a_new_login_and_keeps_the_transfer_type() -> None:
+    # RFC 959 §4.1.1: USER flushes the login, and "all transfer parameters are unchanged".
     state = logged_in()
     state.transfer_type = "I"
+    state.rename_from, state.restart_offset = "/a", 100
     state.begin_login("bob")
     assert state.stage is LoginStage.AWAITING_PASSWORD
-    assert state.user_name == "bob" and state.transfer_type == "A"
+    assert state.user_name == "bob" and state.transfer_type == "I"
+    assert state.rename_from is None and state.restart_offset == 0
 
 
 def test_rnfr_is_dropped_by_any_command_but_rnto() -> None:

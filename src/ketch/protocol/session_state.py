@@ -109,14 +109,18 @@ class SessionState:
     def begin_login(self, name: str) -> None:
         """USER: any earlier login is dropped (RFC 959 allows a new USER at any time).
 
-        EPSV ALL stays: it told the NATs on the path that PORT and PASV will not come
-        again on this connection (RFC 2428 §4), whoever logs in. REIN ends it.
+        So is what named the old user's files: a pending RNFR or REST. Transfer
+        parameters stay, as RFC 959 §4.1.1 says ("All transfer parameters are
+        unchanged"): a client that sent TYPE I before logging in again still gets
+        its binary bytes. EPSV ALL stays too: it told the NATs on the path that
+        PORT and PASV will not come again on this connection (RFC 2428 §4),
+        whoever logs in. REIN ends both.
         """
-        epsv_all = self.epsv_all
-        self.reset()
-        self.epsv_all = epsv_all
         self.stage = LoginStage.AWAITING_PASSWORD
         self.user_name = name
+        self.rename_from = None
+        self.restart_offset = 0
+        self.transfer_offset = 0
 
     def login_succeeded(self) -> None:
         self.stage = LoginStage.LOGGED_IN

@@ -431,11 +431,12 @@ class Session:
         self.state.login_succeeded()
 
     def log_out(self) -> None:
+        """Forget the account and its files; a prepared PASV/PORT stays (a transfer
+        parameter: see SessionState.begin_login), for REIN and AUTH to drop."""
         self.release_user_slot()
         self.account = None
         self.fs = None
         self.cwd = "/"
-        self.replace_offer(None)
 
     def release_user_slot(self) -> None:
         """Stop counting this session against its account's max_sessions."""

@@ -131,6 +131,7 @@ async def account(session: Session, _: str) -> None:
 )
 async def reinitialize(session: Session, _: str) -> None:
     session.log_out()
+    session.replace_offer(None)  # RFC 959: REIN resets every parameter, PASV/PORT too
     session.state.reset()
     session.extensions = ExtensionState()  # OPTS MLST/HASH, RANG and HOST start over too
     await session.reply(220, "Session reset: log in again with USER and PASS.")

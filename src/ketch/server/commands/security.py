@@ -41,6 +41,7 @@ async def authenticate(session: Session, argument: str) -> None:
         return
     # RFC 4217 §4: a login made before AUTH does not carry over; USER must follow.
     session.log_out()
+    session.replace_offer(None)
     session.state.reset()
     # Nor do choices made in the clear, where anyone on the path could have injected
     # them (a RANG would make a later HASH cover one byte). HOST stays: RFC 7151 §3.1
