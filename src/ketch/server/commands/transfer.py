@@ -336,8 +336,13 @@ async def restart(session: Session, argument: str) -> None:
     # isdigit() alone accepts "²" and other digits that int() reads differently or not at all.
     # Past 20 digits no file is that big (2**64 has 20), and int() refuses past 4300.
     if not (argument.isascii() and argument.isdigit() and len(argument.lstrip("0")) <= 20):
+        # A refused REST replaces an earlier one too (as vsftpd's): the client, told its
+        # offset was bad, must not have the one before it cut the next RETR or STOR.
+        session.state.restart_offset = 0
         await session.reply(
-            501, "REST needs a byte offset: a whole number of 0 or more, at most 20 digits."
+            501,
+            "REST needs a byte offset: a whole number of 0 or more, at most 20 digits; "
+            "no offset is pending now.",
         )
         return
     offset = int(argument)
