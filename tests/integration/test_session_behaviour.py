@@ -514,6 +514,15 @@ def test_a_rest_offset_past_pythons_digit_limit_is_a_501_not_a_traceback(
         ("TYPE A T", "504"),
         ("TYPE L 7", "504"),
         ("TYPE Q", "501"),
+        ("TYPE E N", "504"),
+        ("TYPE A C", "504"),
+        ("TYPE L 16", "504"),
+        # Not RFC 959's syntax (A|E [N|T|C], I, L <byte size>): 501, not "not implemented".
+        ("TYPE L", "501"),
+        ("TYPE L abc", "501"),
+        ("TYPE A X", "501"),
+        ("TYPE A 8", "501"),
+        ("TYPE E Q", "501"),
         ("MODE S", "200"),
         ("MODE B", "504"),
         ("MODE C", "504"),
@@ -575,6 +584,17 @@ def test_mdtm_reports_utc_timestamp(server: RunningServer) -> None:
     os.utime(path, (1_700_000_000, 1_700_000_000))
     ftp = connect(server)
     assert reply_to(ftp, "MDTM dated.txt") == "213 20231114221320"
+
+
+def test_a_refused_rest_leaves_no_earlier_offset_pending(server: RunningServer) -> None:
+    (server.home / "ten.txt").write_bytes(b"0123456789")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    assert reply_to(ftp, "REST 4").startswith("350")
+    assert reply_to(ftp, "REST 0x0").startswith("501")
+    received = bytearray()
+    ftp.retrbinary("RETR ten.txt", received.extend)
+    assert received == b"0123456789"
 
 
 def test_rest_beyond_end_of_file_gets_554(server: RunningServer) -> None:

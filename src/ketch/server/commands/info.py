@@ -115,10 +115,22 @@ async def transfer_type(session: Session, argument: str) -> None:
     elif words in (["I"], ["L", "8"], ["L8"]):
         session.state.transfer_type = "I"
         await session.reply(200, "Type set to I (binary): bytes are sent unchanged.")
-    elif words and words[0] in ("A", "E", "L") and len(words) <= 2:
+    elif _well_formed_type(words):
         await session.reply(504, f"TYPE {argument} is not implemented; use TYPE A or TYPE I.")
     else:
         await session.reply(501, f"Bad TYPE argument {argument!r}; use TYPE A or TYPE I.")
+
+
+def _well_formed_type(words: list[str]) -> bool:
+    """Whether ``words`` follow RFC 959's TYPE syntax: A|E [N|T|C], I, or L <byte size>.
+
+    Only these earn 504 (a valid choice not implemented here); "TYPE L" or "TYPE A X"
+    are syntax errors (501), which a 504 would pass off as a real but missing choice.
+    """
+    if words[:1] in (["A"], ["E"]):
+        return len(words) == 1 or (len(words) == 2 and words[1] in ("N", "T", "C"))
+    size = words[1] if words[:1] == ["L"] and len(words) == 2 else ""
+    return size.isascii() and size.isdigit() and 1 <= int(size) <= 255
 
 
 @command("MODE", argument=Argument.REQUIRED, help="MODE S: stream mode (the only one implemented)")
