@@ -1,15 +1,21 @@
-"""Small helpers for tests: driving the server with Python's ftplib, and running ``ketch``."""
+"""Small helpers for tests: driving the server with Python's ftplib, running ``ketch``,
+and scripted servers that answer the client as no packaged server does on demand."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ftplib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from ketch.client import Client
 
 from conftest import PASSWORD, USER, RunningServer
 
@@ -115,3 +121,97 @@ def command_lines(control: socket.socket) -> Iterator[str]:
             buffered += more
         line, buffered = buffered.split(b"\n", 1)
         yield line.decode("utf-8", "surrogateescape").strip()
+
+
+# -- scripted servers ---------------------------------------------------------------
+
+Handler = Callable[[str, socket.socket, socket.socket], bytes | None]
+"""Answers one RETR/MLSD/LIST/NLST line: (line, control, data listener) -> final reply."""
+
+MLSD_FEATURES = b"211-Features:\r\n MLST type*;size*;modify*;\r\n EPSV\r\n211 End\r\n"
+LIST_ONLY_FEATURES = b"211-Features:\r\n EPSV\r\n211 End\r\n"  # vsftpd's kind: no MLSD
+
+
+def serve_once(
+    listener: socket.socket,
+    transfer: Handler,
+    *,
+    features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
+) -> None:
+    """Log anyone in, offer ``features`` and EPSV; ``transfer`` answers RETR/MLSD/LIST lines,
+    ``other`` any other command (default: 502)."""
+    control, _ = listener.accept()
+    control.settimeout(20)
+    data_listener = socket.create_server(("127.0.0.1", 0))
+    data_listener.settimeout(20)
+    with control, data_listener:
+        control.sendall(b"220 scripted\r\n")
+        replies = {
+            "USER": b"331 password\r\n",
+            "PASS": b"230 in\r\n",
+            "TYPE": b"200 ok\r\n",
+            "FEAT": features,
+            "QUIT": b"221 bye\r\n",
+            "NOOP": b"200 ok\r\n",
+        }
+        for line in command_lines(control):
+            verb = line.partition(" ")[0].upper()
+            if verb in replies:
+                control.sendall(replies[verb])
+                if verb == "QUIT":
+                    return
+            elif verb == "EPSV":
+                port = data_listener.getsockname()[1]
+                control.sendall(f"229 passive (|||{port}|)\r\n".encode())
+            elif verb in ("RETR", "MLSD", "LIST", "NLST"):
+                answer = transfer(line, control, data_listener)
+                if answer is not None:
+                    control.sendall(answer)
+            else:
+                control.sendall(other(line) if other is not None else b"502 not here\r\n")
+
+
+@contextlib.contextmanager
+def scripted_server(
+    transfer: Handler,
+    *,
+    features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
+) -> Iterator[int]:
+    """A ``serve_once`` server for one session on loopback; yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    thread = threading.Thread(
+        target=serve_once,
+        args=(listener, transfer),
+        kwargs={"features": features, "other": other},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def with_server(transfer: Handler, work: Callable[[Client], object]) -> object:
+    with scripted_server(transfer) as port:
+
+        async def main() -> object:
+            async with Client("127.0.0.1", port, user="u", password="p", timeout=10) as ftp:
+                return await work(ftp)  # type: ignore[misc]
+
+        return asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def send_data(payload: bytes) -> Handler:
+    def transfer(_: str, control: socket.socket, data_listener: socket.socket) -> bytes:
+        data, _ = data_listener.accept()
+        with data:
+            control.sendall(b"150 here\r\n")
+            data.sendall(payload)
+        return b"226 done\r\n"
+
+    return transfer

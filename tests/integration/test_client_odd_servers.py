@@ -12,7 +12,6 @@ import contextlib
 import io
 import socket
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,72 +19,7 @@ import pytest
 from ketch.cli.common import exit_code_for
 from ketch.client import Client, ConnectFailed, FtpError, ProtocolError
 
-from ftp_helpers import command_lines
-
-Handler = Callable[[str, socket.socket, socket.socket], bytes | None]
-
-
-def serve_once(listener: socket.socket, transfer: Handler) -> None:
-    """Log anyone in, offer MLST and EPSV; ``transfer`` answers RETR/MLSD/LIST lines."""
-    control, _ = listener.accept()
-    control.settimeout(20)
-    data_listener = socket.create_server(("127.0.0.1", 0))
-    data_listener.settimeout(20)
-    with control, data_listener:
-        control.sendall(b"220 scripted\r\n")
-        replies = {
-            "USER": b"331 password\r\n",
-            "PASS": b"230 in\r\n",
-            "TYPE": b"200 ok\r\n",
-            "FEAT": b"211-Features:\r\n MLST type*;size*;modify*;\r\n EPSV\r\n211 End\r\n",
-            "QUIT": b"221 bye\r\n",
-            "NOOP": b"200 ok\r\n",
-        }
-        for line in command_lines(control):
-            verb = line.partition(" ")[0].upper()
-            if verb in replies:
-                control.sendall(replies[verb])
-                if verb == "QUIT":
-                    return
-            elif verb == "EPSV":
-                port = data_listener.getsockname()[1]
-                control.sendall(f"229 passive (|||{port}|)\r\n".encode())
-            elif verb in ("RETR", "MLSD", "LIST", "NLST"):
-                answer = transfer(line, control, data_listener)
-                if answer is not None:
-                    control.sendall(answer)
-            else:
-                control.sendall(b"502 not here\r\n")
-
-
-def with_server(transfer: Handler, work: Callable[[Client], object]) -> object:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(20)
-    thread = threading.Thread(target=serve_once, args=(listener, transfer), daemon=True)
-    thread.start()
-
-    async def main() -> object:
-        async with Client(
-            "127.0.0.1", listener.getsockname()[1], user="u", password="p", timeout=10
-        ) as ftp:
-            return await work(ftp)  # type: ignore[misc]
-
-    try:
-        return asyncio.run(asyncio.wait_for(main(), 30))
-    finally:
-        listener.close()
-        thread.join(10)
-
-
-def send_data(payload: bytes) -> Handler:
-    def transfer(_: str, control: socket.socket, data_listener: socket.socket) -> bytes:
-        data, _ = data_listener.accept()
-        with data:
-            control.sendall(b"150 here\r\n")
-            data.sendall(payload)
-        return b"226 done\r\n"
-
-    return transfer
+from ftp_helpers import Handler, send_data, with_server
 
 
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:
