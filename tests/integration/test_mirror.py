@@ -391,3 +391,43 @@ def test_mirror_both_ways_with_mlsd_and_mfmt_on_pure_ftpd(
     assert (copy / "d1" / "f4.bin").stat().st_mtime == stamp + 4  # to the second, via MLSD
     counts, stderr = mirror(home, url, str(copy))
     assert counts == {"transferred": 0, "skipped": 12, "failed": 0, "exit": 0}, stderr
+
+
+def test_a_local_symbolic_link_to_a_directory_is_refused_not_written_through(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    # Followed, out/sub -> ../elsewhere put the server's sub/planted in elsewhere/,
+    # outside the target: whoever could place the link chose where files went.
+    tree = server.home / "t"
+    (tree / "sub" / "deeper").mkdir(parents=True)
+    (tree / "sub" / "planted").write_bytes(b"planted")
+    (tree / "sub" / "deeper" / "planted").write_bytes(b"deeper")
+    (tree / "top.txt").write_bytes(b"top")
+    local = tmp_path / "out"
+    local.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (local / "sub").symlink_to("../elsewhere")
+
+    env = {**os.environ, "HOME": str(home)}
+    dry = subprocess.run(
+        [*KETCH, "mirror", "--dry-run", server.url("/t/"), str(local)],
+        capture_output=True,
+        env=env,
+        timeout=TIMEOUT,
+    )
+    assert dry.returncode == 9, dry.stderr
+    assert dry.stdout.decode().splitlines() == ["get top.txt"]
+
+    counts, stderr = mirror(home, server.url("/t/"), str(local))
+    assert counts == {"transferred": 1, "skipped": 0, "failed": 3, "exit": 9}, stderr
+    failures = sorted(line for line in stderr.splitlines() if line.startswith("ketch: "))
+    assert failures[0].startswith("ketch: sub/: "), stderr
+    assert "symbolic link (to ../elsewhere)" in failures[0], stderr
+    assert failures[1:] == [
+        "ketch: sub/deeper/planted: not transferred: the directory sub/ failed",
+        "ketch: sub/planted: not transferred: the directory sub/ failed",
+    ]
+    assert os.listdir(elsewhere) == []
+    assert (local / "sub").is_symlink()
+    assert (local / "top.txt").read_bytes() == b"top"

@@ -229,8 +229,8 @@ async def _download_one(
                     remote_digest=error.remote_digest,
                     local_digest=error.local_digest,
                 ) from None
-        if job.mtime is not None:
-            os.utime(temp, (time.time(), job.mtime.timestamp()))
+        if job.mtime is not None:  # not through a link, were one put in its place meanwhile
+            os.utime(temp, (time.time(), job.mtime.timestamp()), follow_symlinks=False)
         try:
             os.replace(temp, job.local)
         except OSError as error:

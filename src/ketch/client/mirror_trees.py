@@ -148,15 +148,20 @@ def upload_is_current(info: os.stat_result, entry: RemoteEntry | None, *, mfmt: 
 
 
 def parent_blocked(relative: str, blocked: set[str], run: Reporter, *, report: bool = True) -> bool:
-    """Whether a parent of ``relative`` could not be created (then reported as failed)."""
+    """Whether a parent of ``relative`` could not be created (then reported as failed).
+
+    The report names the outermost such parent: the one whose own failure was
+    reported (those under it were skipped without a word).
+    """
+    failed = None
     parent = posixpath.dirname(relative)
     while parent:
         if parent in blocked:
-            if report:
-                run.fail(relative, f"not transferred: the directory {parent}/ is missing")
-            return True
+            failed = parent
         parent = posixpath.dirname(parent)
-    return False
+    if failed is not None and report:
+        run.fail(relative, f"not transferred: the directory {failed}/ failed")
+    return failed is not None
 
 
 # -- the remote side ---------------------------------------------------------------------
@@ -311,16 +316,22 @@ def walk_local(root: Path, run: Reporter) -> LocalTree:
 
 
 def make_local_dir(path: Path, *, parents: bool = False) -> bool:
-    """mkdir; True when created, False when it was there. OSError as LocalFileError."""
-    if path.is_dir():
+    """mkdir; True when created, False when it was there. OSError as LocalFileError.
+
+    A symbolic link at ``path`` is refused, not followed: what the mirror
+    writes under it would land wherever it points, outside the target. Only
+    the target itself (``parents``) may be a link, one the person named.
+    """
+    if _is_local_dir(path, follow=parents):
         return False
     try:
         path.mkdir(parents=parents)
-    except FileExistsError:
-        if path.is_dir():
+    except FileExistsError:  # made meanwhile: the same question again
+        if _is_local_dir(path, follow=parents):
             return False
         raise LocalFileError(
-            f"cannot create the directory {path}: a file is in the way", "move the file away"
+            f"cannot create the directory {path}: something else appeared there",
+            "run the mirror again",
         ) from None
     except OSError as error:
         raise LocalFileError(
@@ -330,20 +341,49 @@ def make_local_dir(path: Path, *, parents: bool = False) -> bool:
     return True
 
 
+def _is_local_dir(path: Path, *, follow: bool) -> bool:
+    """True for a directory, False when nothing is there; LocalFileError for anything else.
+
+    ``follow``: a symbolic link to a directory counts as one (else it is in the way).
+    """
+    try:
+        info = path.stat() if follow else path.lstat()
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        return True
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:  # gone meanwhile: a link was there all the same
+            target = ""
+        raise LocalFileError(
+            f"cannot create the directory {path}: it is a symbolic link{target}, "
+            "and a mirror never writes through one",
+            "replace the link with a directory, or mirror that part into where it points",
+        )
+    raise LocalFileError(
+        f"cannot create the directory {path}: a file is in the way", "move the file away"
+    )
+
+
 def create_local_dirs(dirs: list[str], root: Path, run: Reporter, *, dry_run: bool) -> set[str]:
-    """Create the local directories, parents first; returns those that failed."""
+    """Create the local directories, parents first; returns those that failed.
+
+    A dry run reports what it would create, and what would fail (a file or a
+    symbolic link in the way) as failed.
+    """
     blocked: set[str] = set()
     for relative in dirs:
         if parent_blocked(relative, blocked, run, report=False):
             blocked.add(relative)
             continue
         path = root.joinpath(*relative.split("/"))
-        if dry_run:
-            if not path.is_dir():
-                run.directory(relative)
-            continue
         try:
-            if make_local_dir(path):
+            if dry_run:
+                if not _is_local_dir(path, follow=False):
+                    run.directory(relative)
+            elif make_local_dir(path):
                 run.directory(relative)
         except LocalFileError as error:
             run.fail(relative + "/", str(error))
