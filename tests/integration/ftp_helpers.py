@@ -215,3 +215,24 @@ def send_data(payload: bytes) -> Handler:
         return b"226 done\r\n"
 
     return transfer
+
+
+def send_by_path(payload_for: Callable[[str, str], bytes | None]) -> Handler:
+    """Data for each (verb, path) from ``payload_for``; None: 550, as for a missing path.
+
+    The data connection is taken in either case: the client makes it before
+    it sends the command, and one left waiting would be the next command's.
+    """
+
+    def transfer(line: str, control: socket.socket, data_listener: socket.socket) -> bytes:
+        verb, _, path = line.partition(" ")
+        payload = payload_for(verb.upper(), path)
+        data, _ = data_listener.accept()
+        with data:
+            if payload is None:
+                return b"550 no such file or directory\r\n"
+            control.sendall(b"150 here\r\n")
+            data.sendall(payload)
+        return b"226 done\r\n"
+
+    return transfer

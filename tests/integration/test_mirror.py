@@ -8,6 +8,7 @@ changes, a third run must transfer exactly that file: the skip rule at work.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -23,7 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from ketch.client import Client
+from ketch.client.mirror import MirrorResult, mirror_download
+
 from conftest import USER, RunningServer, alice_with
+from ftp_helpers import MLSD_FEATURES, scripted_server, send_by_path
 from peer_servers import PeerServer
 
 KETCH = [sys.executable, "-m", "ketch"]
@@ -431,3 +436,62 @@ def test_a_local_symbolic_link_to_a_directory_is_refused_not_written_through(
     assert os.listdir(elsewhere) == []
     assert (local / "sub").is_symlink()
     assert (local / "top.txt").read_bytes() == b"top"
+
+
+# -- against scripted servers: listings no packaged server gives on demand -----------
+
+Answers = Callable[[str, str], bytes | None]  # (verb, path) -> data, or None for 550
+
+
+def mirror_scripted(
+    answers: Answers,
+    local: Path,
+    *,
+    remote: str = "",
+    dry_run: bool = False,
+    features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
+) -> MirrorResult:
+    """``mirror_download`` (one session) from a scripted server answering ``answers``."""
+    with scripted_server(send_by_path(answers), features=features, other=other) as port:
+
+        def connect() -> Client:
+            return Client("127.0.0.1", port, user="u", password="p", timeout=10)
+
+        run = mirror_download(connect, remote, local, dry_run=dry_run)
+        return asyncio.run(asyncio.wait_for(run, 30))
+
+
+def mlsd(*lines: str) -> bytes:
+    return "".join(line + "\r\n" for line in lines).encode()
+
+
+FILE_FACTS = "type=file;size=2;modify=20240102030405;"
+
+
+def test_a_name_too_long_for_the_local_disk_fails_alone(tmp_path: Path) -> None:
+    # 270 bytes in UTF-8: more than NAME_MAX. It aborted the whole mirror (exit 8,
+    # nothing transferred), and a file so named was told to remove "a directory?".
+    long_dir, long_file = "日本語" * 30, "f" * 300
+    tree = {
+        "": mlsd(f"type=dir; {long_dir}", f"{FILE_FACTS} {long_file}", f"{FILE_FACTS} ok.txt"),
+        long_dir: mlsd(f"{FILE_FACTS} inside"),
+    }
+
+    def answers(verb: str, path: str) -> bytes | None:
+        return b"ok" if verb == "RETR" else tree.get(path)
+
+    local = tmp_path / "copy"
+    local.mkdir()
+    dry = mirror_scripted(answers, local, dry_run=True)  # it too stopped at the name
+    assert dry.planned == [long_file, "ok.txt"]  # a dry run writes no file to find out
+    assert [line.split(": ")[0] for line in dry.failed] == [f"{long_dir}/", f"{long_dir}/inside"]
+
+    result = mirror_scripted(answers, local)
+    failed = dict(line.split(": ", 1) for line in result.failed)
+    assert sorted(failed) == sorted([f"{long_dir}/", f"{long_dir}/inside", long_file])
+    hint = "File name too long — the name is longer than the local file system allows"
+    assert hint in failed[f"{long_dir}/"] and hint in failed[long_file], failed
+    assert failed[f"{long_dir}/inside"] == f"not transferred: the directory {long_dir}/ failed"
+    assert result.transferred == 1
+    assert os.listdir(local) == ["ok.txt"]

@@ -37,6 +37,7 @@ from ketch.client.mirror_trees import (
     create_remote_dirs,
     download_is_current,
     join,
+    local_error_hint,
     local_time,
     lstat,
     make_local_dir,
@@ -210,7 +211,8 @@ async def _download_one(
         descriptor = os.open(temp, flags, 0o666)
     except OSError as error:
         raise LocalFileError(
-            f"cannot write {job.local}: {error.strerror}", "check the local directory"
+            f"cannot write {job.local}: {error.strerror}",
+            local_error_hint(error, "check the local directory"),
         ) from None
     try:
         with os.fdopen(descriptor, "wb") as file:
@@ -236,7 +238,9 @@ async def _download_one(
         except OSError as error:
             raise LocalFileError(
                 f"cannot write {job.local}: {error.strerror}",
-                "remove what is in the way (a directory?) or check the local directory",
+                "remove the directory in the way"
+                if isinstance(error, IsADirectoryError)
+                else local_error_hint(error, "check the local directory"),
             ) from None
     except BaseException:
         with contextlib.suppress(OSError):

@@ -25,6 +25,7 @@ A file whose size or time the listing does not give is always transferred.
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import posixpath
@@ -46,6 +47,7 @@ __all__ = [
     "create_remote_dirs",
     "download_is_current",
     "join",
+    "local_error_hint",
     "local_time",
     "lstat",
     "make_local_dir",
@@ -336,7 +338,7 @@ def make_local_dir(path: Path, *, parents: bool = False) -> bool:
     except OSError as error:
         raise LocalFileError(
             f"cannot create the directory {path}: {error.strerror}",
-            "check the local path and its permissions",
+            local_error_hint(error, "check the local path and its permissions"),
         ) from None
     return True
 
@@ -350,6 +352,11 @@ def _is_local_dir(path: Path, *, follow: bool) -> bool:
         info = path.stat() if follow else path.lstat()
     except FileNotFoundError:
         return False
+    except OSError as error:  # a name too long for the file system, a directory not searchable
+        raise LocalFileError(
+            f"cannot create the directory {path}: {error.strerror}",
+            local_error_hint(error, "check the local path and its permissions"),
+        ) from None
     if stat.S_ISDIR(info.st_mode):
         return True
     if stat.S_ISLNK(info.st_mode):
@@ -389,6 +396,21 @@ def create_local_dirs(dirs: list[str], root: Path, run: Reporter, *, dry_run: bo
             run.fail(relative + "/", str(error))
             blocked.add(relative)
     return blocked
+
+
+def local_error_hint(error: OSError, otherwise: str) -> str:
+    """Advice for a local file or directory the mirror could not make, fitting the cause."""
+    if error.errno == errno.ENAMETOOLONG:
+        # The name came from the server: nothing local can make it fit.
+        return (
+            "the name is longer than the local file system allows (usually 255 bytes): "
+            "rename it on the server, or fetch it under another name with ketch get"
+        )
+    if isinstance(error, PermissionError):
+        return "check the permissions of the local directory"
+    if error.errno == errno.ENOSPC:
+        return "free some disk space, then run the mirror again"
+    return otherwise
 
 
 def lstat(path: Path) -> os.stat_result | None:
