@@ -495,3 +495,26 @@ def test_a_name_too_long_for_the_local_disk_fails_alone(tmp_path: Path) -> None:
     assert failed[f"{long_dir}/inside"] == f"not transferred: the directory {long_dir}/ failed"
     assert result.transferred == 1
     assert os.listdir(local) == ["ok.txt"]
+
+
+def test_an_unreadable_listing_of_one_directory_fails_that_directory_alone(
+    tmp_path: Path,
+) -> None:
+    # A name with a line break splits an MLSD line in two; the second half is no
+    # MLSD line. That stopped the whole mirror (exit 7) with nothing transferred.
+    tree = {
+        "": mlsd("type=dir; bad", "type=dir; good", f"{FILE_FACTS} top.txt"),
+        "bad": mlsd(f"{FILE_FACTS} line", "break"),
+        "good": mlsd(f"{FILE_FACTS} inside.txt"),
+    }
+
+    def answers(verb: str, path: str) -> bytes | None:
+        return b"ok" if verb == "RETR" else tree.get(path)
+
+    local = tmp_path / "copy"
+    result = mirror_scripted(answers, local)
+    assert len(result.failed) == 1, result.failed
+    assert result.failed[0].startswith("bad/: cannot list it: unreadable MLSD/MLST answer for bad")
+    assert result.transferred == 2
+    assert (local / "good" / "inside.txt").read_bytes() == b"ok"
+    assert (local / "top.txt").read_bytes() == b"ok"

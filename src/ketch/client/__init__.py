@@ -21,6 +21,7 @@ from ketch.client.errors import (
     ReplyError,
     ReplyTimedOut,
     TransientReplyError,
+    UnreadableListing,
     VerifyFailed,
 )
 from ketch.client.sync import SyncClient
@@ -51,5 +52,6 @@ __all__ = [
     "TlsFailed",
     "TransferResult",
     "TransientReplyError",
+    "UnreadableListing",
     "VerifyFailed",
 ]

@@ -30,7 +30,13 @@ from ketch.client.data_modes import (
     ModeMemory,
     PassiveCommand,
 )
-from ketch.client.errors import ConnectFailed, LoginFailed, ProtocolError, reply_error
+from ketch.client.errors import (
+    ConnectFailed,
+    LoginFailed,
+    ProtocolError,
+    UnreadableListing,
+    reply_error,
+)
 from ketch.client.tls import TlsFailed, TlsMode, TlsSettings
 from ketch.client.verify import RemoteHash, remote_hash, verify_file
 from ketch.protocol import Reply
@@ -509,11 +515,15 @@ class Client:
 
 @contextlib.contextmanager
 def _mlsd_errors(path: str) -> Iterator[None]:
-    """A line outside the MLSD format is the server's fault: a ProtocolError, not a crash."""
+    """A line outside the MLSD format is the server's fault: a ProtocolError, not a crash.
+
+    UnreadableListing: the answer came whole, so the session goes on (a mirror
+    fails that directory and lists the next).
+    """
     try:
         yield
     except MlsdSyntaxError as error:
-        raise ProtocolError(
+        raise UnreadableListing(
             f"unreadable MLSD/MLST answer for {path or 'the current directory'}: {error}",
             "the server sent a line outside the MLSD format (a file name with a line "
             "break?); rename that file on the server or ask its admin",

@@ -21,6 +21,7 @@ __all__ = [
     "ProtocolError",
     "ReplyError",
     "TransientReplyError",
+    "UnreadableListing",
     "VerifyFailed",
     "reply_error",
     "unresolvable",
@@ -69,6 +70,10 @@ class ProtocolError(FtpError):
 
 class ReplyTimedOut(ProtocolError):
     """No reply came within the timeout; one may still come, late."""
+
+
+class UnreadableListing(ProtocolError):
+    """A listing came whole but is not in its format; the session goes on in step."""
 
 
 class LocalFileError(FtpError):

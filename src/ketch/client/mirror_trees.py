@@ -36,7 +36,12 @@ from pathlib import Path
 from typing import Protocol
 
 from ketch.client.client import Client
-from ketch.client.errors import LocalFileError, PermanentReplyError, ReplyError
+from ketch.client.errors import (
+    LocalFileError,
+    PermanentReplyError,
+    ReplyError,
+    UnreadableListing,
+)
 from ketch.protocol.remote_listing import Precision, RemoteEntry
 
 __all__ = [
@@ -218,7 +223,8 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
         relative = pending.popleft()
         try:
             entries = await client.list(_listable(join(root, relative)))
-        except ReplyError as error:
+        except (ReplyError, UnreadableListing) as error:
+            # Either way the session is in step: the next directory can be listed.
             if relative:
                 run.fail(relative + "/", f"cannot list it: {error}")
                 continue
