@@ -518,3 +518,27 @@ def test_an_unreadable_listing_of_one_directory_fails_that_directory_alone(
     assert result.transferred == 2
     assert (local / "good" / "inside.txt").read_bytes() == b"ok"
     assert (local / "top.txt").read_bytes() == b"ok"
+
+
+def test_a_listed_name_with_a_line_break_fails_that_name_saying_ftp_cannot_request_it(
+    tmp_path: Path,
+) -> None:
+    # A file so named was told "remove it from the path or password"; a directory
+    # stopped the whole mirror with the same advice.
+    tree = {
+        "": mlsd(f"{FILE_FACTS} bad\rname", "type=dir; cr\rdir", f"{FILE_FACTS} ok.txt"),
+        "cr\rdir": mlsd(f"{FILE_FACTS} inside"),
+    }
+    asked: list[tuple[str, str]] = []
+
+    def answers(verb: str, path: str) -> bytes | None:
+        asked.append((verb, path))
+        return b"ok" if verb == "RETR" else tree.get(path)
+
+    local = tmp_path / "copy"
+    result = mirror_scripted(answers, local)
+    problem = "the server lists a name it cannot be asked for: FTP cannot send a name containing CR"
+    assert sorted(result.failed) == [f"bad\rname: {problem} or LF", f"cr\rdir/: {problem} or LF"]
+    assert result.transferred == 1
+    assert asked == [("MLSD", ""), ("RETR", "ok.txt")]
+    assert os.listdir(local) == ["ok.txt"]

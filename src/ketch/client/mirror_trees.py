@@ -118,6 +118,17 @@ def _unsendable_name(name: str) -> str | None:
     return None
 
 
+def _refused_remote_name(name: str, path: str, run: Reporter) -> bool:
+    """Whether a listed name must be left out (then reported as failed)."""
+    problem = _unsafe_name(name)
+    if problem is None and (unsendable := _unsendable_name(name)) is not None:
+        # Listed, but no command can ask for it: a line break would end the command.
+        problem = f"the server lists a name it cannot be asked for: {unsendable}"
+    if problem is not None:
+        run.fail(path, problem)
+    return problem is not None
+
+
 def _truncate(moment: datetime, precision: Precision) -> datetime:
     """``moment`` with what ``precision`` cannot express set to zero."""
     if precision == "day":
@@ -235,9 +246,7 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
             raise
         for entry in entries:
             path = join(relative, entry.name)
-            problem = _unsafe_name(entry.name)
-            if problem is not None:
-                run.fail(path, problem)
+            if _refused_remote_name(entry.name, path + "/" * (entry.kind == "dir"), run):
                 continue
             tree.kinds[path] = entry.kind
             if entry.kind == "dir":
