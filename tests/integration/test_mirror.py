@@ -542,3 +542,39 @@ def test_a_listed_name_with_a_line_break_fails_that_name_saying_ftp_cannot_reque
     assert result.transferred == 1
     assert asked == [("MLSD", ""), ("RETR", "ok.txt")]
     assert os.listdir(local) == ["ok.txt"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "refused", "why"),
+    [
+        ("type=dir;", "/".join(["loop"] * 65) + "/", "more than 64 directories deep"),
+        ("type=dir;unique=801U1;", "loop/loop/", "lists it as loop/ again"),
+    ],
+    ids=["no unique fact", "unique fact"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["mirror", "dry run"])
+def test_a_link_loop_on_the_server_is_cut_short_and_reported(
+    tmp_path: Path, facts: str, refused: str, why: str, dry_run: bool
+) -> None:
+    # A server that lists "loop -> ." as a plain directory lists it again inside
+    # itself, for ever: thousands of MLSDs and hundreds of nested local directories,
+    # until something broke. This one stops at 100 levels, to end a walk without
+    # a bound too.
+    listed: list[str] = []
+
+    def answers(verb: str, path: str) -> bytes | None:
+        if verb == "RETR":
+            return b"ok"
+        listed.append(path)
+        depth = len(path.split("/")) if path else 0
+        return mlsd(f"{facts} loop", f"{FILE_FACTS} f") if depth < 100 else None
+
+    local = tmp_path / "copy"
+    result = mirror_scripted(answers, local, dry_run=dry_run)
+    assert len(result.failed) == 1, result.failed
+    assert result.failed[0].startswith(f"{refused}: not mirrored: "), result.failed
+    assert why in result.failed[0] and "link loop on the server" in result.failed[0]
+    levels = refused.count("/")  # listed: the root and the levels above the refused one
+    assert len(listed) == levels
+    done = result.planned if dry_run else [path for path, _ in tree_digests(local).items()]
+    assert sorted(done) == sorted("loop/" * level + "f" for level in range(levels))

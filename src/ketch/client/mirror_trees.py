@@ -65,6 +65,10 @@ __all__ = [
 
 log = logging.getLogger("ketch.client.mirror")
 
+#: How deep a remote walk goes. A server may list a symbolic link that leads back
+#: up as a plain directory, with no MLSD unique fact to tell: the walk would never end.
+MAX_DEPTH = 64
+
 
 class Reporter(Protocol):
     """Told what the walks and the directory creation find (mirror's run bookkeeping)."""
@@ -225,10 +229,13 @@ async def _remote_dir_exists(client: Client, path: str) -> bool:
 async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: bool) -> RemoteTree:
     """List ``root`` recursively; a subdirectory that cannot be listed is a failure.
 
+    So is one that would repeat a directory above it (the same MLSD unique
+    fact), or lie more than MAX_DEPTH levels deep: a link loop on the server.
     Raises when ``root`` itself cannot be listed, unless ``missing_ok`` and the
     server refused it permanently (then the tree is empty).
     """
     tree = RemoteTree()
+    uniques: dict[str, str] = {}  # directory -> its MLSD unique fact, when given
     pending = collections.deque([""])
     while pending:
         relative = pending.popleft()
@@ -250,6 +257,10 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
                 continue
             tree.kinds[path] = entry.kind
             if entry.kind == "dir":
+                problem = _loop_problem(path, entry.facts.get("unique"), uniques)
+                if problem is not None:
+                    run.fail(path + "/", problem)
+                    continue
                 tree.dirs.append(path)
                 pending.append(path)
             elif entry.kind == "file":
@@ -257,6 +268,27 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
             else:
                 run.ignore(path, "a symbolic link" if entry.kind == "link" else "not a file")
     return tree
+
+
+def _loop_problem(path: str, unique: str | None, uniques: dict[str, str]) -> str | None:
+    """Why the remote directory ``path`` must not be walked into, or None; notes its unique."""
+    if unique:
+        parent = posixpath.dirname(path)
+        while parent:
+            if uniques.get(parent) == unique:
+                return (
+                    f"not mirrored: the server lists it as {parent}/ again (the same MLSD "
+                    "unique fact), a link loop on the server"
+                )
+            parent = posixpath.dirname(parent)
+        uniques[path] = unique
+    if path.count("/") >= MAX_DEPTH:
+        return (
+            f"not mirrored: more than {MAX_DEPTH} directories deep, probably a link loop on "
+            "the server (a symbolic link listed as a directory); if the tree is that deep, "
+            "mirror this part on its own"
+        )
+    return None
 
 
 async def create_remote_dirs(
