@@ -578,3 +578,20 @@ def test_a_link_loop_on_the_server_is_cut_short_and_reported(
     assert len(listed) == levels
     done = result.planned if dry_run else [path for path, _ in tree_digests(local).items()]
     assert sorted(done) == sorted("loop/" * level + "f" for level in range(levels))
+
+
+def test_a_cut_off_download_advises_running_the_mirror_again_not_resuming(tmp_path: Path) -> None:
+    # ketch get's advice, "try again with -c to resume", is no use here: mirror has
+    # no -c, and the partial copy was removed.
+    def answers(verb: str, path: str) -> bytes | None:
+        if verb == "RETR":
+            return b"o"  # one byte of the two listed, then 226
+        return mlsd(f"{FILE_FACTS} short.txt") if path == "" else None
+
+    local = tmp_path / "copy"
+    result = mirror_scripted(answers, local)
+    assert result.failed == [
+        "short.txt: download of short.txt ended after 1 of 2 bytes — run the mirror again: "
+        "it transfers what failed"
+    ]
+    assert os.listdir(local) == []

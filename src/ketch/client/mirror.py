@@ -376,7 +376,7 @@ async def _worker(
             try:
                 result = await transfer(client, job, progress)
             except FtpError as error:
-                run.fail(job.relative, str(error))
+                run.fail(job.relative, _in_a_mirror(error))
                 continue
             except OSError as error:
                 run.fail(job.relative, f"local file error: {error.strerror or error}")
@@ -384,6 +384,17 @@ async def _worker(
             run.result.transferred += 1
             run.result.bytes += result.bytes
             run.events.finished(job.relative, result)
+
+
+def _in_a_mirror(error: FtpError) -> str:
+    """The failure's message, with advice a mirror can follow.
+
+    A cut-off transfer advises ketch get's -c; a mirror has no -c, and a
+    download's partial copy is gone already: the next run fetches the file.
+    """
+    if error.advises_resume:
+        return f"{error.what} — run the mirror again: it transfers what failed"
+    return str(error)
 
 
 def _alive(client: Client) -> bool:
