@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import posixpath
 import random
 import re
 import signal
@@ -24,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from ketch.client import Client
+from ketch.client import Client, PermanentReplyError
 from ketch.client.mirror import MirrorResult, mirror_download
 
 from conftest import USER, RunningServer, alice_with
-from ftp_helpers import MLSD_FEATURES, scripted_server, send_by_path
+from ftp_helpers import LIST_ONLY_FEATURES, MLSD_FEATURES, scripted_server, send_by_path
 from peer_servers import PeerServer
 
 KETCH = [sys.executable, "-m", "ketch"]
@@ -595,3 +596,118 @@ def test_a_cut_off_download_advises_running_the_mirror_again_not_resuming(tmp_pa
         "it transfers what failed"
     ]
     assert os.listdir(local) == []
+
+
+class VsftpdLike:
+    """A LIST-only server that answers LIST of a path it cannot enter as vsftpd does.
+
+    vsftpd's LIST of a directory it may not enter (mode 000) lists that directory
+    itself, one line; of a missing path or a file, nothing (226 all the same). Only
+    CWD tells: "550 Failed to change directory."
+    """
+
+    DIRECTORY = "drwxr-xr-x    2 ftp      ftp          4096 Jan 02 10:15 "
+    FILE = "-rw-r--r--    1 ftp      ftp             2 Jan 02 10:15 "
+
+    def __init__(self) -> None:
+        self.cwd = "/"
+        self.trees = {
+            "/pub/t3": [self.DIRECTORY + "locked", self.DIRECTORY + "sub", self.FILE + "ok.txt"],
+            "/pub/t3/sub": [self.FILE + "inner.txt"],
+        }
+
+    def other(self, line: str) -> bytes:
+        verb, _, path = line.partition(" ")
+        if verb == "PWD":
+            return f'257 "{self.cwd}"\r\n'.encode()
+        if verb == "CWD":
+            path = path.rstrip("/") or "/"
+            if path not in ("/", "/pub") and path not in self.trees:
+                return b"550 Failed to change directory.\r\n"
+            self.cwd = path
+            return b"250 Directory successfully changed.\r\n"
+        return b"502 not here\r\n"
+
+    def answers(self, verb: str, path: str) -> bytes:
+        if verb == "RETR":
+            return b"ok"
+        where = posixpath.join(self.cwd, path).rstrip("/")
+        if where.endswith("/locked"):
+            lines = [self.DIRECTORY.replace("drwxr-xr-x", "d---------") + "locked"]
+        else:
+            lines = self.trees.get(where, [])
+        return "".join(line + "\r\n" for line in lines).encode()
+
+
+def test_without_mlsd_a_directory_is_entered_before_its_listing_is_believed(
+    tmp_path: Path,
+) -> None:
+    # Believing LIST, the mirror invented locked/locked and missed what locked holds,
+    # exit 0.
+    server = VsftpdLike()
+    local = tmp_path / "copy"
+    result = mirror_scripted(
+        server.answers, local, remote="pub/t3", features=LIST_ONLY_FEATURES, other=server.other
+    )
+    assert result.failed == [
+        "locked/: cannot list it: CWD /pub/t3/locked failed: 550 Failed to change directory. "
+        "— check that it is a directory this account may enter"
+    ]
+    assert result.transferred == 2
+    assert sorted(tree_digests(local)) == ["ok.txt", "sub/inner.txt"]
+    assert os.listdir(local / "locked") == []  # made before its listing failed, as with MLSD
+    assert server.cwd == "/"  # back where the transfers' relative paths start
+
+
+@pytest.mark.parametrize("remote", ["pub/nonexistent", "pub/t3/ok.txt"])
+def test_without_mlsd_a_root_that_cannot_be_entered_is_an_error_naming_it(
+    tmp_path: Path, remote: str
+) -> None:
+    # LIST of it was an empty listing: exit 0 and an empty directory; for a file,
+    # RETR pub/t3/ok.txt/ok.txt.
+    server = VsftpdLike()
+    with pytest.raises(PermanentReplyError) as failure:
+        mirror_scripted(
+            server.answers,
+            tmp_path / "copy",
+            remote=remote,
+            features=LIST_ONLY_FEATURES,
+            other=server.other,
+        )
+    assert str(failure.value).startswith(f"CWD /{remote} failed: 550 Failed to change directory.")
+    assert not (tmp_path / "copy").exists()
+
+
+@pytest.mark.peer
+def test_vsftpd_a_directory_it_cannot_enter_fails_and_a_missing_root_is_an_error(
+    vsftpd_server: PeerServer, home: Path, tmp_path: Path
+) -> None:
+    # vsftpd has no MLSD, and its LIST of these gives no sign of trouble.
+    peer = vsftpd_server
+    tree = peer.writable / "t"
+    (tree / "locked").mkdir(parents=True)
+    (tree / "locked" / "hidden.txt").write_bytes(b"hidden")
+    (tree / "ok.txt").write_bytes(b"ok")
+    (tree / "locked").chmod(0)
+    workdir = f"{peer.workdir}/" if peer.workdir else ""
+    base = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}"
+    local = tmp_path / "copy"
+    try:
+        counts, stderr = mirror(home, base + "t/", str(local))
+    finally:
+        (tree / "locked").chmod(0o755)
+    assert counts == {"transferred": 1, "skipped": 0, "failed": 1, "exit": 9}, stderr
+    assert "ketch: locked/: cannot list it: CWD " in stderr, stderr
+    assert sorted(tree_digests(local)) == ["ok.txt"]
+
+    for path in ("nonexistent/", "t/ok.txt"):
+        result = subprocess.run(
+            [*KETCH, "mirror", base + path, str(tmp_path / "other")],
+            capture_output=True,
+            env={**os.environ, "HOME": str(home)},
+            timeout=TIMEOUT,
+        )
+        stderr = result.stderr.decode()
+        assert result.returncode == 5, stderr
+        assert f"{path} failed: 550 Failed to change directory." in stderr, stderr
+        assert not (tmp_path / "other").exists()

@@ -30,6 +30,7 @@ import logging
 import os
 import posixpath
 import stat
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from ketch.client.errors import (
     PermanentReplyError,
     ReplyError,
     UnreadableListing,
+    reply_error,
 )
 from ketch.protocol.remote_listing import Precision, RemoteEntry
 
@@ -226,6 +228,9 @@ async def _remote_dir_exists(client: Client, path: str) -> bool:
     return any(entry.name == name and entry.kind in ("dir", "link") for entry in entries)
 
 
+_Lister = Callable[[str], Awaitable[list[RemoteEntry]]]
+
+
 async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: bool) -> RemoteTree:
     """List ``root`` recursively; a subdirectory that cannot be listed is a failure.
 
@@ -233,14 +238,47 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
     fact), or lie more than MAX_DEPTH levels deep: a link loop on the server.
     Raises when ``root`` itself cannot be listed, unless ``missing_ok`` and the
     server refused it permanently (then the tree is empty).
+
+    Without MLSD each directory is entered with CWD and listed with a bare
+    LIST, and the session is back in its first directory afterwards (the
+    transfers' paths are relative to it).
     """
+    if "MLST" in client.features:
+        return await _walk(client.list, root, run, missing_ok=missing_ok)
+    home = await client.pwd()
+
+    async def enter_and_list(path: str) -> list[RemoteEntry]:
+        return await _enter_and_list(client, posixpath.join(home, path))
+
+    tree = await _walk(enter_and_list, root, run, missing_ok=missing_ok)
+    await client.cwd(home)
+    return tree
+
+
+async def _enter_and_list(client: Client, path: str) -> list[RemoteEntry]:
+    """CWD to ``path``, then LIST: a directory's entries, or the refusal to enter it.
+
+    LIST of a path is no proof it names a listable directory: vsftpd answers
+    one it may not enter with a line about that directory itself, and a
+    missing path or a file with an empty listing; curl and lftp CWD first too.
+    """
+    reply = await client.command(f"CWD {path}")
+    if reply.code not in (250, 200):
+        raise reply_error(
+            f"CWD {path}", reply, "check that it is a directory this account may enter"
+        )
+    return await client.list()
+
+
+async def _walk(list_dir: _Lister, root: str, run: Reporter, *, missing_ok: bool) -> RemoteTree:
+    """walk_remote's walk, listing each directory with ``list_dir``."""
     tree = RemoteTree()
     uniques: dict[str, str] = {}  # directory -> its MLSD unique fact, when given
     pending = collections.deque([""])
     while pending:
         relative = pending.popleft()
         try:
-            entries = await client.list(_listable(join(root, relative)))
+            entries = await list_dir(_listable(join(root, relative)))
         except (ReplyError, UnreadableListing) as error:
             # Either way the session is in step: the next directory can be listed.
             if relative:
