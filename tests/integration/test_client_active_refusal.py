@@ -282,3 +282,38 @@ def test_when_both_modes_are_blocked_the_hint_blames_the_firewalls(tmp_path: Pat
 
     with closed, serving(serve, listener):
         run(scenario())
+
+
+def ipv6_loopback_listener() -> socket.socket:
+    """A listener on ::1, or a skip where this host has no IPv6 loopback."""
+    try:
+        return socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError as error:
+        pytest.skip(f"cannot listen on ::1 here: {error}")
+
+
+def test_ipv6_addresses_in_connection_errors_are_bracketed(tmp_path: Path) -> None:
+    # "::1:21" reads as another IPv6 address; "[::1]:21" is the host and its port.
+    closed = socket.socket(socket.AF_INET6)  # bound, never listening: refused
+    closed.bind(("::1", 0))
+    closed_port = closed.getsockname()[1]
+    listener = ipv6_loopback_listener()
+    listener.settimeout(10)
+
+    def serve() -> None:
+        epsv = f"229 passive (|||{closed_port}|)\r\n".encode()
+        serve_canned_replies(listener, {"EPSV": epsv}, otherwise=b"200 ok\r\n")
+
+    async def scenario() -> None:
+        with pytest.raises(FtpError) as refused:
+            await Client("::1", closed_port, timeout=10).connect()
+        assert f"cannot connect to [::1]:{closed_port}:" in str(refused.value), refused.value
+        port = listener.getsockname()[1]
+        async with Client("::1", port, user="u", password="p", mode="passive") as ftp:
+            with pytest.raises(DataConnectionFailed) as failed:
+                await ftp.download("file.bin", tmp_path / "file.bin")
+        assert f"passive data connection to [::1]:{closed_port} failed" in str(failed.value)
+        assert failed.value.address == f"[::1]:{closed_port}"
+
+    with closed, serving(serve, listener):
+        run(scenario())

@@ -17,6 +17,7 @@ from ketch.protocol.addresses import (
     address_family_number,
     format_eprt_argument,
     format_epsv_reply,
+    format_host_port,
     format_pasv_reply,
     format_port_argument,
     parse_eprt_argument,
@@ -292,6 +293,16 @@ def test_address_family_number() -> None:
 def test_address_family_number_rejects_non_addresses() -> None:
     with pytest.raises(ValueError):
         address_family_number("example.com")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", "127.0.0.1:21"), ("::1", "[::1]:21"), ("ftp.example.org", "ftp.example.org:21")],
+)
+def test_format_host_port_brackets_ipv6_so_the_port_is_not_read_as_a_group(
+    host: str, expected: str
+) -> None:
+    assert format_host_port(host, 21) == expected
 
 
 # --- properties --------------------------------------------------------------

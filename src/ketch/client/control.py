@@ -24,7 +24,7 @@ from ketch.client.errors import (
     unresolvable,
 )
 from ketch.client.tls import TlsFailed, certificate_problem
-from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text
+from ketch.protocol import Reply, ReplyParser, ReplySyntaxError, encode_text, format_host_port
 
 __all__ = ["ControlConnection", "mask_secrets"]
 
@@ -106,7 +106,8 @@ class ControlConnection:
             raise certificate_problem(error, host) from None
         except TimeoutError:
             raise ConnectFailed(
-                f"connecting to {host}:{port} timed out after {connect_timeout:g} s",
+                f"connecting to {format_host_port(host, port)} timed out "
+                f"after {connect_timeout:g} s",
                 "check the host name and port, and that no firewall drops the connection",
             ) from None
         except socket.gaierror as error:
@@ -115,7 +116,7 @@ class ControlConnection:
             # asyncio's connect errors carry an errno but a message of their own.
             reason = os.strerror(error.errno) if error.errno else str(error)
             raise ConnectFailed(
-                f"cannot connect to {host}:{port}: {reason}",
+                f"cannot connect to {format_host_port(host, port)}: {reason}",
                 "check that an FTP server runs there and that the port is right",
             ) from None
         return cls(reader, writer, host=host, timeout=timeout)

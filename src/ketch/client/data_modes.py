@@ -36,6 +36,7 @@ from ketch.protocol import (
     HostPort,
     Reply,
     format_eprt_argument,
+    format_host_port,
     format_port_argument,
     parse_epsv_reply,
     parse_pasv_reply,
@@ -250,16 +251,15 @@ class DataConnector:
             return advertised
         log.debug(
             "PASV advertises %s, a private address that differs from the server's %s; "
-            "connecting to %s:%d instead (--trust-pasv-address turns this off)",
+            "connecting to %s instead (--trust-pasv-address turns this off)",
             advertised.host,
             peer,
-            peer,
-            advertised.port,
+            format_host_port(peer, advertised.port),
         )
         return HostPort(peer, advertised.port)
 
     async def _connect(self, target: HostPort, via: str) -> socket.socket:
-        address = f"{target.host}:{target.port}"
+        address = format_host_port(target.host, target.port)
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -415,12 +415,12 @@ class DataConnector:
                     raise self._connected_from_elsewhere(strangers[0], via) from None
                 raise DataConnectionFailed(
                     f"active mode: the server did not connect back to "
-                    f"{advertised.host}:{advertised.port} within "
+                    f"{format_host_port(advertised.host, advertised.port)} within "
                     f"{self._settings.connect_timeout:g} s",
                     "a NAT or firewall in front of this client drops inbound connections; "
                     "use passive mode (--passive)",
                     mode=via,
-                    address=f"{advertised.host}:{advertised.port}",
+                    address=format_host_port(advertised.host, advertised.port),
                     cause="timeout",
                     remedy=_INBOUND_BLOCKED,
                 ) from None
@@ -478,10 +478,11 @@ class DataConnector:
                 )
             return DataConnectionFailed(
                 f"active mode: the server could not connect back to "
-                f"{advertised.host}:{advertised.port} ({reply.code} {reply.text.strip()})",
+                f"{format_host_port(advertised.host, advertised.port)} "
+                f"({reply.code} {reply.text.strip()})",
                 hint,
                 mode=via,
-                address=f"{advertised.host}:{advertised.port}",
+                address=format_host_port(advertised.host, advertised.port),
                 remedy=remedy,
             )
         return reply_error(verb, reply)
@@ -511,9 +512,8 @@ class DataConnector:
                 return sock
             strangers.append(plain_ip(peer[0]))
             log.warning(
-                "refused a data connection from %s:%d: only the server (%s) may connect",
-                peer[0],
-                peer[1],
+                "refused a data connection from %s: only the server (%s) may connect",
+                format_host_port(peer[0], peer[1]),
                 server_ip,
             )
             sock.close()

@@ -25,6 +25,7 @@ from typing import IO, TypeVar
 
 from ketch.client.errors import DataConnectionFailed
 from ketch.client.tls import call_tls
+from ketch.protocol import format_host_port
 
 __all__ = ["DataStream"]
 
@@ -53,7 +54,7 @@ class DataStream:
         self.mode = mode  # EPSV, PASV, EPRT or PORT: what made this connection
         self.stall_timeout = stall_timeout
         peer = sock.getpeername()
-        self.peer = f"{peer[0]}:{peer[1]}"
+        self.peer = format_host_port(peer[0], peer[1])
         self._waiting: asyncio.Task[object] | None = None
         self._waiting_since = 0.0
         self._stalled = False

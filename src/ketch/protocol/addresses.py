@@ -23,6 +23,7 @@ __all__ = [
     "address_family_number",
     "format_eprt_argument",
     "format_epsv_reply",
+    "format_host_port",
     "format_pasv_reply",
     "format_port_argument",
     "is_ip_literal",
@@ -277,6 +278,14 @@ def active_source_port(setting: str | int, control_port: int) -> int | None:
     if setting == "auto":
         return control_port - 1 if control_port > 1 else None
     return int(setting)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """``host:port`` for messages and logs, an IPv6 address in brackets: ``[::1]:21``.
+
+    Unbracketed, ``::1:21`` reads as another IPv6 address (on the default port).
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def is_ip_literal(text: str) -> bool:

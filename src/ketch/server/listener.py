@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from ketch.config import PortRange, ServerConfig
-from ketch.protocol.addresses import plain_ip
+from ketch.protocol.addresses import format_host_port, plain_ip
 from ketch.protocol.replies import format_reply
 from ketch.server import commands  # noqa: F401  (fills the command table)
 from ketch.server.auth import Authenticator
@@ -363,7 +363,7 @@ def listening_socket(
 
 
 def _listen_problem(error: OSError, host: str, port: int, setting: str) -> str:
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = format_host_port(host, port)
     if error.errno == errno.EADDRINUSE:
         return f"cannot listen on {where}: the port is in use; pick another {setting}"
     if error.errno == errno.EADDRNOTAVAIL:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ketch.protocol.addresses import (
     AddressSyntaxError,
+    format_host_port,
     parse_eprt_argument,
     parse_epsv_reply,
     parse_pasv_reply,
@@ -84,7 +85,7 @@ class Diagnosis:
     @property
     def server(self) -> str | None:
         ip = self.observations.server_ip
-        return None if ip is None else _join(ip, self.observations.server_port)
+        return None if ip is None else format_host_port(ip, self.observations.server_port)
 
     @property
     def any_works(self) -> bool:
@@ -174,7 +175,7 @@ def _failure_detail(attempt: Attempt, problem: Problem, facts: ServerFacts | Non
     advertised = attempt.advertised
     where = attempt.connected_to
     if where is None and advertised is not None:
-        where = _join(advertised.host, advertised.port)
+        where = format_host_port(advertised.host, advertised.port)
     if problem == "refused-by-server":
         return f"the server refused {attempt.sent}: {attempt.reply}"
     if problem == "busy":
@@ -280,7 +281,3 @@ def diagnose(observations: Observations) -> Diagnosis:
 
 def _unpack(advice: Advice) -> tuple[str, list[str], list[str]]:
     return advice.verdict, advice.client_fixes, advice.server_fixes
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -35,7 +35,7 @@ from ketch.client.errors import (
     unresolvable,
 )
 from ketch.client.tls import TlsMode
-from ketch.protocol import Reply, plain_ip
+from ketch.protocol import Reply, format_host_port, plain_ip
 from ketch.protocol.reply_values import parse_natinfo
 from ketch.tools.doctor_facts import (
     MODES,
@@ -208,7 +208,7 @@ class _Probe:
             control = client.control
             self.server_ip, self.client_address = control.peer_ip, control.local_ip
             text = greeting.lines[0].strip() + (" ..." if len(greeting.lines) > 1 else "")
-            where = _join(control.peer_ip, settings.port)
+            where = format_host_port(control.peer_ip, settings.port)
             self.steps.append(
                 Step("connect", True, f"{where} from {control.local_ip}: {greeting.code} {text}")
             )
@@ -394,7 +394,3 @@ def _unanswered(mode: ModeName, connector: DataConnector, error: ProtocolError) 
 
 def _reply_text(reply: Reply) -> str:
     return f"{reply.code} " + " ".join(line.strip() for line in reply.lines)
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

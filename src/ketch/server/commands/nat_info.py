@@ -9,6 +9,7 @@ each, lower-case keys, ``none`` when there is nothing.
 
 from __future__ import annotations
 
+from ketch.protocol.addresses import format_host_port
 from ketch.server.commands.data_setup import effective_source_port
 from ketch.server.session import Session
 
@@ -19,10 +20,9 @@ async def nat_facts(session: Session) -> list[tuple[str, str]]:
     """(key, value) pairs in contract order."""
     context = session.context
     source = context.masquerade.source_for(session.peer_ip, tls=session.control_is_tls)
-    local = f"[{session.local_ip}]" if ":" in session.local_ip else session.local_ip
     return [
         ("client-address", session.peer_ip),
-        ("server-address", f"{local}:{session.local_port}"),
+        ("server-address", format_host_port(session.local_ip, session.local_port)),
         ("last-passive-reply", session.last_passive_reply or "none"),
         ("last-active-command", session.last_active_command or "none"),
         ("masquerade-address", await source.current() if source is not None else "none"),
