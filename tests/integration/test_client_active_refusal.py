@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ketch.client import Client, DataConnectionFailed, FtpError
+from ketch.client import Client, DataConnectionFailed, FtpError, InvalidArgument
 
 from ftp_helpers import command_lines
 
@@ -316,4 +316,28 @@ def test_ipv6_addresses_in_connection_errors_are_bracketed(tmp_path: Path) -> No
         assert failed.value.address == f"[::1]:{closed_port}"
 
     with closed, serving(serve, listener):
+        run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("fe80::1%lo", "has a zone id, which EPRT cannot send"), ("ftp.local", "not an IP address")],
+)
+def test_an_active_address_eprt_cannot_carry_is_a_usage_error_not_a_crash(
+    tmp_path: Path, given: str, said: str
+) -> None:
+    # The ValueError of formatting EPRT used to escape as an internal error.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        serve_canned_replies(listener, {}, otherwise=b"200 ok\r\n")
+
+    async def scenario() -> None:
+        async with active_client(listener, active_address=given) as ftp:
+            with pytest.raises(InvalidArgument) as refused:
+                await ftp.download("file.bin", tmp_path / "file.bin")
+        assert said in str(refused.value), refused.value
+
+    with serving(serve, listener):
         run(scenario())

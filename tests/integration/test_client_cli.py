@@ -472,6 +472,19 @@ def test_a_name_with_byte_0xff_is_sent_doubled_and_arrives_whole(
     assert (server.home / os.fsdecode(b"u\xffp.txt")).read_bytes() == b"uploaded"
 
 
+@pytest.mark.parametrize("command", [["get", "--active"], ["doctor"]])
+def test_an_active_address_with_a_zone_id_is_a_usage_error(
+    home: Path, work: Path, command: list[str]
+) -> None:
+    # EPRT has no field for a zone: this crashed with an internal error once connected.
+    url = f"ftp://127.0.0.1:{free_port()}/a.txt"
+    result = ketch(home, work, *command, "--active-address", "fe80::1%lo", url)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert "has a zone id (%lo), which EPRT cannot send" in stderr
+    assert "(fe80::1)" in stderr and "internal error" not in stderr
+
+
 @pytest.mark.parametrize("url", ["http://example.com/x", "ftp://host:99999/x", "ftp://"])
 def test_bad_url_exits_2(home: Path, work: Path, url: str) -> None:
     line = one_error_line(ketch(home, work, "ls", url), 2)

@@ -135,12 +135,22 @@ def _parse_ports(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 
 def _parse_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """--active-address: an IP address that EPRT or PORT can name."""
     if value is None:
         return None
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an IPv4 or IPv6 address") from None
+    # ipaddress takes "fe80::1%eth0", but a zone only means something on this host:
+    # EPRT has no field for it (RFC 2428), so the client could not send it.
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        bare = value.partition("%")[0]
+        raise click.BadParameter(
+            f"{value!r} has a zone id (%{address.scope_id}), which EPRT cannot send: "
+            f"give the address without it ({bare})"
+        )
+    return str(address)
 
 
 _Seconds = click.FloatRange(min=0, min_open=True)

@@ -29,7 +29,13 @@ from typing import Literal
 
 from ketch.client.control import ControlConnection
 from ketch.client.data_stream import DataStream
-from ketch.client.errors import DataConnectionFailed, FtpError, ProtocolError, reply_error
+from ketch.client.errors import (
+    DataConnectionFailed,
+    FtpError,
+    InvalidArgument,
+    ProtocolError,
+    reply_error,
+)
 from ketch.client.tls import secure_data_connection
 from ketch.protocol import (
     AddressSyntaxError,
@@ -307,10 +313,11 @@ class DataConnector:
     # -- active ----------------------------------------------------------------
 
     async def _open_active(self, command_line: str) -> OpenedData:
+        host = self._active_host()
         listener = self._listen()
         try:
             port = listener.getsockname()[1]
-            advertised = HostPort(self._settings.active_address or self._control.local_ip, port)
+            advertised = HostPort(host, port)
             via = await self._request_active(advertised)
             await self._control.send(command_line)
             verb = command_line.split(" ", 1)[0]
@@ -318,6 +325,26 @@ class DataConnector:
         finally:
             listener.close()
         return OpenedData(DataStream(sock, mode=via, stall_timeout=self._control.timeout), reply)
+
+    def _active_host(self) -> str:
+        """The address EPRT/PORT names; InvalidArgument for an active_address they cannot."""
+        given = self._settings.active_address
+        if given is None:
+            return self._control.local_ip
+        try:
+            address = ipaddress.ip_address(given)
+        except ValueError:
+            raise InvalidArgument(
+                f"--active-address {given!r} is not an IP address",
+                "give this host's address as the server should connect to it, e.g. 203.0.113.7",
+            ) from None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            # A zone only means something on this host: EPRT has no field for it.
+            raise InvalidArgument(
+                f"--active-address {given} has a zone id, which EPRT cannot send",
+                f"give the address without it ({given.partition('%')[0]})",
+            )
+        return str(address)
 
     def _listen(self) -> socket.socket:
         local = self._control.local_ip
