@@ -390,3 +390,27 @@ def test_ipv6_uses_the_extended_commands(
     assert run(scenario()) == (expected, expected)
     assert (tmp_path / "six.txt").read_bytes() == b"over IPv6\n"
     assert (server.home / "back.txt").read_bytes() == b"back"
+
+
+def test_active_mode_over_an_ipv4_mapped_address_names_the_ipv4_address(
+    make_server: Callable[..., RunningServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection to ::ffff:127.0.0.1 is IPv4 on the wire: EPRT |2| with the mapped
+    # address got 522 "use (1)", and the client gave up on active mode.
+    try:
+        server = make_server(listen_address="::")
+    except OSError as error:
+        pytest.skip(f"cannot listen on :: here: {error}")
+    (server.home / "four.txt").write_bytes(b"mapped\n")
+
+    async def scenario() -> str:
+        async with Client(
+            "::ffff:127.0.0.1", server.port, user=USER, password=PASSWORD, mode="active"
+        ) as ftp:
+            return (await ftp.download("four.txt", tmp_path / "four.txt")).mode
+
+    with caplog.at_level(logging.DEBUG, logger="ketch.client"):
+        assert run(scenario()) == "EPRT"
+    assert (tmp_path / "four.txt").read_bytes() == b"mapped\n"
+    sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> EPRT")]
+    assert len(sent) == 1 and sent[0].startswith("> EPRT |1|127.0.0.1|"), sent

@@ -330,7 +330,9 @@ class DataConnector:
         """The address EPRT/PORT names; InvalidArgument for an active_address they cannot."""
         given = self._settings.active_address
         if given is None:
-            return self._control.local_ip
+            # As the server sees this end: a connection to ::ffff:a.b.c.d is IPv4 on the
+            # wire, so EPRT |1| or PORT (the server refuses |2| there), and no zone id.
+            return plain_ip(self._control.local_ip)
         try:
             address = ipaddress.ip_address(given)
         except ValueError:
@@ -348,6 +350,10 @@ class DataConnector:
 
     def _listen(self) -> socket.socket:
         local = self._control.local_ip
+        if ":" not in plain_ip(local):
+            # An IPv4-mapped address: the server connects to the IPv4 address it is
+            # given, which an IPv4 socket takes even where IPv6 sockets are v6-only.
+            local = plain_ip(local)
         family = socket.AF_INET6 if ":" in local else socket.AF_INET
         ports = list(self._settings.active_ports or [0])
         random.shuffle(ports)  # parallel sessions should not all collide on the first port
