@@ -108,16 +108,21 @@ def test_a_refusal_after_the_server_connected_back_closes_that_connection(
 
 
 def serve_canned_replies(
-    listener: socket.socket, replies: dict[str, bytes], otherwise: bytes
+    listener: socket.socket,
+    replies: dict[str, bytes],
+    otherwise: bytes,
+    heard: list[str] | None = None,
 ) -> None:
     """One scripted session: anyone logs in, each verb gets its reply from ``replies``
-    (``otherwise`` for the rest), until QUIT."""
+    (``otherwise`` for the rest), until QUIT; each line read goes to ``heard``."""
     control, _ = listener.accept()
     control.settimeout(20)
     replies = {"USER": b"331 password\r\n", "PASS": b"230 in\r\n", **replies}
     with control:
         control.sendall(b"220 scripted\r\n")
         for line in command_lines(control):
+            if heard is not None:
+                heard.append(line)
             verb = line.partition(" ")[0]
             if verb == "QUIT":
                 control.sendall(b"221 bye\r\n")
@@ -320,24 +325,40 @@ def test_ipv6_addresses_in_connection_errors_are_bracketed(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("given", "said"),
-    [("fe80::1%lo", "has a zone id, which EPRT cannot send"), ("ftp.local", "not an IP address")],
+    ("server_host", "given", "said"),
+    [
+        ("127.0.0.1", "fe80::1%lo", "has a zone id, which EPRT cannot send"),
+        ("127.0.0.1", "ftp.local", "not an IP address"),
+        # The server can only refuse these (522 to EPRT and to PORT), which read as "this
+        # server has no active mode"; over IPv6 the client listened on ::1 meanwhile.
+        ("127.0.0.1", "::1", "is an IPv6 address, but the connection to 127.0.0.1 uses IPv4"),
+        ("::1", "127.0.0.1", "is an IPv4 address, but the connection to ::1 uses IPv6"),
+    ],
 )
 def test_an_active_address_eprt_cannot_carry_is_a_usage_error_not_a_crash(
-    tmp_path: Path, given: str, said: str
+    tmp_path: Path, server_host: str, given: str, said: str
 ) -> None:
     # The ValueError of formatting EPRT used to escape as an internal error.
-    listener = socket.create_server(("127.0.0.1", 0))
+    if ":" in server_host:
+        listener = ipv6_loopback_listener()
+    else:
+        listener = socket.create_server((server_host, 0))
     listener.settimeout(10)
+    sent: list[str] = []
 
     def serve() -> None:
-        serve_canned_replies(listener, {}, otherwise=b"200 ok\r\n")
+        serve_canned_replies(listener, {}, otherwise=b"200 ok\r\n", heard=sent)
 
     async def scenario() -> None:
-        async with active_client(listener, active_address=given) as ftp:
+        port = listener.getsockname()[1]
+        client = Client(
+            server_host, port, user="u", password="p", mode="active", active_address=given
+        )
+        async with client as ftp:
             with pytest.raises(InvalidArgument) as refused:
                 await ftp.download("file.bin", tmp_path / "file.bin")
         assert said in str(refused.value), refused.value
 
     with serving(serve, listener):
         run(scenario())
+    assert not [line for line in sent if line.startswith(("EPRT", "PORT", "RETR"))], sent

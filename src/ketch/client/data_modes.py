@@ -346,6 +346,19 @@ class DataConnector:
                 f"--active-address {given} has a zone id, which EPRT cannot send",
                 f"give the address without it ({given.partition('%')[0]})",
             )
+        return self._same_family(ipaddress.ip_address(plain_ip(given)))
+
+    def _same_family(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """``address`` if the server can connect back to it: over the control connection's
+        IP version. Otherwise EPRT and PORT both got a 522, which read as "no active mode"."""
+        ours = ipaddress.ip_address(plain_ip(self._control.local_ip)).version
+        if address.version != ours:
+            raise InvalidArgument(
+                f"--active-address {address} is an IPv{address.version} address, but the "
+                f"connection to {self._control.host} uses IPv{ours}",
+                f"the server connects back over IPv{ours}: give an IPv{ours} address, or "
+                f"connect to the server over IPv{address.version}",
+            )
         return str(address)
 
     def _listen(self) -> socket.socket:
