@@ -181,7 +181,18 @@ def test_password_may_contain_a_colon_unencoded() -> None:
         ("ftp://h:65536/", "bad port '65536'"),
         ("ftp://h:-1/", "bad port '-1'"),
         ("ftp://h:\uff12\uff11/", "bad port"),  # fullwidth digits
-        ("ftp://::1/", "an IPv6 address needs brackets: ftp://[::1]/path"),
+        ("ftp://::1/", "an IPv6 address needs brackets: ftp://[::1]/"),
+        # The last group may be the port: ::1:34021 is no address, ::1:21 is one.
+        (
+            "ftp://::1:34021/a.txt",
+            "an IPv6 address needs brackets: ftp://[::1]:34021/a.txt",
+        ),
+        (
+            "ftps://2001:db8::7:21/d/",
+            "needs brackets: ftps://[2001:db8::7]:21/d/ (if 21 is the port) "
+            "or ftps://[2001:db8::7:21]/d/",
+        ),
+        ("ftp://fe80::1:zz/x", "needs brackets: ftp://[fe80::1:zz]/x"),
         ("ftp://[::1/", "missing ']'"),
         ("ftp://[zz]/", "bad IPv6 address 'zz'"),
         ("ftp://[192.0.2.1]/", "bad IPv6 address"),

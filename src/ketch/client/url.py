@@ -153,7 +153,34 @@ def _parse_ipv6(text: str) -> str:
         raise UrlError(f"bad IPv6 address {_show(text)} between '[' and ']'") from None
 
 
-def _split_host_port(host_port: str, scheme: Scheme) -> tuple[str, int]:
+def _is_ipv6(text: str) -> bool:
+    try:
+        IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _brackets_needed(host_port: str, scheme: Scheme, raw_path: str) -> UrlError:
+    """The error for an IPv6 address without brackets, with the URL as it should be.
+
+    "::1:2121" reads two ways: host ::1 on port 2121, or host ::1:2121 on the default
+    port. Each reading that makes an address is offered, the user's path kept.
+    """
+    address, _, last = host_port.rpartition(":")
+    whole = f"{scheme}://[{host_port}]/{raw_path}"
+    if not (last.isascii() and last.isdigit() and 1 <= int(last) <= 65535 and _is_ipv6(address)):
+        return UrlError(f"an IPv6 address needs brackets: {whole}")
+    with_port = f"{scheme}://[{address}]:{last}/{raw_path}"
+    if not _is_ipv6(host_port):  # "::1:34021": a group has at most 4 hex digits
+        return UrlError(f"an IPv6 address needs brackets: {with_port}")
+    return UrlError(
+        f"an IPv6 address needs brackets: {with_port} (if {last} is the port) or {whole}"
+    )
+
+
+def _split_host_port(host_port: str, scheme: Scheme, raw_path: str) -> tuple[str, int]:
+    """Host and port of ``host_port``; ``raw_path`` (after the '/') is for messages."""
     if host_port.startswith("["):
         inside, bracket, rest = host_port[1:].partition("]")
         if not bracket:
@@ -165,7 +192,7 @@ def _split_host_port(host_port: str, scheme: Scheme) -> tuple[str, int]:
     else:
         host, _, port_text = host_port.partition(":")
         if ":" in port_text:
-            raise UrlError(f"an IPv6 address needs brackets: ftp://[{host_port}]/path")
+            raise _brackets_needed(host_port, scheme, raw_path)
         if not host:
             raise UrlError(f"missing host name — {_FORM}")
         if _HOST_FORBIDDEN.search(host):
@@ -203,7 +230,7 @@ def parse_ftp_url(text: str) -> FtpUrl:
     authority, _, raw_path = rest.partition("/")
     user, password, host_port = _split_userinfo(authority)
     try:
-        host, port = _split_host_port(host_port, scheme)
+        host, port = _split_host_port(host_port, scheme, raw_path)
     except UrlError:
         if user is None and "@" in raw_path:
             # Most likely "user:pass/word@host": the '/' ended the host part early,
