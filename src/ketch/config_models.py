@@ -38,6 +38,7 @@ from ketch.config_rules import (
     permission_words,
     reject_empty_path,
 )
+from ketch.protocol.addresses import plain_network
 from ketch.server.auth import ANONYMOUS_NAMES
 
 __all__ = [
@@ -86,7 +87,7 @@ def _map_network(text: str, key: str) -> ipaddress.IPv4Network:
             key, text, f"{text!r} is a top-level key: move it above the [masquerade_map] header"
         )
     try:
-        network = ipaddress.ip_network(text.strip(), strict=False)
+        network = plain_network(text.strip())  # clients are compared unmapped
     except ValueError:
         raise _config_error(key, text, "is not an IP network; " + RULES["masquerade_map"]) from None
     if not isinstance(network, ipaddress.IPv4Network):
@@ -385,7 +386,8 @@ class ServerConfig(BaseModel):
         checked = []
         for network in networks:
             try:
-                checked.append(str(ipaddress.ip_network(network.strip(), strict=False)))
+                # Clients arrive unmapped (plain_ip), so a mapped network would match none.
+                checked.append(str(plain_network(network.strip())))
             except ValueError:
                 raise ValueError(
                     f"{network!r} is not an IP network; {RULES['ban_exempt']}"

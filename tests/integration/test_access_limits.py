@@ -111,12 +111,13 @@ def test_ban_after_failures_refuses_connections_until_it_expires(
     connect(server).quit()
 
 
-def test_ban_exempt_network_is_never_banned(make_server: MakeServer) -> None:
+@pytest.mark.parametrize("exempt", ["127.0.0.0/8", "::ffff:127.0.0.1/128"])
+def test_ban_exempt_network_is_never_banned(make_server: MakeServer, exempt: str) -> None:
     server = make_server(
         login_failure_delay=0.01,
         login_failure_delay_max=0.01,
         ban_after_failures=2,
-        ban_exempt=["127.0.0.0/8"],
+        ban_exempt=[exempt],
     )
     ftp = connect(server, login=False)
     for _ in range(4):

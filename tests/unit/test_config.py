@@ -207,6 +207,13 @@ def test_an_ipv4_mapped_listen_address_is_refused_naming_the_ipv4_address(
     )
 
 
+def test_ipv4_mapped_ban_exempt_networks_are_read_as_the_ipv4_networks_they_map() -> None:
+    # Clients are compared unmapped: ::ffff:127.0.0.1/128 as given exempted nobody.
+    mapped = ["::ffff:127.0.0.1/128", "::ffff:10.0.0.0/104", "::FFFF:0:0/96", "::1", "::/0"]
+    exempt = load_config(overrides={"ban_exempt": mapped}).ban_exempt
+    assert exempt == ["127.0.0.1/32", "10.0.0.0/8", "0.0.0.0/0", "::1/128", "::/0"]
+
+
 def test_listen_address_defaults_to_all_addresses() -> None:
     assert ServerConfig().resolved_listen_address() in ("::", "0.0.0.0")
 

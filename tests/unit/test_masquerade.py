@@ -335,10 +335,17 @@ def test_the_private_address_warning_comes_once_per_advertised_address() -> None
 
 
 def test_map_networks_are_normalised_and_values_checked() -> None:
-    config = load_config(
-        None, {"masquerade_map": {" 198.18.3.7/24": "198.18.3.2", "10.0.0.0/8": "ftp.example"}}
-    )
-    assert config.masquerade_map == {"198.18.3.0/24": "198.18.3.2", "10.0.0.0/8": "ftp.example"}
+    entries = {
+        " 198.18.3.7/24": "198.18.3.2",
+        "10.0.0.0/8": "ftp.example",
+        "::ffff:192.168.0.0/112": "192.168.0.1",  # clients are compared unmapped
+    }
+    config = load_config(None, {"masquerade_map": entries})
+    assert config.masquerade_map == {
+        "198.18.3.0/24": "198.18.3.2",
+        "10.0.0.0/8": "ftp.example",
+        "192.168.0.0/16": "192.168.0.1",
+    }
     assert config.masquerade_refresh == 300
 
 

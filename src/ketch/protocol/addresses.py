@@ -33,6 +33,7 @@ __all__ = [
     "parse_pasv_reply",
     "parse_port_argument",
     "plain_ip",
+    "plain_network",
 ]
 
 _DIGITS = frozenset("0123456789")
@@ -314,6 +315,23 @@ def plain_ip(address: str) -> str:
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
     return str(parsed)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def plain_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A network as plain_ip's addresses fall in it: an IPv4-mapped one becomes IPv4.
+
+    ``::ffff:10.0.0.0/104`` is ``10.0.0.0/8`` (the mapped prefix is 96 bits) and
+    ``::ffff:0:0/96`` is ``0.0.0.0/0``. Kept mapped, it would hold no plain address: an
+    IPv4Address is never in an IPv6Network. ValueError if ``text`` is no network.
+    """
+    network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        start = network.network_address.ipv4_mapped
+        return ipaddress.IPv4Network(f"{start}/{network.prefixlen - 96}")
+    return network
 
 
 @functools.lru_cache(maxsize=1024)

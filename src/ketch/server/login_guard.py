@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
+from ketch.protocol.addresses import plain_network
+
 if TYPE_CHECKING:
     from ketch.config import ServerConfig
 
@@ -137,9 +139,8 @@ class LoginGuard:
         self.ban_after = ban_after
         self.ban_window = ban_window
         self.ban_duration = ban_duration
-        self.exempt: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(cidr, strict=False) for cidr in exempt
-        )
+        # plain_network, as the addresses asked about are plain_ip's.
+        self.exempt: tuple[Network, ...] = tuple(plain_network(cidr) for cidr in exempt)
 
     def reconfigure(self, config: ServerConfig) -> None:
         """Take the limits of a reloaded configuration (SIGHUP)."""
