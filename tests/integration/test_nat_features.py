@@ -271,6 +271,24 @@ def test_eprt_naming_the_unspecified_ipv6_address_says_so(
     assert "behind NAT" not in reply and "send your own address (::1)" in reply
 
 
+@pytest.mark.parametrize("named", ["fd00::2", "fe80::1", "2606:4700:4700::1111"])
+def test_eprt_naming_another_ipv6_address_blames_several_addresses_not_nat(
+    make_server: Callable[..., RunningServer], named: str
+) -> None:
+    # On IPv6 a host has temporary, unique local and link-local addresses; NAT66 is rare.
+    try:
+        server = make_server(listen_address="::1")
+    except OSError as error:
+        pytest.skip(f"cannot listen on ::1 here: {error}")
+    ftp = ftplib.FTP(timeout=10)
+    ftp.connect("::1", server.port)
+    ftp.login(USER, PASSWORD)
+    reply = reply_to(ftp, f"EPRT |2|{named}|51210|")
+    assert reply.startswith(f"501 EPRT names {named}, but your connection comes from ::1")
+    assert "several IPv6 addresses" in reply and "Name ::1, or use passive mode (EPSV)" in reply
+    assert "behind NAT" not in reply
+
+
 def test_active_mode_naming_a_public_address_is_a_plain_bounce_refusal(
     server: RunningServer,
 ) -> None:

@@ -153,6 +153,14 @@ def _why_not_there(session: Session, verb: str, host: str) -> str:
             f"{verb} names {host}, the unspecified address, which is no host to connect to: "
             f"send your own address ({session.peer_ip}), or use passive mode (PASV/EPSV)"
         )
+    if address is not None and address.version == 6 and ":" in session.peer_ip:
+        # NAT66 is rare: an IPv6 host has several addresses (temporary ones for privacy,
+        # unique local, link-local), and the client named another than it connects from.
+        return (
+            f"{verb} names {host}, but your connection comes from {session.peer_ip}: your "
+            "host has several IPv6 addresses and the server connects back only to the one "
+            f"you connect from. Name {session.peer_ip}, or use passive mode (EPSV)"
+        )
     # Not is_private: it misses 100.64.0.0/10 (RFC 6598, carrier-grade NAT) on Python 3.11.
     if address is not None and not address.is_global and not address.is_loopback:
         # Shared contract C4: the client names the address it has behind a NAT,
