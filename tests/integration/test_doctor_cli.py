@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import socket
 import subprocess
@@ -207,8 +208,14 @@ def test_over_ipv6_pasv_and_port_are_not_tried_and_the_rest_works(
     assert {name for name, mode in report["modes"].items() if mode["works"]} == {"EPSV", "EPRT"}
     for name in ("PASV", "PASV-fixup", "PORT"):
         assert report["modes"][name]["detail"].startswith("not tried:"), report["modes"][name]
+        # Neither works nor fails: "error" contradicted the verdict and the exit code 0.
+        assert report["modes"][name]["works"] is False
+        assert report["modes"][name]["problem"] == "not-applicable"
     assert report["verdict"].startswith("Every data-connection mode that applies works")
     assert report["fixes"] == {"client": [], "server": []}
+    table = doctor(tmp_path, f"ftp://{USER}:{PASSWORD}@[::1]:{server.port}/").stdout
+    assert "FAILS" not in table, table
+    assert re.search(r"^  PORT +n/a +not tried: PORT cannot describe", table, re.M), table
 
 
 def test_port_and_pasv_rewritten_on_the_way_are_detected_through_natinfo(

@@ -156,8 +156,8 @@ def render(diagnosis: Diagnosis) -> list[str]:
     for step in observations.steps:
         lines.append(f"  {step.name:<11} {'ok' if step.ok else 'FAILED':<6} {step.text}")
     for name, result in diagnosis.modes.items():
-        state = "works" if result.works else "FAILS"
-        why = f"{result.problem}: " if result.problem else ""
+        state = "works" if result.works else "FAILS" if result.applies else "n/a"
+        why = f"{result.problem}: " if result.problem and result.applies else ""
         lines.append(f"  {name:<11} {state:<6} {why}{result.detail}")
     if diagnosis.rewrites:
         lines.append("Rewritten on the way:")

@@ -117,7 +117,8 @@ def judge(attempt: Attempt, observations: Observations) -> ModeResult:
     """Whether the mode works, and if not the problem closest to the cause."""
     facts = observations.natinfo
     if attempt.skipped:
-        return ModeResult(False, "error", attempt.skipped)
+        # Not "error": nothing failed, and the verdict does not count it as a failure.
+        return ModeResult(False, "not-applicable", attempt.skipped)
     if attempt.failure is None:
         detail = (
             f"{attempt.reply}; data via {attempt.connected_to}; "

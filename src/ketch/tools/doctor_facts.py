@@ -48,6 +48,7 @@ Problem = Literal[
     "unreachable",
     "server-setup",
     "error",
+    "not-applicable",  # not tried: PASV and PORT cannot describe an IPv6 address
 ]
 PASSIVE_MODES: tuple[ModeName, ...] = ("EPSV", "PASV", "PASV-fixup")
 ACTIVE_MODES: tuple[ModeName, ...] = ("EPRT", "PORT")
@@ -141,6 +142,11 @@ class ModeResult:
     works: bool
     problem: Problem | None
     detail: str
+
+    @property
+    def applies(self) -> bool:
+        """False for a mode that was not tried (and so neither works nor fails)."""
+        return self.problem != "not-applicable"
 
 
 def reply_code(reply: str | None) -> int | None:
