@@ -180,6 +180,20 @@ def test_masquerade_address_is_named_for_the_nat_in_front(tmp_path: Path) -> Non
     assert "masquerade_map" not in comments(render(plan(tmp_path), "nftables"))
 
 
+@pytest.mark.parametrize("name", ["nftables", "iptables", "ufw", "firewalld"])
+def test_an_ipv6_only_server_is_not_told_to_set_masquerade_address(
+    tmp_path: Path, name: str
+) -> None:
+    # Over IPv6 PASV is refused: no client is ever told the masquerade address.
+    family = {"iptables": ("ipv6",)}.get(name, ())
+    said = comments(render(plan(tmp_path, listen_address="2001:db8::5"), name, *family))
+    assert "set masquerade_address" not in said and "masquerade_address makes" not in said
+    assert "clients use EPSV" in said and "no address to masquerade" in said
+    assert "let TCP 2121 and 50000-50999 through" in said
+    masqueraded = plan(tmp_path, listen_address="2001:db8::5", masquerade_address="203.0.113.5")
+    assert "masquerade settings have no effect" in comments(render(masqueraded, name, *family))
+
+
 def comments(text: str) -> str:
     """The comment lines of ``text`` as one line of prose (wrapping undone)."""
     return " ".join(

@@ -111,6 +111,25 @@ def test_masquerade_on_a_loopback_only_server_is_warned() -> None:
     assert warned(result, "listens on 127.0.0.1 only", "no effect")
 
 
+@pytest.mark.parametrize(
+    ("settings", "keys"),
+    [
+        ({"masquerade_address": "203.0.113.5"}, "masquerade_address has"),
+        ({"masquerade_map": {"10.0.0.0/8": "10.0.0.1"}}, "masquerade_map has"),
+        (
+            {"masquerade_address": "203.0.113.5", "tls_masquerade_address": "203.0.113.6"},
+            "masquerade_address and tls_masquerade_address have",
+        ),
+    ],
+)
+def test_masquerade_on_an_ipv6_only_server_is_warned(settings: dict[str, Any], keys: str) -> None:
+    # Over IPv6 PASV is refused (522): nothing ever advertises the masquerade address.
+    result = report(host="2001:db8::5", **settings)
+    assert warned(result, "listens on the IPv6 address 2001:db8::5 only", keys, "no effect")
+    assert not warned(report(host="::", **settings), "no effect")  # IPv4 clients too
+    assert not report(host="2001:db8::5").warnings
+
+
 def test_private_listen_address_with_a_public_host_name_and_no_masquerade_is_warned() -> None:
     result = report(host="192.168.1.10", host_names=["ftp.example.org"])
     assert warned(

@@ -168,6 +168,32 @@ def _advertised(
             "local address: masquerade_address has no effect; set listen_address to an "
             "address remote clients reach, or leave it out"
         )
+    elif _ipv6_only(host) and (unused := _masquerade_keys(config)):
+        have = "has" if len(unused) == 1 else "have"
+        report.warnings.append(
+            f"the server listens on the IPv6 address {host} only, where clients use EPSV "
+            "(PASV cannot describe an IPv6 address and is refused), so nothing is "
+            f"masqueraded: {' and '.join(unused)} {have} no effect; listen on an IPv4 address "
+            'too (listen_address = "::" is both) if IPv4 clients behind NAT need it, or '
+            "leave it out"
+        )
+
+
+def _ipv6_only(host: str) -> bool:
+    """Whether a server listening on ``host`` has IPv6 clients only: PASV never answers.
+
+    "::" is dual-stack (IPv4 clients come mapped), and loopback has a warning of its own.
+    """
+    if not is_ip_literal(host):
+        return False
+    address = ipaddress.ip_address(host)
+    return address.version == 6 and not address.is_unspecified and not address.is_loopback
+
+
+def _masquerade_keys(config: ServerConfig) -> list[str]:
+    """The masquerade settings that are set."""
+    keys = ("masquerade_address", "tls_masquerade_address", "masquerade_map")
+    return [key for key in keys if getattr(config, key)]
 
 
 def _active(config: ServerConfig, port: int, report: SetupReport) -> None:

@@ -234,7 +234,9 @@ def explain_helper(plan: FirewallPlan) -> list[str]:
         "the data connection RELATED (with NAT it also rewrites the address in them).",
         "Optional here: the passive range is opened explicitly, EPSV carries no address,",
     ]
-    if plan.masquerade_address:
+    if not plan.ipv4:
+        lines.append("and PASV, whose reply names one, is refused over IPv6.")
+    elif plan.masquerade_address:
         lines.append(f"and PASV already advertises masquerade_address {plan.masquerade_address}.")
     else:
         lines.append("and behind NAT masquerade_address makes PASV advertise the public address.")
@@ -251,6 +253,8 @@ def explain_masquerade(plan: FirewallPlan) -> list[str]:
     """What the NAT router in front, if any, must do for this configuration."""
     ports = ", ".join(str(port) for port in plan.server_ports)
     forward = f"forward TCP {ports} and {plan.passive_ports} to this host"
+    if not plan.ipv4:
+        return wrap(_ipv6_only_advice(plan, ports))
     if plan.masquerade_address:
         text = (
             f"PASV advertises masquerade_address {plan.masquerade_address}: the NAT router "
@@ -273,6 +277,19 @@ def explain_masquerade(plan: FirewallPlan) -> list[str]:
             "gives for theirs instead."
         )
     return wrap(text)
+
+
+def _ipv6_only_advice(plan: FirewallPlan, ports: str) -> str:
+    """What to do in front of a server with IPv6 clients only: PASV and NAT do not arise."""
+    text = (
+        f"The server listens on {plan.listen_address} only, an IPv6 address: clients use "
+        "EPSV, which names no address (PASV cannot describe an IPv6 one and is refused), "
+        "so there is no address to masquerade. A firewall in front must let TCP "
+        f"{ports} and {plan.passive_ports} through to this host."
+    )
+    if plan.masquerade_address or plan.tls_masquerade_address or plan.masquerade_map:
+        text += " The masquerade settings have no effect here."
+    return text
 
 
 def explain_header(plan: FirewallPlan, title: str, usage: list[str]) -> list[str]:
