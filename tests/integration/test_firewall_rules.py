@@ -82,8 +82,9 @@ def test_nft_check_accepts_the_nftables_output(
         ["--port", "21", "--passive-ports", "40000-40099", "--listen", "198.18.0.5"],
         ["--listen", "2001:db8::5", "--active-source-port", "ephemeral", "--no-ssh"],
         ["--allow-port", "443", "--allow-port", "80"],
+        ["--listen", "fe80::1%eth0"],  # nft refused "fe80::1%eth0" in a rule
     ],
-    ids=["default", "ipv4-address", "ipv6-address", "other-services"],
+    ids=["default", "ipv4-address", "ipv6-address", "other-services", "link-local"],
 )
 def test_nftables_output_loads_twice_and_shows_the_passive_range(
     make_netns: Callable[[str], NetNamespace],
@@ -131,6 +132,14 @@ def test_ip6tables_restore_accepts_the_ipv6_output(
     checked(ns, "ip6tables-restore", str(path))
     saved = checked(ns, "ip6tables-save")
     assert "--dport 50000:50999" in saved and "ipv6-icmp" in saved, saved
+
+
+def test_ip6tables_restore_accepts_a_link_local_listen_address(
+    make_netns: Callable[[str], NetNamespace], tmp_path: Path
+) -> None:
+    args = ["--format", "iptables", "--family", "ipv6", "--listen", "fe80::1%eth0"]
+    ns = make_netns("fwip6ll")
+    checked(ns, "ip6tables-restore", "--test", str(rules(tmp_path, *args)))
 
 
 # -- the rules work for FTP ----------------------------------------------------------------

@@ -276,6 +276,35 @@ def test_nftables_rules_match_the_listen_address(tmp_path: Path, listen: str, ru
     assert has_live(render(plan(tmp_path, listen_address=listen), "nftables"), rule)
 
 
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("nftables", r'^ip6 daddr fe80::1 iifname "eth0" tcp dport 50000-50999 accept'),
+        ("nftables", r'^ip6 saddr fe80::1 oifname "eth0" tcp sport 2120 ct state new accept'),
+        ("iptables", r"^-A INPUT -d fe80::1 -i eth0 -p tcp --dport 50000:50999 "),
+        ("iptables", r"^-A OUTPUT -s fe80::1 -o eth0 -p tcp --sport 2120 "),
+        ("ufw", r"^ufw allow in on eth0 proto tcp to fe80::1 port 50000:50999 "),
+        ("firewalld", r'destination address="fe80::1" port port="50000-50999"'),
+    ],
+)
+def test_a_zone_in_the_listen_address_becomes_the_interface_the_rules_match(
+    tmp_path: Path, name: str, rule: str
+) -> None:
+    # No rule syntax takes "fe80::1%eth0": nft -c refused the file, and so would the rest.
+    family = ("ipv6",) if name == "iptables" else ()
+    text = render(plan(tmp_path, listen_address="fe80::1%eth0"), name, *family)
+    assert has_live(text, rule), text
+    assert not has_live(text, "%"), text
+    if name == "firewalld":  # rich rules cannot name an interface: the zone must hold it
+        assert "--get-zone-of-interface=eth0" in text
+
+
+@pytest.mark.parametrize(("zone", "said"), [("2", "by number"), ("a;b", "not an interface")])
+def test_a_zone_no_rule_can_name_is_refused(tmp_path: Path, zone: str, said: str) -> None:
+    with pytest.raises(FirewallError, match=said):
+        plan(tmp_path, listen_address=f"fe80::1%{zone}")
+
+
 # -- iptables ------------------------------------------------------------------------------
 
 

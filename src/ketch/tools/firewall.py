@@ -16,6 +16,7 @@ the network or the machine's rules; the netfilter renderers live in
 from __future__ import annotations
 
 import ipaddress
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class FirewallPlan:
     active_source_port: int | None
     #: True for ``active_source_port = "auto"``: L-1 when the server may bind it.
     active_source_auto: bool
-    #: The one address the server listens on; None: every address.
+    #: The one address the server listens on, without a zone; None: every address.
     listen_address: str | None
     ipv4: bool
     ipv6: bool
@@ -86,6 +87,9 @@ class FirewallPlan:
     config_file: Path | None = None
     served_directories: tuple[Path, ...] = ()
     tls_files: tuple[Path, ...] = ()
+    #: The interface a link-local listen_address is on (its zone, "fe80::1%eth0"): rules
+    #: match the address there, as no rule syntax takes "%eth0" in an address.
+    listen_interface: str | None = None
 
     @property
     def families(self) -> tuple[Family, ...]:
@@ -98,6 +102,13 @@ class FirewallPlan:
         if self.implicit_tls_port is None:
             return (self.control_port,)
         return (self.control_port, self.implicit_tls_port)
+
+    @property
+    def listen_shown(self) -> str | None:
+        """listen_address as the configuration writes it, zone and all, for comments."""
+        if self.listen_address is None or self.listen_interface is None:
+            return self.listen_address
+        return f"{self.listen_address}%{self.listen_interface}"
 
     def listen_address_for(self, family: Family) -> str | None:
         """The specific address to match for ``family``, or None for any address."""
@@ -132,8 +143,11 @@ def plan_for(
     listen = config.listen_address
     ipv4 = ipv6 = True
     specific: str | None = None
+    interface = None
     if listen is not None:
-        address = ipaddress.ip_address(listen)
+        bare, _, zone = listen.partition("%")
+        address = ipaddress.ip_address(bare)
+        interface = _interface_of(listen, zone) if zone else None
         if address.is_unspecified:
             # "::" is dual-stack (the listener clears IPV6_V6ONLY); "0.0.0.0" is IPv4 only.
             ipv6 = address.version == 6
@@ -161,7 +175,28 @@ def plan_for(
         config_file=config_file.resolve() if config_file else None,
         served_directories=_served_directories(config),
         tls_files=tuple(path for path in (config.tls_certificate, config.tls_key) if path),
+        listen_interface=interface,
     )
+
+
+# Linux interface names: up to 15 characters; these are the ones safe in every format
+# (the ufw and firewalld outputs are shell scripts).
+_INTERFACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+def _interface_of(listen: str, zone: str) -> str:
+    """The interface a listen address's zone names; FirewallError if no rule can name it."""
+    if zone.isdigit():
+        raise FirewallError(
+            f"listen_address {listen} names its zone by number; write the interface's "
+            f"name instead (e.g. {listen.partition('%')[0]}%eth0) so the rules can match it"
+        )
+    if not _INTERFACE_NAME.fullmatch(zone):
+        raise FirewallError(
+            f"listen_address {listen}: {zone!r} is not an interface name the rules can "
+            "carry (letters, digits, '_', '.', '-'; at most 15)"
+        )
+    return zone
 
 
 def _served_directories(config: ServerConfig) -> tuple[Path, ...]:
@@ -282,7 +317,7 @@ def explain_masquerade(plan: FirewallPlan) -> list[str]:
 def _ipv6_only_advice(plan: FirewallPlan, ports: str) -> str:
     """What to do in front of a server with IPv6 clients only: PASV and NAT do not arise."""
     text = (
-        f"The server listens on {plan.listen_address} only, an IPv6 address: clients use "
+        f"The server listens on {plan.listen_shown} only, an IPv6 address: clients use "
         "EPSV, which names no address (PASV cannot describe an IPv6 one and is refused), "
         "so there is no address to masquerade. A firewall in front must let TCP "
         f"{ports} and {plan.passive_ports} through to this host."
@@ -353,7 +388,7 @@ def render(plan: FirewallPlan, format_name: str, family: Family = "ipv4") -> str
     if format_name == "iptables" and not getattr(plan, family):
         raise FirewallError(
             f"this configuration does not listen on {family} "
-            f"(listen_address = {plan.listen_address or '0.0.0.0'}), so there is nothing "
+            f"(listen_address = {plan.listen_shown or '0.0.0.0'}), so there is nothing "
             f"to open for it; leave out --family {family}"
         )
     return renderers[format_name](plan, family)

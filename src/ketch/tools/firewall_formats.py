@@ -19,6 +19,7 @@ from ketch.tools.firewall import (
     explain_header,
     explain_helper,
     explain_passive,
+    wrap,
 )
 
 __all__ = [
@@ -52,6 +53,8 @@ def _ufw_allow(plan: FirewallPlan, ports: str, comment: str) -> str:
     """One ``ufw allow``, narrowed to the listen address or family when the server is."""
     if plan.listen_address is not None:
         target = f"proto tcp to {plan.listen_address} port {ports}"
+        if plan.listen_interface is not None:  # a link-local address: on its link only
+            target = f"in on {plan.listen_interface} {target}"
     elif not plan.ipv6:
         target = f"proto tcp to 0.0.0.0/0 port {ports}"  # "any" would add an IPv6 rule too
     else:
@@ -207,6 +210,14 @@ def render_firewalld(plan: FirewallPlan, family: Family = "ipv4") -> str:
         "ALREADY_ENABLED and goes on). Rules go to the default zone: add --zone=NAME to",
         "each command for another. firewalld covers IPv4 and IPv6 itself.",
     ]
+    if plan.listen_interface is not None:
+        # A zone is how firewalld ties rules to an interface: rich rules cannot name one.
+        usage += wrap(
+            f"The rules match {plan.listen_address} in that zone; listen_address is on "
+            f"interface {plan.listen_interface}, so that zone must be the one "
+            f"{plan.listen_interface} is in (firewall-cmd --get-zone-of-interface="
+            f"{plan.listen_interface})."
+        )
     return _script(plan, "firewalld rules", usage, body)
 
 
@@ -245,7 +256,7 @@ def render_docker_compose(plan: FirewallPlan, family: Family = "ipv4") -> str:
         notes.append(f"It is {plan.masquerade_address} now: check that is the host's address.")
     if plan.listen_address is not None:
         notes.append(
-            f"listen_address = {plan.listen_address} will not exist in the container: "
+            f"listen_address = {plan.listen_shown} will not exist in the container: "
             "leave it out there."
         )
     notes += [

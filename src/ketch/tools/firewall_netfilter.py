@@ -58,7 +58,11 @@ def _nft_match(plan: FirewallPlan, direction: str) -> str:
     """Address match prefix for the server's own address ("daddr" in, "saddr" out)."""
     if plan.listen_address is not None:
         family = "ip" if plan.ipv4 else "ip6"
-        return f"{family} {direction} {plan.listen_address} "
+        match = f"{family} {direction} {plan.listen_address} "
+        if plan.listen_interface is not None:  # a link-local address: on its link only
+            which = "iifname" if direction == "daddr" else "oifname"
+            match += f'{which} "{plan.listen_interface}" '
+        return match
     if not plan.ipv6:
         return "meta nfproto ipv4 "
     return ""
@@ -188,6 +192,9 @@ def render_iptables(plan: FirewallPlan, family: Family = "ipv4") -> str:
     address = plan.listen_address_for(family)
     inbound = f"-d {address}" if address else ""
     outbound = f"-s {address}" if address else ""
+    if address and plan.listen_interface is not None:  # a link-local address: its link only
+        inbound += f" -i {plan.listen_interface}"
+        outbound += f" -o {plan.listen_interface}"
     icmp = "icmp" if family == "ipv4" else "ipv6-icmp"
     passive = plan.passive_ports
     other = "ipv6" if family == "ipv4" else "ipv4"
