@@ -637,6 +637,20 @@ def test_clnt_is_accepted_and_logged(
     ftp.close()
 
 
+def test_clnt_name_cannot_forge_log_fields(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ftp = connect(server, login=False)
+    forged = "foo user=root client=10.9.9.9 result=ok"
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp.sendcmd(f"CLNT {forged}")
+        ftp.sendcmd("NOOP")  # the log line is written before the reply; NOOP orders the check
+    ftp.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("client name")]
+    # One field, quoted as every client-chosen value is (client_text.log_field).
+    assert lines == [f'client name client=127.0.0.1 user=- name="{forged}"']
+
+
 # -- RFC 2640: UTF-8 and names that are not UTF-8 ------------------------------------------------
 
 

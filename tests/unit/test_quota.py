@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ketch.server import atomic_file
 from ketch.server.atomic_file import AtomicFile
 from ketch.server.auth import Account, Permission
 from ketch.server.filesystem import LocalFilesystem
@@ -331,6 +333,26 @@ def test_temporary_names_are_hidden_and_reserved(tmp_path: Path) -> None:
         refused.append(caught.value)
     target.discard()
     assert leftovers(tmp_path) == [] and len(refused) == 3
+
+
+def test_a_temporary_file_left_behind_is_logged_as_one_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The temporary name holds the client's name: it must not forge log fields."""
+    target = LocalFilesystem(tmp_path).open_atomic_write("/x result=ok user=root")
+
+    def refuse(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied", "the-name")
+
+    monkeypatch.setattr(atomic_file.os, "unlink", refuse)
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        target.discard()
+    monkeypatch.undo()
+    [message] = [record.getMessage() for record in caplog.records]
+    assert message.startswith('cannot remove the temporary upload file path="')
+    assert message.endswith('.x result=ok user=root.part": Permission denied')
+    for leftover in leftovers(tmp_path):
+        os.unlink(tmp_path / leftover)
 
 
 def test_temporary_name_of_a_long_file_name_still_fits(tmp_path: Path) -> None:

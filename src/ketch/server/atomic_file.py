@@ -24,6 +24,7 @@ import secrets
 import stat
 from typing import BinaryIO
 
+from ketch.server.client_text import log_field
 from ketch.server.jail import UPLOAD_TEMP_PREFIX, Place
 
 __all__ = ["AtomicFile", "adopt_attributes", "temporary_name"]
@@ -125,7 +126,12 @@ class AtomicFile:
             pass
         except OSError as error:
             shown = os.path.join(os.path.dirname(place.real), self._temp)
-            log.warning("cannot remove the temporary upload file %s: %s", shown, error)
+            # The name is the client's: a field, so it cannot forge one (see client_text).
+            log.warning(
+                "cannot remove the temporary upload file path=%s: %s",
+                log_field(shown),
+                error.strerror or error,
+            )
         if self._placeholder is not None:
             with contextlib.suppress(OSError):
                 if self._is_placeholder(place.stat()):

@@ -225,9 +225,9 @@ async def client_name(session: Session, argument: str) -> None:
     name = name[:_CLIENT_NAME_LIMIT]
     session.extensions.client_name = name
     log.info(
-        "client name client=%s user=%s name=%r",
+        "client name client=%s user=%s name=%s",
         session.peer_ip,
         session.log_user,
-        name,
+        log_field(name),
     )
     await session.reply(200, f"Noted: you are using {name}.")
