@@ -297,6 +297,26 @@ def test_cwd_says_why_it_refuses(
     assert ftp.pwd() == "/"
 
 
+def test_a_jail_escape_is_logged_with_the_virtual_path_as_one_field(
+    server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.symlink(tmp_path, server.home / "outlink")
+    (server.home / "d2").mkdir()
+    ftp = connect(server)
+    ftp.cwd("d2")
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        assert reply_to(ftp, "MDTM ../outlink")[:3] == "550"
+        assert reply_to(ftp, "MDTM ../outlink/x result=ok user=root")[:3] == "550"
+    ftp.quit()
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    # Where the argument leads (from /d2), and a client's "field" stays inside the value.
+    assert refusals == [
+        "refused MDTM user=alice client=127.0.0.1 path=/outlink: outside the home directory",
+        'refused MDTM user=alice client=127.0.0.1 path="/outlink/x result=ok user=root": '
+        "outside the home directory",
+    ]
+
+
 def test_a_directory_swapped_for_a_symlink_after_the_check_gets_550(
     server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

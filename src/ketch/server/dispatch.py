@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ketch.protocol.commands import Command
 from ketch.protocol.security import command_refusal
 from ketch.server.auth import Permission
+from ketch.server.client_text import log_field
 from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
 
@@ -72,12 +73,14 @@ async def dispatch(session: Session, command: Command) -> None:
     try:
         await spec.handler(session, command.argument)
     except PathEscapeError as error:
+        # The virtual path that escaped, not the raw argument: "../x" says little, and
+        # MFMT's or SITE CHMOD's argument holds more than a path.
         log.warning(
-            "refused %s user=%s client=%s: path outside the home directory (%r)",
+            "refused %s user=%s client=%s path=%s: outside the home directory",
             spec.verb,
             session.log_user,
             session.peer_ip,
-            command.argument,
+            log_field(error.virtual),
         )
         await session.reply(550, str(error))
     except FilesystemError as error:
