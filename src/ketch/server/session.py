@@ -25,7 +25,7 @@ from ketch.protocol.replies import format_reply
 from ketch.protocol.security import TlsState
 from ketch.protocol.session_state import URGENT_COMMANDS, SessionState
 from ketch.server.auth import Account, Permission
-from ketch.server.client_text import log_field
+from ketch.server.client_text import log_field, without_controls
 from ketch.server.command_table import CommandSpec
 from ketch.server.control_stream import ControlStream
 from ketch.server.data_offers import DataOffer
@@ -364,7 +364,7 @@ class Session:
         stream = self.stream
         if stream.is_closing():
             return
-        stream.write(format_reply(code, text))
+        stream.write(format_reply(code, _shown(text)))
         if stream.must_drain:  # no coroutine per reply while the client takes them
             await self._drain(stream)
 
@@ -405,7 +405,7 @@ class Session:
     def say_goodbye(self, code: int, text: str) -> None:
         """A last reply written without waiting (server shutdown), if the peer still listens."""
         if not self.stream.is_closing():
-            self.stream.write(format_reply(code, text))
+            self.stream.write(format_reply(code, _shown(text)))
 
     def permits(self, permission: Permission) -> bool:
         return self.account is not None and permission in self.account.permissions
@@ -488,3 +488,11 @@ def _quit_among(waiting: Command, queue: list[Command | LineTooLong]) -> bool:
     return waiting.verb == "QUIT" or any(
         isinstance(event, Command) and event.verb == "QUIT" for event in queue
     )
+
+
+def _shown(text: str | list[str]) -> str | list[str]:
+    """A reply's text without control characters: paths and names in it are the
+    client's (``RETR /x\\x1b[2J``), and must not reach its terminal as they are."""
+    if isinstance(text, str):
+        return without_controls(text)
+    return [without_controls(line) for line in text]

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from ketch.server.auth import Permission
+from ketch.server.client_text import without_controls
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
 
 
 def quote_path(path: str) -> str:
-    """RFC 959 Appendix II: a quote inside a 257 pathname is doubled."""
-    return '"' + path.replace('"', '""') + '"'
+    """RFC 959 Appendix II: a quote inside a 257 pathname is doubled.
+
+    Control characters are written as ``\\xNN`` inside the quotes, with no quoting of
+    their own: clients (ftplib's parse257, curl) take everything between the outer
+    quotes as the name, and a name with a terminal escape in it cannot be given back
+    usefully anyway, so it is shown readably rather than raw. Other names (spaces,
+    quotes, UTF-8, bytes that are not UTF-8) are unchanged, so they round-trip.
+    """
+    return '"' + without_controls(path).replace('"', '""') + '"'
 
 
 @command("PWD", "XPWD", argument=Argument.NONE, help="PWD: print the working directory")
