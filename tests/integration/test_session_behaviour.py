@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ftplib
 import io
+import logging
 import os
 import posixpath
 import socket
@@ -951,3 +952,31 @@ def test_epsv_family_must_match_the_ipv4_control_connection(server: RunningServe
     assert reply_to(ftp, "EPSV x").startswith("501")
     assert reply_to(ftp, "EPSV 1").startswith("229")
     assert reply_to(ftp, "PORT 127,0,0,1,200,1").startswith("200")  # IPv4 may use PORT
+
+
+def test_every_change_to_the_tree_is_logged_like_a_delete(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MKD, RMD, SITE CHMOD and MFMT leave one audit line each, as DELE and renames do."""
+    ftp = connect(server)
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp.mkd("new dir")
+        ftp.storbinary("STOR new dir/a.txt", io.BytesIO(b"a"))
+        ftp.sendcmd("SITE CHMOD 640 new dir/a.txt")
+        ftp.sendcmd("MFMT 20240131235959 new dir/a.txt")
+        ftp.delete("new dir/a.txt")
+        ftp.rmd("new dir")
+    ftp.quit()
+    who = "user=alice client=127.0.0.1"
+    audit = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(("mkdir ", "rmdir ", "chmod ", "mtime ", "delete "))
+    ]
+    assert audit == [
+        f'mkdir {who} path="/new dir"',
+        f'chmod {who} path="/new dir/a.txt" mode=0640',
+        f'mtime {who} path="/new dir/a.txt" time=20240131235959',
+        f'delete {who} path="/new dir/a.txt"',
+        f'rmdir {who} path="/new dir"',
+    ]

@@ -127,6 +127,13 @@ async def set_modification_time(session: Session, argument: str) -> None:
     session.filesystem.set_mtime(path, mtime)
     # The time read back, so the reply says what the file system really stored.
     stored = format_mdtm(session.filesystem.stat(path).mtime)
+    log.info(
+        "mtime user=%s client=%s path=%s time=%s",
+        session.log_user,
+        session.peer_ip,
+        log_field(path),
+        stored,
+    )
     await session.reply(213, f"Modify={stored}; {target}")
 
 

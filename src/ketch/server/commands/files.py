@@ -181,4 +181,11 @@ async def _site_chmod(session: Session, argument: str) -> None:
         return
     path = session.resolve(target)
     session.filesystem.chmod(path, mode)
+    log.info(
+        "chmod user=%s client=%s path=%s mode=%04o",
+        session.log_user,
+        session.peer_ip,
+        log_field(path),
+        mode,
+    )
     await session.reply(200, f"{path}: mode set to {mode:04o}.")

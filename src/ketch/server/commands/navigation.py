@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from ketch.server.auth import Permission
-from ketch.server.client_text import without_controls
+from ketch.server.client_text import log_field, without_controls
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
+
+log = logging.getLogger("ketch.server")
 
 
 def quote_path(path: str) -> str:
@@ -65,6 +69,7 @@ async def _enter(session: Session, path: str) -> None:
 async def make_directory(session: Session, argument: str) -> None:
     path = session.resolve(argument)
     session.filesystem.mkdir(path)
+    _audit(session, "mkdir", path)
     await session.reply(257, f"{quote_path(path)} created.")
 
 
@@ -81,4 +86,12 @@ async def remove_directory(session: Session, argument: str) -> None:
         await session.reply(550, "/: the home directory itself cannot be removed.")
         return
     session.filesystem.rmdir(path)
+    _audit(session, "rmdir", path)
     await session.reply(250, f"{path}: directory removed.")
+
+
+def _audit(session: Session, action: str, path: str) -> None:
+    """One line per change to the tree, as DELE and renames have (who, from where, what)."""
+    log.info(
+        "%s user=%s client=%s path=%s", action, session.log_user, session.peer_ip, log_field(path)
+    )
