@@ -270,6 +270,37 @@ def test_serve_says_when_nobody_can_log_in(tmp_path: Path) -> None:
         assert not [line for line in serving.stdout if "nobody can log in" in line]
 
 
+def _session_of(line: str) -> str:
+    """The session=N field a log line ends with."""
+    field = line.rstrip("\n").rsplit(" ", 1)[-1]
+    assert field.startswith("session="), line
+    return field
+
+
+def test_a_sessions_log_lines_name_it_and_its_end_says_who_and_how_long(tmp_path: Path) -> None:
+    """Two sessions from one address: each line says which one it belongs to."""
+    port = free_port()
+    args = ["--port", str(port), "--listen", "127.0.0.1", "--root", str(tmp_path)]
+    with ketch_serve([*args, "--user", "bob:pw", "--write"], tmp_path) as serving:
+        bob = ftplib.FTP(timeout=10)
+        bob.connect("127.0.0.1", port)
+        bob_port = bob.sock.getsockname()[1]
+        connected = serving.wait_for(f"connect client=127.0.0.1 port={bob_port} ")
+        stranger = ftplib.FTP(timeout=10)
+        stranger.connect("127.0.0.1", port)
+        bob.login("bob", "pw")
+        bob.mkd("made")
+        stranger.quit()
+        bob.quit()
+        session = _session_of(connected)
+        assert _session_of(serving.wait_for("login ok user=bob")) == session
+        assert _session_of(serving.wait_for("mkdir user=bob")) == session
+        ended = serving.wait_for("disconnect client=127.0.0.1 user=bob seconds=")
+        assert _session_of(ended) == session
+        other = serving.wait_for("disconnect client=127.0.0.1 user=- seconds=")
+        assert _session_of(other) != session
+
+
 @pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
 def test_serve_started_with_a_standard_descriptor_closed_serves_and_stops_cleanly(
     tmp_path: Path, closed: int

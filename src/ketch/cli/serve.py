@@ -25,10 +25,6 @@ __all__ = ["config", "serve", "user"]
 
 log = logging.getLogger("ketch.server")
 
-#: The log line layout; a worker process names itself after the logger name.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 # -- serve ----------------------------------------------------------------------
 
 
@@ -174,7 +170,7 @@ def serve(
         raise click.ClickException(str(error)) from None
     except click.BadParameter:
         raise
-    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    _log_to_stderr(config.log_level)
     try:
         if config.workers > 1:
             from ketch.server.workers import serve_workers
@@ -192,6 +188,15 @@ def serve(
         raise click.ClickException(f"cannot start the server: {error}") from None
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _log_to_stderr(level: str) -> None:
+    """The server's log: LOG_FORMAT's lines on stderr (workers inherit the handler)."""
+    from ketch.server.log_format import LOG_FORMAT, LogFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _unless_configured(

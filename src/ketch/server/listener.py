@@ -19,6 +19,7 @@ from ketch.server.auth import Authenticator
 from ketch.server.context import ServerContext
 from ketch.server.control_stream import ControlStream
 from ketch.server.implicit_tls import ImplicitTlsListener
+from ketch.server.log_format import SESSION, next_session_number
 from ketch.server.login_guard import ban_reply_text
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.session import SHUTDOWN_TEXT, Session
@@ -287,7 +288,10 @@ class FtpServer:
         task = asyncio.current_task()
         assert task is not None
         self._sessions[task] = session
-        log.info("connect client=%s", ip)
+        # This task's context: every line the session logs from here on names it.
+        SESSION.set(next_session_number())
+        started = time.monotonic()
+        log.info("connect client=%s port=%s", ip, _peer_port(stream))
         try:
             await session.run()
         except asyncio.CancelledError:
@@ -297,7 +301,12 @@ class FtpServer:
         finally:
             self._sessions.pop(task, None)
             self.limits.release(ip)
-            log.info("disconnect client=%s", ip)
+            log.info(
+                "disconnect client=%s user=%s seconds=%.1f",
+                ip,
+                session.log_user if session.state.logged_in else "-",
+                time.monotonic() - started,
+            )
 
     async def _secure(self, ip: str, sock: socket.socket) -> ControlStream | None:
         """The TLS handshake of an implicit FTPS connection: its stream, or None if it failed.
@@ -319,6 +328,13 @@ class FtpServer:
             log.info("implicit FTPS: TLS handshake failed client=%s: %s", ip, error)
             return None
         return stream
+
+
+def _peer_port(stream: ControlStream) -> int | str:
+    """The client's port, which tells a connection from others of the same address
+    in the client's own logs and in a packet capture."""
+    peer = stream.get_extra_info("peername")
+    return peer[1] if peer else "-"
 
 
 # Connections the kernel queues before ketch accepts them (capped by somaxconn).

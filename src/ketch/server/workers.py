@@ -429,11 +429,11 @@ def _label_logs(label: str) -> None:
     """Put ``[label]`` after the logger name in every line this process logs."""
     for handler in logging.getLogger().handlers:
         formatter = handler.formatter
-        layout = formatter._fmt if formatter is not None else None
-        if layout and "%(name)s" in layout:
-            handler.setFormatter(
-                logging.Formatter(layout.replace("%(name)s", f"%(name)s[{label}]", 1))
-            )
+        if formatter is None or not formatter._fmt or "%(name)s" not in formatter._fmt:
+            continue
+        # The same class: LogFormatter supplies the session field and the time zone.
+        layout = formatter._fmt.replace("%(name)s", f"%(name)s[{label}]", 1)
+        handler.setFormatter(type(formatter)(layout))
 
 
 def _exit_text(status: int) -> str:
