@@ -82,6 +82,12 @@ def test_active_source_port_inside_the_range_is_warned() -> None:
     assert not warned(report(active_source_port="ephemeral"), "active source port")
 
 
+def test_foreign_addresses_allowed_are_warned() -> None:
+    """FXP is a risk of its own (RFC 2577): the log and `ketch config check` say so."""
+    assert warned(report(allow_foreign_addresses=True), "allow_foreign_addresses", "RFC 2577")
+    assert not warned(report(), "allow_foreign_addresses")
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [

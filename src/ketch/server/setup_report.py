@@ -211,6 +211,13 @@ def _active(config: ServerConfig, port: int, report: SetupReport) -> None:
         else "connects only back to the client"
     )
     _line(report, "active", f"source port {text}; {safety}")
+    if config.allow_foreign_addresses:
+        report.warnings.append(
+            "allow_foreign_addresses = true: PORT/EPRT may name any address (FXP), so any "
+            "logged-in user can make this server connect to and send files to third hosts "
+            "(the FTP bounce attack, RFC 2577); set it to false unless you need "
+            "server-to-server transfers between servers you trust"
+        )
     if fixed is not None and fixed in config.passive_ports:
         report.warnings.append(
             f"the active source port {fixed} lies inside passive_ports {config.passive_ports}, "
