@@ -301,6 +301,18 @@ def test_a_sessions_log_lines_name_it_and_its_end_says_who_and_how_long(tmp_path
         assert _session_of(other) != session
 
 
+def test_a_single_process_server_logs_that_it_serves(tmp_path: Path) -> None:
+    """The summary goes to stdout; the log (stderr) must say too that the server started."""
+    port = free_port()
+    args = ["--port", str(port), "--listen", "127.0.0.1", "--passive-ports", "41000-41099"]
+    with ketch_serve(args, tmp_path) as serving:
+        line = serving.wait_for(" serving address=")
+    assert " INFO ketch.server: ketch " in line
+    assert f"serving address=127.0.0.1 port={port} pid={serving.pid} " in line
+    assert "passive_ports=41000-41099 tls=off tls_required=off implicit_tls_port=-" in line
+    assert line.rstrip().endswith(("event_loop=asyncio", "event_loop=uvloop"))
+
+
 @pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
 def test_serve_started_with_a_standard_descriptor_closed_serves_and_stops_cleanly(
     tmp_path: Path, closed: int
