@@ -313,6 +313,20 @@ def test_a_single_process_server_logs_that_it_serves(tmp_path: Path) -> None:
     assert line.rstrip().endswith(("event_loop=asyncio", "event_loop=uvloop"))
 
 
+def test_log_times_are_utc_and_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server in Tokyo logs UTC with a Z, not local time without an offset."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    before = datetime.datetime.now(datetime.UTC)
+    with ketch_serve(["--port", str(free_port()), "--listen", "127.0.0.1"], tmp_path) as serving:
+        line = serving.wait_for(" serving address=")
+    after = datetime.datetime.now(datetime.UTC)
+    stamp = line.split(" ", 1)[0]
+    assert stamp.endswith("Z") and len(stamp) == len("2026-11-22T12:48:46.199Z"), line
+    logged = datetime.datetime.fromisoformat(stamp)
+    # Whole seconds are enough: Tokyo's local time would be 9 hours off.
+    assert before.replace(microsecond=0) <= logged <= after, (before, logged, after)
+
+
 @pytest.mark.parametrize("closed", [0, 1, 2], ids=["stdin", "stdout", "stderr"])
 def test_serve_started_with_a_standard_descriptor_closed_serves_and_stops_cleanly(
     tmp_path: Path, closed: int

@@ -306,8 +306,10 @@ def test_sighup_reaches_every_worker(tmp_path: Path, root: Path) -> None:
         mark = len(server.stderr)
         config.write_text(config.read_text().replace('root = "', 'banner = "reloaded"\nroot = "'))
         server.signal(signal.SIGHUP)
-        server.wait_for("[worker 1]: reload: configuration from", start=mark)
+        first = server.wait_for("[worker 1]: reload: configuration from", start=mark)
         server.wait_for("[worker 2]: reload: configuration from", start=mark)
+        # Labelled for its worker, a line keeps the UTC time of the log format.
+        assert first.split(" ", 1)[0].endswith("Z"), first
         for _ in range(6):
             with socket.create_connection((HOST, port), timeout=10) as sock:
                 assert sock.recv(1024).startswith(b"220 reloaded")

@@ -1,4 +1,4 @@
-"""The server's log line layout, and the session each line belongs to.
+"""The server's log line layout (times in UTC), and the session each line belongs to.
 
 Several sessions from one address (a client opening a connection per
 transfer, users behind one NAT) log lines that ``client=`` cannot tell
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from contextvars import ContextVar
 
 __all__ = ["LOG_FORMAT", "SESSION", "LogFormatter", "next_session_number"]
@@ -33,7 +34,17 @@ def next_session_number() -> int:
 
 
 class LogFormatter(logging.Formatter):
-    """``LOG_FORMAT``'s lines: ``%(session)s`` is `` session=N`` inside a session, else empty."""
+    """``LOG_FORMAT``'s lines: ``%(session)s`` is `` session=N`` inside a session, else empty,
+    and the time is UTC in ISO 8601 (``2026-11-22T12:48:46.199Z``).
+
+    UTC, not local time: a local time without its offset cannot be matched with other
+    machines' logs, a client's report, or certificate dates (which are UTC), and is
+    ambiguous for an hour when daylight saving time ends.
+    """
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         # Read when the line is written, which is at the log call: handlers here are
