@@ -309,6 +309,28 @@ def test_sighup_reloads_users_and_sessions_keep_running(start_server: StartServe
     bob.quit()
 
 
+def test_a_reload_logs_what_it_changed_and_its_set_up_warnings(start_server: StartServer) -> None:
+    server, port, config = start_server(users=("alice", "bob"), max_connections=100)
+    root = Path(server_root(config))
+    changed = {"max_connections": 5000, "allow_foreign_addresses": "true", "idle_timeout": 42.0}
+    config.write_text(config_text(port, root, ["bob"], **changed))
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    line = server.wait_for("reload: changed: ", start=mark)
+    for change in (
+        "max_connections 100 -> 5000",
+        "allow_foreign_addresses false -> true",
+        "idle_timeout 300.0 -> 42.0",
+        "users removed: alice",
+        "users changed: bob",  # config_text hashed his password anew: a new salt
+    ):
+        assert change in line, line
+    assert "$argon2" not in line and "password" not in line  # accounts by name only
+    # As `ketch config check` and the start would: the new file's risks are told.
+    warning = server.wait_for("reload: set-up: allow_foreign_addresses = true", start=mark)
+    assert " WARNING " in warning
+
+
 def test_a_remembered_password_stops_working_when_a_reload_changes_it(
     start_server: StartServer,
 ) -> None:

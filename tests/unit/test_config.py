@@ -580,3 +580,34 @@ def test_serve_tls_finds_the_certificate_of_a_file_with_a_byte_order_mark(
     path = tmp_path / "bom.toml"
     path.write_bytes(b'\xef\xbb\xbftls_certificate = "/etc/ftp.crt"\n')
     assert serving_certificate(path, {}) == {}
+
+
+def test_a_reload_names_each_changed_setting_and_accounts_by_name_only(tmp_path: Path) -> None:
+    from ketch.server.config_changes import changed_settings
+
+    def user(name: str, home: str = "h") -> dict[str, Any]:
+        (tmp_path / home).mkdir(exist_ok=True)
+        return {"name": name, "password_hash": _HASH, "home": str(tmp_path / home)}
+
+    old = load_config(
+        None, {"root": str(tmp_path), "users": [user("alice"), user("carol")], "banner": "hi"}
+    )
+    new = load_config(
+        None,
+        {
+            "root": str(tmp_path),
+            "users": [user("alice", home="elsewhere"), user("bob")],
+            "banner": "hello",
+            "allow_foreign_addresses": True,
+            "anonymous": {"enabled": False},
+        },
+    )
+    assert changed_settings(old, new) == [
+        "banner 'hi' -> 'hello'",
+        "allow_foreign_addresses false -> true",
+        "anonymous.enabled true -> false",
+        "users added: bob",
+        "users removed: carol",
+        "users changed: alice",
+    ]
+    assert changed_settings(new, new) == []

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
+from ketch.server.config_changes import changed_settings
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT
+from ketch.server.setup_report import setup_report
 from ketch.server.transfer_task import cancel_after_first_step
 
 if TYPE_CHECKING:
@@ -388,6 +390,10 @@ class Reloader:
             "enabled" if config.anonymous.enabled else "disabled",
             len(self._server.sessions),
         )
+        changes = changed_settings(current, config)
+        log.info("reload: changed: %s", "; ".join(changes) if changes else "nothing")
+        for warning in _setup_warnings(config, self._server.address, masquerade):
+            log.warning("reload: set-up: %s", warning)
         if self._run_as is not None:
             for problem in access_problems(config, self._run_as.name, self._source):
                 log.warning("reload: %s", problem)
@@ -402,6 +408,21 @@ class Reloader:
             len(problems),
         )
         return False
+
+
+def _setup_warnings(
+    config: ServerConfig, address: tuple[str, int], masquerade: MasqueradePolicy
+) -> list[str]:
+    """What start-up and `ketch config check` warn about, for the reloaded file: a change
+    that contradicts itself must not pass silently because it came by SIGHUP."""
+    from ketch.server.workers import split_ports  # workers imports this module
+
+    host, port = address
+    slices = split_ports(config.passive_ports, config.workers) if config.workers > 1 else []
+    report = setup_report(
+        config, host=host, port=port, slices=slices, resolved=masquerade.resolved_names()
+    )
+    return report.warnings
 
 
 def _show(value: object) -> str:
