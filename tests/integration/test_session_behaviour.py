@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ketch.protocol.addresses import parse_epsv_reply
+from ketch.server.commands import transfer as transfer_commands
 
 from conftest import RunningServer
 from ftp_helpers import connect, download_under_way, free_port, reply_to, wait_for
@@ -231,6 +232,29 @@ def test_client_vanishing_mid_transfer_leaves_server_healthy(
     other = connect(server)
     assert other.nlst() == ["big.bin"]
     other.quit()
+
+
+def test_a_bug_inside_a_transfer_gets_451_and_the_session_goes_on(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As dispatch does for ordinary commands: the transfer's final reply must come,
+    # or the client waits until it times out and every later reply is out of step.
+    def broken(path: str, end: int, size: int) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(transfer_commands, "_check_whole", broken)
+    (server.home / "small.bin").write_bytes(b"x" * 1000)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        with pytest.raises(ftplib.error_temp) as failure:
+            ftp.retrbinary("RETR small.bin", lambda _: None)
+        assert str(failure.value).startswith("451 Internal error while running RETR")
+        assert reply_to(ftp, "NOOP").startswith("200")  # the next reply is the NOOP's
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None, errors
+    assert "client=127.0.0.1" in errors[0].getMessage()
+    ftp.quit()
 
 
 def test_stalled_transfer_is_aborted_with_426(make_server) -> None:  # type: ignore[no-untyped-def]

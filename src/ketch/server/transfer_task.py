@@ -234,6 +234,13 @@ async def run_transfer(
         )
     except OSError as error:
         await _reply_local_error(session, error)
+    except Exception:
+        # A bug of ours must cost this transfer, not the session: without a final
+        # reply the client waits until it times out, and later replies are out of step.
+        log.exception("internal error in transfer %s (client=%s)", verb, session.peer_ip)
+        await session.reply(
+            451, f"Internal error while running {verb}; the server log has details."
+        )
     finally:
         if watchdog is not None:
             watchdog.stop()
