@@ -7,7 +7,9 @@ so a test can stop, reset or hold an upload half-way.
 from __future__ import annotations
 
 import ftplib
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -354,7 +356,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_answers_552_and_the_session_goes_on(
-    make_server: Callable[..., RunningServer], small_disk: Path
+    make_server: Callable[..., RunningServer],
+    small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     existing = small_disk / "target.bin"
     existing.write_bytes(OLD)
@@ -362,8 +366,11 @@ def test_disk_full_answers_552_and_the_session_goes_on(
     ftp = ftplib.FTP(timeout=10)
     ftp.connect(server.host, server.port)
     ftp.login()
-    reply = upload(ftp, "STOR target.bin", os.urandom(2 * MIB))
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        reply = upload(ftp, "STOR target.bin", os.urandom(2 * MIB))
     assert reply.startswith("552") and "disk is full" in reply
+    # The admin hears of it too, at the level that shows problems.
+    assert [m for m in warnings_of(caplog) if "errno=ENOSPC" in m], caplog.text
     assert existing.read_bytes() == OLD
     assert sorted(os.listdir(small_disk)) == ["target.bin"]  # no partial or temporary file
     small = os.urandom(10 * KIB)
@@ -372,6 +379,33 @@ def test_disk_full_answers_552_and_the_session_goes_on(
     assert upload(ftp, "STOR target.bin", small).startswith("226")
     assert existing.read_bytes() == small
     ftp.quit()
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_local_error_mid_stor_is_a_warning_naming_errno_path_user_and_client(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The upload's directory vanishes under it: putting the file in place fails with
+    # ENOENT, a local error as a full or failing disk would be. The client's 451 is
+    # not enough: at log level warning the admin must see it too.
+    directory = server.home / "sub"
+    directory.mkdir()
+    ftp = connect(server)
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        data = begin_upload(ftp, "STOR sub/x.bin", b"q" * 50_000)
+        assert wait_for(lambda: temporary_size(directory) == 50_000)
+        shutil.rmtree(directory)
+        data.close()
+        reply = ftp.getmultiline()
+        assert reply.startswith("451") and "No such file or directory" in reply, reply
+    assert warnings_of(caplog) == [
+        "transfer STOR stopped by a local I/O error user=alice client=127.0.0.1 "
+        'path=/sub/x.bin errno=ENOENT reason="No such file or directory"'
+    ]
+    assert reply_to(ftp, "NOOP").startswith("200")
 
 
 # -- the size limit -------------------------------------------------------------------

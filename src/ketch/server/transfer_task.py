@@ -233,6 +233,7 @@ async def run_transfer(
             "Try again; if it keeps happening, something on the path alters the data.",
         )
     except OSError as error:
+        _log_local_error(session, verb, path, error)
         await _reply_local_error(session, error)
     except Exception:
         # A bug of ours must cost this transfer, not the session: without a final
@@ -252,6 +253,21 @@ async def run_transfer(
         moved = channel.bytes_moved if channel else 0
         _log_transfer(session, verb, path, offer.mode, moved, time.monotonic() - started, outcome)
         session.transfer_ended()
+
+
+def _log_local_error(session: Session, verb: str, path: str, error: OSError) -> None:
+    """A warning for the admin: a full disk or a failing one is theirs to fix, and the
+    client's 552/451 is all anyone else hears of it."""
+    code = errno.errorcode.get(error.errno, str(error.errno)) if error.errno else "none"
+    log.warning(
+        "transfer %s stopped by a local I/O error user=%s client=%s path=%s errno=%s reason=%s",
+        verb,
+        session.log_user,
+        session.peer_ip,
+        log_field(path),
+        code,
+        log_field(error.strerror or str(error)),
+    )
 
 
 async def _reply_local_error(session: Session, error: OSError) -> None:
