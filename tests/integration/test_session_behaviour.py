@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import socket
 import time
 from pathlib import Path
@@ -644,9 +645,29 @@ def test_stat_during_transfer_reports_it(server: RunningServer, big_file: Path) 
     ftp, data = download_under_way(server)
     reply = reply_to(ftp, "STAT")
     assert reply.startswith("213") and "RETR /big.bin" in reply
+    # With the bytes moved so far (README promises them) and the file's size.
+    moved = re.search(r"RETR /big\.bin: (\d+) bytes moved so far", reply)
+    assert moved is not None and 0 < int(moved.group(1)) <= BIG, reply
+    assert f"of a {BIG}-byte file" in reply and "restart" not in reply, reply
     ftp.putcmd("ABOR")
     ftp.getmultiline()
     ftp.getmultiline()
+    data.close()
+
+
+def test_stat_during_a_resumed_transfer_names_its_offset(
+    server: RunningServer, big_file: Path
+) -> None:
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    data = ftp.transfercmd("RETR big.bin", rest=5000)
+    assert len(data.recv(65536)) > 0
+    reply = reply_to(ftp, "STAT")
+    assert reply.startswith("213 Transfer in progress: RETR /big.bin: "), reply
+    assert "bytes moved so far, after restarting at byte 5000, of a" in reply, reply
+    ftp.putcmd("ABOR")
+    assert ftp.getmultiline().startswith("426")
+    assert ftp.getmultiline().startswith("226")
     data.close()
 
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ketch.protocol.addresses import address_facts
@@ -83,6 +84,7 @@ class Session:
         "state",
         "stream",
         "transfer",
+        "transfer_progress",
         "transfer_status",
         "urgent_commands",
         "user_slot",
@@ -107,6 +109,8 @@ class Session:
         self.data_offer: DataOffer | None = None
         self.transfer: asyncio.Task[None] | None = None
         self.transfer_status = ""
+        #: STAT's text for a running data transfer, with its bytes so far (see start_transfer).
+        self.transfer_progress: Callable[[], str] | None = None
         #: What the control loop answers while ``transfer`` runs (see run_beside_control).
         self.urgent_commands = URGENT_COMMANDS
         self.aborting = False
@@ -456,6 +460,7 @@ class Session:
         """The transfer task's last step: the control connection is on its own again."""
         self.transfer = None
         self.transfer_status = ""
+        self.transfer_progress = None
         self._last_activity = time.monotonic()
 
     # -- the end ------------------------------------------------------------

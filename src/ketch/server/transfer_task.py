@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ketch.server.session import Session
 
 __all__ = [
+    "TransferRecord",
     "TransferWork",
     "abort_transfer",
     "cancel_after_first_step",
@@ -45,6 +46,37 @@ __all__ = [
 log = logging.getLogger("ketch.server")
 
 TransferWork = Callable[[DataChannel], Awaitable[None]]
+
+
+class TransferRecord:
+    """One data transfer's facts: STAT shows them while it runs."""
+
+    __slots__ = ("ascii", "channel", "offset", "path", "size", "verb")
+
+    def __init__(self, verb: str, path: str, *, offset: int, size: int | None, ascii: bool) -> None:
+        self.verb = verb
+        self.path = path
+        self.offset = offset  # the REST offset it started at
+        self.size = size  # the file's size, when known (RETR)
+        self.ascii = ascii
+        #: Set once the data connection is made: its byte counter is the progress.
+        self.channel: DataChannel | None = None
+
+    @property
+    def moved(self) -> int:
+        """Bytes on the data connection so far (in TYPE A, CRLF line ends included)."""
+        return self.channel.bytes_moved if self.channel else 0
+
+    def progress(self) -> str:
+        """STAT's text, e.g. "RETR /a.iso: 65536 bytes moved so far, of a 734003200-byte file"."""
+        parts = [f"{self.verb} {self.path}: {self.moved} bytes moved so far"]
+        if self.offset:
+            parts.append(f"after restarting at byte {self.offset}")
+        if self.size is not None:
+            parts.append(f"of a {self.size}-byte file")
+        if self.ascii:
+            parts.append("counted on the wire (TYPE A converts line ends)")
+        return ", ".join(parts)
 
 
 async def refused_without_offer(session: Session, verb: str) -> bool:
@@ -70,8 +102,12 @@ async def start_transfer(
     opening: str,
     done: str = "Transfer complete.",
     cleanup: Callable[[], None] | None = None,
+    size: int | None = None,
 ) -> None:
-    """Run ``work`` on the session's data offer in a task that replies 150, then 226/4xx."""
+    """Run ``work`` on the session's data offer in a task that replies 150, then 226/4xx.
+
+    ``size`` is the size of the file sent, for STAT, when known.
+    """
     if await refused_without_offer(session, verb):
         if cleanup:
             cleanup()
@@ -94,13 +130,21 @@ async def start_transfer(
             require_reuse=config.tls_require_session_reuse,
             timeout=config.data_connect_timeout,
         )
+    record = TransferRecord(
+        verb,
+        path,
+        offset=session.state.transfer_offset,
+        size=size,
+        ascii=session.state.transfer_type == "A",
+    )
     # The task replies 150 itself: in active mode only once it has connected.
     run_beside_control(
         session,
-        run_transfer(session, offer, verb, path, work, opening, done, cleanup),
+        run_transfer(session, offer, record, work, opening, done, cleanup),
         f"{verb} {path}",
         URGENT_BEFORE_FIRST_REPLY,  # STAT and NOOP too once the 150 is out
     )
+    session.transfer_progress = record.progress
 
 
 def run_beside_control(
@@ -172,8 +216,7 @@ def collect_transfer_error(peer_ip: str, task: asyncio.Task[None]) -> None:
 async def run_transfer(
     session: Session,
     offer: DataOffer,
-    verb: str,
-    path: str,
+    record: TransferRecord,
     work: TransferWork,
     opening: str,
     done: str,
@@ -186,6 +229,7 @@ async def run_transfer(
     An active offer connects before the 150 (see ActiveOffer), so a failure
     there is a 425 with no 150 before it.
     """
+    verb, path = record.verb, record.path
     started = time.monotonic()
     channel: DataChannel | None = None
     watchdog: StallWatchdog | None = None
@@ -197,7 +241,7 @@ async def run_transfer(
         await offer.prepare()
         await session.reply(150, opening)
         session.urgent_commands = URGENT_COMMANDS
-        channel = await offer.connect()
+        channel = record.channel = await offer.connect()
         watchdog = StallWatchdog(channel, task, config.data_stall_timeout)
         await work(channel)
         await channel.finish()  # TLS close_notify

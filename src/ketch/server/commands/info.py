@@ -160,7 +160,9 @@ async def _single_choice(
 @command("STAT", help="STAT [path]: server status, or a listing over the control connection")
 async def status(session: Session, argument: str) -> None:
     if session.transfer is not None:
-        await session.reply(213, f"Transfer in progress: {session.transfer_status}.")
+        progress = session.transfer_progress
+        running = progress() if progress else session.transfer_status
+        await session.reply(213, f"Transfer in progress: {running}.")
         return
     if argument:
         if not session.permits(Permission.LIST):

@@ -63,6 +63,7 @@ async def retrieve(session: Session, argument: str) -> None:
         send,
         opening=f"Opening {mode_name(session)} mode data connection for {path}{size}.",
         cleanup=file.close,
+        size=file_size,
     )
 
 
