@@ -242,7 +242,7 @@ class ServerProcess:
 # -- the log ---------------------------------------------------------------------
 
 _LEVEL = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
-_RESULT = re.compile(r"^transfer (\w+) .* result=(\w+)$")
+_RESULT = re.compile(r"^transfer (\w+) .* result=(\w+)(?: reason=.*)?$")  # reason: not ok
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 

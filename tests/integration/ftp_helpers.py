@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from ketch.client import Client
 
 from conftest import PASSWORD, USER, RunningServer
@@ -49,6 +51,20 @@ def download_under_way(server: RunningServer) -> tuple[ftplib.FTP, socket.socket
     data = ftp.transfercmd("RETR big.bin")
     assert len(data.recv(65536)) > 0
     return ftp, data
+
+
+def transfer_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The transfer log lines (one per transfer, written after its final reply) so far."""
+    messages = (record.getMessage() for record in caplog.records)
+    return [m for m in messages if m.startswith("transfer ") and " result=" in m]
+
+
+def one_transfer_line(caplog: pytest.LogCaptureFixture) -> str:
+    """The one transfer log line, once the server has written it (after the reply)."""
+    assert wait_for(lambda: len(transfer_lines(caplog)) >= 1), caplog.text
+    lines = transfer_lines(caplog)
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

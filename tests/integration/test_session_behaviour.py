@@ -16,10 +16,18 @@ from pathlib import Path
 import pytest
 
 from ketch.protocol.addresses import parse_epsv_reply
+from ketch.server.client_text import log_field
 from ketch.server.commands import transfer as transfer_commands
 
 from conftest import RunningServer
-from ftp_helpers import connect, download_under_way, free_port, reply_to, wait_for
+from ftp_helpers import (
+    connect,
+    download_under_way,
+    free_port,
+    one_transfer_line,
+    reply_to,
+    wait_for,
+)
 
 BIG = 64 * 1024 * 1024
 
@@ -35,14 +43,21 @@ def big_file(server: RunningServer) -> Path:
 # -- aborting and failing transfers ----------------------------------------------
 
 
-def test_abor_during_transfer_answers_426_then_226(server: RunningServer, big_file: Path) -> None:
-    ftp, data = download_under_way(server)
-    ftp.putcmd("ABOR")
-    assert ftp.getmultiline().startswith("426")
-    assert ftp.getmultiline().startswith("226")
-    data.close()
-    assert server.counters["transfer_aborted"] == 1
-    assert ftp.voidcmd("NOOP").startswith("200")  # the session goes on
+def test_abor_during_transfer_answers_426_then_226(
+    server: RunningServer, big_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp, data = download_under_way(server)
+        ftp.putcmd("ABOR")
+        assert ftp.getmultiline().startswith("426")
+        assert ftp.getmultiline().startswith("226")
+        data.close()
+        assert server.counters["transfer_aborted"] == 1
+        assert ftp.voidcmd("NOOP").startswith("200")  # the session goes on
+    line = one_transfer_line(caplog)
+    assert line.endswith(
+        ' result=aborted reason="Transfer aborted by ABOR; data connection closed."'
+    )
 
 
 def test_abor_behind_a_command_waiting_for_the_transfer_is_still_heard(
@@ -252,10 +267,27 @@ def test_a_bug_inside_a_transfer_gets_451_and_the_session_goes_on(
             ftp.retrbinary("RETR small.bin", lambda _: None)
         assert str(failure.value).startswith("451 Internal error while running RETR")
         assert reply_to(ftp, "NOOP").startswith("200")  # the next reply is the NOOP's
+        line = one_transfer_line(caplog)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None, errors
     assert "client=127.0.0.1" in errors[0].getMessage()
+    assert line.endswith(' result=error reason="internal error (RuntimeError: simulated bug)"')
     ftp.quit()
+
+
+def test_a_client_hanging_up_mid_retr_is_logged_as_interrupted(
+    server: RunningServer, big_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The data connection stays open: only the control connection goes. The client
+    # went away; neither a failure of the server nor a shutdown cut the transfer.
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp, data = download_under_way(server)
+        ftp.close()
+        line = one_transfer_line(caplog)
+    data.close()
+    assert line.startswith("transfer RETR user=alice client=127.0.0.1 "), line
+    assert line.endswith(' result=interrupted reason="the client closed the control connection"')
+    assert server.counters.get("transfer_interrupted") == 1
 
 
 def test_stalled_transfer_is_aborted_with_426(make_server) -> None:  # type: ignore[no-untyped-def]
@@ -405,15 +437,21 @@ def test_transfer_without_data_setup_gets_425(server: RunningServer) -> None:
     assert reply.startswith("425") and "PASV" in reply
 
 
-def test_active_connect_failure_gets_425(server: RunningServer) -> None:
+def test_active_connect_failure_gets_425(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
     ftp = connect(server)
     port = free_port()  # nobody listens there
     reply_to(ftp, f"PORT 127,0,0,1,{port >> 8},{port & 255}")
-    ftp.putcmd("LIST")
-    # The server connects before its 150 (as vsftpd and pure-ftpd do), so the client
-    # hears at once why, instead of a 150 and then waiting for a connection.
-    reply = ftp.getmultiline()
-    assert reply.startswith("425") and "passive" in reply, reply
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp.putcmd("LIST")
+        # The server connects before its 150 (as vsftpd and pure-ftpd do), so the client
+        # hears at once why, instead of a 150 and then waiting for a connection.
+        reply = ftp.getmultiline()
+        assert reply.startswith("425") and "passive" in reply, reply
+        line = one_transfer_line(caplog)
+    # The log says why too, in the words the client got.
+    assert line.endswith(f" result=failed reason={log_field(reply[4:])}"), (line, reply)
     assert reply_to(ftp, "NOOP").startswith("200")
 
 
@@ -915,20 +953,26 @@ def test_resuming_in_ascii_mode_is_refused_and_binary_resume_still_works(
         assert (server.home / "lines.txt").read_bytes() == b"one\nTWO\n"
 
 
-def test_a_file_cut_short_while_being_sent_ends_in_451_not_226(server: RunningServer) -> None:
+def test_a_file_cut_short_while_being_sent_ends_in_451_not_226(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
     big = server.home / "growing-smaller.bin"
     big.write_bytes(os.urandom(32 * 1024 * 1024))
     ftp = connect(server)
     ftp.voidcmd("TYPE I")
-    with ftp.transfercmd("RETR growing-smaller.bin") as data:
-        got = data.recv(65536)
-        os.truncate(big, 1024 * 1024)  # the sender stops at the new end
-        while chunk := data.recv(1 << 20):
-            got += chunk
-    with pytest.raises(ftplib.error_temp) as failure:
-        ftp.voidresp()
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        with ftp.transfercmd("RETR growing-smaller.bin") as data:
+            got = data.recv(65536)
+            os.truncate(big, 1024 * 1024)  # the sender stops at the new end
+            while chunk := data.recv(1 << 20):
+                got += chunk
+        with pytest.raises(ftplib.error_temp) as failure:
+            ftp.voidresp()
+        line = one_transfer_line(caplog)
     assert str(failure.value).startswith("451") and "of 33554432)" in str(failure.value)
     assert len(got) < 32 * 1024 * 1024
+    # Nothing was refused: the file changed under the transfer, and the log says so.
+    assert " result=changed reason=" in line and "shrank while being sent" in line, line
     assert reply_to(ftp, "NOOP").startswith("200")
 
 

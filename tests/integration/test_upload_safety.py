@@ -21,7 +21,7 @@ import pytest
 from ketch.protocol.addresses import parse_pasv_reply
 
 from conftest import RunningServer, alice_with
-from ftp_helpers import connect, reply_to, wait_for
+from ftp_helpers import connect, one_transfer_line, reply_to, wait_for
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -394,17 +394,20 @@ def test_a_local_error_mid_stor_is_a_warning_naming_errno_path_user_and_client(
     directory = server.home / "sub"
     directory.mkdir()
     ftp = connect(server)
-    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
         data = begin_upload(ftp, "STOR sub/x.bin", b"q" * 50_000)
         assert wait_for(lambda: temporary_size(directory) == 50_000)
         shutil.rmtree(directory)
         data.close()
         reply = ftp.getmultiline()
         assert reply.startswith("451") and "No such file or directory" in reply, reply
+        line = one_transfer_line(caplog)
     assert warnings_of(caplog) == [
         "transfer STOR stopped by a local I/O error user=alice client=127.0.0.1 "
         'path=/sub/x.bin errno=ENOENT reason="No such file or directory"'
     ]
+    # The transfer line: the server's side failed, and why.
+    assert line.endswith(' result=error reason="No such file or directory"'), line
     assert reply_to(ftp, "NOOP").startswith("200")
 
 
@@ -412,14 +415,18 @@ def test_a_local_error_mid_stor_is_a_warning_naming_errno_path_user_and_client(
 
 
 def test_upload_over_max_upload_size_is_stopped_with_552(
-    make_server: Callable[..., RunningServer],
+    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = make_server(max_upload_size=100_000)
     old_file = server.home / "report.txt"
     old_file.write_bytes(OLD)
     ftp = connect(server)
-    reply = upload(ftp, "STOR report.txt", os.urandom(300_000))
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        reply = upload(ftp, "STOR report.txt", os.urandom(300_000))
+        line = one_transfer_line(caplog)
     assert reply.startswith("552") and "100000 bytes" in reply
+    # The log names the limit, in the words of the client's 552.
+    assert " result=refused reason=" in line and "upload size limit of 100000 bytes" in line
     assert_untouched(old_file)
     assert wait_for(lambda: server.counters.get("transfer_refused") == 1)
     reply = upload(ftp, "STOR fresh.bin", os.urandom(300_000))

@@ -74,6 +74,7 @@ class Session:
         "cwd",
         "data_offer",
         "fs",
+        "hung_up",
         "last_active_command",
         "last_passive_reply",
         "local_ip",
@@ -115,6 +116,9 @@ class Session:
         self.urgent_commands = URGENT_COMMANDS
         self.aborting = False
         self.closing = False
+        #: The client closed (or reset) the control connection: a transfer it cuts short
+        #: is logged as interrupted, not as cut off by the server.
+        self.hung_up = False
         self._lines = CommandLineReader(self.config.max_line_length)
         #: The commands _serve_input is running, while it runs (see _await_transfer).
         self._queue: list[Command | LineTooLong] | None = None
@@ -168,10 +172,13 @@ class Session:
                 finally:
                     self._wait_until = None
                 if not data:
+                    self.hung_up = True
                     break
                 self._last_activity = time.monotonic()
                 await self._serve_input(data, waited)
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
+            self.hung_up = True
+        except TimeoutError:
             pass
         finally:
             await self._end()
@@ -314,7 +321,7 @@ class Session:
                 await asyncio.wait((transfer,))
                 break
             if not data:  # hung up (or TLS, which cannot half-close): stop the transfer
-                self.closing = True
+                self.closing = self.hung_up = True
                 await stop_transfer_task(transfer)
                 return False
             events = self._lines.feed(data)

@@ -49,9 +49,9 @@ TransferWork = Callable[[DataChannel], Awaitable[None]]
 
 
 class TransferRecord:
-    """One data transfer's facts: STAT shows them while it runs."""
+    """One data transfer's facts: STAT shows them while it runs, the log line at its end."""
 
-    __slots__ = ("ascii", "channel", "offset", "path", "size", "verb")
+    __slots__ = ("ascii", "channel", "offset", "path", "reason", "result", "size", "verb")
 
     def __init__(self, verb: str, path: str, *, offset: int, size: int | None, ascii: bool) -> None:
         self.verb = verb
@@ -61,6 +61,14 @@ class TransferRecord:
         self.ascii = ascii
         #: Set once the data connection is made: its byte counter is the progress.
         self.channel: DataChannel | None = None
+        #: How it ended (see README for the values) and why, in the client's reply's
+        #: words or an errno's. "failed" until a way out says otherwise.
+        self.result = "failed"
+        self.reason = "the transfer ended without saying why"
+
+    def end(self, result: str, reason: str = "") -> None:
+        self.result = result
+        self.reason = reason
 
     @property
     def moved(self) -> int:
@@ -227,13 +235,12 @@ async def run_transfer(
     ``cleanup`` may run twice (it must not mind): before a 425, and at the end.
 
     An active offer connects before the 150 (see ActiveOffer), so a failure
-    there is a 425 with no 150 before it.
+    there is a 425 with no 150 before it. Every way out sets ``record``'s
+    result (see README's list of them) for the log line.
     """
-    verb, path = record.verb, record.path
     started = time.monotonic()
     channel: DataChannel | None = None
     watchdog: StallWatchdog | None = None
-    outcome = "failed"
     task = asyncio.current_task()
     assert task is not None
     config = session.config
@@ -246,45 +253,47 @@ async def run_transfer(
         await work(channel)
         await channel.finish()  # TLS close_notify
         channel.close()  # flush and close before 226, so the client sees EOF first
-        outcome = "ok"
+        record.end("ok")
         await session.reply(226, done)
     except DataConnectionError as error:
         if cleanup:  # before the reply: work never ran, and the client may look at once
             cleanup()
-        await session.reply(error.code, f"Cannot open data connection: {error}")
+        await _reply_end(
+            session, record, "failed", error.code, f"Cannot open data connection: {error}"
+        )
     except asyncio.CancelledError:
         if watchdog is not None and watchdog.stalled:
-            outcome = "stalled"
-            await session.reply(
-                426, f"Transfer aborted: no data moved for {config.data_stall_timeout:g} s."
-            )
+            text = f"Transfer aborted: no data moved for {config.data_stall_timeout:g} s."
+            await _reply_end(session, record, "stalled", 426, text)
         elif session.aborting:
-            outcome = "aborted"
-            await session.reply(426, "Transfer aborted by ABOR; data connection closed.")
+            text = "Transfer aborted by ABOR; data connection closed."
+            await _reply_end(session, record, "aborted", 426, text)
         else:
+            record.end(*_why_session_ended(session))
             raise  # the session is ending
-    except TransferRefused as refusal:  # a limit (upload size, quota) stopped it
-        outcome = "refused"
-        await session.reply(refusal.code, refusal.text)
-    except (ConnectionError, ssl.SSLEOFError):  # the latter: closed without ending TLS
-        outcome = "interrupted"
-        await session.reply(426, "Data connection closed by the other side; transfer aborted.")
+    except TransferRefused as refusal:  # a limit (upload size, quota), or the file changed
+        await _reply_end(session, record, refusal.result, refusal.code, refusal.text)
+    except (ConnectionError, ssl.SSLEOFError) as error:  # the latter: closed without TLS's end
+        text = "Data connection closed by the other side; transfer aborted."
+        reason = None if isinstance(error, ssl.SSLError) else error.strerror
+        await _reply_end(session, record, "interrupted", 426, text, reason)
     except ssl.SSLError as error:  # an OSError too, but the server's disk is not to blame
-        outcome = "interrupted"
-        await session.reply(
-            426,
+        text = (
             f"TLS error on the data connection ({error.reason or error}); transfer aborted. "
-            "Try again; if it keeps happening, something on the path alters the data.",
+            "Try again; if it keeps happening, something on the path alters the data."
         )
+        await _reply_end(session, record, "interrupted", 426, text)
     except OSError as error:
-        _log_local_error(session, verb, path, error)
+        _log_local_error(session, record.verb, record.path, error)
+        record.end("error", error.strerror or str(error))
         await _reply_local_error(session, error)
-    except Exception:
+    except Exception as error:
         # A bug of ours must cost this transfer, not the session: without a final
         # reply the client waits until it times out, and later replies are out of step.
-        log.exception("internal error in transfer %s (client=%s)", verb, session.peer_ip)
+        log.exception("internal error in transfer %s (client=%s)", record.verb, session.peer_ip)
+        record.end("error", f"internal error ({type(error).__name__}: {error})")
         await session.reply(
-            451, f"Internal error while running {verb}; the server log has details."
+            451, f"Internal error while running {record.verb}; the server log has details."
         )
     finally:
         if watchdog is not None:
@@ -294,9 +303,31 @@ async def run_transfer(
         offer.close()
         if cleanup:
             cleanup()
-        moved = channel.bytes_moved if channel else 0
-        _log_transfer(session, verb, path, offer.mode, moved, time.monotonic() - started, outcome)
+        _log_transfer(session, record, offer.mode, time.monotonic() - started)
         session.transfer_ended()
+
+
+async def _reply_end(
+    session: Session,
+    record: TransferRecord,
+    result: str,
+    code: int,
+    text: str,
+    reason: str | None = None,
+) -> None:
+    """Reply ``code`` ``text`` to end the transfer; the log's reason is ``text`` unless
+    given (an errno's text)."""
+    record.end(result, reason or text)
+    await session.reply(code, text)
+
+
+def _why_session_ended(session: Session) -> tuple[str, str]:
+    """The result and reason of a transfer cancelled because its session is ending."""
+    if session.hung_up:
+        return "interrupted", "the client closed the control connection"
+    if session.context.stopping:
+        return "cut_off", "the server is shutting down"  # its deadline passed, or told twice
+    return "cut_off", "the session was closed by the server"
 
 
 def _log_local_error(session: Session, verb: str, path: str, error: OSError) -> None:
@@ -323,20 +354,21 @@ async def _reply_local_error(session: Session, error: OSError) -> None:
         await session.reply(451, f"Transfer aborted: local error ({error.strerror or error}).")
 
 
-def _log_transfer(
-    session: Session, verb: str, path: str, mode: str, moved: int, seconds: float, outcome: str
-) -> None:
-    session.context.counters[f"transfer_{outcome}"] += 1
+def _log_transfer(session: Session, record: TransferRecord, mode: str, seconds: float) -> None:
+    session.context.counters[f"transfer_{record.result}"] += 1
     if not log.isEnabledFor(logging.INFO):  # every transfer passes here: skip the quoting
         return
+    # The reason last, and only when something went wrong: it is the longest field.
+    reason = f" reason={log_field(record.reason)}" if record.result != "ok" else ""
     log.info(
-        "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s",
-        verb,
+        "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s%s",
+        record.verb,
         session.log_user,
         session.peer_ip,
         mode,
-        log_field(path),
-        moved,
+        log_field(record.path),
+        record.moved,
         seconds,
-        outcome,
+        record.result,
+        reason,
     )

@@ -38,12 +38,17 @@ _RECEIVE_BUFFER = 256 * 1024
 
 class TransferRefused(Exception):
     """A limit (or the file itself) stopped the transfer; the session replies ``code`` with
-    ``text``."""
+    ``text``.
 
-    def __init__(self, code: int, text: str) -> None:
+    ``result`` is the transfer log's: "refused" for a limit, "changed" when the file
+    changed under the transfer (nothing was refused, but the copy is not whole).
+    """
+
+    def __init__(self, code: int, text: str, *, result: str = "refused") -> None:
         super().__init__(text)
         self.code = code
         self.text = text
+        self.result = result
 
 
 async def send_file(

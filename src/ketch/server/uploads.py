@@ -178,6 +178,7 @@ class Upload:
                 f"Transfer aborted: {self.path} shrank to {size} bytes, below the restart "
                 f"offset {offset}, before the data arrived; nothing was written. "
                 f"Send REST {size} (or less) and resume again.",
+                result="changed",
             )
         os.ftruncate(fd, offset)
         if self._quota is not None:

@@ -75,6 +75,7 @@ def _check_whole(path: str, end: int, size: int) -> None:
             f"Transfer aborted: {path} shrank while being sent (it ended at byte {end} of "
             f"{size}), so the copy received is incomplete; download it again once it has "
             "stopped changing.",
+            result="changed",
         )
 
 
