@@ -26,6 +26,7 @@ from ftp_helpers import (
     free_port,
     one_transfer_line,
     reply_to,
+    transfer_lines,
     wait_for,
 )
 
@@ -951,6 +952,30 @@ def test_resuming_in_ascii_mode_is_refused_and_binary_resume_still_works(
     else:
         ftp.storbinary("STOR lines.txt", io.BytesIO(b"TWO\n"), rest=4)
         assert (server.home / "lines.txt").read_bytes() == b"one\nTWO\n"
+
+
+def test_the_transfer_log_line_gives_the_rest_offset_and_the_type(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A resumed STOR is not a whole new file, and an ASCII RETR counts the CRs it
+    # adds: the line must say both, or its bytes= misleads.
+    (server.home / "resumed.bin").write_bytes(b"a" * 6000)
+    (server.home / "lines.txt").write_bytes(b"line one\nline two\n")  # 18 bytes, 2 LFs
+    ftp = connect(server)
+    with caplog.at_level(logging.INFO, logger="ketch.server"):
+        ftp.voidcmd("TYPE I")
+        ftp.storbinary("STOR resumed.bin", io.BytesIO(b"b" * 1000), rest=5000)
+        ftp.voidcmd("TYPE A")  # (retrbinary would send TYPE I)
+        with ftp.transfercmd("RETR lines.txt") as data:
+            got = data.makefile("rb").read()
+        assert ftp.voidresp().startswith("226")
+        assert wait_for(lambda: len(transfer_lines(caplog)) == 2), caplog.text
+    assert (server.home / "resumed.bin").stat().st_size == 6000
+    assert got == b"line one\r\nline two\r\n"  # in TYPE A: CRLF on the wire
+    stor, retr = transfer_lines(caplog)
+    assert " mode=PASV type=I path=/resumed.bin offset=5000 bytes=1000 " in stor, stor
+    assert " mode=PASV type=A path=/lines.txt offset=0 bytes=20 " in retr, retr
+    ftp.quit()
 
 
 def test_a_file_cut_short_while_being_sent_ends_in_451_not_226(

@@ -360,13 +360,19 @@ def _log_transfer(session: Session, record: TransferRecord, mode: str, seconds: 
         return
     # The reason last, and only when something went wrong: it is the longest field.
     reason = f" reason={log_field(record.reason)}" if record.result != "ok" else ""
+    # offset= always, 0 too: every line has the same fields, and a resumed transfer's
+    # bytes (from offset on) cannot be taken for a whole file's. bytes= counts the data
+    # connection's bytes: in TYPE A, line ends as sent (CRLF), hence type=.
     log.info(
-        "transfer %s user=%s client=%s mode=%s path=%s bytes=%d seconds=%.3f result=%s%s",
+        "transfer %s user=%s client=%s mode=%s type=%s path=%s offset=%d bytes=%d "
+        "seconds=%.3f result=%s%s",
         record.verb,
         session.log_user,
         session.peer_ip,
         mode,
+        "A" if record.ascii else "I",
         log_field(record.path),
+        record.offset,
         record.moved,
         seconds,
         record.result,
