@@ -91,6 +91,10 @@ def server_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
 def secured(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(SECURED)]
 
@@ -372,7 +376,9 @@ def test_ftplib_transfers_over_tls_when_session_reuse_is_not_required(
 
 
 def test_ftplib_is_told_why_when_session_reuse_is_required(
-    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    server_log: pytest.LogCaptureFixture,
 ) -> None:
     server = make_tls_server()
     (server.home / "file.txt").write_bytes(b"secret\n")
@@ -393,6 +399,12 @@ def test_ftplib_is_told_why_when_session_reuse_is_required(
     assert "did not resume the control connection's TLS session" in text
     assert "tls_require_session_reuse = false" in text
     assert bytes(received) == b"secret\n"
+    # The admin's warning names the session, or it cannot be matched to one.
+    warnings = [r.getMessage() for r in server_log.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "protected data connection refused user=alice client=127.0.0.1 mode=PASV: "
+        "no TLS session resumed"
+    ]
 
 
 def test_plain_bytes_on_a_data_connection_after_prot_p_are_told_to_start_tls(
@@ -468,6 +480,7 @@ def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,
     monkeypatch: pytest.MonkeyPatch,
+    server_log: pytest.LogCaptureFixture,
 ) -> None:
     # As MLSD once was: a data command missing from the list dispatch consults.
     monkeypatch.setattr(security, "TRANSFER_COMMANDS", frozenset())
@@ -485,6 +498,12 @@ def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(
         ftp.close()
     assert str(refusal.value).startswith("521 "), refusal.value
     assert names == ["file.txt"]
+    # The refusal is logged, for the session it concerns.
+    refused = [m for m in messages(server_log) if m.startswith("refused NLST")]
+    assert refused == [
+        "refused NLST user=alice client=127.0.0.1: clear data connection (PROT C) under "
+        'tls_required = "all"'
+    ]
 
 
 def test_garbage_inside_a_tls_upload_is_a_426_tls_error_and_nothing_is_stored(

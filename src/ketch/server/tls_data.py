@@ -222,12 +222,16 @@ class TlsOffer(DataOffer):
         *,
         require_reuse: bool,
         timeout: float,
+        who: str,
     ) -> None:
         self.mode = plain.mode
         self._plain = plain
         self._context = context
         self._require_reuse = require_reuse
         self._timeout = timeout
+        #: The session's log fields ("user=... client=..."), so a warning can be matched
+        #: to the session it concerns.
+        self._who = who
 
     async def prepare(self) -> None:
         # The TCP connection only (active mode): the client starts TLS after the 150.
@@ -273,7 +277,11 @@ class TlsOffer(DataOffer):
             raise
         refusal = reuse_refusal(sock, required=self._require_reuse)
         if refusal is not None:
-            log.warning("protected data connection refused (%s): no TLS session resumed", self.mode)
+            log.warning(
+                "protected data connection refused %s mode=%s: no TLS session resumed",
+                self._who,
+                self.mode,
+            )
             channel.close()
             raise TlsDataError(refusal)
         log.debug(

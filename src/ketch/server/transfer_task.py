@@ -129,6 +129,14 @@ async def start_transfer(
         session.data_offer = offer
         if cleanup:
             cleanup()
+        # A policy refusal is the admin's business too: it may be a client left on PROT C.
+        log.info(
+            "refused %s user=%s client=%s: clear data connection (PROT C) under "
+            'tls_required = "all"',
+            verb,
+            session.log_user,
+            session.peer_ip,
+        )
         await session.reply(521, refusal)
         return
     if session.tls.protection == "P" and (context := control_context(session.stream)):
@@ -137,6 +145,7 @@ async def start_transfer(
             context,
             require_reuse=config.tls_require_session_reuse,
             timeout=config.data_connect_timeout,
+            who=f"user={session.log_user} client={session.peer_ip}",
         )
     record = TransferRecord(
         verb,
