@@ -242,7 +242,11 @@ class ServerProcess:
 # -- the log ---------------------------------------------------------------------
 
 _LEVEL = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
-_RESULT = re.compile(r"^transfer (\w+) .* result=(\w+)(?: reason=.*)?$")  # reason: not ok
+# result= is followed only by reason= (not for ok; quoted when it has spaces) and by
+# whatever the log format appends (session=N): a reason quoting "result=ok" is no match.
+_RESULT = re.compile(
+    r'^transfer (\w+) .* result=(\w+)(?: reason=(?:"(?:[^"\\]|\\.)*"|[^\s"]+))?(?: \w+=[^\s"]+)*$'
+)
 _NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 
