@@ -430,8 +430,11 @@ def test_plain_bytes_on_a_data_connection_after_prot_p_are_told_to_start_tls(
 
 
 def test_plaintext_login_is_refused_when_tls_is_required_for_control(
-    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ketch.server")
     server = make_tls_server(tls_required="control")
     plain = ftplib.FTP(timeout=10)
     plain.connect(server.host, server.port)
@@ -444,6 +447,12 @@ def test_plaintext_login_is_refused_when_tls_is_required_for_control(
         "530 This server requires TLS: send AUTH TLS before USER (use ftps:// or --ftps)"
     )
     assert pass_reply.startswith("530 This server requires TLS")
+    # A password just crossed the network in the clear: the admin hears of it.
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert refusals == [
+        f"refused {verb} user=- client=127.0.0.1: no TLS under tls_required = 'control'"
+        for verb in ("USER", "PASS")
+    ]
     secure = ftplib_tls(server, tls_files)
     try:
         assert secure.login(USER, PASSWORD).startswith("230")
@@ -453,8 +462,11 @@ def test_plaintext_login_is_refused_when_tls_is_required_for_control(
 
 
 def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
-    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ketch.server")
     server = make_tls_server(tls_required="all", tls_require_session_reuse=False)
     (server.home / "file.txt").write_bytes(b"data\n")
     ftp = ftplib_tls(server, tls_files)
@@ -474,6 +486,12 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
         assert text.startswith("521 "), (verb, text)
         assert "send PBSZ 0 and PROT P" in text, (verb, text)
     assert names == ["file.txt"]  # nothing was stored in the clear
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert logged == [
+        f"refused {verb.split()[0]} user={USER} client=127.0.0.1: clear data connection "
+        "(PROT C) under tls_required = 'all'"
+        for verb in refusals
+    ]
 
 
 def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(

@@ -54,6 +54,16 @@ async def dispatch(session: Session, command: Command) -> None:
         return
     policy = session.config.tls_required
     if policy != "off" and (tls_refusal := command_refusal(policy, session.tls, spec.verb)):
+        # The admin's business too: a client sending its password in the clear, or left
+        # on PROT C, is one to tell its user about.
+        log.info(
+            "refused %s user=%s client=%s: %s under tls_required = %r",
+            spec.verb,
+            session.log_user,
+            session.peer_ip,
+            "clear data connection (PROT C)" if tls_refusal[0] == 521 else "no TLS",
+            policy,
+        )
         await _refuse(session, *tls_refusal)
         return
     if refusal := _argument_refusal(spec, command.argument):
