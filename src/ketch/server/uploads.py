@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
 from ketch.server.atomic_file import AtomicFile
+from ketch.server.client_text import log_field
 from ketch.server.data_channel import DataChannel
 from ketch.server.quota import Quota
 from ketch.server.throttle import Throttle
@@ -206,7 +207,7 @@ class Upload:
         if self._committed:
             return
         self._atomic.discard()
-        log.debug("upload of %s discarded; the old file is unchanged", self.path)
+        log.debug("upload discarded path=%s: the old file is unchanged", log_field(self.path))
         if self._quota is not None:
             self._quota.adjust(-self.charged_bytes, -self.charged_files)
 
