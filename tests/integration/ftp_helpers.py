@@ -154,9 +154,10 @@ def serve_once(
     *,
     features: bytes = MLSD_FEATURES,
     other: Callable[[str], bytes] | None = None,
+    heard: list[str] | None = None,
 ) -> None:
     """Log anyone in, offer ``features`` and EPSV; ``transfer`` answers RETR/MLSD/LIST lines,
-    ``other`` any other command (default: 502)."""
+    ``other`` any other command (default: 502); ``heard`` collects every command line."""
     control, _ = listener.accept()
     control.settimeout(20)
     data_listener = socket.create_server(("127.0.0.1", 0))
@@ -172,6 +173,8 @@ def serve_once(
             "NOOP": b"200 ok\r\n",
         }
         for line in command_lines(control):
+            if heard is not None:
+                heard.append(line)
             verb = line.partition(" ")[0].upper()
             if verb in replies:
                 control.sendall(replies[verb])
@@ -194,6 +197,7 @@ def scripted_server(
     *,
     features: bytes = MLSD_FEATURES,
     other: Callable[[str], bytes] | None = None,
+    heard: list[str] | None = None,
 ) -> Iterator[int]:
     """A ``serve_once`` server for one session on loopback; yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -201,7 +205,7 @@ def scripted_server(
     thread = threading.Thread(
         target=serve_once,
         args=(listener, transfer),
-        kwargs={"features": features, "other": other},
+        kwargs={"features": features, "other": other, "heard": heard},
         daemon=True,
     )
     thread.start()
@@ -212,8 +216,16 @@ def scripted_server(
         thread.join(10)
 
 
-def with_server(transfer: Handler, work: Callable[[Client], object]) -> object:
-    with scripted_server(transfer) as port:
+def with_server(
+    transfer: Handler,
+    work: Callable[[Client], object],
+    *,
+    features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
+    heard: list[str] | None = None,
+) -> object:
+    """``work`` on a Client session with a ``serve_once`` server (its options as there)."""
+    with scripted_server(transfer, features=features, other=other, heard=heard) as port:
 
         async def main() -> object:
             async with Client("127.0.0.1", port, user="u", password="p", timeout=10) as ftp:

@@ -11,15 +11,103 @@ import asyncio
 import contextlib
 import io
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from ketch.cli.common import exit_code_for
-from ketch.client import Client, ConnectFailed, FtpError, ProtocolError
+from ketch.client import Client, ConnectFailed, FtpError, PermanentReplyError, ProtocolError
 
-from ftp_helpers import Handler, send_data, with_server
+from ftp_helpers import MLSD_FEATURES, Handler, run_ketch, scripted_server, send_data, with_server
+
+
+def ketch_with_server(
+    transfer: Handler,
+    cwd: Path,
+    command: str,
+    *rest: str,
+    features: bytes = MLSD_FEATURES,
+) -> subprocess.CompletedProcess[bytes]:
+    """``ketch COMMAND URL REST...`` (in ``cwd``) against a scripted server: ``transfer``
+    answers its transfers, and FEAT is answered ``features``."""
+    with scripted_server(transfer, features=features) as port:
+        return run_ketch(cwd, command, f"ftp://u:p@127.0.0.1:{port}/", *rest)
+
+
+def refuse(reply: bytes) -> Handler:
+    """Answer the command with ``reply``; the data connection it opened is closed unused."""
+
+    def transfer(_: str, __: socket.socket, data_listener: socket.socket) -> bytes:
+        data, _ = data_listener.accept()
+        data.close()
+        return reply
+
+    return transfer
+
+
+def by_line(handlers: dict[str, Handler]) -> Handler:
+    """Each command line ("MLSD", "LIST sub", "RETR a.txt") to its own handler; 550 for
+    the rest."""
+
+    def transfer(line: str, control: socket.socket, data_listener: socket.socket) -> bytes | None:
+        handler = handlers.get(line, refuse(b"550 not scripted\r\n"))
+        return handler(line, control, data_listener)
+
+    return transfer
+
+
+def listing_commands(heard: list[str]) -> list[str]:
+    return [line for line in heard if line.split(" ")[0] in ("MLSD", "LIST", "NLST")]
+
+
+def ls_lines(*names: str) -> bytes:
+    return b"".join(f"-rw-r--r--   1 ftp ftp 3 Jan  2 10:15 {name}\r\n".encode() for name in names)
+
+
+@pytest.mark.parametrize("refusal", [b"500 MLSD not understood\r\n", b"502 not implemented\r\n"])
+def test_mlsd_refused_as_unknown_falls_back_to_list_for_the_rest_of_the_session(
+    refusal: bytes,
+) -> None:
+    # FEAT offers MLST (the command for one path), but the server has no MLSD: curl and
+    # lftp list such a server with LIST; ketch failed with "MLSD failed: 500".
+    heard: list[str] = []
+    transfer = by_line(
+        {
+            "MLSD": refuse(refusal),
+            "LIST": send_data(ls_lines("a.txt")),
+            "LIST sub": send_data(ls_lines("b.txt")),
+        }
+    )
+
+    async def work(ftp: Client) -> list[list[str]]:
+        return [[entry.name for entry in await ftp.list(path)] for path in ("", "sub")]
+
+    assert with_server(transfer, work, heard=heard) == [["a.txt"], ["b.txt"]]
+    assert listing_commands(heard) == ["MLSD", "LIST", "LIST sub"]  # MLSD tried once
+
+
+def test_mlsd_refused_for_the_path_is_an_error_without_a_list_fallback() -> None:
+    # 550 is about the directory, not the command: LIST would be refused the same way.
+    heard: list[str] = []
+    transfer = by_line({"MLSD gone": refuse(b"550 gone: no such directory\r\n")})
+    with pytest.raises(PermanentReplyError, match="MLSD failed: 550"):
+        with_server(transfer, lambda ftp: ftp.list("gone"), heard=heard)
+    assert listing_commands(heard) == ["MLSD gone"]
+
+
+def test_mirror_of_a_server_without_mlsd_copies_what_list_shows(tmp_path: Path) -> None:
+    transfer = by_line(
+        {
+            "MLSD": refuse(b"500 MLSD not understood\r\n"),
+            "LIST": send_data(ls_lines("a.txt")),
+            "RETR a.txt": send_data(b"abc"),
+        }
+    )
+    result = ketch_with_server(transfer, tmp_path, "mirror", str(tmp_path / "copy"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "copy" / "a.txt").read_bytes() == b"abc"
 
 
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:

@@ -33,6 +33,7 @@ from ketch.client.data_modes import (
 from ketch.client.errors import (
     ConnectFailed,
     LoginFailed,
+    PermanentReplyError,
     ProtocolError,
     UnreadableListing,
     reply_error,
@@ -63,6 +64,9 @@ log = logging.getLogger("ketch.client")
 
 ANONYMOUS_PASSWORD = "anonymous@"
 
+
+#: MLSD refusals that mean "no such command here" (not a refusal about the path, as 550 is).
+_NOT_IMPLEMENTED = frozenset({500, 502})
 
 #: What a refused login says when the server wants the session encrypted.
 _ASKS_FOR_TLS = re.compile(r"\b(TLS|SSL|encrypt\w*|cleartext|AUTH)\b", re.IGNORECASE)
@@ -146,6 +150,7 @@ class Client:
         self._control: ControlConnection | None = None
         self._connector: DataConnector | None = None
         self._binary = False
+        self._mlsd_refused = False  # FEAT offers MLST, but MLSD was answered 500/502
 
     # -- session -----------------------------------------------------------------
 
@@ -277,6 +282,7 @@ class Client:
     async def _learn_features(self) -> None:
         reply = await self._control_connection.command("FEAT")
         self.features = parse_feat(reply.lines) if reply.code == 211 else {}
+        self._mlsd_refused = False  # a new login may be served differently
         self.hash_algorithm = parse_hash_feature(self.features.get("HASH", ""))[1]
         if "UTF8" in self.features:
             # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
@@ -392,12 +398,32 @@ class Client:
     # -- listings --------------------------------------------------------------------
 
     async def list(self, path: str = "") -> builtins.list[RemoteEntry]:
-        """Directory entries (without . and ..); MLSD when offered, else LIST parsed."""
-        if "MLST" in self.features:
-            text = await self._listing("MLSD", path)
-            with _mlsd_errors(path):
-                return parse_mlsd(text)
+        """Directory entries (without . and ..); MLSD when offered, else LIST parsed.
+
+        A server whose FEAT offers MLST but which answers MLSD 500/502 (it has
+        MLST alone) is listed with LIST from then on in this session.
+        """
+        if "MLST" in self.features and not self._mlsd_refused:
+            text = await self._mlsd_listing(path)
+            if text is not None:
+                with _mlsd_errors(path):
+                    return parse_mlsd(text)
         return parse_list(await self._listing("LIST", path), datetime.now(UTC))
+
+    async def _mlsd_listing(self, path: str) -> str | None:
+        """MLSD's text, or None when the server does not know the command after all."""
+        try:
+            return await self._listing("MLSD", path)
+        except PermanentReplyError as error:
+            if error.code not in _NOT_IMPLEMENTED:
+                raise  # 550 and the like are about the path: LIST would fail the same way
+            log.info(
+                "MLSD refused (%s) although FEAT offers MLST; using LIST for the rest of the "
+                "session",
+                error.code,
+            )
+            self._mlsd_refused = True
+            return None
 
     async def nlst(self, path: str = "") -> builtins.list[str]:
         """Names from NLST as the server gives them, without "." and ".." (pure-ftpd sends them)."""
