@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import socket
 import subprocess
 import threading
@@ -108,6 +109,64 @@ def test_mirror_of_a_server_without_mlsd_copies_what_list_shows(tmp_path: Path) 
     result = ketch_with_server(transfer, tmp_path, "mirror", str(tmp_path / "copy"))
     assert result.returncode == 0, result.stderr.decode()
     assert (tmp_path / "copy" / "a.txt").read_bytes() == b"abc"
+
+
+OFF_FACTS_FEAT = b"211-Features:\r\n MLST type;size;modify;perm*;\r\n EPSV\r\n211 End\r\n"
+
+
+def opts_ok(line: str) -> bytes:
+    """OPTS taken (as OPTS MLST type;size;modify;perm;), any other command 502."""
+    if line.partition(" ")[0].upper() == "OPTS":
+        return b"200 MLST OPTS type;size;modify;perm;\r\n"
+    return b"502 not here\r\n"
+
+
+def mlsd_with_selected_facts(heard: list[str]) -> Handler:
+    """MLSD as RFC 3659 §7.9 has it: perm alone until OPTS MLST selects more facts."""
+
+    def transfer(line: str, control: socket.socket, data_listener: socket.socket) -> bytes:
+        if any(said.upper().startswith("OPTS MLST ") for said in heard):
+            listing = b"type=file;size=3;modify=20240102101500;perm=r; a.txt\r\n"
+            listing += b"type=dir;modify=20240102101500;perm=el; sub\r\n"
+        else:
+            listing = b"perm=r; a.txt\r\nperm=el; sub\r\n"
+        return send_data(listing)(line, control, data_listener)
+
+    return transfer
+
+
+def test_facts_feat_lists_off_are_selected_with_opts_mlst_at_each_login() -> None:
+    # ketch ls showed "? - - a.txt" and mirror copied nothing (exit 0) from such a server.
+    heard: list[str] = []
+
+    async def work(ftp: Client) -> list[tuple[str, str, int | None]]:
+        await ftp.login("u", "p")  # a new login is a new selection on some servers
+        return [(entry.name, entry.kind, entry.size) for entry in await ftp.list()]
+
+    listed = with_server(
+        mlsd_with_selected_facts(heard), work, features=OFF_FACTS_FEAT, other=opts_ok, heard=heard
+    )
+    assert listed == [("a.txt", "file", 3), ("sub", "dir", None)]
+    opts = [line for line in heard if line.upper().startswith("OPTS MLST")]
+    assert opts == ["OPTS MLST type;size;modify;perm;"] * 2
+
+
+def test_mirror_fails_an_mlsd_entry_without_a_type_and_ls_marks_it_unknown(
+    tmp_path: Path,
+) -> None:
+    # A server that cannot give the type fact: a mirror must not report success (exit 0)
+    # having copied nothing.
+    untyped = send_data(b"size=3;modify=20240102101500; a.txt\r\n")
+    copy = tmp_path / "copy"
+    mirrored = ketch_with_server(untyped, tmp_path, "mirror", str(copy))
+    stderr = mirrored.stderr.decode()
+    assert mirrored.returncode == 9, stderr
+    assert "a.txt: the server's listing does not say whether it is a file or a directory" in stderr
+    assert list(copy.iterdir()) == []
+
+    listed = ketch_with_server(untyped, tmp_path, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert json.loads(listed.stdout)["type"] == "unknown"
 
 
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:

@@ -124,7 +124,7 @@ def test_mlsd_name_may_look_like_facts() -> None:
 
 def test_mlsd_line_without_facts_has_unknown_kind() -> None:
     entry = parse_mlsd_line(" lonely")
-    assert (entry.name, entry.kind, entry.size, entry.mtime) == ("lonely", "other", None, None)
+    assert (entry.name, entry.kind, entry.size, entry.mtime) == ("lonely", "unknown", None, None)
     assert entry.facts == {}
 
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ketch.protocol.reply_values import parse_feat, parse_mdtm_value, parse_quoted_path
+from ketch.protocol.reply_values import (
+    mlst_facts_to_select,
+    parse_feat,
+    parse_mdtm_value,
+    parse_mlst_feature,
+    parse_quoted_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,34 @@ def test_feat_lines_become_upper_case_names_with_parameters() -> None:
 
 def test_a_single_line_feat_reply_lists_nothing() -> None:
     assert parse_feat(["No features"]) == {}
+
+
+def test_the_mlst_feature_lists_facts_and_which_are_on() -> None:
+    assert parse_mlst_feature("type;Size*; modify ;perm*;;") == [
+        ("type", False),
+        ("Size", True),
+        ("modify", False),
+        ("perm", True),
+    ]
+
+
+LISTING_FACTS = ("type", "size", "modify")
+
+
+@pytest.mark.parametrize(
+    ("feature", "selection"),
+    [
+        # RFC 3659 §7.9: only perm is on until the client selects the others.
+        ("type;size;modify;perm*;", ["type", "size", "modify", "perm"]),
+        ("type*;size;modify*;unique*;", ["type", "size", "modify", "unique"]),
+        ("Type;SIZE*;Modify*;UNIX.mode*;", ["Type", "SIZE", "Modify", "UNIX.mode"]),  # as spelt
+        ("size;perm*;", ["size", "perm"]),  # no type to ask for
+        ("type*;size*;modify*;perm;", None),  # all on: nothing to send
+        ("perm*;unique;", None),  # none of them offered
+        ("", None),
+    ],
+)
+def test_opts_mlst_turns_on_the_listing_facts_and_keeps_those_on(
+    feature: str, selection: list[str] | None
+) -> None:
+    assert mlst_facts_to_select(feature, LISTING_FACTS) == selection

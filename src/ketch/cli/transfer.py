@@ -62,7 +62,7 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
     """List a remote directory: ketch ls ftp://host/dir/
 
     \b
-    Each line: type (d directory, - file, l link, ? other), size, modification
+    Each line: type (d directory, - file, l link, ? other or not given), size, modification
     time (UTC, as precise as the server tells it) and name.
     """
     if names and as_json:

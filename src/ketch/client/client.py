@@ -49,6 +49,7 @@ from ketch.protocol.remote_listing import (
     parse_mlsd_line,
 )
 from ketch.protocol.reply_values import (
+    mlst_facts_to_select,
     parse_feat,
     parse_hash_feature,
     parse_mdtm_value,
@@ -64,6 +65,9 @@ log = logging.getLogger("ketch.client")
 
 ANONYMOUS_PASSWORD = "anonymous@"
 
+
+#: The MLSD facts Client.list reads (RemoteEntry's kind, size and mtime).
+_LISTING_FACTS = ("type", "size", "modify")
 
 #: MLSD refusals that mean "no such command here" (not a refusal about the path, as 550 is).
 _NOT_IMPLEMENTED = frozenset({500, 502})
@@ -287,6 +291,23 @@ class Client:
         if "UTF8" in self.features:
             # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
             await self._control_connection.command("OPTS UTF8 ON")
+        await self._select_mlst_facts()
+
+    async def _select_mlst_facts(self) -> None:
+        """Turn on the MLSD facts listings need where FEAT lists them off (no "*").
+
+        RFC 3659 §7.9: until OPTS MLST selects them, MLSD sends only the facts FEAT
+        marks with "*"; a server offering "type;size;modify;perm*;" lists bare names
+        with perm, and a mirror could tell neither files nor sizes.
+        """
+        facts = mlst_facts_to_select(self.features.get("MLST", ""), _LISTING_FACTS)
+        if facts is None:
+            return
+        reply = await self._control_connection.command(
+            "OPTS MLST " + "".join(f"{f};" for f in facts)
+        )
+        if reply.code != 200:
+            log.info("OPTS MLST refused (%s): listings may lack types, sizes or times", reply.code)
 
     async def quit(self, *, wait: float | None = None) -> None:
         """Say QUIT (politely, bounded) and close; never raises.

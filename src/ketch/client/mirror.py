@@ -171,6 +171,8 @@ async def mirror_download(
         if verify:
             hash_method(first)  # before anything moves
         tree = await walk_remote(first, remote_dir, run, missing_ok=False)
+        for path, why in tree.unclear:  # only a download: an upload sends its files anyway
+            run.fail(path, why)
         if not dry_run:
             make_local_dir(local_root, parents=True)
         blocked = create_local_dirs(tree.dirs, local_root, run, dry_run=dry_run)

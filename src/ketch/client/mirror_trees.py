@@ -71,6 +71,11 @@ log = logging.getLogger("ketch.client.mirror")
 #: up as a plain directory, with no MLSD unique fact to tell: the walk would never end.
 MAX_DEPTH = 64
 
+_UNKNOWN_KIND = (
+    "the server's listing does not say whether it is a file or a directory "
+    "(MLSD without the type fact); copy it with ketch get if it is a file"
+)
+
 
 class Reporter(Protocol):
     """Told what the walks and the directory creation find (mirror's run bookkeeping)."""
@@ -86,6 +91,8 @@ class RemoteTree:
     kinds: dict[str, str] = field(default_factory=dict)  # every entry seen: "file", "dir", ...
     dirs: list[str] = field(default_factory=list)  # parents before children
     missing: bool = False  # the root could not be listed (and missing_ok was given)
+    # (path, why): what the listings leave unclear, which a download cannot copy
+    unclear: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -303,6 +310,8 @@ async def _walk(list_dir: _Lister, root: str, run: Reporter, *, missing_ok: bool
                 pending.append(path)
             elif entry.kind == "file":
                 tree.files[path] = entry
+            elif entry.kind == "unknown":
+                tree.unclear.append((path, _UNKNOWN_KIND))
             else:
                 run.ignore(path, "a symbolic link" if entry.kind == "link" else "not a file")
     return tree

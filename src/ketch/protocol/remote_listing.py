@@ -29,7 +29,9 @@ __all__ = [
     "parse_mlsd_line",
 ]
 
-Kind: TypeAlias = Literal["file", "dir", "link", "other"]
+# "other": a device, socket or the like; "unknown": the listing did not say (an MLSD
+# entry without the type fact).
+Kind: TypeAlias = Literal["file", "dir", "link", "other", "unknown"]
 Precision: TypeAlias = Literal["second", "minute", "day"]
 
 _SELF_OR_PARENT_TYPES = frozenset({"cdir", "pdir"})
@@ -130,8 +132,10 @@ def _parse_facts(text: str) -> dict[str, str]:
     return facts
 
 
-def _mlsd_kind(type_fact: str) -> tuple[Kind, str | None]:
+def _mlsd_kind(type_fact: str | None) -> tuple[Kind, str | None]:
     """Kind and link target from a type fact; values compare case-insensitively."""
+    if not type_fact:  # absent, or "type=": the server did not say
+        return "unknown", None
     lowered = type_fact.lower()
     if lowered == "file":
         return "file", None
@@ -164,7 +168,8 @@ def parse_mlsd_line(line: str) -> RemoteEntry:
     The facts contain no spaces (RFC 3659 §7.2), so the name is everything
     after the first space, spaces and semicolons included. A fact that is
     present but unreadable (a bad size or modify value) leaves that field None
-    rather than losing the entry; it stays available in ``facts``.
+    rather than losing the entry; it stays available in ``facts``. Without a type
+    fact the kind is "unknown": callers that need it must not take it for a file.
     """
     line = line.removesuffix("\n").removesuffix("\r")
     facts_text, space, name = line.partition(" ")
@@ -173,7 +178,7 @@ def parse_mlsd_line(line: str) -> RemoteEntry:
     if not name:
         raise MlsdSyntaxError(f"no name after the facts: {_show(line)}")
     facts = _parse_facts(facts_text)
-    kind, target = _mlsd_kind(facts.get("type", ""))
+    kind, target = _mlsd_kind(facts.get("type"))
     size = _decimal(facts["size"] if "size" in facts else facts.get("sizd"))
     mtime = _parse_time_val(facts.get("modify"))
     return RemoteEntry(

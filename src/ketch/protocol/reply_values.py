@@ -16,10 +16,12 @@ __all__ = [
     "X_HASH_COMMANDS",
     "HashMethod",
     "choose_hash_method",
+    "mlst_facts_to_select",
     "parse_feat",
     "parse_hash_feature",
     "parse_hash_reply",
     "parse_mdtm_value",
+    "parse_mlst_feature",
     "parse_natinfo",
     "parse_quoted_path",
     "parse_x_hash_reply",
@@ -138,6 +140,34 @@ def parse_hash_feature(parameters: str) -> tuple[list[str], str | None]:
         if name:
             algorithms.append(name)
     return algorithms, selected
+
+
+def parse_mlst_feature(parameters: str) -> list[tuple[str, bool]]:
+    """FEAT's ``MLST type*;size*;modify;perm*;`` parameters: each fact as the server spells
+    it, and whether MLSD sends it now (the "*", RFC 3659 §7.8)."""
+    facts = []
+    for item in parameters.split(";"):
+        name = item.strip()
+        enabled = name.endswith("*")
+        name = name.removesuffix("*").strip()
+        if name:
+            facts.append((name, enabled))
+    return facts
+
+
+def mlst_facts_to_select(parameters: str, wanted: Iterable[str]) -> list[str] | None:
+    """The facts for ``OPTS MLST`` that turn on every ``wanted`` fact FEAT's ``parameters``
+    offer, keeping those already on; None when nothing needs turning on.
+
+    A fact listed without "*" is off until the client selects it (RFC 3659 §7.9), and
+    OPTS MLST replaces the whole selection, so the ones on stay in it. Names compare
+    case-insensitively and are sent as the server spells them.
+    """
+    wanted_names = {name.lower() for name in wanted}
+    offered = parse_mlst_feature(parameters)
+    if all(enabled for name, enabled in offered if name.lower() in wanted_names):
+        return None
+    return [name for name, enabled in offered if enabled or name.lower() in wanted_names]
 
 
 def choose_hash_method(
