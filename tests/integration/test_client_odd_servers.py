@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,15 @@ import pytest
 from ketch.cli.common import exit_code_for
 from ketch.client import Client, ConnectFailed, FtpError, PermanentReplyError, ProtocolError
 
-from ftp_helpers import MLSD_FEATURES, Handler, run_ketch, scripted_server, send_data, with_server
+from ftp_helpers import (
+    LIST_ONLY_FEATURES,
+    MLSD_FEATURES,
+    Handler,
+    run_ketch,
+    scripted_server,
+    send_data,
+    with_server,
+)
 
 
 def ketch_with_server(
@@ -30,10 +40,11 @@ def ketch_with_server(
     command: str,
     *rest: str,
     features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """``ketch COMMAND URL REST...`` (in ``cwd``) against a scripted server: ``transfer``
-    answers its transfers, and FEAT is answered ``features``."""
-    with scripted_server(transfer, features=features) as port:
+    answers its transfers, FEAT is answered ``features`` and other commands ``other``."""
+    with scripted_server(transfer, features=features, other=other) as port:
         return run_ketch(cwd, command, f"ftp://u:p@127.0.0.1:{port}/", *rest)
 
 
@@ -167,6 +178,68 @@ def test_mirror_fails_an_mlsd_entry_without_a_type_and_ls_marks_it_unknown(
     listed = ketch_with_server(untyped, tmp_path, "ls", "--json")
     assert listed.returncode == 0, listed.stderr.decode()
     assert json.loads(listed.stdout)["type"] == "unknown"
+
+
+GERMAN_LIST = (
+    "insgesamt 12\r\n"
+    "-rw-r--r-- 1 ftp ftp 3 2026-10-02 10:15 iso.txt\r\n"  # GNU ls --time-style=long-iso
+    "-rw-r--r-- 1 ftp ftp 3 Okt  2 10:15 german.txt\r\n"
+    "-rw-r--r-- 1 ftp ftp 3 M\u00e4r  2 10:15 maerz.txt\r\n"
+    "-rw-r--r-- 1 ftp ftp 3 Oct  2 10:15 english.txt\r\n"
+).encode()
+
+
+def only_root(line: str) -> bytes:
+    """PWD and CWD of a server with the one directory "/", where a mirror without MLSD
+    enters each directory it lists; any other command 502."""
+    verb, _, path = line.partition(" ")
+    if verb.upper() == "PWD":
+        return b'257 "/"\r\n'
+    if verb.upper() == "CWD" and path == "/":
+        return b"250 ok\r\n"
+    return b"502 not here\r\n"
+
+
+def test_ls_reads_iso_dates_and_warns_of_each_line_it_cannot_read(tmp_path: Path) -> None:
+    # The German dates were dropped without a word, even with -v.
+    result = ketch_with_server(send_data(GERMAN_LIST), tmp_path, "ls", features=LIST_ONLY_FEATURES)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    iso, english = result.stdout.decode().splitlines()
+    assert iso == "- 3 2026-10-02 10:15 iso.txt"
+    assert re.fullmatch(r"- 3 [0-9]{4}-10-02 10:15 english\.txt", english), english  # year: ls's
+    warnings = stderr.splitlines()
+    assert len(warnings) == 2, stderr
+    assert all(line.startswith("ketch: warning: ") for line in warnings), stderr
+    assert "3 Okt  2 10:15 german.txt" in warnings[0]
+    assert "3 M\u00e4r  2 10:15 maerz.txt" in warnings[1]
+    assert "insgesamt" not in stderr
+
+
+def test_mirror_fails_each_listing_line_it_cannot_read_and_copies_the_rest(
+    tmp_path: Path,
+) -> None:
+    transfer = by_line(
+        {
+            "LIST": send_data(GERMAN_LIST),
+            "RETR iso.txt": send_data(b"iso"),
+            "RETR english.txt": send_data(b"eng"),
+        }
+    )
+    copy = tmp_path / "copy"
+    result = ketch_with_server(
+        transfer, tmp_path, "mirror", str(copy), features=LIST_ONLY_FEATURES, other=only_root
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 9, stderr  # was 0, with "0 failed"
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == {
+        "iso.txt": b"iso",
+        "english.txt": b"eng",
+    }
+    failures = [line for line in stderr.splitlines() if line.startswith("ketch: ./: ")]
+    assert len(failures) == 2, stderr
+    assert "german.txt" in failures[0] and "maerz.txt" in failures[1]
+    assert "2 failed" in stderr
 
 
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:

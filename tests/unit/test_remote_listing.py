@@ -467,6 +467,49 @@ def test_iis_lowercase_dir_and_am_pm() -> None:
     assert (entry.kind, entry.mtime) == ("dir", at(2024, 1, 2, 15, 4))
 
 
+# --- LIST: ISO dates (GNU ls --time-style) ---------------------------------------
+
+
+def test_long_iso_date_is_read_to_the_minute() -> None:
+    entry = list_entry("-rw-r--r-- 1 u g 3 2026-10-02 10:15 iso.txt")
+    assert (entry.name, entry.kind, entry.size) == ("iso.txt", "file", 3)
+    assert (entry.mtime, entry.mtime_precision) == (at(2026, 10, 2, 10, 15), "minute")
+
+
+def test_long_iso_directory_and_link() -> None:
+    directory = list_entry("drwxr-xr-x 2 u g 4096 1999-12-31 23:59  spaced dir")
+    assert (directory.name, directory.kind) == (" spaced dir", "dir")
+    link = list_entry("lrwxrwxrwx 1 u g 7 2026-01-02 03:04 latest -> v1.2.3")
+    assert (link.name, link.kind, link.link_target) == ("latest", "link", "v1.2.3")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-10-02 10:15:30.123456789 +0200", at(2026, 10, 2, 8, 15, 30)),
+        ("2026-10-02 01:15:30.000000000 +0530", at(2026, 10, 1, 19, 45, 30)),
+        ("2026-12-31 22:00:00 -0300", at(2027, 1, 1, 1, 0, 0)),
+    ],
+)
+def test_full_iso_time_is_read_to_the_second_in_its_zone(stamp: str, expected: datetime) -> None:
+    entry = list_entry(f"-rw-r--r-- 1 u g 3 {stamp} full.txt")
+    assert (entry.name, entry.mtime, entry.mtime_precision) == ("full.txt", expected, "second")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "-rw-r--r-- 1 u g 3 2026-02-30 10:15 f",  # no such day
+        "-rw-r--r-- 1 u g 3 2026-13-01 10:15 f",  # no such month
+        "-rw-r--r-- 1 u g 3 2026-10-02 24:00 f",  # no such hour
+        "-rw-r--r-- 1 u g 3 0001-01-01 00:00:00.0 +0100 f",  # before year 1 in UTC
+        "-rw-r--r-- 1 u g 3 2026-10-02 10:15",  # no name
+    ],
+)
+def test_impossible_iso_dates_are_not_entries(line: str) -> None:
+    assert parse_list_line(line, NOW) is None
+
+
 # --- LIST: lines that are not entries ---------------------------------------------
 
 
@@ -541,6 +584,29 @@ def test_parse_list_accepts_bare_line_feeds_and_no_final_newline() -> None:
 def test_parse_list_splits_only_on_line_feeds() -> None:
     entries = parse_list("-rw-r--r-- 1 a b 1 Jan 01 10:00 a\u2028b\x0bc\r\n", NOW)
     assert [e.name for e in entries] == ["a\u2028b\x0bc"]
+
+
+def test_parse_list_keeps_the_lines_it_cannot_read_and_not_total_or_blank_ones() -> None:
+    # A server speaking German: "insgesamt" for "total", "Okt" and "Mär" for months.
+    text = (
+        "insgesamt 12\r\n"
+        "-rw-r--r-- 1 ftp ftp 3 2026-10-02 10:15 iso.txt\r\n"
+        "-rw-r--r-- 1 ftp ftp 3 Okt  2 10:15 german.txt\r\n"
+        "-rw-r--r-- 1 ftp ftp 3 M\u00e4r  2 10:15 maerz.txt\r\n"
+        "-rw-r--r-- 1 ftp ftp 3 Oct  2 10:15 english.txt\r\n"
+        "\r\n"
+        "total 1.5M\r\n"
+    )
+    listing = parse_list(text, NOW)
+    assert [entry.name for entry in listing] == ["iso.txt", "english.txt"]
+    assert listing.unreadable == (
+        "-rw-r--r-- 1 ftp ftp 3 Okt  2 10:15 german.txt",
+        "-rw-r--r-- 1 ftp ftp 3 M\u00e4r  2 10:15 maerz.txt",
+    )
+
+
+def test_parse_mlsd_has_no_unreadable_lines() -> None:
+    assert parse_mlsd("type=file;size=1; a\r\n").unreadable == ()
 
 
 def test_parse_list_mixed_dos_listing() -> None:

@@ -30,7 +30,14 @@ from ketch.cli.common import (
     target_for,
 )
 from ketch.cli.output import describe_transfer, safe_text, write_out
-from ketch.client import Client, LocalFileError, RemoteEntry, RemoteHash, ReplyError
+from ketch.client import (
+    Client,
+    LocalFileError,
+    RemoteEntry,
+    RemoteHash,
+    RemoteListing,
+    ReplyError,
+)
 from ketch.client.mirror_trees import make_remote_dirs
 from ketch.client.verify import hash_method
 
@@ -83,17 +90,30 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
             for line in format_entries(entries, show):
                 write_out(line)
         sys.stdout.flush()
+        _warn_unreadable(entries.unreadable)
 
     run(options, work)
 
 
-async def _entries_at(ftp: Client, path: str, *, directory: bool) -> list[RemoteEntry]:
+async def _entries_at(ftp: Client, path: str, *, directory: bool) -> RemoteListing:
     """A directory's entries, or (as ls does) the one entry of a file named without "/"."""
     if not directory and path.strip("/"):
         entry = await ftp.stat(path)
         if entry.kind != "dir":
-            return [entry]
+            return RemoteListing([entry])
     return await ftp.list(path)
+
+
+def _warn_unreadable(lines: tuple[str, ...]) -> None:
+    """Name each listing line ls could not read: its entry is missing from the output."""
+    for line in lines:
+        click.echo(
+            safe_text(
+                "ketch: warning: a line of the listing is in a format ketch cannot read, so its "
+                f"entry is not shown (ketch get still fetches it by name): {line!r}"
+            ),
+            err=True,
+        )
 
 
 def _name_shower() -> Callable[[str], str]:

@@ -28,7 +28,7 @@ from ketch.client.sync import SyncClient
 from ketch.client.tls import TlsFailed
 from ketch.client.transfers import Progress, TransferResult
 from ketch.client.verify import RemoteHash
-from ketch.protocol.remote_listing import RemoteEntry
+from ketch.protocol.remote_listing import RemoteEntry, RemoteListing
 
 __all__ = [
     "Client",
@@ -46,6 +46,7 @@ __all__ = [
     "ProtocolError",
     "RemoteEntry",
     "RemoteHash",
+    "RemoteListing",
     "ReplyError",
     "ReplyTimedOut",
     "SyncClient",

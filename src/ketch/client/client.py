@@ -44,6 +44,7 @@ from ketch.protocol import Reply
 from ketch.protocol.remote_listing import (
     MlsdSyntaxError,
     RemoteEntry,
+    RemoteListing,
     parse_list,
     parse_mlsd,
     parse_mlsd_line,
@@ -418,8 +419,11 @@ class Client:
 
     # -- listings --------------------------------------------------------------------
 
-    async def list(self, path: str = "") -> builtins.list[RemoteEntry]:
+    async def list(self, path: str = "") -> RemoteListing:
         """Directory entries (without . and ..); MLSD when offered, else LIST parsed.
+
+        LIST lines in a format the parser does not know are in the result's
+        ``unreadable``, for the caller to report: their entries are missing.
 
         A server whose FEAT offers MLST but which answers MLSD 500/502 (it has
         MLST alone) is listed with LIST from then on in this session.

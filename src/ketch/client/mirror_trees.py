@@ -44,7 +44,7 @@ from ketch.client.errors import (
     UnreadableListing,
     reply_error,
 )
-from ketch.protocol.remote_listing import Precision, RemoteEntry
+from ketch.protocol.remote_listing import Precision, RemoteEntry, RemoteListing
 
 __all__ = [
     "LocalTree",
@@ -75,6 +75,13 @@ _UNKNOWN_KIND = (
     "the server's listing does not say whether it is a file or a directory "
     "(MLSD without the type fact); copy it with ketch get if it is a file"
 )
+
+
+def _unreadable(line: str) -> str:
+    return (
+        "a line of its listing is in a format ketch cannot read, so that entry is not "
+        f"copied (ketch get fetches it by name): {line!r}"
+    )
 
 
 class Reporter(Protocol):
@@ -235,7 +242,7 @@ async def _remote_dir_exists(client: Client, path: str) -> bool:
     return any(entry.name == name and entry.kind in ("dir", "link") for entry in entries)
 
 
-_Lister = Callable[[str], Awaitable[list[RemoteEntry]]]
+_Lister = Callable[[str], Awaitable[RemoteListing]]
 
 
 async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: bool) -> RemoteTree:
@@ -244,7 +251,9 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
     So is one that would repeat a directory above it (the same MLSD unique
     fact), or lie more than MAX_DEPTH levels deep: a link loop on the server.
     Raises when ``root`` itself cannot be listed, unless ``missing_ok`` and the
-    server refused it permanently (then the tree is empty).
+    server refused it permanently (then the tree is empty). What the listings
+    leave unclear (an entry of unknown kind, a LIST line the parser cannot
+    read) is in the tree's ``unclear``, for a download to report.
 
     Without MLSD each directory is entered with CWD and listed with a bare
     LIST, and the session is back in its first directory afterwards (the
@@ -254,7 +263,7 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
         return await _walk(client.list, root, run, missing_ok=missing_ok)
     home = await client.pwd()
 
-    async def enter_and_list(path: str) -> list[RemoteEntry]:
+    async def enter_and_list(path: str) -> RemoteListing:
         return await _enter_and_list(client, posixpath.join(home, path))
 
     tree = await _walk(enter_and_list, root, run, missing_ok=missing_ok)
@@ -262,7 +271,7 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
     return tree
 
 
-async def _enter_and_list(client: Client, path: str) -> list[RemoteEntry]:
+async def _enter_and_list(client: Client, path: str) -> RemoteListing:
     """CWD to ``path``, then LIST: a directory's entries, or the refusal to enter it.
 
     LIST of a path is no proof it names a listable directory: vsftpd answers
@@ -296,6 +305,8 @@ async def _walk(list_dir: _Lister, root: str, run: Reporter, *, missing_ok: bool
                 tree.missing = True
                 return tree
             raise
+        for line in entries.unreadable:
+            tree.unclear.append((relative + "/" if relative else "./", _unreadable(line)))
         for entry in entries:
             path = join(relative, entry.name)
             if _refused_remote_name(entry.name, path + "/" * (entry.kind == "dir"), run):

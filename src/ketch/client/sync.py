@@ -26,7 +26,7 @@ from ketch.client.errors import ProtocolError
 from ketch.client.transfers import Progress, TransferResult
 from ketch.client.verify import RemoteHash
 from ketch.protocol import Reply
-from ketch.protocol.remote_listing import RemoteEntry
+from ketch.protocol.remote_listing import RemoteEntry, RemoteListing
 
 __all__ = ["SyncClient"]
 
@@ -174,7 +174,7 @@ class SyncClient:
     ) -> RemoteHash:
         return self._run(self.client.verify(remote, local, algorithm))
 
-    def list(self, path: str = "") -> builtins.list[RemoteEntry]:
+    def list(self, path: str = "") -> RemoteListing:
         return self._run(self.client.list(path))
 
     def nlst(self, path: str = "") -> builtins.list[str]:

@@ -40,6 +40,7 @@ from ketch.protocol.listing import (
 from ketch.protocol.remote_listing import (
     MlsdSyntaxError,
     RemoteEntry,
+    RemoteListing,
     parse_list,
     parse_list_line,
     parse_mlsd,
@@ -59,6 +60,7 @@ __all__ = [
     "LineTooLong",
     "MlsdSyntaxError",
     "RemoteEntry",
+    "RemoteListing",
     "Reply",
     "ReplyParser",
     "ReplySyntaxError",

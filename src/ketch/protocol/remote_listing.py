@@ -13,7 +13,7 @@ server writes them. A server listing local time cannot be told apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeAlias
@@ -23,6 +23,7 @@ from ketch.protocol.reply_values import parse_mdtm_value
 __all__ = [
     "MlsdSyntaxError",
     "RemoteEntry",
+    "RemoteListing",
     "parse_list",
     "parse_list_line",
     "parse_mlsd",
@@ -52,15 +53,27 @@ _MLSD_LINK = re.compile(r"os\.unix=(?:slink|symlink)(?::(?P<target>.*))?", re.IG
 # owner and group, which are skipped as whole words because servers leave out
 # some of them; then size ("major, minor" for devices) and the date.
 # Possessive quantifiers keep the skip linear on long garbage lines.
-_UNIX_LINE = re.compile(
+_UNIX_HEAD = (
     r"(?P<type>[-bcdDlnps?])(?P<mode>[-rwxsStTlL?]{9})[+.@]?\s++"
     r"(?:\S++\s++)*?"
     r"(?P<size>[0-9]++(?:,\s*+[0-9]++)?)\s++"
-    rf"(?P<month>(?i:{'|'.join(_MONTHS)}))\s++(?P<day>[0-9]{{1,2}})\s++"
-    r"(?:(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})|(?P<year>[0-9]{4}))"
-    # Exactly one space: ls puts one before the name, so leading spaces survive.
-    r" (?P<name>.+)"
 )
+# Exactly one space: ls puts one before the name, so leading spaces survive.
+_UNIX_NAME = r" (?P<name>.+)"
+_UNIX_LINE = re.compile(
+    _UNIX_HEAD + rf"(?P<month>(?i:{'|'.join(_MONTHS)}))\s++(?P<day>[0-9]{{1,2}})\s++"
+    r"(?:(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})|(?P<year>[0-9]{4}))" + _UNIX_NAME
+)
+# GNU ls --time-style=long-iso "2026-10-02 10:15" (some servers' default), and
+# full-iso "2026-10-02 10:15:30.123456789 +0200", the one that gives its zone.
+_UNIX_ISO_LINE = re.compile(
+    _UNIX_HEAD + r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})\s++"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
+    r"(?::(?P<second>[0-9]{2})(?:\.[0-9]++)?\s++(?P<zone>[-+][0-9]{4}))?" + _UNIX_NAME
+)
+# "total 12" before the entries, in the server's language ("insgesamt 12") and
+# perhaps with a unit ("total 1.5M"): no entry, so nothing is lost.
+_TOTAL_LINE = re.compile(r"\S++\s++[0-9][0-9.,]*+[A-Za-z]?")
 # IIS "MM-DD-YY  HH:MMAM  <DIR>|size name"; it can also show 4-digit years and 24h times.
 _DOS_LINE = re.compile(
     r"(?P<month>[0-9]{2})-(?P<day>[0-9]{2})-(?P<year>[0-9]{4}|[0-9]{2})\s++"
@@ -100,6 +113,20 @@ class RemoteEntry:
         """True for MLSD cdir/pdir entries and LIST "." and "..", which callers skip."""
         type_fact = self.facts.get("type", "").lower()
         return type_fact in _SELF_OR_PARENT_TYPES or self.name in _SELF_OR_PARENT_NAMES
+
+
+class RemoteListing(list[RemoteEntry]):
+    """A directory listing's entries, and the lines of it that could not be read.
+
+    ``unreadable`` holds the LIST lines in a format the parser does not know,
+    as sent (without line ends): the entries they stand for are not among the
+    entries, and a caller tells the user rather than lose them silently.
+    Blank lines and "total" lines are no entries and are not in it.
+    """
+
+    def __init__(self, entries: Iterable[RemoteEntry] = (), unreadable: Iterable[str] = ()) -> None:
+        super().__init__(entries)
+        self.unreadable = tuple(unreadable)
 
 
 def _show(text: str) -> str:
@@ -193,7 +220,7 @@ def parse_mlsd_line(line: str) -> RemoteEntry:
     )
 
 
-def parse_mlsd(text: str) -> list[RemoteEntry]:
+def parse_mlsd(text: str) -> RemoteListing:
     """Entries of an MLSD listing, without cdir/pdir entries and blank lines.
 
     Raises MlsdSyntaxError for a malformed line: MLSD has one defined format,
@@ -206,7 +233,7 @@ def parse_mlsd(text: str) -> list[RemoteEntry]:
         entry = parse_mlsd_line(line)
         if not entry.is_self_or_parent:
             entries.append(entry)
-    return entries
+    return RemoteListing(entries)
 
 
 # --- LIST ----------------------------------------------------------------------
@@ -248,8 +275,29 @@ def _unix_time(match: re.Match[str], now: datetime) -> tuple[datetime, Precision
     return None if moment is None else (moment, "minute")
 
 
-def _unix_entry(match: re.Match[str], now: datetime) -> RemoteEntry | None:
-    time = _unix_time(match, now)
+def _iso_time(match: re.Match[str]) -> tuple[datetime, Precision] | None:
+    """A long-iso time (taken as UTC, as other LIST times) or a full-iso one (its zone)."""
+    year, month, day, hour, minute = (
+        int(match[name]) for name in ("year", "month", "day", "hour", "minute")
+    )
+    second = match["second"]
+    try:
+        moment = datetime(year, month, day, hour, minute, int(second or 0), tzinfo=UTC)
+    except ValueError:  # no such date or time (24:00, 23:59:60 among them)
+        return None
+    if second is None:
+        return moment, "minute"
+    zone = match["zone"]
+    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:]))
+    try:
+        return (moment - offset if zone[0] == "+" else moment + offset), "second"
+    except OverflowError:  # within a day of year 1 or 9999
+        return None
+
+
+def _unix_entry(
+    match: re.Match[str], time: tuple[datetime, Precision] | None
+) -> RemoteEntry | None:
     if time is None:
         return None  # an impossible date: not a listing line after all
     kind = _UNIX_KINDS.get(match["type"], "other")
@@ -307,7 +355,8 @@ def _dos_entry(match: re.Match[str]) -> RemoteEntry | None:
 
 
 def parse_list_line(line: str, now: datetime) -> RemoteEntry | None:
-    """Parse one LIST line, ``ls -l`` or DOS style; None for anything else.
+    """Parse one LIST line, ``ls -l`` (month names or ISO dates) or DOS style; None for
+    anything else.
 
     ``now`` decides the year of ``ls`` dates given as "Mon DD HH:MM". Lines
     such as "total 12", blank lines and garbage give None rather than an error,
@@ -316,18 +365,35 @@ def parse_list_line(line: str, now: datetime) -> RemoteEntry | None:
     line = line.removesuffix("\n").removesuffix("\r")
     unix = _UNIX_LINE.fullmatch(line)
     if unix is not None:
-        return _unix_entry(unix, now)
+        return _unix_entry(unix, _unix_time(unix, now))
+    iso = _UNIX_ISO_LINE.fullmatch(line)
+    if iso is not None:
+        return _unix_entry(iso, _iso_time(iso))
     dos = _DOS_LINE.fullmatch(line)
     if dos is not None:
         return _dos_entry(dos)
     return None
 
 
-def parse_list(text: str, now: datetime) -> list[RemoteEntry]:
-    """Entries of a LIST listing, without "." and ".." and lines that are not entries."""
+def _is_no_entry(line: str) -> bool:
+    """A line that stands for no entry: blank, or "total 12" in some language."""
+    return not line.strip() or _TOTAL_LINE.fullmatch(line) is not None
+
+
+def parse_list(text: str, now: datetime) -> RemoteListing:
+    """Entries of a LIST listing, without "." and ".." and lines that are not entries.
+
+    The lines that are neither entries nor blank or "total" lines (a date in
+    the server's language, a format not known here) are kept in
+    ``unreadable``, for the caller to report.
+    """
     entries = []
+    unreadable = []
     for line in _lines(text):
         entry = parse_list_line(line, now)
-        if entry is not None and not entry.is_self_or_parent:
+        if entry is None:
+            if not _is_no_entry(line):
+                unreadable.append(line)
+        elif not entry.is_self_or_parent:
             entries.append(entry)
-    return entries
+    return RemoteListing(entries, unreadable)
