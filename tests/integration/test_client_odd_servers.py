@@ -242,6 +242,17 @@ def test_mirror_fails_each_listing_line_it_cannot_read_and_copies_the_rest(
     assert "2 failed" in stderr
 
 
+def test_ls_writes_years_before_1000_with_four_digits(tmp_path: Path) -> None:
+    # glibc's %Y gave "1-01-01T00:00:00Z", which is not RFC 3339.
+    year_one = send_data(b"type=file;size=3;modify=00010101000000; y1\r\n")
+    as_json = ketch_with_server(year_one, tmp_path, "ls", "--json")
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert json.loads(as_json.stdout)["mtime"] == "0001-01-01T00:00:00Z"
+    as_text = ketch_with_server(year_one, tmp_path, "ls")
+    assert as_text.returncode == 0, as_text.stderr.decode()
+    assert as_text.stdout.decode() == "- 3 0001-01-01 00:00:00 y1\n"
+
+
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:
     listing = b"type=file;size=3; good.txt\r\ntype=file;size=3; bad\r\nname\r\n"
     with pytest.raises(ProtocolError, match="outside the MLSD format"):

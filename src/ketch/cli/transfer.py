@@ -140,13 +140,18 @@ def format_entries(entries: list[RemoteEntry], render: Callable[[str], str] = st
 def _format_time(moment: datetime | None, precision: str | None) -> str:
     if moment is None:
         return "-"
-    return moment.strftime(_TIME_FORMATS.get(precision or "second", _TIME_FORMATS["second"]))
+    return _strftime(moment, _TIME_FORMATS.get(precision or "second", _TIME_FORMATS["second"]))
+
+
+def _strftime(moment: datetime, form: str) -> str:
+    """strftime with a four-digit year, as RFC 3339 wants: glibc's %Y gives year 1 as "1"."""
+    return moment.strftime(form.replace("%Y", f"{moment.year:04d}"))
 
 
 def _as_json(entry: RemoteEntry) -> dict[str, object]:
     mtime = None
     if entry.mtime is not None:
-        mtime = entry.mtime.strftime("%Y-%m-%dT%H:%M:%SZ")
+        mtime = _strftime(entry.mtime, "%Y-%m-%dT%H:%M:%SZ")
     record: dict[str, object] = {}
     _put_name(record, "name", entry.name)
     record.update(
