@@ -450,7 +450,7 @@ def test_plaintext_login_is_refused_when_tls_is_required_for_control(
     # A password just crossed the network in the clear: the admin hears of it.
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
     assert refusals == [
-        f"refused {verb} user=- client=127.0.0.1: no TLS under tls_required = 'control'"
+        f'refused {verb} user=- client=127.0.0.1: no TLS under tls_required = "control"'
         for verb in ("USER", "PASS")
     ]
     secure = ftplib_tls(server, tls_files)
@@ -489,7 +489,7 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
     assert logged == [
         f"refused {verb.split()[0]} user={USER} client=127.0.0.1: clear data connection "
-        "(PROT C) under tls_required = 'all'"
+        '(PROT C) under tls_required = "all"'
         for verb in refusals
     ]
 

@@ -57,7 +57,7 @@ async def dispatch(session: Session, command: Command) -> None:
         # The admin's business too: a client sending its password in the clear, or left
         # on PROT C, is one to tell its user about.
         log.info(
-            "refused %s user=%s client=%s: %s under tls_required = %r",
+            'refused %s user=%s client=%s: %s under tls_required = "%s"',
             spec.verb,
             session.log_user,
             session.peer_ip,
