@@ -256,9 +256,8 @@ def test_the_unspecified_address_is_refused_even_where_foreign_addresses_are_all
     assert reply.startswith("501 ") and "the unspecified address" in reply, reply
 
 
-def test_eprt_naming_the_unspecified_ipv6_address_says_so(
-    make_server: Callable[..., RunningServer],
-) -> None:
+def _logged_in_over_ipv6(make_server: Callable[..., RunningServer]) -> ftplib.FTP:
+    """A session logged in over ::1 (skipped where the host has no IPv6 loopback)."""
     try:
         server = make_server(listen_address="::1")
     except OSError as error:
@@ -266,6 +265,13 @@ def test_eprt_naming_the_unspecified_ipv6_address_says_so(
     ftp = ftplib.FTP(timeout=10)
     ftp.connect("::1", server.port)
     ftp.login(USER, PASSWORD)
+    return ftp
+
+
+def test_eprt_naming_the_unspecified_ipv6_address_says_so(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    ftp = _logged_in_over_ipv6(make_server)
     reply = reply_to(ftp, "EPRT |2|::|51210|")
     assert reply.startswith("501 ") and "names ::, the unspecified address" in reply
     assert "behind NAT" not in reply and "send your own address (::1)" in reply
@@ -276,13 +282,7 @@ def test_eprt_naming_another_ipv6_address_blames_several_addresses_not_nat(
     make_server: Callable[..., RunningServer], named: str
 ) -> None:
     # On IPv6 a host has temporary, unique local and link-local addresses; NAT66 is rare.
-    try:
-        server = make_server(listen_address="::1")
-    except OSError as error:
-        pytest.skip(f"cannot listen on ::1 here: {error}")
-    ftp = ftplib.FTP(timeout=10)
-    ftp.connect("::1", server.port)
-    ftp.login(USER, PASSWORD)
+    ftp = _logged_in_over_ipv6(make_server)
     reply = reply_to(ftp, f"EPRT |2|{named}|51210|")
     assert reply.startswith(f"501 EPRT names {named}, but your connection comes from ::1")
     assert "several IPv6 addresses" in reply and "Name ::1, or use passive mode (EPSV)" in reply
