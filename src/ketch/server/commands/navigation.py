@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ketch.server.auth import Permission
-from ketch.server.client_text import log_field, without_controls
+from ketch.server.client_text import log_field
 from ketch.server.command_table import Argument, command
 from ketch.server.session import Session
 
@@ -15,13 +15,13 @@ log = logging.getLogger("ketch.server")
 def quote_path(path: str) -> str:
     """RFC 959 Appendix II: a quote inside a 257 pathname is doubled.
 
-    Control characters are written as ``\\xNN`` inside the quotes, with no quoting of
-    their own: clients (ftplib's parse257, curl) take everything between the outer
-    quotes as the name, and a name with a terminal escape in it cannot be given back
-    usefully anyway, so it is shown readably rather than raw. Other names (spaces,
-    quotes, UTF-8, bytes that are not UTF-8) are unchanged, so they round-trip.
+    Control characters come out as ``\\xNN`` inside the quotes, as in every reply
+    (Session.reply): clients (ftplib's parse257, curl) take everything between the
+    outer quotes as the name, and a name with a terminal escape in it cannot be given
+    back usefully anyway. Other names (spaces, quotes, UTF-8, bytes that are not
+    UTF-8) are unchanged, so they round-trip.
     """
-    return '"' + without_controls(path).replace('"', '""') + '"'
+    return '"' + path.replace('"', '""') + '"'
 
 
 @command("PWD", "XPWD", argument=Argument.NONE, help="PWD: print the working directory")
