@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ketch.config import ServerConfig
 
-__all__ = ["changed_settings"]
+__all__ = ["changed_settings", "shown_setting"]
 
 
 def changed_settings(old: ServerConfig, new: ServerConfig) -> list[str]:
@@ -27,14 +27,14 @@ def changed_settings(old: ServerConfig, new: ServerConfig) -> list[str]:
         if isinstance(after, BaseModel) and isinstance(before, BaseModel):
             changes += [f"{name}.{change}" for change in _model_changes(before, after)]
         else:
-            changes.append(f"{name} {_shown(before)} -> {_shown(after)}")
+            changes.append(f"{name} {shown_setting(before)} -> {shown_setting(after)}")
     return changes + _account_changes(old, new)
 
 
 def _model_changes(old: BaseModel, new: BaseModel) -> list[str]:
     """A table's changed keys ([anonymous] enabled, say)."""
     return [
-        f"{name} {_shown(getattr(old, name))} -> {_shown(getattr(new, name))}"
+        f"{name} {shown_setting(getattr(old, name))} -> {shown_setting(getattr(new, name))}"
         for name in type(new).model_fields
         if getattr(old, name) != getattr(new, name)
     ]
@@ -55,7 +55,7 @@ def _account_changes(old: ServerConfig, new: ServerConfig) -> list[str]:
     return [f"{label}: {', '.join(names)}" for label, names in groups if names]
 
 
-def _shown(value: object) -> str:
+def shown_setting(value: object) -> str:
     """A value as the TOML file has it (true, not True), so it can be found there."""
     if value is None:
         return "(not set)"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ketch.config import ConfigError, ServerConfig, with_values
 from ketch.server.auth import Authenticator
-from ketch.server.config_changes import changed_settings
+from ketch.server.config_changes import changed_settings, shown_setting
 from ketch.server.masquerade import MasqueradePolicy
 from ketch.server.privileges import RunAs, access_problems
 from ketch.server.session import SHUTDOWN_TEXT
@@ -358,9 +358,9 @@ class Reloader:
                 log.warning(
                     "reload: %s changed from %s to %s, which needs a restart; still using %s",
                     key,
-                    _show(old),
-                    _show(new),
-                    _show(old),
+                    shown_setting(old),
+                    shown_setting(new),
+                    shown_setting(old),
                 )
                 kept[key] = old
         if kept:
@@ -423,7 +423,3 @@ def _setup_warnings(
         config, host=host, port=port, slices=slices, resolved=masquerade.resolved_names()
     )
     return report.warnings
-
-
-def _show(value: object) -> str:
-    return "(not set)" if value is None else repr(value) if isinstance(value, str) else str(value)
