@@ -89,6 +89,11 @@ class PeerServer:
         """The directory on disk that ``workdir`` names."""
         return self.root / self.workdir if self.workdir else self.root
 
+    def url(self, path: str = "") -> str:
+        """An ftp:// URL with the credentials, for ``path`` inside ``workdir``."""
+        workdir = f"{self.workdir}/" if self.workdir else ""
+        return f"ftp://{self.user}:{self.password}@{self.host}:{self.port}/{workdir}{path}"
+
     def log(self) -> str:
         return _read_log(self.log_path)
 

@@ -524,8 +524,7 @@ def test_old_file_listing_uses_the_recent_format_within_a_day(
     path.write_bytes(b"h")
     moment = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
     os.utime(path, (moment.timestamp(), moment.timestamp()))
-    workdir = f"{peer.workdir}/" if peer.workdir else ""
-    url = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}"
+    url = peer.url()
     result = ketch(home, work, "ls", url)
     ok(result)
     assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]

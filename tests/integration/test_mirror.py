@@ -29,7 +29,13 @@ from ketch.client import Client, PermanentReplyError
 from ketch.client.mirror import MirrorResult, mirror_download
 
 from conftest import USER, RunningServer, alice_with
-from ftp_helpers import LIST_ONLY_FEATURES, MLSD_FEATURES, scripted_server, send_by_path
+from ftp_helpers import (
+    LIST_ONLY_FEATURES,
+    MLSD_FEATURES,
+    run_ketch,
+    scripted_server,
+    send_by_path,
+)
 from peer_servers import PeerServer
 
 KETCH = [sys.executable, "-m", "ketch"]
@@ -86,10 +92,7 @@ def tree_digests(root: Path) -> dict[str, str]:
 
 def mirror(home: Path, *args: str) -> tuple[dict[str, int], str]:
     """Run ``ketch mirror``; returns the summary's counts and stderr."""
-    env = {**os.environ, "HOME": str(home)}
-    result = subprocess.run(
-        [*KETCH, "mirror", *args], capture_output=True, env=env, timeout=TIMEOUT
-    )
+    result = run_ketch(home, "mirror", *args)
     stderr = result.stderr.decode()
     match = SUMMARY.search(stderr)
     assert match is not None, stderr
@@ -135,12 +138,7 @@ def site(request: pytest.FixtureRequest) -> Site:
     peer: PeerServer = request.getfixturevalue(
         "vsftpd_server" if request.param == "vsftpd" else "pure_ftpd_server"
     )
-    workdir = f"{peer.workdir}/" if peer.workdir else ""
-    return Site(
-        peer.user,
-        peer.writable,
-        f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}",
-    )
+    return Site(peer.user, peer.writable, peer.url())
 
 
 def test_mirror_down_in_parallel_then_only_what_changed(
@@ -221,13 +219,7 @@ def test_dry_run_lists_without_transferring(
     (tree / "one.txt").write_bytes(b"1")
     (tree / "sub" / "two.txt").write_bytes(b"22")
     local = tmp_path / "copy"
-    env = {**os.environ, "HOME": str(home)}
-    result = subprocess.run(
-        [*KETCH, "mirror", "--dry-run", server.url("/t/"), str(local)],
-        capture_output=True,
-        env=env,
-        timeout=TIMEOUT,
-    )
+    result = run_ketch(home, "mirror", "--dry-run", server.url("/t/"), str(local))
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == ["mkdir sub", "get one.txt", "get sub/two.txt"]
     assert not local.exists()
@@ -346,8 +338,7 @@ def test_times_are_compared_no_finer_than_the_listing_gives_them(
         os.utime(tree / name, (remote_time, remote_time))
         write(local / name, b"same bytes")
         os.utime(local / name, (remote_time + local_offset, remote_time + local_offset))
-    workdir = f"{peer.workdir}/" if peer.workdir else ""
-    url = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}t/"
+    url = peer.url("t/")
     counts, stderr = mirror(home, url, str(local))
     assert counts == {"transferred": 1, "skipped": 1, "failed": 0, "exit": 0}, stderr
     assert "get next-minute.txt: 10 bytes" in stderr
@@ -415,13 +406,7 @@ def test_a_local_symbolic_link_to_a_directory_is_refused_not_written_through(
     elsewhere.mkdir()
     (local / "sub").symlink_to("../elsewhere")
 
-    env = {**os.environ, "HOME": str(home)}
-    dry = subprocess.run(
-        [*KETCH, "mirror", "--dry-run", server.url("/t/"), str(local)],
-        capture_output=True,
-        env=env,
-        timeout=TIMEOUT,
-    )
+    dry = run_ketch(home, "mirror", "--dry-run", server.url("/t/"), str(local))
     assert dry.returncode == 9, dry.stderr
     assert dry.stdout.decode().splitlines() == ["get top.txt"]
 
@@ -689,8 +674,7 @@ def test_vsftpd_a_directory_it_cannot_enter_fails_and_a_missing_root_is_an_error
     (tree / "locked" / "hidden.txt").write_bytes(b"hidden")
     (tree / "ok.txt").write_bytes(b"ok")
     (tree / "locked").chmod(0)
-    workdir = f"{peer.workdir}/" if peer.workdir else ""
-    base = f"ftp://{peer.user}:{peer.password}@{peer.host}:{peer.port}/{workdir}"
+    base = peer.url()
     local = tmp_path / "copy"
     try:
         counts, stderr = mirror(home, base + "t/", str(local))
@@ -701,12 +685,7 @@ def test_vsftpd_a_directory_it_cannot_enter_fails_and_a_missing_root_is_an_error
     assert sorted(tree_digests(local)) == ["ok.txt"]
 
     for path in ("nonexistent/", "t/ok.txt"):
-        result = subprocess.run(
-            [*KETCH, "mirror", base + path, str(tmp_path / "other")],
-            capture_output=True,
-            env={**os.environ, "HOME": str(home)},
-            timeout=TIMEOUT,
-        )
+        result = run_ketch(home, "mirror", base + path, str(tmp_path / "other"))
         stderr = result.stderr.decode()
         assert result.returncode == 5, stderr
         assert f"{path} failed: 550 Failed to change directory." in stderr, stderr
