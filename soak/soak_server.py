@@ -241,7 +241,9 @@ class ServerProcess:
 
 # -- the log ---------------------------------------------------------------------
 
-_LEVEL = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
+# ketch.server.log_format's lines: "TIME LEVEL LOGGER: MESSAGE", the logger labelled in a
+# worker ("ketch.server[worker 1]", with a space).
+_LEVEL = re.compile(r"^\S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.+?): (.*)$")
 # result= is followed only by reason= (not for ok; quoted when it has spaces) and by
 # whatever the log format appends (session=N): a reason quoting "result=ok" is no match.
 _RESULT = re.compile(
