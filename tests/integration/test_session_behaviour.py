@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from ketch.protocol.addresses import parse_epsv_reply
-from ketch.server.client_text import log_field
 from ketch.server.commands import transfer as transfer_commands
 
 from conftest import RunningServer
@@ -451,8 +450,11 @@ def test_active_connect_failure_gets_425(
         reply = ftp.getmultiline()
         assert reply.startswith("425") and "passive" in reply, reply
         line = one_transfer_line(caplog)
-    # The log says why too, in the words the client got.
-    assert line.endswith(f" result=failed reason={log_field(reply[4:])}"), (line, reply)
+    # The log says why too, in the words the client got, quoted as one field (they hold
+    # spaces, and no quote or backslash to escape).
+    said = reply[4:]
+    assert '"' not in said and "\\" not in said, said
+    assert line.endswith(f' result=failed reason="{said}"'), (line, reply)
     assert reply_to(ftp, "NOOP").startswith("200")
 
 
