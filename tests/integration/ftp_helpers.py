@@ -214,6 +214,8 @@ def scripted_server(
     finally:
         listener.close()
         thread.join(10)
+    # A script stuck mid-conversation means the client did not do what it expected.
+    assert not thread.is_alive(), "the scripted server did not finish its session"
 
 
 def with_server(
