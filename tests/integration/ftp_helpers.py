@@ -236,6 +236,20 @@ def with_server(
         return asyncio.run(asyncio.wait_for(main(), 30))
 
 
+def ketch_with_server(
+    transfer: Handler,
+    cwd: Path,
+    command: str,
+    *rest: str,
+    features: bytes = MLSD_FEATURES,
+    other: Callable[[str], bytes] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """``ketch COMMAND URL REST...`` (in ``cwd``) against a scripted server: ``transfer``
+    answers its transfers, FEAT is answered ``features`` and other commands ``other``."""
+    with scripted_server(transfer, features=features, other=other) as port:
+        return run_ketch(cwd, command, f"ftp://u:p@127.0.0.1:{port}/", *rest)
+
+
 def send_data(payload: bytes) -> Handler:
     def transfer(_: str, control: socket.socket, data_listener: socket.socket) -> bytes:
         data, _ = data_listener.accept()

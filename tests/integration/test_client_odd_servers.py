@@ -13,9 +13,7 @@ import io
 import json
 import re
 import socket
-import subprocess
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,27 +23,11 @@ from ketch.client import Client, ConnectFailed, FtpError, PermanentReplyError, P
 
 from ftp_helpers import (
     LIST_ONLY_FEATURES,
-    MLSD_FEATURES,
     Handler,
-    run_ketch,
-    scripted_server,
+    ketch_with_server,
     send_data,
     with_server,
 )
-
-
-def ketch_with_server(
-    transfer: Handler,
-    cwd: Path,
-    command: str,
-    *rest: str,
-    features: bytes = MLSD_FEATURES,
-    other: Callable[[str], bytes] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    """``ketch COMMAND URL REST...`` (in ``cwd``) against a scripted server: ``transfer``
-    answers its transfers, FEAT is answered ``features`` and other commands ``other``."""
-    with scripted_server(transfer, features=features, other=other) as port:
-        return run_ketch(cwd, command, f"ftp://u:p@127.0.0.1:{port}/", *rest)
 
 
 def refuse(reply: bytes) -> Handler:

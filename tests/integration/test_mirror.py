@@ -32,6 +32,7 @@ from conftest import USER, RunningServer, alice_with
 from ftp_helpers import (
     LIST_ONLY_FEATURES,
     MLSD_FEATURES,
+    ketch_with_server,
     run_ketch,
     scripted_server,
     send_by_path,
@@ -481,6 +482,12 @@ def test_a_name_too_long_for_the_local_disk_fails_alone(tmp_path: Path) -> None:
     assert failed[f"{long_dir}/inside"] == f"not transferred: the directory {long_dir}/ failed"
     assert result.transferred == 1
     assert os.listdir(local) == ["ok.txt"]
+
+    # What a user ran into: `ketch mirror` stopped with exit 8; now the run ends in 9.
+    again = tmp_path / "again"
+    command = ketch_with_server(send_by_path(answers), tmp_path, "mirror", str(again))
+    assert command.returncode == 9, command.stderr
+    assert os.listdir(again) == ["ok.txt"]
 
 
 def test_an_unreadable_listing_of_one_directory_fails_that_directory_alone(
