@@ -53,10 +53,23 @@ def download_under_way(server: RunningServer) -> tuple[ftplib.FTP, socket.socket
     return ftp, data
 
 
+def log_messages(
+    caplog: pytest.LogCaptureFixture,
+    prefix: str | tuple[str, ...] = "",
+    *,
+    level: int | None = None,
+) -> list[str]:
+    """The messages logged so far that start with ``prefix`` (at ``level``, if given)."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith(prefix) and level in (None, record.levelno)
+    ]
+
+
 def transfer_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The transfer log lines (one per transfer, written after its final reply) so far."""
-    messages = (record.getMessage() for record in caplog.records)
-    return [m for m in messages if m.startswith("transfer ") and " result=" in m]
+    return [m for m in log_messages(caplog, "transfer ") if " result=" in m]
 
 
 def one_transfer_line(caplog: pytest.LogCaptureFixture) -> str:

@@ -34,7 +34,7 @@ from conftest import (
     alice_with,
     require_program,
 )
-from ftp_helpers import connect, reply_to, wait_for
+from ftp_helpers import connect, log_messages, reply_to, wait_for
 from payloads import MIB
 
 TIMEOUT = 10
@@ -646,7 +646,7 @@ def test_clnt_name_cannot_forge_log_fields(
         ftp.sendcmd(f"CLNT {forged}")
         ftp.sendcmd("NOOP")  # the log line is written before the reply; NOOP orders the check
     ftp.close()
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("client name")]
+    lines = log_messages(caplog, "client name")
     # One field, quoted as every client-chosen value is (client_text.log_field).
     assert lines == [f'client name client=127.0.0.1 user=- name="{forged}"']
 

@@ -35,7 +35,7 @@ from ketch.client import SyncClient
 from ketch.protocol import security
 
 from conftest import PASSWORD, USER, RunningServer, require_program
-from ftp_helpers import free_port, reply_to, wait_for
+from ftp_helpers import free_port, log_messages, reply_to, wait_for
 from payloads import MIB, sha256_bytes, sha256_file
 
 pytestmark = pytest.mark.peer
@@ -92,11 +92,11 @@ def server_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records]
+    return log_messages(caplog)
 
 
 def secured(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(SECURED)]
+    return log_messages(caplog, SECURED)
 
 
 @pytest.fixture
@@ -432,9 +432,8 @@ def test_plain_bytes_on_a_data_connection_after_prot_p_are_told_to_start_tls(
 def test_plaintext_login_is_refused_when_tls_is_required_for_control(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,
-    caplog: pytest.LogCaptureFixture,
+    server_log: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ketch.server")
     server = make_tls_server(tls_required="control")
     plain = ftplib.FTP(timeout=10)
     plain.connect(server.host, server.port)
@@ -448,7 +447,7 @@ def test_plaintext_login_is_refused_when_tls_is_required_for_control(
     )
     assert pass_reply.startswith("530 This server requires TLS")
     # A password just crossed the network in the clear: the admin hears of it.
-    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    refusals = log_messages(server_log, "refused ")
     assert refusals == [
         f'refused {verb} user=- client=127.0.0.1: no TLS under tls_required = "control"'
         for verb in ("USER", "PASS")
@@ -464,9 +463,8 @@ def test_plaintext_login_is_refused_when_tls_is_required_for_control(
 def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,
-    caplog: pytest.LogCaptureFixture,
+    server_log: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ketch.server")
     server = make_tls_server(tls_required="all", tls_require_session_reuse=False)
     (server.home / "file.txt").write_bytes(b"data\n")
     ftp = ftplib_tls(server, tls_files)
@@ -486,7 +484,7 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
         assert text.startswith("521 "), (verb, text)
         assert "send PBSZ 0 and PROT P" in text, (verb, text)
     assert names == ["file.txt"]  # nothing was stored in the clear
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    logged = log_messages(server_log, "refused ")
     assert logged == [
         f"refused {verb.split()[0]} user={USER} client=127.0.0.1: clear data connection "
         '(PROT C) under tls_required = "all"'

@@ -16,7 +16,7 @@ from ketch.protocol.addresses import parse_pasv_reply
 from ketch.server.jail import Jail
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import connect, reply_to
+from ftp_helpers import connect, log_messages, reply_to
 
 # -- RFC 2577: bounce attacks and port theft -----------------------------------
 
@@ -308,7 +308,7 @@ def test_a_jail_escape_is_logged_with_the_virtual_path_as_one_field(
         assert reply_to(ftp, "MDTM ../outlink")[:3] == "550"
         assert reply_to(ftp, "MDTM ../outlink/x result=ok user=root")[:3] == "550"
     ftp.quit()
-    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    refusals = log_messages(caplog, "refused")
     # Where the argument leads (from /d2), and a client's "field" stays inside the value.
     assert refusals == [
         "refused MDTM user=alice client=127.0.0.1 path=/outlink: outside the home directory",

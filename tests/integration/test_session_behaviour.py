@@ -23,6 +23,7 @@ from ftp_helpers import (
     connect,
     download_under_way,
     free_port,
+    log_messages,
     one_transfer_line,
     reply_to,
     transfer_lines,
@@ -1084,11 +1085,7 @@ def test_every_change_to_the_tree_is_logged_like_a_delete(
         ftp.rmd("new dir")
     ftp.quit()
     who = "user=alice client=127.0.0.1"
-    audit = [
-        r.getMessage()
-        for r in caplog.records
-        if r.getMessage().startswith(("mkdir ", "rmdir ", "chmod ", "mtime ", "delete "))
-    ]
+    audit = log_messages(caplog, ("mkdir ", "rmdir ", "chmod ", "mtime ", "delete "))
     assert audit == [
         f'mkdir {who} path="/new dir"',
         f'chmod {who} path="/new dir/a.txt" mode=0640',

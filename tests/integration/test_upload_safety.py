@@ -21,7 +21,7 @@ import pytest
 from ketch.protocol.addresses import parse_pasv_reply
 
 from conftest import RunningServer, alice_with
-from ftp_helpers import connect, one_transfer_line, reply_to, wait_for
+from ftp_helpers import connect, log_messages, one_transfer_line, reply_to, wait_for
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -382,7 +382,7 @@ def test_disk_full_answers_552_and_the_session_goes_on(
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return log_messages(caplog, level=logging.WARNING)
 
 
 def test_a_local_error_mid_stor_is_a_warning_naming_errno_path_user_and_client(
