@@ -317,28 +317,23 @@ def test_a_jail_escape_is_logged_with_the_virtual_path_as_one_field(
     ]
 
 
-def _raw_reply(ftp: ftplib.FTP, line: bytes) -> str:
-    """Send a command line as bytes; the reply with each byte as one character (latin-1)."""
-    ftp.sock.sendall(line + b"\r\n")
-    return ftp.getmultiline()
-
-
 def test_replies_never_carry_the_control_characters_of_a_path(server: RunningServer) -> None:
-    ftp = ftplib.FTP(timeout=10, encoding="latin-1")  # every byte of a reply, as it came
+    # latin-1: each byte of a command and of a reply is one character, as it is sent.
+    ftp = ftplib.FTP(timeout=10, encoding="latin-1")
     ftp.connect(server.host, server.port)
     ftp.login(USER, PASSWORD)
-    missing = _raw_reply(ftp, b"RETR /etc/\x1b[31mred")
+    missing = reply_to(ftp, "RETR /etc/\x1b[31mred")
     assert missing.startswith("550 /etc/\\x1b[31mred: No such file or directory"), missing
-    made = _raw_reply(ftp, b"MKD a b\x1b[2J")
+    made = reply_to(ftp, "MKD a b\x1b[2J")
     assert made == '257 "/a b\\x1b[2J" created.'
     assert (server.home / "a b\x1b[2J").is_dir()  # the name itself is as the client sent it
-    assert _raw_reply(ftp, b"CWD a b\x1b[2J") == "250 Working directory is now /a b\\x1b[2J."
+    assert reply_to(ftp, "CWD a b\x1b[2J") == "250 Working directory is now /a b\\x1b[2J."
     assert ftp.sendcmd("PWD") == '257 "/a b\\x1b[2J" is the current directory.'
     # Names without control characters are unchanged: quotes doubled (RFC 959), UTF-8
     # and bytes that are not UTF-8 sent back as they came (0xFF doubled as Telnet IAC).
-    quoted = _raw_reply(ftp, b'MKD /say "hi"')
+    quoted = reply_to(ftp, 'MKD /say "hi"')
     assert quoted == '257 "/say ""hi""" created.'
-    utf8 = _raw_reply(ftp, "MKD /café \xff\xff".encode("latin-1").replace(b"\xe9", b"\xc3\xa9"))
+    utf8 = reply_to(ftp, "MKD /caf\xc3\xa9 \xff\xff")  # UTF-8 é, as latin-1 characters
     assert utf8 == '257 "/caf\xc3\xa9 \xff" created.'
     ftp.quit()
 
