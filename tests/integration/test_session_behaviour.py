@@ -18,7 +18,7 @@ import pytest
 from ketch.protocol.addresses import parse_epsv_reply
 from ketch.server.commands import transfer as transfer_commands
 
-from conftest import RunningServer
+from conftest import PASSWORD, USER, RunningServer
 from ftp_helpers import (
     connect,
     download_under_way,
@@ -521,7 +521,7 @@ def test_ipv6_epsv_and_eprt_work_and_pasv_is_refused(make_server) -> None:  # ty
     (server.home / "v6.txt").write_bytes(b"over IPv6\n")
     ftp = ftplib.FTP(timeout=10)
     ftp.connect("::1", server.port)
-    ftp.login("alice", "s3cret")
+    ftp.login(USER, PASSWORD)
     assert reply_to(ftp, "PASV") == "522 PASV cannot describe an IPv6 address: use EPSV."
     assert reply_to(ftp, "EPSV 1").startswith("522")
     received = io.BytesIO()
@@ -730,7 +730,7 @@ def test_rein_logs_out(server: RunningServer) -> None:
     ftp = connect(server)
     assert reply_to(ftp, "REIN").startswith("220")
     assert reply_to(ftp, "PWD").startswith("530")
-    ftp.login("alice", "s3cret")
+    ftp.login(USER, PASSWORD)
     assert ftp.pwd() == "/"
 
 
@@ -739,7 +739,7 @@ def test_rein_drops_a_prepared_data_connection(server: RunningServer) -> None:
     ftp = connect(server)
     assert reply_to(ftp, "PASV").startswith("227")
     assert reply_to(ftp, "REIN").startswith("220")
-    ftp.login("alice", "s3cret")
+    ftp.login(USER, PASSWORD)
     assert reply_to(ftp, "RETR a.txt").startswith("425")
 
 
@@ -753,7 +753,7 @@ def test_a_new_login_keeps_the_transfer_type_and_the_prepared_connection(
     ftp = connect(server)
     ftp.voidcmd("TYPE I")
     host, port = ftplib.parse227(reply_to(ftp, "PASV"))
-    ftp.login("alice", "s3cret")
+    ftp.login(USER, PASSWORD)
     with socket.create_connection((host, port), timeout=10) as data:
         assert reply_to(ftp, "RETR bin.dat").startswith("150")
         received = b""
@@ -786,7 +786,7 @@ def test_non_utf8_name_lists_and_downloads(server: RunningServer) -> None:
         file.write(b"latin-1 name")
     ftp = ftplib.FTP(timeout=10, encoding="latin-1")  # hand the bytes through unchanged
     ftp.connect(server.host, server.port)
-    ftp.login("alice", "s3cret")
+    ftp.login(USER, PASSWORD)
     names = ftp.nlst()
     assert names == ["caf\xe9.txt"]
     received = io.BytesIO()
