@@ -16,7 +16,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ketch.client.mirror import MirrorResult, mirror_download
 
 from conftest import USER, RunningServer, alice_with
 from ftp_helpers import (
+    KETCH,
     LIST_ONLY_FEATURES,
     MLSD_FEATURES,
     ketch_with_server,
@@ -39,7 +39,6 @@ from ftp_helpers import (
 )
 from peer_servers import PeerServer
 
-KETCH = [sys.executable, "-m", "ketch"]
 TIMEOUT = 90
 SUMMARY = re.compile(
     r"^mirror: (?P<transferred>\d+) transferred, .*?, (?P<skipped>\d+) skipped, "
