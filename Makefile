@@ -26,7 +26,7 @@ ROOT   ?= .
 # unpacks them under .peers/ and installs the libraries they need.
 TEST_DEBIAN_PACKAGES := curl lftp iproute2 nftables iptables openssl
 
-.PHONY: run test check lint typecheck pytest fuzz soak bench bench-floor clean
+.PHONY: run test check lint typecheck pytest fuzz soak bench bench-floor bench-ab clean
 
 $(STAMP): pyproject.toml
 	scripts/make-venv $(PYTHON) $(VENV)
@@ -96,6 +96,17 @@ bench: $(BENCH_STAMP)
 bench-floor: $(BENCH_STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/run_bench.py --rounds $(BENCH_ROUNDS) \
 	    --only sessions --servers ketch,pyftpdlib,floor
+
+# Two ketch source trees (each a folder holding ketch/) in alternating rounds of the sessions
+# workload: server CPU per session, B against A. For a change to the session path:
+# cp -r src /tmp/before first, then make bench-ab BENCH_A=/tmp/before.
+BENCH_A ?=
+BENCH_B ?= src
+BENCH_AB_ROUNDS ?= 8
+bench-ab: $(BENCH_STAMP)
+	@test -n "$(BENCH_A)" || { echo "make bench-ab: set BENCH_A to the source tree to compare with (e.g. a copy of src/ made before the change)"; exit 2; }
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/ab_sessions.py --a $(BENCH_A) --b $(BENCH_B) \
+	    --rounds $(BENCH_AB_ROUNDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .peers bench/.peers bench/.data
