@@ -469,8 +469,7 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
     (server.home / "file.txt").write_bytes(b"data\n")
     ftp = ftplib_tls(server, tls_files)
     try:
-        ftp.login(USER, PASSWORD)
-        ftp.prot_c()
+        ftp.login(USER, PASSWORD)  # no PROT P: data connections stay clear (RFC 2228)
         refusals = {}
         for verb in ("NLST", "LIST", "MLSD", "RETR file.txt", "STOR new.txt", "APPE new.txt"):
             with pytest.raises(ftplib.error_perm) as refusal:
@@ -492,6 +491,33 @@ def test_clear_data_is_refused_with_521_when_tls_is_required_for_all(
     ]
 
 
+def test_prot_c_is_refused_with_534_when_tls_is_required_for_all(
+    make_tls_server: Callable[..., RunningServer],
+    tls_files: TlsFiles,
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    # RFC 2228 (PROT): a level the server "is not willing to accept" gets 534, at PROT
+    # time: the client hears it there, not first when a transfer is refused with 521.
+    server = make_tls_server(tls_required="all", tls_require_session_reuse=False)
+    (server.home / "file.txt").write_bytes(b"data\n")
+    ftp = ftplib_tls(server, tls_files)
+    try:
+        ftp.login(USER, PASSWORD)
+        ftp.prot_p()
+        with pytest.raises(ftplib.error_perm) as refusal:
+            ftp.prot_c()
+        names = ftp.nlst()  # still PROT P: the refused level changed nothing
+    finally:
+        ftp.close()
+    text = str(refusal.value)
+    assert text.startswith("534 ") and "send PROT P" in text, text
+    assert names == ["file.txt"]
+    assert log_messages(server_log, "refused ") == [
+        f"refused PROT user={USER} client=127.0.0.1: clear data connection (PROT C) under "
+        'tls_required = "all"'
+    ]
+
+
 def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(
     make_tls_server: Callable[..., RunningServer],
     tls_files: TlsFiles,
@@ -504,8 +530,7 @@ def test_a_data_command_the_dispatch_check_misses_is_still_refused_in_the_clear(
     (server.home / "file.txt").write_bytes(b"data\n")
     ftp = ftplib_tls(server, tls_files)
     try:
-        ftp.login(USER, PASSWORD)
-        ftp.prot_c()
+        ftp.login(USER, PASSWORD)  # no PROT P: data connections stay clear
         with pytest.raises(ftplib.error_perm) as refusal:
             ftp.nlst()
         ftp.prot_p()

@@ -90,6 +90,13 @@ def test_tls_required_refuses_logins_and_clear_transfers() -> None:
     assert refusal is not None and refusal[0] == 521 and "PROT P" in refusal[1]
     assert command_refusal("all", secured, "STOR") is None
     assert command_refusal("all", private, "CWD") is None
+    # RFC 2228: 534 for a level the server will not accept; P, and PROT without AUTH
+    # (PROT's own 503 tells to send AUTH TLS), go on to the handler.
+    refusal = command_refusal("all", secured, "PROT", " c")
+    assert refusal is not None and refusal[0] == 534 and "send PROT P" in refusal[1]
+    assert command_refusal("all", secured, "PROT", "P") is None
+    assert command_refusal("all", clear, "PROT", "C") is None
+    assert command_refusal("control", secured, "PROT", "C") is None
 
 
 # -- settings -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Rules of this module:
 
 * It decides what AUTH, PBSZ, PROT and CCC answer, and whether the
-  ``tls_required`` policy lets a login or a transfer go ahead. It never
+  ``tls_required`` policy lets a login, a PROT C or a transfer go ahead. It never
   touches a socket: the server upgrades connections, this says when.
 * Every refusal says what went wrong and what the client should send.
 
@@ -36,6 +36,7 @@ __all__ = [
     "login_refusal",
     "parse_auth",
     "pbsz_reply",
+    "prot_refusal",
     "prot_reply",
     "transfer_refusal",
 ]
@@ -164,10 +165,29 @@ def transfer_refusal(policy: TlsPolicy, state: TlsState) -> str | None:
     )
 
 
-def command_refusal(policy: TlsPolicy, state: TlsState, verb: str) -> Reply | None:
+def prot_refusal(policy: TlsPolicy, state: TlsState, argument: str) -> str | None:
+    """The 534 text for ``PROT C`` under ``tls_required = "all"``, or None.
+
+    RFC 2228 (PROT): a level the server "is not willing to accept" gets 534 (536 is for
+    one the mechanism cannot give, as S and E under TLS). Without TLS on the control
+    connection PROT gets its 503 instead, which says to send AUTH TLS first.
+    """
+    if policy != "all" or not state.control or argument.strip().upper() != "C":
+        return None
+    return (
+        "PROT C refused: this server requires encrypted data connections; "
+        "send PROT P (after PBSZ 0)."
+    )
+
+
+def command_refusal(
+    policy: TlsPolicy, state: TlsState, verb: str, argument: str = ""
+) -> Reply | None:
     """The reply that refuses ``verb`` under ``tls_required``, or None to go ahead."""
     if verb in ("USER", "PASS") and (text := login_refusal(policy, state)):
         return 530, text
+    if verb == "PROT" and (text := prot_refusal(policy, state, argument)):
+        return 534, text
     if verb in TRANSFER_COMMANDS and (text := transfer_refusal(policy, state)):
         return 521, text
     return None

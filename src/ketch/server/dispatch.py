@@ -53,15 +53,17 @@ async def dispatch(session: Session, command: Command) -> None:
         )
         return
     policy = session.config.tls_required
-    if policy != "off" and (tls_refusal := command_refusal(policy, session.tls, spec.verb)):
-        # The admin's business too: a client sending its password in the clear, or left
-        # on PROT C, is one to tell its user about.
+    if policy != "off" and (
+        tls_refusal := command_refusal(policy, session.tls, spec.verb, command.argument)
+    ):
+        # The admin's business too: a client sending its password in the clear, or asking
+        # for (or left on) PROT C, is one to tell its user about.
         log.info(
             'refused %s user=%s client=%s: %s under tls_required = "%s"',
             spec.verb,
             session.log_user,
             session.peer_ip,
-            "clear data connection (PROT C)" if tls_refusal[0] == 521 else "no TLS",
+            "no TLS" if tls_refusal[0] == 530 else "clear data connection (PROT C)",
             policy,
         )
         await _refuse(session, *tls_refusal)
