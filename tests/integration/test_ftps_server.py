@@ -656,6 +656,32 @@ def test_auth_tls_ends_a_login_made_in_the_clear(
     assert answer.startswith("530 Please log in"), answer
 
 
+def test_rein_keeps_tls_on_the_control_connection_and_resets_pbsz_and_prot(
+    make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
+) -> None:
+    # REIN puts the session back as it was once the connection was secured (RFC 959:
+    # "all parameters are reset to the default settings"): PROT goes back to C, RFC
+    # 2228's default, and PBSZ, which has no default, must come again before PROT P.
+    server = make_tls_server(tls_required="all")
+    with ControlLine(server) as line:
+        line.auth_tls(client_context(tls_files))
+        assert line.command("PBSZ 0").startswith("200")
+        assert line.command("PROT P").startswith("200")
+        line.log_in()
+        assert line.command("REIN").startswith("220")
+        # The same TLS connection goes on: the login is not refused as one in the clear.
+        line.log_in()
+        again = line.command("AUTH TLS")
+        assert again.startswith("503 The control connection already runs over TLS"), again
+        prot_first = line.command("PROT P")
+        assert prot_first.startswith("503 Send PBSZ 0 before PROT"), prot_first
+        assert line.command("EPSV").startswith("229")
+        clear_listing = line.command("NLST")  # data is clear again: tls_required refuses
+        assert clear_listing.startswith("521 ") and "PROT P" in clear_listing, clear_listing
+        assert line.command("PBSZ 0").startswith("200")
+        assert line.command("PROT P").startswith("200 PROT P accepted")
+
+
 def test_security_commands_answer_in_rfc_4217_order(
     make_tls_server: Callable[..., RunningServer], tls_files: TlsFiles
 ) -> None:

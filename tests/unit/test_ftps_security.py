@@ -78,6 +78,24 @@ def test_pbsz_and_prot_follow_rfc_4217() -> None:
     assert state.protection == "P"  # refused levels change nothing
 
 
+@pytest.mark.parametrize(
+    ("state", "buffer_size_set", "protection"),
+    [
+        (TlsState(control=True, mechanism=AuthMechanism.TLS), False, "C"),
+        (TlsState(control=True, mechanism=AuthMechanism.SSL), False, "P"),  # AUTH SSL implies P
+        (TlsState.implicit(), True, "P"),  # the implicit port starts with PBSZ 0 and PROT P
+    ],
+)
+def test_rein_resets_pbsz_and_prot_to_where_the_secured_connection_began(
+    state: TlsState, buffer_size_set: bool, protection: str
+) -> None:
+    control = state.control
+    state.buffer_size_set, state.protection = True, "C" if protection == "P" else "P"
+    state.reinitialize()
+    assert state.control is control  # REIN is no CCC: TLS stays on the control connection
+    assert (state.buffer_size_set, state.protection) == (buffer_size_set, protection)
+
+
 def test_tls_required_refuses_logins_and_clear_transfers() -> None:
     clear, secured = TlsState(), TlsState.implicit()
     assert command_refusal("off", clear, "USER") is None

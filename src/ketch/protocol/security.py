@@ -72,6 +72,9 @@ class TlsState:
     buffer_size_set: bool = False
     #: "C" (clear) or "P" (private): how the next data connections are made.
     protection: str = "C"
+    #: What AUTH secured the control connection with; None in the clear, or on the
+    #: implicit port (where TLS came with the connection).
+    mechanism: AuthMechanism | None = None
 
     @classmethod
     def implicit(cls) -> TlsState:
@@ -86,6 +89,21 @@ class TlsState:
         self.control = True
         self.buffer_size_set = False
         self.protection = mechanism.implied_protection
+        self.mechanism = mechanism
+
+    def reinitialize(self) -> None:
+        """REIN: PBSZ and PROT as they were once the control connection was secured.
+
+        RFC 959 resets "all parameters ... to the default settings": PROT to RFC 2228's
+        Clear (or what the AUTH mechanism implied), and PBSZ, which has no default, to
+        unset. On the implicit port that is PBSZ 0 and PROT P, as at the start. The
+        control connection's TLS stays: taking it down is CCC's (RFC 4217 §5), and
+        this server refuses CCC.
+        """
+        if self.mechanism is not None:
+            self.secured(self.mechanism)
+        elif self.control:
+            self.buffer_size_set, self.protection = True, "P"
 
 
 def parse_auth(argument: str) -> AuthMechanism | None:

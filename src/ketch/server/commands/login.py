@@ -134,6 +134,8 @@ async def reinitialize(session: Session, _: str) -> None:
     session.replace_offer(None)  # RFC 959: REIN resets every parameter, PASV/PORT too
     session.state.reset()
     session.extensions = ExtensionState()  # OPTS MLST/HASH, RANG and HOST start over too
+    if session.control_is_tls:
+        session.tls.reinitialize()  # PBSZ and PROT again; TLS on the control connection stays
     await session.reply(220, "Session reset: log in again with USER and PASS.")
 
 
