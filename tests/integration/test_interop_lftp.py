@@ -211,6 +211,21 @@ def test_lftp_anonymous_ls_shows_the_served_names(
     assert names == {"hello.txt": "-", "docs": "d"}, run.stdout
 
 
+def test_lftp_lists_over_the_control_connection_with_stat(
+    server: RunningServer,
+    lftp: Lftp,
+    client_dir: Path,
+) -> None:
+    # ftp:use-stat-for-list: lftp sends STAT <dir> and reads the listing from the
+    # multi-line reply (212, RFC 959's directory status), with no data connection.
+    run = run_lftp(
+        lftp, server, MODES[0], "set ftp:use-stat-for-list on; ls docs", client_dir, user=None
+    )
+    assert_ok(run, MODES[0], data=False)
+    assert "STAT docs" in run.sent and run.replied("212 End of status."), run.stderr
+    assert [line.split(None, 8)[8] for line in run.stdout.splitlines()] == ["readme.md"]
+
+
 # -- downloads and uploads ----------------------------------------------------
 
 

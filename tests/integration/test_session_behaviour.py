@@ -675,12 +675,18 @@ def test_rest_beyond_end_of_file_gets_554(server: RunningServer) -> None:
 
 
 def test_stat_path_lists_over_control_connection(server: RunningServer) -> None:
+    # RFC 959 (STAT with a pathname): 212 "Directory status" for a directory, 213 "File
+    # status" for a file; either way one multi-line reply that ftplib reads whole.
     ftp = ftplib.FTP(timeout=10)
     ftp.connect(server.host, server.port)
     ftp.login()
-    lines = reply_to(ftp, "STAT docs").splitlines()
-    assert lines[0].startswith("213-") and lines[-1].startswith("213 ")
+    lines = ftp.sendcmd("STAT docs").splitlines()
+    assert lines[0] == "212-Status of /docs:" and lines[-1] == "212 End of status.", lines
     assert any(line.endswith(" readme.md") and line.lstrip().startswith("-rw") for line in lines)
+    lines = ftp.sendcmd("STAT docs/readme.md").splitlines()
+    assert lines[0] == "213-Status of /docs/readme.md:" and lines[-1] == "213 End of status."
+    assert len(lines) == 3 and lines[1].endswith(" readme.md"), lines
+    assert ftp.voidcmd("NOOP").startswith("200")  # nothing of either reply was left unread
 
 
 def test_stat_during_transfer_reports_it(server: RunningServer, big_file: Path) -> None:

@@ -168,10 +168,11 @@ async def status(session: Session, argument: str) -> None:
         if not session.permits(Permission.LIST):
             await session.reply(550, "Permission denied: your account may not list directories.")
             return
-        path, entries = listing_entries(session, argument)
+        path, entries, of_directory = listing_entries(session, argument)
         now = time.time()
         lines = [f"Status of {path}:", *(" " + format_list_line(entry, now) for entry in entries)]
-        await session.reply(213, [*lines, "End of status."])
+        # RFC 959: 212 "Directory status", 213 "File status".
+        await session.reply(212 if of_directory else 213, [*lines, "End of status."])
         return
     offer = session.data_offer
     data = f"prepared ({offer.mode})" if offer else "none prepared"

@@ -253,10 +253,14 @@ def _name_prefix(directory: str) -> str:
     return directory if directory.endswith("/") else directory + "/"
 
 
-def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts]]:
-    """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches."""
+def listing_entries(session: Session, argument: str) -> tuple[str, list[FileFacts], bool]:
+    """The entries LIST/NLST/STAT show: a directory's, one file, or a wildcard's matches.
+
+    Also whether they are a directory's (all of them, or a wildcard's matches) rather
+    than one file's: STAT answers 212 for the one, 213 for the other.
+    """
     scope = _listing_scope(session, argument)
-    return scope.path, _entries_in_scope(session.filesystem, scope)
+    return scope.path, _entries_in_scope(session.filesystem, scope), scope.directory is not None
 
 
 def _entries_in_scope(fs: Filesystem, scope: _Scope) -> list[FileFacts]:
