@@ -207,6 +207,15 @@ def test_curl_name_list_gives_exactly_the_names(
     assert result.stdout.endswith("\n")
 
 
+def test_curl_home_relative_url_reaches_the_home(server: RunningServer, curl: str) -> None:
+    # ftp://host/~/docs/readme.md: curl sends "CWD ~", which names the login directory.
+    result = run_curl(curl, MODES[0], server.url("/~/docs/readme.md", user=None))
+    assert_ok(result, MODES[0], server)
+    sent = sent_commands(result.stderr)
+    assert "CWD ~" in sent and sent[sent.index("CWD ~") + 1] == "CWD docs", result.stderr
+    assert result.stdout == "# docs\n"
+
+
 # -- downloads and uploads ----------------------------------------------------
 
 

@@ -223,6 +223,52 @@ def test_dotdot_is_clipped_at_home(server: RunningServer) -> None:
     assert ftp.pwd() == "/"
 
 
+def test_tilde_names_the_home_and_leads_nowhere_else(server: RunningServer) -> None:
+    # "~" and a leading "~/" are the login directory, as proftpd and pure-ftpd read them
+    # (curl sends CWD ~ for ftp://host/~/file). "~user" is no one's home: an ordinary name.
+    (server.home.parent / "outside.txt").write_bytes(b"outside alice's home")
+    (server.home / "top.txt").write_bytes(b"top")
+    (server.home / "sub" / "deep").mkdir(parents=True)
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    ftp.cwd("sub/deep")
+    assert ftp.sendcmd("CWD ~").startswith("250") and ftp.pwd() == "/"
+    ftp.cwd("sub")
+    assert ftp.sendcmd("CWD ~/sub/deep").startswith("250") and ftp.pwd() == "/sub/deep"
+    assert ftp.size("~/top.txt") == 3
+    assert ftp.mkd("~/made") == "/made" and (server.home / "made").is_dir()
+    names: list[str] = []
+    ftp.retrlines("NLST ~/sub", names.append)
+    assert names == ["~/sub/deep"]
+    # No way out through it: ".." after "~" stops at the home, as everywhere.
+    assert ftp.sendcmd("CWD ~/../../..").startswith("250") and ftp.pwd() == "/"
+    with pytest.raises(ftplib.error_perm, match=r"^550"):
+        ftp.retrbinary("RETR ~/../outside.txt", lambda _: None)
+    not_a_home = reply_to(ftp, "CWD ~root")
+    assert not_a_home.startswith("550 /~root: No such file or directory"), not_a_home
+
+
+def test_a_file_named_tilde_is_reached_as_dot_slash_tilde(server: RunningServer) -> None:
+    (server.home / "sub" / "~").mkdir(parents=True)
+    (server.home / "sub" / "~" / "inner.txt").write_bytes(b"inner")
+    (server.home / "~").write_bytes(b"a file named ~")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    assert ftp.size("./~") == len(b"a file named ~")
+    assert ftp.size("/~") == len(b"a file named ~")
+    received = bytearray()
+    ftp.retrbinary("RETR ./~", received.extend)
+    assert bytes(received) == b"a file named ~"
+    ftp.cwd("sub")
+    names: list[str] = []
+    ftp.retrlines("NLST ./~", names.append)
+    assert names == ["./~/inner.txt"]  # each can be passed to RETR as it is
+    received.clear()
+    ftp.retrbinary(f"RETR {names[0]}", received.extend)
+    assert bytes(received) == b"inner"
+    assert ftp.sendcmd("CWD ./~").startswith("250") and ftp.pwd() == "/sub/~"
+
+
 def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -179,7 +179,10 @@ def snapshot_outside(base: Path, home: Path) -> dict[str, tuple[object, ...]]:
 
 
 def normalize_virtual(cwd: str, argument: str) -> str:
-    """The model's idea of where ``argument`` leads: ".." stops at "/", as in a chroot."""
+    """The model's idea of where ``argument`` leads: ".." stops at "/", as in a chroot,
+    and "~" or "~/..." start at the home, "/"."""
+    if argument == "~" or argument.startswith("~/"):
+        argument = "/" + argument[1:]
     combined = argument if argument.startswith("/") else f"{cwd}/{argument}"
     parts: list[str] = []
     for part in combined.split("/"):

@@ -30,8 +30,13 @@ from ketch.server.jail import Jail, link_stays_inside, resolve_virtual, virtual_
         ("/docs", "a//b///c", "/docs/a/b/c"),
         ("/docs", "//etc//passwd", "/etc/passwd"),
         ("/", "./a/./b/.", "/a/b"),
-        ("/docs", "~", "/docs/~"),  # no home expansion in FTP
-        ("/docs", "~/x", "/docs/~/x"),
+        ("/docs", "~", "/"),  # the home, as proftpd and pure-ftpd read it
+        ("/docs", "~/x", "/x"),
+        ("/docs", "~/../../x", "/x"),  # and clipped there like any ".."
+        ("/docs", "~root", "/docs/~root"),  # no other user's home: an ordinary name
+        ("/docs", "./~", "/docs/~"),  # an entry named "~"
+        ("/docs", "x/~", "/docs/x/~"),  # only a leading "~" is the home
+        ("/docs", "/~", "/~"),
         ("/docs", "a..b", "/docs/a..b"),  # dots inside a name are just a name
         ("/docs", "...", "/docs/..."),
     ],
@@ -83,7 +88,9 @@ def test_resolve_virtual_matches_posix_normalization_clipped_at_root(
     cwd_argument: str, argument: str
 ) -> None:
     cwd = resolve_virtual("/", cwd_argument)
-    combined = argument if argument.startswith("/") else f"{cwd}/{argument}"
+    home_relative = argument == "~" or argument.startswith("~/")  # starts at the home, "/"
+    written = "/" + argument[1:] if home_relative else argument
+    combined = written if written.startswith("/") else f"{cwd}/{written}"
     # normpath clips ".." at "/" too; one leading slash avoids its "//" rule.
     expected = posixpath.normpath("/" + combined.lstrip("/"))
     assert resolve_virtual(cwd, argument) == expected

@@ -37,6 +37,7 @@ __all__ = [
     "Place",
     "descriptor_path",
     "link_stays_inside",
+    "names_home",
     "resolve_virtual",
     "virtual_path_in",
 ]
@@ -106,12 +107,25 @@ def _components(path: str) -> list[str]:
     return parts
 
 
+def names_home(argument: str) -> bool:
+    """Whether a client's path starts at its home: "~" alone, or a leading "~/".
+
+    RFC 959 has no home-relative paths; proftpd and pure-ftpd read these as the
+    login directory, and clients send them (curl sends ``CWD ~`` for
+    ``ftp://host/~/file``). "~user" is not one: there is no other user's home to
+    name. "./~" names an entry called "~".
+    """
+    return argument == "~" or argument.startswith("~/")
+
+
 def resolve_virtual(cwd: str, argument: str) -> str:
     """The normalized absolute virtual path ``argument`` names, seen from ``cwd``.
 
-    ``..`` never climbs above "/", an empty argument means ``cwd`` and "~"
-    is an ordinary name: FTP has no notion of a home-relative path.
+    ``..`` never climbs above "/", an empty argument means ``cwd``, and "~" or
+    "~/..." start at the home, "/" (see :func:`names_home`): ``~/../x`` is ``/x``.
     """
+    if names_home(argument):
+        argument = "/" + argument[1:]
     combined = argument if argument.startswith("/") else f"{cwd}/{argument}"
     return "/" + "/".join(_components(combined))
 

@@ -15,6 +15,7 @@ from ketch.server.auth import Permission
 from ketch.server.command_table import Argument, command
 from ketch.server.data_channel import DataChannel
 from ketch.server.filesystem import Filesystem, FilesystemError, RestartOffsetError
+from ketch.server.jail import names_home
 from ketch.server.listing_threads import make_listing
 from ketch.server.listing_workers import LIST, ListingOptions
 from ketch.server.session import Session
@@ -168,7 +169,7 @@ async def store_unique(session: Session, argument: str) -> None:
         await session.reply(refusal.code, refusal.text)
         return
     # Named as the client named the directory, so that RETR finds it as it is.
-    name = _name_prefix(posixpath.normpath(written_directory)) + posixpath.basename(upload.path)
+    name = _name_prefix(_lexical(written_directory)) + posixpath.basename(upload.path)
     await start_transfer(
         session,
         "STOU",
@@ -231,7 +232,7 @@ class _Scope(NamedTuple):
 def _listing_scope(session: Session, argument: str) -> _Scope:
     fs = session.filesystem
     # Normalized as resolve() does it (lexically), but relative where the client was.
-    written = posixpath.normpath(split_list_argument(argument))
+    written = _lexical(split_list_argument(argument))
     path = session.resolve(written)
     parent, pattern = posixpath.split(path)
     if _GLOB_CHARACTERS.intersection(pattern) and not fs.is_file(path) and not fs.is_dir(path):
@@ -243,6 +244,12 @@ def _listing_scope(session: Session, argument: str) -> _Scope:
     if facts.kind == "dir":
         return _Scope(path, path, None, facts.size, _name_prefix(written))
     return _Scope(path, None, None, 0, _name_prefix(posixpath.dirname(written)))
+
+
+def _lexical(written: str) -> str:
+    """``posixpath.normpath``, except that "./~" stays so and does not become "~" (the home)."""
+    normal = posixpath.normpath(written)
+    return f"./{normal}" if names_home(normal) and not names_home(written) else normal
 
 
 def _name_prefix(directory: str) -> str:
