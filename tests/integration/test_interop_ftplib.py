@@ -413,6 +413,19 @@ def test_ftplib_stou_names_a_new_file_that_holds_the_bytes(
     assert (server.home / name).read_bytes() == data
 
 
+def test_ftplib_stou_of_a_file_called_tilde_replies_a_name_retr_finds(
+    server: RunningServer,
+    alice: RecordingFTP,
+) -> None:
+    # RETR ~ would name the home directory: the name replied must reach the new file.
+    opening, done = stou(alice, b"stored under ~", "STOU ~")
+    name = opening.removeprefix("150 FILE: ").strip()
+    assert name == "./~", opening
+    assert done.startswith("226") and name in done
+    assert (server.home / "~").read_bytes() == b"stored under ~"
+    assert alice.size(name) == len(b"stored under ~")
+
+
 def test_ftplib_stou_twice_gives_two_distinct_files(
     server: RunningServer,
     alice: RecordingFTP,

@@ -269,6 +269,26 @@ def test_a_file_named_tilde_is_reached_as_dot_slash_tilde(server: RunningServer)
     assert ftp.sendcmd("CWD ./~").startswith("250") and ftp.pwd() == "/sub/~"
 
 
+def test_nlst_names_an_entry_called_tilde_so_that_retr_gets_it(server: RunningServer) -> None:
+    # mget RETRs each NLST name as it is: a bare "~" would fetch the home, not the file.
+    (server.home / "~").write_bytes(b"a file named ~")
+    (server.home / "plain.txt").write_bytes(b"plain")
+    ftp = connect(server)
+    ftp.voidcmd("TYPE I")
+    names: list[str] = []
+    ftp.retrlines("NLST", names.append)
+    assert sorted(names) == ["./~", "plain.txt"]
+    names.clear()
+    ftp.retrlines("NLST ~", names.append)  # behind the directory as written: no bare "~"
+    assert sorted(names) == ["~/plain.txt", "~/~"]
+    names.clear()
+    ftp.retrlines("NLST ./~", names.append)
+    assert names == ["./~"]
+    received = bytearray()
+    ftp.retrbinary("RETR ./~", received.extend)
+    assert bytes(received) == b"a file named ~"
+
+
 def test_symlink_out_of_home_cannot_be_followed(server: RunningServer, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

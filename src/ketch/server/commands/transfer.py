@@ -169,7 +169,7 @@ async def store_unique(session: Session, argument: str) -> None:
         await session.reply(refusal.code, refusal.text)
         return
     # Named as the client named the directory, so that RETR finds it as it is.
-    name = _name_prefix(_lexical(written_directory)) + posixpath.basename(upload.path)
+    name = _reachable(_name_prefix(_lexical(written_directory)) + posixpath.basename(upload.path))
     await start_transfer(
         session,
         "STOU",
@@ -291,14 +291,21 @@ def _name_list_payload(fs: Filesystem, scope: _Scope) -> bytes:
     """NLST's data: ``_list_payload`` without a stat per entry, names behind their prefix."""
     prefix = scope.name_prefix
     if scope.directory is None:
-        return format_name_list([prefix + fs.lstat(scope.path).name])
+        return format_name_list([_reachable(prefix + fs.lstat(scope.path).name)])
     names = fs.list_names(scope.directory)
     if scope.pattern is not None:
         pattern = scope.pattern
         names = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
     if prefix:
         names = [prefix + name for name in names]
+    elif "~" in names:  # a scan in C: the rare name is looked for, not each name checked
+        names = [_reachable(name) for name in names]
     return format_name_list(names)
+
+
+def _reachable(name: str) -> str:
+    """A bare name "~" as "./~": RETR ~ would name the home (see jail.names_home)."""
+    return "./~" if name == "~" else name
 
 
 @command("LIST", permission=Permission.LIST, help="LIST [path]: detailed listing (ls -l format)")
