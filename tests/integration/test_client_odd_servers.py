@@ -60,7 +60,14 @@ def ls_lines(*names: str) -> bytes:
     return b"".join(f"-rw-r--r--   1 ftp ftp 3 Jan  2 10:15 {name}\r\n".encode() for name in names)
 
 
-@pytest.mark.parametrize("refusal", [b"500 MLSD not understood\r\n", b"502 not implemented\r\n"])
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        b"500 MLSD not understood\r\n",
+        b"502 not implemented\r\n",
+        b"504 command not implemented for that parameter\r\n",
+    ],
+)
 def test_mlsd_refused_as_unknown_falls_back_to_list_for_the_rest_of_the_session(
     refusal: bytes,
 ) -> None:

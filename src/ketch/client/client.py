@@ -31,6 +31,7 @@ from ketch.client.data_modes import (
     PassiveCommand,
 )
 from ketch.client.errors import (
+    NOT_IMPLEMENTED,
     ConnectFailed,
     LoginFailed,
     PermanentReplyError,
@@ -69,9 +70,6 @@ ANONYMOUS_PASSWORD = "anonymous@"
 
 #: The MLSD facts Client.list reads (RemoteEntry's kind, size and mtime).
 _LISTING_FACTS = ("type", "size", "modify")
-
-#: MLSD refusals that mean "no such command here" (not a refusal about the path, as 550 is).
-_NOT_IMPLEMENTED = frozenset({500, 502})
 
 #: What a refused login says when the server wants the session encrypted.
 _ASKS_FOR_TLS = re.compile(r"\b(TLS|SSL|encrypt\w*|cleartext|AUTH)\b", re.IGNORECASE)
@@ -155,7 +153,7 @@ class Client:
         self._control: ControlConnection | None = None
         self._connector: DataConnector | None = None
         self._binary = False
-        self._mlsd_refused = False  # FEAT offers MLST, but MLSD was answered 500/502
+        self._mlsd_refused = False  # FEAT offers MLST, but MLSD was answered 500/502/504
 
     # -- session -----------------------------------------------------------------
 
@@ -425,7 +423,7 @@ class Client:
         LIST lines in a format the parser does not know are in the result's
         ``unreadable``, for the caller to report: their entries are missing.
 
-        A server whose FEAT offers MLST but which answers MLSD 500/502 (it has
+        A server whose FEAT offers MLST but which answers MLSD 500, 502 or 504 (it has
         MLST alone) is listed with LIST from then on in this session.
         """
         if "MLST" in self.features and not self._mlsd_refused:
@@ -440,7 +438,7 @@ class Client:
         try:
             return await self._listing("MLSD", path)
         except PermanentReplyError as error:
-            if error.code not in _NOT_IMPLEMENTED:
+            if error.code not in NOT_IMPLEMENTED:
                 raise  # 550 and the like are about the path: LIST would fail the same way
             log.info(
                 "MLSD refused (%s) although FEAT offers MLST; using LIST for the rest of the "

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from ketch.protocol import Reply
 
+#: Replies that mean "this server does not have the command" (RFC 959: 500 not
+#: understood, 502 not implemented, 504 not implemented for that parameter), as
+#: against a refusal about the path or the account, such as 550.
+NOT_IMPLEMENTED = frozenset({500, 502, 504})
+
 __all__ = [
+    "NOT_IMPLEMENTED",
     "ConnectFailed",
     "DataConnectionFailed",
     "FtpError",
@@ -167,6 +173,6 @@ def _hint_for(code: int) -> str:
         return "the file name is not allowed on this server; choose another"
     if code == 522:  # RFC 4217: the data connection's TLS was refused
         return "the server refused TLS on the data connection; check its FTPS settings"
-    if code in (500, 502, 504):
+    if code in NOT_IMPLEMENTED:
         return "this server does not support the command"
     return ""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ketch.client.errors import (
+    NOT_IMPLEMENTED,
     FtpError,
     HashUnsupported,
     LocalFileError,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["RemoteHash", "hash_local_file", "hash_method", "remote_hash", "verify_file"]
 
 _READ_CHUNK = 1024 * 1024
-_NOT_IMPLEMENTED = (500, 502, 504)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ async def remote_hash(client: Client, path: str, algorithm: str | None = None) -
 
 
 def _refused(client: Client, command: str, reply: Reply) -> FtpError:
-    if reply.code in _NOT_IMPLEMENTED:
+    if reply.code in NOT_IMPLEMENTED:
         return HashUnsupported(
             f"{client.host} lists {command} in FEAT but refuses it: {reply.code} "
             f"{reply.text.strip()}",
