@@ -530,6 +530,37 @@ def test_old_file_listing_uses_the_recent_format_within_a_day(
     assert result.stdout.decode().splitlines() == [f"- 1 {moment:%Y-%m-%d %H:%M} hours.txt"]
 
 
+@pytest.mark.peer
+def test_ls_of_one_file_without_mlst_gives_its_size_and_time_to_the_second(
+    vsftpd_server: PeerServer, home: Path, work: Path
+) -> None:
+    # vsftpd has no MLST: ls of a file showed its line in the parent's LIST, whose time
+    # is to the minute (to the day for an old file); SIZE and MDTM give the exact size
+    # and the time in UTC to the second, as MLST would.
+    peer = vsftpd_server
+    path = peer.writable / "one.txt"
+    path.write_bytes(b"12345")
+    moment = datetime(2020, 5, 17, 10, 20, 30, tzinfo=UTC).timestamp()
+    os.utime(path, (moment, moment))
+    (peer.writable / "sub").mkdir()
+    (peer.writable / "sub" / "inner.txt").write_bytes(b"i")
+    one = ketch(home, work, "ls", "--json", peer.url("one.txt"))
+    ok(one)
+    record = json.loads(one.stdout)
+    assert record["name"].endswith("one.txt"), record
+    assert {key: record[key] for key in ("type", "size", "mtime", "mtime_precision")} == {
+        "type": "file",
+        "size": 5,
+        "mtime": "2020-05-17T10:20:30Z",
+        "mtime_precision": "second",
+    }
+    names = ketch(home, work, "ls", "--names", peer.url("sub"))
+    ok(names)
+    assert names.stdout.decode().splitlines() == ["inner.txt"]
+    missing = one_error_line(ketch(home, work, "ls", peer.url("absent.txt")), 5)
+    assert "550" in missing
+
+
 def on_terminal(home: Path, work: Path, *args: str, stdout_too: bool) -> tuple[int, bytes, bytes]:
     """Run ``ketch ARGS`` with stderr (and stdout, if ``stdout_too``) on a pseudo-terminal;
     returns the exit code, stdout when it is a pipe, and what the terminal received."""

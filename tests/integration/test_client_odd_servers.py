@@ -14,12 +14,15 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ketch.cli.common import exit_code_for
 from ketch.client import Client, ConnectFailed, FtpError, PermanentReplyError, ProtocolError
+from ketch.protocol.remote_listing import RemoteEntry
 
 from ftp_helpers import (
     LIST_ONLY_FEATURES,
@@ -96,6 +99,76 @@ def test_mlsd_refused_for_the_path_is_an_error_without_a_list_fallback() -> None
     with pytest.raises(PermanentReplyError, match="MLSD failed: 550"):
         with_server(transfer, lambda ftp: ftp.list("gone"), heard=heard)
     assert listing_commands(heard) == ["MLSD gone"]
+
+
+NOT_IMPLEMENTED_REPLIES = [
+    b"500 Unknown command.\r\n",
+    b"502 not implemented\r\n",
+    b"504 command not implemented for that parameter\r\n",
+]
+
+
+def mlst_refused(refusal: bytes) -> Callable[[str], bytes]:
+    """MLST answered ``refusal``; SIZE and MDTM answered for a.txt alone (550 for the rest,
+    as vsftpd and pure-ftpd answer them for a directory); any other command 502."""
+
+    def other(line: str) -> bytes:
+        verb, _, path = line.partition(" ")
+        if verb == "MLST":
+            return refusal
+        if verb == "SIZE":
+            return b"213 3\r\n" if path == "a.txt" else b"550 Could not get file size.\r\n"
+        if verb == "MDTM":
+            return b"213 20240102101530\r\n" if path == "a.txt" else b"550 not a file\r\n"
+        return b"502 not here\r\n"
+
+    return other
+
+
+@pytest.mark.parametrize("refusal", NOT_IMPLEMENTED_REPLIES)
+def test_stat_with_mlst_refused_asks_size_and_mdtm_then_the_parents_listing(
+    refusal: bytes,
+) -> None:
+    # FEAT offers MLST, but the server answers it as unknown: ls of a file failed with
+    # "MLST failed: 500".
+    heard: list[str] = []
+    listing = ls_lines("a.txt") + b"drwxr-xr-x   2 ftp ftp 4096 Jan  2 10:15 sub\r\n"
+    transfer = by_line({"MLSD": refuse(refusal), "LIST": send_data(listing)})
+
+    async def work(ftp: Client) -> list[RemoteEntry]:
+        entries = [await ftp.stat(path) for path in ("a.txt", "sub")]
+        with pytest.raises(PermanentReplyError, match=r"550 gone\.txt: no such file"):
+            await ftp.stat("gone.txt")
+        return entries
+
+    file, directory = with_server(transfer, work, other=mlst_refused(refusal), heard=heard)
+    assert (file.name, file.kind, file.size) == ("a.txt", "file", 3)
+    assert (file.mtime, file.mtime_precision) == (
+        datetime(2024, 1, 2, 10, 15, 30, tzinfo=UTC),
+        "second",
+    )
+    assert (directory.name, directory.kind) == ("sub", "dir")
+    asked = [line for line in heard if line.split(" ")[0] in ("MLST", "SIZE", "MDTM", "LIST")]
+    assert asked == [
+        "MLST a.txt",  # once: the refusal holds for the rest of the session
+        "SIZE a.txt",
+        "MDTM a.txt",
+        "SIZE sub",
+        "LIST",
+        "SIZE gone.txt",
+        "LIST",
+    ]
+
+
+def test_stat_on_a_server_that_refuses_mlst_size_and_list_says_so() -> None:
+    # Nothing tells what the path is: the error names it and what was refused.
+    transfer = by_line({"MLSD": refuse(b"502 not here\r\n"), "LIST": refuse(b"502 not here\r\n")})
+    with pytest.raises(PermanentReplyError) as failure:
+        with_server(transfer, lambda ftp: ftp.stat("a.txt"))  # MLST and SIZE: 502 too
+    message = str(failure.value)
+    assert message.startswith("LIST failed: 502 not here — "), message
+    assert "what a.txt is" in message and "MLST" in message and "SIZE" in message, message
+    assert exit_code_for(failure.value) == 5
 
 
 def test_mirror_of_a_server_without_mlsd_copies_what_list_shows(tmp_path: Path) -> None:

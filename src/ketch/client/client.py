@@ -154,6 +154,7 @@ class Client:
         self._connector: DataConnector | None = None
         self._binary = False
         self._mlsd_refused = False  # FEAT offers MLST, but MLSD was answered 500/502/504
+        self._mlst_refused = False  # FEAT offers MLST, but MLST was answered 500/502/504
 
     # -- session -----------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class Client:
     async def _learn_features(self) -> None:
         reply = await self._control_connection.command("FEAT")
         self.features = parse_feat(reply.lines) if reply.code == 211 else {}
-        self._mlsd_refused = False  # a new login may be served differently
+        self._mlsd_refused = self._mlst_refused = False  # a new login may be served differently
         self.hash_algorithm = parse_hash_feature(self.features.get("HASH", ""))[1]
         if "UTF8" in self.features:
             # Some servers (IIS, FileZilla Server) only take UTF-8 paths after this.
@@ -458,21 +459,78 @@ class Client:
         ]
 
     async def stat(self, path: str) -> RemoteEntry:
-        """Facts about one path: MLST when offered, else its parent's listing."""
-        if "MLST" in self.features:
-            reply = await self._expect(f"MLST {path}", 250)
-            if len(reply.lines) >= 3:
-                with _mlsd_errors(path):
-                    return parse_mlsd_line(
-                        reply.lines[1][1:] if reply.lines[1][:1] == " " else reply.lines[1]
-                    )
-            raise ProtocolError(f"unreadable MLST reply: {reply.text!r}", "")
+        """Facts about one path: MLST when the server has it, else SIZE and MDTM, else
+        the path's entry in its parent's listing.
+
+        SIZE answers for a plain file only (vsftpd and pure-ftpd refuse it for a
+        directory), so a file gets its exact size and, from MDTM, its time in UTC
+        to the second, as MLST would give them; LIST gives times in the server's
+        time zone and to the minute at best. What SIZE refuses (a directory, a
+        link, a missing path, a server without SIZE) is looked up in the parent's
+        listing. A server whose FEAT offers MLST but which answers it 500, 502 or
+        504 is asked these ways from then on in this session.
+        """
+        if "MLST" in self.features and not self._mlst_refused:
+            entry = await self._mlst(path)
+            if entry is not None:
+                return entry
         parent, name = posixpath.split(path.rstrip("/"))
         if not name:
             return RemoteEntry(
                 name=path or "/", kind="dir", size=None, mtime=None, mtime_precision=None
             )
-        for entry in await self.list(parent):
+        return await self._file_facts(path) or await self._entry_in_parent(path, parent, name)
+
+    async def _mlst(self, path: str) -> RemoteEntry | None:
+        """MLST's facts, or None when the server does not know the command after all."""
+        reply = await self._control_connection.command(f"MLST {path}" if path else "MLST")
+        if reply.code in NOT_IMPLEMENTED:
+            log.info(
+                "MLST refused (%s) although FEAT offers it; using SIZE, MDTM and LIST "
+                "for the rest of the session",
+                reply.code,
+            )
+            self._mlst_refused = True
+            return None
+        if reply.code != 250:
+            raise reply_error("MLST", reply)
+        if len(reply.lines) < 3:
+            raise ProtocolError(f"unreadable MLST reply: {reply.text!r}", "")
+        with _mlsd_errors(path):
+            return parse_mlsd_line(reply.lines[1].removeprefix(" "))
+
+    async def _file_facts(self, path: str) -> RemoteEntry | None:
+        """A plain file's size (SIZE) and time (MDTM), or None when SIZE is refused."""
+        try:
+            size = await self.size(path)
+        except PermanentReplyError:
+            return None  # a directory, no such path, or no SIZE here
+        try:
+            mtime: datetime | None = (await self.mdtm(path)).replace(microsecond=0)
+        except PermanentReplyError:
+            mtime = None
+        return RemoteEntry(
+            name=path,
+            kind="file",
+            size=size,
+            mtime=mtime,
+            mtime_precision=None if mtime is None else "second",
+        )
+
+    async def _entry_in_parent(self, path: str, parent: str, name: str) -> RemoteEntry:
+        """``name``'s entry in the listing of ``parent``; 550 when it has none."""
+        try:
+            listing = await self.list(parent)
+        except PermanentReplyError as error:
+            if error.code not in NOT_IMPLEMENTED:
+                raise  # about the parent: no such directory, no access
+            raise PermanentReplyError(
+                "LIST",
+                error.reply,
+                f"nothing tells what {path} is: this server has no MLST and SIZE did not "
+                "answer for it either",
+            ) from None
+        for entry in listing:
             if entry.name == name:
                 return entry
         raise reply_error("STAT", Reply(550, (f"{path}: no such file or directory",)))
