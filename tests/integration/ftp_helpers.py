@@ -274,6 +274,17 @@ def send_data(payload: bytes) -> Handler:
     return transfer
 
 
+def refuse(reply: bytes) -> Handler:
+    """Answer the command with ``reply``; the data connection it opened is closed unused."""
+
+    def transfer(_: str, __: socket.socket, data_listener: socket.socket) -> bytes:
+        data, _ = data_listener.accept()
+        data.close()
+        return reply
+
+    return transfer
+
+
 def send_by_path(payload_for: Callable[[str, str], bytes | None]) -> Handler:
     """Data for each (verb, path) from ``payload_for``; None: 550, as for a missing path.
 

@@ -28,20 +28,10 @@ from ftp_helpers import (
     LIST_ONLY_FEATURES,
     Handler,
     ketch_with_server,
+    refuse,
     send_data,
     with_server,
 )
-
-
-def refuse(reply: bytes) -> Handler:
-    """Answer the command with ``reply``; the data connection it opened is closed unused."""
-
-    def transfer(_: str, __: socket.socket, data_listener: socket.socket) -> bytes:
-        data, _ = data_listener.accept()
-        data.close()
-        return reply
-
-    return transfer
 
 
 def by_line(handlers: dict[str, Handler]) -> Handler:
@@ -179,7 +169,10 @@ def test_mirror_of_a_server_without_mlsd_copies_what_list_shows(tmp_path: Path) 
             "RETR a.txt": send_data(b"abc"),
         }
     )
-    result = ketch_with_server(transfer, tmp_path, "mirror", str(tmp_path / "copy"))
+    # Each directory is entered with CWD before its LIST is believed, as without MLST.
+    result = ketch_with_server(
+        transfer, tmp_path, "mirror", str(tmp_path / "copy"), other=only_root
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert (tmp_path / "copy" / "a.txt").read_bytes() == b"abc"
 

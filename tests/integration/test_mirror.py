@@ -15,6 +15,7 @@ import posixpath
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,7 +33,9 @@ from ftp_helpers import (
     KETCH,
     LIST_ONLY_FEATURES,
     MLSD_FEATURES,
+    Handler,
     ketch_with_server,
+    refuse,
     run_ketch,
     scripted_server,
     send_by_path,
@@ -437,15 +440,31 @@ def mirror_scripted(
     dry_run: bool = False,
     features: bytes = MLSD_FEATURES,
     other: Callable[[str], bytes] | None = None,
+    mlsd_refusal: bytes | None = None,
 ) -> MirrorResult:
-    """``mirror_download`` (one session) from a scripted server answering ``answers``."""
-    with scripted_server(send_by_path(answers), features=features, other=other) as port:
+    """``mirror_download`` (one session) from a scripted server answering ``answers``;
+    with ``mlsd_refusal``, MLSD is answered that instead."""
+    transfer = send_by_path(answers)
+    if mlsd_refusal is not None:
+        transfer = refusing_mlsd(mlsd_refusal, transfer)
+    with scripted_server(transfer, features=features, other=other) as port:
 
         def connect() -> Client:
             return Client("127.0.0.1", port, user="u", password="p", timeout=10)
 
         run = mirror_download(connect, remote, local, dry_run=dry_run)
         return asyncio.run(asyncio.wait_for(run, 30))
+
+
+def refusing_mlsd(refusal: bytes, otherwise: Handler) -> Handler:
+    """MLSD answered ``refusal``; any other transfer as ``otherwise`` answers it."""
+    refused = refuse(refusal)
+
+    def transfer(line: str, control: socket.socket, data_listener: socket.socket) -> bytes | None:
+        handler = refused if line.partition(" ")[0].upper() == "MLSD" else otherwise
+        return handler(line, control, data_listener)
+
+    return transfer
 
 
 def mlsd(*lines: str) -> bytes:
@@ -630,15 +649,32 @@ class VsftpdLike:
         return "".join(line + "\r\n" for line in lines).encode()
 
 
+#: Two ways to be without MLSD: vsftpd's (no MLST in FEAT), and a server whose FEAT offers
+#: MLST but which answers MLSD as an unknown command (then ketch lists with LIST too).
+WITHOUT_MLSD = pytest.mark.parametrize(
+    ("features", "mlsd_refusal"),
+    [
+        pytest.param(LIST_ONLY_FEATURES, None, id="no-MLST-in-FEAT"),
+        pytest.param(MLSD_FEATURES, b"500 Unknown command.\r\n", id="MLST-but-MLSD-refused"),
+    ],
+)
+
+
+@WITHOUT_MLSD
 def test_without_mlsd_a_directory_is_entered_before_its_listing_is_believed(
-    tmp_path: Path,
+    tmp_path: Path, features: bytes, mlsd_refusal: bytes | None
 ) -> None:
     # Believing LIST, the mirror invented locked/locked and missed what locked holds,
     # exit 0.
     server = VsftpdLike()
     local = tmp_path / "copy"
     result = mirror_scripted(
-        server.answers, local, remote="pub/t3", features=LIST_ONLY_FEATURES, other=server.other
+        server.answers,
+        local,
+        remote="pub/t3",
+        features=features,
+        other=server.other,
+        mlsd_refusal=mlsd_refusal,
     )
     assert result.failed == [
         "locked/: cannot list it: CWD /pub/t3/locked failed: 550 Failed to change directory. "
@@ -650,9 +686,10 @@ def test_without_mlsd_a_directory_is_entered_before_its_listing_is_believed(
     assert server.cwd == "/"  # back where the transfers' relative paths start
 
 
+@WITHOUT_MLSD
 @pytest.mark.parametrize("remote", ["pub/nonexistent", "pub/t3/ok.txt"])
 def test_without_mlsd_a_root_that_cannot_be_entered_is_an_error_naming_it(
-    tmp_path: Path, remote: str
+    tmp_path: Path, remote: str, features: bytes, mlsd_refusal: bytes | None
 ) -> None:
     # LIST of it was an empty listing: exit 0 and an empty directory; for a file,
     # RETR pub/t3/ok.txt/ok.txt.
@@ -662,8 +699,9 @@ def test_without_mlsd_a_root_that_cannot_be_entered_is_an_error_naming_it(
             server.answers,
             tmp_path / "copy",
             remote=remote,
-            features=LIST_ONLY_FEATURES,
+            features=features,
             other=server.other,
+            mlsd_refusal=mlsd_refusal,
         )
     assert str(failure.value).startswith(f"CWD /{remote} failed: 550 Failed to change directory.")
     assert not (tmp_path / "copy").exists()

@@ -427,12 +427,25 @@ class Client:
         A server whose FEAT offers MLST but which answers MLSD 500, 502 or 504 (it has
         MLST alone) is listed with LIST from then on in this session.
         """
-        if "MLST" in self.features and not self._mlsd_refused:
-            text = await self._mlsd_listing(path)
-            if text is not None:
-                with _mlsd_errors(path):
-                    return parse_mlsd(text)
+        if self.lists_with_mlsd:
+            listing = await self.mlsd(path)
+            if listing is not None:
+                return listing
         return parse_list(await self._listing("LIST", path), datetime.now(UTC))
+
+    @property
+    def lists_with_mlsd(self) -> bool:
+        """Whether ``list`` asks MLSD: FEAT offers MLST, and MLSD has not been refused."""
+        return "MLST" in self.features and not self._mlsd_refused
+
+    async def mlsd(self, path: str = "") -> RemoteListing | None:
+        """MLSD's entries, or None when the server answers MLSD as an unknown command
+        (then ``lists_with_mlsd`` is False for the rest of the session)."""
+        text = await self._mlsd_listing(path)
+        if text is None:
+            return None
+        with _mlsd_errors(path):
+            return parse_mlsd(text)
 
     async def _mlsd_listing(self, path: str) -> str | None:
         """MLSD's text, or None when the server does not know the command after all."""

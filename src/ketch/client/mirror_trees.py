@@ -255,20 +255,36 @@ async def walk_remote(client: Client, root: str, run: Reporter, *, missing_ok: b
     leave unclear (an entry of unknown kind, a LIST line the parser cannot
     read) is in the tree's ``unclear``, for a download to report.
 
-    Without MLSD each directory is entered with CWD and listed with a bare
-    LIST, and the session is back in its first directory afterwards (the
-    transfers' paths are relative to it).
+    Without MLSD (not offered, or refused as unknown) each directory is
+    entered with CWD and listed with a bare LIST, and the session is back in
+    its first directory afterwards (the transfers' paths are relative to it).
     """
-    if "MLST" in client.features:
-        return await _walk(client.list, root, run, missing_ok=missing_ok)
-    home = await client.pwd()
-
-    async def enter_and_list(path: str) -> RemoteListing:
-        return await _enter_and_list(client, posixpath.join(home, path))
-
-    tree = await _walk(enter_and_list, root, run, missing_ok=missing_ok)
-    await client.cwd(home)
+    lister = _DirectoryLister(client)
+    tree = await _walk(lister.list, root, run, missing_ok=missing_ok)
+    await lister.go_home()
     return tree
+
+
+class _DirectoryLister:
+    """walk_remote's listings: MLSD while the server has it, else CWD and LIST."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.home: str | None = None  # the first directory, once a CWD is to come
+
+    async def list(self, path: str) -> RemoteListing:
+        if self.client.lists_with_mlsd:
+            listing = await self.client.mlsd(path)
+            if listing is not None:
+                return listing
+        if self.home is None:
+            self.home = await self.client.pwd()
+        return await _enter_and_list(self.client, posixpath.join(self.home, path))
+
+    async def go_home(self) -> None:
+        """Back to the first directory, after any CWD."""
+        if self.home is not None:
+            await self.client.cwd(self.home)
 
 
 async def _enter_and_list(client: Client, path: str) -> RemoteListing:
