@@ -256,10 +256,12 @@ def only_root(line: str) -> bytes:
 
 
 def test_ls_reads_iso_dates_and_warns_of_each_line_it_cannot_read(tmp_path: Path) -> None:
-    # The German dates were dropped without a word, even with -v.
+    # The German dates were dropped without a word, even with -v; then, warned about,
+    # with exit 0: a script could not tell the listing was incomplete. Exit 9, as a
+    # mirror that could not read them.
     result = ketch_with_server(send_data(GERMAN_LIST), tmp_path, "ls", features=LIST_ONLY_FEATURES)
     stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
+    assert result.returncode == 9, stderr
     iso, english = result.stdout.decode().splitlines()
     assert iso == "- 3 2026-10-02 10:15 iso.txt"
     assert re.fullmatch(r"- 3 [0-9]{4}-10-02 10:15 english\.txt", english), english  # year: ls's
@@ -269,6 +271,12 @@ def test_ls_reads_iso_dates_and_warns_of_each_line_it_cannot_read(tmp_path: Path
     assert "3 Okt  2 10:15 german.txt" in warnings[0]
     assert "3 M\u00e4r  2 10:15 maerz.txt" in warnings[1]
     assert "insgesamt" not in stderr
+    for option in ("--names", "--json"):
+        other = ketch_with_server(
+            send_data(GERMAN_LIST), tmp_path, "ls", option, features=LIST_ONLY_FEATURES
+        )
+        assert other.returncode == 9, other.stderr.decode()
+        assert len(other.stdout.decode().splitlines()) == 2
 
 
 def test_mirror_fails_each_listing_line_it_cannot_read_and_copies_the_rest(

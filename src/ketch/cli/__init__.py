@@ -31,7 +31,8 @@ Exit codes of the client commands:
   1 other failure                  6 data connection failed
   2 usage error (or a bad URL)     7 temporary server error or protocol error
   3 cannot connect                 8 local file error
-  4 login refused                  9 mirror finished with some files failed
+  4 login refused                  9 incomplete: mirror failed some files, or
+                                    ls could not read some listing lines
                                   10 --verify: the hashes differ
  130 interrupted (Ctrl-C)         143 stopped by SIGTERM
 """

@@ -44,7 +44,7 @@ from ketch.client.tls import TlsMode
 from ketch.client.url import FtpUrl, UrlError, credentials_from_netrc, parse_ftp_url
 
 __all__ = [
-    "EXIT_MIRROR_FAILED",
+    "EXIT_INCOMPLETE",
     "EXIT_USAGE",
     "EXIT_VERIFY_FAILED",
     "ClientOptions",
@@ -60,7 +60,7 @@ __all__ = [
 EXIT_OTHER = 1
 EXIT_USAGE = 2
 EXIT_LOCAL = 8
-EXIT_MIRROR_FAILED = 9
+EXIT_INCOMPLETE = 9  # mirror: some files failed; ls: some listing lines could not be read
 EXIT_VERIFY_FAILED = 10
 ANONYMOUS_USERS = ("anonymous", "ftp")
 

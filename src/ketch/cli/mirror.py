@@ -11,7 +11,7 @@ import click
 from rich.progress import TaskID
 
 from ketch.cli.common import (
-    EXIT_MIRROR_FAILED,
+    EXIT_INCOMPLETE,
     EXIT_USAGE,
     ClientOptions,
     CommandFailed,
@@ -106,7 +106,7 @@ def mirror(
                     verify=verify,
                 )
         _report(result, display, "put" if reverse else "get", dry_run, verify)
-        return EXIT_MIRROR_FAILED if result.failed else 0
+        return EXIT_INCOMPLETE if result.failed else 0
 
     run(options, work)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ketch.cli.common import (
+    EXIT_INCOMPLETE,
     EXIT_USAGE,
     ClientOptions,
     CommandFailed,
@@ -70,13 +71,15 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
 
     \b
     Each line: type (d directory, - file, l link, ? other or not given), size, modification
-    time (UTC, as precise as the server tells it) and name.
+    time (UTC, as precise as the server tells it) and name. Exit code 9 when some lines of
+    the server's listing were in a format ketch cannot read: each is named on stderr, and
+    its entry is missing from the output.
     """
     if names and as_json:
         raise click.UsageError("--names and --json contradict each other; pick one")
     target = target_for(url, options)
 
-    async def work() -> None:
+    async def work() -> int:
         async with target.client() as ftp:
             entries = await _entries_at(ftp, target.path, directory=target.url.is_directory)
         show = _name_shower()
@@ -91,6 +94,7 @@ def ls(url: str, names: bool, as_json: bool, options: ClientOptions) -> None:
                 write_out(line)
         sys.stdout.flush()
         _warn_unreadable(entries.unreadable)
+        return EXIT_INCOMPLETE if entries.unreadable else 0
 
     run(options, work)
 
