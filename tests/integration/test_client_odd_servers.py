@@ -316,6 +316,19 @@ def test_ls_writes_years_before_1000_with_four_digits(tmp_path: Path) -> None:
     assert as_text.stdout.decode() == "- 3 0001-01-01 00:00:00 y1\n"
 
 
+def test_mdtm_and_mlsd_read_a_year_before_1000() -> None:
+    # RFC 3659's time-val has a four-digit year: 0999, as ketch's MFMT now sends it.
+    def mdtm(line: str) -> bytes:
+        return b"213 09990506070809\r\n" if line.startswith("MDTM ") else b"502 not here\r\n"
+
+    listing = send_data(b"type=file;size=3;modify=09990506070809; old.txt\r\n")
+
+    async def work(ftp: Client) -> list[datetime | None]:
+        return [await ftp.mdtm("old.txt"), (await ftp.list())[0].mtime]
+
+    assert with_server(listing, work, other=mdtm) == [datetime(999, 5, 6, 7, 8, 9, tzinfo=UTC)] * 2
+
+
 def test_a_name_with_a_line_break_in_mlsd_is_a_protocol_error_not_a_crash() -> None:
     listing = b"type=file;size=3; good.txt\r\ntype=file;size=3; bad\r\nname\r\n"
     with pytest.raises(ProtocolError, match="outside the MLSD format"):

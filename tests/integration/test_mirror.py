@@ -14,11 +14,13 @@ import os
 import posixpath
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -391,6 +393,44 @@ def test_mirror_both_ways_with_mlsd_and_mfmt_on_pure_ftpd(
     assert (copy / "d1" / "f4.bin").stat().st_mtime == stamp + 4  # to the second, via MLSD
     counts, stderr = mirror(home, url, str(copy))
     assert counts == {"transferred": 0, "skipped": 12, "failed": 0, "exit": 0}, stderr
+
+
+@pytest.fixture
+def far_past_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory whose files keep a time before the year 1000 (tmpfs does, ext4 clamps
+    to 1901), or a skip where this host has none."""
+    for parent in (tmp_path, Path("/dev/shm")):
+        if not parent.is_dir():
+            continue
+        directory = Path(tempfile.mkdtemp(prefix="ketch-far-past-", dir=parent))
+        probe = directory / "probe"
+        probe.write_bytes(b"")
+        os.utime(probe, (YEAR_999, YEAR_999))
+        kept = probe.stat().st_mtime == YEAR_999
+        probe.unlink()
+        if kept:
+            yield directory
+            shutil.rmtree(directory)
+            return
+        directory.rmdir()
+    pytest.skip("no local file system here keeps a time before the year 1000")
+
+
+YEAR_999 = datetime(999, 5, 6, 7, 8, 9, tzinfo=UTC).timestamp()
+
+
+def test_mfmt_gives_a_year_before_1000_in_four_digits(
+    server: RunningServer, home: Path, far_past_dir: Path
+) -> None:
+    # RFC 3659's time-val is YYYYMMDDHHMMSS: "MFMT 9990506070809 old.txt" (13 digits)
+    # was refused, so every run uploaded the file again.
+    (far_past_dir / "old.txt").write_bytes(b"old")
+    os.utime(far_past_dir / "old.txt", (YEAR_999, YEAR_999))
+    counts, stderr = mirror(home, "--reverse", "-v", str(far_past_dir), server.url("/up/"))
+    assert counts == {"transferred": 1, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    mfmt = [line for line in stderr.splitlines() if line.startswith("> MFMT ")]
+    assert mfmt == ["> MFMT 09990506070809 up/old.txt"], stderr
+    assert "refused" not in stderr, stderr
 
 
 def test_a_local_symbolic_link_to_a_directory_is_refused_not_written_through(

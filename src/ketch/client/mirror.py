@@ -49,6 +49,7 @@ from ketch.client.mirror_trees import (
 )
 from ketch.client.transfers import Progress, TransferResult
 from ketch.client.verify import hash_method
+from ketch.protocol import format_mdtm
 
 __all__ = [
     "MirrorEvents",
@@ -304,7 +305,7 @@ async def _upload_one(client: Client, job: _Job, progress: Progress | None) -> T
     """Upload, then (when the server has MFMT) give the remote file the local time."""
     result = await client.upload(job.local, job.remote, progress=progress)
     if job.mtime is not None and "MFMT" in client.features:
-        stamp = job.mtime.strftime("%Y%m%d%H%M%S")
+        stamp = format_mdtm(job.mtime.timestamp())  # strftime's %Y has no leading zeros
         reply = await client.command(f"MFMT {stamp} {job.remote}")
         if reply.code != 213:
             log.info("MFMT %s refused (%s): the next run may upload it again", job.remote, reply)
