@@ -315,8 +315,10 @@ def test_ipv6_addresses_in_connection_errors_are_bracketed(tmp_path: Path) -> No
         assert f"cannot connect to [::1]:{closed_port}:" in str(refused.value), refused.value
         port = listener.getsockname()[1]
         async with Client("::1", port, user="u", password="p", mode="passive") as ftp:
+            assert repr(ftp) == f"<Client u@[::1]:{port} connected>"
             with pytest.raises(DataConnectionFailed) as failed:
                 await ftp.download("file.bin", tmp_path / "file.bin")
+        assert repr(ftp) == f"<Client u@[::1]:{port} closed>"
         assert f"passive data connection to [::1]:{closed_port} failed" in str(failed.value)
         assert failed.value.address == f"[::1]:{closed_port}"
 

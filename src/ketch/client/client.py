@@ -41,7 +41,7 @@ from ketch.client.errors import (
 )
 from ketch.client.tls import TlsFailed, TlsMode, TlsSettings
 from ketch.client.verify import RemoteHash, remote_hash, verify_file
-from ketch.protocol import Reply
+from ketch.protocol import Reply, format_host_port
 from ketch.protocol.remote_listing import (
     MlsdSyntaxError,
     RemoteEntry,
@@ -630,7 +630,8 @@ class Client:
 
     def __repr__(self) -> str:
         state: Literal["connected", "closed"] = "connected" if self._control else "closed"
-        return f"<Client {self.user or 'anonymous'}@{self.host}:{self.port} {state}>"
+        where = format_host_port(self.host, self.port)
+        return f"<Client {self.user or 'anonymous'}@{where} {state}>"
 
 
 @contextlib.contextmanager
