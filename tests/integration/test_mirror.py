@@ -211,6 +211,30 @@ def test_mirror_in_active_mode(server: RunningServer, home: Path, tmp_path: Path
     assert tree_digests(local) == expected
 
 
+def test_names_starting_with_tilde_at_the_login_directory_are_not_read_as_home(
+    server: RunningServer, home: Path, tmp_path: Path
+) -> None:
+    # ketch, proftpd and pure-ftpd read "~" and "~/x" as the home: a file or directory
+    # called "~" at the top of the mirror must be asked for as "./~".
+    (server.home / "~").write_bytes(b"a file named ~")
+    (server.home / "~dir" / "~").mkdir(parents=True)
+    (server.home / "~dir" / "~" / "inner").write_bytes(b"inner")
+    local = tmp_path / "copy"
+    counts, stderr = mirror(home, "-v", server.url("/"), str(local))
+    assert counts == {"transferred": 2, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert tree_digests(local) == tree_digests(server.home)
+
+    up = tmp_path / "up"
+    (up / "~").mkdir(parents=True)
+    (up / "~" / "x").write_bytes(b"x")
+    (up / "~top").write_bytes(b"top")
+    shutil.rmtree(server.home / "~dir")
+    (server.home / "~").unlink()
+    counts, stderr = mirror(home, "--reverse", "-v", str(up), server.url("/"))
+    assert counts == {"transferred": 2, "skipped": 0, "failed": 0, "exit": 0}, stderr
+    assert tree_digests(server.home) == tree_digests(up)
+
+
 def write_in(directory: Path, name: str, size: int) -> str:
     directory.mkdir(exist_ok=True)
     return write(directory / name, os.urandom(size * 100))

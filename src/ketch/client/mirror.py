@@ -36,13 +36,13 @@ from ketch.client.mirror_trees import (
     create_local_dirs,
     create_remote_dirs,
     download_is_current,
-    join,
     local_error_hint,
     local_time,
     lstat,
     make_local_dir,
     make_remote_dirs,
     parent_blocked,
+    remote_path,
     upload_is_current,
     walk_local,
     walk_remote,
@@ -185,7 +185,9 @@ async def mirror_download(
             if download_is_current(lstat(local), entry):
                 run.result.skipped += 1
                 continue
-            jobs.append(_Job(relative, join(remote_dir, relative), local, entry.size, entry.mtime))
+            jobs.append(
+                _Job(relative, remote_path(remote_dir, relative), local, entry.size, entry.mtime)
+            )
         transfer = _verified_download if verify else _download_one
         await _transfer_all(first, connect, jobs, transfer, run, parallel, dry_run)
     return run.finish()
@@ -294,7 +296,13 @@ async def mirror_upload(
                 run.result.skipped += 1
                 continue
             jobs.append(
-                _Job(relative, join(remote_dir, relative), path, info.st_size, local_time(info))
+                _Job(
+                    relative,
+                    remote_path(remote_dir, relative),
+                    path,
+                    info.st_size,
+                    local_time(info),
+                )
             )
         transfer = _verified(_upload_one) if verify else _upload_one
         await _transfer_all(first, connect, jobs, transfer, run, parallel, dry_run)

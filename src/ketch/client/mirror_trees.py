@@ -60,6 +60,7 @@ __all__ = [
     "make_local_dir",
     "make_remote_dirs",
     "parent_blocked",
+    "remote_path",
     "upload_is_current",
     "walk_local",
     "walk_remote",
@@ -118,6 +119,15 @@ def join(root: str, relative: str) -> str:
     if not root:
         return relative
     return root.rstrip("/") + "/" + relative
+
+
+def remote_path(root: str, relative: str) -> str:
+    """The path to send for ``relative`` under ``root``: ``join``, except that a path
+    at the login directory starting with a name "~" goes as "./~": ketch, proftpd
+    and pure-ftpd read "~" and "~/x" as the home directory."""
+    if not root and (relative == "~" or relative.startswith("~/")):
+        return "./" + relative
+    return join(root, relative)
 
 
 def _listable(path: str) -> str:
@@ -310,7 +320,7 @@ async def _walk(list_dir: _Lister, root: str, run: Reporter, *, missing_ok: bool
     while pending:
         relative = pending.popleft()
         try:
-            entries = await list_dir(_listable(join(root, relative)))
+            entries = await list_dir(_listable(remote_path(root, relative)))
         except (ReplyError, UnreadableListing) as error:
             # Either way the session is in step: the next directory can be listed.
             if relative:
@@ -385,7 +395,7 @@ async def create_remote_dirs(
             run.directory(relative)
             continue
         try:
-            created = await _make_remote_dir(client, join(remote_root, relative))
+            created = await _make_remote_dir(client, remote_path(remote_root, relative))
         except ReplyError as error:
             run.fail(relative + "/", str(error))
             blocked.add(relative)
