@@ -315,6 +315,26 @@ def test_sighup_reaches_every_worker(tmp_path: Path, root: Path) -> None:
                 assert sock.recv(1024).startswith(b"220 reloaded")
 
 
+def test_each_worker_logs_the_start_line_a_single_process_logs(
+    tmp_path: Path, root: Path
+) -> None:
+    # What an admin (or a script waiting for the server) greps for: README's start line.
+    port = free_port()
+    config = write_config(tmp_path, root, passive_ports="21460-21469")
+    args = ["--config", str(config), "--port", str(port), "--workers", "2"]
+    with ketch_serve(args, tmp_path) as server:
+        lines = [server.wait_for(f"[worker {n}]: ketch ") for n in (1, 2)]
+        pids = worker_pids(server.pid)
+    slices = []
+    for line in lines:
+        assert f" serving address=127.0.0.1 port={port} pid=" in line, line
+        assert " tls=off tls_required=off implicit_tls_port=- event_loop=" in line, line
+        pid = int(line.split(" pid=", 1)[1].split()[0])
+        assert pid in pids, (line, pids)
+        slices.append(line.split(" passive_ports=", 1)[1].split()[0])
+    assert sorted(slices) == ["21460-21464", "21465-21469"], lines
+
+
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, root: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, root, passive_ports="21440-21449")

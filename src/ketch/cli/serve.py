@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -305,7 +304,7 @@ async def _serve(
         resolved = server.context.masquerade.resolved_names()
         implicit = server.implicit_tls_address
         tls = server.context.tls
-        _log_start(config, server.address, implicit, event_loop.current())
+        server.log_serving()
         click.echo(
             _describe(
                 config,
@@ -323,29 +322,6 @@ async def _serve(
         if helper is not None:
             port20_helper.install(None)
             helper.close()
-
-
-def _log_start(
-    config: ServerConfig,
-    address: tuple[str, int],
-    implicit: tuple[str, int] | None,
-    loop: str,
-) -> None:
-    """One line in the log that the server serves, and how: the summary goes to stdout
-    only, which a daemon's log (stderr) does not hold. Workers log their own."""
-    log.info(
-        "ketch %s serving address=%s port=%d pid=%d passive_ports=%s tls=%s tls_required=%s "
-        "implicit_tls_port=%s event_loop=%s",
-        __version__,
-        address[0],
-        address[1],
-        os.getpid(),
-        config.passive_ports,
-        "off" if config.tls_certificate is None else "on",
-        config.tls_required,
-        implicit[1] if implicit else "-",
-        loop,
-    )
 
 
 def _describe(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import ssl
 import time
@@ -161,6 +162,29 @@ class FtpServer:
             return None
         host, port = self._implicit_socket.getsockname()[:2]
         return (host, port)
+
+    def log_serving(self) -> None:
+        """One line in the log that the server serves, and how (README's start line): a
+        summary goes to stdout only, which a daemon's log (stderr) does not hold. A
+        worker's line names its pid and its own slice of the passive range."""
+        from ketch import __version__
+        from ketch.server import event_loop
+
+        config, (host, port) = self.config, self.address
+        implicit = self.implicit_tls_address
+        log.info(
+            "ketch %s serving address=%s port=%d pid=%d passive_ports=%s tls=%s "
+            "tls_required=%s implicit_tls_port=%s event_loop=%s",
+            __version__,
+            host,
+            port,
+            os.getpid(),
+            self.context.passive_ports.ports,
+            "off" if config.tls_certificate is None else "on",
+            config.tls_required,
+            implicit[1] if implicit else "-",
+            event_loop.current(),
+        )
 
     @property
     def sessions(self) -> dict[asyncio.Task[None], Session]:

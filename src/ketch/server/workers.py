@@ -404,7 +404,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_reader(self._lifeline_read, self._supervisor_gone, lifecycle)
         await server.start()
-        log.info("%s serving on %s, passive ports %s", label, event_loop.current(), slot.ports)
+        server.log_serving()
         if reload_first:  # the file was reloaded since the supervisor started
             lifecycle.request_reload()
         try:
