@@ -206,6 +206,53 @@ def test_a_used_or_replaced_listener_does_not_count_as_expired(
     assert len(expired()) == 1
 
 
+def expiry_message(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, ftp: ftplib.FTP, command: str
+) -> str:
+    """The log line for a PASV or EPSV (``command``) that nothing connects to."""
+    with caplog.at_level(logging.WARNING, logger="ketch.server.data"):
+        reply = reply_to(ftp, command)
+        assert reply.startswith(("227 ", "229 ")), reply
+        assert wait_for(lambda: server.counters.get("passive_expired") == 1, timeout=5)
+    messages = [r.getMessage() for r in caplog.records if "no connection arrived" in r.getMessage()]
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def test_an_expired_epsv_listener_advises_forwarding_not_masquerade_address(
+    make_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # EPSV names no address (RFC 2428): masquerade_address cannot help, and here it is set.
+    server = make_server(data_connect_timeout=0.3, masquerade_address="198.51.100.7")
+    message = expiry_message(server, caplog, connect(server), "EPSV")
+    assert "(EPSV)" in message and "firewall" in message and "21000-21999" in message
+    assert "set masquerade_address" not in message, message
+    assert "forward those ports" in message and "names no address" in message, message
+
+
+def test_an_expired_pasv_listener_names_the_setting_its_address_came_from(
+    make_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_server(data_connect_timeout=0.3, masquerade_map={"127.0.0.0/8": "198.51.100.7"})
+    message = expiry_message(server, caplog, connect(server), "PASV")
+    assert "at 198.51.100.7:" in message
+    assert 'masquerade_map["127.0.0.0/8"]' in message and "forward" in message, message
+    assert "set masquerade_address" not in message, message
+
+
+def test_an_expired_pasv_listener_of_a_client_masquerade_skips_gets_no_masquerade_advice(
+    make_server,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A loopback client is told the local address whatever masquerade_address says.
+    server = make_server(data_connect_timeout=0.3, masquerade_address="198.51.100.7")
+    message = expiry_message(server, caplog, connect(server), "PASV")
+    assert "at 127.0.0.1:" in message and "firewall" in message
+    assert "masquerade" not in message.split("within 0.3 s")[1], message
+
+
 # -- PORT/EPRT from behind NAT --------------------------------------------------------
 
 

@@ -18,11 +18,15 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ketch.protocol.addresses import HostPort, plain_ip
 from ketch.server import port20_helper
 from ketch.server.data_channel import DataChannel, DataConnectionError
 from ketch.server.passive_ports import PassivePortPool
+
+if TYPE_CHECKING:
+    from ketch.server.masquerade import MasqueradePolicy
 
 __all__ = ["ActiveOffer", "DataOffer", "PassiveOffer"]
 
@@ -70,6 +74,8 @@ class PassiveOffer(DataOffer):
         timeout: float,
         advertised: str,
         on_expiry: Callable[[], None] | None = None,
+        masquerade: MasqueradePolicy | None = None,
+        tls: bool = False,
     ) -> None:
         self.mode = mode
         self._pool = pool
@@ -80,6 +86,9 @@ class PassiveOffer(DataOffer):
         self._timeout = timeout
         #: The address the 227 reply names (logged when the client never connects).
         self.advertised = advertised
+        #: PASV's: which setting chose ``advertised`` (asked only if the offer expires).
+        self._masquerade = masquerade
+        self._tls = tls
         self._port_released = False
         #: The client's connection, once accepted and until connect() hands it over.
         self._accepted: socket.socket | None = None
@@ -211,19 +220,44 @@ class PassiveOffer(DataOffer):
         log.warning(
             "passive data connection not made (%s): no connection arrived at %s:%d "
             "from client %s within %g s. A firewall is probably dropping it: open "
-            "passive_ports %s in the server's firewall (and any in front of it); if the "
-            "server is behind NAT and %s is not its public address, set "
-            "masquerade_address (or masquerade_map)",
+            "passive_ports %s in the server's firewall (and any in front of it)%s",
             self.mode,
             advertised,
             self.port,
             self._client_ip,
             self._timeout,
             self._pool.configured,
-            self.advertised,
+            self._nat_advice(),
         )
         if self._on_expiry is not None:
             self._on_expiry()
+
+    def _nat_advice(self) -> str:
+        """The expiry line's advice for a server behind NAT, which depends on the mode.
+
+        EPSV names no address (RFC 2428): the client reuses the control
+        connection's, so only forwarding the ports can help. PASV names one:
+        say which setting chose it, or suggest masquerade_address where it
+        would apply (it never does to loopback clients).
+        """
+        if self._masquerade is None:
+            return (
+                f"; {self.mode} names no address (RFC 2428), so masquerade_address plays no "
+                "part: if the server is behind NAT, that NAT must forward those ports to it"
+            )
+        source = self._masquerade.source_for(self._client_ip, tls=self._tls)
+        if source is not None:
+            return (
+                f"; {self.advertised} is what {source.setting} gives this client: if that is "
+                "not the server's public address, correct it; if it is, the NAT in front "
+                "must forward those ports to the server"
+            )
+        if self._masquerade.masquerade is not None:
+            return ""  # set, but not for this client: it would tell it no other address
+        return (
+            f"; if the server is behind NAT and {self.advertised} is not its public "
+            "address, set masquerade_address (or masquerade_map)"
+        )
 
     def _stop_listening(self) -> None:
         """Drop the reader, the timer and the listener; idempotent."""

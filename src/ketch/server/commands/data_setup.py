@@ -202,7 +202,9 @@ async def passive(session: Session, _: str) -> None:
         # Permanent (as PORT's 522), not 425: trying again later cannot help.
         await _passive_reply(session, 522, "PASV cannot describe an IPv6 address: use EPSV.")
         return
-    offer = await _open_passive(session, "PASV", advertised=await _advertised_address(session))
+    offer = await _open_passive(
+        session, "PASV", advertised=await _advertised_address(session), masquerade=True
+    )
     if offer is not None:
         reply = format_pasv_reply(HostPort(offer.advertised, offer.port))
         await _passive_reply(session, 227, reply)
@@ -245,7 +247,10 @@ async def _passive_reply(session: Session, code: int, text: str) -> None:
     await session.reply(code, text)
 
 
-async def _open_passive(session: Session, verb: str, *, advertised: str) -> PassiveOffer | None:
+async def _open_passive(
+    session: Session, verb: str, *, advertised: str, masquerade: bool = False
+) -> PassiveOffer | None:
+    """A passive offer (``masquerade``: PASV's, whose address masquerading chose)."""
     session.replace_offer(None)  # free our previous port before taking another
     pool = session.context.passive_ports
     counters = session.context.counters
@@ -262,6 +267,8 @@ async def _open_passive(session: Session, verb: str, *, advertised: str) -> Pass
             timeout=session.config.data_connect_timeout,
             advertised=advertised,
             on_expiry=expired,
+            masquerade=session.context.masquerade if masquerade else None,
+            tls=session.control_is_tls,
         )
     except PassivePortsExhausted as error:
         counters["passive_exhausted"] += 1
