@@ -15,8 +15,15 @@ import pytest
 from ketch.protocol.addresses import parse_pasv_reply
 from ketch.server.jail import Jail
 
-from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import connect, log_messages, reply_to
+from conftest import (
+    PASSWORD,
+    READER,
+    READER_PASSWORD,
+    USER,
+    RunningServer,
+    control_port_with_free_neighbour,
+)
+from ftp_helpers import connect, log_messages, reply_to, wait_for
 
 # -- RFC 2577: bounce attacks and port theft -----------------------------------
 
@@ -123,6 +130,21 @@ def test_passive_range_exhaustion_gets_425_naming_the_range(make_server) -> None
             break
         time.sleep(0.05)
     assert parse_pasv_reply(reply).port == ports[0]
+
+
+def test_the_control_port_inside_the_passive_range_is_not_counted_as_a_passive_port(
+    make_server,  # type: ignore[no-untyped-def]
+) -> None:
+    # A start-up warning only: the server runs, with one usable port of the two.
+    port = control_port_with_free_neighbour()
+    server = make_server(port=port, passive_ports=f"{port - 1}-{port}")
+    first, second = connect(server), connect(server)
+    assert parse_pasv_reply(reply_to(first, "PASV")).port == port - 1
+    reply = reply_to(second, "EPSV")
+    assert reply.startswith("425 ") and f"({port - 1}-{port}" in reply, reply
+    assert "all 1 passive ports" in reply and f"control port {port}" in reply, reply
+    first.quit()
+    assert wait_for(lambda: reply_to(second, "EPSV").startswith("229 "))
 
 
 def test_passive_listener_timeout_replies_425_and_logs_cause(

@@ -59,6 +59,18 @@ def test_a_workers_exhausted_slice_is_named_as_its_share_of_the_range() -> None:
     )
 
 
+def test_a_range_holding_only_the_control_port_says_so_not_busy() -> None:
+    pool = PassivePortPool(PortRange(31640, 31640))
+    pool.exclude(31640, "control port")
+    pool.exclude(31641, "implicit FTPS port")  # outside the range: nothing to exclude
+    with pytest.raises(PassivePortsExhausted) as exhausted:
+        pool.open_listener("127.0.0.1")
+    assert str(exhausted.value) == (
+        "passive_ports 31640-31640 holds only the server's control port 31640, so no "
+        "passive connection can be made; ask the admin to move passive_ports off it"
+    )
+
+
 # For the scripts below, run in a process of their own: no descriptor left below ``limit``.
 USE_EVERY_DESCRIPTOR = """
 import os, resource

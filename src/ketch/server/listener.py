@@ -119,6 +119,7 @@ class FtpServer:
         """Bind (unless done already) and start accepting connections."""
         self.bind()
         assert self._socket is not None
+        self._exclude_own_ports()
         for listener in (self._socket, self._implicit_socket):
             if listener is not None:
                 # Keep Telnet "urgent" bytes in the stream: clients send ABOR (or IAC DM
@@ -137,6 +138,14 @@ class FtpServer:
             # the session (and its 220) starts (see implicit_tls).
             self._implicit_listener = ImplicitTlsListener(self._implicit_socket, self._on_implicit)
             self._implicit_listener.start()
+
+    def _exclude_own_ports(self) -> None:
+        """Keep the ports listened on here out of the passive pool (a start-up warning
+        says when passive_ports holds one): they are no passive ports."""
+        pool = self.context.passive_ports
+        pool.exclude(self.address[1], "control port")
+        if (implicit := self.implicit_tls_address) is not None:
+            pool.exclude(implicit[1], "implicit FTPS port")
 
     def _control_protocol(self) -> ControlStream:
         return ControlStream(self._start_session, _STREAM_LIMIT)

@@ -15,6 +15,7 @@ import errno
 import os
 import random
 import socket
+from collections.abc import Mapping
 
 from ketch.config import PortRange
 
@@ -22,14 +23,31 @@ __all__ = ["PassiveListenerFailed", "PassivePortPool", "PassivePortsExhausted"]
 
 
 class PassivePortsExhausted(Exception):
-    """Every port of the range (or of this worker's slice of it) is in use."""
+    """Every port of the range (or of this worker's slice of it) is in use.
 
-    def __init__(self, ports: PortRange, configured: PortRange) -> None:
+    Ports the server listens on for control connections are not counted:
+    they are never passive ports (see :meth:`PassivePortPool.exclude`).
+    """
+
+    def __init__(
+        self, ports: PortRange, configured: PortRange, excluded: Mapping[int, str] | None = None
+    ) -> None:
         share = "" if ports == configured else f" (this process's share of {configured})"
-        super().__init__(
-            f"all {ports.size} passive ports ({ports}){share} are busy; "
-            "try again shortly, or ask the admin to widen passive_ports"
-        )
+        excluded = excluded or {}
+        own = " and ".join(f"{name} {port}" for port, name in sorted(excluded.items()))
+        usable = ports.size - len(excluded)
+        if usable <= 0:
+            text = (
+                f"passive_ports {ports}{share} holds only the server's {own}, so no passive "
+                "connection can be made; ask the admin to move passive_ports off it"
+            )
+        else:
+            less = f", less the {own}" if own else ""
+            text = (
+                f"all {usable} passive ports ({ports}{less}){share} are busy; try again "
+                "shortly, or ask the admin to widen passive_ports"
+            )
+        super().__init__(text)
         self.ports = ports
 
 
@@ -52,6 +70,8 @@ class PassivePortPool:
         #: passive_ports as configured: ``ports`` is a worker's slice of it (workers > 1).
         self.configured = configured or ports
         self._reserved: set[int] = set()
+        #: Ports of the range the server listens on itself, by what they are (see exclude).
+        self._excluded: dict[int, str] = {}
         # Start at a random place and go round, so a port just released (and
         # possibly still reachable by a late packet) is the last to be reused.
         self._cursor = random.randint(ports.low, ports.high)
@@ -87,7 +107,17 @@ class PassivePortPool:
                 raise PassiveListenerFailed(error) from error
             self._reserved.add(port)
             return sock
-        raise PassivePortsExhausted(self.ports, self.configured)
+        raise PassivePortsExhausted(self.ports, self.configured, self._excluded)
 
     def release(self, port: int) -> None:
-        self._reserved.discard(port)
+        self._reserved.discard(port)  # never an excluded port: no listener was bound there
+
+    def exclude(self, port: int, name: str) -> None:
+        """Never hand out ``port``, the server's ``name`` ("control port"), if in the range.
+
+        A listener could never be bound there anyway; kept reserved, it is skipped like
+        a busy port, and the 425 for a full range does not count it.
+        """
+        if port in self.ports:
+            self._excluded[port] = name
+            self._reserved.add(port)
