@@ -190,6 +190,26 @@ def test_a_directory_the_server_user_cannot_search_is_refused_not_listed_as_empt
         ftp.quit()
 
 
+def test_a_refusal_by_file_permissions_is_logged_for_the_admin(public_dir: Path) -> None:
+    # The client is told to ask the admin: the admin's log must say what was refused.
+    (public_dir / "private.txt").write_bytes(b"root's\n")
+    (public_dir / "private.txt").chmod(0o600)
+    port = low_port_pair()
+    with ketch_serve(serve_args(port, public_dir), public_dir) as server:
+        ftp = anonymous(port)
+        with pytest.raises(ftplib.error_perm, match=r"^550 /private.txt: Permission denied"):
+            ftp.retrbinary("RETR private.txt", lambda _: None)
+        public_dir.chmod(0o711)  # the root may be searched, not read
+        with pytest.raises(ftplib.error_perm, match=r"^550 /: Permission denied"):
+            ftp.retrlines("LIST", lambda _: None)
+        ftp.quit()
+        client = "user=anonymous client=127.0.0.1"
+        retr = server.wait_for(f"refused RETR {client} path=/private.txt: ")
+        listing = server.wait_for(f"refused LIST {client} path=/: ")
+    for line in (retr, listing):
+        assert " WARNING ketch.server: " in line and "Permission denied (EACCES)" in line, line
+
+
 def test_active_mode_comes_from_the_low_port_through_the_root_helper(public_dir: Path) -> None:
     port = low_port_pair()
     with ketch_serve(serve_args(port, public_dir), public_dir) as server:

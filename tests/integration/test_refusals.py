@@ -405,6 +405,58 @@ def test_a_jail_escape_is_logged_with_the_virtual_path_as_one_field(
     ]
 
 
+def test_a_refusal_for_the_admin_to_fix_is_logged_and_a_missing_file_only_at_debug(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A link loop is the admin's to fix ("ask the server's admin", the client is told);
+    # a missing file is the client's own business, and clients probe for files all day.
+    (server.home / "loop").symlink_to("pool")
+    (server.home / "pool").symlink_to("loop")
+    ftp = connect(server)
+    with caplog.at_level(logging.DEBUG, logger="ketch.server"):
+        assert reply_to(ftp, "RETR loop").startswith("550 /loop: Too many levels")
+        assert reply_to(ftp, "CWD loop").startswith("550 /loop: Too many levels")
+        assert reply_to(ftp, "RETR missing.txt").startswith("550 /missing.txt: No such file")
+        assert "send MFMT" in reply_to(ftp, "MDTM 20240102030405 a b")
+    ftp.quit()
+    loop = "user=alice client=127.0.0.1 path=/loop: Too many levels of symbolic links (ELOOP)"
+    assert log_messages(caplog, "refused", level=logging.WARNING) == [
+        f"refused RETR {loop}",
+        f"refused CWD {loop}",
+    ]
+    assert log_messages(caplog, "refused", level=logging.DEBUG) == [
+        "refused RETR user=alice client=127.0.0.1 path=/missing.txt: "
+        "No such file or directory (ENOENT)",
+        'refused MDTM user=alice client=127.0.0.1 path="/20240102030405 a b": '
+        "No such file or directory (ENOENT)",
+    ]
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="needs a user other than root, whom file modes do not stop "
+    "(test_privileges.py checks the same as nobody when run as root)",
+)
+def test_a_refusal_by_the_servers_file_permissions_is_logged(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    (server.home / "private.txt").write_bytes(b"secret\n")
+    (server.home / "private.txt").chmod(0)
+    (server.home / "locked").mkdir()
+    (server.home / "locked").chmod(0o100)  # may be entered, not read
+    ftp = connect(server)
+    with caplog.at_level(logging.WARNING, logger="ketch.server"):
+        assert reply_to(ftp, "RETR private.txt").startswith("550 /private.txt: Permission denied")
+        ftp.voidcmd("TYPE A")
+        ftp.makepasv()
+        assert reply_to(ftp, "LIST locked").startswith("550 /locked: Permission denied")
+    ftp.quit()
+    assert log_messages(caplog, "refused") == [
+        "refused RETR user=alice client=127.0.0.1 path=/private.txt: Permission denied (EACCES)",
+        "refused LIST user=alice client=127.0.0.1 path=/locked: Permission denied (EACCES)",
+    ]
+
+
 def test_replies_never_carry_the_control_characters_of_a_path(server: RunningServer) -> None:
     # latin-1: each byte of a command and of a reply is one character, as it is sent.
     ftp = ftplib.FTP(timeout=10, encoding="latin-1")

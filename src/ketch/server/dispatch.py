@@ -3,14 +3,17 @@
 An unknown verb gets 500; a command that needs a login, 530; one the TLS
 policy refuses in the clear, its RFC 4217 reply; a missing or unwanted
 argument, 501; a lacking permission, 550. Only then does the handler run,
-from the command table. Its filesystem errors become 550 replies, and a bug
-of ours costs that command a 451, not the session.
+from the command table. Its filesystem errors become 550 replies (those the
+OS caused also a log line), and a bug of ours costs that command a 451, not
+the session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from ketch.protocol.commands import Command
@@ -19,6 +22,7 @@ from ketch.server.auth import Permission
 from ketch.server.client_text import log_field
 from ketch.server.command_table import COMMANDS, NOT_IMPLEMENTED, Argument, CommandSpec
 from ketch.server.jail import FilesystemError, PathEscapeError
+from ketch.server.os_errors import CLIENT_ERRORS
 
 if TYPE_CHECKING:
     from ketch.server.session import Session
@@ -96,6 +100,8 @@ async def dispatch(session: Session, command: Command) -> None:
         )
         await session.reply(550, str(error))
     except FilesystemError as error:
+        if error.errno is not None:
+            _log_os_refusal(session, spec.verb, error, error.errno)
         await session.reply(550, str(error))
     except (ConnectionError, asyncio.CancelledError):
         raise
@@ -114,6 +120,23 @@ async def _refuse(session: Session, code: int, text: str) -> None:
     RNTO must follow RNFR at once, so a later RNTO cannot use a stale source)."""
     session.state.rename_from = None
     await session.reply(code, text)
+
+
+def _log_os_refusal(session: Session, verb: str, error: FilesystemError, code: int) -> None:
+    """One line for a 550 the OS caused: a warning when it is the admin's to fix (the
+    client is told to ask them), DEBUG for a client's own (a name that is not there)."""
+    level = logging.DEBUG if code in CLIENT_ERRORS else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "refused %s user=%s client=%s path=%s: %s (%s)",
+            verb,
+            session.log_user,
+            session.peer_ip,
+            log_field(error.virtual),
+            os.strerror(code),
+            errno.errorcode.get(code, code),
+        )
 
 
 def well_formed(command: Command) -> bool:

@@ -95,7 +95,10 @@ class _mapped:  # lower case: it reads like the function it replaced, ``with _ma
         self, _: type[BaseException] | None, error: BaseException | None, __: object
     ) -> None:
         if isinstance(error, OSError):
-            raise FilesystemError(f"{self._virtual}: {self._text(error.errno)}") from error
+            virtual, code = self._virtual, error.errno
+            raise FilesystemError(
+                f"{virtual}: {self._text(code)}", code or errno.EIO, virtual
+            ) from error
         if isinstance(error, ValueError):  # the jail refuses bad names first; a backstop
             raise FilesystemError(
                 f"{self._virtual}: invalid file name; choose another name"
@@ -226,7 +229,9 @@ class LocalFilesystem:
             if not os.access(place.name, os.X_OK, dir_fd=place.dir_fd, follow_symlinks=False):
                 raise FilesystemError(
                     f"{path}: Permission denied; the server may not search this directory "
-                    "(entering it needs x permission on it); ask its admin"
+                    "(entering it needs x permission on it); ask its admin",
+                    errno.EACCES,
+                    path,
                 )
 
     def list_dir(self, path: str) -> list[FileFacts]:
@@ -496,7 +501,7 @@ def _followed_stat(path: str, place: Place) -> os.stat_result:
     """
     info = place.stat()
     if stat.S_ISLNK(info.st_mode):
-        raise FilesystemError(f"{path}: {error_text(errno.ELOOP)}")
+        raise FilesystemError(f"{path}: {error_text(errno.ELOOP)}", errno.ELOOP, path)
     return info
 
 
@@ -508,7 +513,7 @@ def _check_may_replace(path: str, place: Place) -> None:
     owner's, that APPE and REST+STOR (and every server writing in place) refuse.
     """
     if not os.access(place.name, os.W_OK, dir_fd=place.dir_fd, follow_symlinks=False):
-        raise FilesystemError(f"{path}: {error_text(errno.EACCES)}")
+        raise FilesystemError(f"{path}: {error_text(errno.EACCES)}", errno.EACCES, path)
 
 
 def _existing_regular(path: str, place: Place) -> os.stat_result | None:

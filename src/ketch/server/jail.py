@@ -21,6 +21,7 @@ jail is the lower layer and raises them; ``filesystem`` re-exports them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -60,16 +61,39 @@ class FilesystemError(Exception):
     """A file operation failed; ``str(error)`` is the text for the 550 reply.
 
     The text names the *virtual* path only, never a real one, so it can be
-    sent to the client as it is.
+    sent to the client as it is. When the OS refused, the error is made as
+    ``FilesystemError(text, errno, virtual)``: ``errno`` says why and
+    ``virtual`` is the path, for the log (see os_errors.CLIENT_ERRORS); a
+    refusal of the server's own (a reserved name, say) has ``errno`` None.
+
+    The facts ride in ``args``, without an ``__init__`` of ours: a missing name
+    is an everyday failure (STOR asks whether its target is a directory), and a
+    Python-level ``__init__`` would double what each costs.
     """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    @property
+    def errno(self) -> int | None:
+        """The OS's error number behind the refusal; None if the OS did not refuse."""
+        code: int | None = self.args[1] if len(self.args) > 2 else None
+        return code
+
+    @property
+    def virtual(self) -> str:
+        """The virtual path refused (for the log); "" unless given."""
+        path: str = self.args[2] if len(self.args) > 2 else ""
+        return path
 
 
 class PathEscapeError(FilesystemError):
     """The path leads outside the user's home, usually through a symlink."""
 
     def __init__(self, virtual: str) -> None:
-        super().__init__(f"{virtual}: Permission denied (outside your home directory)")
-        self.virtual = virtual
+        super().__init__(
+            f"{virtual}: Permission denied (outside your home directory)", None, virtual
+        )
 
 
 def _check_encodable(virtual: str) -> None:
@@ -221,7 +245,8 @@ class Jail:
         try:
             fd = os.open(directory, _DIRECTORY_FLAGS)
         except OSError as error:
-            raise FilesystemError(f"{virtual}: {error_text(error.errno)}") from error
+            text, code = error_text(error.errno), error.errno or errno.EIO
+            raise FilesystemError(f"{virtual}: {text}", code, virtual) from error
         try:
             where = os.readlink(f"{_FD_PATHS}/{fd}")
         except FileNotFoundError:
@@ -229,7 +254,8 @@ class Jail:
         except BaseException as error:
             os.close(fd)
             if isinstance(error, OSError):
-                raise FilesystemError(f"{virtual}: {error_text(error.errno)}") from error
+                text, code = error_text(error.errno), error.errno or errno.EIO
+                raise FilesystemError(f"{virtual}: {text}", code, virtual) from error
             raise
         else:
             if not self.contains(where):

@@ -273,7 +273,7 @@ class ListingWorkers:
         except _DirectoryError as error:
             if error.code in _WORKER_SHORTAGES:
                 return None
-            raise FilesystemError(f"{path}: {error.reason}") from None
+            raise FilesystemError(f"{path}: {error.reason}", error.code, path) from None
         finally:
             os.close(directory.fd)
 

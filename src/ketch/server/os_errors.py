@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["error_text", "listing_error_text"]
+__all__ = ["CLIENT_ERRORS", "error_text", "listing_error_text"]
 
 #: What to do about the errors a client can cause, after the OS's wording of each.
 _ADVICE = {
@@ -31,6 +31,23 @@ _ADVICE = {
     errno.EBUSY: "the server is using it; try again later",
 }
 
+
+#: The errors a client causes by what it asks (a name that is not there, or is taken):
+#: its 550 says all there is, and clients probe for files all day, so the log has
+#: them at DEBUG only. Any other (permissions, a link loop, a full disk, I/O) is the
+#: admin's to fix and logged as a warning.
+CLIENT_ERRORS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.ENOTEMPTY,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.EINVAL,
+        errno.EXDEV,
+    }
+)
 
 #: What to do when a listing is refused: it reads the directory's names (r) and looks each up (x).
 _LISTING_DENIED = (

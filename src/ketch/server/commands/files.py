@@ -127,7 +127,9 @@ async def modification_time(session: Session, argument: str) -> None:
     except FilesystemError as error:
         if _MDTM_SETTER.match(argument):  # "MDTM <time> <path>", some clients' MFMT
             raise FilesystemError(
-                f"{error}; to set a file's time, send MFMT YYYYMMDDHHMMSS <path>"
+                f"{error}; to set a file's time, send MFMT YYYYMMDDHHMMSS <path>",
+                error.errno,
+                error.virtual,
             ) from error
         raise
     if facts.kind != "file":
