@@ -37,8 +37,15 @@ __all__ = [
     "read_toml",
 ]
 
-# Keys whose values must never be echoed: people paste passwords into them.
-_SECRET_KEYS = frozenset({"users.password_hash"})
+# Values that must never be echoed: people paste passwords into them. Under users,
+# only the text of the keys below is shown (a password may sit in a misspelt key, a
+# bare string or a [users] table); anywhere, no value of a key named like a secret.
+_SHOWN_USER_KEYS = frozenset(UserConfig.model_fields) - {"password_hash"}
+_SECRET_NAME = re.compile(
+    r"(?:^|[_-])(?:pass|passwd|password|passphrase|hash|secret|token|credentials?)(?:$|[_-])",
+    re.IGNORECASE,
+)
+_NOT_SHOWN = "(not shown)"
 
 
 class ConfigError(Exception):
@@ -207,16 +214,36 @@ def _rule_for(loc: tuple[str | int, ...]) -> str | None:
     return None
 
 
-def _render(value: Any, limit: int = 80) -> str:
-    """A value as it would look in TOML, shortened if long."""
-    if isinstance(value, bool):
+def _is_secret(names: Sequence[str], value: Any) -> bool:
+    """Whether ``value``, at the key path ``names`` (list indices left out), may be a secret."""
+    if any(_SECRET_NAME.search(name) for name in names):
+        return True
+    if names and names[0] == "users" and isinstance(value, str):
+        return len(names) < 2 or names[1] not in _SHOWN_USER_KEYS
+    return False
+
+
+def _key_names(key: str) -> list[str]:
+    """A key's path, list indices left out: "users[0].home" -> ["users", "home"]."""
+    return [name for name in re.split(r"\.|\[\d+\]", key) if name]
+
+
+def _render(value: Any, names: Sequence[str] = (), limit: int = 80) -> str:
+    """A value as it would look in TOML, shortened if long, with secrets not shown.
+
+    ``names`` is the value's key path: what may be a secret depends on where it sits.
+    """
+    if isinstance(value, list | tuple):
+        text = "[" + ", ".join(_render(item, names, limit) for item in value) + "]"
+    elif isinstance(value, dict):
+        items = (f"{k} = {_render(v, [*names, str(k)], limit)}" for k, v in value.items())
+        text = "{" + ", ".join(items) + "}"
+    elif _is_secret(names, value):
+        text = _NOT_SHOWN
+    elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, str | Path):
         text = repr(str(value))
-    elif isinstance(value, list | tuple):
-        text = "[" + ", ".join(_render(item, limit) for item in value) + "]"
-    elif isinstance(value, dict):
-        text = "{" + ", ".join(f"{k} = {_render(v, limit)}" for k, v in value.items()) + "}"
     else:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -253,6 +280,12 @@ def _describe(detail: ErrorDetails, source: str) -> str:
         message = detail["msg"]
     elif kind == "value_error" and "error" in context:
         message = str(context["error"])
+    elif loc == ("users",) and isinstance(value, dict):
+        # [users] where [[users]] was meant: TOML made one table of the account's keys.
+        message = (
+            "is one [users] table, but accounts are a list of tables: write the header as "
+            "[[users]] (double brackets), once before each account"
+        )
     elif kind == "finite_number":
         # TOML has inf and nan; the rule alone ("greater than 0") would seem to allow inf.
         message = f"is not a finite number; {_rule_for(loc) or 'give a finite number'}"
@@ -263,6 +296,7 @@ def _describe(detail: ErrorDetails, source: str) -> str:
         # A check of the whole configuration that names no key: its input is every
         # setting, which as "= {...}" would bury the message.
         return f"{source}: {message}"
-    rule_key = re.sub(r"\[\d+\]", "", key)
-    shown = "(value not shown)" if rule_key in _SECRET_KEYS else f"= {_render(value)}"
+    shown = f"= {_render(value, _key_names(key))}"
+    if shown == f"= {_NOT_SHOWN}":
+        shown = "(value not shown)"
     return f"{source}: {key} {shown}: {message}"

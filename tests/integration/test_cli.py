@@ -43,6 +43,42 @@ def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert "pasive_ports" in result.stderr and "passive_ports" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # [users] (one table) where [[users]] (a list of tables) was meant.
+        '[users]\nname = "bob"\npassword_hash = "MyS3cretPassw0rd"\nhome = "srv"\n',
+        'users = ["bob:MyS3cretPassw0rd"]\n',
+        'users = [["bob", "MyS3cretPassw0rd"]]\n',
+        '[[users]]\nname = "bob"\nhome = "srv"\npassword_hash = ["MyS3cretPassw0rd"]\n',
+    ],
+    ids=["table", "string", "pair", "list"],
+)
+def test_config_check_never_shows_a_password_put_in_the_wrong_place(
+    tmp_path: Path, text: str
+) -> None:
+    (tmp_path / "srv").mkdir()
+    config = tmp_path / "ketch.toml"
+    config.write_text(text)
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert "MyS3cretPassw0rd" not in result.stdout + result.stderr
+    assert f"{config}: users" in result.stderr, result.stderr
+    assert "not shown" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_users_as_one_table_shows_its_keys_but_not_the_password(tmp_path: Path) -> None:
+    (tmp_path / "srv").mkdir()
+    config = tmp_path / "ketch.toml"
+    config.write_text('[users]\nname = "bob"\npassword_hash = "MyS3cretPassw0rd"\nhome = "srv"\n')
+    result = run("config", "check", str(config))
+    assert result.stderr.strip() == (
+        f"Error: {config}: users = {{name = 'bob', password_hash = (not shown), "
+        "home = 'srv'}: is one [users] table, but accounts are a list of tables: write "
+        "the header as [[users]] (double brackets), once before each account"
+    )
+
+
 def test_config_check_also_finds_what_serve_looks_up_at_start(tmp_path: Path) -> None:
     config = tmp_path / "ketch.toml"
     config.write_text(

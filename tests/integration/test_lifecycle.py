@@ -386,6 +386,23 @@ def test_sighup_with_an_invalid_file_keeps_the_old_configuration(
     before.quit()
 
 
+def test_a_reload_never_logs_a_password_put_in_the_wrong_place(
+    start_server: StartServer,
+) -> None:
+    server, port, config = start_server()
+    root = server_root(config)
+    text = config_text(port, Path(root), [])
+    config.write_text(
+        text + f'[users]\nname = "bob"\npassword_hash = "MyS3cretPassw0rd"\nhome = "{root}"\n'
+    )
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("not applied (1 problem(s))", start=mark)
+    problems = "".join(server.stderr[mark:])
+    assert "MyS3cretPassw0rd" not in problems
+    assert "users = {name = 'bob', password_hash = (not shown)" in problems
+
+
 def test_a_reload_that_only_holds_with_a_restart_only_change_is_refused(
     start_server: StartServer,
 ) -> None:

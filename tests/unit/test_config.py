@@ -473,6 +473,25 @@ def test_password_hash_must_be_argon2_and_is_never_echoed(tmp_path: Path) -> Non
     assert "not a complete argon2 hash" in problem
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("users", {"name": "alice", "password_hash": "hunter2-secret"}),
+        ("users", ["alice:hunter2-secret"]),
+        ("users", "alice:hunter2-secret"),
+        ("users", [[{"name": "alice", "pass": "hunter2-secret"}]]),
+        ("anonymous", [{"enabled": True, "password": "hunter2-secret"}]),
+        ("masquerade_map", {"10.0.0.0/8": {"secret": "hunter2-secret"}}),
+        ("banner", {"api_token": "hunter2-secret"}),
+    ],
+)
+def test_a_secret_is_never_echoed_at_any_depth(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={key: value})
+    assert "hunter2-secret" not in str(caught.value)
+    assert "not shown" in str(caught.value)
+
+
 def test_missing_user_keys_are_named(tmp_path: Path) -> None:
     problems = _users_problems(tmp_path, {"name": "alice"})
     assert any(
