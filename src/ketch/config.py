@@ -16,7 +16,7 @@ import os
 import pwd
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +123,103 @@ def read_toml(path: Path) -> dict[str, Any]:
         ) from None
     try:
         # utf-8-sig: a byte-order mark (as Windows editors write) is dropped, not an error.
-        return tomllib.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"{path}: not UTF-8 text (bad byte at offset {error.start}); save the file as UTF-8"
         ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        message = str(error)
-        match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-        if match is None:
-            raise ConfigError(f"{path}: invalid TOML: {message}; fix the syntax") from None
-        reason = message[: match.start()]
-        raise ConfigError(
-            f"{path}:{match[1]}: invalid TOML at column {match[2]}: {reason}; "
-            "fix the syntax on that line"
-        ) from None
+        raise ConfigError(_toml_problem(path, text, str(error))) from None
+
+
+def _toml_problem(path: Path, text: str, message: str) -> str:
+    """tomllib's complaint as one line naming the file and line, and what to do."""
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match is None:
+        return f"{path}: invalid TOML: {message}; fix the syntax"
+    reason, number = message[: match.start()], int(match[1])
+    if reason.startswith(("Cannot overwrite a value", "Cannot declare")):
+        # tomllib says neither which key nor where it was first: the lines do.
+        twice = _given_twice(text.splitlines(), number)
+        if twice is not None:
+            return f"{path}:{number}: {twice}"
+    where = f"{path}:{number}: invalid TOML at column {match[2]}"
+    return f"{where}: {reason}; fix the syntax on that line"
+
+
+# A TOML key as written (bare, quoted, dotted), and a table header.
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')"""
+_DOTTED_KEY = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_KEY_LINE = re.compile(rf"\s*({_DOTTED_KEY})\s*=")
+_HEADER_LINE = re.compile(rf"\s*(\[\[?)\s*({_DOTTED_KEY})\s*\]")
+
+
+def _plain_key(written: str) -> str:
+    """A key as TOML means it: ' "name" . a' -> 'name.a'; a part that is no bare key quoted."""
+    parts = re.findall(_KEY_PART, written)
+    plain = (part[1:-1] if part[0] in "\"'" else part for part in parts)
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in plain)
+
+
+def _header(line: str) -> str | None:
+    """A table header line as "[anonymous]" or "[[users]]"; None for another line."""
+    match = _HEADER_LINE.match(line)
+    if match is None:
+        return None
+    brackets = match[1]
+    return f"{brackets}{_plain_key(match[2])}{brackets.replace('[', ']')}"
+
+
+def _given_twice(lines: list[str], number: int) -> str | None:
+    """What line ``number`` (1-based) gives a second time, and what to do; None if unclear."""
+    line = lines[number - 1] if 0 < number <= len(lines) else ""
+    header = _header(line)
+    if header is not None:
+        return _table_twice(lines, number, header)
+    key = _KEY_LINE.match(line)
+    if key is None:
+        return None
+    name = _plain_key(key[1])
+    start = max((i for i in range(number - 1) if _header(lines[i])), default=-1)
+    table = f" in {_header(lines[start])}" if start >= 0 else ""
+    section = range(start + 1, number - 1)
+    if (earlier := _earlier_key(lines, section, name.__eq__)) is not None:
+        return f"{name} is set twice{table} (also on line {earlier}); remove one of them"
+    for parent in (name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1)):
+        if (earlier := _earlier_key(lines, section, parent.__eq__)) is not None:
+            return (
+                f"{name} needs {parent} to be a table, but line {earlier} sets {parent} to a "
+                f"value{table}; rename or remove one of them"
+            )
+    return f"{name} is set twice{table}; remove one of them"
+
+
+def _earlier_key(lines: list[str], section: range, wanted: Callable[[str], bool]) -> int | None:
+    """The number of the first line in ``section`` (indices) setting a key ``wanted`` likes."""
+    for index in section:
+        match = _KEY_LINE.match(lines[index])
+        if match is not None and wanted(_plain_key(match[1])):
+            return index + 1
+    return None
+
+
+def _table_twice(lines: list[str], number: int, header: str) -> str:
+    name = header.strip("[]")
+    before = range(number - 1)
+    if header.startswith("[["):
+        return f"{header} follows a value or table named {name}; rename or remove one of them"
+    if (earlier := next((i + 1 for i in before if _header(lines[i]) == header), None)) is None:
+        # Not a header: a dotted key (anonymous.enabled = ...) made the table, or a value.
+        if (earlier := _earlier_key(lines, before, name.__eq__)) is not None:
+            return (
+                f"[{name}] names a table, but {name} is set to a value on line {earlier}; "
+                "rename or remove one of them"
+            )
+        earlier = _earlier_key(lines, before, lambda key: key.startswith(f"{name}."))
+    also = f" (also on line {earlier})" if earlier else ""
+    return f"the table {header} is declared twice{also}; put its keys under one {header} header"
 
 
 def _unreadable_advice(error: OSError) -> str:

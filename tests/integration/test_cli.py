@@ -79,6 +79,16 @@ def test_users_as_one_table_shows_its_keys_but_not_the_password(tmp_path: Path) 
     )
 
 
+def test_a_key_set_twice_is_named_with_the_line_to_remove(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text("port = 21\nport = 22\n")
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"Error: {config}:2: port is set twice (also on line 1); remove one of them"
+    )
+
+
 def test_config_check_also_finds_what_serve_looks_up_at_start(tmp_path: Path) -> None:
     config = tmp_path / "ketch.toml"
     config.write_text(

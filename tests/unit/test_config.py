@@ -258,6 +258,56 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert "fix the syntax" in problem
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("port = 21\nport = 22\n", "2: port is set twice (also on line 1); remove one of them"),
+        (
+            "port = 21\n[anonymous]\nenabled = true\n  enabled=false\n",
+            "4: enabled is set twice in [anonymous] (also on line 3); remove one of them",
+        ),
+        (
+            '[[users]]\nname = "a"\n[[users]]\nname = "b"\nhome = "x"\n"name" = "c"\n',
+            "6: name is set twice in [[users]] (also on line 4); remove one of them",
+        ),
+        (
+            '[masquerade_map]\n"10.0.0.0/8" = "a"\n"10.0.0.0/8" = "b"\n',
+            '3: "10.0.0.0/8" is set twice in [masquerade_map] (also on line 2); remove one of them',
+        ),
+        (
+            "[anonymous]\nenabled = true\n\n[ anonymous ]\nhome = 'x'\n",
+            "4: the table [anonymous] is declared twice (also on line 1); "
+            "put its keys under one [anonymous] header",
+        ),
+        (
+            "port = 21\n[port]\n",
+            "2: [port] names a table, but port is set to a value on line 1; "
+            "rename or remove one of them",
+        ),
+        (
+            "anonymous.enabled = true\n[anonymous]\n",
+            "2: the table [anonymous] is declared twice (also on line 1); "
+            "put its keys under one [anonymous] header",
+        ),
+    ],
+    ids=[
+        "top-level",
+        "table",
+        "users-entry",
+        "quoted",
+        "table-twice",
+        "table-over-value",
+        "dotted-then-table",
+    ],
+)
+def test_a_key_or_table_given_twice_is_named_with_both_lines(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "ketch.toml"
+    (problem,) = _problems_in(path, text)
+    assert problem == f"{path}:{expected}"
+
+
 def test_unreadable_or_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the configuration file"):
         load_config(tmp_path / "missing.toml")
