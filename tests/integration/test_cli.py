@@ -112,6 +112,20 @@ def test_config_check_prints_the_warnings_serve_would_log(tmp_path: Path) -> Non
     assert result.stdout.strip() == f"{config}: ok, with 3 warning(s)"
 
 
+def test_config_check_warns_of_a_masquerade_name_that_resolves_to_a_private_address(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\nmasquerade_address = "localhost"\n')
+    result = run("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"{config}: warning: masquerade_address localhost (127.0.0.1) is not a public address"
+        in result.stderr
+    )
+    assert result.stdout.strip() == f"{config}: ok, with 1 warning(s)"
+
+
 def test_config_check_warns_about_an_expired_certificate(tmp_path: Path) -> None:
     issued = trustme.CA().issue_cert(
         "127.0.0.1",

@@ -513,17 +513,17 @@ def config_check(path: Path) -> None:
             refuse_unbindable_passive_ports(checked)
         except PrivilegeError as error:
             problems.append(f"{path}: {error}")
+    resolved: dict[str, str] = {}
     try:
-        MasqueradePolicy.from_config(checked)
+        resolved = MasqueradePolicy.from_config(checked).resolved_names()
     except ValueError as error:
         problems.append(f"{path}: {error}")
     if problems:
         raise click.ClickException("\n".join(problems))
     # And what it warns about: contradictions that leave it serving, but not well.
     slices = split_ports(checked.passive_ports, checked.workers) if checked.workers > 1 else []
-    report = setup_report(
-        checked, host=checked.resolved_listen_address(), port=checked.port, slices=slices
-    )
+    host = checked.resolved_listen_address()
+    report = setup_report(checked, host=host, port=checked.port, slices=slices, resolved=resolved)
     warnings = [*report.warnings]
     if (dates := _certificate_dates_warning(checked)) is not None:
         warnings.append(dates)
