@@ -126,6 +126,16 @@ def test_config_check_warns_of_a_masquerade_name_that_resolves_to_a_private_addr
     assert result.stdout.strip() == f"{config}: ok, with 1 warning(s)"
 
 
+def test_config_check_warns_when_nobody_can_log_in(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\n[anonymous]\nenabled = false\n')
+    result = run("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"{config}: warning: nobody can log in: anonymous access is off" in result.stderr
+    assert "add --user NAME:PASSWORD or a [[users]] entry" in result.stderr
+    assert result.stdout.strip() == f"{config}: ok, with 1 warning(s)"
+
+
 def test_config_check_warns_about_an_expired_certificate(tmp_path: Path) -> None:
     issued = trustme.CA().issue_cert(
         "127.0.0.1",

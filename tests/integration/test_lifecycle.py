@@ -336,6 +336,17 @@ def test_a_reload_logs_what_it_changed_and_its_set_up_warnings(start_server: Sta
     assert " WARNING " in warning
 
 
+def test_a_reload_that_leaves_nobody_able_to_log_in_says_so(start_server: StartServer) -> None:
+    server, port, config = start_server()
+    root = Path(server_root(config))
+    config.write_text(config_text(port, root, []) + "\n[anonymous]\nenabled = false\n")
+    mark = len(server.stderr)
+    server.signal(signal.SIGHUP)
+    server.wait_for("reload: changed: ", start=mark)
+    warning = server.wait_for("reload: set-up: nobody can log in", start=mark)
+    assert " WARNING " in warning and "[[users]]" in warning
+
+
 def test_a_remembered_password_stops_working_when_a_reload_changes_it(
     start_server: StartServer,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,14 @@ def test_defaults_give_no_warning_and_describe_range_advertising_and_source() ->
     assert "local address (no masquerade_address)" in text
     assert "source port auto (2120 when permitted" in text
     assert all(line.startswith("  ") for line in result.lines)
+
+
+def test_no_anonymous_access_and_no_accounts_is_warned(tmp_path: Path) -> None:
+    result = report(anonymous={"enabled": False})
+    assert warned(result, "nobody can log in", "--user NAME:PASSWORD", "[[users]]")
+    user = {"name": "alice", "password_hash": "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA"}
+    accounts = [{**user, "home": str(tmp_path)}]
+    assert not report(anonymous={"enabled": False}, users=accounts).warnings
 
 
 def test_masquerade_and_map_are_shown_most_specific_first_with_resolved_names() -> None:

@@ -354,15 +354,10 @@ def _describe(
         who = f"anonymous {'read-write' if writable else 'read-only'}"
     else:
         who = "no anonymous access"
-    warnings = []
     if config.users:
         who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
     elif not anonymous.enabled:
         who += " and no accounts"
-        warnings.append(
-            "nobody can log in: anonymous access is off and there are no accounts; "
-            "add --user NAME:PASSWORD or a [[users]] entry, or allow anonymous access"
-        )
     data = setup_report(
         config,
         host=host,
@@ -370,7 +365,7 @@ def _describe(
         slices=[ports for _, ports in workers],
         resolved=resolved,
     )
-    warnings += data.warnings
+    warnings = data.warnings
     for warning in warnings:
         log.warning("set-up: %s", warning)
     client_host = (

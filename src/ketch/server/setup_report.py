@@ -1,11 +1,13 @@
-"""The data-connection part of the start-up summary, and the warnings about it.
+"""The data-connection part of the start-up summary, and the set-up warnings.
 
 Most FTP trouble is data connections that cannot be made, and most of that
 is a configuration that contradicts itself or the network: a passive range
 too small for the sessions allowed, a range the control port sits in, a
 masquerade address nobody outside can reach. Saying so at start-up, in the
 admin's terms (the keys to change), is cheaper than a user's bug report.
-Pure: the caller prints the lines and logs the warnings.
+The warnings (also one about logins nobody can make) are the ones `ketch serve`,
+`ketch config check` and a reload share. Pure: the caller prints the lines and
+logs the warnings.
 """
 
 from __future__ import annotations
@@ -50,10 +52,19 @@ def setup_report(
     """
     resolved = resolved or {}
     report = SetupReport()
+    _logins(config, report)
     _passive(config, port, slices, report)
     _advertised(config, host, resolved, report)
     _active(config, port, report)
     return report
+
+
+def _logins(config: ServerConfig, report: SetupReport) -> None:
+    if not config.users and not config.anonymous.enabled:
+        report.warnings.append(
+            "nobody can log in: anonymous access is off and there are no accounts; "
+            "add --user NAME:PASSWORD or a [[users]] entry, or allow anonymous access"
+        )
 
 
 def _line(report: SetupReport, label: str, text: str) -> None:
