@@ -377,6 +377,42 @@ def test_start_up_warns_when_run_as_cannot_read_the_tls_key_for_reloads(
         assert str(key) in line and "nobody cannot read it" in line and "SIGHUP" in line
 
 
+def test_config_check_warns_of_what_run_as_cannot_read_as_serve_does(
+    public_dir: Path, tmp_path: Path, nobody: pwd.struct_passwd
+) -> None:
+    # A 0600 key of root's, a 0700 root and a 0600 file: serve warns of each once root
+    # is dropped; config check (as root) said ok.
+    subprocess.run(
+        [sys.executable, "-m", "ketch", "cert", "--host", HOST, "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    key = tmp_path / f"{HOST}.key"
+    private = public_dir / "private"
+    private.mkdir(mode=0o700)
+    config = public_dir / "ketch.toml"
+    config.write_text(
+        f'root = "{private}"\npassive_ports = "{PASSIVE_PORTS}"\nmax_connections = 100\n'
+        f'run_as = "nobody"\ntls_certificate = "{tmp_path / f"{HOST}.crt"}"\ntls_key = "{key}"\n'
+    )
+    config.chmod(0o600)
+    result = subprocess.run(
+        [sys.executable, "-m", "ketch", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert f"{config}: warning: root (anonymous) {private}: nobody cannot read it" in warnings[0]
+    assert warnings[1].startswith(f"{config}: warning: nobody cannot read it, so SIGHUP")
+    # tmp_path is root's alone (0700), so the certificate too.
+    assert "warning: tls_certificate " in warnings[2] and "nobody cannot read it" in warnings[2]
+    assert f"warning: tls_key {key}: nobody cannot read it" in warnings[3]
+    assert result.stdout.strip() == f"{config}: ok, with 4 warning(s)"
+
+
 def test_logins_and_reloads_work_after_dropping_root(public_dir: Path) -> None:
     """Password checks and SIGHUP reloads run in worker threads: they must work as nobody."""
     port = low_port_pair()

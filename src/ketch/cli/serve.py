@@ -519,13 +519,28 @@ def config_check(path: Path) -> None:
     slices = split_ports(checked.passive_ports, checked.workers) if checked.workers > 1 else []
     host = checked.resolved_listen_address()
     report = setup_report(checked, host=host, port=checked.port, slices=slices, resolved=resolved)
-    warnings = [*report.warnings]
+    warnings = [*report.warnings, *_run_as_warnings(checked, path)]
     if (dates := _certificate_dates_warning(checked)) is not None:
         warnings.append(dates)
     for warning in warnings:
         click.echo(f"{path}: warning: {warning}", err=True)
     count = len(warnings)
     click.echo(f"{path}: ok" + (f", with {count} warning(s)" if count else ""))
+
+
+def _run_as_warnings(config: ServerConfig, path: Path) -> list[str]:
+    """What serve would warn that run_as cannot read or write once root is dropped
+    (checked only when this process is root, or is run_as)."""
+    from ketch.server.privileges import PrivilegeError, access_problems_as
+
+    if config.run_as is None:
+        return []
+    try:
+        problems = access_problems_as(config, config.run_as, path)
+    except PrivilegeError as error:
+        return [str(error)]
+    # The line about the file itself starts with its name, which the warning gives.
+    return [problem.removeprefix(f"{path}: ") for problem in problems or []]
 
 
 def _certificate_dates_warning(config: ServerConfig) -> str | None:

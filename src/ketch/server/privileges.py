@@ -22,7 +22,7 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ketch.server.auth import Permission, parse_permissions
 from ketch.server.tls import is_generated
@@ -34,6 +34,7 @@ __all__ = [
     "PrivilegeError",
     "RunAs",
     "access_problems",
+    "access_problems_as",
     "drop_privileges",
     "refuse_unbindable_passive_ports",
     "resolve_run_as",
@@ -210,6 +211,58 @@ def access_problems(config: ServerConfig, user: str, config_file: Path | None = 
                 "chmod g+r), or restart to apply changes"
             )
     return problems
+
+
+def access_problems_as(
+    config: ServerConfig, name: str, config_file: Path | None = None
+) -> list[str] | None:
+    """:func:`access_problems` for the user ``name``, as the server would find them after
+    dropping root; None when this process cannot take on that user (it is not root).
+
+    For `ketch config check`, which must not give up root itself: a child process does,
+    as :func:`drop_privileges` would (no supplementary groups), and reports back.
+    """
+    entry = run_as_user(name)
+    if os.geteuid() == entry.pw_uid:
+        return access_problems(config, name, config_file)
+    if os.geteuid() != 0:
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: become the user, check, report, exit
+        _report_access_problems_as(entry, config, config_file, read_end, write_end)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode("utf-8", "surrogateescape")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise PrivilegeError(
+            f"cannot check what run_as {name!r} may read: switching to that user failed; "
+            "check that the user's uid and gid are valid"
+        )
+    return report.split("\0") if report else []
+
+
+def _report_access_problems_as(
+    entry: pwd.struct_passwd,
+    config: ServerConfig,
+    config_file: Path | None,
+    read_end: int,
+    write_end: int,
+) -> NoReturn:
+    """In a forked child: write the access problems of ``entry`` to ``write_end``, exit."""
+    status = 1
+    try:
+        os.close(read_end)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+        problems = access_problems(config, entry.pw_name, config_file)
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write("\0".join(problems).encode("utf-8", "surrogateescape"))
+        status = 0
+    finally:
+        os._exit(status)  # never back into the parent's code, whatever happened
 
 
 def warn_after_drop(config: ServerConfig, target: RunAs, config_file: Path | None) -> None:
