@@ -16,7 +16,8 @@ import os
 import pwd
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ from ketch.config_models import AnonymousConfig, PortRange, ServerConfig, UserCo
 from ketch.config_rules import RULES
 
 __all__ = [
+    "FLAGS",
     "RULES",
     "AnonymousConfig",
     "ConfigError",
+    "Origins",
     "PortRange",
     "ServerConfig",
     "UserConfig",
@@ -56,11 +59,86 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+# -- where a setting came from ---------------------------------------------------
+
+#: The `ketch serve` flag of each key that has one (`ketch firewall` takes some of them,
+#: spelt the same): a problem with a setting given on the command line names its flag.
+FLAGS: dict[str, str] = {
+    "root": "--root",
+    "port": "--port",
+    "listen_address": "--listen",
+    "passive_ports": "--passive-ports",
+    "masquerade_address": "--masquerade-address",
+    "active_source_port": "--active-source-port",
+    "allow_foreign_addresses": "--allow-foreign-addresses",
+    "log_level": "--log-level",
+    "run_as": "--run-as",
+    "workers": "--workers",
+    "event_loop": "--event-loop",
+    "tls_certificate": "--tls-certificate",
+    "tls_key": "--tls-key",
+    "tls_required": "--tls-required",
+    "implicit_tls_port": "--implicit-tls-port",
+}
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where the settings came from, so that a problem says where to fix it: a setting
+    from the file is prefixed by the file's name, one from the command line by
+    "command line" and named by its flag, as are the settings its advice names that the
+    file does not set."""
+
+    path: Path | None = None
+    #: Keys given on the command line (load_config's overrides).
+    given: frozenset[str] = frozenset()
+    #: Keys the file sets.
+    in_file: frozenset[str] = frozenset()
+    #: The flags the given keys came from (empty: a caller that passes keys, not flags).
+    flags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: ServerConfig, path: Path | None, given: Collection[str]) -> Origins:
+        """The origins of ``config``'s settings, loaded from ``path`` with the flags ``given``."""
+        given = frozenset(given)
+        return cls(path, given, frozenset(config.model_fields_set) - given, FLAGS)
+
+    def source(self, key: str | int) -> str:
+        if key in self.given:
+            return "command line"
+        return str(self.path) if self.path is not None else "configuration"
+
+    def named(self, message: str, *, from_command_line: bool) -> str:
+        """``message`` with the settings it names written as flags: those given on the
+        command line, and (in a problem with one) those the file does not set either."""
+        for key, flag in self.flags.items():
+            # Keys without "_" (root, port) are ordinary words too: left alone.
+            by_flag = key in self.given or (from_command_line and key not in self.in_file)
+            if by_flag and "_" in key:
+                message = re.sub(rf"(?<![\w.-]){key} = ", f"{flag} ", message)
+                message = re.sub(rf"(?<![\w.-]){key}(?![\w-])", flag, message)
+        return message
+
+    def locate(self, message: str) -> str:
+        """A start-up problem whose message starts with its setting ("run_as = 'x': ...",
+        "passive_ports 900-999 starts ..."), prefixed by where that setting came from."""
+        match = re.match(r"[a-z_]+", message)
+        key = match[0] if match and match[0] in ServerConfig.model_fields else ""
+        from_command_line = key in self.given
+        named = self.named(message, from_command_line=from_command_line)
+        if from_command_line or self.path is not None:
+            return f"{self.source(key)}: {named}"
+        return named
+
+
 # -- loading -------------------------------------------------------------------
 
 
 def load_config(
-    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    flags: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Read ``path`` (TOML) if given, apply ``overrides`` on top, and validate.
 
@@ -69,21 +147,18 @@ def load_config(
     relative paths in ``overrides`` (command-line flags) are relative to the
     current directory, as a shell user expects. Every key in ``overrides`` is
     applied as given, so callers leave out flags the user did not pass.
+    ``flags`` (``FLAGS``, from the command line) names each override by its flag
+    in the problems, where a library caller's overrides are named by key.
     """
     data: dict[str, Any] = {}
     if path is not None:
         data = read_toml(path)
         _anchor_paths(data, Path(os.path.abspath(path)).parent)
-    override_keys = frozenset(overrides or ())
+    origins = Origins(path, frozenset(overrides or ()), frozenset(data), flags or {})
     data.update(overrides or {})
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as error:
-
-        def source(key: str | int) -> str:
-            if key in override_keys:
-                return "command line"
-            return str(path) if path is not None else "configuration"
 
         def key_of(detail: ErrorDetails) -> str | int:
             if detail["loc"]:
@@ -93,7 +168,8 @@ def load_config(
             return re.split(r"[.\[]", named, maxsplit=1)[0]
 
         problems = [
-            _describe(detail, source(key_of(detail))) for detail in error.errors(include_url=False)
+            _describe(detail, origins.source(key_of(detail)), origins)
+            for detail in error.errors(include_url=False)
         ]
         raise ConfigError(problems) from None
 
@@ -346,7 +422,7 @@ def _unknown_key(loc: tuple[str | int, ...]) -> str:
     return f"{_key(loc)}: unknown key; {advice}"
 
 
-def _describe(detail: ErrorDetails, source: str) -> str:
+def _describe(detail: ErrorDetails, source: str, origins: Origins | None = None) -> str:
     """One line for one pydantic error: where, which key, which value, what is allowed."""
     loc = tuple(detail["loc"])
     kind = detail["type"]
@@ -374,11 +450,20 @@ def _describe(detail: ErrorDetails, source: str) -> str:
     else:
         message = _rule_for(loc) or detail["msg"]
 
+    origins = origins or Origins()
+    names = _key_names(key)
+    from_command_line = bool(names) and names[0] in origins.given
+    message = origins.named(message, from_command_line=from_command_line)
     if not key:
         # A check of the whole configuration that names no key: its input is every
         # setting, which as "= {...}" would bury the message.
         return f"{source}: {message}"
-    shown = f"= {_render(value, _key_names(key))}"
+    flag = origins.flags.get(key) if from_command_line else None
+    if flag is not None:
+        # As it was typed: --root '/srv/ftp', --allow-foreign-addresses.
+        shown = flag if value is True else f"{flag} {_render(value, names)}"
+        return f"{source}: {shown}: {message}"
+    shown = f"= {_render(value, names)}"
     if shown == f"= {_NOT_SHOWN}":
         shown = "(value not shown)"
     return f"{source}: {key} {shown}: {message}"

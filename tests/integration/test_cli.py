@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ftplib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -177,7 +178,8 @@ def test_a_tilde_naming_no_user_is_an_error_not_a_traceback(tmp_path: Path) -> N
     ):
         result = run(*args)
         assert result.returncode != 0
-        assert "root = '~no-such-user-for-ketch" in result.stderr, args
+        setting = "--root '" if "serve" in args else "root = '"  # a flag is named as typed
+        assert setting + "~no-such-user-for-ketch" in result.stderr, args
         assert "no such user for '~no-such-user-for-ketch'; write the full path" in result.stderr
         assert "Traceback" not in result.stderr
 
@@ -236,10 +238,119 @@ def test_a_user_flag_clashing_with_a_configured_user_names_the_flag_and_the_file
     )
 
 
+SERVE_HERE = ["serve", "--port", "0", "--listen", "127.0.0.1"]
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The last stderr line of a ketch command that must have failed."""
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_setting_from_the_command_line_is_named_by_its_flag(tmp_path: Path) -> None:
+    result = run(*SERVE_HERE, "--root", str(tmp_path), "--tls-required", "control")
+    assert error_line(result) == (
+        "Error: command line: --tls-required 'control': needs a certificate: set "
+        "--tls-certificate (and --tls-key) to a pair from `ketch cert --host NAME`, or "
+        "serve with --tls for a generated self-signed one"
+    )
+    missing = tmp_path / "no-such-dir"
+    result = run(*SERVE_HERE, "--root", str(missing))
+    assert error_line(result) == (
+        f"Error: command line: --root '{missing}': no such directory; "
+        "create it or choose an existing directory"
+    )
+
+
+def test_a_setting_from_the_file_is_prefixed_by_the_file_name(tmp_path: Path) -> None:
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\ntls_required = "control"\n')
+    result = run(*SERVE_HERE, "--config", str(config))
+    assert error_line(result) == (
+        f"Error: {config}: tls_required = 'control': needs a certificate: set "
+        "tls_certificate (and tls_key) to a pair from `ketch cert --host NAME`, or "
+        "serve with --tls for a generated self-signed one"
+    )
+
+
+def test_a_user_flag_without_a_password_names_the_flag_and_hides_the_password() -> None:
+    result = run(*SERVE_HERE, "--user", "alice")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "Error: Invalid value for '--user': 'alice' has no password; write it as NAME:PASSWORD"
+    )
+    result = run(*SERVE_HERE, "--user", ":s3cret")
+    assert error_line(result) == (
+        "Error: Invalid value for '--user': the name before ':' is empty; write it as NAME:PASSWORD"
+    )
+    assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "flags", "file_error", "flag_error"),
+    [
+        (
+            'run_as = "no-such-user-here"',
+            ["--run-as", "no-such-user-here"],
+            "run_as = 'no-such-user-here': no such user on this system; name an existing user",
+            "--run-as 'no-such-user-here': no such user on this system; name an existing user",
+        ),
+        (
+            'masquerade_address = "no-such-host.invalid"',
+            ["--masquerade-address", "no-such-host.invalid"],
+            "masquerade_address 'no-such-host.invalid' does not resolve to an IPv4 address",
+            "--masquerade-address 'no-such-host.invalid' does not resolve to an IPv4 address",
+        ),
+        (
+            '[masquerade_map]\n"10.0.0.0/8" = "no-such-host.invalid"',
+            None,
+            "masquerade_map[\"10.0.0.0/8\"] 'no-such-host.invalid' does not resolve",
+            None,
+        ),
+        (
+            'run_as = "nobody"\npassive_ports = "900-999"',
+            ["--run-as", "nobody", "--passive-ports", "900-999"],
+            "passive_ports 900-999 starts below 1024, the lowest port nobody may bind once "
+            "root is dropped (run_as), so every PASV and EPSV would fail",
+            "--passive-ports 900-999 starts below 1024, the lowest port nobody may bind once "
+            "root is dropped (--run-as), so every PASV and EPSV would fail",
+        ),
+    ],
+    ids=["run_as", "masquerade_address", "masquerade_map", "passive_ports"],
+)
+def test_a_start_up_problem_says_where_its_setting_came_from(
+    tmp_path: Path, toml: str, flags: list[str] | None, file_error: str, flag_error: str | None
+) -> None:
+    if "nobody" in toml:
+        _skip_unless_nobody_is_refused_port_900()
+    config = tmp_path / "ketch.toml"
+    config.write_text(f'root = "{tmp_path}"\n{toml}\n')
+    line = error_line(run(*SERVE_HERE, "--config", str(config)))
+    assert line.startswith(f"Error: {config}: {file_error}"), line
+    if flags is not None:
+        line = error_line(run(*SERVE_HERE, "--root", str(tmp_path), *flags))
+        assert line.startswith(f"Error: command line: {flag_error}"), line
+
+
+def _skip_unless_nobody_is_refused_port_900() -> None:
+    """run_as = "nobody" with passive ports 900-999: refused by root, if nobody exists and
+    the kernel keeps ports below 1024 for root (containers may lower the limit to 0)."""
+    if os.geteuid() != 0:
+        pytest.skip("run_as needs the server to start as root")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("there is no user 'nobody' on this system")
+    limit = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    if limit.exists() and int(limit.read_text()) != 1024:
+        pytest.skip("the kernel's lowest unprivileged port is not the usual 1024")
+
+
 def test_bad_flag_value_is_refused_before_listening() -> None:
     result = run("serve", "--port", "2121", "--active-source-port", "banana")
     assert result.returncode != 0
-    assert "active_source_port" in result.stderr and "banana" in result.stderr
+    assert "command line: --active-source-port 'banana': must be 'auto'" in result.stderr
 
 
 def test_a_listening_failure_names_the_port_or_address_at_fault(tmp_path: Path) -> None:

@@ -329,7 +329,9 @@ def test_passive_ports_the_run_as_user_could_not_bind_are_refused_at_start(
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "passive_ports 1000-1100 starts below 1024" in result.stderr, result.stderr
+    assert "command line: --passive-ports 1000-1100 starts below 1024" in result.stderr, (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -14,6 +14,7 @@ import pydantic
 import pytest
 
 from ketch.config import (
+    FLAGS,
     RULES,
     AnonymousConfig,
     ConfigError,
@@ -625,6 +626,45 @@ def test_quick_account_flags_keep_every_setting_of_the_configured_users(tmp_path
     assert (alice.quota_bytes, alice.quota_files, alice.max_sessions) == (10, 3, 2)
     assert (alice.download_rate, alice.upload_rate) == (1000, 2000)
     assert bob.name == "bob" and not changed.anonymous.enabled
+
+
+def test_flags_are_the_serve_and_firewall_options_that_set_each_key() -> None:
+    import click
+
+    from ketch.cli.firewall import firewall
+    from ketch.cli.serve import serve
+
+    def options(command: click.Command) -> dict[str, str]:
+        return {
+            str(param.name): param.opts[0]
+            for param in command.params
+            if param.name in ServerConfig.model_fields and param.name != "users"
+        }  # --user adds to the accounts: its own messages name it
+
+    assert options(serve) == FLAGS
+    assert options(firewall).items() <= FLAGS.items()
+
+
+def test_a_flag_names_its_setting_and_advice_in_flags_and_the_file_its_own_in_keys(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "ketch.toml"
+    config_file.write_text(f'root = "{tmp_path}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, {"tls_required": "control"}, flags=FLAGS)
+    assert str(caught.value).startswith(
+        "command line: --tls-required 'control': needs a certificate: set --tls-certificate "
+        "(and --tls-key) to a pair"
+    )
+    config_file.write_text(f'root = "{tmp_path}"\ntls_key = "{tmp_path}/k.pem"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, {"tls_required": "control"}, flags=FLAGS)
+    # tls_key, the file's, needs a certificate itself (the first problem found): told in
+    # the file's terms.
+    assert str(caught.value).startswith(
+        f"{config_file}: tls_key = '{tmp_path}/k.pem': needs a certificate: set "
+        "tls_certificate (and tls_key) to a pair"
+    )
 
 
 def test_a_whole_config_check_blames_the_flag_that_set_the_key(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def firewall(
     --active-source-port override the file as they do for `ketch serve`, so the
     rules match the server you run.
     """
-    from ketch.config import ConfigError, load_config
+    from ketch.config import FLAGS, ConfigError, load_config
     from ketch.tools.firewall import FirewallError, plan_for, render
 
     if no_ssh and ssh_port is not None:
@@ -104,7 +104,7 @@ def firewall(
     if isinstance(source, str) and source.isdigit():
         overrides["active_source_port"] = int(source)
     try:
-        config = load_config(config_file, overrides)
+        config = load_config(config_file, overrides, flags=FLAGS)
         plan = plan_for(
             config,
             config_file=config_file,

@@ -29,10 +29,17 @@ log = logging.getLogger("ketch.server")
 
 
 def _parse_user(value: str) -> tuple[str, str]:
+    """A --user NAME:PASSWORD; a usage error naming --user (never the password) if not."""
     name, sep, password = value.partition(":")
-    if not sep or not name or not password:
-        raise click.BadParameter(f"{value!r}: write it as NAME:PASSWORD")
-    return name, password
+    if not sep:
+        problem = f"{value!r} has no password"
+    elif not name:
+        problem = "the name before ':' is empty"
+    elif not password:
+        problem = f"{name!r} has an empty password"
+    else:
+        return name, password
+    raise click.BadParameter(f"{problem}; write it as NAME:PASSWORD", param_hint="'--user'")
 
 
 @click.command()
@@ -140,7 +147,7 @@ def serve(
 
     SIGTERM or SIGINT stops gracefully (a second one at once); SIGHUP reloads --config.
     """
-    from ketch.config import ConfigError, load_config
+    from ketch.config import FLAGS, ConfigError, Origins, load_config
     from ketch.server import event_loop
     from ketch.server.listener import ListenError
     from ketch.server.privileges import PrivilegeError
@@ -154,7 +161,7 @@ def serve(
     def build_config() -> ServerConfig:
         """The file with the flags on top; again on every SIGHUP."""
         settings = {**overrides, **_unless_configured(generated, config_file, overrides)}
-        config = load_config(config_file, settings)
+        config = load_config(config_file, settings, flags=FLAGS)
         return _apply_quick_accounts(config, config_file, settings, users, write, no_anonymous)
 
     try:
@@ -180,14 +187,14 @@ def serve(
             event_loop.run(_serve(config, config_file, build_config), config.event_loop)
     except event_loop.EventLoopError as error:
         raise click.ClickException(str(error)) from None
-    except PrivilegeError as error:
-        raise click.ClickException(str(error)) from None
+    except (PrivilegeError, ValueError) as error:
+        # run_as, passive_ports, a masquerade name that does not resolve: say where it is set.
+        origins = Origins.of(config, config_file, overrides)
+        raise click.ClickException(origins.locate(str(error))) from None
     except ListenError as error:
         raise click.ClickException(error.strerror or str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot start the server: {error}") from None
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
 
 
 def _log_to_stderr(level: str) -> None:
@@ -220,7 +227,7 @@ def _apply_quick_accounts(
     """Fold --user/--write/--no-anonymous into the configuration (validated again)."""
     if not users and not write and not no_anonymous:
         return config
-    from ketch.config import load_config
+    from ketch.config import FLAGS, load_config
     from ketch.server.auth import hash_password
 
     quick = [_parse_user(value) for value in users]
@@ -244,7 +251,8 @@ def _apply_quick_accounts(
         anonymous["enabled"] = False
     if write and not users:
         anonymous["permissions"] = ["all"]
-    return load_config(config_file, {**overrides, "users": accounts, "anonymous": anonymous})
+    settings = {**overrides, "users": accounts, "anonymous": anonymous}
+    return load_config(config_file, settings, flags=FLAGS)
 
 
 def _check_quick_names(names: list[str], config: ServerConfig, config_file: Path | None) -> None:

@@ -359,8 +359,9 @@ def settings_problem(config: ServerConfig) -> tuple[str, object, str] | None:
                 return (
                     key,
                     value,
-                    "needs a certificate: set tls_certificate (and tls_key), "
-                    "or create them with `ketch cert --host NAME`",
+                    "needs a certificate: set tls_certificate (and tls_key) to a pair from "
+                    "`ketch cert --host NAME`, or serve with --tls for a generated "
+                    "self-signed one",
                 )
         return None
     if config.implicit_tls_port is not None:
