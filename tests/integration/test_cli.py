@@ -6,6 +6,7 @@ import datetime
 import ftplib
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -437,6 +438,30 @@ def test_config_example_is_a_valid_config(tmp_path: Path) -> None:
     checked = run("config", "check", str(path))
     assert checked.returncode == 0, checked.stderr
     assert "passive_ports" in example.stdout and "masquerade_address" in example.stdout
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: README's placeholders, and real values to check its snippets with.
+PLACEHOLDERS = {'"ftp.example.com"': '"1.1.1.1"'}
+
+
+def readme_toml_snippets() -> list[str]:
+    """Every ```toml block of README.md, placeholders replaced by real values."""
+    snippets = re.findall(r"^```toml\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    for placeholder, value in PLACEHOLDERS.items():
+        snippets = [snippet.replace(placeholder, value) for snippet in snippets]
+    return snippets
+
+
+def test_readme_config_snippets_pass_config_check_without_warnings(tmp_path: Path) -> None:
+    snippets = readme_toml_snippets()
+    assert snippets, "README.md has no ```toml block"
+    for number, snippet in enumerate(snippets, 1):
+        config = tmp_path / f"readme-{number}.toml"
+        config.write_text(snippet)
+        result = run("config", "check", str(config))
+        assert result.returncode == 0, f"{snippet}\n{result.stderr}"
+        assert result.stdout.strip() == f"{config}: ok", f"{snippet}\n{result.stderr}"
 
 
 def test_serve_says_when_nobody_can_log_in(tmp_path: Path) -> None:
