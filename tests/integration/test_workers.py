@@ -315,9 +315,7 @@ def test_sighup_reaches_every_worker(tmp_path: Path, root: Path) -> None:
                 assert sock.recv(1024).startswith(b"220 reloaded")
 
 
-def test_each_worker_logs_the_start_line_a_single_process_logs(
-    tmp_path: Path, root: Path
-) -> None:
+def test_each_worker_logs_the_start_line_a_single_process_logs(tmp_path: Path, root: Path) -> None:
     # What an admin (or a script waiting for the server) greps for: README's start line.
     port = free_port()
     config = write_config(tmp_path, root, passive_ports="21460-21469")
