@@ -414,3 +414,79 @@ def test_active_mode_over_an_ipv4_mapped_address_names_the_ipv4_address(
     assert (tmp_path / "four.txt").read_bytes() == b"mapped\n"
     sent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> EPRT")]
     assert len(sent) == 1 and sent[0].startswith("> EPRT |1|127.0.0.1|"), sent
+
+
+def test_a_failed_epsv_connection_falls_back_to_pasv_for_the_session(
+    make_server: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Behind a TCP forwarder the control peer (127.0.0.3) is not where the passive
+    # ports are: EPSV's port there is refused, PASV's address (127.0.0.1) works.
+    server = make_server()
+    (server.home / "a.txt").write_bytes(b"through PASV\n")
+    listener = socket.create_server(("127.0.0.3", 0))
+    listener.settimeout(30)
+    proxy = threading.Thread(
+        target=forward_one_connection, args=(listener, (server.host, server.port)), daemon=True
+    )
+    proxy.start()
+
+    async def scenario() -> tuple[str, str]:
+        async with Client(
+            "127.0.0.3",
+            listener.getsockname()[1],
+            user=USER,
+            password=PASSWORD,
+            mode="passive",
+            trust_pasv_address=True,
+            data_connect_timeout=5,
+            timeout=20,
+        ) as ftp:
+            first = await ftp.download("a.txt", io.BytesIO())
+            second = await ftp.download("a.txt", io.BytesIO())
+            return first.mode, second.mode
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="ketch.client"):
+            assert run(scenario()) == ("PASV", "PASV")
+    finally:
+        listener.close()
+        proxy.join(30)
+    sent = [r.getMessage() for r in caplog.records if r.name == "ketch.client.transcript"]
+    assert [line for line in sent if line.startswith("> EPSV")] == ["> EPSV"], sent
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("EPSV" in m and "PASV" in m for m in infos), infos
+
+
+def test_when_epsv_and_pasv_connections_both_fail_the_error_names_both(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    server = make_server()
+    listener = socket.create_server(("127.0.0.3", 0))
+    listener.settimeout(30)
+    proxy = threading.Thread(
+        target=forward_one_connection, args=(listener, (server.host, server.port)), daemon=True
+    )
+    proxy.start()
+
+    async def scenario() -> None:
+        async with Client(
+            "127.0.0.3",
+            listener.getsockname()[1],
+            user=USER,
+            password=PASSWORD,
+            mode="passive",  # PASV's 127.0.0.1 is fixed up to the peer: refused too
+            data_connect_timeout=5,
+            timeout=20,
+        ) as ftp:
+            await ftp.list()
+
+    try:
+        with pytest.raises(DataConnectionFailed) as failure:
+            run(scenario())
+    finally:
+        listener.close()
+        proxy.join(30)
+    message = str(failure.value)
+    assert "EPSV" in message and "PASV" in message, message
+    assert failure.value.mode == "PASV"
+    assert "--no-epsv --trust-pasv-address" in failure.value.hint, message

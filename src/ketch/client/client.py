@@ -84,7 +84,8 @@ class Client:
       connection cannot be made, remembered for the rest of the session),
       ``"passive"`` or ``"active"``.
     - ``passive_command``: ``"auto"`` tries EPSV and falls back to PASV when
-      the server refuses it; ``"EPSV"`` or ``"PASV"`` pins one.
+      the server refuses it or its connection cannot be made (then PASV for
+      the rest of the session); ``"EPSV"`` or ``"PASV"`` pins one.
     - ``trust_pasv_address``: connect where a 227 reply says even when that is
       a private address unlike the server's (off: use the server's address).
     - ``active_ports`` / ``active_address``: the local ports to listen on and

@@ -133,6 +133,7 @@ class DataConnector:
         self._tls = tls  # PROT P is in force: every data connection speaks TLS
         self._epsv_refused = settings.passive_command == "PASV"
         self._eprt_refused = settings.active_command == "PORT"
+        self._pasv_advertised: HostPort | None = None  # what the last 227 named
         # The last EPSV/PASV/EPRT/PORT line sent and the reply it got, exactly as
         # they were on the wire: ketch doctor compares them with what the server saw.
         self.last_setup: tuple[str, Reply] | None = None
@@ -188,8 +189,7 @@ class DataConnector:
     # -- passive ---------------------------------------------------------------
 
     async def _open_passive(self, command_line: str) -> OpenedData:
-        target, via = await self._request_passive()
-        sock = await self._connect(target, via)
+        sock, via = await self._connect_passive()
         stream = DataStream(sock, mode=via, stall_timeout=self._control.timeout)
         try:
             reply = await self._start(command_line)
@@ -197,6 +197,49 @@ class DataConnector:
             stream.abort()
             raise
         return OpenedData(stream, reply)
+
+    async def _connect_passive(self) -> tuple[socket.socket, str]:
+        """The passive data connection: EPSV's, else PASV's (as curl, for the session)."""
+        target, via = await self._request_passive()
+        try:
+            return await self._connect(target, via), via
+        except _PassiveUnreachable as error:
+            if via != "EPSV" or self._settings.passive_command == "EPSV":
+                raise
+            epsv_error = error
+        # A forwarder or NAT in front of the server passes the control port only:
+        # EPSV's port is at the control peer, PASV's address may be the right one.
+        log.info(
+            "EPSV's %s; trying PASV for the rest of the session (--no-epsv: from the start)",
+            epsv_error.what,
+        )
+        self._epsv_refused = True
+        try:
+            target, via = await self._request_passive()
+        except _PassiveUnreachable as refusal:  # no PASV here: EPSV's failure is the news
+            log.debug("PASV refused too: %s", refusal.what)
+            raise epsv_error from None
+        try:
+            return await self._connect(target, via), via
+        except _PassiveUnreachable as pasv_error:
+            raise _PassiveUnreachable(
+                f"EPSV's {epsv_error.what}; then PASV's {pasv_error.what}",
+                f"{pasv_error.hint}{self._pasv_address_advice(target)}",
+                mode=via,
+                address=pasv_error.address,
+                cause=pasv_error.cause,
+                remedy=pasv_error.remedy,
+            ) from None
+
+    def _pasv_address_advice(self, target: HostPort) -> str:
+        """Advice when the connection went to the server's address, not the PASV reply's."""
+        advertised = self._pasv_advertised
+        if advertised is None or plain_ip(advertised.host) == plain_ip(target.host):
+            return ""
+        return (
+            f"; or, if {advertised.host} (the address PASV gave) is reachable from here, "
+            "--no-epsv --trust-pasv-address"
+        )
 
     async def _request_passive(self) -> tuple[HostPort, str]:
         """Send EPSV (or PASV) and work out where to connect."""
@@ -221,6 +264,7 @@ class DataConnector:
             advertised = parse_pasv_reply(reply.text)
         except AddressSyntaxError as error:
             raise ProtocolError(f"unreadable PASV reply: {error}", "try --epsv") from None
+        self._pasv_advertised = advertised
         return self._fix_up(advertised), "PASV"
 
     async def _setup_command(self, line: str) -> Reply:
@@ -278,7 +322,7 @@ class DataConnector:
             reason, remedy = self._why_passive_timed_out(target, timeout)
             raise _PassiveUnreachable(
                 f"passive data connection to {address} timed out: {reason}",
-                f"try --active, or {remedy}",
+                f"{self._instead(via)}, or {remedy}",
                 mode=via,
                 address=address,
                 cause="timeout",
@@ -288,14 +332,20 @@ class DataConnector:
             sock.close()
             raise _PassiveUnreachable(
                 f"passive data connection to {address} failed: {_describe(error)}",
-                "try --active, or the server's admin should check its passive port range "
-                "and masquerade_address",
+                f"{self._instead(via)}, or the server's admin should check its passive port "
+                "range and masquerade_address",
                 mode=via,
                 address=address,
                 cause=_cause_of(error),
                 remedy=_passive_connect_remedy(error),
             ) from None
         return sock
+
+    def _instead(self, via: str) -> str:
+        """What to try instead of a passive connection ``via`` that failed."""
+        if via == "EPSV" and self._settings.passive_command == "EPSV":
+            return "try --no-epsv (PASV), or --active"  # pinned: PASV was not tried
+        return "try --active"
 
     def _why_passive_timed_out(self, target: HostPort, timeout: float) -> tuple[str, str]:
         """Why the connection timed out, and the remedy."""
