@@ -24,6 +24,7 @@ from ketch.client import (
     Client,
     DataConnectionFailed,
     FtpError,
+    InvalidArgument,
     PermanentReplyError,
     SyncClient,
 )
@@ -493,3 +494,20 @@ def test_a_stalled_download_fails_after_the_timeout_and_says_so(
     assert "stalled: nothing received for 2 s" in str(error)
     assert "-c resumes a download" in str(error)
     assert size == 64 * MIB  # the session still answers after the stall
+
+
+def leftover_loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("ketch-client-")]
+
+
+def test_contradictory_tls_settings_are_an_ftp_error() -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        SyncClient("127.0.0.1", 21, tls="explicit", cafile="x", verify=False)
+    assert "cafile" in str(refused.value) and "verify" in str(refused.value)
+    assert not leftover_loop_threads()
+
+
+def test_an_unknown_setting_leaves_no_loop_thread_behind() -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        SyncClient("127.0.0.1", 21200, bogus=1)
+    assert not leftover_loop_threads()

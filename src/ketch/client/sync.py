@@ -44,12 +44,13 @@ class SyncClient:
     """
 
     def __init__(self, host: str, port: int | None = None, **settings: Any) -> None:
+        # The Client first: a setting it refuses leaves no loop thread running.
+        self.client = Client(host, port, **settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"ketch-client-{host}", daemon=True
         )
         self._thread.start()
-        self.client = Client(host, port, **settings)
         self._ended = False
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from ketch.client.errors import ConnectFailed, DataConnectionFailed, FtpError
+from ketch.client.errors import ConnectFailed, DataConnectionFailed, FtpError, InvalidArgument
 
 if TYPE_CHECKING:
     from ketch.client.control import ControlConnection
@@ -67,6 +67,13 @@ class TlsSettings:
     verify: bool = True
     context: ssl.SSLContext | None = None
 
+    def __post_init__(self) -> None:
+        if self.cafile is not None and not self.verify and self.context is None:
+            raise InvalidArgument(
+                "cafile and verify=False contradict each other",
+                "pick one: cafile to check the certificate against it, or verify=False",
+            )
+
     def make_context(self) -> ssl.SSLContext:
         """The context for the control connection and every data connection.
 
@@ -75,8 +82,6 @@ class TlsSettings:
         """
         if self.context is not None:
             return self.context
-        if self.cafile is not None and not self.verify:
-            raise ValueError("cafile and verify=False contradict each other; pick one")
         try:
             context = ssl.create_default_context(cafile=self.cafile)
         except (OSError, ssl.SSLError) as error:
