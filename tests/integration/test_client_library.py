@@ -496,6 +496,28 @@ def test_a_stalled_download_fails_after_the_timeout_and_says_so(
     assert size == 64 * MIB  # the session still answers after the stall
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("mode", "Active", "'auto', 'passive', 'active'"),
+        ("mode", "act", "'auto', 'passive', 'active'"),
+        ("passive_command", "pasv", "'auto', 'EPSV', 'PASV'"),
+        ("active_command", "eprt", "'auto', 'EPRT', 'PORT'"),
+        ("tls", "TLS", "'explicit', 'implicit'"),
+    ],
+)
+def test_a_setting_outside_its_choices_is_refused_by_name(
+    name: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Client("127.0.0.1", 21, **{name: value})
+    message = str(refused.value)
+    assert f"{name}={value!r}" in message and allowed in message, message
+    with pytest.raises(InvalidArgument):
+        SyncClient("127.0.0.1", 21, **{name: value})
+    assert not leftover_loop_threads()
+
+
 def leftover_loop_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("ketch-client-")]
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, get_args
 
 from ketch.client import transfers
 from ketch.client.control import INTERRUPTED_WAIT, ControlConnection, being_cancelled
@@ -33,6 +33,7 @@ from ketch.client.data_modes import (
 from ketch.client.errors import (
     NOT_IMPLEMENTED,
     ConnectFailed,
+    InvalidArgument,
     LoginFailed,
     PermanentReplyError,
     ProtocolError,
@@ -73,6 +74,16 @@ _LISTING_FACTS = ("type", "size", "modify")
 
 #: What a refused login says when the server wants the session encrypted.
 _ASKS_FOR_TLS = re.compile(r"\b(TLS|SSL|encrypt\w*|cleartext|AUTH)\b", re.IGNORECASE)
+
+
+def _check_choice(name: str, value: object, choices: object) -> None:
+    """InvalidArgument unless ``value`` is one of the Literal type ``choices``' values."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise InvalidArgument(
+            f"{name}={value!r} is not a choice",
+            f"give one of {', '.join(repr(choice) for choice in allowed)}",
+        )
 
 
 class Client:
@@ -127,6 +138,11 @@ class Client:
         verify: bool = True,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        _check_choice("mode", mode, Mode)
+        _check_choice("passive_command", passive_command, PassiveCommand)
+        _check_choice("active_command", active_command, ActiveCommand)
+        if tls is not None:
+            _check_choice("tls", tls, TlsMode)
         self.host = host
         self.port = port if port is not None else (990 if tls == "implicit" else 21)
         self.tls = (
