@@ -25,7 +25,15 @@ from pathlib import Path
 import pytest
 
 from conftest import PASSWORD, READER, READER_PASSWORD, USER, RunningServer
-from ftp_helpers import KETCH, KETCH_TIMEOUT, free_port, ok, one_error_line, run_ketch
+from ftp_helpers import (
+    KETCH,
+    KETCH_TIMEOUT,
+    command_lines,
+    free_port,
+    ok,
+    one_error_line,
+    run_ketch,
+)
 from peer_servers import PeerServer
 
 TIMEOUT = KETCH_TIMEOUT
@@ -643,3 +651,43 @@ def test_output_to_a_closed_stdout_is_a_local_error_that_says_so(
     assert result.stderr.decode().splitlines() == [
         f"ketch: {what}: stdout is closed; send the output somewhere (> file)"
     ]
+
+
+def refuse_login(listener: socket.socket, reply: bytes) -> None:
+    """One session whose PASS gets ``reply``."""
+    control, _ = listener.accept()
+    control.settimeout(20)
+    with control:
+        control.sendall(b"220 scripted\r\n")
+        for line in command_lines(control):
+            verb = line.partition(" ")[0].upper()
+            answer = {"USER": b"331 password\r\n", "PASS": reply}.get(verb, b"221 bye\r\n")
+            control.sendall(answer)
+            if answer.startswith(b"221"):
+                return
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "advice"),
+    [
+        (b"530 Login incorrect.\r\n", 4, "check the user name and password (in the URL, -u"),
+        (b"530 Too many sessions for this user (1).\r\n", 4, "the server gave its reason"),
+        (b"421 Too many users, try later.\r\n", 7, "refused by 127.0.0.1: 421"),
+    ],
+)
+def test_a_refused_login_gives_the_password_advice_only_without_another_reason(
+    tmp_path: Path, reply: bytes, code: int, advice: str
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(20)
+    server = threading.Thread(target=refuse_login, args=(listener, reply), daemon=True)
+    server.start()
+    try:
+        result = run_ketch(tmp_path, "ls", f"ftp://u:p@127.0.0.1:{listener.getsockname()[1]}/")
+    finally:
+        listener.close()
+        server.join(20)
+    line = one_error_line(result, code)
+    assert advice in line, line
+    if code != 4 or "incorrect" not in line:
+        assert "password" not in line.partition(" — ")[2], line

@@ -33,10 +33,12 @@ from ketch.client.data_modes import (
 from ketch.client.errors import (
     NOT_IMPLEMENTED,
     ConnectFailed,
+    FtpError,
     InvalidArgument,
     LoginFailed,
     PermanentReplyError,
     ProtocolError,
+    TransientReplyError,
     UnreadableListing,
     reply_error,
 )
@@ -84,6 +86,12 @@ def _check_choice(name: str, value: object, choices: object) -> None:
             f"{name}={value!r} is not a choice",
             f"give one of {', '.join(repr(choice) for choice in allowed)}",
         )
+
+
+#: What a refused login says when the password is not the reason (a session limit).
+_GIVES_ANOTHER_REASON = re.compile(
+    r"\b(sessions?|too many|limit\w*|maximum|try (again|later)|later|busy)\b", re.IGNORECASE
+)
 
 
 class Client:
@@ -287,18 +295,27 @@ class Client:
                 f"{self.host} wants an account (ACCT) for {user}", "ketch does not send ACCT"
             )
         if reply.code not in (230, 202):
-            text = " ".join(reply.lines).strip()
-            hint = "check the user name and password (in the URL or ~/.netrc)"
-            if self.tls is None and (reply.code == 534 or _ASKS_FOR_TLS.search(text)):
-                # vsftpd: "must use encryption"; ketch, proftpd: "TLS"; pure-ftpd: "cleartext"
-                hint = "the server wants TLS: use --ftps (or an ftps:// URL)"
-            raise LoginFailed(
-                f"login as {user!r} refused by {self.host}: {reply.code} {text}", hint
-            )
+            raise self._login_refused(user, reply)
         self.user = user
         if self.tls is not None:
             await self._protect_data()
         await self._learn_features()
+
+    def _login_refused(self, user: str, reply: Reply) -> FtpError:
+        """The error for a refused USER/PASS, with the advice the server's reason leaves."""
+        text = " ".join(reply.lines).strip()
+        what = f"login as {user!r} refused by {self.host}: {reply.code} {text}"
+        if reply.code == 421:  # the server turns everyone away for now: temporary
+            error = TransientReplyError("PASS", reply, "try again later")
+            error.what = what  # exit 7, in a login's words
+            return error
+        hint = "check the user name and password (in the URL, -u or ~/.netrc)"
+        if self.tls is None and (reply.code == 534 or _ASKS_FOR_TLS.search(text)):
+            # vsftpd: "must use encryption"; ketch, proftpd: "TLS"; pure-ftpd: "cleartext"
+            hint = "the server wants TLS: use --ftps (or an ftps:// URL)"
+        elif _GIVES_ANOTHER_REASON.search(text):
+            hint = "the server gave its reason: try again later, or close other sessions"
+        return LoginFailed(what, hint)
 
     async def _learn_features(self) -> None:
         reply = await self._control_connection.command("FEAT")
