@@ -176,7 +176,9 @@ def make_server(served_tree: tuple[Path, Path]) -> Iterator[Callable[..., Runnin
                 },
             ],
         }
-        settings.update(overrides)
+        # Anonymous as well as the accounts, as a file must ask for explicitly.
+        anonymous = {"enabled": True, **overrides.pop("anonymous", {})}
+        settings.update(overrides, anonymous=anonymous)
         server, loop, thread = start_server(settings)
         running = RunningServer(server, loop, thread, root, home)
         started.append(running)

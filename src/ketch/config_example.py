@@ -165,9 +165,11 @@ tls_require_session_reuse = true
 # [masquerade_map]
 # "192.168.1.0/24" = "192.168.1.10"
 
-# Anonymous login: user "anonymous" or "ftp", any password.
+# Anonymous login: user "anonymous" or "ftp", any password. Left out, enabled
+# is true only while no accounts are configured (no [[users]], no --user): a
+# server with accounts allows anonymous logins only where this says true.
 [anonymous]
-enabled = true
+# enabled = true
 # Leave home out to use root.
 # home = "/srv/ftp/pub"
 # Permission words: list, read, write, append, delete, rename, mkdir, rmdir,

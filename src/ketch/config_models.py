@@ -197,7 +197,9 @@ class AnonymousConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = Field(default=True, strict=True)
+    #: None (left out): on only while no accounts are configured; see
+    #: ServerConfig.anonymous_enabled, which everything that decides must ask.
+    enabled: bool | None = Field(default=None, strict=True)
     home: HomeDirectory | None = None
     permissions: PermissionWords = Field(default_factory=lambda: ["list", "read"])
     download_rate: int = Field(default=0, ge=0, strict=True)
@@ -271,6 +273,13 @@ class ServerConfig(BaseModel):
     tls_require_session_reuse: bool = Field(default=True, strict=True)
     #: A second port where TLS starts with the first byte (implicit FTPS, ftps://).
     implicit_tls_port: int | None = Field(default=None, ge=0, le=65535, strict=True)
+
+    def anonymous_enabled(self) -> bool:
+        """Whether anonymous logins are allowed: as [anonymous] enabled says, or, left
+        out, only while there are no accounts (the quick start serves a directory to all;
+        a server with accounts is no public one unless it says so)."""
+        enabled = self.anonymous.enabled
+        return not self.users if enabled is None else enabled
 
     def anonymous_home(self) -> Path:
         """Where anonymous users land: their own home if set, else the served root."""

@@ -85,7 +85,10 @@ RULES: dict[str, str] = {
     "line_timeout": SECONDS_RULE,
     "max_line_length": "must be a whole number from 512 to 65536",
     "anonymous": "must be an [anonymous] table with the keys enabled, home and permissions",
-    "anonymous.enabled": "must be true or false",
+    "anonymous.enabled": (
+        "must be true or false; leave it out to allow anonymous logins only while no "
+        "accounts are configured"
+    ),
     "anonymous.home": DIRECTORY_RULE + "; leave it out to use root",
     "anonymous.permissions": PERMISSIONS_RULE,
     "anonymous.download_rate": RATE_RULE,

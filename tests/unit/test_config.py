@@ -54,7 +54,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert config.root.is_absolute()
     assert config.passive_ports == PortRange(50000, 50999)
     assert config.active_source_port == "auto"
-    assert config.anonymous.enabled
+    assert config.anonymous.enabled is None and config.anonymous_enabled()
     assert config.users == []
     assert config.anonymous_home() == config.root
 
@@ -567,7 +567,10 @@ def test_duplicate_user_names_name_the_duplicate(tmp_path: Path) -> None:
 
 def test_anonymous_settings_are_validated(tmp_path: Path) -> None:
     problem = _override_problem("anonymous", {"enabled": "no"})
-    assert problem == "command line: anonymous.enabled = 'no': must be true or false"
+    assert problem == (
+        "command line: anonymous.enabled = 'no': must be true or false; leave it out to "
+        "allow anonymous logins only while no accounts are configured"
+    )
     problem = _override_problem("anonymous", {"home": "/definitely/not/here"})
     assert "anonymous.home = '/definitely/not/here': no such directory" in problem
     problem = _override_problem("anonymous", {"permissions": ["reed"]})
@@ -620,12 +623,36 @@ def test_quick_account_flags_keep_every_setting_of_the_configured_users(tmp_path
         'upload_rate = 2000\nmax_sessions = 2\npermissions = ["all"]\n'
     )
     config = load_config(config_file)
-    changed = _apply_quick_accounts(config, config_file, {}, ("bob:pw",), False, True)
+    changed = _apply_quick_accounts(config, config_file, {}, ("bob:pw",), False, False)
     alice, bob = changed.users
     assert alice == config.users[0]
     assert (alice.quota_bytes, alice.quota_files, alice.max_sessions) == (10, 3, 2)
     assert (alice.download_rate, alice.upload_rate) == (1000, 2000)
-    assert bob.name == "bob" and not changed.anonymous.enabled
+    assert bob.name == "bob" and not changed.anonymous_enabled()
+
+
+def test_anonymous_access_is_on_by_default_only_without_accounts(tmp_path: Path) -> None:
+    alice = _user(tmp_path)
+    assert load_config(overrides={"root": tmp_path}).anonymous_enabled()
+    with_alice = load_config(overrides={"root": tmp_path, "users": [alice]})
+    assert not with_alice.anonymous_enabled()
+    for enabled in (True, False):
+        explicit = {"root": tmp_path, "users": [alice], "anonymous": {"enabled": enabled}}
+        assert load_config(overrides=explicit).anonymous_enabled() is enabled
+    assert not load_config(overrides={"anonymous": {"enabled": False}}).anonymous_enabled()
+    # Left out, it stays left out through a dump and back (as --user and reloads do it).
+    again = ServerConfig.model_validate(with_alice.model_dump())
+    assert again.anonymous.enabled is None and not again.anonymous_enabled()
+
+
+def test_quick_accounts_leave_the_anonymous_default_to_the_accounts(tmp_path: Path) -> None:
+    from ketch.cli.serve import _apply_quick_accounts
+
+    config = load_config(overrides={"root": tmp_path})
+    assert config.anonymous_enabled()
+    for flag, expected in ((None, False), (True, True), (False, False)):
+        changed = _apply_quick_accounts(config, None, {}, ("bob:pw",), False, flag)
+        assert changed.anonymous_enabled() is expected, flag
 
 
 def test_flags_are_the_serve_and_firewall_options_that_set_each_key() -> None:
@@ -699,7 +726,13 @@ def test_a_reload_names_each_changed_setting_and_accounts_by_name_only(tmp_path:
         return {"name": name, "password_hash": _HASH, "home": str(tmp_path / home)}
 
     old = load_config(
-        None, {"root": str(tmp_path), "users": [user("alice"), user("carol")], "banner": "hi"}
+        None,
+        {
+            "root": str(tmp_path),
+            "users": [user("alice"), user("carol")],
+            "banner": "hi",
+            "anonymous": {"enabled": True},
+        },
     )
     new = load_config(
         None,
@@ -720,3 +753,26 @@ def test_a_reload_names_each_changed_setting_and_accounts_by_name_only(tmp_path:
         "users changed: alice",
     ]
     assert changed_settings(new, new) == []
+
+
+def test_a_reload_names_anonymous_access_turned_on_or_off_by_the_accounts(
+    tmp_path: Path,
+) -> None:
+    from ketch.server.config_changes import changed_settings
+
+    alone = load_config(None, {"root": str(tmp_path)})
+    with_alice = load_config(None, {"root": str(tmp_path), "users": [_user(tmp_path)]})
+    assert changed_settings(alone, with_alice) == [
+        "anonymous on -> off (by default, as accounts are now configured)",
+        "users added: alice",
+    ]
+    assert changed_settings(with_alice, alone) == [
+        "anonymous off -> on (by default, as no accounts are configured now)",
+        "users removed: alice",
+    ]
+    allowed = load_config(
+        None,
+        {"root": str(tmp_path), "users": [_user(tmp_path)], "anonymous": {"enabled": True}},
+    )
+    assert changed_settings(with_alice, allowed) == ["anonymous.enabled (not set) -> true"]
+    assert changed_settings(with_alice, with_alice) == []

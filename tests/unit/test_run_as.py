@@ -60,6 +60,7 @@ def test_access_problems_name_each_unusable_directory(
         None,
         {
             "root": str(unreadable),
+            "anonymous": {"enabled": True},
             "users": [
                 {
                     "name": "w",

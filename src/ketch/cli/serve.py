@@ -71,7 +71,12 @@ def _parse_user(value: str) -> tuple[str, str]:
     help="Allow uploads, deletes and renames: for --user accounts, or for anonymous "
     "when no --user is given.",
 )
-@click.option("--no-anonymous", is_flag=True, help="Refuse anonymous logins.")
+@click.option(
+    "--anonymous/--no-anonymous",
+    default=None,
+    help="Allow or refuse anonymous logins. [default: allowed only when no accounts are "
+    "configured (no --user, no [[users]] in --config)]",
+)
 @click.option(
     "--passive-ports", metavar="LOW-HIGH", help="Passive port range. [default: 50000-50999]"
 )
@@ -139,11 +144,11 @@ def serve(
     config_file: Path | None,
     users: tuple[str, ...],
     write: bool,
-    no_anonymous: bool,
+    anonymous: bool | None,
     tls: bool,
     **flags: Any,
 ) -> None:
-    """Serve a directory over FTP (anonymous read-only unless told otherwise).
+    """Serve a directory over FTP (anonymous read-only when no accounts are given).
 
     SIGTERM or SIGINT stops gracefully (a second one at once); SIGHUP reloads --config.
     """
@@ -162,7 +167,9 @@ def serve(
         """The file with the flags on top; again on every SIGHUP."""
         settings = {**overrides, **_unless_configured(generated, config_file, overrides)}
         config = load_config(config_file, settings, flags=FLAGS)
-        return _apply_quick_accounts(config, config_file, settings, users, write, no_anonymous)
+        config = _apply_quick_accounts(config, config_file, settings, users, write, anonymous)
+        _refuse_serving_everything(config, config_file)
+        return config
 
     try:
         if tls:
@@ -222,10 +229,11 @@ def _apply_quick_accounts(
     overrides: dict[str, Any],
     users: tuple[str, ...],
     write: bool,
-    no_anonymous: bool,
+    anonymous: bool | None,
 ) -> ServerConfig:
-    """Fold --user/--write/--no-anonymous into the configuration (validated again)."""
-    if not users and not write and not no_anonymous:
+    """Fold --user/--write/--anonymous/--no-anonymous into the configuration (validated
+    again). [anonymous] enabled left out stays so: it then follows the accounts."""
+    if not users and not write and anonymous is None:
         return config
     from ketch.config import FLAGS, load_config
     from ketch.server.auth import hash_password
@@ -246,13 +254,35 @@ def _apply_quick_accounts(
             for name, password in quick
         ),
     ]
-    anonymous = config.anonymous.model_dump(mode="json")
-    if no_anonymous:
-        anonymous["enabled"] = False
+    table = config.anonymous.model_dump(mode="json")
+    if anonymous is not None:
+        table["enabled"] = anonymous
     if write and not users:
-        anonymous["permissions"] = ["all"]
-    settings = {**overrides, "users": accounts, "anonymous": anonymous}
+        table["permissions"] = ["all"]
+    settings = {**overrides, "users": accounts, "anonymous": table}
     return load_config(config_file, settings, flags=FLAGS)
+
+
+def _refuse_serving_everything(config: ServerConfig, config_file: Path | None) -> None:
+    """ConfigError when anonymous users would be served "/" only because root was left
+    out and the server was started there (as a service is): the whole file system."""
+    from ketch.config import ConfigError
+
+    by_default = "root" not in config.model_fields_set and config.anonymous.home is None
+    if not (by_default and config.anonymous_enabled() and config.root == Path("/")):
+        return
+    problem = (
+        "root is not set, so anonymous users would be served the current directory, "
+        "/ (the whole file system); "
+    )
+    if config_file is None:
+        raise ConfigError(
+            problem + "give --root DIR, or turn anonymous access off (--no-anonymous)"
+        )
+    raise ConfigError(
+        f"{config_file}: {problem}set root in the file (or give --root DIR), or turn "
+        "anonymous access off ([anonymous] enabled = false)"
+    )
 
 
 def _check_quick_names(names: list[str], config: ServerConfig, config_file: Path | None) -> None:
@@ -357,14 +387,14 @@ def _describe(
     host, port = address
     families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
     anonymous = config.anonymous
-    if anonymous.enabled:
+    if config.anonymous_enabled():
         writable = any(p in ("all", "write") for p in anonymous.permissions)
         who = f"anonymous {'read-write' if writable else 'read-only'}"
     else:
         who = "no anonymous access"
     if config.users:
         who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
-    elif not anonymous.enabled:
+    elif not config.anonymous_enabled():
         who += " and no accounts"
     data = setup_report(
         config,
@@ -380,7 +410,9 @@ def _describe(
         "127.0.0.1" if host in ("::", "0.0.0.0") else (f"[{host}]" if ":" in host else host)
     )
     credentials = (
-        "" if anonymous.enabled or not config.users else f"{config.users[0].name}:PASSWORD@"
+        ""
+        if config.anonymous_enabled() or not config.users
+        else f"{config.users[0].name}:PASSWORD@"
     )
     url = f"ftp://{credentials}{client_host}:{port}/"
     privileges = []
@@ -406,6 +438,7 @@ def _describe(
     return "\n".join(
         [
             f"ketch {__version__} serving {config.root} ({who})",
+            *_anonymous_off_by_default(config),
             f"  control  {host} port {port} ({families})",
             *privileges,
             processes,
@@ -415,6 +448,16 @@ def _describe(
             f"  try      {try_command(config, certificate, client_host, url)}",
         ]
     )
+
+
+def _anonymous_off_by_default(config: ServerConfig) -> list[str]:
+    """The summary's line saying why anonymous access is off, when only accounts say so."""
+    if config.anonymous.enabled is not None or not config.users:
+        return []
+    return [
+        "  anonymous off, as accounts are configured; to allow it too, pass --anonymous "
+        "or set [anonymous] enabled = true"
+    ]
 
 
 # -- user -----------------------------------------------------------------------

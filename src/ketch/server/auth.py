@@ -149,13 +149,13 @@ class Authenticator:
     def knows(self, name: str) -> bool:
         """Whether ``name`` could log in at all; for log messages only."""
         if name.lower() in ANONYMOUS_NAMES:
-            return self._config.anonymous.enabled
+            return self._config.anonymous_enabled()
         return name in self._users
 
     async def authenticate(self, name: str, password: str) -> Account | None:
         """The account for ``name`` if ``password`` is right, else None."""
         if name.lower() in ANONYMOUS_NAMES:
-            return self._anonymous_account(name) if self._config.anonymous.enabled else None
+            return self._anonymous_account(name) if self._config.anonymous_enabled() else None
 
         user = self._users.get(name)
         if user is None:

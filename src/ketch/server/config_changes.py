@@ -28,7 +28,18 @@ def changed_settings(old: ServerConfig, new: ServerConfig) -> list[str]:
             changes += [f"{name}.{change}" for change in _model_changes(before, after)]
         else:
             changes.append(f"{name} {shown_setting(before)} -> {shown_setting(after)}")
-    return changes + _account_changes(old, new)
+    return changes + _anonymous_default_change(old, new) + _account_changes(old, new)
+
+
+def _anonymous_default_change(old: ServerConfig, new: ServerConfig) -> list[str]:
+    """Anonymous access turned on or off with [anonymous] enabled left out, by accounts
+    coming or going: no key changed, so it would go unnamed."""
+    before, after = old.anonymous_enabled(), new.anonymous_enabled()
+    if before == after or old.anonymous.enabled is not None or new.anonymous.enabled is not None:
+        return []
+    if after:
+        return ["anonymous off -> on (by default, as no accounts are configured now)"]
+    return ["anonymous on -> off (by default, as accounts are now configured)"]
 
 
 def _model_changes(old: BaseModel, new: BaseModel) -> list[str]:

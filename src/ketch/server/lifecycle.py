@@ -387,7 +387,7 @@ class Reloader:
             self._source,
             len(config.users),
             names,
-            "enabled" if config.anonymous.enabled else "disabled",
+            "enabled" if config.anonymous_enabled() else "disabled",
             len(self._server.sessions),
         )
         changes = changed_settings(current, config)

@@ -172,7 +172,7 @@ def access_problems(config: ServerConfig, user: str, config_file: Path | None = 
     ids, which are then the ``run_as`` user's.
     """
     directories: list[tuple[str, Path, bool]] = []
-    if config.anonymous.enabled:
+    if config.anonymous_enabled():
         key = "root" if config.anonymous.home is None else "anonymous.home"
         writes = bool(parse_permissions(config.anonymous.permissions) & _WRITING)
         directories.append((f"{key} (anonymous)", config.anonymous_home(), writes))

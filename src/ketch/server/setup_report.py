@@ -60,7 +60,7 @@ def setup_report(
 
 
 def _logins(config: ServerConfig, report: SetupReport) -> None:
-    if not config.users and not config.anonymous.enabled:
+    if not config.users and not config.anonymous_enabled():
         report.warnings.append(
             "nobody can log in: anonymous access is off and there are no accounts; "
             "add --user NAME:PASSWORD or a [[users]] entry, or allow anonymous access"

@@ -24,7 +24,7 @@ log = logging.getLogger("ketch.server")
 async def user(session: Session, name: str) -> None:
     session.log_out()
     session.state.begin_login(name)
-    if name.lower() in ANONYMOUS_NAMES and session.config.anonymous.enabled:
+    if name.lower() in ANONYMOUS_NAMES and session.config.anonymous_enabled():
         await session.reply(331, "Anonymous login: send your e-mail address as the password.")
     else:
         # The same reply for known and unknown names: no user enumeration.
@@ -112,7 +112,7 @@ async def password(session: Session, secret: str) -> None:
 
 
 def _refusal_text(session: Session, name: str) -> str:
-    if name.lower() in ANONYMOUS_NAMES and not session.config.anonymous.enabled:
+    if name.lower() in ANONYMOUS_NAMES and not session.config.anonymous_enabled():
         # Whether anonymous access is on is no secret: saying so spares the guessing.
         return "Anonymous login is turned off on this server: log in with your user name."
     return "Login incorrect: check the user name and password."
