@@ -8,6 +8,7 @@ off unless [anonymous] enabled = true (or --anonymous) asks for it.
 from __future__ import annotations
 
 import ftplib
+import io
 import signal
 import subprocess
 from pathlib import Path
@@ -238,3 +239,77 @@ def test_a_reload_turns_the_anonymous_default_off_when_accounts_are_added(
         assert "users removed: alice" in changed, changed
         login(port).quit()  # no accounts: on by default again
         assert reload(server).rstrip().endswith("reload: changed: nothing")
+
+
+# -- 2: --write is for --user accounts, and for anonymous only without accounts ------------
+
+
+def can_write(ftp: ftplib.FTP, name: str) -> bool:
+    """Whether STOR of ``name`` is allowed (550 when it is not), the session closed after."""
+    try:
+        ftp.storbinary(f"STOR {name}", io.BytesIO(b"written\n"))
+    except ftplib.error_perm as refused:
+        assert str(refused).startswith("550 "), refused
+        return False
+    finally:
+        ftp.quit()
+    return True
+
+
+def test_write_with_accounts_from_a_file_and_no_user_flag_is_refused(
+    tmp_path: Path, served: Path
+) -> None:
+    # It gave anonymous full write and delete, and left the file's accounts read-only.
+    config = tmp_path / "ketch.toml"
+    text = config_text(free_port(), root=served, alice=alice_home(tmp_path))
+    for tables in ("", "[anonymous]\nenabled = true\n"):
+        config.write_text(text + tables)
+        stderr = refused_start(["--config", str(config), "--write"], tmp_path)
+        assert stderr.strip() == (
+            f"Error: command line: --write applies to --user accounts (and to anonymous "
+            f"when there are no accounts), but {config} has accounts (alice) and no --user "
+            f"is given; set each account's permissions in {config} instead, such as "
+            'permissions = ["all"]'
+        ), stderr
+    assert list(served.iterdir()) == [served / "hello.txt"]
+
+
+def test_write_with_user_flags_is_for_them_and_never_for_anonymous(
+    tmp_path: Path, served: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    text = config_text(port, root=served, alice=alice_home(tmp_path))
+    config.write_text(text + "[anonymous]\nenabled = true\n")
+    args = ["--config", str(config), "--user", "bob:pw", "--write"]
+    with ketch_serve(args, tmp_path) as server:
+        assert can_write(login(port, "bob", "pw"), "by-bob.txt")
+        assert not can_write(login(port), "by-anonymous.txt")
+        assert not can_write(login(port, "alice", ALICE_PASSWORD), "by-alice.txt")
+        assert "(anonymous read-only, 2 account(s): alice, bob)" in summary(server)
+    port = free_port()
+    with ketch_serve(quick_args(port, "--user", "bob:pw", "--anonymous", "--write"), served):
+        assert can_write(login(port, "bob", "pw"), "by-bob-2.txt")
+        assert not can_write(login(port), "by-anonymous.txt")
+    assert not (served / "by-anonymous.txt").exists()
+
+
+def test_write_without_any_account_is_for_anonymous(tmp_path: Path, served: Path) -> None:
+    port = free_port()
+    with ketch_serve(quick_args(port, "--write"), served) as server:
+        assert can_write(login(port), "quick.txt")
+        assert "(anonymous read-write)" in summary(server)
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    config.write_text(config_text(port, root=served))
+    with ketch_serve(["--config", str(config), "--write"], tmp_path) as server:
+        assert can_write(login(port), "from-file.txt")
+        # Accounts added by a reload: --write is for none of them; nothing changes.
+        config.write_text(config_text(port, root=served, alice=alice_home(tmp_path)))
+        mark = len(server.stderr)
+        server.signal(signal.SIGHUP)
+        assert "reload: command line: --write applies to --user accounts" in server.wait_for(
+            "--write", start=mark
+        )
+        server.wait_for("not applied (1 problem(s))", start=mark)
+        assert can_write(login(port), "after-reload.txt")

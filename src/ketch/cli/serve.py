@@ -69,7 +69,7 @@ def _parse_user(value: str) -> tuple[str, str]:
     "--write",
     is_flag=True,
     help="Allow uploads, deletes and renames: for --user accounts, or for anonymous "
-    "when no --user is given.",
+    "when there are no accounts at all (with accounts in --config and no --user, refused).",
 )
 @click.option(
     "--anonymous/--no-anonymous",
@@ -240,6 +240,8 @@ def _apply_quick_accounts(
 
     quick = [_parse_user(value) for value in users]
     _check_quick_names([name for name, _ in quick], config, config_file)
+    if write and not quick:
+        _refuse_write_for_configured_accounts(config, config_file)
     permissions = ["all"] if write else ["list", "read"]
     accounts = [
         # Whole, limits and quotas included: only the accounts are added to.
@@ -257,10 +259,26 @@ def _apply_quick_accounts(
     table = config.anonymous.model_dump(mode="json")
     if anonymous is not None:
         table["enabled"] = anonymous
-    if write and not users:
+    if write and not accounts:  # no accounts at all: the quick start's anonymous
         table["permissions"] = ["all"]
     settings = {**overrides, "users": accounts, "anonymous": table}
     return load_config(config_file, settings, flags=FLAGS)
+
+
+def _refuse_write_for_configured_accounts(config: ServerConfig, config_file: Path | None) -> None:
+    """ConfigError for --write without --user when the file has accounts: it is meant
+    for none of them, and anonymous must not be given write access in their stead."""
+    from ketch.config import ConfigError
+
+    if not config.users:
+        return
+    names = ", ".join(user.name for user in config.users)
+    raise ConfigError(
+        "command line: --write applies to --user accounts (and to anonymous when there "
+        f"are no accounts), but {config_file} has accounts ({names}) and no --user is "
+        f"given; set each account's permissions in {config_file} instead, such as "
+        'permissions = ["all"]'
+    )
 
 
 def _refuse_serving_everything(config: ServerConfig, config_file: Path | None) -> None:
