@@ -313,3 +313,31 @@ def test_write_without_any_account_is_for_anonymous(tmp_path: Path, served: Path
         )
         server.wait_for("not applied (1 problem(s))", start=mark)
         assert can_write(login(port), "after-reload.txt")
+
+
+# -- 3: the summary and the login reply say what anonymous users may do ------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "access", "who"),
+    [
+        ('["list", "read", "delete"]', "list, read, delete", "with list, read, delete"),
+        ('["All"]', "read-write", "read-write"),  # words are case-insensitive
+        ('["LIST", "Read"]', "read-only", "read-only"),
+        ('["mkdir", "read", "list"]', "list, read, mkdir", "with list, read, mkdir"),
+    ],
+)
+def test_the_summary_and_the_login_say_what_anonymous_users_may_do(
+    tmp_path: Path, served: Path, words: str, access: str, who: str
+) -> None:
+    port = free_port()
+    config = tmp_path / "ketch.toml"
+    config.write_text(config_text(port, root=served) + f"[anonymous]\npermissions = {words}\n")
+    with ketch_serve(["--config", str(config)], tmp_path) as server:
+        assert f"serving {served} (anonymous {who})\n" in summary(server)
+        ftp = ftplib.FTP(timeout=10)
+        ftp.connect(HOST, port)
+        assert ftp.login() == f"230 Anonymous access granted ({access})."
+        if "delete" in access:  # what "read-only" hid
+            ftp.delete("hello.txt")
+        ftp.quit()

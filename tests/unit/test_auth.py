@@ -16,6 +16,7 @@ from ketch.server.auth import (
     Account,
     Authenticator,
     Permission,
+    describe_access,
     hash_password,
     parse_permissions,
 )
@@ -292,3 +293,19 @@ def test_verified_logins_hold_no_password_and_no_unkeyed_digest() -> None:
     for name in ("sha256", "sha512", "blake2b", "md5"):
         assert digest != hashlib.new(name, b"s3cret").digest()[: len(digest)]
     assert VerifiedLogins(60.0)._digest(b"s3cret") != digest  # each process has its own key
+
+
+@pytest.mark.parametrize(
+    ("words", "described"),
+    [
+        (["list", "read"], "read-only"),
+        (["READ-ONLY"], "read-only"),
+        (["All"], "read-write"),
+        (["list", "read", "write", "append", "delete", "rename", "mkdir", "rmdir"], "read-write"),
+        (["delete", "read", "list"], "list, read, delete"),
+        (["write"], "write"),
+        ([], "no access"),
+    ],
+)
+def test_access_is_described_by_what_it_grants(words: list[str], described: str) -> None:
+    assert describe_access(parse_permissions(words)) == described

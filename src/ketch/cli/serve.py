@@ -404,12 +404,7 @@ def _describe(
 
     host, port = address
     families = "IPv4 and IPv6" if host == "::" else ("IPv6" if ":" in host else "IPv4")
-    anonymous = config.anonymous
-    if config.anonymous_enabled():
-        writable = any(p in ("all", "write") for p in anonymous.permissions)
-        who = f"anonymous {'read-write' if writable else 'read-only'}"
-    else:
-        who = "no anonymous access"
+    who = _anonymous_access(config) if config.anonymous_enabled() else "no anonymous access"
     if config.users:
         who += f", {len(config.users)} account(s): " + ", ".join(u.name for u in config.users)
     elif not config.anonymous_enabled():
@@ -466,6 +461,15 @@ def _describe(
             f"  try      {try_command(config, certificate, client_host, url)}",
         ]
     )
+
+
+def _anonymous_access(config: ServerConfig) -> str:
+    """The summary's "anonymous read-only", or what else anonymous users may do."""
+    from ketch.server.auth import Permission, describe_access, parse_permissions
+
+    granted = parse_permissions(config.anonymous.permissions)
+    plain = granted in (Permission.READ_ONLY, Permission.ALL)
+    return f"anonymous {'' if plain else 'with '}{describe_access(granted)}"
 
 
 def _anonymous_off_by_default(config: ServerConfig) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "Account",
     "Authenticator",
     "Permission",
+    "describe_access",
     "hash_password",
     "parse_permissions",
 ]
@@ -102,6 +103,17 @@ def parse_permissions(names: Iterable[str]) -> Permission:
             )
         granted |= flag
     return granted
+
+
+def describe_access(granted: Permission) -> str:
+    """What ``granted`` allows, as people say it: "read-only" (list and read),
+    "read-write" (everything), else the words granted ("list, read, delete")."""
+    if granted == Permission.READ_ONLY:
+        return "read-only"
+    if granted == Permission.ALL:
+        return "read-write"
+    words = [str(flag.name).lower() for flag in Permission if flag & granted]
+    return ", ".join(words) or "no access"
 
 
 @dataclass(frozen=True)

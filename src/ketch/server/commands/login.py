@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from ketch.protocol.extension_state import ExtensionState
-from ketch.server.auth import ANONYMOUS_NAMES, Permission
+from ketch.server.auth import ANONYMOUS_NAMES, describe_access
 from ketch.server.client_text import echoed, log_field
 from ketch.server.command_table import Argument, command
 from ketch.server.login_guard import ban_reply_text
@@ -105,7 +105,7 @@ async def password(session: Session, secret: str) -> None:
         account.anonymous,
     )
     if account.anonymous:
-        access = "read-only" if not account.permissions & Permission.WRITE else "read-write"
+        access = describe_access(account.permissions)
         await session.reply(230, f"Anonymous access granted ({access}).")
     else:
         await session.reply(230, f"Logged in as {account.name}.")
