@@ -199,14 +199,20 @@ class DataConnector:
         return OpenedData(stream, reply)
 
     async def _connect_passive(self) -> tuple[socket.socket, str]:
-        """The passive data connection: EPSV's, else PASV's (as curl, for the session)."""
+        """The passive data connection: EPSV's, else PASV's (as curl, for the session).
+
+        PASV is tried only when EPSV's connection was refused or unreachable, not
+        when it timed out (a firewall dropping the passive range drops PASV's too, and
+        each try costs a whole timeout), and only when PASV names another host.
+        """
         target, via = await self._request_passive()
         try:
             return await self._connect(target, via), via
         except _PassiveUnreachable as error:
-            if via != "EPSV" or self._settings.passive_command == "EPSV":
+            pinned = self._settings.passive_command == "EPSV"
+            if via != "EPSV" or pinned or error.cause == "timeout":
                 raise
-            epsv_error = error
+            epsv_error, epsv_host = error, plain_ip(target.host)
         # A forwarder or NAT in front of the server passes the control port only:
         # EPSV's port is at the control peer, PASV's address may be the right one.
         log.info(
@@ -219,6 +225,9 @@ class DataConnector:
         except _PassiveUnreachable as refusal:  # no PASV here: EPSV's failure is the news
             log.debug("PASV refused too: %s", refusal.what)
             raise epsv_error from None
+        if plain_ip(target.host) == epsv_host:  # the host that just refused EPSV's port
+            epsv_error.hint += self._pasv_address_advice(target)
+            raise epsv_error
         try:
             return await self._connect(target, via), via
         except _PassiveUnreachable as pasv_error:
