@@ -665,8 +665,8 @@ def test_flags_are_the_serve_and_firewall_options_that_set_each_key() -> None:
         return {
             str(param.name): param.opts[0]
             for param in command.params
-            if param.name in ServerConfig.model_fields and param.name != "users"
-        }  # --user adds to the accounts: its own messages name it
+            if param.name in ServerConfig.model_fields and param.name not in ("users", "anonymous")
+        }  # --user and --(no-)anonymous fold into accounts: their own messages name them
 
     assert options(serve) == FLAGS
     assert options(firewall).items() <= FLAGS.items()
