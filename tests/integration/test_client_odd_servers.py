@@ -28,7 +28,10 @@ from ftp_helpers import (
     LIST_ONLY_FEATURES,
     Handler,
     ketch_with_server,
+    one_error_line,
     refuse,
+    run_ketch,
+    scripted_server,
     send_data,
     with_server,
 )
@@ -465,3 +468,38 @@ def test_a_server_that_gives_no_greeting_is_a_failure_to_connect(behaviour: str,
     assert message.startswith(f"no FTP greeting from 127.0.0.1 port {port}: "), message
     assert why in message and "may not be an FTP server" in message, message
     assert exit_code_for(failure.value) == 3
+
+
+# -- a broken download over an existing file ------------------------------------------
+
+
+def test_a_broken_download_over_an_existing_file_leaves_it_whole(tmp_path: Path) -> None:
+    local = tmp_path / "keep.bin"
+    local.write_bytes(b"the old, complete copy")
+    with pytest.raises(FtpError) as failure:  # the server is gone after 1000 bytes
+        with_server(sends_then(None), lambda ftp: ftp.download("keep.bin", local))
+    message = str(failure.value)
+    assert local.read_bytes() == b"the old, complete copy"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]  # no .part left
+    assert f"{local} was left as it was" in message, message
+    assert "-c" not in message and "resume" not in message, message
+
+
+def test_a_download_over_an_existing_file_replaces_it_and_keeps_its_mode(tmp_path: Path) -> None:
+    local = tmp_path / "keep.bin"
+    local.write_bytes(b"old")
+    local.chmod(0o640)
+    with_server(send_data(b"new contents"), lambda ftp: ftp.download("keep.bin", local))
+    assert local.read_bytes() == b"new contents"
+    assert local.stat().st_mode & 0o777 == 0o640
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]
+
+
+def test_ketch_get_broken_over_an_existing_file_leaves_it_whole(tmp_path: Path) -> None:
+    (tmp_path / "keep.bin").write_bytes(b"the old, complete copy")
+    with scripted_server(sends_then(None)) as port:
+        result = run_ketch(tmp_path, "get", f"ftp://u:p@127.0.0.1:{port}/big.bin", "keep.bin")
+    line = one_error_line(result, 7)
+    assert "keep.bin was left as it was" in line, line
+    assert (tmp_path / "keep.bin").read_bytes() == b"the old, complete copy"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]

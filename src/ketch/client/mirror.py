@@ -22,8 +22,6 @@ import collections
 import contextlib
 import logging
 import os
-import secrets
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from ketch.client.mirror_trees import (
     walk_local,
     walk_remote,
 )
+from ketch.client.part_files import open_part_file
 from ketch.client.transfers import Progress, TransferResult
 from ketch.client.verify import hash_method
 from ketch.protocol import format_mdtm
@@ -209,21 +208,15 @@ async def _download_one(
     replaced, never followed. ``verify`` compares hashes before the rename: a
     copy that fails never replaces the old file.
     """
-    shown = os.fsdecode(os.fsencode(job.local.name)[:100])  # room for the rest in NAME_MAX
-    temp = job.local.with_name(f".{shown}.ketch-{secrets.token_hex(4)}.part")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        descriptor = os.open(temp, flags, 0o666)
+        temp, part = open_part_file(job.local)
     except OSError as error:
         raise LocalFileError(
             f"cannot write {job.local}: {error.strerror}",
             local_error_hint(error, "check the local directory"),
         ) from None
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            old = lstat(job.local)
-            if old is not None and stat.S_ISREG(old.st_mode):  # keep its permission bits
-                os.fchmod(file.fileno(), stat.S_IMODE(old.st_mode) & 0o777)
+        with part as file:
             # The listing gave the size: no SIZE command per file.
             result = await client.download(job.remote, file, progress=progress, size=job.size)
         if verify:

@@ -28,6 +28,7 @@ from ketch.client.errors import (
     ReplyError,
     reply_error,
 )
+from ketch.client.part_files import open_part_file
 
 if TYPE_CHECKING:
     from ketch.client.client import Client
@@ -174,12 +175,21 @@ async def download(
                     "remove the local file, or download without -c",
                 )
             return TransferResult(remote, 0, offset, 0.0, "")
+    # Over a whole file (no resume): a hidden part file, renamed over it once complete,
+    # so a broken download leaves the old one whole. A new file is written in place, so
+    # what arrived before a failure stays there for -c.
+    replaced = None if resume or offset else _file_to_replace(path)
     opened: list[IO[bytes]] = []
+    parts: list[Path] = []
 
     def open_file() -> IO[bytes]:
         # Opened only once the server has agreed to send, so a missing remote
         # file does not leave an empty (or truncated) local one behind.
-        file = _open_local(path, "r+b" if offset else "wb")
+        if replaced is not None:
+            part, file = _open_part(replaced, path)
+            parts.append(part)
+        else:
+            file = _open_local(path, "r+b" if offset else "wb")
         opened.append(file)
         file.seek(offset)
         return file
@@ -191,17 +201,59 @@ async def download(
                 file.close()
             except OSError as error:
                 raise _write_error(file, error) from None
+        if replaced is not None:
+            _replace(parts[0], replaced, path)
         return result
-    except FtpError as error:
-        if opened and not isinstance(error, LocalFileError):
+    except BaseException as error:
+        if parts:
+            _drop_part(opened, parts[0])
+            _say_kept(error, path)
+        elif opened and not isinstance(error, LocalFileError):
             with contextlib.suppress(OSError):  # a full disk: the error at hand says more
                 opened[0].flush()
-            _say_incomplete(error, path, total)
+            if isinstance(error, FtpError):
+                _say_incomplete(error, path, total)
         raise
     finally:
         for file in opened:
             with contextlib.suppress(OSError):  # closed above, unless something failed first
                 file.close()
+
+
+def _file_to_replace(path: Path) -> Path | None:
+    """The regular file (a link's target) a download to ``path`` would overwrite, or None."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # /dev/null, a FIFO: written as they are
+            return None
+    except OSError:
+        return None
+    return Path(os.path.realpath(path))
+
+
+def _open_part(target: Path, path: Path) -> tuple[Path, IO[bytes]]:
+    try:
+        return open_part_file(target)
+    except OSError as error:
+        raise LocalFileError(
+            f"cannot write {path}: {error.strerror}",
+            f"{_local_hint(error)}; the part file goes beside it, so its directory must be "
+            "writable too",
+        ) from None
+
+
+def _replace(part: Path, target: Path, path: Path) -> None:
+    try:
+        os.replace(part, target)
+    except OSError as error:
+        raise LocalFileError(f"cannot write {path}: {error.strerror}", _local_hint(error)) from None
+
+
+def _drop_part(opened: list[IO[bytes]], part: Path) -> None:
+    for file in opened:
+        with contextlib.suppress(OSError):
+            file.close()
+    with contextlib.suppress(OSError):
+        part.unlink()
 
 
 def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
@@ -220,6 +272,17 @@ def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
         of = f" of {total}" if total is not None else ""
         advice = error.hint if error.advises_resume else "download again with -c (resume=True)"
         error.hint = f"{path} is incomplete ({have}{of} bytes); {advice}"
+
+
+def _say_kept(error: BaseException, path: Path) -> None:
+    """Make ``error``'s advice say the old local file is untouched (no -c: it is whole)."""
+    kept = f"{path} was left as it was"
+    if not isinstance(error, FtpError):
+        return
+    if error.advises_resume or not error.hint:
+        error.hint = f"{kept}; download it again"
+    else:
+        error.hint = f"{kept}; {error.hint}"
 
 
 async def _download_into(
