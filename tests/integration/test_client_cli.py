@@ -691,3 +691,19 @@ def test_a_refused_login_gives_the_password_advice_only_without_another_reason(
     assert advice in line, line
     if code != 4 or "incorrect" not in line:
         assert "password" not in line.partition(" — ")[2], line
+
+
+@pytest.mark.parametrize("existing", [None, "file"])
+def test_get_to_a_dest_ending_in_slash_needs_that_directory(
+    home: Path, work: Path, existing: str | None
+) -> None:
+    # As cp: "name/" names a directory; nothing listens, so a connection attempt would be 3.
+    if existing == "file":
+        (work / "name").write_bytes(b"precious")
+    url = f"ftp://127.0.0.1:{free_port()}/notes.txt"
+    line = one_error_line(ketch(home, work, "get", url, "name/"), 8)
+    assert "cannot write name/: not a directory — create it first or drop the '/'" in line, line
+    if existing == "file":
+        assert (work / "name").read_bytes() == b"precious"
+    else:
+        assert not (work / "name").exists()

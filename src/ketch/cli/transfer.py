@@ -246,6 +246,10 @@ def _download_destination(dest: str | None, name: str) -> Path:
     path = Path(dest)
     if path.is_dir():
         return path / name
+    if dest.endswith("/"):  # as cp: a directory, never a file called so
+        raise LocalFileError(
+            f"cannot write {dest}: not a directory", "create it first or drop the '/'"
+        )
     return path
 
 
