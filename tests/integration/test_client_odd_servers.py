@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -25,6 +28,8 @@ from ketch.client import Client, ConnectFailed, FtpError, PermanentReplyError, P
 from ketch.protocol.remote_listing import RemoteEntry
 
 from ftp_helpers import (
+    KETCH,
+    KETCH_TIMEOUT,
     LIST_ONLY_FEATURES,
     Handler,
     ketch_with_server,
@@ -33,6 +38,7 @@ from ftp_helpers import (
     run_ketch,
     scripted_server,
     send_data,
+    wait_for,
     with_server,
 )
 
@@ -501,5 +507,77 @@ def test_ketch_get_broken_over_an_existing_file_leaves_it_whole(tmp_path: Path) 
         result = run_ketch(tmp_path, "get", f"ftp://u:p@127.0.0.1:{port}/big.bin", "keep.bin")
     line = one_error_line(result, 7)
     assert "keep.bin was left as it was" in line, line
+    assert (tmp_path / "keep.bin").read_bytes() == b"the old, complete copy"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]
+
+
+# -- get stopped by Ctrl-C or SIGTERM ---------------------------------------------------
+
+
+def sends_then_waits(_: str, control: socket.socket, data_listener: socket.socket) -> bytes:
+    """RETR: 200000 of the 1000000 bytes SIZE promised, then nothing until the client aborts."""
+    data, _ = data_listener.accept()
+    data.settimeout(20)
+    with data, contextlib.suppress(OSError):
+        control.sendall(b"150 here\r\n")
+        data.sendall(b"x" * 200_000)
+        data.recv(1)  # the client's abort (a reset, or its end)
+    return b"426 aborted\r\n"
+
+
+def size_and_abor(line: str) -> bytes:
+    verb = line.partition(" ")[0].upper()
+    return {"SIZE": b"213 1000000\r\n", "ABOR": b"226 aborted\r\n"}.get(verb, b"502 not here\r\n")
+
+
+def get_stopped_by(signal_number: int, cwd: Path, dest: str) -> tuple[int, str]:
+    """``ketch get`` of big.bin to ``dest``, sent ``signal_number`` once bytes reach the
+    disk (under any name in ``cwd``); its exit code and stderr."""
+    with scripted_server(sends_then_waits, other=size_and_abor) as port:
+        url = f"ftp://u:p@127.0.0.1:{port}/big.bin"
+        env = {**os.environ, "HOME": str(cwd)}
+        getter = subprocess.Popen(
+            [*KETCH, "get", url, dest], stderr=subprocess.PIPE, cwd=cwd, env=env
+        )
+        try:
+            arrived = wait_for(
+                lambda: any(
+                    path.stat().st_size > 0 and path.name != "keep.bin" for path in cwd.iterdir()
+                ),
+                20,
+            )
+            getter.send_signal(signal_number)
+            _, stderr = getter.communicate(timeout=KETCH_TIMEOUT)
+        finally:
+            getter.kill()
+            getter.wait(KETCH_TIMEOUT)
+        assert arrived, stderr
+    return getter.returncode, stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "code", "what"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_get_stopped_says_the_new_file_is_incomplete_and_resumable(
+    tmp_path: Path, signal_number: int, code: int, what: str
+) -> None:
+    returncode, stderr = get_stopped_by(signal_number, tmp_path, "big.bin")
+    assert returncode == code, stderr
+    have = (tmp_path / "big.bin").stat().st_size
+    assert stderr.splitlines() == [
+        f"ketch: {what} — big.bin is incomplete ({have} of 1000000 bytes); "
+        "download again with -c (resume=True)"
+    ], stderr
+    assert (tmp_path / "big.bin").read_bytes() == b"x" * have
+
+
+def test_get_stopped_over_an_existing_file_says_it_was_left_whole(tmp_path: Path) -> None:
+    (tmp_path / "keep.bin").write_bytes(b"the old, complete copy")
+    returncode, stderr = get_stopped_by(signal.SIGTERM, tmp_path, "keep.bin")
+    assert returncode == 143, stderr
+    assert stderr.splitlines() == [
+        "ketch: terminated (SIGTERM) — keep.bin was left as it was; download it again"
+    ], stderr
     assert (tmp_path / "keep.bin").read_bytes() == b"the old, complete copy"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]

@@ -499,9 +499,9 @@ def run(options: ClientOptions, work: Callable[[], Awaitable[int | None]]) -> No
 def report_failure(error: BaseException, *, verbose: bool) -> NoReturn:
     """Print the one line for ``error`` and exit with its code."""
     if isinstance(error, KeyboardInterrupt):
-        fail("interrupted", 130)
+        fail(_with_notes("interrupted", error), 130)
     if isinstance(error, Terminated):
-        fail("terminated (SIGTERM)", 143)
+        fail(_with_notes("terminated (SIGTERM)", error), 143)
     if isinstance(error, (FtpError, CommandFailed, UrlError)):
         fail(str(error), exit_code_for(error))
     if isinstance(error, OSError):
@@ -514,6 +514,20 @@ def report_failure(error: BaseException, *, verbose: bool) -> NoReturn:
         f"internal error: {type(error).__name__}: {error} — please report it; -v shows details",
         EXIT_OTHER,
     )
+
+
+def _with_notes(what: str, error: BaseException) -> str:
+    """``what``, then what the cancelled work noted (a download: the state of its file).
+
+    The notes are on the CancelledError that ended the work, the context of the
+    KeyboardInterrupt or Terminated raised in its place.
+    """
+    notes: list[str] = []
+    cause: BaseException | None = error
+    while cause is not None:
+        notes += getattr(cause, "__notes__", [])
+        cause = cause.__context__
+    return f"{what} — {'; '.join(notes)}" if notes else what
 
 
 def _quiet_broken_pipe() -> NoReturn:

@@ -211,8 +211,7 @@ async def download(
         elif opened and not isinstance(error, LocalFileError):
             with contextlib.suppress(OSError):  # a full disk: the error at hand says more
                 opened[0].flush()
-            if isinstance(error, FtpError):
-                _say_incomplete(error, path, total)
+            _say_incomplete(error, path, total)
         raise
     finally:
         for file in opened:
@@ -256,10 +255,16 @@ def _drop_part(opened: list[IO[bytes]], part: Path) -> None:
         part.unlink()
 
 
-def _say_incomplete(error: FtpError, path: Path, total: int | None) -> None:
-    """Make ``error``'s advice say what the local file holds now, and how to finish it."""
+def _say_incomplete(error: BaseException, path: Path, total: int | None) -> None:
+    """Make ``error``'s advice say what the local file holds now, and how to finish it;
+    anything else (cancellation, Ctrl-C, a progress callback's error) gets it as a note."""
     have = _local_size(path) or 0
-    if total is not None and have >= total:
+    if not isinstance(error, FtpError):
+        of = f" of {total}" if total is not None else ""
+        error.add_note(
+            f"{path} is incomplete ({have}{of} bytes); download again with -c (resume=True)"
+        )
+    elif total is not None and have >= total:
         error.hint = (
             f"all {total} bytes reached {path}, but the transfer did not end cleanly; "
             "check it with --verify, or download it again"
@@ -278,8 +283,8 @@ def _say_kept(error: BaseException, path: Path) -> None:
     """Make ``error``'s advice say the old local file is untouched (no -c: it is whole)."""
     kept = f"{path} was left as it was"
     if not isinstance(error, FtpError):
-        return
-    if error.advises_resume or not error.hint:
+        error.add_note(f"{kept}; download it again")
+    elif error.advises_resume or not error.hint:
         error.hint = f"{kept}; download it again"
     else:
         error.hint = f"{kept}; {error.hint}"
