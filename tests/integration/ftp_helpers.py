@@ -155,7 +155,7 @@ def command_lines(control: socket.socket) -> Iterator[str]:
 # -- scripted servers ---------------------------------------------------------------
 
 Handler = Callable[[str, socket.socket, socket.socket], bytes | None]
-"""Answers one RETR/MLSD/LIST/NLST line: (line, control, data listener) -> final reply."""
+"""Answers one RETR/MLSD/LIST/NLST/STOR/APPE line: (line, control, data listener) -> final reply."""
 
 MLSD_FEATURES = b"211-Features:\r\n MLST type*;size*;modify*;\r\n EPSV\r\n211 End\r\n"
 LIST_ONLY_FEATURES = b"211-Features:\r\n EPSV\r\n211 End\r\n"  # vsftpd's kind: no MLSD
@@ -196,7 +196,7 @@ def serve_once(
             elif verb == "EPSV":
                 port = data_listener.getsockname()[1]
                 control.sendall(f"229 passive (|||{port}|)\r\n".encode())
-            elif verb in ("RETR", "MLSD", "LIST", "NLST"):
+            elif verb in ("RETR", "MLSD", "LIST", "NLST", "STOR", "APPE"):
                 answer = transfer(line, control, data_listener)
                 if answer is not None:
                     control.sendall(answer)

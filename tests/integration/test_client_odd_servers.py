@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Callable
@@ -581,3 +582,27 @@ def test_get_stopped_over_an_existing_file_says_it_was_left_whole(tmp_path: Path
     ], stderr
     assert (tmp_path / "keep.bin").read_bytes() == b"the old, complete copy"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["keep.bin"]
+
+
+def cuts_the_upload(_: str, control: socket.socket, data_listener: socket.socket) -> None:
+    """STOR: take some bytes, then reset the data connection and say nothing."""
+    data, _ = data_listener.accept()
+    control.sendall(b"150 send\r\n")
+    data.recv(1000)
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    data.close()
+
+
+def test_a_broken_upload_says_the_remote_file_may_be_incomplete_and_put_c_resumes_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "big.bin").write_bytes(bytes(32 << 20))
+    other = {"ABOR": b"226 aborted\r\n"}
+    with scripted_server(
+        cuts_the_upload, other=lambda line: other.get(line, b"502 not here\r\n")
+    ) as port:
+        result = run_ketch(tmp_path, "put", "big.bin", f"ftp://u:p@127.0.0.1:{port}/big.bin")
+    line = one_error_line(result, 6)
+    assert "resumes a download" not in line, line
+    assert "big.bin on the server may be incomplete" in line, line
+    assert "ketch put -c" in line, line

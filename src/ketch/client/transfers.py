@@ -508,8 +508,9 @@ async def _send(
             moved += count
             if progress is not None:
                 progress(offset + moved, total)
-    except DataConnectionFailed:
+    except DataConnectionFailed as error:
         await _explain_broken_upload(client, stream, command_line)
+        _say_upload_incomplete(error, command_line.split(" ", 1)[1])
         raise
     except BaseException:
         await _abandon(client, stream)
@@ -518,6 +519,15 @@ async def _send(
     await _final_reply(client, command_line, opened)
     remote = command_line.split(" ", 1)[1]
     return TransferResult(remote, moved, offset, time.monotonic() - started, stream.mode)
+
+
+def _say_upload_incomplete(error: DataConnectionFailed, remote: str) -> None:
+    """Replace a download's resume advice (-c) with the upload's."""
+    if error.advises_resume:
+        error.hint = (
+            f"{remote} on the server may be incomplete (a server storing uploads atomically, "
+            "as ketch's does, keeps none of it); ketch put -c FILE URL (resume=True) resumes it"
+        )
 
 
 async def _explain_broken_upload(client: Client, stream: DataStream, command_line: str) -> None:
