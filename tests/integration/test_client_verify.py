@@ -89,7 +89,14 @@ def test_get_verify_catches_a_resume_onto_a_different_partial_copy(
     )
     local = sha256(b"X" * 4000 + b"B" * 4000)
     assert f"the server's SHA-256 is {sha256(original)}, the local file's is {local}" in line
-    assert "transfer it again" in line
+    # Not "transfer it again": the same -c would find the copy complete and fail alike.
+    assert "download it again without -c" in line, line
+    again = one_error_line(
+        ketch(tmp_path, "get", "-c", "--verify", url(server, "file.bin")), EXIT_VERIFY_FAILED
+    )
+    assert "download it again without -c" in again, again
+    assert ketch(tmp_path, "get", "--verify", url(server, "file.bin")).returncode == 0
+    assert (tmp_path / "file.bin").read_bytes() == original
 
 
 def test_put_verify_catches_a_resume_onto_a_different_partial_copy(
@@ -102,6 +109,7 @@ def test_put_verify_catches_a_resume_onto_a_different_partial_copy(
         EXIT_VERIFY_FAILED,
     )
     assert sha256(b"Z" * 100 + b"Y" * 200) in line and sha256(b"Y" * 300) in line
+    assert "upload it again without -c" in line, line
 
 
 def test_verify_and_hash_see_a_file_changed_on_the_server(

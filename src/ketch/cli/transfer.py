@@ -6,12 +6,13 @@ an absolute path takes a second slash (``ftp://host//etc/motd``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from ketch.client import (
     RemoteHash,
     RemoteListing,
     ReplyError,
+    VerifyFailed,
 )
 from ketch.client.mirror_trees import make_remote_dirs
 from ketch.client.verify import hash_method
@@ -235,7 +237,8 @@ def get(url: str, dest: str | None, resume: bool, verify: bool, options: ClientO
                     )
             display.line(describe_transfer("get", name, result, verbose=options.verbose))
             if verify and local is not None:
-                display.line(_verified(name, await ftp.verify(target.path, local)))
+                with _resumed_copy_advice("download", resume):
+                    display.line(_verified(name, await ftp.verify(target.path, local)))
 
     run(options, work)
 
@@ -342,9 +345,25 @@ def put(file: str, url: str, resume: bool, verify: bool, options: ClientOptions)
                     result = await ftp.upload(file, remote, resume=resume, progress=progress)
             display.line(describe_transfer("put", remote, result, verbose=options.verbose))
             if verify:
-                display.line(_verified(remote, await ftp.verify(remote, file)))
+                with _resumed_copy_advice("upload", resume):
+                    display.line(_verified(remote, await ftp.verify(remote, file)))
 
     run(options, work)
+
+
+@contextlib.contextmanager
+def _resumed_copy_advice(verb: str, resume: bool) -> Iterator[None]:
+    """After a resume (-c), a mismatch is the kept part's: "transfer it again" with -c
+    would keep it again, find the copy complete and fail alike."""
+    try:
+        yield
+    except VerifyFailed as error:
+        if resume:
+            error.hint = (
+                f"the part kept by -c is not of this file: {verb} it again without -c, "
+                "which transfers the whole file"
+            )
+        raise
 
 
 def _verified(name: str, checked: RemoteHash) -> str:
